@@ -1,0 +1,29 @@
+# Quick start: `make run` (start the dashboard) and `make test` (whole test suite).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8501
+
+.PHONY: run test venv bench clean
+
+# The venv is rebuilt only when requirements.txt changes.
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(PY) -m streamlit run app.py --server.port $(PORT)
+
+test: venv
+	$(PY) -m pytest
+
+bench: venv
+	$(PY) bench/throughput.py
+	$(PY) bench/accuracy.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

@@ -1,0 +1,402 @@
+"""Evaluation metrics for saved predictions (numpy + scikit-learn only, so it imports fast).
+
+A run's predictions are `probabilities` (N, C), `labels` (N,) ints and `class_names` (C str).
+Besides the multi-class metrics there is a "binary view" (disease vs. not): for 2 classes the
+score is P(class 1); for more classes with one named "normal" it is 1 - P(normal). Datasets
+without such a view get None for the binary-only results.
+
+Every public function returns plain JSON-serialisable Python types (NaN/inf become None).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    brier_score_loss,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_recall_curve,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
+
+NORMAL_CLASS_NAME = "normal"
+# Room for float error in saved softmax outputs (e.g. float32 rows summing to 1.0000001).
+PROBABILITY_TOLERANCE = 1e-4
+
+
+# ---------------------------------------------------------------- validation and conversion
+
+
+def _validated(probabilities, labels, class_names):
+    """Check shapes and ranges; return (probabilities float (N, C), labels int (N,), names list)."""
+    names = _validated_class_names(class_names)
+    probs = _validated_probabilities(probabilities, names)
+    labels = _validated_labels(labels, len(names))
+    if len(labels) != len(probs):
+        raise ValueError(
+            f"labels has {len(labels)} entries but probabilities has {len(probs)} rows"
+        )
+    return probs, labels, names
+
+
+def _validated_class_names(class_names):
+    names = [str(name) for name in class_names]
+    if len(names) < 2:
+        raise ValueError(f"need at least 2 class names, got {names!r}")
+    return names
+
+
+def _validated_probabilities(probabilities, names):
+    probs = np.asarray(probabilities, dtype=float)
+    if probs.ndim != 2:
+        raise ValueError(f"probabilities must be 2-D (N, C), got shape {probs.shape}")
+    if probs.shape[0] == 0:
+        raise ValueError("probabilities is empty: no predictions to evaluate")
+    if probs.shape[1] != len(names):
+        raise ValueError(
+            f"probabilities has {probs.shape[1]} columns but there are {len(names)} class names"
+        )
+    if not np.all(np.isfinite(probs)):
+        raise ValueError("probabilities contains NaN or infinite values")
+    if probs.min() < -PROBABILITY_TOLERANCE or probs.max() > 1 + PROBABILITY_TOLERANCE:
+        raise ValueError("probabilities must lie in [0, 1]")
+    return np.clip(probs, 0.0, 1.0)
+
+
+def _validated_labels(labels, n_classes):
+    raw = np.asarray(labels)
+    if raw.ndim != 1:
+        raise ValueError(f"labels must be 1-D (N,), got shape {raw.shape}")
+    if raw.size == 0:
+        raise ValueError("labels is empty: no predictions to evaluate")
+    if not (np.issubdtype(raw.dtype, np.integer) or np.issubdtype(raw.dtype, np.floating)):
+        raise ValueError(f"labels must be integers, got dtype {raw.dtype}")
+    if np.issubdtype(raw.dtype, np.floating) and not np.all(raw == np.round(raw)):
+        raise ValueError("labels must be whole numbers (class indices)")
+    as_int = raw.astype(int)
+    if as_int.min() < 0 or as_int.max() >= n_classes:
+        raise ValueError(
+            f"labels must be class indices in [0, {n_classes - 1}], "
+            f"got values from {as_int.min()} to {as_int.max()}"
+        )
+    return as_int
+
+
+def _to_json(value):
+    """Recursively turn numpy values into builtins; NaN and inf become None."""
+    if isinstance(value, dict):
+        return {str(key): _to_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_to_json(item) for item in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def _has_both_classes(binary_truth) -> bool:
+    return len(np.unique(binary_truth)) == 2
+
+
+# ---------------------------------------------------------------- binary view
+
+
+def _normal_index(class_names):
+    lowered = [str(name).strip().lower() for name in class_names]
+    return lowered.index(NORMAL_CLASS_NAME) if NORMAL_CLASS_NAME in lowered else None
+
+
+def _binary_view_kind(class_names):
+    """'two_class', 'not_normal' or None (no disease-vs-not view for this dataset)."""
+    if len(class_names) == 2:
+        return "two_class"
+    if _normal_index(class_names) is not None:
+        return "not_normal"
+    return None
+
+
+def positive_scores(probabilities, class_names) -> np.ndarray | None:
+    """Disease score per sample: P(class 1) for 2 classes, 1 - P(normal) otherwise, or None."""
+    names = _validated_class_names(class_names)
+    probs = _validated_probabilities(probabilities, names)
+    kind = _binary_view_kind(names)
+    if kind == "two_class":
+        return probs[:, 1]
+    if kind == "not_normal":
+        # Clipped because 1 - p can drift just outside [0, 1] through float error.
+        return np.clip(1.0 - probs[:, _normal_index(names)], 0.0, 1.0)
+    return None
+
+
+def positive_labels(labels, class_names) -> np.ndarray | None:
+    """0/1 truth matching positive_scores: label == 1 for 2 classes, label != normal otherwise."""
+    names = _validated_class_names(class_names)
+    labels = _validated_labels(labels, len(names))
+    kind = _binary_view_kind(names)
+    if kind == "two_class":
+        return (labels == 1).astype(int)
+    if kind == "not_normal":
+        return (labels != _normal_index(names)).astype(int)
+    return None
+
+
+def _binary_view(probabilities, labels, class_names):
+    """(truth 0/1, scores) for the binary view, or (None, None) when there is none."""
+    scores = positive_scores(probabilities, class_names)
+    if scores is None:
+        return None, None
+    return positive_labels(labels, class_names), scores
+
+
+# ---------------------------------------------------------------- predictions
+
+
+def predict_with_threshold(probabilities, class_names, threshold=None) -> np.ndarray:
+    """Predicted class indices: argmax, or the binary view's score >= threshold when one is given.
+
+    With a threshold on a dataset that has no binary view, the threshold is ignored (argmax).
+    """
+    names = _validated_class_names(class_names)
+    probs = _validated_probabilities(probabilities, names)
+    argmax = probs.argmax(axis=1)
+    kind = _binary_view_kind(names)
+    if threshold is None or kind is None:
+        return argmax
+    is_positive = positive_scores(probs, names) >= threshold
+    if kind == "two_class":
+        return is_positive.astype(int)
+    normal = _normal_index(names)
+    # Among the disease classes pick the likeliest, i.e. argmax with normal masked out.
+    disease_only = probs.copy()
+    disease_only[:, normal] = -np.inf
+    return np.where(is_positive, disease_only.argmax(axis=1), normal)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _per_class_report(labels, predicted, class_names):
+    all_classes = list(range(len(class_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=all_classes, zero_division=0
+    )
+    return {
+        name: {
+            "precision": precision[i],
+            "recall": recall[i],
+            "f1": f1[i],
+            "support": support[i],
+        }
+        for i, name in enumerate(class_names)
+    }
+
+
+def _balanced_accuracy(labels, predicted):
+    with warnings.catch_warnings():
+        # sklearn warns when the test set lacks a predicted class, or has a single class;
+        # the score (mean recall over the classes present) is still well defined.
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        warnings.filterwarnings("ignore", message="A single label was found")
+        return balanced_accuracy_score(labels, predicted)
+
+
+def _log_loss(probabilities, labels, n_classes):
+    row_sums = probabilities.sum(axis=1, keepdims=True)
+    # float32 softmax rows miss 1 by ~1e-7, which sklearn's float64 check flags; rescale only
+    # that noise away so genuinely unnormalised scores still get sklearn's warning.
+    if np.allclose(row_sums, 1.0, rtol=0, atol=PROBABILITY_TOLERANCE):
+        probabilities = probabilities / row_sums
+    return log_loss(labels, probabilities, labels=list(range(n_classes)))
+
+
+def _macro_ovr_auc(probabilities, labels):
+    """Macro one-vs-rest ROC AUC over the classes present in labels; None if fewer than 2."""
+    present = np.unique(labels)
+    if len(present) < 2:
+        return None
+    # One indicator column per present class: sklearn's multilabel macro AUC is exactly the
+    # OvR macro AUC, and unlike multi_class="ovr" it tolerates classes absent from the test set.
+    truth = (labels[:, None] == present[None, :]).astype(int)
+    return roc_auc_score(truth, probabilities[:, present], average="macro")
+
+
+def _binary_auc(binary_truth, scores):
+    if binary_truth is None or not _has_both_classes(binary_truth):
+        return None
+    return roc_auc_score(binary_truth, scores)
+
+
+def _binary_average_precision(binary_truth, scores):
+    if binary_truth is None or not _has_both_classes(binary_truth):
+        return None
+    return average_precision_score(binary_truth, scores)
+
+
+def _binary_brier(binary_truth, scores):
+    if binary_truth is None:
+        return None
+    return brier_score_loss(binary_truth, scores, labels=[0, 1])
+
+
+def classification_metrics(probabilities, labels, class_names, threshold=None) -> dict:
+    """Headline metrics, per-class report and confusion matrices for one set of predictions.
+
+    macro_f1 averages over the classes that occur in labels or predictions (sklearn's default);
+    per_class lists every class, with zeros and support 0 for absent ones.
+    """
+    probs, labels, names = _validated(probabilities, labels, class_names)
+    predicted = predict_with_threshold(probs, names, threshold)
+    binary_truth, scores = _binary_view(probs, labels, names)
+    all_classes = list(range(len(names)))
+    macro_ovr_auc = _macro_ovr_auc(probs, labels)
+    metrics = {
+        "n": len(labels),
+        "threshold": threshold if scores is not None else None,
+        "accuracy": accuracy_score(labels, predicted),
+        "balanced_accuracy": _balanced_accuracy(labels, predicted),
+        "macro_f1": f1_score(labels, predicted, average="macro", zero_division=0),
+        "per_class": _per_class_report(labels, predicted, names),
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=all_classes),
+        "confusion_matrix_normalized": confusion_matrix(
+            labels, predicted, labels=all_classes, normalize="true"
+        ),
+        "auc": macro_ovr_auc if scores is None else _binary_auc(binary_truth, scores),
+        "macro_ovr_auc": macro_ovr_auc,
+        "average_precision": _binary_average_precision(binary_truth, scores),
+        "log_loss": _log_loss(probs, labels, len(names)),
+        "brier": _binary_brier(binary_truth, scores),
+    }
+    return _to_json(metrics)
+
+
+# ---------------------------------------------------------------- curves
+
+
+def roc(probabilities, labels, class_names) -> dict | None:
+    """ROC curve of the binary view; None without a binary view or with one class only.
+
+    The first threshold (sklearn's +inf) comes back as None.
+    """
+    probs, labels, names = _validated(probabilities, labels, class_names)
+    binary_truth, scores = _binary_view(probs, labels, names)
+    if binary_truth is None or not _has_both_classes(binary_truth):
+        return None
+    fpr, tpr, thresholds = roc_curve(binary_truth, scores)
+    return _to_json(
+        {"fpr": fpr, "tpr": tpr, "thresholds": thresholds, "auc": roc_auc_score(binary_truth, scores)}
+    )
+
+
+def roc_per_class(probabilities, labels, class_names) -> dict:
+    """One-vs-rest ROC per class; classes whose OvR split has a single side are skipped."""
+    probs, labels, names = _validated(probabilities, labels, class_names)
+    curves = {}
+    for index, name in enumerate(names):
+        is_class = (labels == index).astype(int)
+        # Absent class (no positives) or the only class present (no negatives): undefined.
+        if not _has_both_classes(is_class):
+            continue
+        fpr, tpr, _ = roc_curve(is_class, probs[:, index])
+        curves[name] = {"fpr": fpr, "tpr": tpr, "auc": roc_auc_score(is_class, probs[:, index])}
+    return _to_json(curves)
+
+
+def precision_recall(probabilities, labels, class_names) -> dict | None:
+    """Precision-recall curve of the binary view; None without a binary view or with one class."""
+    probs, labels, names = _validated(probabilities, labels, class_names)
+    binary_truth, scores = _binary_view(probs, labels, names)
+    if binary_truth is None or not _has_both_classes(binary_truth):
+        return None
+    precision, recall, thresholds = precision_recall_curve(binary_truth, scores)
+    return _to_json(
+        {
+            "precision": precision,
+            "recall": recall,
+            "thresholds": thresholds,
+            "average_precision": average_precision_score(binary_truth, scores),
+        }
+    )
+
+
+def _closest_to_half_among_best(thresholds, f1_values):
+    best_f1 = np.max(f1_values)
+    tied = np.flatnonzero(f1_values == best_f1)
+    return tied[np.argmin(np.abs(thresholds[tied] - 0.5))]
+
+
+def f1_vs_threshold(probabilities, labels, class_names, n=101) -> dict | None:
+    """F1 of the positive class (binary view) at n thresholds evenly spaced in [0, 1].
+
+    best_threshold is the grid point with the highest F1; ties go to the one closest to 0.5.
+    """
+    if n < 2:
+        raise ValueError(f"n must be at least 2 grid points, got {n}")
+    probs, labels, names = _validated(probabilities, labels, class_names)
+    binary_truth, scores = _binary_view(probs, labels, names)
+    if binary_truth is None:
+        return None
+    thresholds = np.linspace(0.0, 1.0, n)
+    f1_values = np.array(
+        [f1_score(binary_truth, (scores >= t).astype(int), zero_division=0) for t in thresholds]
+    )
+    best = _closest_to_half_among_best(thresholds, f1_values)
+    return _to_json(
+        {
+            "thresholds": thresholds,
+            "f1": f1_values,
+            "best_threshold": thresholds[best],
+            "best_f1": f1_values[best],
+        }
+    )
+
+
+def _calibration_bin_counts(scores, n_bins):
+    """Samples per non-empty bin, binned exactly as calibration_curve(strategy='uniform') does."""
+    inner_edges = np.linspace(0.0, 1.0, n_bins + 1)[1:-1]
+    counts = np.bincount(np.searchsorted(inner_edges, scores), minlength=n_bins)
+    return counts[counts > 0]
+
+
+def calibration(probabilities, labels, class_names, n_bins=10) -> dict | None:
+    """Reliability curve of the binary view plus expected calibration error (ECE)."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    probs, labels, names = _validated(probabilities, labels, class_names)
+    binary_truth, scores = _binary_view(probs, labels, names)
+    if binary_truth is None:
+        return None
+    prob_true, prob_pred = calibration_curve(
+        binary_truth, scores, n_bins=n_bins, strategy="uniform", pos_label=1
+    )
+    counts = _calibration_bin_counts(scores, n_bins)
+    # ECE: gap between confidence and observed frequency, weighted by each bin's share of samples.
+    ece = np.sum(counts / counts.sum() * np.abs(prob_true - prob_pred))
+    return _to_json({"prob_true": prob_true, "prob_pred": prob_pred, "counts": counts, "ece": ece})
+
+
+# ---------------------------------------------------------------- everything at once
+
+
+def evaluate_predictions(probabilities, labels, class_names, threshold=None) -> dict:
+    """All metrics and curves for one run's predictions, ready for json.dumps."""
+    probs, labels, names = _validated(probabilities, labels, class_names)
+    return {
+        "metrics": classification_metrics(probs, labels, names, threshold),
+        "roc": roc(probs, labels, names),
+        "roc_per_class": roc_per_class(probs, labels, names),
+        "pr": precision_recall(probs, labels, names),
+        "f1_threshold": f1_vs_threshold(probs, labels, names),
+        "calibration": calibration(probs, labels, names),
+    }

@@ -1,0 +1,134 @@
+"""Train one run from the terminal, through the same job manager the dashboard uses.
+
+    python -m core.train --arch seed_cnn --task binary --image-size 64 --epochs 5
+    python -m core.train --config runs/<run_id>/config.json --epochs 20
+    python -m core.train --set augmentation.rotation_degrees=10 --set arch_params.width=0.5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from core.training import TrainConfig
+
+# flag -> TrainConfig field, for the common settings
+FLAGS = {
+    "arch": str, "task": str, "image_size": int, "epochs": int, "batch_size": int,
+    "learning_rate": float, "optimizer": str, "schedule": str, "seed": int, "name": str,
+    "data_source": str, "data_path": str, "color_mode": str, "dropout": float, "class_weights": str,
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m core.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, help="a config.json (e.g. from a run folder) to start from")
+    for name, kind in FLAGS.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
+    parser.add_argument("--lr", dest="learning_rate", type=float, help="alias of --learning-rate")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any TrainConfig setting; VALUE is JSON if it parses, dotted keys reach "
+                             "into arch_params and augmentation")
+    parser.add_argument("--runs-dir", type=Path, help="run store folder (default: $CXR_RUNS_DIR or runs/)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> TrainConfig:
+    values = json.loads(args.config.read_text()) if args.config else {}
+    values.update({name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None})
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set needs KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        target = values
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return TrainConfig.from_dict(values).validate()
+
+
+def render_progress(progress: dict) -> str:
+    phase = progress.get("phase")
+    if phase == "loading data":
+        return f"loading data {progress.get('load_done', 0)}/{progress.get('load_total') or '?'}"
+    if phase != "training":
+        return str(phase)
+    batch, batches = progress.get("batch") or 0, progress.get("batches") or 1
+    filled = int(30 * batch / batches)
+    rate, eta, loss = progress.get("images_per_sec"), progress.get("eta_s"), progress.get("batch_loss")
+    return (f"epoch {progress['epoch'] + 1}/{progress['epochs']} [{'=' * filled}{'.' * (30 - filled)}] "
+            f"{batch}/{batches}" + (f" loss {loss:.4f}" if loss is not None else "")
+            + (f" {rate:.0f} img/s" if rate else "") + (f" ETA {eta:.0f}s" if eta is not None else ""))
+
+
+def epoch_line(row: dict) -> str:
+    keys = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+    return f"epoch {row['epoch']}: " + " ".join(f"{k} {row[k]:.4g}" for k in keys if row.get(k) is not None)
+
+
+def follow(manager, run_id: str, quiet: bool) -> str:
+    """Draw the progress until the run ends; Ctrl-C cancels the run (and keeps what it learned)."""
+    printed_epochs = 0
+    try:
+        while True:
+            progress = manager.progress(run_id)
+            for row in progress["history"][printed_epochs:]:
+                print("\r\033[K" + epoch_line(row), file=sys.stderr, flush=True)
+            printed_epochs = len(progress["history"])
+            state = manager.store.get(run_id).state()
+            if state not in ("queued", "running"):
+                print("\r\033[K", end="", file=sys.stderr)
+                return state
+            if not quiet and sys.stderr.isatty():
+                print("\r\033[K" + render_progress(progress), end="", file=sys.stderr, flush=True)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\ncancelling: stops after the current batch...", file=sys.stderr)
+        manager.cancel(run_id)
+        return manager.wait(run_id)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        config = build_config(args)
+    except (ValueError, OSError, json.JSONDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from core.jobs import JobManager
+    from core.runs import RunStore
+    manager = JobManager(RunStore(args.runs_dir))
+    run_id = manager.submit(config)
+    run = manager.store.get(run_id)
+    print(f"run {run_id}: {run.path}", file=sys.stderr)
+    state = follow(manager, run_id, args.quiet)
+    status, summary = run.status(), run.summary()
+    result = {"run_id": run_id, "run_dir": str(run.path), "state": state,
+              "test": _headline(summary.get("test")), "val": _headline(summary.get("val")),
+              "best_epoch": summary.get("best_epoch"), "seconds": summary.get("seconds")}
+    if state == "failed":
+        result["error"] = status.get("error")
+        print(status.get("traceback", ""), file=sys.stderr)
+    print(json.dumps(result, indent=2))
+    return 0 if state in ("done", "cancelled") else 1
+
+
+def _headline(metrics: dict | None) -> dict | None:
+    if not metrics:
+        return None
+    keys = ("n", "accuracy", "balanced_accuracy", "macro_f1", "auc", "average_precision")
+    return {k: metrics.get(k) for k in keys} | {
+        f"recall_{name}": values["recall"] for name, values in metrics.get("per_class", {}).items()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

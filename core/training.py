@@ -1,0 +1,506 @@
+"""One run, end to end: TrainConfig -> data -> model -> fit -> predictions, metrics and artifacts.
+
+`execute_run` is what the job manager's thread and the CLI call. TensorFlow is imported inside
+functions so that importing this module (for TrainConfig) stays fast.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import platform
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from core import data as data_lib
+from core.runs import Run
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
+SCHEDULES = ("constant", "step", "exponential", "cosine", "one_cycle", "plateau")
+MONITORS = ("val_loss", "val_accuracy")
+
+
+@dataclass
+class Augmentation:
+    """Random transforms applied while training only (Keras preprocessing layers inside the model)."""
+    rotation_degrees: float = 0.0
+    zoom: float = 0.0          # fraction, e.g. 0.1 = up to 10% in or out
+    shift: float = 0.0         # fraction of width/height
+    horizontal_flip: bool = False  # off by default: it moves the heart to the other side
+    brightness: float = 0.0    # fraction of the 0-255 range
+    contrast: float = 0.0      # factor, e.g. 0.2
+
+    def any(self) -> bool:
+        return any(bool(v) for v in dataclasses.asdict(self).values())
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a run. Saved as config.json; `TrainConfig.from_json` re-creates it exactly."""
+    name: str = ""
+    # data
+    data_source: str = "builtin"      # builtin | folder | zip | npz
+    data_path: str = ""
+    task: str = "binary"              # binary | subtype | classes
+    image_size: int = 128
+    color_mode: str = "grayscale"     # grayscale | rgb
+    split: str = "grouped"            # grouped (by patient) | own (the dataset's train/val/test folders)
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 42
+    # model
+    arch: str = "seed_cnn"
+    arch_params: dict = field(default_factory=dict)
+    dropout: float | None = None      # None: the architecture's own default
+    # optimisation
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    momentum: float = 0.9             # sgd and rmsprop
+    nesterov: bool = False            # sgd
+    weight_decay: float = 0.0         # decoupled (AdamW-style) in every Keras 3 optimizer
+    clipnorm: float = 0.0             # 0 = no gradient clipping
+    label_smoothing: float = 0.0
+    schedule: str = "constant"
+    decay_rate: float = 0.5           # step / exponential: multiply the rate by this every step_epochs
+    step_epochs: int = 5
+    min_learning_rate: float = 1e-6   # floor for cosine, one-cycle and plateau
+    plateau_patience: int = 2
+    plateau_factor: float = 0.5
+    batch_size: int = 32
+    epochs: int = 10
+    early_stopping: bool = True
+    patience: int = 5
+    restore_best: bool = True         # evaluate and save the best epoch, not the last
+    monitor: str = "val_loss"
+    class_weights: str = "none"       # none | balanced
+    augmentation: Augmentation = field(default_factory=Augmentation)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color_mode == "grayscale" else 3
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig settings: {', '.join(unknown)}")
+        values = dict(values)
+        if isinstance(values.get("augmentation"), dict):
+            aug_known = {f.name for f in dataclasses.fields(Augmentation)}
+            bad = sorted(set(values["augmentation"]) - aug_known)
+            if bad:
+                raise ValueError(f"unknown augmentation settings: {', '.join(bad)}")
+            values["augmentation"] = Augmentation(**values["augmentation"])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls.from_dict(json.loads(text))
+
+    def validate(self) -> "TrainConfig":
+        """Raise ValueError with a readable message for any setting out of range."""
+        from core import models
+        checks = [
+            (self.data_source in data_lib.SOURCES, f"data_source must be one of {data_lib.SOURCES}"),
+            (self.task in data_lib.TASKS, f"task must be one of {data_lib.TASKS}"),
+            (self.color_mode in ("grayscale", "rgb"), "color_mode must be grayscale or rgb"),
+            (self.split in ("grouped", "own"), "split must be grouped or own"),
+            (32 <= self.image_size <= 512, "image_size must be between 32 and 512"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
+            (self.monitor in MONITORS, f"monitor must be one of {MONITORS}"),
+            (self.class_weights in ("none", "balanced"), "class_weights must be none or balanced"),
+            (self.learning_rate > 0, "learning_rate must be positive"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (self.dropout is None or 0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.step_epochs >= 1, "step_epochs must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        models.resolve_params(self.arch, self.arch_params)
+        return self
+
+
+# ----------------------------------------------------------------------------- live progress
+
+class Progress:
+    """Live state of one run, written by the training thread and read by the UI (thread-safe)."""
+
+    def __init__(self, epochs: int = 0):
+        self._lock = threading.Lock()
+        self._state = {"phase": "queued", "epoch": 0, "epochs": epochs, "batch": 0, "batches": 0,
+                       "images_per_sec": None, "eta_s": None, "learning_rate": None,
+                       "batch_loss": None, "load_done": 0, "load_total": 0, "elapsed_s": 0.0}
+        self._history: list[dict] = []
+
+    def update(self, **fields) -> None:
+        with self._lock:
+            self._state.update(fields)
+
+    def add_epoch(self, row: dict) -> None:
+        with self._lock:
+            self._history.append(row)
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {**self._state, "history": list(self._history)}
+
+
+@dataclass
+class RunControl:
+    progress: Progress = field(default_factory=Progress)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def should_stop(self) -> bool:
+        return self.stop_event.is_set()
+
+
+class Cancelled(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------- data
+
+def load_data(config: TrainConfig, progress: Progress | None = None):
+    """The dataset and its split for `config` (decoded arrays come from the disk cache when present)."""
+    report = (lambda done, total: progress.update(load_done=done, load_total=total)) if progress else None
+    dataset = data_lib.load_dataset(config.data_source, config.data_path or None, config.task,
+                                    config.image_size, config.channels, progress=report)
+    split = data_lib.make_split(dataset, config.val_fraction, config.test_fraction, config.seed,
+                                use_own_split=config.split == "own")
+    return dataset, split
+
+
+def make_tf_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,
+                    shuffle: bool, seed: int):
+    """uint8 images + int labels -> batches of (float32 pixels 0-255, one-hot labels), prefetched."""
+    import tensorflow as tf
+    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+    if shuffle:
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    # Casting after batching keeps the shuffle buffer in uint8 (4x smaller).
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def class_weight_map(labels: np.ndarray, num_classes: int, mode: str) -> dict | None:
+    if mode != "balanced":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    mapping = {int(c): 1.0 for c in range(num_classes)}
+    mapping.update({int(c): float(w) for c, w in zip(present, weights)})
+    return mapping
+
+
+# ----------------------------------------------------------------------------- model pieces
+
+def build_augmentation(aug: Augmentation, seed: int):
+    """A keras.Sequential of preprocessing layers (active in training only), or None."""
+    if not aug.any():
+        return None
+    import keras
+    from keras import layers
+    stack = []
+    if aug.horizontal_flip:
+        stack.append(layers.RandomFlip("horizontal", seed=seed))
+    if aug.rotation_degrees:
+        stack.append(layers.RandomRotation(aug.rotation_degrees / 360.0, fill_mode="constant", seed=seed + 1))
+    if aug.zoom:
+        stack.append(layers.RandomZoom(aug.zoom, fill_mode="constant", seed=seed + 2))
+    if aug.shift:
+        stack.append(layers.RandomTranslation(aug.shift, aug.shift, fill_mode="constant", seed=seed + 3))
+    if aug.brightness:
+        stack.append(layers.RandomBrightness(aug.brightness, value_range=(0, 255), seed=seed + 4))
+    if aug.contrast:
+        stack.append(layers.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed + 5))
+    return keras.Sequential(stack, name="augmentation")
+
+
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int, epochs: int):
+    """A float or a keras LearningRateSchedule for `config.schedule`."""
+    from keras.optimizers import schedules
+    lr, total_steps = config.learning_rate, max(1, steps_per_epoch * epochs)
+    floor = min(config.min_learning_rate, lr)
+    if config.schedule in ("constant", "plateau"):
+        return lr
+    if config.schedule in ("step", "exponential"):
+        return schedules.ExponentialDecay(lr, decay_steps=steps_per_epoch * config.step_epochs,
+                                          decay_rate=config.decay_rate, staircase=config.schedule == "step")
+    if config.schedule == "cosine":
+        return schedules.CosineDecay(lr, decay_steps=total_steps, alpha=floor / lr)
+    # one-cycle: linear warm-up from lr/25 to lr over 30% of training, then cosine down to the floor.
+    warmup = max(1, int(0.3 * total_steps))
+    return schedules.CosineDecay(lr / 25.0, decay_steps=max(1, total_steps - warmup), alpha=floor / lr,
+                                 warmup_target=lr, warmup_steps=warmup)
+
+
+def make_optimizer(config: TrainConfig, learning_rate):
+    import keras
+    common = {"learning_rate": learning_rate}
+    if config.weight_decay:
+        common["weight_decay"] = config.weight_decay
+    if config.clipnorm:
+        common["clipnorm"] = config.clipnorm
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(**common)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(**{"weight_decay": 1e-4, **common})
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(momentum=config.momentum, nesterov=config.nesterov, **common)
+    if config.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(momentum=config.momentum, **common)
+    return keras.optimizers.Adagrad(**common)
+
+
+def current_learning_rate(optimizer) -> float:
+    return float(np.asarray(optimizer.learning_rate))
+
+
+def configure_devices():
+    """Mixed precision and MirroredStrategy when GPUs are present; the default strategy on CPU."""
+    import keras
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    keras.mixed_precision.set_global_policy("mixed_float16" if gpus else "float32")
+    if not gpus:
+        # Reproducible on CPU: the same config and seed give the same metrics.
+        tf.config.experimental.enable_op_determinism()
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+# ----------------------------------------------------------------------------- the callback
+
+def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batch_size: int,
+                       total_epochs: int, monitor: str):
+    import keras
+
+    class JobCallback(keras.callbacks.Callback):
+        """Per-batch progress and stop checks; per-epoch metrics file and best-model checkpoint."""
+
+        def __init__(self):
+            super().__init__()
+            self.best_value, self.best_weights, self.best_epoch = None, None, None
+            self.cancelled = False
+            self.train_started = time.perf_counter()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_started = time.perf_counter()
+            self.batch_started = None
+            control.progress.update(phase="training", epoch=epoch, batch=0, batches=steps_per_epoch,
+                                    learning_rate=current_learning_rate(self.model.optimizer))
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.batch_started is None:
+                self.batch_started = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.perf_counter()
+            done = batch + 1
+            # The first batch includes graph tracing: time the rest for a fair speed.
+            if done == 1:
+                self.steady_started, self.steady_batches = now, 0
+            else:
+                self.steady_batches += 1
+            rate = (self.steady_batches * batch_size / (now - self.steady_started)
+                    if self.steady_batches and now > self.steady_started else None)
+            epochs_left = total_epochs - control.progress.snapshot()["epoch"] - 1
+            per_batch = (now - self.steady_started) / self.steady_batches if self.steady_batches else None
+            eta = (per_batch * ((steps_per_epoch - done) + epochs_left * steps_per_epoch)
+                   if per_batch else None)
+            control.progress.update(batch=done, images_per_sec=rate, eta_s=eta,
+                                    batch_loss=_as_float((logs or {}).get("loss")),
+                                    elapsed_s=now - self.train_started)
+            if control.should_stop():
+                self.cancelled = True
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            seconds = time.perf_counter() - self.epoch_started
+            row = {"epoch": epoch + 1, **{k: _as_float(v) for k, v in logs.items()},
+                   "learning_rate": current_learning_rate(self.model.optimizer),
+                   "seconds": round(seconds, 3),
+                   "images_per_sec": control.progress.snapshot()["images_per_sec"]}
+            row.pop("lr", None)
+            if self.cancelled and "val_loss" not in logs:
+                return  # the epoch was cut short before validation: nothing complete to record
+            run.append_metrics(row)
+            control.progress.add_epoch(row)
+            run.update_status(epoch=epoch + 1)
+            value = logs.get(monitor)
+            if value is not None and self._improved(float(value)):
+                self.best_value, self.best_epoch = float(value), epoch + 1
+                self.best_weights = self.model.get_weights()
+                run.save_model(self.model)
+
+        def _improved(self, value: float) -> bool:
+            if self.best_value is None or math.isnan(self.best_value):
+                return not math.isnan(value)
+            return value < self.best_value if monitor.endswith("loss") else value > self.best_value
+
+    return JobCallback()
+
+
+def _as_float(value):
+    if value is None:
+        return None
+    value = float(np.asarray(value))
+    return value if math.isfinite(value) else None
+
+
+# ----------------------------------------------------------------------------- a whole run
+
+def execute_run(run: Run, config: TrainConfig, control: RunControl | None = None) -> dict:
+    """Train `config` into `run`, keeping status.json honest; returns the summary.
+
+    Never raises: failures are recorded in status.json (state failed, error, traceback).
+    """
+    control = control or RunControl()
+    run.update_status(state="running", started=time.time(), epoch=0, epochs=config.epochs)
+    try:
+        summary = train(run, config, control)
+    except Cancelled:
+        run.update_status(state="cancelled", finished=time.time(), error=None)
+        control.progress.update(phase="cancelled")
+        return {}
+    except BaseException as exc:  # noqa: BLE001 - a job must never take the process down
+        run.update_status(state="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}",
+                          traceback=traceback.format_exc())
+        control.progress.update(phase="failed")
+        return {}
+    state = "cancelled" if summary.get("cancelled") else "done"
+    run.update_status(state=state, finished=time.time(), error=None)
+    control.progress.update(phase=state)
+    return summary
+
+
+def train(run: Run, config: TrainConfig, control: RunControl) -> dict:
+    """The training itself. Raises on error; `execute_run` turns errors into a failed status."""
+    import keras
+
+    from core import metrics as metrics_lib
+    from core import models
+
+    config.validate()
+    started = time.perf_counter()
+    control.progress.update(phase="loading data")
+    dataset, split = load_data(config, control.progress)
+    if control.should_stop():
+        raise Cancelled()
+    num_classes = len(dataset.class_names)
+    x_train, y_train = dataset.images[split.train], dataset.labels[split.train]
+    x_val, y_val = dataset.images[split.val], dataset.labels[split.val]
+    steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
+    fine_tune_epochs = int(models.resolve_params(config.arch, config.arch_params).get("fine_tune_epochs", 0)) \
+        if config.arch == "transfer" else 0
+    total_epochs = config.epochs + fine_tune_epochs
+
+    keras.utils.set_random_seed(config.seed)
+    strategy = configure_devices()
+    train_ds = make_tf_dataset(x_train, y_train, num_classes, config.batch_size, True, config.seed)
+    val_ds = make_tf_dataset(x_val, y_val, num_classes, config.batch_size, False, config.seed)
+    with strategy.scope():
+        model = models.build_model(config.arch, config.image_size, config.channels, num_classes,
+                                   params=config.arch_params, dropout=config.dropout,
+                                   augmentation=build_augmentation(config.augmentation, config.seed))
+        _compile(model, config, learning_rate_schedule(config, steps_per_epoch, config.epochs))
+    stats = models.model_stats(model)
+    control.progress.update(phase="training", epochs=total_epochs, batches=steps_per_epoch, model=stats)
+    run.update_status(epochs=total_epochs)
+
+    job_callback = _make_job_callback(run, control, steps_per_epoch, config.batch_size, total_epochs,
+                                      config.monitor)
+    callbacks = [job_callback, keras.callbacks.TensorBoard(str(run.tensorboard_dir), write_graph=False,
+                                                           profile_batch=0)]
+    if config.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=config.monitor, patience=config.patience,
+                                                       restore_best_weights=False))
+    if config.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.plateau_factor,
+                                                           patience=config.plateau_patience,
+                                                           min_lr=config.min_learning_rate))
+    class_weight = class_weight_map(y_train, num_classes, config.class_weights)
+    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+                        class_weight=class_weight, shuffle=False, verbose=0)  # tf.data shuffles
+    epochs_run = len(history.epoch)
+    if fine_tune_epochs and not job_callback.cancelled and not model.stop_training:
+        epochs_run += _fine_tune(model, config, train_ds, val_ds, callbacks, class_weight, epochs_run)
+
+    if config.restore_best and job_callback.best_weights is not None:
+        model.set_weights(job_callback.best_weights)
+    run.save_model(model)
+    control.progress.update(phase="evaluating")
+    summary = {"val": None, "test": None, "best_epoch": job_callback.best_epoch,
+               f"best_{config.monitor}": job_callback.best_value, "epochs_run": epochs_run,
+               "cancelled": job_callback.cancelled, "stopped_early": epochs_run < total_epochs
+               and not job_callback.cancelled, "model": stats, "class_names": dataset.class_names,
+               "dataset": data_lib.dataset_summary(dataset), "split": data_lib.split_report_dict(split.report),
+               "versions": environment_versions()}
+    if config.monitor != "val_loss":
+        summary["best_val_loss"] = min((r.get("val_loss") for r in run.history() if r.get("val_loss") is not None),
+                                       default=None)
+    for split_name in ("val", "test"):
+        idx = split.indices(split_name)
+        probabilities = predict_probabilities(model, dataset.images[idx], config.batch_size)
+        run.save_predictions(split_name, probabilities, dataset.labels[idx], dataset.patient_ids[idx],
+                             dataset.files[idx], dataset.class_names)
+        summary[split_name] = metrics_lib.classification_metrics(probabilities, dataset.labels[idx],
+                                                                 dataset.class_names)
+        if split_name == "val":
+            best = metrics_lib.f1_vs_threshold(probabilities, dataset.labels[idx], dataset.class_names)
+            summary["threshold"] = best["best_threshold"] if best else None
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    run.write_summary(summary)
+    return summary
+
+
+def _compile(model, config: TrainConfig, learning_rate) -> None:
+    import keras
+    model.compile(optimizer=make_optimizer(config, learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+
+
+def _fine_tune(model, config: TrainConfig, train_ds, val_ds, callbacks, class_weight, epochs_done: int) -> int:
+    """Transfer learning, phase 2: unfreeze the top of the base and train on at a lower rate."""
+    from core import models
+    params = models.resolve_params(config.arch, config.arch_params)
+    models.unfreeze_top_layers(model, int(params["fine_tune_layers"]))
+    _compile(model, config, config.learning_rate * float(params["fine_tune_lr_factor"]))
+    history = model.fit(train_ds, validation_data=val_ds, initial_epoch=epochs_done,
+                        epochs=epochs_done + int(params["fine_tune_epochs"]), callbacks=callbacks,
+                        class_weight=class_weight, shuffle=False, verbose=0)  # tf.data shuffles
+    return len(history.epoch)
+
+
+def predict_probabilities(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    if len(images) == 0:
+        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+    return np.asarray(model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0),
+                      dtype=np.float32)
+
+
+def environment_versions() -> dict:
+    import keras
+    import tensorflow as tf
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__}
