@@ -187,9 +187,10 @@ def _strip_common_folders(paths: list[str]) -> dict[str, str]:
     split_paths = {p: p.split("/") for p in paths}
     depth = 0
     while True:
-        heads = {parts[depth] for parts in split_paths.values() if len(parts) > depth + 2}
-        deep_enough = all(len(parts) > depth + 2 for parts in split_paths.values())
-        if len(heads) != 1 or not deep_enough or next(iter(heads)).lower() in _SPLIT_ALIASES:
+        # Strip a folder every path is inside, as long as something below it still has class folders.
+        heads = {parts[depth] if len(parts) > depth + 1 else None for parts in split_paths.values()}
+        deeper = any(len(parts) > depth + 2 for parts in split_paths.values())
+        if len(heads) != 1 or None in heads or not deeper or next(iter(heads)).lower() in _SPLIT_ALIASES:
             break
         depth += 1
     return {p: "/".join(parts[depth:]) for p, parts in split_paths.items()}

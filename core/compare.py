@@ -1,0 +1,213 @@
+"""Run tables, config diffs, side-by-side metrics and time estimates for the dashboard.
+
+Plain Python + pandas on what the run store returns (`Run.describe()`, `Run.config()`,
+`Run.summary()`, `Run.history()`), so it is testable without Streamlit or TensorFlow.
+"""
+from __future__ import annotations
+
+import statistics
+
+import pandas as pd
+
+# Settings worth a column in the runs table (flattened config keys).
+KEY_SETTINGS = ("optimizer", "learning_rate", "batch_size", "dropout", "arch_params.activation",
+                "color_mode", "split", "schedule", "class_weights")
+TABLE_COLUMNS = ("name", "state", "arch", "task", "image_size", "epochs", "epoch", "optimizer",
+                 "learning_rate", "batch_size", "dropout", "activation", "augmentation", "best_val_loss",
+                 "val_accuracy", "test_accuracy", "test_macro_f1", "test_auc", "duration_s", "created",
+                 "error", "run_id")
+# Config keys that never make two runs "differ" in a meaningful way.
+IGNORED_DIFF_KEYS = ("name",)
+METRIC_ROWS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "average_precision", "log_loss", "brier")
+
+
+# ----------------------------------------------------------------------------- flattening
+
+def flatten(values: dict, prefix: str = "") -> dict:
+    """{'arch_params': {'width': 2}} -> {'arch_params.width': 2}; lists become 'a, b' strings."""
+    flat = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = ", ".join(str(v) for v in value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def augmentation_label(config: dict) -> str:
+    """'off' or the augmentations in use, e.g. 'rotation_degrees=10, zoom=0.1'."""
+    active = {k: v for k, v in (config.get("augmentation") or {}).items() if v}
+    return ", ".join(f"{k}={v}" if v is not True else k for k, v in active.items()) or "off"
+
+
+# ----------------------------------------------------------------------------- the runs table
+
+def run_row(description: dict, config: dict) -> dict:
+    """One table row: `Run.describe()` plus the settings people ablate."""
+    params = config.get("arch_params") or {}
+    return {**description,
+            "optimizer": config.get("optimizer"), "learning_rate": config.get("learning_rate"),
+            "batch_size": config.get("batch_size"), "dropout": config.get("dropout"),
+            "activation": params.get("activation"), "augmentation": augmentation_label(config),
+            "created": pd.to_datetime(description.get("created"), unit="s", utc=True)
+            if description.get("created") else None}
+
+
+def runs_table(rows: list[dict]) -> pd.DataFrame:
+    """The runs table, columns in a fixed order (missing values stay empty)."""
+    frame = pd.DataFrame(rows)
+    for column in TABLE_COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    return frame[list(TABLE_COLUMNS)]
+
+
+def filter_runs(table: pd.DataFrame, states=(), archs=(), text: str = "") -> pd.DataFrame:
+    """Rows whose state and architecture are among those chosen (none chosen = all) and whose
+    name or run id contains `text` (case-insensitive)."""
+    keep = pd.Series(True, index=table.index)
+    if states:
+        keep &= table["state"].isin(list(states))
+    if archs:
+        keep &= table["arch"].isin(list(archs))
+    if text.strip():
+        needle = text.strip().lower()
+        keep &= (table["name"].astype(str).str.lower().str.contains(needle, regex=False)
+                 | table["run_id"].astype(str).str.lower().str.contains(needle, regex=False))
+    return table[keep]
+
+
+def table_csv(table: pd.DataFrame) -> bytes:
+    return table.to_csv(index=False).encode()
+
+
+# ----------------------------------------------------------------------------- comparison
+
+def config_diff(configs: dict[str, dict]) -> pd.DataFrame:
+    """Settings (flattened) whose value differs between the runs: one row per setting, one column per run."""
+    flat = {name: flatten(config) for name, config in configs.items()}
+    keys = sorted({key for values in flat.values() for key in values} - set(IGNORED_DIFF_KEYS))
+    rows = {}
+    for key in keys:
+        values = [flat[name].get(key) for name in flat]
+        if len({repr(v) for v in values}) > 1:
+            rows[key] = values
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(flat))
+    frame.index.name = "setting"
+    # Mixed types (e.g. None next to 0.3) display as text so the table never fails to render.
+    return frame.astype(str).replace({"None": "—"}) if len(frame) else frame
+
+
+def metrics_side_by_side(summaries: dict[str, dict], split: str = "test") -> pd.DataFrame:
+    """Headline metrics of `split` (plus best epoch and run time): one column per run."""
+    columns = {}
+    for name, summary in summaries.items():
+        metrics = summary.get(split) or {}
+        column = {metric: metrics.get(metric) for metric in METRIC_ROWS}
+        column["best_val_loss"] = summary.get("best_val_loss")
+        column["best_epoch"] = summary.get("best_epoch")
+        column["seconds"] = summary.get("seconds")
+        columns[name] = column
+    frame = pd.DataFrame(columns)
+    frame.index.name = "metric"
+    return frame
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Make display names unique by numbering repeats ('cnn', 'cnn (2)')."""
+    seen: dict[str, int] = {}
+    result = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        result.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return result
+
+
+def parallel_coordinates_frame(configs: dict[str, dict], metric_values: dict[str, float | None],
+                               settings: list[str] | None = None) -> pd.DataFrame:
+    """Long frame (run, axis, position 0-1, label, metric_value) for a parallel-coordinates chart.
+
+    Numeric settings are scaled min-max; categorical ones are spread evenly in sorted order.
+    By default the axes are the settings that differ between the runs; the metric is the last axis.
+    """
+    flat = {name: flatten(config) for name, config in configs.items()}
+    if settings is None:
+        settings = list(config_diff(configs).index)
+    columns = {axis: [flat[name].get(axis) for name in flat] for axis in settings}
+    columns["metric"] = [metric_values.get(name) for name in flat]
+    rows = []
+    for axis, values in columns.items():
+        for name, value, position in zip(flat, values, _axis_positions(values)):
+            rows.append({"run": name, "axis": axis, "position": position, "label": _label(value),
+                         "metric_value": metric_values.get(name)})
+    return pd.DataFrame(rows, columns=["run", "axis", "position", "label", "metric_value"])
+
+
+def _axis_positions(values: list) -> list[float]:
+    numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(numeric) == len(values) and values:
+        low, high = min(numeric), max(numeric)
+        return [0.5 if high == low else (v - low) / (high - low) for v in numeric]
+    categories = sorted({_label(v) for v in values})
+    spread = max(1, len(categories) - 1)
+    return [0.5 if len(categories) == 1 else categories.index(_label(v)) / spread for v in values]
+
+
+def _label(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- estimates
+
+def images_per_second(history: list[dict]) -> float | None:
+    """Steady training speed of a run: the median images/s of its epochs after the first
+    (the first includes graph tracing), or the first when it is all there is."""
+    speeds = [row["images_per_sec"] for row in history if row.get("images_per_sec")]
+    if not speeds:
+        return None
+    return float(statistics.median(speeds[1:] or speeds))
+
+
+def estimate_epoch_seconds(past_runs: list[tuple[dict, list[dict]]], arch: str, image_size: int,
+                           train_images: int, color_mode: str | None = None) -> float | None:
+    """Seconds per epoch for `train_images` from finished runs of the same architecture and image
+    size (and colour mode when given); None when there is no such run yet."""
+    speeds = []
+    for config, history in past_runs:
+        same = config.get("arch") == arch and config.get("image_size") == image_size
+        if same and (color_mode is None or config.get("color_mode", "grayscale") == color_mode):
+            speed = images_per_second(history)
+            if speed:
+                speeds.append(speed)
+    if not speeds or train_images <= 0:
+        return None
+    return train_images / statistics.median(speeds)
+
+
+def format_seconds(seconds: float | None) -> str:
+    """'42 s', '3 min 5 s', '1 h 2 min'; '—' for None."""
+    if seconds is None:
+        return "—"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def format_count(n: float | int | None) -> str:
+    """1234567 -> '1.23 M'."""
+    if n is None:
+        return "—"
+    for size, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{suffix}"
+    return str(int(n))

@@ -1,0 +1,92 @@
+"""The CLI end to end on a tiny run: train, evaluate, predict (as a user types them)."""
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.data import BUILTIN_ZIP
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, env_extra=None, check=True):
+    env = {**os.environ, **(env_extra or {})}
+    result = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=600)
+    if check and result.returncode not in (0, 1):
+        raise AssertionError(f"{args} exited {result.returncode}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    runs_dir = tmp_path_factory.mktemp("runs")
+    cache = tmp_path_factory.mktemp("cache")
+    result = cli("core.train", "--arch", "seed_cnn", "--task", "subtype", "--image-size", "32",
+                 "--epochs", "1", "--batch-size", "64", "--runs-dir", str(runs_dir),
+                 "--set", "arch_params.dense_units=16", env_extra={"CXR_CACHE_DIR": str(cache)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout), result.stderr
+
+
+def test_train_prints_the_run_folder_and_test_metrics(trained_run):
+    output, stderr = trained_run
+    assert output["state"] == "done" and Path(output["run_dir"]).is_dir()
+    assert output["run_dir"] in stderr and "epoch 1:" in stderr
+    assert 0 <= output["test"]["accuracy"] <= 1 and output["test"]["n"] > 500
+    assert set(output["test"]) >= {"macro_f1", "auc", "recall_normal", "recall_bacterial", "recall_viral"}
+    config = json.loads((Path(output["run_dir"]) / "config.json").read_text())
+    assert config["task"] == "subtype" and config["arch_params"] == {"dense_units": 16}
+
+
+def test_evaluate_prints_metrics_as_json(trained_run):
+    output, _ = trained_run
+    result = cli("core.evaluate", output["run_dir"])
+    assert result.returncode == 0, result.stderr
+    evaluated = json.loads(result.stdout)
+    assert evaluated["metrics"]["accuracy"] == pytest.approx(output["test"]["accuracy"])
+    assert len(evaluated["metrics"]["confusion_matrix"]) == 3
+    curves = json.loads(cli("core.evaluate", output["run_dir"], "--split", "val", "--curves").stdout)
+    assert {"roc", "pr", "f1_threshold", "calibration"} <= set(curves)
+
+
+def test_predict_reproduces_the_saved_predictions_and_reports_bad_files(trained_run, tmp_path):
+    run_dir = Path(trained_run[0]["run_dir"])
+    with np.load(run_dir / "predictions_test.npz") as saved:
+        files, probabilities = saved["files"][:3], saved["probabilities"][:3]
+    with zipfile.ZipFile(BUILTIN_ZIP) as archive:
+        members = {Path(n).name: n for n in archive.namelist()}
+        for name in files:
+            (tmp_path / Path(name).name).write_bytes(archive.read(members[Path(name).name]))
+    big_rgba = tmp_path / "large_rgba.png"
+    Image.new("RGBA", (700, 500), (90, 90, 90, 255)).save(big_rgba)
+    sixteen_bit = tmp_path / "sixteen.png"
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 8).save(sixteen_bit)
+    (tmp_path / "notes.jpeg").write_bytes(b"definitely not an image")
+    result = cli("core.predict", str(run_dir), str(tmp_path), str(tmp_path / "missing.png"))
+    assert result.returncode == 1  # some inputs failed
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    by_file = {Path(line["file"]).name: line for line in lines}
+    for name, expected in zip(files, probabilities):
+        got = by_file[Path(name).name]
+        assert list(got["probabilities"]) == ["normal", "bacterial", "viral"]
+        np.testing.assert_allclose(list(got["probabilities"].values()), expected, atol=1e-4)
+        assert got["predicted"] == ["normal", "bacterial", "viral"][int(np.argmax(expected))]
+    for name in ("large_rgba.png", "sixteen.png"):
+        assert sum(by_file[name]["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    assert "not an image" in by_file["notes.jpeg"]["error"]
+    assert by_file["missing.png"]["error"] == "no such file"
+
+
+def test_bad_cli_input_gives_a_message_not_a_traceback(tmp_path):
+    result = cli("core.train", "--arch", "no_such_net", "--runs-dir", str(tmp_path), check=False)
+    assert result.returncode == 2 and "no_such_net" in result.stderr and "Traceback" not in result.stderr
+    result = cli("core.predict", str(tmp_path), "x.png", check=False)
+    assert result.returncode == 2 and "not a run folder" in result.stderr

@@ -1,0 +1,94 @@
+"""Run store: atomic files, listing, deleting, and recovery of runs left behind by a dead process."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from core import runs
+from core.runs import RunStore, atomic_path, write_json
+
+
+def test_default_runs_dir_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "elsewhere"))
+    assert RunStore().root == tmp_path / "elsewhere" and (tmp_path / "elsewhere").is_dir()
+
+
+def test_atomic_write_leaves_the_old_file_when_the_write_fails(tmp_path):
+    target = tmp_path / "status.json"
+    write_json(target, {"state": "running"})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text('{"state": "do')  # half-written, then a crash
+            raise RuntimeError("crash mid-write")
+    assert json.loads(target.read_text()) == {"state": "running"}
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]  # no temp file left behind
+
+
+def test_create_read_list_and_delete(tmp_path):
+    store = RunStore(tmp_path)
+    first = store.create({"arch": "seed_cnn", "name": "a"}, name="a")
+    second = store.create({"arch": "mlp"}, name="b/../../evil name")
+    assert second.path.parent == tmp_path and "/" not in second.id
+    assert first.state() == "queued" and first.config()["arch"] == "seed_cnn"
+    first.append_metrics({"epoch": 1, "loss": 0.5})
+    first.append_metrics({"epoch": 2, "loss": 0.25})
+    assert [row["loss"] for row in first.history()] == [0.5, 0.25]
+    first.save_predictions("test", np.array([[0.2, 0.8]]), [1], ["p1"], ["f.jpeg"], ["NORMAL", "PNEUMONIA"])
+    saved = first.predictions("test")
+    assert saved["class_names"] == ["NORMAL", "PNEUMONIA"] and saved["files"].tolist() == ["f.jpeg"]
+    assert {r.id for r in store.list()} == {first.id, second.id}
+    (tmp_path / "not-a-run").mkdir()
+    assert len(store.list()) == 2
+    first.update_status(state="done")
+    store.delete(first.id)
+    assert [r.id for r in store.list()] == [second.id]
+    with pytest.raises(KeyError):
+        store.get("../etc")
+    with pytest.raises(RuntimeError, match="cancel it"):
+        store.delete(second.id)  # queued by this live process
+
+
+def test_describe_gives_a_flat_row(tmp_path):
+    run = RunStore(tmp_path).create({"arch": "seed_cnn", "image_size": 64, "name": "x"})
+    run.write_summary({"test": {"accuracy": 0.9, "macro_f1": 0.8, "auc": 0.95}, "best_val_loss": 0.3})
+    row = run.describe()
+    assert row["name"] == "x" and row["test_auc"] == 0.95 and row["arch"] == "seed_cnn" and row["state"] == "queued"
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_runs_of_a_dead_process_are_marked_interrupted(tmp_path):
+    store = RunStore(tmp_path)
+    orphan = store.create({"arch": "seed_cnn"})
+    orphan.update_status(state="running", pid=dead_pid(), owner="an-earlier-process")
+    queued_orphan = store.create({"arch": "seed_cnn"})
+    queued_orphan.update_status(pid=dead_pid(), owner="an-earlier-process")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        alive_elsewhere = store.create({"arch": "seed_cnn"})
+        alive_elsewhere.update_status(state="running", pid=sleeper.pid, owner="a-live-cli-process")
+        ours = store.create({"arch": "seed_cnn"})
+        ours.update_status(state="running")
+        done = store.create({"arch": "seed_cnn"})
+        done.update_status(state="done", pid=dead_pid(), owner="x")
+        marked = store.mark_orphans_interrupted()
+    finally:
+        sleeper.kill()
+    assert sorted(marked) == sorted([orphan.id, queued_orphan.id])
+    assert orphan.state() == "interrupted" and "stopped" in orphan.status()["error"]
+    assert alive_elsewhere.state() == "running" and ours.state() == "running" and done.state() == "done"
+
+
+def test_reused_pid_of_a_dead_process_is_still_recovered(tmp_path):
+    # After a restart our new process may get the old pid; the owner token tells them apart.
+    run = RunStore(tmp_path).create({"arch": "seed_cnn"})
+    run.update_status(state="running", pid=os.getpid(), owner="token-of-the-dead-process")
+    assert RunStore(tmp_path).mark_orphans_interrupted() == [run.id]
+    assert runs.PROCESS_TOKEN != "token-of-the-dead-process"

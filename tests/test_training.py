@@ -1,0 +1,184 @@
+"""TrainConfig, schedules, and whole training jobs through the job manager (real Keras, small data)."""
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from core.jobs import JobManager
+from core.runs import RunStore
+from core.training import Augmentation, TrainConfig, class_weight_map, learning_rate_schedule
+from tests.synthetic import make_chest_folder
+
+TINY = dict(arch="seed_cnn", image_size=32, batch_size=64, epochs=2, arch_params={"dense_units": 16})
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "dataset-cache"))
+
+
+@pytest.fixture
+def manager(tmp_path):
+    jobs = JobManager(RunStore(tmp_path / "runs"))
+    yield jobs
+    jobs.shutdown()
+
+
+@pytest.fixture
+def tiny_folder(tmp_path):
+    return make_chest_folder(tmp_path / "xrays", n_patients=8)
+
+
+# ----------------------------------------------------------------------------- config
+
+def test_config_round_trips_through_json():
+    config = TrainConfig(name="ablation", task="subtype", image_size=96, arch="deep_bn_cnn",
+                         arch_params={"width": 0.5, "dense_layers": [64, 32]}, dropout=0.4,
+                         optimizer="sgd", nesterov=True, schedule="one_cycle", clipnorm=1.0,
+                         augmentation=Augmentation(rotation_degrees=10, zoom=0.1, horizontal_flip=True))
+    again = TrainConfig.from_json(config.to_json())
+    assert again == config and isinstance(again.augmentation, Augmentation)
+    assert json.loads(config.to_json())["augmentation"]["zoom"] == 0.1
+
+
+def test_config_rejects_unknown_and_out_of_range_settings():
+    with pytest.raises(ValueError, match="unknown TrainConfig settings: colour"):
+        TrainConfig.from_dict({"colour": "red"})
+    with pytest.raises(ValueError, match="augmentation settings: spin"):
+        TrainConfig.from_dict({"augmentation": {"spin": 1}})
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="adamax").validate()
+    with pytest.raises(ValueError, match="image_size"):
+        TrainConfig(image_size=16).validate()
+    with pytest.raises(ValueError, match="width"):
+        TrainConfig(arch="seed_cnn", arch_params={"width": 2}).validate()
+
+
+def test_learning_rate_schedules():
+    steps = 10
+    step = learning_rate_schedule(TrainConfig(schedule="step", learning_rate=0.1, step_epochs=2), steps, 6)
+    assert float(step(0)) == pytest.approx(0.1) and float(step(19)) == pytest.approx(0.1)
+    assert float(step(20)) == pytest.approx(0.05)
+    one_cycle = learning_rate_schedule(TrainConfig(schedule="one_cycle", learning_rate=0.01), steps, 10)
+    rates = [float(one_cycle(i)) for i in range(100)]
+    assert rates[0] == pytest.approx(0.01 / 25) and max(rates) == pytest.approx(0.01, rel=1e-3)
+    assert int(np.argmax(rates)) == 30 and rates[-1] < 0.001
+    cosine = learning_rate_schedule(TrainConfig(schedule="cosine", learning_rate=0.01), steps, 10)
+    assert float(cosine(0)) == pytest.approx(0.01) and float(cosine(100)) == pytest.approx(1e-6, rel=1e-2)
+    assert learning_rate_schedule(TrainConfig(schedule="plateau", learning_rate=0.02), steps, 10) == 0.02
+
+
+def test_balanced_class_weights():
+    weights = class_weight_map(np.array([0, 1, 1, 1]), 2, "balanced")
+    assert weights == {0: pytest.approx(2.0), 1: pytest.approx(2 / 3)}
+    assert class_weight_map(np.array([0, 1]), 2, "none") is None
+
+
+# ----------------------------------------------------------------------------- jobs
+
+def test_short_job_on_the_builtin_set_reaches_done_and_writes_every_artifact(manager):
+    run_id = manager.submit(TrainConfig(**TINY, name="tiny"))
+    assert manager.wait(run_id, timeout=300) == "done", manager.store.get(run_id).status()
+    run = manager.store.get(run_id)
+    names = {p.name for p in run.path.iterdir()}
+    assert {"config.json", "status.json", "metrics.jsonl", "summary.json", "model.keras",
+            "predictions_val.npz", "predictions_test.npz", "tensorboard"} <= names
+    assert list(run.tensorboard_dir.rglob("events.out.tfevents.*"))
+    history = run.history()
+    assert [row["epoch"] for row in history] == [1, 2]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "images_per_sec"} <= set(history[0])
+    summary = run.summary()
+    assert summary["test"]["n"] == len(run.predictions("test")["labels"]) > 500
+    assert summary["test"]["auc"] > 0.8  # 2 epochs at 32 px already separate the classes
+    assert summary["model"]["trainable_params"] > 0 and summary["model"]["macs"] > 0
+    assert summary["split"]["overlap"] == {"train/val": 0, "train/test": 0, "val/test": 0}
+    assert 0 < summary["threshold"] < 1 and summary["versions"]["keras"].startswith("3.")
+    test_patients = set(run.predictions("test")["patient_ids"])
+    assert not test_patients & set(run.predictions("val")["patient_ids"])
+    progress = manager.progress(run_id)
+    assert progress["phase"] == "done" and len(progress["history"]) == 2 and progress["images_per_sec"] > 0
+    # The saved model reloads safely and reproduces the saved test predictions.
+    model = run.load_model()
+    assert model.layers[-1].name == "probabilities" and model.get_layer("logits") is not None
+
+
+def test_same_config_and_seed_give_the_same_metrics(manager, tiny_folder):
+    config = TrainConfig(**{**TINY, "epochs": 2}, data_source="folder", data_path=str(tiny_folder), seed=7,
+                         augmentation=Augmentation(rotation_degrees=5, zoom=0.1))
+    first, second = manager.submit(config), manager.submit(config)
+    assert manager.wait(first, 120) == manager.wait(second, 120) == "done"
+    a, b = (manager.store.get(r) for r in (first, second))
+    assert [row["loss"] for row in a.history()] == [row["loss"] for row in b.history()]
+    np.testing.assert_array_equal(a.predictions("test")["probabilities"], b.predictions("test")["probabilities"])
+
+
+def test_cancel_stops_at_the_next_batch_and_keeps_what_was_learned(manager):
+    run_id = manager.submit(TrainConfig(**{**TINY, "epochs": 40, "batch_size": 16}))
+    deadline = time.monotonic() + 120
+    while manager.progress(run_id)["epoch"] < 1 or manager.progress(run_id)["batch"] < 5:
+        assert time.monotonic() < deadline, manager.progress(run_id)
+        time.sleep(0.05)
+    asked = time.monotonic()
+    assert manager.cancel(run_id)
+    while manager.progress(run_id)["phase"] == "training":
+        time.sleep(0.01)
+    assert time.monotonic() - asked < 2.0  # stopped after a batch, not after the epoch (~200 batches)
+    assert manager.wait(run_id, 120) == "cancelled"
+    run = manager.store.get(run_id)
+    assert run.has_model() and run.predictions("test") is not None
+    assert len(run.history()) >= 1 and run.summary()["cancelled"] is True
+
+
+def test_queue_runs_one_job_at_a_time_and_a_queued_job_can_be_cancelled(manager, tiny_folder):
+    config = TrainConfig(**TINY, data_source="folder", data_path=str(tiny_folder))
+    first, second, third = (manager.submit(config) for _ in range(3))
+    assert manager.store.get(third).state() == "queued"
+    manager.cancel(third)
+    assert manager.store.get(third).state() == "cancelled"
+    assert manager.wait(first, 120) == "done" and manager.wait(second, 120) == "done"
+    a, b = manager.store.get(first).status(), manager.store.get(second).status()
+    assert b["started"] >= a["finished"]  # one at a time
+    assert manager.store.get(third).state() == "cancelled" and not manager.store.get(third).history()
+    assert manager.active() == []
+
+
+def test_a_failing_job_is_marked_failed_and_the_manager_keeps_working(manager, tiny_folder):
+    missing = manager.submit(TrainConfig(**TINY, data_source="folder", data_path=str(tiny_folder / "gone")))
+    assert manager.wait(missing, 60) == "failed"
+    status = manager.store.get(missing).status()
+    assert "does not exist" in status["error"] and "Traceback" in status["traceback"]
+    # A failure inside Keras: ImageNet weights cannot be downloaded on this offline machine.
+    offline = manager.submit(TrainConfig(**{**TINY, "arch": "transfer", "arch_params": {"weights": "imagenet"}}))
+    assert manager.wait(offline, 120) == "failed"
+    assert "none" in manager.store.get(offline).status()["error"]
+    healthy = manager.submit(TrainConfig(**{**TINY, "epochs": 1}))
+    assert manager.wait(healthy, 300) == "done"
+
+
+def test_invalid_config_is_refused_at_submit(manager):
+    with pytest.raises(ValueError, match="batch_size"):
+        manager.submit(TrainConfig(batch_size=0))
+    assert manager.store.list() == []
+
+
+def test_a_new_manager_marks_runs_of_a_killed_process_interrupted(tmp_path):
+    store = RunStore(tmp_path / "runs")
+    script = (f"import time; from core.jobs import JobManager; from core.runs import RunStore; "
+              f"from core.training import TrainConfig; m = JobManager(RunStore({str(store.root)!r})); "
+              f"m.submit(TrainConfig(arch='seed_cnn', image_size=32, epochs=50)); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+    try:
+        deadline = time.monotonic() + 120
+        while not any(r.state() == "running" for r in store.list()):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        assert JobManager(store).recovered == []  # its owner is alive: left alone
+    finally:
+        proc.kill()
+        proc.wait()
+    fresh = JobManager(store)
+    assert len(fresh.recovered) == 1 and store.list()[0].state() == "interrupted"
+    fresh.shutdown()
