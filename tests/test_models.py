@@ -1,0 +1,248 @@
+"""Tests for core/models.py with real Keras (CPU, small inputs)."""
+
+import os
+
+import numpy as np
+import pytest
+import keras
+from keras import layers
+
+from core import models
+
+NUM_CLASSES = 3
+
+# small widths where the defaults would only make the tests slower
+SMALL_PARAMS = {
+    "seed_cnn": {"dense_units": 16},
+    "deep_bn_cnn": {"width": 0.25, "dense_layers": [16, 8]},
+    "resnet_small": {"width": 8, "blocks_per_stage": 1},
+    "wide_cnn": {"filters": 16},
+    "deep_cnn": {"depth": 6, "filters": 8},
+    "mlp": {"hidden_units": [32, 16]},
+    "logistic": {},
+    "transfer": {"weights": "none", "base": "mobilenet_v2"},
+}
+
+
+@pytest.fixture(autouse=True)
+def fresh_keras_session():
+    keras.backend.clear_session()
+    yield
+    keras.backend.clear_session()
+
+
+def random_batch(image_size, channels, num_classes=NUM_CLASSES, batch=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 255, (batch, image_size, image_size, channels)).astype("float32")
+    y = np.arange(batch) % num_classes
+    return x, y
+
+
+def assert_logits_then_softmax(model):
+    last = model.layers[-1]
+    assert isinstance(last, layers.Activation) and last.name == "probabilities"
+    assert last.activation is keras.activations.softmax
+    logits = model.get_layer("logits")
+    assert isinstance(logits, layers.Dense) and logits.activation is keras.activations.linear
+    assert last.input is logits.output
+
+
+def test_registry_is_complete_and_defaults_resolve():
+    expected = {"seed_cnn", "deep_bn_cnn", "resnet_small", "wide_cnn", "deep_cnn", "mlp", "logistic", "transfer"}
+    assert set(models.ARCHITECTURES) == expected
+    for name, arch in models.ARCHITECTURES.items():
+        assert arch.name == name and arch.title and arch.description
+        assert models.resolve_params(name, None) == models.default_params(name)
+        has_dropout = "dropout" in models.default_params(name)
+        assert has_dropout == (name != "logistic")
+    assert models.ARCHITECTURES["logistic"].params == ()
+    assert models.default_params("transfer") == {
+        "base": "mobilenet_v2",
+        "weights": "imagenet",
+        "dropout": 0.2,
+        "fine_tune_epochs": 0,
+        "fine_tune_layers": 30,
+        "fine_tune_lr_factor": 0.1,
+    }
+
+
+def test_resolve_params_overlays_and_coerces():
+    params = models.resolve_params("mlp", {"hidden_units": "64, 32", "dropout": 0})
+    assert params == {"hidden_units": [64, 32], "activation": "relu", "dropout": 0.0}
+    assert models.resolve_params("deep_cnn", {"depth": 4.0})["depth"] == 4
+    # defaults handed out are copies: mutating them must not touch the registry
+    models.default_params("mlp")["hidden_units"].append(1)
+    assert models.default_params("mlp")["hidden_units"] == [256, 128]
+
+
+@pytest.mark.parametrize("arch", list(models.ARCHITECTURES))
+@pytest.mark.parametrize("image_size,channels", [(32, 1), (32, 3), (64, 1), (64, 3)])
+def test_every_architecture_builds_and_trains_one_step(arch, image_size, channels):
+    model = models.build_model(arch, image_size, channels, NUM_CLASSES, SMALL_PARAMS[arch])
+    assert model.name == arch
+    assert tuple(model.input.shape) == (None, image_size, image_size, channels)
+    assert tuple(model.output.shape) == (None, NUM_CLASSES)
+    assert_logits_then_softmax(model)
+
+    x, y = random_batch(image_size, channels)
+    # eager: one step of a traced train function costs ~15 s for MobileNetV2 on CPU
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", run_eagerly=True)
+    loss = model.train_on_batch(x, y)
+    assert np.isfinite(loss)
+    probabilities = model.predict_on_batch(x)
+    assert probabilities.shape == (len(x), NUM_CLASSES)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_default_conv_net_trains_in_graph_mode():
+    model = models.build_model("deep_bn_cnn", 32, 1, NUM_CLASSES)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    assert np.isfinite(model.train_on_batch(*random_batch(32, 1)))
+
+
+@pytest.mark.parametrize("base", ["efficientnet_b0", "resnet50_v2"])
+def test_larger_transfer_bases_build(base):
+    model = models.build_model("transfer", 32, 3, 2, {"base": base, "weights": "none"})
+    assert tuple(model.output.shape) == (None, 2)
+    assert_logits_then_softmax(model)
+    assert models.transfer_base(model).trainable  # random weights: nothing to freeze
+    assert models.model_stats(model)["macs"] > 1_000_000  # counted inside the nested base
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"image_size": 31}, "at least 32"),
+        ({"channels": 2}, "channels must be 1"),
+        ({"num_classes": 1}, "num_classes"),
+        ({"arch": "vgg"}, "Unknown architecture 'vgg'.*seed_cnn.*transfer"),
+        ({"params": {"dense_unit": 8, "zzz": 1}}, "dense_unit, zzz.*valid parameters: activation, dropout, dense_units"),
+        ({"arch": "logistic", "params": {"dropout": 0.1}}, "Unknown parameter.*dropout.*\\(none\\)"),
+        ({"params": {"activation": "swishy"}}, "activation.*one of relu"),
+        ({"params": {"dropout": 1.5}}, "dropout.*between"),
+        ({"params": {"dense_units": 2.5}}, "dense_units.*expects"),
+        ({"dropout": -0.1}, "dropout.*between"),
+    ],
+)
+def test_bad_arguments_raise_helpful_value_errors(kwargs, match):
+    args = {"arch": "seed_cnn", "image_size": 32, "channels": 1, "num_classes": 2, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        models.build_model(**args)
+
+
+def test_imagenet_weights_offline_raise_weights_unavailable():
+    size = 96
+    weights_file = os.path.join(models.keras_models_dir(), models.imagenet_weights_file("mobilenet_v2", size))
+    if os.path.exists(weights_file):
+        pytest.skip(f"{weights_file} is already cached")
+    try:
+        models.build_model("transfer", size, 1, 2, {"weights": "imagenet"})
+    except models.WeightsUnavailableError as error:
+        message = str(error)
+    else:
+        pytest.skip("this machine is online: the weights were downloaded")
+    assert '"none"' in message
+    assert "~/.keras" in message and models.keras_models_dir() in message
+    assert os.path.basename(weights_file) in message and "mobilenet_v2" in message
+
+
+@pytest.mark.parametrize(
+    "arch,params,channels",
+    [("seed_cnn", {"dense_units": 16}, 1), ("transfer", {"weights": "none"}, 1)],
+)
+def test_save_and_load_round_trip(tmp_path, arch, params, channels):
+    augmentation = keras.Sequential([layers.RandomFlip("horizontal"), layers.RandomRotation(0.05)])
+    model = models.build_model(arch, 32, channels, NUM_CLASSES, params, augmentation=augmentation)
+    x, _ = random_batch(32, channels)
+    expected = model.predict_on_batch(x)
+
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+
+    np.testing.assert_array_equal(loaded.predict_on_batch(x), expected)
+    assert loaded.name == arch
+    assert_logits_then_softmax(loaded)
+    assert models.model_stats(loaded) == models.model_stats(model)
+
+
+def test_model_stats_matches_hand_computed_values():
+    nested_input = keras.Input((8, 8, 4))
+    nested = keras.Model(nested_input, layers.DepthwiseConv2D(3, depth_multiplier=2)(nested_input))
+
+    inputs = keras.Input((8, 8, 2))
+    x = layers.Conv2D(4, 3, padding="same", groups=2)(inputs)  # 8*8 * 3*3*1 * 4 = 2304 MACs, 9*1*4+4 = 40 params
+    x = nested(x)  # -> 6x6x8: 6*6 * 3*3 * 4*2 = 2592 MACs, 9*4*2+8 = 80 params
+    x = layers.SeparableConv2D(5, 1)(x)  # 6*6*8 + 6*6*8*5 = 288+1440 MACs, 8+40+5 = 53 params
+    x = layers.Dense(3)(x)  # per position: 6*6 * 5*3 = 540 MACs, 18 params
+    x = layers.Flatten()(x)  # 108 features
+    x = layers.BatchNormalization()(x)  # 0 MACs, 4*108 params, half non-trainable
+    outputs = layers.Dense(2)(x)  # 108*2 = 216 MACs, 218 params
+    model = keras.Model(inputs, outputs)
+
+    stats = models.model_stats(model)
+    assert stats == {
+        "trainable_params": 40 + 80 + 53 + 18 + 216 + 218,
+        "total_params": 40 + 80 + 53 + 18 + 432 + 218,
+        "macs": 2304 + 2592 + 288 + 1440 + 540 + 216,
+    }
+    assert stats["total_params"] == model.count_params()
+
+
+def test_model_stats_of_seed_cnn():
+    model = models.build_model("seed_cnn", 32, 1, NUM_CLASSES)
+    stats = models.model_stats(model)
+    assert stats["trainable_params"] == stats["total_params"] == model.count_params()
+    # conv 30x30x32, conv 13x13x64 on 32 channels, conv 4x4x64 on 64, dense 1024->64, logits 64->3
+    assert stats["macs"] == 30 * 30 * 9 * 32 + 13 * 13 * 9 * 32 * 64 + 4 * 4 * 9 * 64 * 64 + 1024 * 64 + 64 * 3
+
+
+def test_unfreeze_top_layers_keeps_batchnorm_frozen():
+    model = models.build_model("transfer", 32, 3, 2, {"weights": "none"})
+    base = models.transfer_base(model)
+    base.trainable = False
+    head_weights = len(model.trainable_weights)
+    assert head_weights == 2  # only the logits kernel and bias
+
+    n = 7
+    assert models.unfreeze_top_layers(model, n) == n
+    unfreezable = [l for l in base.layers if not isinstance(l, (layers.BatchNormalization, layers.InputLayer))]
+    assert [l for l in base.layers if l.trainable] == unfreezable[-n:]
+    assert any(isinstance(l, layers.BatchNormalization) for l in base.layers[-n:])  # BN among them, still frozen
+    assert len(model.trainable_weights) == head_weights + sum(len(l.trainable_weights) for l in unfreezable[-n:])
+
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", run_eagerly=True)
+    assert np.isfinite(model.train_on_batch(*random_batch(32, 3, num_classes=2)))
+
+    assert models.unfreeze_top_layers(model, 0) == 0
+    assert len(model.trainable_weights) == head_weights
+
+    with pytest.raises(ValueError, match="transfer"):
+        models.unfreeze_top_layers(models.build_model("seed_cnn", 32, 1, 2), 3)
+
+
+def dropout_rates(model):
+    return [l.rate for l in model.layers if isinstance(l, layers.Dropout)]
+
+
+def test_dropout_argument_overrides_architecture_param():
+    assert dropout_rates(models.build_model("seed_cnn", 32, 1, 2)) == [0.25, 0.25]
+    assert dropout_rates(models.build_model("seed_cnn", 32, 1, 2, {"dropout": 0.1}, dropout=0.5)) == [0.5, 0.5]
+    assert dropout_rates(models.build_model("transfer", 32, 1, 2, {"weights": "none"}, dropout=0.4)) == [0.4]
+    assert dropout_rates(models.build_model("logistic", 32, 1, 2, dropout=0.5)) == []  # no dropout: ignored
+
+
+def test_mixed_precision_outputs_float32():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = models.build_model("seed_cnn", 32, 1, NUM_CLASSES, {"dense_units": 16})
+        conv = next(l for l in model.layers if isinstance(l, layers.Conv2D))
+        assert conv.compute_dtype == "float16"  # hidden layers really run in float16
+        assert model.get_layer("logits").compute_dtype == "float32"
+        assert model.output.dtype == "float32"
+        x, y = random_batch(32, 1)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", run_eagerly=True)
+        assert np.isfinite(model.train_on_batch(x, y))
+        assert model.predict_on_batch(x).dtype == np.float32
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
