@@ -341,8 +341,8 @@ def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batc
                    "seconds": round(seconds, 3),
                    "images_per_sec": control.progress.snapshot()["images_per_sec"]}
             row.pop("lr", None)
-            if self.cancelled and "val_loss" not in logs:
-                return  # the epoch was cut short before validation: nothing complete to record
+            if self.cancelled:
+                row["partial"] = True  # stopped mid-epoch; Keras still validated what was learned
             run.append_metrics(row)
             control.progress.add_epoch(row)
             run.update_status(epoch=epoch + 1)
