@@ -119,7 +119,7 @@ def confusion_matrix_chart(matrix, class_names, normalized: bool = False, title:
     title = title or ("Confusion matrix (share of each true class)" if normalized else "Confusion matrix (counts)")
     names = [str(n) for n in class_names]
     size = max(160, 70 * len(names))
-    base = alt.Chart(frame, title=title, width=size, height=size).encode(
+    base = alt.Chart(frame, width=size, height=size).encode(
         x=alt.X("predicted:N", title="Predicted class", sort=names),
         y=alt.Y("true:N", title="True class", sort=names),
     )
@@ -132,7 +132,7 @@ def confusion_matrix_chart(matrix, class_names, normalized: bool = False, title:
     text = base.mark_text(fontSize=14).encode(
         text=alt.Text("value:Q", format=fmt),
         color=alt.condition(alt.datum.value > threshold, alt.value("white"), alt.value("black")))
-    return cells + text
+    return (cells + text).properties(title=title)
 
 
 def _diagonal(x_title: str, y_title: str) -> alt.Chart:

@@ -94,11 +94,11 @@ def config_diff(configs: dict[str, dict]) -> pd.DataFrame:
     for key in keys:
         values = [flat[name].get(key) for name in flat]
         if len({repr(v) for v in values}) > 1:
-            rows[key] = values
+            # As text: mixed types (None next to 0.3) would not fit one table column otherwise.
+            rows[key] = [_label(v) for v in values]
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(flat))
     frame.index.name = "setting"
-    # Mixed types (e.g. None next to 0.3) display as text so the table never fails to render.
-    return frame.astype(str).replace({"None": "—"}) if len(frame) else frame
+    return frame
 
 
 def metrics_side_by_side(summaries: dict[str, dict], split: str = "test") -> pd.DataFrame:

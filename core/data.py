@@ -485,6 +485,41 @@ def make_split(ds: Dataset, val_fraction: float = 0.15, test_fraction: float = 0
     return _finish_split(ds, {"train": train, "val": val, "test": test}, "grouped")
 
 
+def make_cv_split(ds: Dataset, folds: int, fold: int, test_fraction: float = 0.15, seed: int = 0) -> Split:
+    """Fold `fold` of patient-grouped k-fold cross-validation.
+
+    The test part depends only on `seed` and `test_fraction`, so it is the same for every fold;
+    the remaining patients are dealt into `folds` folds and fold number `fold` is validation.
+    """
+    if not 2 <= folds <= 20:
+        raise DataError(f"cross-validation needs 2 to 20 folds, not {folds}")
+    if not 0 <= fold < folds:
+        raise DataError(f"fold must be between 0 and {folds - 1}, not {fold}")
+    _check_fractions(0.1, test_fraction)
+    _check_class_patients(ds.labels, ds.patient_ids, ds.class_names, folds + 1)
+    rest, test = grouped_partition(ds.labels, ds.patient_ids, [1 - test_fraction, test_fraction], seed)
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    train_pos, val_pos = list(splitter.split(rest, ds.labels[rest], ds.patient_ids[rest]))[fold]
+    return _finish_split(ds, {"train": rest[train_pos], "val": rest[val_pos], "test": test},
+                         f"cv fold {fold + 1}/{folds}")
+
+
+def subsample_train(ds: Dataset, split: Split, fraction: float, seed: int = 0) -> Split:
+    """Keep `fraction` of the training patients (stratified); val and test stay exactly as they were."""
+    if not 0.05 <= fraction <= 1:
+        raise DataError(f"training fraction must be between 0.05 and 1, not {fraction}")
+    if fraction == 1:
+        return split
+    train = split.train
+    _check_class_patients(ds.labels[train], ds.patient_ids[train], ds.class_names, 2)
+    kept, _ = grouped_partition(ds.labels[train], ds.patient_ids[train], [fraction, 1 - fraction], seed)
+    subset = _finish_split(ds, {"train": train[kept], "val": split.val, "test": split.test},
+                           split.report.mode, split.report.warnings)
+    subset.report.warnings.append(f"training on {fraction:.0%} of the training patients "
+                                  f"({len(kept)} of {len(train)} images)")
+    return subset
+
+
 def _own_split(ds: Dataset, val_fraction: float, test_fraction: float, seed: int) -> Split:
     if not ds.has_own_split:
         raise DataError("this dataset has no train/val/test folders of its own: use a grouped split")

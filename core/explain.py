@@ -18,6 +18,7 @@ TensorFlow and tf-keras-vis are imported inside functions so importing this modu
 """
 from __future__ import annotations
 
+import warnings
 import weakref
 
 import numpy as np
@@ -53,10 +54,8 @@ def logits_model(model):
 def graph_layer(inner):
     """A layer that runs the Keras model `inner` as one tf.function (inference mode).
 
-    tf-keras-vis differentiates eagerly. Eager gradients are slow (op by op) and, with TensorFlow
-    2.21's oneDNN kernels, eager backprop through a strided 1x1 convolution on a batch of one
-    corrupts the heap and kills the process (resnet_small's shortcut). Inside a tf.function the
-    forward and backward passes run as graphs, traced once per input shape: fast, and no crash.
+    tf-keras-vis differentiates eagerly, op by op; inside a tf.function the forward and backward
+    passes run as graphs, traced once per input shape and reused for every image.
     """
     import keras
     import tensorflow as tf
@@ -78,11 +77,14 @@ def graph_layer(inner):
 
 def has_conv_layer(model) -> bool:
     """True if `model`, nested models included, has any convolution."""
-    from keras import layers
-
     from core.models import all_layers
-    return any(isinstance(layer, (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.DepthwiseConv2D,
-                                  layers.SeparableConv2D)) for layer in all_layers(model))
+    return any(has_conv_layer_type(layer) for layer in all_layers(model))
+
+
+def has_conv_layer_type(layer) -> bool:
+    from keras import layers
+    return isinstance(layer, (layers.Conv1D, layers.Conv2D, layers.Conv3D, layers.DepthwiseConv2D,
+                              layers.SeparableConv2D))
 
 
 def feature_map_candidates(model) -> list[str]:
@@ -101,18 +103,31 @@ def default_feature_layer(model) -> str:
     """The last convolutional feature map: what the classifier head flattens or pools.
 
     That is the input of the first Flatten / global-pooling layer; when that map is 1x1 (e.g. a deep
-    CNN on a tiny input) there is nothing to localise, so the last layer with a larger map is used.
+    CNN on a tiny input) there is nothing to localise, so the last larger map after the first
+    convolution is used instead.
     """
     if not has_conv_layer(model):
         raise ExplainError(NO_CONV_MESSAGE)
-    candidates = feature_map_candidates(model)
+    candidates = _maps_after_first_conv(model)
     head_input = _head_input_layer(model)
     if head_input in candidates:
         candidates = candidates[:candidates.index(head_input) + 1]
     spatial = [name for name in candidates if _spatial_size(model, name) > 1]
-    if not (spatial or candidates):
-        raise ExplainError("no spatial feature map found in this model for Grad-CAM")
-    return (spatial or candidates)[-1]
+    if not spatial:
+        raise ExplainError("Grad-CAM cannot localise anything here: the model's last feature map is 1x1 "
+                           "at this image size. Use vanilla saliency or SmoothGrad instead.")
+    return spatial[-1]
+
+
+def _maps_after_first_conv(model) -> list[str]:
+    """feature_map_candidates from the first top-level layer that is or contains a convolution."""
+    import keras
+    candidates = feature_map_candidates(model)
+    for layer in model.layers:
+        is_conv = has_conv_layer(layer) if isinstance(layer, keras.Model) else has_conv_layer_type(layer)
+        if is_conv and layer.name in candidates:
+            return candidates[candidates.index(layer.name):]
+    return []
 
 
 def _head_input_layer(model) -> str | None:
@@ -210,18 +225,25 @@ class Explainer:
             raise ExplainError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         if method in CAM_METHODS and self.cam_unavailable:
             raise ExplainError(self.cam_unavailable)
-        seed = np.asarray(pixels, dtype=np.float32)[None]
+        # A batch of two copies: TensorFlow 2.21's oneDNN gradient of a strided 1x1 convolution
+        # (resnet_small's shortcut) corrupts the heap and kills the process for a batch of one.
+        seed = np.repeat(np.asarray(pixels, dtype=np.float32)[None], 2, axis=0)
         score = CategoricalScore([int(class_index)])
+        with warnings.catch_warnings():
+            # tf-keras-vis passes the single input as a one-element list, which Keras 3 warns about
+            warnings.filterwarnings("ignore", message="The structure of `inputs`")
+            cam = self._raw_map(method, score, seed)
+        return normalise_map(np.asarray(cam)[0])
+
+    def _raw_map(self, method, score, seed):
         if method in CAM_METHODS:
             visualizer = self.gradcam if method == "gradcam" else self.gradcam_plus_plus
             # expand_cam=False: the map is resized once, straight to the original image's size.
-            cam = visualizer(score, seed, penultimate_layer=self.cam_layer, seek_penultimate_conv_layer=False,
-                             expand_cam=False, normalize_cam=False)
-        else:
-            samples = self.smooth_samples if method == "smoothgrad" else 0
-            cam = self.saliency(score, seed, smooth_samples=samples, smooth_noise=self.smooth_noise,
-                                normalize_map=False)
-        return normalise_map(np.asarray(cam)[0])
+            return visualizer(score, seed, penultimate_layer=self.cam_layer, seek_penultimate_conv_layer=False,
+                              expand_cam=False, normalize_cam=False)
+        samples = self.smooth_samples if method == "smoothgrad" else 0
+        return self.saliency(score, seed, smooth_samples=samples, smooth_noise=self.smooth_noise,
+                             normalize_map=False)
 
 
 def normalise_map(values: np.ndarray) -> np.ndarray:

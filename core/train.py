@@ -40,20 +40,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 def build_config(args: argparse.Namespace) -> TrainConfig:
     values = json.loads(args.config.read_text()) if args.config else {}
     values.update({name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None})
-    for item in args.set:
+    return TrainConfig.from_dict(values).with_overrides(parse_overrides(args.set)).validate()
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """["dropout=0.4", "arch_params.width=0.5"] -> {"dropout": 0.4, "arch_params.width": 0.5}."""
+    overrides = {}
+    for item in items:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ValueError(f"--set needs KEY=VALUE, got {item!r}")
         try:
-            value = json.loads(raw)
+            overrides[key] = json.loads(raw)
         except json.JSONDecodeError:
-            value = raw
-        target = values
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            target = target.setdefault(parent, {})
-        target[leaf] = value
-    return TrainConfig.from_dict(values).validate()
+            overrides[key] = raw
+    return overrides
 
 
 def render_progress(progress: dict) -> str:

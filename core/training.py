@@ -52,7 +52,11 @@ class TrainConfig:
     split: str = "grouped"            # grouped (by patient) | own (the dataset's train/val/test folders)
     val_fraction: float = 0.15
     test_fraction: float = 0.15
-    seed: int = 42
+    train_fraction: float = 1.0       # train on this share of the training patients; val/test unchanged
+    cv_folds: int = 0                 # >= 2: patient-grouped k-fold cross-validation, fold `cv_fold` is val
+    cv_fold: int = 0
+    seed: int = 42                    # weights, shuffling, augmentation (and the split, unless split_seed)
+    split_seed: int | None = None     # fixes the split while seeds vary (repeats of a sweep point)
     # model
     arch: str = "seed_cnn"
     arch_params: dict = field(default_factory=dict)
@@ -79,10 +83,28 @@ class TrainConfig:
     monitor: str = "val_loss"
     class_weights: str = "none"       # none | balanced
     augmentation: Augmentation = field(default_factory=Augmentation)
+    sweep_id: str = ""                # set on the runs of a sweep
 
     @property
     def channels(self) -> int:
         return 1 if self.color_mode == "grayscale" else 3
+
+    @property
+    def effective_split_seed(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
+
+    def with_overrides(self, overrides: dict) -> "TrainConfig":
+        """A copy with settings replaced; dotted keys reach into arch_params and augmentation."""
+        values = self.to_dict()
+        for key, value in overrides.items():
+            target = values
+            *parents, leaf = key.split(".")
+            for parent in parents:
+                if not isinstance(target.get(parent, {}), dict):
+                    raise ValueError(f"{parent!r} has no sub-settings (in {key!r})")
+                target = target.setdefault(parent, {})
+            target[leaf] = value
+        return TrainConfig.from_dict(values)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -128,6 +150,10 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (self.dropout is None or 0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (self.step_epochs >= 1, "step_epochs must be at least 1"),
+            (0.05 <= self.train_fraction <= 1, "train_fraction must be between 0.05 and 1"),
+            (self.cv_folds == 0 or 2 <= self.cv_folds <= 20, "cv_folds must be 0 (off) or 2 to 20"),
+            (0 <= self.cv_fold < max(1, self.cv_folds), "cv_fold must be between 0 and cv_folds - 1"),
+            (not (self.cv_folds and self.split == "own"), "cross-validation needs a grouped split, not 'own'"),
         ]
         for ok, message in checks:
             if not ok:
@@ -181,9 +207,13 @@ def load_data(config: TrainConfig, progress: Progress | None = None):
     report = (lambda done, total: progress.update(load_done=done, load_total=total)) if progress else None
     dataset = data_lib.load_dataset(config.data_source, config.data_path or None, config.task,
                                     config.image_size, config.channels, progress=report)
-    split = data_lib.make_split(dataset, config.val_fraction, config.test_fraction, config.seed,
-                                use_own_split=config.split == "own")
-    return dataset, split
+    seed = config.effective_split_seed
+    if config.cv_folds:
+        split = data_lib.make_cv_split(dataset, config.cv_folds, config.cv_fold, config.test_fraction, seed)
+    else:
+        split = data_lib.make_split(dataset, config.val_fraction, config.test_fraction, seed,
+                                    use_own_split=config.split == "own")
+    return dataset, data_lib.subsample_train(dataset, split, config.train_fraction, seed)
 
 
 def make_tf_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,

@@ -1,0 +1,221 @@
+"""Sweeps, repeats, patient-grouped k-fold, training fraction, and portable runs (export / import)."""
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from core.data import load_dataset, make_cv_split, make_split, subsample_train
+from core.jobs import JobManager
+from core.portable import ImportRefused, export_runs, export_sweep, import_runs
+from core.runs import RunStore
+from core.sweep import Sweep, load_sweep, submit_sweep, sweep_results
+from core.training import TrainConfig, load_data
+from tests.synthetic import make_chest_folder
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "dataset-cache"))
+
+
+@pytest.fixture
+def manager(tmp_path):
+    jobs = JobManager(RunStore(tmp_path / "runs"))
+    yield jobs
+    jobs.shutdown()
+
+
+@pytest.fixture
+def tiny_base(tmp_path):
+    folder = make_chest_folder(tmp_path / "xrays", n_patients=10)
+    return {"arch": "seed_cnn", "image_size": 32, "epochs": 1, "batch_size": 16, "data_source": "folder",
+            "data_path": str(folder), "arch_params": {"dense_units": 8}}
+
+
+# ----------------------------------------------------------------------------- splits
+
+def test_kfold_gives_k_disjoint_validation_folds_and_one_fixed_test_split():
+    ds = load_dataset("builtin", task="binary", image_size=32)
+    folds = [make_cv_split(ds, folds=3, fold=i, test_fraction=0.15, seed=4) for i in range(3)]
+    tests = {tuple(f.test) for f in folds}
+    assert len(tests) == 1
+    val_patients = [set(ds.patient_ids[f.val]) for f in folds]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert not val_patients[i] & val_patients[j]
+    rest = set(range(len(ds))) - set(folds[0].test)
+    assert set(np.concatenate([f.val for f in folds])) == rest
+    for f in folds:
+        assert not f.report.leaks and f.report.mode.startswith("cv fold")
+
+
+def test_training_fraction_shrinks_train_by_patient_and_keeps_val_and_test():
+    ds = load_dataset("builtin", task="binary", image_size=32)
+    full = make_split(ds, seed=1)
+    half = subsample_train(ds, full, 0.5, seed=1)
+    np.testing.assert_array_equal(half.val, full.val)
+    np.testing.assert_array_equal(half.test, full.test)
+    assert set(half.train) < set(full.train)
+    assert len(half.train) / len(full.train) == pytest.approx(0.5, abs=0.05)
+    kept, dropped = set(ds.patient_ids[half.train]), set(ds.patient_ids[np.setdiff1d(full.train, half.train)])
+    assert not kept & dropped  # whole patients kept or dropped
+    ratio = lambda idx: np.mean(ds.labels[idx])  # noqa: E731
+    assert ratio(half.train) == pytest.approx(ratio(full.train), abs=0.03)
+    config = TrainConfig(image_size=32, train_fraction=0.5, seed=1)
+    _, from_config = load_data(config)
+    np.testing.assert_array_equal(from_config.train, half.train)
+
+
+# ----------------------------------------------------------------------------- sweeps
+
+def test_sweep_expands_the_grid_with_repeats_on_a_fixed_split(tiny_base):
+    sweep = Sweep.from_dict({"name": "drop", "base": tiny_base, "repeats": 3,
+                             "axes": [{"setting": "dropout", "values": [0.2, 0.4]},
+                                      {"setting": "arch_params.activation", "values": ["relu", "tanh"]}]})
+    configs = sweep.configs("sweep-x")
+    assert len(configs) == 12
+    assert {c.seed for c in configs} == {42, 43, 44} and {c.split_seed for c in configs} == {42}
+    assert {(c.dropout, c.arch_params["activation"]) for c in configs} == {
+        (0.2, "relu"), (0.2, "tanh"), (0.4, "relu"), (0.4, "tanh")}
+    assert all(c.sweep_id == "sweep-x" for c in configs)
+    with pytest.raises(ValueError, match="seed"):
+        Sweep.from_dict({"base": tiny_base, "axes": [{"setting": "seed", "values": [1, 2]}]})
+    with pytest.raises(ValueError, match="dropout"):
+        Sweep.from_dict({"base": tiny_base, "axes": [{"setting": "dropout", "values": [0.2, 1.5]}]})
+
+
+def test_a_2x2_sweep_of_tiny_runs_completes_with_a_results_table(manager, tiny_base):
+    sweep = Sweep.from_dict({"name": "grid", "base": tiny_base, "repeats": 2,
+                             "axes": [{"setting": "dropout", "values": [0.1, 0.5]},
+                                      {"setting": "batch_size", "values": [8, 16]}]})
+    sweep_id = submit_sweep(manager, sweep)
+    record = load_sweep(manager.store, sweep_id)
+    assert len(record["runs"]) == 8
+    for entry in record["runs"]:
+        assert manager.wait(entry["run_id"], 300) == "done"
+    rows = sweep_results(manager.store, sweep_id)
+    assert [(r["dropout"], r["batch_size"]) for r in rows] == [(0.1, 8), (0.1, 16), (0.5, 8), (0.5, 16)]
+    for row in rows:
+        assert row["runs"] == row["done"] == 2 and row["test_accuracy_n"] == 2
+        assert 0 <= row["test_accuracy_mean"] <= 1 and row["test_accuracy_std"] >= 0
+    # every run of the sweep is scored on the same test patients
+    tests = {tuple(manager.store.get(e["run_id"]).predictions("test")["files"]) for e in record["runs"]}
+    assert len(tests) == 1
+
+
+def test_kfold_sweep_point_gives_k_runs_with_disjoint_validation_patients(manager, tiny_base):
+    sweep = Sweep.from_dict({"base": tiny_base, "cv_folds": 3,
+                             "axes": [{"setting": "learning_rate", "values": [0.001]}]})
+    sweep_id = submit_sweep(manager, sweep)
+    runs = [manager.store.get(e["run_id"]) for e in load_sweep(manager.store, sweep_id)["runs"]]
+    assert len(runs) == 3 and all(manager.wait(r.id, 300) == "done" for r in runs)
+    val_sets = [set(r.predictions("val")["patient_ids"]) for r in runs]
+    assert not (val_sets[0] & val_sets[1] or val_sets[0] & val_sets[2] or val_sets[1] & val_sets[2])
+    assert len({tuple(r.predictions("test")["files"]) for r in runs}) == 1
+    row = sweep_results(manager.store, sweep_id)[0]
+    assert row["done"] == 3 and row["test_accuracy_n"] == 3
+
+
+def test_sweep_cli_runs_a_sweep_file(tmp_path, tiny_base):
+    import subprocess
+    import sys
+    from pathlib import Path
+    spec = tmp_path / "sweep.json"
+    spec.write_text(json.dumps({"name": "cli", "base": tiny_base, "repeats": 1,
+                                "axes": [{"setting": "dropout", "values": [0.1, 0.3]}]}))
+    result = subprocess.run([sys.executable, "-m", "core.sweep", str(spec), "--runs-dir", str(tmp_path / "r")],
+                            cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = json.loads(result.stdout)
+    assert [row["dropout"] for row in output["results"]] == [0.1, 0.3]
+    assert all(row["done"] == 1 for row in output["results"])
+
+
+# ----------------------------------------------------------------------------- portable runs
+
+def test_export_import_round_trip(manager, tiny_base, tmp_path):
+    sweep_id = submit_sweep(manager, Sweep.from_dict({"name": "port", "base": tiny_base,
+                                                      "axes": [{"setting": "dropout", "values": [0.2, 0.3]}]}))
+    run_ids = [e["run_id"] for e in load_sweep(manager.store, sweep_id)["runs"]]
+    assert all(manager.wait(r, 300) == "done" for r in run_ids)
+    archive = export_sweep(manager.store, sweep_id, tmp_path / "export.zip")
+    with zipfile.ZipFile(archive) as zf:
+        names = zf.namelist()
+    assert "manifest.json" in names and any("tensorboard/train/events" in n for n in names)
+    assert all(f"{r}/model.keras" in names for r in run_ids)
+    other = RunStore(tmp_path / "elsewhere")
+    imported = import_runs(other, archive)
+    assert imported == run_ids
+    for run_id in run_ids:
+        original, copy = manager.store.get(run_id), other.get(run_id)
+        assert copy.config() == original.config() and copy.history() == original.history()
+        np.testing.assert_array_equal(copy.predictions("test")["probabilities"],
+                                      original.predictions("test")["probabilities"])
+        assert copy.state() == "done" and copy.load_model() is not None
+    assert [r["done"] for r in sweep_results(other, sweep_id)] == [1, 1]
+    again = import_runs(other, archive)  # importing twice keeps both, under new ids
+    assert len(set(again) | set(imported)) == 4
+
+
+def write_zip(path, members: dict, manifest_runs=("r1",)):
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("manifest.json", json.dumps({"format": "cxrlab-runs", "version": 1, "runs": list(manifest_runs)}))
+        for name, content in members.items():
+            zf.writestr(name, content)
+    return path
+
+
+@pytest.mark.parametrize("members, message", [
+    ({"r1/config.json": "{}", "r1/../../evil.py": "x"}, "unsafe path"),
+    ({"r1/config.json": "{}", "/etc/passwd": "x"}, "unsafe path"),
+    ({"r1/config.json": "{}", "C:/windows/x": "x"}, "unsafe path"),
+    ({"r1/config.json": "{}", "r1/run.pkl": "x"}, "not a file a CXR Lab run contains"),
+    ({"r1/config.json": '{"colour": 1}'}, "not a valid run config"),
+    ({"r1/config.json": "{}", "r1/predictions_test.npz": "not numpy"}, "not a plain array file"),
+    ({"r1/config.json": "{}", "r1/model.keras": "not a model"}, "safe mode"),
+    ({"r1/status.json": "{}"}, "no config.json"),
+])
+def test_malicious_or_broken_zips_are_refused(tmp_path, members, message):
+    store = RunStore(tmp_path / "runs")
+    with pytest.raises(ImportRefused, match=message):
+        import_runs(store, write_zip(tmp_path / "bad.zip", members))
+    assert store.list() == [] and list(store.root.iterdir()) == []
+
+
+def test_pickled_arrays_are_refused(tmp_path):
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    npz = io.BytesIO()
+    with zipfile.ZipFile(npz, "w") as inner:
+        inner.writestr("probabilities.npy", buffer.getvalue())
+    with pytest.raises(ImportRefused, match="plain array"):
+        import_runs(RunStore(tmp_path / "runs"), write_zip(tmp_path / "p.zip", {
+            "r1/config.json": "{}", "r1/predictions_val.npz": npz.getvalue()}))
+
+
+def test_huge_member_and_zip_bomb_are_refused_without_unpacking(tmp_path, monkeypatch):
+    import core.portable as portable
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("manifest.json", json.dumps({"format": "cxrlab-runs", "runs": ["r1"]}))
+        zf.writestr("r1/config.json", "{}")
+        zf.writestr("r1/metrics.jsonl", b"\0" * (50 * 2**20))  # 50 MiB of zeros compress ~1000:1
+    with pytest.raises(ImportRefused, match="zip bomb"):
+        import_runs(RunStore(tmp_path / "runs"), bomb)
+    monkeypatch.setattr(portable, "MAX_MEMBER_BYTES", 1024)
+    big = write_zip(tmp_path / "big.zip", {"r1/config.json": "{}", "r1/metrics.jsonl": "x" * 5000})
+    with pytest.raises(ImportRefused, match="larger than the limit"):
+        import_runs(RunStore(tmp_path / "runs2"), big)
+
+
+def test_not_an_export_is_refused(tmp_path):
+    plain = tmp_path / "plain.zip"
+    with zipfile.ZipFile(plain, "w") as zf:
+        zf.writestr("r1/config.json", "{}")
+    with pytest.raises(ImportRefused, match="manifest.json is missing"):
+        import_runs(RunStore(tmp_path / "runs"), plain)
+    (tmp_path / "text.zip").write_text("hello")
+    with pytest.raises(ImportRefused, match="not a zip"):
+        import_runs(RunStore(tmp_path / "runs"), tmp_path / "text.zip")
