@@ -19,7 +19,7 @@ import numpy as np
 from core.runs import Run, RunStore, atomic_path, read_json, write_json
 
 FORMAT = "cxrlab-runs"
-RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "summary.json", "model.keras",
+RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "summary.json", "environment.json", "model.keras",
              "predictions_val.npz", "predictions_test.npz", "ood.npz")
 MAX_MEMBER_BYTES = 512 * 1024 * 1024
 MAX_TOTAL_BYTES = 2 * 1024 * 1024 * 1024
@@ -142,7 +142,7 @@ def import_runs(store: RunStore, zip_path: str | Path) -> list[str]:
 def _verify_run(folder: Path) -> None:
     """Every file must be what it claims to be: JSON, JSON lines, pickle-free arrays, a safe Keras model."""
     from core.training import TrainConfig
-    for name in ("config.json", "status.json", "summary.json"):
+    for name in ("config.json", "status.json", "summary.json", "environment.json"):
         if (folder / name).exists() and not isinstance(read_json(folder / name), dict):
             raise ImportRefused(f"{folder.name}/{name} is not a JSON object")
     try:

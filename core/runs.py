@@ -4,6 +4,7 @@
     runs/<run_id>/status.json        state, timestamps, error and traceback
     runs/<run_id>/metrics.jsonl      one JSON line per epoch
     runs/<run_id>/summary.json       final val/test metrics, model size, split report
+    runs/<run_id>/environment.json   Python/TensorFlow/Keras versions, dataset content hash
     runs/<run_id>/model.keras        the best model
     runs/<run_id>/predictions_{val,test}.npz   probabilities, labels, patient ids, files
     runs/<run_id>/tensorboard/       event files: `tensorboard --logdir runs`
@@ -115,6 +116,8 @@ class Run:
     def model_path(self) -> Path: return self.path / "model.keras"
     @property
     def tensorboard_dir(self) -> Path: return self.path / "tensorboard"
+    @property
+    def environment_path(self) -> Path: return self.path / "environment.json"
 
     def predictions_path(self, split: str) -> Path:
         return self.path / f"predictions_{split}.npz"
@@ -171,6 +174,13 @@ class Run:
 
     def write_summary(self, summary: dict) -> None:
         write_json(self.summary_path, summary)
+
+    def write_environment(self, environment: dict) -> None:
+        """Versions of Python/TensorFlow/Keras and the dataset's content hash, for reproducing the run."""
+        write_json(self.environment_path, environment)
+
+    def environment(self) -> dict:
+        return read_json(self.environment_path, {})
 
     def save_predictions(self, split: str, probabilities, labels, patient_ids, files, class_names) -> None:
         with atomic_path(self.predictions_path(split)) as tmp:

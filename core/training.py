@@ -434,6 +434,8 @@ def train(run: Run, config: TrainConfig, control: RunControl) -> dict:
     started = time.perf_counter()
     control.progress.update(phase="loading data")
     dataset, split = load_data(config, control.progress)
+    run.write_environment({**environment_versions(), "dataset_hash": dataset.content_hash,
+                           "dataset_source": dataset.report.source, "dataset_images": len(dataset)})
     if control.should_stop():
         raise Cancelled()
     num_classes = len(dataset.class_names)
@@ -483,8 +485,7 @@ def train(run: Run, config: TrainConfig, control: RunControl) -> dict:
                f"best_{config.monitor}": job_callback.best_value, "epochs_run": epochs_run,
                "cancelled": job_callback.cancelled, "stopped_early": epochs_run < total_epochs
                and not job_callback.cancelled, "model": stats, "class_names": dataset.class_names,
-               "dataset": data_lib.dataset_summary(dataset), "split": data_lib.split_report_dict(split.report),
-               "versions": environment_versions()}
+               "dataset": data_lib.dataset_summary(dataset), "split": data_lib.split_report_dict(split.report)}
     if config.monitor != "val_loss":
         summary["best_val_loss"] = min((r.get("val_loss") for r in run.history() if r.get("val_loss") is not None),
                                        default=None)

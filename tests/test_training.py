@@ -95,7 +95,10 @@ def test_short_job_on_the_builtin_set_reaches_done_and_writes_every_artifact(man
     assert summary["test"]["auc"] > 0.8  # 2 epochs at 32 px already separate the classes
     assert summary["model"]["trainable_params"] > 0 and summary["model"]["macs"] > 0
     assert summary["split"]["overlap"] == {"train/val": 0, "train/test": 0, "val/test": 0}
-    assert 0 < summary["threshold"] < 1 and summary["versions"]["keras"].startswith("3.")
+    assert 0 < summary["threshold"] < 1
+    environment = run.environment()
+    assert environment["keras"].startswith("3.") and environment["tensorflow"] and environment["python"]
+    assert environment["dataset_hash"] == summary["dataset"]["content_hash"] and environment["dataset_images"] == 4488
     test_patients = set(run.predictions("test")["patient_ids"])
     assert not test_patients & set(run.predictions("val")["patient_ids"])
     progress = manager.progress(run_id)
