@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -16,9 +17,10 @@ from core.training import Progress, RunControl, TrainConfig, execute_run
 
 
 class JobManager:
-    def __init__(self, store: RunStore | None = None, max_concurrent: int = 1):
+    def __init__(self, store: RunStore | None = None, max_concurrent: int | None = None):
         self.store = store or RunStore()
-        self.max_concurrent = max(1, int(max_concurrent))
+        # One job at a time by default: two trainings on a 2-core CPU only slow each other down.
+        self.max_concurrent = max(1, int(max_concurrent or os.environ.get("CXR_MAX_CONCURRENT_JOBS", 1)))
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._controls: dict[str, RunControl] = {}
         self._lock = threading.Lock()

@@ -185,3 +185,20 @@ def test_a_new_manager_marks_runs_of_a_killed_process_interrupted(tmp_path):
     fresh = JobManager(store)
     assert len(fresh.recovered) == 1 and store.list()[0].state() == "interrupted"
     fresh.shutdown()
+
+
+def test_two_concurrent_jobs_when_configured(tmp_path, tiny_folder, monkeypatch):
+    monkeypatch.setenv("CXR_MAX_CONCURRENT_JOBS", "2")
+    jobs = JobManager(RunStore(tmp_path / "parallel"))
+    try:
+        config = TrainConfig(**{**TINY, "epochs": 30}, data_source="folder", data_path=str(tiny_folder))
+        first, second = jobs.submit(config), jobs.submit(config)
+        deadline = time.monotonic() + 120
+        while {jobs.store.get(r).state() for r in (first, second)} != {"running"}:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for run_id in (first, second):
+            jobs.cancel(run_id)
+            assert jobs.wait(run_id, 120) == "cancelled"
+    finally:
+        jobs.shutdown()
