@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,6 @@ from core import ood
 from core.imaging import MAX_PIXELS, ImageError, open_image, resize_to_model
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
-UPLOAD_EXTENSIONS = ("jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp", "dcm", "dicom")
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -128,9 +128,11 @@ class Diagnoser:
         self.run, self.config = self.predictor.run, self.predictor.config
         self.class_names = list(self.predictor.class_names)
         self.threshold = self.predictor.threshold
-        self.explainer = Explainer(self.predictor.model)
+        self.explainer = Explainer(self.predictor.model)  # Grad-CAM on the automatic feature map
+        self._layer_explainers = {}  # feature layer chosen by the user -> Explainer
         self.features_model = ood.features_model(self.predictor.model)
         self._reference, self.ood_error = None, None
+        self._reference_lock = threading.Lock()  # one build, even with several sessions or a warm-up
 
     @property
     def has_threshold(self) -> bool:
@@ -141,12 +143,25 @@ class Diagnoser:
 
     def reference(self) -> ood.Reference | None:
         """The run's feature reference, built from its training data on first use; None if impossible."""
-        if self._reference is None and self.ood_error is None:
-            try:
-                self._reference = ood.reference_for_run(self.run, self.features_model)
-            except Exception as exc:  # noqa: BLE001 - e.g. the training data moved; diagnosis goes on
-                self.ood_error = f"the out-of-distribution check is off: its training data could not be used ({exc})"
+        with self._reference_lock:
+            if self._reference is None and self.ood_error is None:
+                try:
+                    self._reference = ood.reference_for_run(self.run, self.features_model)
+                except Exception as exc:  # noqa: BLE001 - e.g. the training data moved; diagnosis goes on
+                    self.ood_error = ("the out-of-distribution check is off: its training data could not be "
+                                      f"used ({exc})")
         return self._reference
+
+    def warm_up(self) -> None:
+        """Build the OOD reference and trace the prediction and Grad-CAM graphs once, so that the
+        first real upload does not pay for them (run it in a background thread)."""
+        self.reference()
+        blank = np.zeros((self.config.image_size, self.config.image_size, self.config.channels), np.uint8)
+        try:
+            self.features_model.predict_on_batch(blank[None].astype(np.float32))
+            self.explainer.heatmap(blank, self.explainer.methods[0], 0)
+        except Exception:  # noqa: BLE001 - only an optimisation: a real upload reports any real error
+            pass
 
     def diagnose(self, data: bytes, name: str, threshold: float | None = None) -> Diagnosis:
         """Decode, preprocess, predict and check one uploaded file; errors become Diagnosis.error."""
@@ -171,10 +186,25 @@ class Diagnoser:
         scores = positive_scores(probabilities, self.class_names)
         return self.class_names[index], None if scores is None else float(scores[0])
 
-    def heatmap(self, diagnosis: Diagnosis, method: str, class_name: str | None = None) -> np.ndarray:
-        """The method's map for the predicted class or `class_name` (raises ExplainError if undefined)."""
+    def heatmap(self, diagnosis: Diagnosis, method: str, class_name: str | None = None,
+                feature_layer: str | None = None) -> np.ndarray:
+        """The method's map for the predicted class or `class_name`, Grad-CAM on the automatic
+        feature map or on `feature_layer` (raises ExplainError when the map is not defined)."""
         class_index = self.class_names.index(class_name or diagnosis.predicted)
-        return self.explainer.heatmap(diagnosis.pixels, method, class_index)
+        return self.explainer_for_layer(feature_layer).heatmap(diagnosis.pixels, method, class_index)
+
+    def explainer_for_layer(self, feature_layer: str | None):
+        from core.explain import Explainer
+        if feature_layer is None or feature_layer == self.explainer.feature_layer:
+            return self.explainer
+        if feature_layer not in self._layer_explainers:
+            self._layer_explainers[feature_layer] = Explainer(self.predictor.model, feature_layer=feature_layer)
+        return self._layer_explainers[feature_layer]
+
+    def feature_layers(self) -> list[str]:
+        """Layers Grad-CAM can be pointed at instead of the automatic choice (none without convolutions)."""
+        from core.explain import feature_map_candidates
+        return [] if self.explainer.cam_unavailable else feature_map_candidates(self.predictor.model)
 
 
 # ----------------------------------------------------------------------------- choosing a run

@@ -13,6 +13,14 @@ model's convolutional base is a nested keras.Model whose `.output` belongs to it
 is cut at the feature map into two functional models, inputs -> feature map and feature map ->
 logits, and re-joined through an `Identity` layer named `FEATURE_LAYER`; that layer's output is in
 the flat graph and is what tf-keras-vis differentiates. The same cut works for every architecture.
+Models without convolutions (mlp, logistic) have no feature map: Grad-CAM raises ExplainError with
+a message, and vanilla saliency / SmoothGrad (gradients on the input) still work.
+
+Speed and robustness: the tf-keras-vis objects are built once per model (`Explainer`, cached by
+`explainer_for` / `explainer_for_run`); the sub-models run inside tf.functions (`graph_layer`), so
+each image costs one traced graph call instead of eager op-by-op gradients; and each image is sent
+as a batch of two copies, because TensorFlow 2.21's oneDNN kernel for the eager gradient of a
+strided 1x1 convolution (resnet_small's shortcut) corrupts the heap for a batch of one.
 
 TensorFlow and tf-keras-vis are imported inside functions so importing this module stays fast.
 """
@@ -61,16 +69,16 @@ def graph_layer(inner):
     import tensorflow as tf
 
     class GraphCall(keras.layers.Layer):
-        def __init__(self, model, **kwargs):
-            super().__init__(name=f"{model.name}_graph", **kwargs)
-            self.model = model
-            self.run_graph = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        def __init__(self, wrapped, **kwargs):
+            super().__init__(name=f"{wrapped.name}_graph", **kwargs)
+            self.wrapped = wrapped
+            self.run_graph = tf.function(lambda x: wrapped(x, training=False), reduce_retracing=True)
 
         def call(self, x):
             return self.run_graph(x)
 
         def compute_output_spec(self, x):
-            return self.model.compute_output_spec(x)
+            return self.wrapped.compute_output_spec(x)
 
     return GraphCall(inner)
 
@@ -331,3 +339,30 @@ def overlay_for_image(source, pixels: np.ndarray, method: str = "gradcam", class
         class_index = int(np.argmax(probabilities[0]))
     heatmap = explainer.heatmap(pixels, method, class_index)
     return overlay(pixels if image is None else image, heatmap, opacity)
+
+
+_RUN_EXPLAINERS: dict = {}  # (run folder, model file mtime) -> Explainer, for the last few runs
+_RUN_EXPLAINERS_KEPT = 4
+
+
+def explainer_for_run(run) -> Explainer:
+    """The Explainer of a core.runs.Run's saved model, loaded once per run and model version."""
+    key = (str(run.path), run.model_path.stat().st_mtime)
+    if key not in _RUN_EXPLAINERS:
+        if len(_RUN_EXPLAINERS) >= _RUN_EXPLAINERS_KEPT:
+            _RUN_EXPLAINERS.pop(next(iter(_RUN_EXPLAINERS)))  # the oldest entry
+        _RUN_EXPLAINERS[key] = Explainer(run.load_model())
+    return _RUN_EXPLAINERS[key]
+
+
+def overlay_for_file(run, file: str, image: np.ndarray, method: str = "gradcam",
+                     opacity: float = DEFAULT_OPACITY) -> np.ndarray:
+    """For the Evaluate page's gallery (called through core.review.explanation_overlay).
+
+    run: a core.runs.Run; file: the image's name in the dataset (unused: the pixels are given);
+    image: its uint8 pixels at the run's size, (S, S) for grayscale or (S, S, 3). Returns the overlay
+    for the predicted class as uint8 (S, S, 3). Raises ExplainError when the model cannot have
+    this map (e.g. Grad-CAM on an mlp: `explainer_for_run(run).cam_unavailable` says why).
+    """
+    pixels = image[..., None] if image.ndim == 2 else image
+    return overlay_for_image(explainer_for_run(run), pixels, method, opacity=opacity)
