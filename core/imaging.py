@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,9 @@ def open_image(source: str | os.PathLike | bytes) -> Image.Image:
         if os.path.getsize(source) == 0:
             raise ImageError("the file is empty (0 bytes)")
         stream = open(source, "rb")
-    with stream:
+    # Our own pixel limit below decides; Pillow's bomb warning for 40-80 Mpx images would be noise.
+    with stream, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             img = Image.open(stream)
             width, height = img.size
