@@ -27,3 +27,8 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
+
+# Screenshots of every page for the docs: the browser end-to-end test, saving to docs/screenshots/.
+.PHONY: screenshots
+screenshots: venv
+	SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest tests/test_browser.py -q

@@ -18,7 +18,16 @@ KNOWN_CLASS_COLORS = {
 GENERIC_PALETTE = ("#54A24B", "#EECA3B", "#72B7B2", "#FF9DA6", "#9D755D", "#BAB0AC",
                    "#439894", "#D67195", "#79706E", "#83BCB6")
 SPLIT_DASH = {"train": [1, 0], "val": [6, 3]}
+# Runs and curves need clearly different hues (the Streamlit theme's default is shades of blue).
+SERIES_SCALE = alt.Scale(scheme="tableau10")
 CHART_HEIGHT = 280
+
+
+def display_height(chart) -> int:
+    """Pixels to give a chart on the page: its plot height plus room for title, axes and labels.
+    (Streamlit's automatic height squashes layered charts such as the confusion matrix.)"""
+    height = chart.height if isinstance(chart.height, (int, float)) else CHART_HEIGHT
+    return int(height) + 130
 
 
 def class_color(name: str, index: int = 0) -> str:
@@ -52,7 +61,7 @@ def class_counts_chart(counts: dict[str, dict[str, int]], title: str = "Images p
     frame = pd.DataFrame(rows, columns=["split", "class", "images"])
     class_names = list(dict.fromkeys(frame["class"]))
     return alt.Chart(frame, title=title, height=CHART_HEIGHT).mark_bar().encode(
-        x=alt.X("split:N", title="Split", sort=list(counts)),
+        x=alt.X("split:N", title="Split", sort=list(counts), axis=alt.Axis(labelAngle=0)),
         xOffset=alt.XOffset("class:N", sort=class_names),
         y=alt.Y("images:Q", title="Images"),
         color=alt.Color("class:N", title="Class", scale=class_scale(class_names)),
@@ -81,7 +90,7 @@ def history_chart(history: list[dict], metric: str = "loss", title: str | None =
     frame = history_frame(history, metric)
     return alt.Chart(frame, title=title or f"{metric_title(metric)}: train vs validation",
                      height=CHART_HEIGHT).mark_line(point=True).encode(
-        x=alt.X("epoch:Q", title="Epoch", axis=alt.Axis(tickMinStep=1)),
+        x=alt.X("epoch:Q", title="Epoch", axis=alt.Axis(tickMinStep=1, format="d")),
         y=alt.Y("value:Q", title=metric_title(metric), scale=alt.Scale(zero=False)),
         color=alt.Color("split:N", title="Split", scale=alt.Scale(domain=["train", "val"],
                                                                    range=["#4C78A8", "#F58518"])),
@@ -96,9 +105,9 @@ def compare_history_chart(histories: dict[str, list[dict]], metric: str = "loss"
         columns=["epoch", "split", "value", "run"])
     return alt.Chart(frame, title=f"{metric_title(metric)} per epoch (solid: train, dashed: val)",
                      height=CHART_HEIGHT).mark_line(point=True).encode(
-        x=alt.X("epoch:Q", title="Epoch", axis=alt.Axis(tickMinStep=1)),
+        x=alt.X("epoch:Q", title="Epoch", axis=alt.Axis(tickMinStep=1, format="d")),
         y=alt.Y("value:Q", title=metric_title(metric), scale=alt.Scale(zero=False)),
-        color=alt.Color("run:N", title="Run"),
+        color=alt.Color("run:N", title="Run", scale=SERIES_SCALE),
         strokeDash=alt.StrokeDash("split:N", title="Split", scale=alt.Scale(
             domain=list(SPLIT_DASH), range=list(SPLIT_DASH.values()))),
         tooltip=["run", "epoch", "split", alt.Tooltip("value:Q", format=".4f")],
@@ -119,8 +128,8 @@ def confusion_matrix_chart(matrix, class_names, normalized: bool = False, title:
     title = title or ("Confusion matrix (share of each true class)" if normalized else "Confusion matrix (counts)")
     names = [str(n) for n in class_names]
     size = max(160, 70 * len(names))
-    base = alt.Chart(frame, width=size, height=size).encode(
-        x=alt.X("predicted:N", title="Predicted class", sort=names),
+    base = alt.Chart(frame).encode(
+        x=alt.X("predicted:N", title="Predicted class", sort=names, axis=alt.Axis(labelAngle=0)),
         y=alt.Y("true:N", title="True class", sort=names),
     )
     cells = base.mark_rect().encode(
@@ -132,7 +141,7 @@ def confusion_matrix_chart(matrix, class_names, normalized: bool = False, title:
     text = base.mark_text(fontSize=14).encode(
         text=alt.Text("value:Q", format=fmt),
         color=alt.condition(alt.datum.value > threshold, alt.value("white"), alt.value("black")))
-    return (cells + text).properties(title=title)
+    return (cells + text).properties(title=title, width=size, height=size)
 
 
 def _diagonal(x_title: str, y_title: str) -> alt.Chart:
@@ -152,7 +161,7 @@ def roc_chart(curves: dict[str, dict], title: str = "ROC curve") -> alt.Chart:
     lines = alt.Chart(frame).mark_line().encode(
         x=alt.X("fpr:Q", title="False positive rate", scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("tpr:Q", title="True positive rate (recall)", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("curve:N", title="Curve"),
+        color=alt.Color("curve:N", title="Curve", scale=SERIES_SCALE, legend=alt.Legend(labelLimit=0)),
         tooltip=["curve", alt.Tooltip("fpr:Q", format=".3f"), alt.Tooltip("tpr:Q", format=".3f")])
     return (_diagonal("False positive rate", "True positive rate (recall)") + lines).properties(
         title=title, height=CHART_HEIGHT + 40)
@@ -179,10 +188,14 @@ def f1_threshold_chart(f1: dict, current: float | None = None) -> alt.Chart:
     marks = [{"threshold": f1["best_threshold"], "label": f"best {f1['best_threshold']:.2f} (F1 {f1['best_f1']:.3f})"}]
     if current is not None:
         marks.append({"threshold": float(current), "label": f"current {current:.2f}"})
+    labels = [m["label"] for m in marks]
     rules = alt.Chart(pd.DataFrame(marks)).mark_rule(strokeWidth=2).encode(
         x="threshold:Q",
-        color=alt.Color("label:N", title="Threshold", scale=alt.Scale(range=["#E45756", "#54A24B"])),
-        strokeDash=alt.StrokeDash("label:N", legend=None, scale=alt.Scale(range=[[1, 0], [5, 3]])))
+        color=alt.Color("label:N", title="Threshold", sort=labels,
+                        scale=alt.Scale(domain=labels, range=["#E45756", "#54A24B"][:len(labels)]),
+                        legend=alt.Legend(labelLimit=0)),
+        strokeDash=alt.StrokeDash("label:N", legend=None, sort=labels,
+                                  scale=alt.Scale(domain=labels, range=[[1, 0], [5, 3]][:len(labels)])))
     return (line + rules).properties(title="F1 against threshold", height=CHART_HEIGHT)
 
 
@@ -205,7 +218,7 @@ def per_class_chart(per_class: dict[str, dict]) -> alt.Chart:
             for name, values in per_class.items() for metric in ("precision", "recall", "f1")]
     frame = pd.DataFrame(rows)
     return alt.Chart(frame, title="Precision, recall and F1 per class", height=CHART_HEIGHT).mark_bar().encode(
-        x=alt.X("class:N", title="Class", sort=list(per_class)),
+        x=alt.X("class:N", title="Class", sort=list(per_class), axis=alt.Axis(labelAngle=0)),
         xOffset=alt.XOffset("metric:N", sort=["precision", "recall", "f1"]),
         y=alt.Y("value:Q", title="Score", scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("metric:N", title="Metric"),
@@ -222,7 +235,7 @@ def parallel_coordinates_chart(frame: pd.DataFrame, metric: str) -> alt.Chart:
     axes = list(dict.fromkeys(frame["axis"]))
     base = alt.Chart(frame).encode(
         x=alt.X("axis:N", title="Setting (each axis scaled to its own range)", sort=axes,
-                axis=alt.Axis(labelAngle=-20)),
+                axis=alt.Axis(labelAngle=-20, labelLimit=0)),
         y=alt.Y("position:Q", title="Relative value (min to max)", scale=alt.Scale(domain=[-0.05, 1.05]),
                 axis=alt.Axis(labels=False, ticks=False)),
         detail="run:N")

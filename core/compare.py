@@ -95,7 +95,7 @@ def config_diff(configs: dict[str, dict]) -> pd.DataFrame:
         values = [flat[name].get(key) for name in flat]
         if len({repr(v) for v in values}) > 1:
             # As text: mixed types (None next to 0.3) would not fit one table column otherwise.
-            rows[key] = [_label(v) for v in values]
+            rows[key] = [_setting_label(key, v) for v in values]
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(flat))
     frame.index.name = "setting"
     return frame
@@ -141,7 +141,7 @@ def parallel_coordinates_frame(configs: dict[str, dict], metric_values: dict[str
     rows = []
     for axis, values in columns.items():
         for name, value, position in zip(flat, values, _axis_positions(values)):
-            rows.append({"run": name, "axis": axis, "position": position, "label": _label(value),
+            rows.append({"run": name, "axis": axis, "position": position, "label": _setting_label(axis, value),
                          "metric_value": metric_values.get(name)})
     return pd.DataFrame(rows, columns=["run", "axis", "position", "label", "metric_value"])
 
@@ -154,6 +154,13 @@ def _axis_positions(values: list) -> list[float]:
     categories = sorted({_label(v) for v in values})
     spread = max(1, len(categories) - 1)
     return [0.5 if len(categories) == 1 else categories.index(_label(v)) / spread for v in values]
+
+
+def _setting_label(key: str, value) -> str:
+    """A missing architecture parameter (or dropout None) means the architecture's default."""
+    if value is None and (key.startswith("arch_params.") or key == "dropout"):
+        return "default"
+    return _label(value)
 
 
 def _label(value) -> str:

@@ -73,12 +73,6 @@ def arch_has_param(architecture, name: str) -> bool:
     return any(p.name == name for p in architecture.params)
 
 
-def changed_params(architecture, values: dict) -> dict:
-    """Only the parameters that differ from the defaults (keeps saved configs short)."""
-    defaults = {p.name: p.default for p in architecture.params}
-    return {name: value for name, value in values.items() if defaults.get(name) != value}
-
-
 # ----------------------------------------------------------------------------- the config
 
 def build_config(dataset_settings: dict, values: dict) -> TrainConfig:

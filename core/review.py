@@ -1,7 +1,7 @@
 """Looking at a run's mistakes: which images were misclassified at a threshold, and their pixels.
 
 `explanation_overlay` is the one place where Grad-CAM plugs in: when `core.explain` offers
-`overlay_for_file(run, file, image)`, the Evaluate page's gallery shows its overlay.
+`overlay_for_file(run, file, image)`, the Evaluate page's gallery can show its overlay.
 """
 from __future__ import annotations
 
@@ -28,19 +28,20 @@ def misclassified(predictions: dict, threshold: float | None = None, limit: int 
 
 
 def images_by_file(files: np.ndarray, images: np.ndarray, wanted: list[str]) -> dict[str, np.ndarray]:
-    """The images (H, W) or (H, W, 3) uint8 of the `wanted` files, looked up by file name."""
+    """The model-input images (S, S, C) uint8 of the `wanted` files, looked up by file name."""
     index = {str(f): i for i, f in enumerate(files)}
-    found = {}
-    for name in wanted:
-        if name in index:
-            image = images[index[name]]
-            found[name] = image[..., 0] if image.shape[-1] == 1 else image
-    return found
+    return {name: images[index[name]] for name in wanted if name in index}
+
+
+def displayable(image: np.ndarray) -> np.ndarray:
+    """(S, S, 1) grayscale -> (S, S) for st.image; RGB stays as it is."""
+    return image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
 
 
 def explanation_overlay(run, file: str, image: np.ndarray):
-    """A Grad-CAM overlay (RGB uint8) from `core.explain.overlay_for_file`, or None when that
-    module or function is not available or fails for this image."""
+    """A Grad-CAM overlay (RGB uint8) from `core.explain.overlay_for_file(run, file, image)`, or
+    None when that module or function is missing or fails for this image (e.g. a model without
+    convolutions)."""
     try:
         explain = importlib.import_module("core.explain")
     except ImportError:

@@ -326,39 +326,40 @@ def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batc
     class JobCallback(keras.callbacks.Callback):
         """Per-batch progress and stop checks; per-epoch metrics file and best-model checkpoint."""
 
+        # Batch hooks only record numbers under a lock, so Keras may call them from its thread
+        # pool: a synchronous batch hook would make every training step wait for the logs.
+        async_safe = True
+
         def __init__(self):
             super().__init__()
             self.best_value, self.best_weights, self.best_epoch = None, None, None
             self.cancelled = False
             self.train_started = time.perf_counter()
+            self._lock = threading.Lock()
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.epoch_started = time.perf_counter()
-            self.batch_started = None
+            with self._lock:
+                self.epoch, self.epoch_started = epoch, time.perf_counter()
+                self.first_batch_done, self.batches_done = None, 0
             control.progress.update(phase="training", epoch=epoch, batch=0, batches=steps_per_epoch,
                                     learning_rate=current_learning_rate(self.model.optimizer))
 
-        def on_train_batch_begin(self, batch, logs=None):
-            if self.batch_started is None:
-                self.batch_started = time.perf_counter()
-
         def on_train_batch_end(self, batch, logs=None):
             now = time.perf_counter()
-            done = batch + 1
-            # The first batch includes graph tracing: time the rest for a fair speed.
-            if done == 1:
-                self.steady_started, self.steady_batches = now, 0
-            else:
-                self.steady_batches += 1
-            rate = (self.steady_batches * batch_size / (now - self.steady_started)
-                    if self.steady_batches and now > self.steady_started else None)
-            epochs_left = total_epochs - control.progress.snapshot()["epoch"] - 1
-            per_batch = (now - self.steady_started) / self.steady_batches if self.steady_batches else None
-            eta = (per_batch * ((steps_per_epoch - done) + epochs_left * steps_per_epoch)
-                   if per_batch else None)
-            control.progress.update(batch=done, images_per_sec=rate, eta_s=eta,
-                                    batch_loss=_as_float((logs or {}).get("loss")),
-                                    elapsed_s=now - self.train_started)
+            with self._lock:
+                self.batches_done = max(self.batches_done, batch + 1)
+                done = self.batches_done
+                # The first batch of an epoch includes start-up (and tracing): time the batches after it.
+                if self.first_batch_done is None:
+                    self.first_batch_done, self.first_batch_index = now, done
+                steady = done - self.first_batch_index
+                elapsed = now - self.first_batch_done
+                epochs_left = total_epochs - self.epoch - 1
+            per_batch = elapsed / steady if steady > 0 and elapsed > 0 else None
+            control.progress.update(
+                batch=done, images_per_sec=batch_size / per_batch if per_batch else None,
+                eta_s=per_batch * (steps_per_epoch - done + epochs_left * steps_per_epoch) if per_batch else None,
+                batch_loss=_as_float((logs or {}).get("loss")), elapsed_s=now - self.train_started)
             if control.should_stop():
                 self.cancelled = True
                 self.model.stop_training = True
@@ -388,6 +389,26 @@ def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batc
             return value < self.best_value if monitor.endswith("loss") else value > self.best_value
 
     return JobCallback()
+
+
+def epoch_tensorboard(log_dir):
+    """Keras' TensorBoard callback writing epoch summaries only.
+
+    Its batch hooks would do nothing with update_freq="epoch", but merely having them makes Keras
+    wait for every batch's logs; without them the training loop runs at bare model.fit speed.
+    """
+    import keras
+
+    class EpochTensorBoard(keras.callbacks.TensorBoard):
+        async_safe = True
+
+        def on_train_batch_begin(self, batch, logs=None):
+            pass
+
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    return EpochTensorBoard(str(log_dir), update_freq="epoch", write_graph=False, profile_batch=0)
 
 
 def _as_float(value):
@@ -461,8 +482,7 @@ def train(run: Run, config: TrainConfig, control: RunControl) -> dict:
 
     job_callback = _make_job_callback(run, control, steps_per_epoch, config.batch_size, total_epochs,
                                       config.monitor)
-    callbacks = [job_callback, keras.callbacks.TensorBoard(str(run.tensorboard_dir), write_graph=False,
-                                                           profile_batch=0)]
+    callbacks = [job_callback, epoch_tensorboard(run.tensorboard_dir)]
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=config.monitor, patience=config.patience,
                                                        restore_best_weights=False))

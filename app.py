@@ -1,0 +1,27 @@
+"""CXR Lab dashboard: `streamlit run app.py` (or `make run`).
+
+This entry point only sets up the page and the navigation; each page lives in pages/.
+TensorFlow is imported lazily (when a model is built or a run starts), so the first paint is fast.
+"""
+import streamlit as st
+
+st.set_page_config(page_title="CXR Lab", page_icon="🫁", layout="wide")
+pages = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/dataset.py", title="Dataset", icon=":material/folder_open:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/sweeps.py", title="Sweeps", icon=":material/tune:"),
+    st.Page("pages/runs.py", title="Runs & Compare", icon=":material/leaderboard:"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
+    st.Page("pages/diagnose.py", title="Diagnose", icon=":material/stethoscope:"),
+]
+# Navigation first: until it is sent, the browser would list the raw files of pages/.
+page = st.navigation(pages)
+
+from pages import common  # noqa: E402 - after the navigation on purpose (see above)
+
+common.protect_background_training()
+common.keep_widget_state()
+common.warm_up_models()
+st.sidebar.caption("Research tool, not for clinical use.")
+page.run()

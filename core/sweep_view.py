@@ -1,0 +1,338 @@
+"""What the Sweeps page needs, without Streamlit: value lists typed by the user, the sweep spec,
+sweep results as DataFrames, the results chart (Altair), and a time estimate from finished runs.
+
+Plain Python, pandas and Altair on what `core.sweep` and the run store return; no TensorFlow.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+
+from core.portable import export_sweep
+from core.runs import RunStore
+from core.sweep import RESULT_METRICS
+from core.training import TrainConfig
+
+# Common ablations and the values people try first (the text stays editable on the page).
+PRESETS = {
+    "dropout": "0.2, 0.4, 0.6, 0.8",
+    "arch_params.activation": "relu, elu, leaky_relu, tanh, sigmoid, softmax",
+    "image_size": "64, 96, 128",
+    "batch_size": "16, 32, 64, 128",
+    "learning_rate": "0.0003, 0.001, 0.003",
+    "optimizer": "adam, sgd, rmsprop",
+    "train_fraction": "0.5, 0.7, 0.85, 1.0",
+    "epochs": "5, 10, 20",
+    "augmentation.rotation_degrees": "0, 5, 10",
+}
+PRESET_HELP = {"arch_params.activation": "for seed_cnn (and the other architectures with an activation)"}
+METRIC_TITLES = {"test_accuracy": "Test accuracy", "test_macro_f1": "Test macro-F1", "test_auc": "Test AUC",
+                 "val_accuracy": "Validation accuracy", "best_val_loss": "Best validation loss"}
+# Settings that describe the data a run trains on (its time per epoch depends on them).
+DATASET_KEYS = ("data_source", "data_path", "task")
+CHART_HEIGHT = 320
+LINE_COLOR = "#2F6FB0"  # the dashboard's primary colour (.streamlit/config.toml)
+_INT = re.compile(r"^[+-]?\d+$")
+_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+# ----------------------------------------------------------------------------- typed values
+
+def parse_value(text: str):
+    """'0.2' -> 0.2, '32' -> 32, 'true' -> True, 'none' -> None (the default), else the string."""
+    text = text.strip().strip("'\"")
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null", "default"):
+        return None
+    if _INT.match(text):
+        return int(text)
+    if _FLOAT.match(text):
+        return float(text)
+    return text
+
+
+def parse_values(text: str) -> list:
+    """Comma-separated values (or a JSON list, for list-valued settings like '[[16, 32], [32, 64]]').
+
+    Raises ValueError for an empty list, an empty item, or a value given twice."""
+    text = (text or "").strip()
+    if not text:
+        raise ValueError("enter at least one value (comma-separated, e.g. 0.2, 0.4)")
+    if text.startswith("["):
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"the values look like a JSON list but do not parse ({exc.msg})") from None
+        if not isinstance(values, list) or not values:
+            raise ValueError("the JSON list of values is empty")
+    else:
+        parts = text.split(",")
+        if any(not part.strip() for part in parts):
+            raise ValueError(f"an empty value in {text!r}: remove the extra comma")
+        values = [parse_value(part) for part in parts]
+    for i, value in enumerate(values):
+        if any(value == earlier for earlier in values[:i]):  # 1 == 1.0: they would be the same point
+            raise ValueError(f"{value_label(value)} is listed twice")
+    return values
+
+
+def setting_value(config: dict, setting: str):
+    """The value of a (dotted) setting in a config dict, None when it is not there."""
+    value = config
+    for part in setting.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def coerce_values(base: dict, setting: str, values: list) -> list:
+    """Numbers typed to match the base config's value: 32.0 -> 32 for a whole-number setting, 1 -> 1.0
+    for a fractional one. Raises ValueError for a fraction where a whole number is needed."""
+    current = setting_value(base, setting)
+    if isinstance(current, bool) or not isinstance(current, (int, float)):
+        return list(values)
+    typed = []
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            typed.append(value)
+        elif isinstance(current, int) and isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"{setting} takes whole numbers, not {value:g}")
+            typed.append(int(value))
+        elif isinstance(current, float):
+            typed.append(float(value))
+        else:
+            typed.append(value)
+    return typed
+
+
+def value_label(value) -> str:
+    """A value as shown in tables and charts."""
+    if value is None:
+        return "default"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def is_numeric_axis(values: list) -> bool:
+    return bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+# ----------------------------------------------------------------------------- the sweep spec
+
+def base_from_run(config: dict) -> dict:
+    """A finished run's config as a sweep base: no name, sweep id or cross-validation fold."""
+    base = TrainConfig.from_dict(config).to_dict()
+    base.update(name="", sweep_id="", cv_folds=0, cv_fold=0)
+    return base
+
+
+def base_with_dataset(config: TrainConfig, dataset_settings: dict) -> dict:
+    """A config (recipe or defaults) on the dataset chosen on the Dataset page."""
+    known = set(config.to_dict())
+    return config.with_overrides({k: v for k, v in dataset_settings.items() if k in known}).to_dict()
+
+
+def sweep_spec(name: str, base: dict, axes: list[tuple[str, list]], repeat_mode: str, count: int) -> dict:
+    """The dict `Sweep.from_dict` takes; repeat_mode is 'seeds' (count seeds) or 'cv' (count folds)."""
+    return {"name": name.strip(), "base": base,
+            "axes": [{"setting": setting, "values": list(values)} for setting, values in axes],
+            "repeats": int(count) if repeat_mode == "seeds" else 1,
+            "cv_folds": int(count) if repeat_mode == "cv" else 0}
+
+
+def run_count(axes: list[tuple[str, list]], count: int) -> int:
+    return math.prod(len(values) for _, values in axes) * int(count)
+
+
+def sweep_label(record: dict) -> str:
+    """'dropout study · 12 runs · 2026-11-24 03:15' for pickers."""
+    created = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.get("created") or 0))
+    settings = " × ".join(a["setting"] for a in record.get("axes", []))
+    return f"{record.get('name') or settings or record['id']} · {len(record.get('runs', []))} runs · {created}"
+
+
+def sweep_zip_bytes(store: RunStore, sweep_id: str) -> bytes:
+    """The whole sweep (its runs and its record) as zip bytes, for a download button."""
+    with tempfile.TemporaryDirectory() as folder:
+        return export_sweep(store, sweep_id, Path(folder) / f"{sweep_id}.zip").read_bytes()
+
+
+# ----------------------------------------------------------------------------- results
+
+def results_frame(rows: list[dict], settings: list[str]) -> pd.DataFrame:
+    """One row per point: the swept values, run counts, and mean / std / n of every metric."""
+    columns = list(settings) + ["runs", "done", "active", "stopped"]
+    columns += [f"{m}_{s}" for m in RESULT_METRICS for s in ("mean", "std", "n")]
+    records = [{**row, "stopped": row["runs"] - row["done"] - row["active"]} for row in rows]
+    return pd.DataFrame(records, columns=columns)
+
+
+def progress_counts(frame: pd.DataFrame) -> dict:
+    """Runs of the sweep: total, done, active (queued or running), stopped (failed, cancelled...)."""
+    return {key: int(frame[key].sum()) for key in ("runs", "done", "active", "stopped")}
+
+
+def mean_std_text(mean, std, n, digits: int = 3) -> str:
+    if mean is None or pd.isna(mean):
+        return "—"
+    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={int(n)})"
+
+
+def display_frame(frame: pd.DataFrame, settings: list[str], metrics=RESULT_METRICS) -> pd.DataFrame:
+    """The results table as text: setting labels, 'done/runs', and 'mean ± std (n=k)' per metric."""
+    shown = pd.DataFrame({setting: [value_label(v) for v in frame[setting]] for setting in settings})
+    shown["runs done"] = [f"{d}/{r}" for d, r in zip(frame["done"], frame["runs"])]
+    for metric in metrics:
+        digits = 4 if metric.endswith("loss") else 3
+        shown[METRIC_TITLES.get(metric, metric)] = [
+            mean_std_text(m, s, n, digits) for m, s, n in
+            zip(frame[f"{metric}_mean"], frame[f"{metric}_std"], frame[f"{metric}_n"])]
+    return shown
+
+
+def field_name(setting: str) -> str:
+    """A column name Vega-Lite takes literally (a dot would mean a nested field)."""
+    return re.sub(r"\W", "_", setting)
+
+
+def sweep_chart(frame: pd.DataFrame, axes: list[dict], metric: str = "test_accuracy") -> alt.LayerChart:
+    """Mean of `metric` against the first swept setting, one line per value of the second,
+    error bars of ±1 standard deviation. Points without a finished run are left out."""
+    x_axis, series_axis = axes[0], (axes[1] if len(axes) > 1 else None)
+    x, series = field_name(x_axis["setting"]), field_name(series_axis["setting"]) if series_axis else None
+    numeric_x = is_numeric_axis(x_axis["values"])
+    finished = frame[frame[f"{metric}_mean"].notna()]
+    data = pd.DataFrame({
+        x: [v if numeric_x else value_label(v) for v in finished[x_axis["setting"]]],
+        "mean": finished[f"{metric}_mean"].astype(float),
+        "std": finished[f"{metric}_std"].astype(float).fillna(0.0),
+        "n": finished[f"{metric}_n"].astype(int)})
+    data["lower"], data["upper"] = data["mean"] - data["std"], data["mean"] + data["std"]
+    if series_axis:
+        data[series] = [value_label(v) for v in finished[series_axis["setting"]]]
+    title = METRIC_TITLES.get(metric, metric)
+    encoding = {"x": _x_encoding(x, x_axis, numeric_x),
+                "tooltip": [alt.Tooltip(f"{x}:{'Q' if numeric_x else 'N'}", title=x_axis["setting"]),
+                            alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("std:Q", format=".4f"), "n:Q"]}
+    if series_axis:
+        encoding["color"] = alt.Color(f"{series}:N", title=series_axis["setting"],
+                                      sort=[value_label(v) for v in series_axis["values"]])
+        encoding["tooltip"].insert(1, alt.Tooltip(f"{series}:N", title=series_axis["setting"]))
+    base = alt.Chart(data).encode(**encoding)
+    # One colour when there is no second setting (else the error bars would be drawn black).
+    colour = {} if series_axis else {"color": LINE_COLOR}
+    bars = base.mark_errorbar(ticks={"size": 12}, **colour).encode(
+        y=alt.Y("lower:Q", title=f"{title} (mean ± 1 std)", scale=alt.Scale(zero=False),
+                axis=alt.Axis(format=".3~f")), y2="upper:Q")
+    lines = base.mark_line(point=True, **colour).encode(
+        y=alt.Y("mean:Q", title=f"{title} (mean ± 1 std)", scale=alt.Scale(zero=False)))
+    by = f", one line per {series_axis['setting']}" if series_axis else ""
+    return (bars + lines).properties(title=f"{title} against {x_axis['setting']}{by}", height=CHART_HEIGHT)
+
+
+def _x_encoding(x: str, axis: dict, numeric: bool) -> alt.X:
+    values = axis["values"]
+    if not numeric:
+        return alt.X(f"{x}:N", title=axis["setting"], sort=[value_label(v) for v in values],
+                     axis=alt.Axis(labelAngle=0))
+    # Rates spanning decades (1e-4 .. 1e-2) read better on a log axis.
+    wide = min(values) > 0 and max(values) / min(values) >= 10
+    scale = alt.Scale(type="log") if wide else alt.Scale(zero=False, nice=False, padding=12)
+    return alt.X(f"{x}:Q", title=axis["setting"], scale=scale, axis=alt.Axis(values=sorted(values)))
+
+
+# ----------------------------------------------------------------------------- time estimate
+
+@dataclass
+class FinishedRun:
+    """What the estimate needs of a finished run."""
+    config: dict
+    history: list[dict]
+    duration_s: float | None = None
+
+
+@dataclass
+class SweepEstimate:
+    total_seconds: float | None          # None while some run has no finished run to learn from
+    per_run: list[float | None] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)   # e.g. 'seed_cnn at 200 px'
+    rough: bool = False                  # some runs are timed from runs on another dataset
+
+
+def finished_runs(store: RunStore) -> list[FinishedRun]:
+    return [FinishedRun(r.config(), r.history(), r.describe().get("duration_s"))
+            for r in store.list() if r.state() == "done"]
+
+
+def train_share(config: dict) -> float:
+    """Roughly the share of the dataset a run trains on (its epoch time grows with it)."""
+    test, val = config.get("test_fraction", 0.15), config.get("val_fraction", 0.15)
+    folds = config.get("cv_folds") or 0
+    share = (1 - test) * (folds - 1) / folds if folds >= 2 else 1 - val - test
+    return max(share, 0.01) * (config.get("train_fraction") or 1.0)
+
+
+def _epoch_seconds(history: list[dict]) -> float | None:
+    """Median seconds of full epochs, leaving out the first (it includes graph tracing) when possible."""
+    seconds = [row["seconds"] for row in history if row.get("seconds") and not row.get("partial")]
+    return float(statistics.median(seconds[1:] or seconds)) if seconds else None
+
+
+def _overhead_seconds(past: FinishedRun) -> float:
+    """Loading, building, the first epoch's graph tracing and evaluating: the run's duration beyond
+    its epochs at the steady speed."""
+    epochs = [row for row in past.history if row.get("seconds") and not row.get("partial")]
+    if not past.duration_s or not epochs:
+        return 0.0
+    return max(0.0, past.duration_s - _epoch_seconds(past.history) * len(epochs))
+
+
+def matching_runs(config: dict, past_runs: list[FinishedRun]) -> tuple[list[FinishedRun], bool]:
+    """Finished runs of the same architecture and image size: those on the same dataset if any
+    (True), else those on other datasets (False: their speed is only a rough guide)."""
+    same_model = [p for p in past_runs if p.config.get("arch") == config.get("arch")
+                  and p.config.get("image_size") == config.get("image_size")
+                  and p.config.get("color_mode", "grayscale") == config.get("color_mode", "grayscale")
+                  and _epoch_seconds(p.history)]
+    same_data = [p for p in same_model if all(p.config.get(k) == config.get(k) for k in DATASET_KEYS)]
+    return (same_data, True) if same_data else (same_model, False)
+
+
+def estimate_run_seconds(config: dict, past_runs: list[FinishedRun]) -> float | None:
+    """Seconds for one run (all its epochs; early stopping may end it sooner) from `matching_runs`;
+    None when there is none."""
+    basis, _ = matching_runs(config, past_runs)
+    if not basis:
+        return None
+    # Seconds per epoch per unit of training share, so a 50% training fraction takes half as long.
+    per_share = statistics.median(_epoch_seconds(p.history) / train_share(p.config) for p in basis)
+    overhead = statistics.median(_overhead_seconds(p) for p in basis)
+    return per_share * train_share(config) * int(config.get("epochs") or 1) + overhead
+
+
+def estimate_sweep(configs: list[dict], past_runs: list[FinishedRun]) -> SweepEstimate:
+    """The sweep's runs one after another (the job queue trains one run at a time)."""
+    per_run = [estimate_run_seconds(config, past_runs) for config in configs]
+    missing = list(dict.fromkeys(f"{c.get('arch')} at {c.get('image_size')} px"
+                                 for c, seconds in zip(configs, per_run) if seconds is None))
+    total = None if missing or not per_run else float(sum(per_run))
+    rough = any(not matching_runs(config, past_runs)[1] for config in configs)
+    return SweepEstimate(total, per_run, missing, rough=total is not None and rough)

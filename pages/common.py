@@ -1,0 +1,180 @@
+"""Shared Streamlit helpers: the cached job manager and datasets, the dataset settings carried
+between pages, and a guard that turns any page error into a message instead of a crash.
+
+TensorFlow is never imported here at module level: `core.jobs` and `core.training` only import
+it inside functions, and `core.models` is imported inside cached functions.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import threading
+import traceback
+from functools import wraps
+
+import streamlit as st
+
+from core import forms
+from core.runs import ACTIVE_STATES, RunStore, default_runs_dir
+
+DATASET_SETTINGS_KEY = "dataset_settings"
+WIDGET_PREFIXES = ("ds_", "train_", "sweep_", "runs_", "eval_", "diag_")
+# Widgets whose value cannot be set through session state (buttons, uploads, table selections).
+UNSETTABLE_SUFFIXES = ("_button", "_table", "_upload_zip", "_upload_npz")
+# A run's config handed from "Re-run" (Runs page) to the Train form.
+RERUN_CONFIG_KEY = "rerun_config"
+PAGE_PATHS = {"home": "pages/home.py", "dataset": "pages/dataset.py", "train": "pages/train.py",
+              "sweeps": "pages/sweeps.py", "runs": "pages/runs.py", "evaluate": "pages/evaluate.py",
+              "diagnose": "pages/diagnose.py"}
+
+
+# ----------------------------------------------------------------------------- process set-up
+
+def protect_background_training() -> None:
+    """Stop Streamlit from calling keras.backend.clear_session() after every script run.
+
+    Streamlit does that after each run, fragment reruns included (the live views rerun every
+    second). clear_session resets Keras' global state for every thread and drops TensorFlow's
+    kernel cache, so a model being built by a training job at that moment gets duplicate layer
+    names ("The name 'conv2d' is used 3 times") and running jobs slow down. Streamlit's other
+    clean-up (closing matplotlib figures) is kept.
+    """
+    from streamlit.runtime.scriptrunner import script_runner
+    if getattr(script_runner._clean_problem_modules, "keeps_keras_state", False):
+        return
+
+    def clean_up_without_keras() -> None:
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            try:
+                pyplot.close("all")
+            except Exception:  # noqa: BLE001 - as Streamlit does: a clean-up must never fail a run
+                pass
+
+    clean_up_without_keras.keeps_keras_state = True
+    script_runner._clean_problem_modules = clean_up_without_keras
+
+
+# ----------------------------------------------------------------------------- cached resources
+
+@st.cache_resource(show_spinner=False)
+def _job_manager(runs_root: str):
+    from core.jobs import JobManager  # imports core.training, still without TensorFlow
+    return JobManager(RunStore(runs_root))
+
+
+def job_manager():
+    """The process-wide job manager for the current runs folder (`CXR_RUNS_DIR` or runs/)."""
+    return _job_manager(str(default_runs_dir()))
+
+
+def run_store() -> RunStore:
+    return job_manager().store
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up_models() -> threading.Thread:
+    """Import Keras (through core.models) in the background once per process, so the Train page
+    is quick when the user gets there while the first paint of any page stays fast."""
+    thread = threading.Thread(target=importlib.import_module, args=("core.models",),
+                              name="cxr-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def load_dataset(source: str, path: str, task: str, image_size: int, color_mode: str):
+    """A decoded dataset (kept in memory; raises core.data.DataError for unusable input)."""
+    from core import data as data_lib
+    channels = 1 if color_mode == "grayscale" else 3
+    return data_lib.load_dataset(source, path or None, task, int(image_size), channels)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def load_split(source: str, path: str, task: str, image_size: int, color_mode: str,
+               val_fraction: float, test_fraction: float, seed: int, own: bool):
+    from core import data as data_lib
+    dataset = load_dataset(source, path, task, image_size, color_mode)
+    return data_lib.make_split(dataset, val_fraction, test_fraction, int(seed), use_own_split=own)
+
+
+def dataset_and_split(settings: dict):
+    """(Dataset, Split) for dataset settings, from the in-memory cache when possible."""
+    args = (settings["data_source"], settings.get("data_path") or "", settings["task"],
+            int(settings["image_size"]), settings["color_mode"])
+    dataset = load_dataset(*args)
+    split = load_split(*args, float(settings["val_fraction"]), float(settings["test_fraction"]),
+                       int(settings["seed"]), settings["split"] == "own")
+    return dataset, split
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def run_dataset(config_json: str):
+    """The dataset a run was trained on (for its images), by the run's config."""
+    settings = forms.dataset_settings_from_config(json.loads(config_json))
+    return dataset_and_split(settings)[0]
+
+
+# ----------------------------------------------------------------------------- session state
+
+def dataset_settings() -> dict:
+    """The dataset chosen on the Dataset page (defaults: the built-in chest X-rays)."""
+    if DATASET_SETTINGS_KEY not in st.session_state:
+        st.session_state[DATASET_SETTINGS_KEY] = forms.default_dataset_settings()
+    return st.session_state[DATASET_SETTINGS_KEY]
+
+
+def init_widget(key: str, value) -> None:
+    """Give a widget its starting value through session state (set once, then the widget owns it)."""
+    if key not in st.session_state:
+        st.session_state[key] = value
+
+
+def keep_widget_state() -> None:
+    """Streamlit forgets a widget's value when its page is not shown; re-assigning the keys
+    on every run keeps form values when the user switches pages and comes back."""
+    for key in list(st.session_state.keys()):
+        if isinstance(key, str) and key.startswith(WIDGET_PREFIXES) and not key.endswith(UNSETTABLE_SUFFIXES):
+            try:
+                st.session_state[key] = st.session_state[key]
+            except Exception:  # noqa: BLE001 - buttons and uploaders cannot be set; they need no keeping
+                pass
+
+
+# ----------------------------------------------------------------------------- runs
+
+def active_runs(store: RunStore) -> list:
+    """Queued and running runs of the store, oldest first (the order they will run in)."""
+    return sorted((r for r in store.list() if r.state() in ACTIVE_STATES),
+                  key=lambda r: r.status().get("created") or 0)
+
+
+def run_name(run) -> str:
+    return run.config().get("name") or run.id
+
+
+def show_chart(chart, where=None) -> None:
+    """Draw an Altair chart at full width and at the height its spec asks for."""
+    from core.charts import display_height
+    (where or st).altair_chart(chart, width="stretch", height=display_height(chart))
+
+
+def no_runs_yet(message: str = "No runs yet: go to **Train** to launch one.") -> None:
+    st.info(message, icon=":material/info:")
+    st.page_link(PAGE_PATHS["train"], label="Go to Train", icon=":material/model_training:")
+
+
+# ----------------------------------------------------------------------------- safety
+
+def guarded(page):
+    """Run `page()`; an unexpected error becomes a message on the page, never a dead app."""
+    @wraps(page)
+    def wrapper(*args, **kwargs):
+        try:
+            return page(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - st.rerun/st.stop are BaseExceptions and pass through
+            st.error(f"Something went wrong on this page: {type(exc).__name__}: {exc}")
+            with st.expander("Details"):
+                st.code(traceback.format_exc())
+    return wrapper

@@ -1,0 +1,452 @@
+"""Train: set up a run (architecture and its parameters, optimisation, augmentation), see its size
+and expected speed, launch it into the job queue and watch it train live."""
+import json
+
+import streamlit as st
+
+from core import charts, compare, data as data_lib, forms
+from core.training import MONITORS, OPTIMIZERS, SCHEDULES
+from pages import common
+
+WATCH_KEY = "watch_run_id"
+BATCH_SIZES = (8, 16, 32, 64, 128, 256)
+
+
+# ----------------------------------------------------------------------------- model registry
+
+@st.cache_resource(show_spinner="Loading the model zoo (TensorFlow)…")
+def model_registry():
+    """The architecture registry; importing it pulls in Keras, so it happens only here."""
+    from core import models
+    return models.ARCHITECTURES
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def model_size(arch: str, image_size: int, channels: int, num_classes: int, params_json: str,
+               dropout: float | None) -> dict:
+    """Parameter count and MACs of the model these settings build."""
+    from core import models
+    model = models.build_model(arch, image_size, channels, num_classes, json.loads(params_json), dropout)
+    return models.model_stats(model)
+
+
+# ----------------------------------------------------------------------------- starting points
+
+# TrainConfig field -> widget key of this page.
+FIELD_KEYS = {
+    "arch": "train_arch", "optimizer": "train_optimizer", "learning_rate": "train_lr",
+    "schedule": "train_schedule", "weight_decay": "train_weight_decay", "clipnorm": "train_clipnorm",
+    "label_smoothing": "train_label_smoothing", "momentum": "train_momentum", "nesterov": "train_nesterov",
+    "decay_rate": "train_decay_rate", "step_epochs": "train_step_epochs", "min_learning_rate": "train_min_lr",
+    "plateau_patience": "train_plateau_patience", "plateau_factor": "train_plateau_factor",
+    "epochs": "train_epochs", "batch_size": "train_batch_size", "class_weights": "train_class_weights",
+    "seed": "train_seed", "early_stopping": "train_early_stopping", "patience": "train_patience",
+    "monitor": "train_monitor", "restore_best": "train_restore_best", "name": "train_name",
+}
+FLOAT_FIELDS = ("learning_rate", "weight_decay", "clipnorm", "label_smoothing", "momentum", "decay_rate",
+                "min_learning_rate", "plateau_factor")
+AUGMENTATION_KEYS = {"rotation_degrees": "train_aug_rotation", "zoom": "train_aug_zoom",
+                     "shift": "train_aug_shift", "horizontal_flip": "train_aug_flip",
+                     "brightness": "train_aug_brightness", "contrast": "train_aug_contrast"}
+
+
+def fill_form(config: dict) -> None:
+    """Put a saved config into the form and the dataset settings (an on_click callback, so it
+    runs before the widgets are drawn)."""
+    registry = model_registry()
+    for field, key in FIELD_KEYS.items():
+        if field in config:
+            value = config[field]
+            st.session_state[key] = float(value) if field in FLOAT_FIELDS else value
+    if st.session_state["train_batch_size"] not in BATCH_SIZES:
+        st.session_state["train_batch_size"] = min(BATCH_SIZES, key=lambda b: abs(b - config["batch_size"]))
+    for field, key in AUGMENTATION_KEYS.items():
+        value = (config.get("augmentation") or {}).get(field, 0.0)
+        st.session_state[key] = bool(value) if field == "horizontal_flip" else float(value)
+    architecture = registry[config["arch"]]
+    for param in architecture.params:
+        value = (config.get("arch_params") or {}).get(param.name, param.default)
+        if param.name == "dropout" and config.get("dropout") is not None:
+            value = config["dropout"]
+        kind = forms.param_widget(param)["kind"]
+        converters = {"int_list": lambda v: ", ".join(str(x) for x in v), "int": int, "float": float}
+        st.session_state[f"train_p_{config['arch']}_{param.name}"] = converters.get(kind, lambda v: v)(value)
+    st.session_state[common.DATASET_SETTINGS_KEY] = forms.dataset_settings_from_config(config)
+    for key in [k for k in st.session_state if str(k).startswith("ds_")]:
+        del st.session_state[key]  # the Dataset page redraws its widgets from the new settings
+
+
+def starting_point(store) -> None:
+    """Start from the recommended recipe or from an earlier run's settings, then change one thing."""
+    from core.recipes import recipe
+    runs = store.list()[:50]
+    cols = st.columns([2, 3, 1], vertical_alignment="bottom")
+    cols[0].button("Load the recommended recipe", key="train_recipe_button", icon=":material/star:",
+                   on_click=fill_form, args=(recipe(common.dataset_settings()["task"]).to_dict(),),
+                   help="A deep BatchNorm CNN at 96 px with a one-cycle schedule: a good first run.")
+    if runs:
+        names = {r.id: f"{common.run_name(r)} ({r.id})" for r in runs}
+        chosen = cols[1].selectbox("…or start from an earlier run's settings", list(names), index=None,
+                                   format_func=names.get, key="train_from_run", placeholder="choose a run")
+        if chosen:
+            cols[2].button("Load its settings", key="train_from_run_button",
+                           on_click=fill_form, args=(store.get(chosen).config(),))
+
+
+# ----------------------------------------------------------------------------- the form
+
+def arch_inputs(registry) -> tuple[str, dict, float | None]:
+    """Architecture, its own parameters (from the registry's Param metadata) and the dropout."""
+    common.init_widget("train_arch", "seed_cnn")
+    arch = st.selectbox("Architecture", list(registry), key="train_arch",
+                        format_func=lambda name: registry[name].title)
+    architecture = registry[arch]
+    st.caption(architecture.description)
+    params, dropout = {}, None
+    cols = st.columns(3)
+    for i, param in enumerate(architecture.params):
+        with cols[i % 3]:
+            value = param_input(arch, param)
+        if param.name == "dropout":
+            dropout = value  # a TrainConfig setting of its own, so runs tables can show it
+        else:
+            params[param.name] = value
+    if not architecture.params:
+        st.caption("This architecture has no parameters of its own.")
+    # Every parameter is saved, defaults too, so run tables and diffs show the actual values.
+    return arch, params, dropout
+
+
+def param_input(arch: str, param):
+    spec = forms.param_widget(param)
+    key = f"train_p_{arch}_{param.name}"
+    label = param.name.replace("_", " ").capitalize()
+    if spec["kind"] == "select":
+        common.init_widget(key, param.default)
+        return st.selectbox(label, spec["options"], key=key, help=param.help)
+    if spec["kind"] == "checkbox":
+        common.init_widget(key, param.default)
+        return st.checkbox(label, key=key, help=param.help)
+    if spec["kind"] == "int_list":
+        common.init_widget(key, spec["text"])
+        text = st.text_input(label, key=key, help=f"{param.help} Comma-separated whole numbers.")
+        return [int(v) for v in text.replace(",", " ").split()] if _is_int_list(text) else text
+    if spec["kind"] == "int":
+        common.init_widget(key, int(param.default))
+        return st.number_input(label, spec["min"], spec["max"], step=1, key=key, help=param.help)
+    common.init_widget(key, float(param.default))
+    return st.number_input(label, spec["min"], spec["max"], step=spec["step"], format=spec["format"],
+                           key=key, help=param.help)
+
+
+def _is_int_list(text: str) -> bool:
+    parts = text.replace(",", " ").split()
+    return bool(parts) and all(p.isdigit() for p in parts)
+
+
+def optimisation_inputs() -> dict:
+    defaults = {"train_optimizer": "adam", "train_lr": 1e-3, "train_schedule": "constant",
+                "train_weight_decay": 0.0, "train_clipnorm": 0.0, "train_label_smoothing": 0.0}
+    for key, value in defaults.items():
+        common.init_widget(key, value)
+    cols = st.columns(3)
+    values = {
+        "optimizer": cols[0].selectbox("Optimizer", OPTIMIZERS, key="train_optimizer"),
+        "learning_rate": cols[1].number_input("Learning rate", 1e-6, 1.0, step=1e-4, format="%.6f",
+                                              key="train_lr"),
+        "schedule": cols[2].selectbox("Learning-rate schedule", SCHEDULES, key="train_schedule"),
+        "weight_decay": cols[0].number_input("Weight decay", 0.0, 1.0, step=1e-4, format="%.5f",
+                                             key="train_weight_decay"),
+        "clipnorm": cols[1].number_input("Gradient clipping (norm, 0 = off)", 0.0, 100.0, step=0.5,
+                                         key="train_clipnorm"),
+        "label_smoothing": cols[2].number_input("Label smoothing", 0.0, 0.5, step=0.05,
+                                                key="train_label_smoothing"),
+    }
+    values.update(optimizer_extras(values["optimizer"]))
+    values.update(schedule_extras(values["schedule"]))
+    return values
+
+
+def optimizer_extras(optimizer: str) -> dict:
+    if optimizer not in ("sgd", "rmsprop"):
+        return {}
+    common.init_widget("train_momentum", 0.9)
+    cols = st.columns(3)
+    extras = {"momentum": cols[0].number_input("Momentum", 0.0, 0.999, step=0.05, key="train_momentum")}
+    if optimizer == "sgd":
+        common.init_widget("train_nesterov", False)
+        extras["nesterov"] = cols[1].checkbox("Nesterov momentum", key="train_nesterov")
+    return extras
+
+
+def schedule_extras(schedule: str) -> dict:
+    extras, cols = {}, st.columns(3)
+    if schedule in ("step", "exponential"):
+        common.init_widget("train_decay_rate", 0.5)
+        common.init_widget("train_step_epochs", 5)
+        extras["decay_rate"] = cols[0].number_input("Decay rate", 0.01, 1.0, step=0.05, key="train_decay_rate")
+        extras["step_epochs"] = cols[1].number_input("Every N epochs", 1, 100, key="train_step_epochs")
+    if schedule in ("cosine", "one_cycle", "plateau"):
+        common.init_widget("train_min_lr", 1e-6)
+        extras["min_learning_rate"] = cols[2].number_input("Minimum learning rate", 0.0, 1.0, step=1e-6,
+                                                           format="%.7f", key="train_min_lr")
+    if schedule == "plateau":
+        common.init_widget("train_plateau_patience", 2)
+        common.init_widget("train_plateau_factor", 0.5)
+        extras["plateau_patience"] = cols[0].number_input("Plateau patience (epochs)", 1, 50,
+                                                          key="train_plateau_patience")
+        extras["plateau_factor"] = cols[1].number_input("Plateau factor", 0.05, 0.95, step=0.05,
+                                                        key="train_plateau_factor")
+    return extras
+
+
+def training_inputs() -> dict:
+    defaults = {"train_epochs": 10, "train_batch_size": 32, "train_class_weights": "none",
+                "train_seed": 42, "train_early_stopping": True, "train_patience": 5,
+                "train_monitor": "val_loss", "train_restore_best": True}
+    for key, value in defaults.items():
+        common.init_widget(key, value)
+    cols = st.columns(4)
+    values = {
+        "epochs": cols[0].number_input("Epochs", 1, 500, key="train_epochs"),
+        "batch_size": cols[1].selectbox("Batch size", BATCH_SIZES, key="train_batch_size"),
+        "class_weights": cols[2].selectbox("Class weights", ("none", "balanced"), key="train_class_weights",
+                                           help="Balanced: rare classes count more in the loss."),
+        "seed": cols[3].number_input("Training seed", 0, 2**31 - 1, key="train_seed"),
+        "early_stopping": cols[0].checkbox("Early stopping", key="train_early_stopping"),
+        "restore_best": cols[1].checkbox("Keep the best epoch", key="train_restore_best",
+                                         help="Evaluate and save the best epoch, not the last."),
+        "monitor": cols[2].selectbox("Monitor", MONITORS, key="train_monitor"),
+    }
+    if values["early_stopping"]:
+        values["patience"] = cols[3].number_input("Patience (epochs)", 1, 100, key="train_patience")
+    return values
+
+
+def augmentation_inputs() -> dict:
+    defaults = {"train_aug_rotation": 0.0, "train_aug_zoom": 0.0, "train_aug_shift": 0.0,
+                "train_aug_flip": False, "train_aug_brightness": 0.0, "train_aug_contrast": 0.0}
+    for key, value in defaults.items():
+        common.init_widget(key, value)
+    cols = st.columns(3)
+    return {
+        "rotation_degrees": cols[0].slider("Rotation (degrees)", 0.0, 45.0, step=1.0, key="train_aug_rotation"),
+        "zoom": cols[1].slider("Zoom (fraction)", 0.0, 0.5, step=0.05, key="train_aug_zoom"),
+        "shift": cols[2].slider("Shift (fraction)", 0.0, 0.5, step=0.05, key="train_aug_shift"),
+        "brightness": cols[0].slider("Brightness (fraction)", 0.0, 0.5, step=0.05, key="train_aug_brightness"),
+        "contrast": cols[1].slider("Contrast (factor)", 0.0, 0.9, step=0.05, key="train_aug_contrast"),
+        "horizontal_flip": cols[2].checkbox("Horizontal flip", key="train_aug_flip",
+                                            help="Off by default: flipping moves the heart to the other side."),
+    }
+
+
+# ----------------------------------------------------------------------------- before launch
+
+def launch_preview(config, split, num_classes: int) -> None:
+    """Parameter count, MACs and the expected time per epoch of the configured model."""
+    cols = st.columns(4)
+    try:
+        with st.spinner("Building the model to count its parameters…"):
+            stats = model_size(config.arch, config.image_size, config.channels, num_classes,
+                               json.dumps(config.arch_params, sort_keys=True), config.dropout)
+    except Exception as exc:  # noqa: BLE001 - e.g. transfer weights missing: still allow a look
+        st.warning(f"The model could not be built to measure it: {exc}")
+        stats = None
+    if stats:
+        cols[0].metric("Trainable parameters", compare.format_count(stats["trainable_params"]))
+        cols[1].metric("Total parameters", compare.format_count(stats["total_params"]))
+        cols[2].metric("MACs per image", compare.format_count(stats["macs"]))
+    past = [(r.config(), r.history()) for r in common.run_store().list() if r.state() == "done"]
+    seconds = compare.estimate_epoch_seconds(past, config.arch, config.image_size, len(split.train),
+                                             config.color_mode)
+    cols[3].metric("Time per epoch", compare.format_seconds(seconds) if seconds else "unknown",
+                   help="From the speed of earlier finished runs of this architecture and image size.")
+    if seconds is None:
+        st.caption("Time per epoch: unknown until the first run of this architecture and image size finishes.")
+    else:
+        epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
+        st.caption(f"About {compare.format_seconds(seconds * config.epochs)} for {epochs} "
+                   f"on {len(split.train):,} training images (without early stopping).")
+
+
+def launch(config) -> None:
+    try:
+        run_id = common.job_manager().submit(config)
+    except ValueError as exc:
+        st.error(f"The run could not be queued: {exc}")
+        return
+    st.session_state[WATCH_KEY] = run_id
+    st.toast(f"Run {run_id} queued")
+
+
+# ----------------------------------------------------------------------------- live view
+
+def watched_run(store):
+    """The run to show live: the one launched or picked here while it runs, else the running
+    one, else the one launched here (queued or finished), else the oldest queued one."""
+    chosen = None
+    if st.session_state.get(WATCH_KEY):
+        try:
+            chosen = store.get(st.session_state[WATCH_KEY])
+        except KeyError:  # deleted meanwhile
+            st.session_state.pop(WATCH_KEY, None)
+    if chosen is not None and chosen.state() == "running":
+        return chosen
+    active = common.active_runs(store)
+    running = [r for r in active if r.state() == "running"]
+    if running:
+        return running[0]
+    if chosen is not None:
+        return chosen
+    return active[0] if active else None
+
+
+def rerun_page_when_queue_empties(store) -> None:
+    """When the last active run ends, redraw the whole page once (not just this live view), so
+    the time estimate and everything else reflect the finished run."""
+    active = bool(common.active_runs(store))
+    was_active = st.session_state.get("train_queue_was_active", False)
+    st.session_state["train_queue_was_active"] = active
+    if was_active and not active:
+        st.rerun(scope="app")
+
+
+def live_view() -> None:
+    store = common.run_store()
+    rerun_page_when_queue_empties(store)
+    run = watched_run(store)
+    if run is None:
+        st.info("No run in progress. Set up a run above and press **Launch**.")
+        return
+    manager = common.job_manager()
+    progress = manager.progress(run.id)
+    state = run.state()
+    st.markdown(f"**{common.run_name(run)}** · `{run.id}` · state: **{state}**"
+                + (f" ({progress.get('phase')})" if state == "running" else ""))
+    if state in ("queued", "running"):
+        live_progress(progress)
+        if st.button("Stop this run", key=f"stop_{run.id}", type="secondary", icon=":material/stop_circle:"):
+            manager.cancel(run.id)
+            st.toast("Stopping after the current batch…")
+    else:
+        finished_result(run)
+    history = progress.get("history") or run.history()
+    if history:
+        left, right = st.columns(2)
+        common.show_chart(charts.history_chart(history, "loss"), left)
+        common.show_chart(charts.history_chart(history, "accuracy"), right)
+    elif state in ("queued", "running"):
+        st.caption("The curves appear when the first epoch ends.")
+    queue_list(store, run.id)
+
+
+def live_progress(progress: dict) -> None:
+    if progress.get("phase") == "loading data" and progress.get("load_total"):
+        st.progress(progress["load_done"] / progress["load_total"],
+                    text=f"Loading images {progress['load_done']:,} / {progress['load_total']:,}")
+    epochs = progress.get("epochs") or 0
+    epoch = progress.get("epoch") or 0
+    batches, batch = progress.get("batches") or 0, progress.get("batch") or 0
+    if epochs:
+        done_epochs = len(progress.get("history") or [])
+        st.progress(min(1.0, done_epochs / epochs), text=f"Epoch {min(epoch + 1, epochs)} of {epochs}")
+    if batches:
+        st.progress(min(1.0, batch / batches), text=f"Batch {batch} of {batches}")
+    cols = st.columns(4)
+    speed = progress.get("images_per_sec")
+    cols[0].metric("Images / s", f"{speed:,.0f}" if speed else "—")
+    cols[1].metric("Time left", compare.format_seconds(progress.get("eta_s")))
+    lr = progress.get("learning_rate")
+    cols[2].metric("Learning rate", f"{lr:.2e}" if lr else "—")
+    loss = progress.get("batch_loss")
+    cols[3].metric("Batch loss", f"{loss:.4f}" if loss is not None else "—")
+
+
+def finished_result(run) -> None:
+    status = run.status()
+    if status.get("state") == "failed":
+        st.error(f"The run failed: {status.get('error')}")
+        with st.expander("Traceback"):
+            st.code(status.get("traceback") or "no traceback recorded")
+        return
+    summary = run.summary()
+    test = summary.get("test") or {}
+    if test:
+        cols = st.columns(4)
+        cols[0].metric("Test accuracy", f"{test['accuracy']:.3f}")
+        cols[1].metric("Test macro-F1", f"{test['macro_f1']:.3f}")
+        cols[2].metric("Test AUC", f"{test['auc']:.3f}" if test.get("auc") is not None else "—")
+        cols[3].metric("Best epoch", summary.get("best_epoch") or "—")
+        st.page_link(common.PAGE_PATHS["evaluate"], label="Evaluate this run", icon=":material/fact_check:")
+    elif status.get("error"):
+        st.warning(status["error"])
+
+
+def queue_list(store, shown_id: str) -> None:
+    others = [r for r in common.active_runs(store) if r.id != shown_id]
+    if not others:
+        return
+    st.markdown("**Queue**")
+    for run in others:
+        cols = st.columns([4, 1, 1])
+        cols[0].write(f"{common.run_name(run)} — {run.state()}")
+        if cols[1].button("Watch", key=f"watch_{run.id}"):
+            st.session_state[WATCH_KEY] = run.id
+        if cols[2].button("Cancel", key=f"cancel_{run.id}"):
+            common.job_manager().cancel(run.id)
+
+
+# ----------------------------------------------------------------------------- page
+
+@common.guarded
+def main() -> None:
+    st.title("Train")
+    rerun = st.session_state.pop(common.RERUN_CONFIG_KEY, None)
+    if rerun:
+        fill_form(rerun)  # before any widget is drawn, so the form shows the run's settings
+        st.info(f"Loaded the settings of {rerun.get('name') or 'the chosen run'}: the same config and "
+                "seed reproduce its metrics on CPU; change one thing to test it.")
+    settings = common.dataset_settings()
+    st.markdown(f"**Dataset:** {forms.dataset_label(settings)} · "
+                f"change it on the Dataset page.")
+    try:
+        dataset, split = common.dataset_and_split(settings)
+    except data_lib.DataError as exc:
+        st.error(f"The chosen dataset cannot be used: {exc}. Fix it on the Dataset page.")
+        st.page_link(common.PAGE_PATHS["dataset"], label="Go to Dataset", icon=":material/folder_open:")
+        return
+    registry = model_registry()
+    starting_point(common.run_store())
+    with st.container(border=True):
+        st.subheader("Model")
+        arch, arch_params, dropout = arch_inputs(registry)
+    with st.container(border=True):
+        st.subheader("Optimisation")
+        optimisation = optimisation_inputs()
+    with st.container(border=True):
+        st.subheader("Training")
+        training = training_inputs()
+    with st.expander("Augmentation (training images only)"):
+        augmentation = augmentation_inputs()
+    common.init_widget("train_name", "")
+    name = st.text_input("Run name", key="train_name", placeholder=f"e.g. {arch}-baseline",
+                         help="Shown in the runs table; the architecture name when left empty.")
+    try:
+        config = forms.build_config(settings, {"arch": arch, "arch_params": arch_params, "dropout": dropout,
+                                               "name": name.strip(), **optimisation, **training,
+                                               "augmentation": augmentation})
+    except (TypeError, ValueError) as exc:
+        st.error(f"Fix this setting before launching: {exc}")
+        config = None
+    if config is not None:
+        st.session_state["train_config"] = config.to_dict()  # the Sweeps page starts from these settings
+        launch_preview(config, split, len(dataset.class_names))
+        if st.button("Launch", type="primary", icon=":material/rocket_launch:", key="launch_button"):
+            launch(config)
+
+    st.divider()
+    st.subheader("Live view")
+    st.fragment(live_view, run_every=1.0)()
+
+
+main()

@@ -1,0 +1,264 @@
+"""The dashboard's logic without Streamlit: run tables, config diffs, estimates, chart specs,
+form handling, uploads and the misclassified gallery."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import charts, compare, forms, review
+from core.data import DataError
+from core.training import TrainConfig
+from tests.conftest import fake_predictions
+
+
+# ----------------------------------------------------------------------------- compare
+
+def test_flatten_nested_config():
+    flat = compare.flatten({"arch_params": {"width": 2, "dense_layers": [128, 64]},
+                            "augmentation": {"zoom": 0.1}, "epochs": 3})
+    assert flat == {"arch_params.width": 2, "arch_params.dense_layers": "128, 64",
+                    "augmentation.zoom": 0.1, "epochs": 3}
+
+
+def test_config_diff_keeps_only_differing_settings():
+    a = TrainConfig(name="a", arch_params={"activation": "relu"}).to_dict()
+    b = TrainConfig(name="b", arch_params={"activation": "elu"}, dropout=0.3).to_dict()
+    b["augmentation"]["zoom"] = 0.2
+    diff = compare.config_diff({"a": a, "b": b})
+    assert set(diff.index) == {"arch_params.activation", "dropout", "augmentation.zoom"}
+    assert diff.loc["arch_params.activation"].tolist() == ["relu", "elu"]
+    assert diff.loc["dropout"].tolist() == ["default", "0.3"]
+
+
+def test_config_diff_of_identical_configs_is_empty():
+    config = TrainConfig().to_dict()
+    assert compare.config_diff({"a": config, "b": dict(config, name="other")}).empty
+
+
+def test_runs_table_filters_by_state_arch_and_text(make_run):
+    runs = [make_run("done", name="relu-run"), make_run("failed", name="elu-run", error="boom", arch="mlp"),
+            make_run("running", name="slow")]
+    table = compare.runs_table([compare.run_row(r.describe(), r.config()) for r in runs])
+    assert list(table.columns) == list(compare.TABLE_COLUMNS)
+    assert compare.filter_runs(table, states=["failed"])["name"].tolist() == ["elu-run"]
+    assert sorted(compare.filter_runs(table, archs=["seed_cnn"])["name"]) == ["relu-run", "slow"]
+    assert compare.filter_runs(table, text="RELU")["name"].tolist() == ["relu-run"]
+    assert len(compare.filter_runs(table)) == 3
+    failed = table[table["name"] == "elu-run"].iloc[0]
+    assert failed["error"] == "boom" and pd.isna(failed["test_accuracy"])
+    csv = compare.table_csv(table).decode()
+    assert csv.splitlines()[0].startswith("name,state,arch") and "relu-run" in csv
+
+
+def test_metrics_side_by_side_has_one_column_per_run(make_run):
+    a, b = make_run("done", seed=1), make_run("done", seed=2)
+    frame = compare.metrics_side_by_side({"a": a.summary(), "b": b.summary()}, "test")
+    assert list(frame.columns) == ["a", "b"]
+    assert frame.loc["accuracy", "a"] == a.summary()["test"]["accuracy"]
+    assert frame.loc["best_val_loss", "b"] == pytest.approx(0.42)
+
+
+def test_parallel_coordinates_scales_numeric_and_categorical_axes():
+    configs = {"a": TrainConfig(learning_rate=1e-3, optimizer="adam").to_dict(),
+               "b": TrainConfig(learning_rate=1e-2, optimizer="sgd").to_dict(),
+               "c": TrainConfig(learning_rate=1e-4, optimizer="adam").to_dict()}
+    frame = compare.parallel_coordinates_frame(configs, {"a": 0.8, "b": 0.6, "c": 0.9})
+    lr = frame[frame["axis"] == "learning_rate"].set_index("run")["position"]
+    assert lr["c"] == 0 and lr["b"] == 1 and 0 < lr["a"] < 1
+    optimizer = frame[frame["axis"] == "optimizer"].set_index("run")
+    assert optimizer.loc["a", "position"] == 0 and optimizer.loc["b", "position"] == 1
+    assert optimizer.loc["b", "label"] == "sgd"
+    assert list(dict.fromkeys(frame["axis"]))[-1] == "metric"
+    assert frame[frame["axis"] == "metric"].set_index("run")["position"]["c"] == 1
+
+
+def test_epoch_time_estimate_uses_runs_of_same_arch_and_size():
+    history = [{"images_per_sec": 100.0}, {"images_per_sec": 500.0}, {"images_per_sec": 500.0}]
+    past = [({"arch": "seed_cnn", "image_size": 32}, history),
+            ({"arch": "mlp", "image_size": 32}, [{"images_per_sec": 1.0}])]
+    assert compare.images_per_second(history) == 500.0  # the first (tracing) epoch is left out
+    assert compare.estimate_epoch_seconds(past, "seed_cnn", 32, 1000) == pytest.approx(2.0)
+    assert compare.estimate_epoch_seconds(past, "seed_cnn", 64, 1000) is None
+    assert compare.estimate_epoch_seconds([], "seed_cnn", 32, 1000) is None
+
+
+def test_formatting_helpers():
+    assert compare.format_seconds(None) == "—"
+    assert compare.format_seconds(42.4) == "42 s"
+    assert compare.format_seconds(185) == "3 min 5 s"
+    assert compare.format_seconds(3720) == "1 h 2 min"
+    assert compare.format_count(1_234_567) == "1.23 M"
+    assert compare.format_count(950) == "950"
+    assert compare.unique_names(["cnn", "cnn", "mlp"]) == ["cnn", "cnn (2)", "mlp"]
+
+
+# ----------------------------------------------------------------------------- charts
+
+def test_class_colours_are_fixed_for_chest_classes_and_distinct_otherwise():
+    assert charts.class_color("NORMAL") == charts.class_color("normal")
+    assert charts.class_colors(["normal", "bacterial", "viral"]) == [
+        charts.KNOWN_CLASS_COLORS[c] for c in ("normal", "bacterial", "viral")]
+    generic = charts.class_colors(["cat", "dog", "NORMAL"])
+    assert len(set(generic)) == 3 and generic[2] == charts.KNOWN_CLASS_COLORS["normal"]
+
+
+def _spec(chart) -> dict:
+    return chart.to_dict()
+
+
+def _titles(spec) -> list[str]:
+    """Every axis title in a (possibly layered) Vega-Lite spec."""
+    found = []
+    layers = spec.get("layer", [spec])
+    for layer in layers:
+        for channel in ("x", "y"):
+            title = layer.get("encoding", {}).get(channel, {}).get("title")
+            if title:
+                found.append(title)
+    return found
+
+
+def test_class_counts_chart_uses_class_colours():
+    spec = _spec(charts.class_counts_chart({"train": {"NORMAL": 5, "PNEUMONIA": 9}, "val": {"NORMAL": 1, "PNEUMONIA": 2}}))
+    assert spec["title"] == "Images per class and split"
+    assert spec["encoding"]["color"]["scale"]["range"] == [charts.KNOWN_CLASS_COLORS["normal"],
+                                                           charts.KNOWN_CLASS_COLORS["pneumonia"]]
+    assert set(_titles(spec)) == {"Split", "Images"}
+
+
+def test_history_chart_has_train_and_val_curves():
+    history = [{"epoch": 1, "loss": 0.9, "val_loss": 1.0}, {"epoch": 2, "loss": 0.5, "val_loss": 0.7}]
+    frame = charts.history_frame(history, "loss")
+    assert frame.groupby("split")["value"].count().to_dict() == {"train": 2, "val": 2}
+    spec = _spec(charts.history_chart(history, "loss"))
+    assert "Loss" in spec["title"] and set(_titles(spec)) == {"Epoch", "Loss"}
+
+
+def test_compare_history_chart_overlays_runs():
+    spec = _spec(charts.compare_history_chart({"a": [{"epoch": 1, "accuracy": 0.5, "val_accuracy": 0.4}],
+                                               "b": [{"epoch": 1, "accuracy": 0.6}]}, "accuracy"))
+    runs = {row["run"] for row in next(iter(spec["datasets"].values()))}
+    assert runs == {"a", "b"}
+
+
+def test_evaluation_charts_build_from_metrics_results():
+    probabilities, labels, _, _ = fake_predictions(60, ["NORMAL", "PNEUMONIA"])
+    from core import metrics as metrics_lib
+    results = metrics_lib.evaluate_predictions(probabilities, labels, ["NORMAL", "PNEUMONIA"])
+    matrix = results["metrics"]["confusion_matrix"]
+    built = [charts.confusion_matrix_chart(matrix, ["NORMAL", "PNEUMONIA"]),
+             charts.roc_chart({"run": results["roc"]}), charts.pr_chart(results["pr"]),
+             charts.f1_threshold_chart(results["f1_threshold"], 0.3),
+             charts.calibration_chart(results["calibration"]),
+             charts.per_class_chart(results["metrics"]["per_class"])]
+    for chart in built:
+        spec = _spec(chart)
+        assert spec.get("title"), spec
+        assert len(_titles(spec)) >= 2
+    roc = _spec(built[1])
+    assert any("AUC" in str(row.get("curve")) for data in roc["datasets"].values() for row in data)
+
+
+def test_parallel_coordinates_chart_colours_by_metric():
+    frame = compare.parallel_coordinates_frame(
+        {"a": TrainConfig(batch_size=16).to_dict(), "b": TrainConfig(batch_size=64).to_dict()},
+        {"a": 0.7, "b": 0.9})
+    spec = _spec(charts.parallel_coordinates_chart(frame, "test_accuracy"))
+    assert spec["title"] == "Settings against test_accuracy"
+    assert spec["layer"][0]["encoding"]["color"]["field"] == "metric_value"
+
+
+# ----------------------------------------------------------------------------- forms
+
+class _Param:  # the shape of core.models.Param, without importing Keras
+    def __init__(self, name, default, choices=(), min=None, max=None):
+        self.name, self.default, self.choices, self.min, self.max = name, default, choices, min, max
+
+
+def test_param_widgets_follow_the_param_metadata():
+    assert forms.param_widget(_Param("activation", "relu", choices=("relu", "elu")))["kind"] == "select"
+    assert forms.param_widget(_Param("batch_norm", True))["kind"] == "checkbox"
+    assert forms.param_widget(_Param("hidden", [256, 128]))["text"] == "256, 128"
+    assert forms.param_widget(_Param("depth", 10, min=2, max=40)) == {"kind": "int", "min": 2, "max": 40, "step": 1}
+    assert forms.param_widget(_Param("width", 1.0, min=0.25, max=4.0))["kind"] == "float"
+
+
+def test_build_config_combines_dataset_settings_and_form_values():
+    settings = {**forms.default_dataset_settings(), "image_size": 32, "task": "subtype"}
+    config = forms.build_config(settings, {"arch": "seed_cnn", "epochs": 2, "dropout": 0.4,
+                                           "arch_params": {"activation": "elu"},
+                                           "augmentation": {"zoom": 0.1}})
+    assert (config.image_size, config.task, config.epochs, config.dropout) == (32, "subtype", 2, 0.4)
+    assert config.augmentation.zoom == 0.1 and config.arch_params == {"activation": "elu"}
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"epochs": 0}, "epochs"),
+    ({"arch_params": {"activation": "nope"}}, "activation"),
+    ({"color": "red"}, "unknown settings"),
+])
+def test_build_config_rejects_bad_values_with_a_message(values, message):
+    with pytest.raises(ValueError, match=message):
+        forms.build_config(forms.default_dataset_settings(), {"arch": "seed_cnn", **values})
+
+
+def test_dataset_settings_round_trip_and_label():
+    settings = forms.dataset_settings_from_config(TrainConfig(image_size=64, split="own").to_dict())
+    assert settings["image_size"] == 64 and set(settings) == set(forms.DATASET_FIELDS)
+    assert "64 px" in forms.dataset_label(settings) and "own split" in forms.dataset_label(settings)
+    assert forms.default_task("npz") == "classes" and forms.default_task("zip") == "binary"
+
+
+def test_save_upload_is_content_addressed(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_UPLOADS_DIR", str(tmp_path))
+    first = forms.save_upload(b"PK-some-bytes", "xrays.zip")
+    again = forms.save_upload(b"PK-some-bytes", "renamed.ZIP")
+    assert first == again and first.parent == tmp_path and first.read_bytes() == b"PK-some-bytes"
+    assert forms.save_upload(b"other", "d.npz").suffix == ".npz"
+    with pytest.raises(DataError, match="upload a .zip"):
+        forms.save_upload(b"x", "notes.txt")
+    with pytest.raises(DataError, match="empty"):
+        forms.save_upload(b"", "empty.zip")
+
+
+def test_train_image_estimate():
+    settings = {"split": "grouped", "val_fraction": 0.15, "test_fraction": 0.15}
+    assert forms.train_image_estimate(1000, settings) == 700
+    assert forms.train_image_estimate(1000, {**settings, "split": "own"}, own_train_images=800) == 800
+
+
+# ----------------------------------------------------------------------------- review
+
+def test_misclassified_lists_confident_mistakes_first():
+    predictions = {"probabilities": np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]]),
+                   "labels": np.array([1, 1, 1, 0]), "class_names": ["NORMAL", "PNEUMONIA"],
+                   "files": np.array(["a", "b", "c", "d"]), "patient_ids": np.array(["p1", "p2", "p3", "p4"])}
+    wrong = review.misclassified(predictions)
+    assert [w["file"] for w in wrong] == ["a", "d", "c"]
+    assert wrong[0] == {"file": "a", "patient_id": "p1", "true": "PNEUMONIA", "predicted": "NORMAL",
+                        "confidence": pytest.approx(0.9)}
+    # A low threshold calls 'c' (score 0.4) pneumonia: it is no longer a mistake.
+    assert [w["file"] for w in review.misclassified(predictions, threshold=0.3)] == ["a", "d"]
+    assert len(review.misclassified(predictions, limit=1)) == 1
+
+
+def test_images_by_file_and_displayable():
+    images = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 1)
+    found = review.images_by_file(np.array(["x.jpeg", "y.jpeg"]), images, ["y.jpeg", "missing"])
+    assert list(found) == ["y.jpeg"] and np.array_equal(found["y.jpeg"], images[1])
+    assert review.displayable(found["y.jpeg"]).shape == (4, 4)
+    assert review.displayable(np.zeros((4, 4, 3), np.uint8)).shape == (4, 4, 3)
+
+
+def test_misclassified_result_is_json_friendly():
+    probabilities, labels, patients, files = fake_predictions(20, ["normal", "bacterial", "viral"], skill=0.0)
+    wrong = review.misclassified({"probabilities": probabilities, "labels": labels, "patient_ids": patients,
+                                  "files": files, "class_names": ["normal", "bacterial", "viral"]})
+    assert wrong and json.loads(json.dumps(wrong)) == wrong
+
+
+def test_display_height_leaves_room_for_titles_and_axes():
+    matrix = charts.confusion_matrix_chart([[5, 1], [2, 7]], ["NORMAL", "PNEUMONIA"])
+    assert charts.display_height(matrix) > matrix.height >= 160
+    assert charts.display_height(charts.history_chart([], "loss")) > charts.CHART_HEIGHT

@@ -1,0 +1,160 @@
+"""The Sweeps page (pages/sweeps.py run on its own) through Streamlit's AppTest, with real runs:
+empty state, bad values, a real 2-point sweep launched, trained and viewed, export and import."""
+import json
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.runs import ACTIVE_STATES, RunStore
+from core.sweep import list_sweeps
+from core.sweep_view import sweep_zip_bytes
+from tests.synthetic import make_chest_folder
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "sweeps.py")
+TIMEOUT = 120  # launching imports Keras to validate every point
+
+
+def open_page() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(m.value for kind in (at.info, at.success, at.caption, at.markdown) for m in kind)
+
+
+@pytest.fixture
+def tiny_base(tmp_path) -> dict:
+    folder = make_chest_folder(tmp_path / "xrays", n_patients=10)
+    return {"arch": "seed_cnn", "image_size": 32, "epochs": 1, "batch_size": 16, "data_source": "folder",
+            "data_path": str(folder), "arch_params": {"dense_units": 8}}
+
+
+def set_up(at: AppTest, base: dict, values: str, seeds: int = 1, name: str = "") -> AppTest:
+    """Fill the form: base JSON, dropout values, seeds per point, name."""
+    at.text_area(key="sweep_base_json").set_value(json.dumps(base))
+    at.text_input(key="sweep_axis1_values").set_value(values)
+    at.number_input(key="sweep_seeds").set_value(seeds)
+    at.text_input(key="sweep_name").set_value(name)
+    return at.run()
+
+
+def wait_for(store: RunStore, run_ids: list[str], timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while any(store.get(r).state() in ACTIVE_STATES for r in run_ids):
+        assert time.monotonic() < deadline, "the sweep's runs did not finish in time"
+        time.sleep(0.5)
+
+
+def results_table(at: AppTest):
+    return next(d.value for d in at.dataframe if "runs done" in d.value.columns)
+
+
+def test_empty_store_shows_what_to_do(app_env):
+    at = open_page()
+    assert not errors(at)
+    assert "No sweeps yet" in texts(at)
+    assert at.button(key="sweep_launch_button")  # the default form is valid and launchable
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Runs"] == "12"  # 4 dropout values x 3 seeds
+    assert "unknown until a first run" in texts(at)
+
+
+def test_bad_values_show_an_error_and_lose_nothing(app_env, tiny_base):
+    at = set_up(open_page(), tiny_base, "0.2,,0.4")
+    assert any("empty value" in e for e in errors(at))
+    at = set_up(at, tiny_base, "0.2, 1.5")
+    assert not errors(at)
+    at.button(key="sweep_launch_button").click().run()
+    assert any("dropout must be in [0, 1)" in e for e in errors(at)), errors(at)
+    assert at.text_input(key="sweep_axis1_values").value == "0.2, 1.5"
+    assert json.loads(at.text_area(key="sweep_base_json").value) == tiny_base
+    assert list_sweeps(RunStore(app_env)) == []
+    at.text_area(key="sweep_base_json").set_value("{not json").run()
+    assert any("not valid JSON" in e for e in errors(at))
+
+
+def test_launch_view_compare_export_and_import(app_env, tiny_base, tmp_path, monkeypatch):
+    at = set_up(open_page(), tiny_base, "0.2, 0.4", seeds=1, name="dropout study")
+    at.button(key="sweep_launch_button").click().run()
+    assert not errors(at), errors(at)
+    store = RunStore(app_env)
+    [record] = list_sweeps(store)
+    run_ids = [entry["run_id"] for entry in record["runs"]]
+    assert len(run_ids) == 2 and record["name"] == "dropout study"
+    assert {store.get(r).config()["sweep_id"] for r in run_ids} == {record["id"]}
+    assert {store.get(r).config()["dropout"] for r in run_ids} == {0.2, 0.4}
+    wait_for(store, run_ids)
+
+    at.run()  # the view of the finished sweep
+    assert not at.exception and not errors(at), errors(at)
+    table = results_table(at)
+    assert list(table["dropout"]) == ["0.2", "0.4"] and list(table["runs done"]) == ["1/1", "1/1"]
+    assert all("± 0.000 (n=1)" in cell for cell in table["Test accuracy"])
+    assert {m.label: m.value for m in at.metric}["Done"] == "2"
+    assert at.get("vega_lite_chart"), "the results chart is drawn"
+    assert "About " in texts(at)  # the estimate now learns from the finished runs
+
+    at.button(key="sweep_compare_button").click().run()
+    assert sorted(at.session_state["runs_compare_ids"]) == sorted(run_ids)
+
+    # Export, then import into a fresh store: the sweep comes back with its runs.
+    content = sweep_zip_bytes(store, record["id"])
+    monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "other-runs"))
+    at = open_page()
+    at.file_uploader(key="sweep_import_upload_zip").set_value(("study.zip", content, "application/zip"))
+    at.run()
+    at.button(key="sweep_import_button").click().run()
+    assert not errors(at), errors(at)
+    assert "Imported 2 run(s) and sweep" in texts(at)
+    assert list(results_table(at)["runs done"]) == ["1/1", "1/1"]
+
+
+def test_a_refused_import_shows_why(app_env):
+    at = open_page()
+    at.file_uploader(key="sweep_import_upload_zip").set_value(("runs.zip", b"not a zip at all", "application/zip"))
+    at.run()
+    at.button(key="sweep_import_button").click().run()
+    assert any("runs.zip was not imported: not a zip file" in e for e in errors(at)), errors(at)
+
+
+def test_a_running_sweep_can_be_stopped(app_env, tiny_base):
+    at = set_up(open_page(), {**tiny_base, "epochs": 200, "early_stopping": False}, "0.2, 0.4")
+    at.button(key="sweep_launch_button").click().run()
+    assert not errors(at), errors(at)
+    store = RunStore(app_env)
+    run_ids = [entry["run_id"] for entry in list_sweeps(store)[0]["runs"]]
+    at.button(key="sweep_stop_button").click().run()
+    wait_for(store, run_ids, timeout=120)
+    assert {store.get(r).state() for r in run_ids} == {"cancelled"}
+    at.run()
+    assert {m.label: m.value for m in at.metric}["Failed or cancelled"] == "2"
+    assert "Stop this sweep" not in [b.label for b in at.button]
+
+
+def test_grid_over_folds_from_an_existing_run(app_env, make_run):
+    run = make_run("done", name="baseline", image_size=32, epochs=3, dropout=0.3)
+    at = open_page()
+    at.selectbox(key="sweep_base_source").set_value("run").run()
+    at.selectbox(key="sweep_base_run").set_value(run.id).run()
+    base = json.loads(at.text_area(key="sweep_base_json").value)
+    assert (base["image_size"], base["dropout"], base["name"]) == (32, 0.3, "")
+    at.checkbox(key="sweep_two_axes").check().run()
+    at.selectbox(key="sweep_axis2_setting").set_value("optimizer").run()
+    assert at.text_input(key="sweep_axis2_values").value == "adam, sgd, rmsprop"  # the preset fills in
+    at.radio(key="sweep_repeat_mode").set_value("cv").run()
+    at.number_input(key="sweep_folds").set_value(3).run()
+    assert not errors(at), errors(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Points"], metrics["Runs"]) == ("12", "36")  # 4 dropouts x 3 optimizers x 3 folds
+    assert metrics["Estimated time"] != "unknown"  # learned from the finished run (same model and size)
+    at.selectbox(key="sweep_axis2_setting").set_value("dropout").run()
+    assert any("must differ" in e for e in errors(at))

@@ -1,0 +1,215 @@
+"""The Sweeps page's logic without Streamlit: typed values, the sweep spec, the results table,
+the chart spec and the time estimate."""
+import pytest
+
+from core import sweep_view
+from core.recipes import recipe
+from core.runs import write_json
+from core.sweep import RESULT_METRICS, Sweep, SweepAxis, sweep_results, sweeps_dir
+from core.training import TrainConfig
+
+
+# ----------------------------------------------------------------------------- typed values
+
+def test_values_are_parsed_as_numbers_bools_none_and_words():
+    assert sweep_view.parse_values("0.2, 0.4,0.6") == [0.2, 0.4, 0.6]
+    assert sweep_view.parse_values("32, 64") == [32, 64]
+    assert sweep_view.parse_values("1e-3, 3e-4") == [0.001, 0.0003]
+    assert sweep_view.parse_values("relu, leaky_relu, 'tanh'") == ["relu", "leaky_relu", "tanh"]
+    assert sweep_view.parse_values("true, False") == [True, False]
+    assert sweep_view.parse_values("none, 0.3") == [None, 0.3]
+    assert sweep_view.parse_values("[[16, 32], [32, 64]]") == [[16, 32], [32, 64]]
+
+
+@pytest.mark.parametrize("text, message", [("", "at least one value"), ("0.2,,0.4", "empty value"),
+                                           ("1, 1.0", "listed twice"), ("[1, 2", "do not parse"),
+                                           ("[]", "empty")])
+def test_bad_value_lists_say_what_is_wrong(text, message):
+    with pytest.raises(ValueError, match=message):
+        sweep_view.parse_values(text)
+
+
+def test_values_take_the_type_of_the_base_setting():
+    base = TrainConfig().to_dict()
+    assert sweep_view.coerce_values(base, "image_size", [64.0, 96]) == [64, 96]
+    assert sweep_view.coerce_values(base, "learning_rate", [1, 0.5]) == [1.0, 0.5]
+    assert sweep_view.coerce_values(base, "augmentation.rotation_degrees", [0, 5]) == [0.0, 5.0]
+    assert sweep_view.coerce_values(base, "arch_params.activation", ["relu"]) == ["relu"]
+    with pytest.raises(ValueError, match="batch_size takes whole numbers, not 0.5"):
+        sweep_view.coerce_values(base, "batch_size", [16, 0.5])
+
+
+def test_sweep_spec_and_run_count():
+    axes = [("dropout", [0.2, 0.4]), ("optimizer", ["adam", "sgd", "rmsprop"])]
+    seeds = sweep_view.sweep_spec(" study ", {"epochs": 1}, axes, "seeds", 3)
+    assert seeds["name"] == "study" and (seeds["repeats"], seeds["cv_folds"]) == (3, 0)
+    assert seeds["axes"][1] == {"setting": "optimizer", "values": ["adam", "sgd", "rmsprop"]}
+    folds = sweep_view.sweep_spec("", {}, axes, "cv", 5)
+    assert (folds["repeats"], folds["cv_folds"]) == (1, 5)
+    assert sweep_view.run_count(axes, 3) == 18
+    assert len(Sweep(TrainConfig(), [SweepAxis(*a) for a in axes], repeats=3).configs()) == 18  # as core expands
+
+
+def test_bases_drop_run_identity_and_take_the_chosen_dataset():
+    run_config = TrainConfig(name="old run", sweep_id="sweep-1", cv_folds=3, cv_fold=2, dropout=0.3).to_dict()
+    base = sweep_view.base_from_run(run_config)
+    assert (base["name"], base["sweep_id"], base["cv_folds"], base["cv_fold"]) == ("", "", 0, 0)
+    assert base["dropout"] == 0.3
+    on_folder = sweep_view.base_with_dataset(recipe("binary"), {"data_source": "folder", "data_path": "/x",
+                                                                "image_size": 64, "not_a_field": 1})
+    assert (on_folder["arch"], on_folder["data_source"], on_folder["image_size"]) == ("deep_bn_cnn", "folder", 64)
+
+
+# ----------------------------------------------------------------------------- results
+
+def result_row(point: dict, means: dict, std: float = 0.01, n: int = 3, active: int = 0) -> dict:
+    """A row as core.sweep.sweep_results returns it."""
+    row = {**point, "runs": 3, "done": n, "active": active, "run_ids": ["a", "b", "c"]}
+    for metric in RESULT_METRICS:
+        mean = means.get(metric)
+        row[f"{metric}_mean"], row[f"{metric}_std"], row[f"{metric}_n"] = mean, (std if mean else None), \
+            (n if mean else 0)
+    return row
+
+
+GRID = [{"setting": "dropout", "values": [0.2, 0.4]},
+        {"setting": "arch_params.activation", "values": ["relu", "tanh", "sigmoid"]}]
+
+
+def grid_rows():
+    rows = []
+    for d in GRID[0]["values"]:
+        for i, a in enumerate(GRID[1]["values"]):
+            done = not (d == 0.4 and a == "sigmoid")  # one point still training
+            rows.append(result_row({"dropout": d, "arch_params.activation": a},
+                                   {"test_accuracy": 0.7 + d / 10 + i / 100} if done else {},
+                                   n=3 if done else 0, active=0 if done else 3))
+    return rows
+
+
+def test_results_frame_has_one_row_per_point_and_every_metric():
+    frame = sweep_view.results_frame(grid_rows(), ["dropout", "arch_params.activation"])
+    assert len(frame) == 6
+    assert list(frame.columns[:6]) == ["dropout", "arch_params.activation", "runs", "done", "active", "stopped"]
+    for metric in RESULT_METRICS:
+        assert {f"{metric}_mean", f"{metric}_std", f"{metric}_n"} <= set(frame.columns)
+    assert "run_ids" not in frame
+    assert sweep_view.progress_counts(frame) == {"runs": 18, "done": 15, "active": 3, "stopped": 0}
+    shown = sweep_view.display_frame(frame, ["dropout", "arch_params.activation"])
+    assert shown.loc[0, "Test accuracy"] == "0.720 ± 0.010 (n=3)"
+    assert shown.loc[5, "Test accuracy"] == "—" and shown.loc[5, "runs done"] == "0/3"
+    assert list(shown["dropout"][:2]) == ["0.2", "0.2"]
+
+
+def test_results_frame_from_a_stored_sweep(store, make_run):
+    """sweep_results on runs in the store (two points, two seeds each) -> one row per point."""
+    axes = [{"setting": "dropout", "values": [0.2, 0.4]}]
+    runs = [make_run("done", seed=seed, dropout=d, sweep_id="sweep-t") for d in (0.2, 0.4) for seed in (1, 2)]
+    write_json(sweeps_dir(store) / "sweep-t.json", {
+        "id": "sweep-t", "created": 0, "name": "t", "base": {}, "axes": axes, "repeats": 2, "cv_folds": 0,
+        "runs": [{"run_id": r.id, "point": {"dropout": r.config()["dropout"]}, "seed": r.config()["seed"],
+                  "fold": 0} for r in runs]})
+    frame = sweep_view.results_frame(sweep_results(store, "sweep-t"), ["dropout"])
+    assert list(frame["dropout"]) == [0.2, 0.4] and list(frame["test_accuracy_n"]) == [2, 2]
+    assert frame["test_accuracy_std"].notna().all()
+    spec = sweep_view.sweep_chart(frame, axes, "best_val_loss").to_dict()
+    assert len(chart_data(spec)) == 2
+
+
+def chart_data(spec: dict) -> list[dict]:
+    return next(iter(spec["datasets"].values()))
+
+
+# ----------------------------------------------------------------------------- chart
+
+def marks(spec: dict) -> list[str]:
+    return [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec["layer"]]
+
+
+def encoding(spec: dict, mark: str) -> dict:
+    return spec["layer"][marks(spec).index(mark)]["encoding"]
+
+
+def test_chart_has_error_bars_x_first_setting_and_colour_second():
+    frame = sweep_view.results_frame(grid_rows(), ["dropout", "arch_params.activation"])
+    spec = sweep_view.sweep_chart(frame, GRID, "test_accuracy").to_dict()
+    assert set(marks(spec)) == {"errorbar", "line"}
+    bars = encoding(spec, "errorbar")
+    assert (bars["y"]["field"], bars["y2"]["field"]) == ("lower", "upper")
+    assert spec["title"] == "Test accuracy against dropout, one line per arch_params.activation"
+    for mark in ("errorbar", "line"):
+        x, color = encoding(spec, mark)["x"], encoding(spec, mark)["color"]
+        assert (x["field"], x["type"], x["title"]) == ("dropout", "quantitative", "dropout")
+        # A dotted setting is renamed for Vega-Lite (a dot would mean a nested field), titled as typed.
+        assert (color["field"], color["title"]) == ("arch_params_activation", "arch_params.activation")
+        assert color["sort"] == ["relu", "tanh", "sigmoid"]
+    assert encoding(spec, "line")["y"]["field"] == "mean"
+    data = chart_data(spec)
+    assert len(data) == 5  # the unfinished point is left out
+    first = data[0]
+    assert first["lower"] == pytest.approx(first["mean"] - first["std"])
+
+
+def test_chart_uses_a_categorical_axis_for_words_and_a_log_axis_for_rates():
+    axes = [{"setting": "arch_params.activation", "values": ["relu", "elu"]}]
+    rows = [result_row({"arch_params.activation": a}, {"val_accuracy": 0.8}) for a in ("relu", "elu")]
+    spec = sweep_view.sweep_chart(sweep_view.results_frame(rows, ["arch_params.activation"]), axes,
+                                  "val_accuracy").to_dict()
+    line = encoding(spec, "line")
+    assert line["x"]["type"] == "nominal" and line["x"]["sort"] == ["relu", "elu"]
+    assert "color" not in line
+    assert line["y"]["title"] == "Validation accuracy (mean ± 1 std)"
+    lr = [{"setting": "learning_rate", "values": [0.0003, 0.001, 0.003]}]
+    rows = [result_row({"learning_rate": v}, {"test_auc": 0.9}) for v in lr[0]["values"]]
+    spec = sweep_view.sweep_chart(sweep_view.results_frame(rows, ["learning_rate"]), lr, "test_auc").to_dict()
+    assert encoding(spec, "line")["x"]["scale"]["type"] == "log"
+
+
+# ----------------------------------------------------------------------------- time estimate
+
+def past(epoch_seconds, duration=None, **config):
+    settings = {**TrainConfig(arch="seed_cnn", image_size=64).to_dict(), **config}
+    history = [{"epoch": i + 1, "seconds": s} for i, s in enumerate(epoch_seconds)]
+    return sweep_view.FinishedRun(settings, history, duration)
+
+
+def test_estimate_scales_epoch_time_by_epochs_and_training_share():
+    # 2 s per epoch at the steady speed; the rest of the 20 s (first-epoch tracing, loading,
+    # evaluation) is a fixed cost per run.
+    runs = [past([5.0, 2.0, 2.0], duration=20.0)]
+    config = TrainConfig(arch="seed_cnn", image_size=64, epochs=10).to_dict()
+    assert sweep_view.estimate_run_seconds(config, runs) == pytest.approx(2.0 * 10 + 14)
+    half = {**config, "train_fraction": 0.5}
+    assert sweep_view.estimate_run_seconds(half, runs) == pytest.approx(2.0 * 0.5 * 10 + 14)
+    other = {**config, "image_size": 128}
+    assert sweep_view.estimate_run_seconds(other, runs) is None
+    estimate = sweep_view.estimate_sweep([config, other, other], runs)
+    assert estimate.total_seconds is None and estimate.missing == ["seed_cnn at 128 px"]
+    assert sweep_view.estimate_sweep([config, half], runs).total_seconds == pytest.approx(34 + 24)
+
+
+def test_estimate_prefers_runs_on_the_same_dataset():
+    runs = [past([9.0, 9.0], data_source="folder", data_path="/big"), past([1.0, 1.0], data_source="builtin")]
+    config = TrainConfig(arch="seed_cnn", image_size=64, epochs=2, data_source="folder",
+                         data_path="/big").to_dict()
+    assert sweep_view.estimate_run_seconds(config, runs) == pytest.approx(18.0)
+    assert not sweep_view.estimate_sweep([config], runs).rough
+    elsewhere = {**config, "data_path": "/other"}  # only runs on other data: a rough guide
+    assert sweep_view.estimate_run_seconds(elsewhere, runs) == pytest.approx(10.0)
+    assert sweep_view.estimate_sweep([elsewhere], runs).rough
+
+
+def test_estimate_from_a_finished_run_in_the_store(store, make_run):
+    make_run("done", image_size=32, epochs=3)  # 2 s per epoch, 30 s in all
+    make_run("failed", image_size=32, epochs=3, error="boom")  # not learned from
+    configs = [c.to_dict() for c in Sweep(TrainConfig(image_size=32, epochs=5), [
+        SweepAxis("dropout", [0.2, 0.4])], repeats=2).configs()]
+    estimate = sweep_view.estimate_sweep(configs, sweep_view.finished_runs(store))
+    assert estimate.missing == []
+    assert estimate.total_seconds == pytest.approx(4 * (2.0 * 5 + 24.0), abs=1.0)
+
+
+def test_sweep_label_names_the_sweep_and_counts_its_runs():
+    record = {"id": "sweep-1", "created": 0, "name": "", "axes": [{"setting": "dropout"}, {"setting": "optimizer"}],
+              "runs": [{}, {}]}
+    assert sweep_view.sweep_label(record).startswith("dropout × optimizer · 2 runs · ")
