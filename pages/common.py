@@ -56,6 +56,11 @@ def protect_background_training() -> None:
     script_runner._clean_problem_modules = clean_up_without_keras
 
 
+# Every page imports this module, so training is protected even when Streamlit runs a page without
+# app.py (a direct link to /train on a freshly started server treats pages/ as old-style pages).
+protect_background_training()
+
+
 # ----------------------------------------------------------------------------- cached resources
 
 @st.cache_resource(show_spinner=False)
