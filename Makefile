@@ -24,6 +24,7 @@ test: venv
 bench: venv
 	$(PY) bench/throughput.py
 	$(PY) bench/accuracy.py
+	$(PY) bench/diagnose_latency.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -42,7 +42,7 @@ def run_recipe(manager: JobManager, task: str, seed: int) -> dict:
 def report(result: dict) -> None:
     test, task = result["test"], result["task"]
     config = result["config"]
-    print(f"\n== {task}: {config.arch} {config.image_size}px, {config.epochs} epochs, {config.schedule} "
+    print(f"\n== {task}: {config.arch} {config.arch_params} {config.image_size}px, {config.epochs} epochs, {config.schedule} "
           f"lr {config.learning_rate}, seed {config.seed}")
     print(f"wall time       : {result['seconds']:.0f} s (budget {BUDGET_S} s: "
           f"{'ok' if result['seconds'] <= BUDGET_S else 'OVER'})")

@@ -13,7 +13,6 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

@@ -6,82 +6,31 @@ writes docs/screenshots/). Needs Debian's Chromium at /usr/bin/chromium (`.ci/ru
 """
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from core.runs import RunStore
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, requires_chromium, screenshot_dir, serve_dashboard
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 VIEWPORT = {"width": 1440, "height": 1000}
 STEP_TIMEOUT_MS = 180_000   # one UI step (page load, model build, rerun) on a busy machine
 TRAINING_TIMEOUT_S = 600    # two tiny runs take well under a minute on an idle 2-core machine
 CHART = '[data-testid="stVegaLiteChart"]'
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium "
-                                "(apt-get install -y chromium chromium-driver)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the dashboard exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"the dashboard did not start in {timeout} s:\n{log.read_text()[-3000:]}")
+pytestmark = requires_chromium
 
 
 @pytest.fixture
 def dashboard(tmp_path):
     """The app served on a free port with its own runs folder and dataset cache; always stopped."""
-    port = free_port()
     runs_dir, log = tmp_path / "runs", tmp_path / "streamlit.log"
-    env = {**os.environ, "CXR_RUNS_DIR": str(runs_dir), "CXR_CACHE_DIR": str(tmp_path / "cache"),
-           "CXR_UPLOADS_DIR": str(tmp_path / "uploads"), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    with open(log, "w") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.headless", "true", "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, process, log)
+    env = {"CXR_RUNS_DIR": str(runs_dir), "CXR_CACHE_DIR": str(tmp_path / "cache"),
+           "CXR_UPLOADS_DIR": str(tmp_path / "uploads")}
+    with serve_dashboard(log, env) as url:
         yield {"url": url, "runs_dir": runs_dir, "log": log}
-    finally:
-        _stop(process)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
 
 
 @pytest.fixture
@@ -98,14 +47,6 @@ def browser_page():
 
 
 # ----------------------------------------------------------------------------- UI helpers
-
-def screenshot_dir() -> Path:
-    folder = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "test-artifacts" / "screenshots"))
-    if not folder.is_absolute():
-        folder = ROOT / folder
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
 
 def settle(page) -> None:
     """Wait until Streamlit has finished its current run: no script running, nothing greyed out."""

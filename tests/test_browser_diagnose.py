@@ -4,45 +4,16 @@ first and a clear error for the second. Saves a screenshot (test-artifacts/scree
 env SCREENSHOT_DIR overrides). Needs Debian's Chromium at /usr/bin/chromium."""
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+from tests.browser_support import CHROMIUM, CHROMIUM_ARGS, requires_chromium, screenshot_dir, serve_dashboard
+
 STEP_TIMEOUT_MS = 180_000  # model load, OOD reference and first Grad-CAM on a busy 2-core machine
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium "
-                                "(apt-get install -y chromium chromium-driver)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the dashboard exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"the dashboard did not start in {timeout} s")
+pytestmark = requires_chromium
 
 
 @pytest.fixture
@@ -60,23 +31,9 @@ def finished_run_dir(tmp_path):
 
 @pytest.fixture
 def dashboard(finished_run_dir, tmp_path):
-    port, log = free_port(), tmp_path / "streamlit.log"
-    env = {**os.environ, "CXR_RUNS_DIR": str(finished_run_dir), "CXR_UPLOADS_DIR": str(tmp_path / "uploads"),
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
-    with open(log, "w") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    env = {"CXR_RUNS_DIR": str(finished_run_dir), "CXR_UPLOADS_DIR": str(tmp_path / "uploads")}
+    with serve_dashboard(tmp_path / "streamlit.log", env) as url:
+        yield url
 
 
 def upload_files(folder: Path) -> list[Path]:
@@ -94,8 +51,7 @@ def upload_files(folder: Path) -> list[Path]:
 def test_diagnose_page_predicts_explains_and_refuses_a_non_image(dashboard, tmp_path):
     from playwright.sync_api import expect, sync_playwright
     xray, notes = upload_files(tmp_path)
-    shots = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "test-artifacts" / "screenshots"))
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshot_dir()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

@@ -1,5 +1,4 @@
 """The CLI end to end on a tiny run: train, evaluate, predict (as a user types them)."""
-import io
 import json
 import os
 import subprocess

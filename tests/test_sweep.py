@@ -8,7 +8,7 @@ import pytest
 
 from core.data import load_dataset, make_cv_split, make_split, subsample_train
 from core.jobs import JobManager
-from core.portable import ImportRefused, export_runs, export_sweep, import_runs
+from core.portable import ImportRefused, export_sweep, import_runs
 from core.runs import RunStore
 from core.sweep import Sweep, load_sweep, submit_sweep, sweep_results
 from core.training import TrainConfig, load_data
