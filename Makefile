@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
+# localhost: only this machine can open the dashboard. HOST=0.0.0.0 shares it on the network.
+HOST ?= localhost
 
 .PHONY: run test venv bench clean
 
@@ -16,7 +18,7 @@ $(VENV)/.installed: requirements.txt
 venv: $(VENV)/.installed
 
 run: venv
-	$(PY) -m streamlit run app.py --server.port $(PORT)
+	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
 
 test: venv
 	$(PY) -m pytest

@@ -21,7 +21,11 @@ page = st.navigation(pages)
 from pages import common  # noqa: E402 - after the navigation on purpose (see above)
 
 common.protect_background_training()
-common.keep_widget_state()
-common.warm_up_models()
+common.keep_settings()
 st.sidebar.caption("Research tool, not for clinical use.")
-page.run()
+try:
+    page.run()
+finally:  # also when the page reruns, stops or switches pages
+    common.save_settings()
+# After the page is drawn, so importing Keras never delays the first paint.
+common.warm_up_models()

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 from core.imaging import ImageError, is_image_name, resize_to_model, to_model_array
 
@@ -130,6 +129,28 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CXR_CACHE_DIR", PROJECT_ROOT / ".cache" / "datasets"))
 
 
+def uploads_dir() -> Path:
+    """Where uploaded datasets are kept: `CXR_UPLOADS_DIR`, else `uploads/` next to the dataset cache."""
+    return Path(os.environ.get("CXR_UPLOADS_DIR", cache_dir().parent / "uploads"))
+
+
+def data_root() -> Path | None:
+    """`CXR_DATA_ROOT`: when set (a dashboard shared on a network), server paths must lie inside it."""
+    root = os.environ.get("CXR_DATA_ROOT")
+    return Path(root).expanduser().resolve() if root else None
+
+
+def check_data_root(path: Path) -> None:
+    """Refuse a server path outside the data root (uploads are always allowed)."""
+    root = data_root()
+    if root is None:
+        return
+    resolved = path.resolve()
+    if not any(resolved.is_relative_to(allowed) for allowed in (root, uploads_dir().resolve())):
+        raise DataError(f"{path} is outside the data folder {root}: this dashboard is shared on a network, "
+                        f"so it reads server paths only inside that folder (CXR_DATA_ROOT)")
+
+
 def resolve_source_path(source: str, path: str | os.PathLike | None) -> Path:
     if source not in SOURCES:
         raise DataError(f"unknown data source {source!r}; choose one of {', '.join(SOURCES)}")
@@ -138,6 +159,7 @@ def resolve_source_path(source: str, path: str | os.PathLike | None) -> Path:
     if not path:
         raise DataError(f"data source {source!r} needs a path")
     resolved = Path(path).expanduser()
+    check_data_root(resolved)
     if not resolved.exists():
         raise DataError(f"{resolved} does not exist")
     if source == "folder" and not resolved.is_dir():
@@ -460,6 +482,7 @@ def grouped_partition(labels: np.ndarray, groups: np.ndarray, fractions: list[fl
     classes_present = np.unique(labels)
     min_groups = min(len(set(groups[labels == c].tolist())) for c in classes_present)
     n_folds = int(max(len(fractions), min(20, min_groups)))
+    from sklearn.model_selection import StratifiedGroupKFold  # 1.5 s to import: not on the first page
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds = [test for _, test in splitter.split(np.zeros(len(labels)), labels, groups)]
     sizes = [max(1, round(f * n_folds)) for f in fractions[1:]]
@@ -498,6 +521,7 @@ def make_cv_split(ds: Dataset, folds: int, fold: int, test_fraction: float = 0.1
     _check_fractions(0.1, test_fraction)
     _check_class_patients(ds.labels, ds.patient_ids, ds.class_names, folds + 1)
     rest, test = grouped_partition(ds.labels, ds.patient_ids, [1 - test_fraction, test_fraction], seed)
+    from sklearn.model_selection import StratifiedGroupKFold
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     train_pos, val_pos = list(splitter.split(rest, ds.labels[rest], ds.patient_ids[rest]))[fold]
     return _finish_split(ds, {"train": rest[train_pos], "val": rest[val_pos], "test": test},

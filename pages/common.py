@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import threading
 import traceback
@@ -15,13 +16,21 @@ from functools import wraps
 
 import streamlit as st
 
-from core import forms
+from core import forms, ui_state
+from core.data import PROJECT_ROOT
 from core.runs import ACTIVE_STATES, RunStore, default_runs_dir
 
 DATASET_SETTINGS_KEY = "dataset_settings"
 WIDGET_PREFIXES = ("ds_", "train_", "sweep_", "runs_", "eval_", "diag_")
-# Widgets whose value cannot be set through session state (buttons, uploads, table selections).
-UNSETTABLE_SUFFIXES = ("_button", "_table", "_upload_zip", "_upload_npz")
+# Widgets whose value cannot be set through session state: buttons (download buttons too), table
+# selections; uploaders are recognised by "_upload" in their key.
+UNSETTABLE_SUFFIXES = ("_button", "_table")
+# Forms whose settings are saved to disk (ui_state) and come back after a browser reload; choices of
+# a run or sweep and internal flags are not worth keeping.
+SAVED_PREFIXES = ("ds_", "train_", "sweep_")
+NOT_SAVED = ("train_from_run", "train_queue_was_active", "sweep_base_run", "sweep_view_id")
+RESTORED_KEY = "_settings_restored"
+SAVED_SNAPSHOT_KEY = "_settings_saved"
 # A run's config handed from "Re-run" (Runs page) to the Train form.
 RERUN_CONFIG_KEY = "rerun_config"
 PAGE_PATHS = {"home": "pages/home.py", "dataset": "pages/dataset.py", "train": "pages/train.py",
@@ -56,9 +65,32 @@ def protect_background_training() -> None:
     script_runner._clean_problem_modules = clean_up_without_keras
 
 
-# Every page imports this module, so training is protected even when Streamlit runs a page without
-# app.py (a direct link to /train on a freshly started server treats pages/ as old-style pages).
+def enter_through_app() -> None:
+    """Make a bookmarked page on a freshly started server run through app.py.
+
+    Until a script has called st.navigation, Streamlit treats a `pages/` folder beside the main
+    script as an old-style multipage app: a link such as /diagnose runs pages/diagnose.py on its own
+    and the sidebar lists the raw files of pages/. Every page imports this module, so switching that
+    mode off here and running again lets app.py draw its navigation and open the linked page.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def limit_server_paths_when_shared() -> None:
+    """A dashboard listening beyond this machine (e.g. `make run HOST=0.0.0.0`) reads server paths
+    only inside the data root: CXR_DATA_ROOT, by default data/ in the project."""
+    address = (st.get_option("server.address") or "").strip("[]")
+    local = address == "localhost" or address == "::1" or address.startswith("127.")
+    if not local and "CXR_DATA_ROOT" not in os.environ:
+        os.environ["CXR_DATA_ROOT"] = str(PROJECT_ROOT / "data")
+
+
 protect_background_training()
+limit_server_paths_when_shared()
+enter_through_app()
 
 
 # ----------------------------------------------------------------------------- cached resources
@@ -136,15 +168,40 @@ def init_widget(key: str, value) -> None:
         st.session_state[key] = value
 
 
-def keep_widget_state() -> None:
-    """Streamlit forgets a widget's value when its page is not shown; re-assigning the keys
-    on every run keeps form values when the user switches pages and comes back."""
-    for key in list(st.session_state.keys()):
-        if isinstance(key, str) and key.startswith(WIDGET_PREFIXES) and not key.endswith(UNSETTABLE_SUFFIXES):
-            try:
-                st.session_state[key] = st.session_state[key]
-            except Exception:  # noqa: BLE001 - buttons and uploaders cannot be set; they need no keeping
-                pass
+def is_kept(key) -> bool:
+    """Our widgets whose value survives page changes; buttons, uploads and table selections cannot be
+    set through session state, so their keys end in one of UNSETTABLE_SUFFIXES or contain '_upload'."""
+    return (isinstance(key, str) and key.startswith(WIDGET_PREFIXES)
+            and not key.endswith(UNSETTABLE_SUFFIXES) and "_upload" not in key)
+
+
+def is_saved(key) -> bool:
+    """Settings that also survive a browser reload: the Dataset, Train and Sweeps forms."""
+    return key == DATASET_SETTINGS_KEY or (is_kept(key) and key.startswith(SAVED_PREFIXES)
+                                          and key not in NOT_SAVED)
+
+
+def keep_settings() -> None:
+    """Called by app.py before every page: put back what this user set before a reload (once per
+    session), and re-assign the widget keys, because Streamlit forgets a widget's value when its page
+    is not shown."""
+    state = st.session_state
+    if RESTORED_KEY not in state:
+        state[RESTORED_KEY] = True
+        for key, value in ui_state.load().items():
+            if is_saved(key) and key not in state:
+                state[key] = value
+    for key in [k for k in state.keys() if is_kept(k)]:
+        state[key] = state[key]
+
+
+def save_settings() -> None:
+    """Write the saved settings to disk when they changed (app.py calls it after every page run)."""
+    state = st.session_state
+    saved = {key: state[key] for key in state.keys() if is_saved(key) and ui_state.is_plain(state[key])}
+    if saved != state.get(SAVED_SNAPSHOT_KEY):
+        ui_state.save(saved)
+        state[SAVED_SNAPSHOT_KEY] = saved
 
 
 # ----------------------------------------------------------------------------- runs

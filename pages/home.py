@@ -62,7 +62,6 @@ RUN_COLUMNS = {
 }
 
 
-@common.guarded
 def main() -> None:
     intro()
     store = common.run_store()
