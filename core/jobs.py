@@ -16,6 +16,23 @@ from core.runs import ACTIVE_STATES, RunStore
 from core.training import Progress, RunControl, TrainConfig, execute_run
 
 
+# Phases (Progress "phase") in which Stop still saves time; after training the run only evaluates and saves.
+STOPPABLE_PHASES = ("queued", "loading data", "training")
+
+
+def stop_option(state: str, phase: str | None, stop_requested: bool) -> str:
+    """What a live view offers for a run: 'stop' (a Stop button), 'stopping' (Stop was pressed; it
+    ends after the current batch), 'finishing' (evaluating and saving: too late to stop) or 'none'
+    (the run is not active)."""
+    if state not in ACTIVE_STATES:
+        return "none"
+    if stop_requested:
+        return "stopping"
+    if state == "running" and phase is not None and phase not in STOPPABLE_PHASES and phase != "running":
+        return "finishing"
+    return "stop"
+
+
 class JobManager:
     def __init__(self, store: RunStore | None = None, max_concurrent: int | None = None):
         self.store = store or RunStore()
@@ -52,6 +69,12 @@ class JobManager:
             run.update_status(state="cancelled", finished=time.time())
             control.progress.update(phase="cancelled")
         return True
+
+    def stop_requested(self, run_id: str) -> bool:
+        """Whether Stop was pressed for a run of this manager (it may still be finishing its batch)."""
+        with self._lock:
+            control = self._controls.get(run_id)
+        return control is not None and control.should_stop()
 
     def progress(self, run_id: str) -> dict:
         """Live progress of a run started by this manager; for other runs, what is on disk."""

@@ -6,12 +6,14 @@ models load with Keras safe mode before anything enters the store.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -117,12 +119,28 @@ def _parse_manifest(raw: bytes) -> dict:
     return manifest
 
 
+@dataclass
+class ImportResult:
+    imported: list[str] = field(default_factory=list)    # ids of the runs added to the store
+    skipped: list[str] = field(default_factory=list)     # ids of identical runs already in the store
+    sweep_id: str | None = None                          # the sweep record added, if any
+    sweep_skipped: bool = False                          # the same sweep record was already here
+
+
 def import_runs(store: RunStore, zip_path: str | Path) -> list[str]:
     """Check, unpack and verify every run, then move them into the store; returns the new run ids."""
+    return import_archive(store, zip_path).imported
+
+
+def import_archive(store: RunStore, zip_path: str | Path) -> ImportResult:
+    """Check, unpack and verify every run, then move the new ones into the store. A run already in
+    the store (same original id, identical content) is skipped, so importing a zip twice adds
+    nothing; a different run whose id clashes is imported under a new id."""
     try:
         archive = zipfile.ZipFile(zip_path)
     except zipfile.BadZipFile:
         raise ImportRefused("not a zip file") from None
+    result, placed = ImportResult(), {}
     with archive, tempfile.TemporaryDirectory(dir=store.root, prefix=".import-") as staging:
         manifest, members = check_archive(archive)
         for infos in members.values():
@@ -133,10 +151,47 @@ def import_runs(store: RunStore, zip_path: str | Path) -> list[str]:
                     shutil.copyfileobj(source, sink)
         for run_id in members:
             _verify_run(Path(staging) / run_id)
-        imported = [_move_into_store(store, Path(staging) / run_id) for run_id in manifest["runs"]]
+        for run_id in manifest["runs"]:
+            folder = Path(staging) / run_id
+            digest = run_content_hash(folder)
+            existing = find_identical_run(store, run_id, digest)
+            if existing:
+                result.skipped.append(existing)
+                placed[run_id] = existing
+            else:
+                placed[run_id] = _move_into_store(store, folder, digest)
+                result.imported.append(placed[run_id])
     if manifest.get("sweep"):
-        _import_sweep(store, manifest["sweep"], dict(zip(manifest["runs"], imported)))
-    return imported
+        result.sweep_id, result.sweep_skipped = _import_sweep(store, manifest["sweep"], placed)
+    return result
+
+
+def run_content_hash(folder: Path) -> str:
+    """SHA-256 of a run's exportable files (names and bytes) except status.json, which the import
+    rewrites: the same run gives the same hash in the exporting and the importing store."""
+    digest = hashlib.sha256()
+    for path in _exportable_files(Run(folder)):
+        relative = path.relative_to(folder).as_posix()
+        if relative == "status.json":
+            continue
+        digest.update(relative.encode() + b"\0")
+        with open(path, "rb") as source:
+            for chunk in iter(lambda: source.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def find_identical_run(store: RunStore, original_id: str, digest: str) -> str | None:
+    """The id of a run in the store that is `original_id` (or was imported from it) with the same content."""
+    for run in store.list():
+        status = run.status()
+        if original_id not in (run.id, status.get("imported_from")):
+            continue
+        known = status.get("content_hash") if status.get("imported_from") == original_id else None
+        if (known or run_content_hash(run.path)) == digest:
+            return run.id
+    return None
 
 
 def _verify_run(folder: Path) -> None:
@@ -168,26 +223,36 @@ def _verify_run(folder: Path) -> None:
             raise ImportRefused(f"{folder.name}/model.keras does not load in Keras safe mode ({exc})") from None
 
 
-def _move_into_store(store: RunStore, folder: Path) -> str:
+def _move_into_store(store: RunStore, folder: Path, digest: str) -> str:
     run_id = folder.name if not (store.root / folder.name).exists() else store.new_run_id(folder.name)
     shutil.move(str(folder), str(store.root / run_id))
     run = Run(store.root / run_id)
     status = run.status()
     if status.get("state") in ("queued", "running"):
         status["state"] = "interrupted"  # it was exported mid-run: nothing here will finish it
-    write_json(run.status_path, {**status, "imported": time.time(), "pid": None, "owner": None})
+    write_json(run.status_path, {**status, "imported": time.time(), "pid": None, "owner": None,
+                                 "imported_from": folder.name, "content_hash": digest})
     return run_id
 
 
-def _import_sweep(store: RunStore, sweep: dict, renamed: dict[str, str]) -> None:
+def _import_sweep(store: RunStore, sweep: dict, placed: dict[str, str]) -> tuple[str | None, bool]:
+    """Write the sweep record with its runs' ids in this store: (its id, False); (the id of the same
+    record already here, True); (None, False) for a record that is not a sweep record. A different
+    sweep whose id clashes is kept under a new id."""
     from core.sweep import sweeps_dir
     if not isinstance(sweep, dict) or not _RUN_ID.match(str(sweep.get("id", ""))):
-        return
-    sweep = {**sweep, "runs": [{**entry, "run_id": renamed.get(entry.get("run_id"), entry.get("run_id"))}
+        return None, False
+    sweep = {**sweep, "runs": [{**entry, "run_id": placed.get(entry.get("run_id"), entry.get("run_id"))}
                                for entry in sweep.get("runs", []) if isinstance(entry, dict)]}
-    target = sweeps_dir(store) / f"{sweep['id']}.json"
-    if not target.exists():
-        write_json(target, sweep)
+    folder = sweeps_dir(store)
+    base_id, number = sweep["id"], 1
+    while (folder / f"{sweep['id']}.json").exists():
+        if read_json(folder / f"{sweep['id']}.json") == sweep:
+            return sweep["id"], True
+        number += 1
+        sweep = {**sweep, "id": f"{base_id}-{number}"}
+    write_json(folder / f"{sweep['id']}.json", sweep)
+    return sweep["id"], False
 
 
 def export_sweep(store: RunStore, sweep_id: str, destination: str | Path) -> Path:

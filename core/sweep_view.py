@@ -1,5 +1,6 @@
 """What the Sweeps page needs, without Streamlit: value lists typed by the user, the sweep spec,
-sweep results as DataFrames, the results chart (Altair), and a time estimate from finished runs.
+sweep results as DataFrames, the results chart (Altair) and what an import did (time estimates
+are in core.estimate).
 
 Plain Python, pandas and Altair on what `core.sweep` and the run store return; no TensorFlow.
 """
@@ -8,10 +9,8 @@ from __future__ import annotations
 import json
 import math
 import re
-import statistics
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import altair as alt
@@ -37,8 +36,6 @@ PRESETS = {
 PRESET_HELP = {"arch_params.activation": "for seed_cnn (and the other architectures with an activation)"}
 METRIC_TITLES = {"test_accuracy": "Test accuracy", "test_macro_f1": "Test macro-F1", "test_auc": "Test AUC",
                  "val_accuracy": "Validation accuracy", "best_val_loss": "Best validation loss"}
-# Settings that describe the data a run trains on (its time per epoch depends on them).
-DATASET_KEYS = ("data_source", "data_path", "task")
 CHART_HEIGHT = 320
 LINE_COLOR = "#2F6FB0"  # the dashboard's primary colour (.streamlit/config.toml)
 _INT = re.compile(r"^[+-]?\d+$")
@@ -190,21 +187,24 @@ def progress_counts(frame: pd.DataFrame) -> dict:
     return {key: int(frame[key].sum()) for key in ("runs", "done", "active", "stopped")}
 
 
-def mean_std_text(mean, std, n, digits: int = 3) -> str:
+def mean_std_text(mean, std, n, done: int | None = None, digits: int = 3) -> str:
+    """'0.720 ± 0.010'; the count is added only when it differs from the point's finished runs."""
     if mean is None or pd.isna(mean):
         return "—"
-    return f"{mean:.{digits}f} ± {std:.{digits}f} (n={int(n)})"
+    count = "" if done is not None and int(n) == int(done) else f" (n={int(n)})"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}{count}"
 
 
 def display_frame(frame: pd.DataFrame, settings: list[str], metrics=RESULT_METRICS) -> pd.DataFrame:
-    """The results table as text: setting labels, 'done/runs', and 'mean ± std (n=k)' per metric."""
+    """The results table as short text, so every column fits: setting labels, 'done/runs' and
+    'mean ± std' per metric (with '(n=k)' only where fewer runs than the done ones have the metric)."""
     shown = pd.DataFrame({setting: [value_label(v) for v in frame[setting]] for setting in settings})
     shown["runs done"] = [f"{d}/{r}" for d, r in zip(frame["done"], frame["runs"])]
     for metric in metrics:
         digits = 4 if metric.endswith("loss") else 3
         shown[METRIC_TITLES.get(metric, metric)] = [
-            mean_std_text(m, s, n, digits) for m, s, n in
-            zip(frame[f"{metric}_mean"], frame[f"{metric}_std"], frame[f"{metric}_n"])]
+            mean_std_text(m, s, n, d, digits) for m, s, n, d in
+            zip(frame[f"{metric}_mean"], frame[f"{metric}_std"], frame[f"{metric}_n"], frame["done"])]
     return shown
 
 
@@ -259,80 +259,21 @@ def _x_encoding(x: str, axis: dict, numeric: bool) -> alt.X:
     return alt.X(f"{x}:Q", title=axis["setting"], scale=scale, axis=alt.Axis(values=sorted(values)))
 
 
-# ----------------------------------------------------------------------------- time estimate
+# ----------------------------------------------------------------------------- import
 
-@dataclass
-class FinishedRun:
-    """What the estimate needs of a finished run."""
-    config: dict
-    history: list[dict]
-    duration_s: float | None = None
+def _runs(n: int) -> str:
+    return f"{n} run{'s' if n != 1 else ''}"
 
 
-@dataclass
-class SweepEstimate:
-    total_seconds: float | None          # None while some run has no finished run to learn from
-    per_run: list[float | None] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)   # e.g. 'seed_cnn at 200 px'
-    rough: bool = False                  # some runs are timed from runs on another dataset
-
-
-def finished_runs(store: RunStore) -> list[FinishedRun]:
-    return [FinishedRun(r.config(), r.history(), r.describe().get("duration_s"))
-            for r in store.list() if r.state() == "done"]
-
-
-def train_share(config: dict) -> float:
-    """Roughly the share of the dataset a run trains on (its epoch time grows with it)."""
-    test, val = config.get("test_fraction", 0.15), config.get("val_fraction", 0.15)
-    folds = config.get("cv_folds") or 0
-    share = (1 - test) * (folds - 1) / folds if folds >= 2 else 1 - val - test
-    return max(share, 0.01) * (config.get("train_fraction") or 1.0)
-
-
-def _epoch_seconds(history: list[dict]) -> float | None:
-    """Median seconds of full epochs, leaving out the first (it includes graph tracing) when possible."""
-    seconds = [row["seconds"] for row in history if row.get("seconds") and not row.get("partial")]
-    return float(statistics.median(seconds[1:] or seconds)) if seconds else None
-
-
-def _overhead_seconds(past: FinishedRun) -> float:
-    """Loading, building, the first epoch's graph tracing and evaluating: the run's duration beyond
-    its epochs at the steady speed."""
-    epochs = [row for row in past.history if row.get("seconds") and not row.get("partial")]
-    if not past.duration_s or not epochs:
-        return 0.0
-    return max(0.0, past.duration_s - _epoch_seconds(past.history) * len(epochs))
-
-
-def matching_runs(config: dict, past_runs: list[FinishedRun]) -> tuple[list[FinishedRun], bool]:
-    """Finished runs of the same architecture and image size: those on the same dataset if any
-    (True), else those on other datasets (False: their speed is only a rough guide)."""
-    same_model = [p for p in past_runs if p.config.get("arch") == config.get("arch")
-                  and p.config.get("image_size") == config.get("image_size")
-                  and p.config.get("color_mode", "grayscale") == config.get("color_mode", "grayscale")
-                  and _epoch_seconds(p.history)]
-    same_data = [p for p in same_model if all(p.config.get(k) == config.get(k) for k in DATASET_KEYS)]
-    return (same_data, True) if same_data else (same_model, False)
-
-
-def estimate_run_seconds(config: dict, past_runs: list[FinishedRun]) -> float | None:
-    """Seconds for one run (all its epochs; early stopping may end it sooner) from `matching_runs`;
-    None when there is none."""
-    basis, _ = matching_runs(config, past_runs)
-    if not basis:
-        return None
-    # Seconds per epoch per unit of training share, so a 50% training fraction takes half as long.
-    per_share = statistics.median(_epoch_seconds(p.history) / train_share(p.config) for p in basis)
-    overhead = statistics.median(_overhead_seconds(p) for p in basis)
-    return per_share * train_share(config) * int(config.get("epochs") or 1) + overhead
-
-
-def estimate_sweep(configs: list[dict], past_runs: list[FinishedRun]) -> SweepEstimate:
-    """The sweep's runs one after another (the job queue trains one run at a time)."""
-    per_run = [estimate_run_seconds(config, past_runs) for config in configs]
-    missing = list(dict.fromkeys(f"{c.get('arch')} at {c.get('image_size')} px"
-                                 for c, seconds in zip(configs, per_run) if seconds is None))
-    total = None if missing or not per_run else float(sum(per_run))
-    rough = any(not matching_runs(config, past_runs)[1] for config in configs)
-    return SweepEstimate(total, per_run, missing, rough=total is not None and rough)
+def import_summary(result) -> str:
+    """What an import did, in one sentence: 'Imported 2 runs and sweep `s`; 3 runs already here, skipped.'"""
+    added = [_runs(len(result.imported))] if result.imported else []
+    if result.sweep_id and not result.sweep_skipped:
+        added.append(f"sweep `{result.sweep_id}`")
+    kept = []
+    if result.skipped:
+        kept.append(f"{_runs(len(result.skipped))} already here, skipped")
+    if result.sweep_skipped:
+        kept.append(f"sweep `{result.sweep_id}` already here, skipped")
+    text = f"Imported {' and '.join(added)}" if added else "Nothing new imported"
+    return text + (f"; {'; '.join(kept)}." if kept else ".")

@@ -17,7 +17,6 @@ def source_inputs(settings: dict) -> tuple[str, str]:
     source = st.radio("Source", data_lib.SOURCES, format_func=forms.SOURCE_TITLES.get, horizontal=True,
                       key="ds_source")
     if source == "builtin":
-        st.caption("Pediatric chest X-rays (Kermany et al.), NORMAL vs PNEUMONIA, shipped with CXR Lab at 128 px.")
         return source, ""
     path = settings.get("data_path", "") if settings["data_source"] == source else ""
     if source in ("zip", "npz"):
@@ -34,33 +33,57 @@ def source_inputs(settings: dict) -> tuple[str, str]:
     return source, path.strip()
 
 
-def data_settings_inputs(settings: dict, source: str) -> dict:
-    tasks = {"builtin": ("binary", "subtype"), "npz": ("classes",)}.get(source, data_lib.TASKS)
-    task = settings["task"] if settings["task"] in tasks else tasks[0]
-    common.init_widget(f"ds_task_{source}", task)
+def tasks_for(source: str) -> tuple[str, ...]:
+    return {"builtin": ("binary", "subtype"), "npz": ("classes",)}.get(source, data_lib.TASKS)
+
+
+def init_settings_widgets(settings: dict, source: str) -> None:
+    """Give the form's widgets their values from the applied settings (once; then they keep theirs)."""
+    tasks = tasks_for(source)
+    common.init_widget(f"ds_task_{source}", settings["task"] if settings["task"] in tasks else tasks[0])
     common.init_widget("ds_image_size", settings["image_size"] if settings["image_size"] in IMAGE_SIZES else 128)
-    common.init_widget("ds_color", settings["color_mode"])
-    cols = st.columns(3)
-    task = cols[0].selectbox("Task", tasks, key=f"ds_task_{source}",
-                             format_func=lambda t: f"{t}: {data_lib.TASK_TITLES[t]}")
-    size = cols[1].selectbox("Image size (px)", IMAGE_SIZES, key="ds_image_size",
-                             help="Images are resized to this square size; small is fast, large sees more detail.")
-    color = cols[2].radio("Colour", ("grayscale", "rgb"), horizontal=True, key="ds_color")
-    return {"data_source": source, "task": task, "image_size": int(size), "color_mode": color}
-
-
-def split_inputs(settings: dict) -> dict:
-    for key, value in (("ds_split", settings["split"]), ("ds_val", float(settings["val_fraction"])),
-                       ("ds_test", float(settings["test_fraction"])), ("ds_seed", int(settings["seed"]))):
+    for key, value in (("ds_color", settings["color_mode"]), ("ds_split", settings["split"]),
+                       ("ds_val", float(settings["val_fraction"])), ("ds_test", float(settings["test_fraction"])),
+                       ("ds_seed", int(settings["seed"]))):
         common.init_widget(key, value)
-    cols = st.columns(4)
-    own = cols[0].radio("Split", ("grouped", "own"), key="ds_split",
-                        format_func={"grouped": "Grouped by patient", "own": "Dataset's own split"}.get,
-                        help="Grouped: no patient appears in two splits. Own: the dataset's train/val/test folders.")
-    val = cols[1].slider("Validation fraction", 0.05, 0.4, step=0.01, key="ds_val")
-    test = cols[2].slider("Test fraction", 0.05, 0.4, step=0.01, key="ds_test")
-    seed = cols[3].number_input("Split seed", 0, 2**31 - 1, key="ds_seed")
-    return {"split": own, "val_fraction": float(val), "test_fraction": float(test), "seed": int(seed)}
+
+
+def applied_settings(source: str, path: str) -> dict:
+    """The settings as last applied with the form (the form's widgets hold them in the session)."""
+    state = st.session_state
+    return {"data_source": source, "data_path": path, "task": state[f"ds_task_{source}"],
+            "image_size": int(state["ds_image_size"]), "color_mode": state["ds_color"], "split": state["ds_split"],
+            "val_fraction": float(state["ds_val"]), "test_fraction": float(state["ds_test"]),
+            "seed": int(state["ds_seed"])}
+
+
+def settings_form(source: str, has_own_split: bool) -> None:
+    """Task, size, colour and split in one form: nothing reloads until "Apply" is pressed."""
+    splits = ("grouped", "own") if has_own_split else ("grouped",)
+    with st.form("ds_settings_form", border=False):
+        cols = st.columns(3)
+        cols[0].selectbox("Task", tasks_for(source), key=f"ds_task_{source}",
+                          format_func=lambda t: f"{t}: {data_lib.TASK_TITLES[t]}")
+        cols[1].selectbox("Image size (px)", IMAGE_SIZES, key="ds_image_size",
+                          help="Images are resized to this square size; small is fast, large sees more detail.")
+        cols[2].radio("Colour", ("grayscale", "rgb"), horizontal=True, key="ds_color")
+        cols = st.columns(4)
+        cols[0].radio("Split", splits, key="ds_split",
+                      format_func={"grouped": "Grouped by patient", "own": "Dataset's own split"}.get,
+                      help="Grouped: no patient appears in two splits." + (
+                          " Own: the dataset's train/val/test folders." if has_own_split else
+                          " (This dataset has no train/val/test folders of its own.)"))
+        cols[1].slider("Validation fraction", 0.05, 0.4, step=0.01, key="ds_val")
+        cols[2].slider("Test fraction", 0.05, 0.4, step=0.01, key="ds_test")
+        cols[3].number_input("Split seed", 0, 2**31 - 1, key="ds_seed")
+        st.form_submit_button("Apply", type="primary", icon=":material/check:", key="ds_apply_button")
+
+
+def source_caption(settings: dict) -> str:
+    task = data_lib.TASK_TITLES.get(settings["task"], settings["task"])
+    if settings["data_source"] == "builtin":
+        return f"Pediatric chest X-rays (Kermany et al.), {task}, shipped with CXR Lab at 128 px."
+    return f"Task: {task}."
 
 
 def overview(dataset, split) -> None:
@@ -126,29 +149,46 @@ def load_report(dataset) -> None:
         st.dataframe(skipped, hide_index=True)
 
 
-@common.guarded
 def main() -> None:
     st.title("Dataset")
     st.caption("Choose the images to train on. These settings are used by the Train page.")
     settings = dict(common.dataset_settings())
     with st.container(border=True):
         source, path = source_inputs(settings)
-        chosen = {**data_settings_inputs(settings, source), "data_path": path, **split_inputs(settings)}
+        init_settings_widgets(settings, source)
+        chosen = applied_settings(source, path)
+        dataset, split, problem = load(chosen)
+        if chosen["split"] == "own" and dataset is not None and not dataset.has_own_split:
+            st.session_state["ds_split"] = chosen["split"] = "grouped"  # offered only where there is one
+            dataset, split, problem = load(chosen)
+        st.caption(source_caption(chosen))
+        settings_form(source, dataset is not None and dataset.has_own_split)
     settings.update(chosen)
     st.session_state[common.DATASET_SETTINGS_KEY] = settings
     if source != "builtin" and not path:
         st.info("Enter a path or upload a file to load a dataset.")
         return
-    try:
-        with st.spinner("Loading the dataset…"):
-            dataset, split = common.dataset_and_split(settings)
-    except data_lib.DataError as exc:
-        st.error(f"This dataset cannot be used: {exc}")
+    if problem:
+        st.error(f"This dataset cannot be used: {problem}")
         return
     st.success(f"Ready to train on: {forms.dataset_label(settings)}")
     overview(dataset, split)
     sample_grid(dataset, settings["seed"])
     load_report(dataset)
+
+
+def load(settings: dict):
+    """(dataset, split, None), or (dataset or None, None, the reason) when it cannot be used."""
+    if settings["data_source"] != "builtin" and not settings["data_path"]:
+        return None, None, None
+    dataset = None
+    try:
+        with st.spinner("Loading the dataset…"):
+            dataset = common.load_dataset(settings["data_source"], settings["data_path"], settings["task"],
+                                          settings["image_size"], settings["color_mode"])
+            return (*common.dataset_and_split(settings), None)
+    except data_lib.DataError as exc:
+        return dataset, None, str(exc)
 
 
 main()

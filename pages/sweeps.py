@@ -17,16 +17,17 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 from streamlit.errors import StreamlitAPIException  # noqa: E402
 
-from core import compare, forms, sweep_view  # noqa: E402
-from core.portable import ImportRefused, import_runs  # noqa: E402
+from core import compare, estimate, forms, sweep_view  # noqa: E402
+from core.portable import ImportRefused, import_archive  # noqa: E402
 from core.recipes import recipe  # noqa: E402
 from core.runs import ACTIVE_STATES  # noqa: E402
-from core.sweep import (RESULT_METRICS, Sweep, SweepAxis, list_sweeps, submit_sweep,  # noqa: E402
-                        sweep_results)
+from core.sweep import (RESULT_METRICS, Sweep, SweepAxis, list_sweeps, load_sweep,  # noqa: E402
+                        submit_sweep, sweep_results)
 from core.training import TrainConfig  # noqa: E402
 from pages import common  # noqa: E402
 
 VIEW_KEY = "sweep_view_id"
+LAUNCHED_KEY = "sweep_launched_id"  # the sweep launched here: its progress shows under the button
 BASE_JSON_KEY = "sweep_base_json"
 BASE_ORIGIN_KEY = "sweep_base_origin"
 # The Train page's current config as a dict, when it publishes one (see the report / pages/train.py).
@@ -191,20 +192,39 @@ def planned_configs(base: dict, axes, mode: str, count: int) -> list[dict] | Non
         return None
 
 
+@st.cache_data(show_spinner="Building the model to measure its cost…", max_entries=64)
+def model_macs(arch: str, image_size: int, channels: int, num_classes: int, params_json: str) -> float | None:
+    """MACs per image of the model a config builds (None when it cannot be built, e.g. missing weights)."""
+    from core import models
+    try:
+        model = models.build_model(arch, image_size, channels, num_classes, json.loads(params_json))
+    except Exception:  # noqa: BLE001 - no cost, no scaled estimate; the page still works
+        return None
+    return models.model_stats(model)["macs"]
+
+
+def config_macs(config: dict) -> float | None:
+    channels = 1 if config.get("color_mode", "grayscale") == "grayscale" else 3
+    classes = 3 if config.get("task") == "subtype" else 2  # the last layer barely changes the cost
+    return model_macs(config["arch"], int(config["image_size"]), channels, classes,
+                      json.dumps(config.get("arch_params") or {}, sort_keys=True))
+
+
 def preview(store, configs: list[dict], mode: str, count: int) -> None:
     points = len(configs) // count
-    estimate = sweep_view.estimate_sweep(configs, sweep_view.finished_runs(store))
+    guess = estimate.estimate_sweep(configs, estimate.past_runs(store), macs_of=config_macs)
     cols = st.columns(3)
     cols[0].metric("Points", points)
     cols[1].metric("Runs", len(configs), help=f"{points} points × {count} {'seeds' if mode == 'seeds' else 'folds'}")
-    cols[2].metric("Estimated time", compare.format_seconds(estimate.total_seconds)
-                   if estimate.total_seconds is not None else "unknown")
-    if estimate.missing:
-        st.caption(f"Time: unknown until a first run of {', '.join(estimate.missing)} finishes.")
+    known = guess.total_seconds is not None
+    cols[2].metric("Estimated time", ("≈ " if guess.rough else "") + compare.format_seconds(guess.total_seconds)
+                   if known else "after the first epoch")
+    if not known:
+        st.caption("Time: no finished run on this machine to learn from yet; the first run's live view "
+                   "(Train page) shows the time left after its first epoch.")
     else:
-        rough = " on another dataset: a rough guide" if estimate.rough else ""
-        st.caption(f"About {compare.format_seconds(estimate.total_seconds)} for {len(configs)} runs, one after "
-                   f"another, from the speed of earlier runs{rough} (less if early stopping ends runs sooner).")
+        st.caption(f"About {compare.format_seconds(guess.total_seconds)} for {len(configs)} runs, one after "
+                   f"another, {estimate.basis_text(guess.runs)} (less if early stopping ends runs sooner).")
     queued = len(common.active_runs(store))
     if queued:
         st.caption(f"{queued} run(s) already in the queue go first.")
@@ -218,8 +238,7 @@ def launch(spec: dict) -> None:
     except (TypeError, ValueError, KeyError) as exc:
         st.error(f"The sweep was not launched: {exc}")
         return
-    st.session_state[VIEW_KEY] = sweep_id
-    st.success(f"Sweep `{sweep_id}` launched: {len(sweep.configs())} runs queued. Its results fill in below.")
+    st.session_state[VIEW_KEY] = st.session_state[LAUNCHED_KEY] = sweep_id
 
 
 def new_sweep(store) -> None:
@@ -240,6 +259,35 @@ def new_sweep(store) -> None:
     preview(store, configs, mode, count)
     if st.button("Launch sweep", type="primary", icon=":material/rocket_launch:", key="sweep_launch_button"):
         launch(sweep_view.sweep_spec(name, base, axes, mode, count))
+    launched_progress(store)
+
+
+def launched_progress(store) -> None:
+    """The sweep launched here, right under the button: how many runs ended, live while it runs."""
+    sweep_id = st.session_state.get(LAUNCHED_KEY)
+    if not sweep_id:
+        return
+    try:
+        record = load_sweep(store, sweep_id)
+    except KeyError:  # deleted meanwhile
+        st.session_state.pop(LAUNCHED_KEY, None)
+        return
+    active = any(run_state(store, e["run_id"]) in ACTIVE_STATES for e in record["runs"])
+    st.fragment(launched_status, run_every=2.0 if active else None)(store, record)
+
+
+def launched_status(store, record: dict) -> None:
+    states = [run_state(store, entry["run_id"]) for entry in record["runs"]]
+    active = sum(state in ACTIVE_STATES for state in states)
+    done = states.count("done")
+    ended = len(states) - active
+    name = record.get("name") or record["id"]
+    if active:
+        st.progress(ended / max(1, len(states)),
+                    text=f"Sweep {name}: {ended} of {len(states)} runs ended, {active} queued or running")
+        st.caption("Its table and chart fill in under **Results** below.")
+    else:
+        st.success(f"Sweep {name} finished: {done} of {len(states)} runs done. Results below.")
 
 
 # ----------------------------------------------------------------------------- import
@@ -252,23 +300,20 @@ def import_section(store) -> None:
 
 
 def import_zip(store, content: bytes, file_name: str) -> None:
-    before = {record["id"] for record in list_sweeps(store)}
     try:
         with tempfile.TemporaryDirectory() as folder, st.spinner("Checking every file of the zip…"):
             path = Path(folder) / "import.zip"
             path.write_bytes(content)
-            run_ids = import_runs(store, path)
+            result = import_archive(store, path)
     except ImportRefused as exc:
         st.error(f"{file_name} was not imported: {exc}")
         return
     except OSError as exc:
         st.error(f"{file_name} could not be read: {exc}")
         return
-    new_sweeps = [r["id"] for r in list_sweeps(store) if r["id"] not in before]
-    if new_sweeps:
-        st.session_state[VIEW_KEY] = new_sweeps[0]
-    st.success(f"Imported {len(run_ids)} run(s)" + (f" and sweep `{new_sweeps[0]}`" if new_sweeps else "")
-               + " from " + file_name + ".")
+    if result.sweep_id:
+        st.session_state[VIEW_KEY] = result.sweep_id
+    st.success(f"{file_name}: {sweep_view.import_summary(result)}")
 
 
 # ----------------------------------------------------------------------------- the sweep view
@@ -296,7 +341,8 @@ def results(store, record: dict, metric: str, live: bool) -> None:
     cols[3].metric("Failed or cancelled", counts["stopped"])
     ended = counts["done"] + counts["stopped"]
     st.progress(ended / max(1, counts["runs"]), text=f"{ended} of {counts['runs']} runs ended")
-    st.dataframe(sweep_view.display_frame(frame, settings), hide_index=True, key="sweep_results_table")
+    st.dataframe(sweep_view.display_frame(frame, settings), hide_index=True, width="stretch",
+                 key="sweep_results_table")
     if frame[f"{metric}_mean"].notna().any():
         st.altair_chart(sweep_view.sweep_chart(frame, record["axes"], metric), width="stretch")
     else:
@@ -397,7 +443,6 @@ def view(store) -> None:
 
 # ----------------------------------------------------------------------------- page
 
-@common.guarded
 def main() -> None:
     st.title("Sweeps")
     st.caption("Vary one or two settings, repeat every point over seeds or folds, and read the "

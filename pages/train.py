@@ -4,7 +4,8 @@ import json
 
 import streamlit as st
 
-from core import charts, compare, data as data_lib, forms
+from core import charts, compare, data as data_lib, estimate, forms
+from core.jobs import stop_option
 from core.training import MONITORS, OPTIMIZERS, SCHEDULES
 from pages import common
 
@@ -243,7 +244,7 @@ def augmentation_inputs() -> dict:
 # ----------------------------------------------------------------------------- before launch
 
 def launch_preview(config, split, num_classes: int) -> None:
-    """Parameter count, MACs and the expected time per epoch of the configured model."""
+    """Parameter count, MACs and the expected time of the configured run."""
     cols = st.columns(4)
     try:
         with st.spinner("Building the model to count its parameters…"):
@@ -256,17 +257,26 @@ def launch_preview(config, split, num_classes: int) -> None:
         cols[0].metric("Trainable parameters", compare.format_count(stats["trainable_params"]))
         cols[1].metric("Total parameters", compare.format_count(stats["total_params"]))
         cols[2].metric("MACs per image", compare.format_count(stats["macs"]))
-    past = [(r.config(), r.history()) for r in common.run_store().list() if r.state() == "done"]
-    seconds = compare.estimate_epoch_seconds(past, config.arch, config.image_size, len(split.train),
-                                             config.color_mode)
-    cols[3].metric("Time per epoch", compare.format_seconds(seconds) if seconds else "unknown",
-                   help="From the speed of earlier finished runs of this architecture and image size.")
-    if seconds is None:
-        st.caption("Time per epoch: unknown until the first run of this architecture and image size finishes.")
-    else:
-        epochs = f"{config.epochs} epoch{'s' if config.epochs != 1 else ''}"
-        st.caption(f"About {compare.format_seconds(seconds * config.epochs)} for {epochs} "
-                   f"on {len(split.train):,} training images (without early stopping).")
+    images = {name: len(split.indices(name)) for name in ("train", "val", "test")}
+    guess = estimate.estimate_run(config.to_dict(), estimate.past_runs(common.run_store()), images=images,
+                                  macs=stats["macs"] if stats else None)
+    time_preview(cols[3], guess, config.epochs, images["train"])
+
+
+def time_preview(where, guess, epochs: int, train_images: int) -> None:
+    if guess.seconds is None:
+        where.metric("Time per epoch", "after epoch 1",
+                     help="No finished run on this machine to learn from yet.")
+        st.caption("Time: known after the first epoch (the live view below shows the time left); "
+                   "later estimates learn from the runs that finish on this machine.")
+        return
+    approx = "≈ " if guess.rough else ""
+    where.metric("Time per epoch", approx + compare.format_seconds(guess.epoch_seconds),
+                 help="Whole epochs (training and validation) of earlier finished runs on this machine.")
+    label = f"{epochs} epoch{'s' if epochs != 1 else ''}"
+    st.caption(f"About {compare.format_seconds(guess.seconds)} for {label} on {train_images:,} training images, "
+               f"including about {compare.format_seconds(guess.overhead_seconds)} of loading, model building "
+               f"and final evaluation (less with early stopping); {estimate.basis_text([guess])}.")
 
 
 def launch(config) -> None:
@@ -275,30 +285,39 @@ def launch(config) -> None:
     except ValueError as exc:
         st.error(f"The run could not be queued: {exc}")
         return
-    st.session_state[WATCH_KEY] = run_id
+    store = common.run_store()
+    shown = pinned_run(store)
+    if shown is None or shown.state() not in ("queued", "running"):
+        st.session_state[WATCH_KEY] = run_id  # else the new run waits in the queue list below
     st.toast(f"Run {run_id} queued")
 
 
 # ----------------------------------------------------------------------------- live view
 
+def pinned_run(store):
+    """The run this view is showing (launched, picked or the first one shown), if it still exists."""
+    if not st.session_state.get(WATCH_KEY):
+        return None
+    try:
+        return store.get(st.session_state[WATCH_KEY])
+    except KeyError:  # deleted meanwhile
+        st.session_state.pop(WATCH_KEY, None)
+        return None
+
+
 def watched_run(store):
-    """The run to show live: the one launched or picked here while it runs, else the running
-    one, else the one launched here (queued or finished), else the oldest queued one."""
-    chosen = None
-    if st.session_state.get(WATCH_KEY):
-        try:
-            chosen = store.get(st.session_state[WATCH_KEY])
-        except KeyError:  # deleted meanwhile
-            st.session_state.pop(WATCH_KEY, None)
-    if chosen is not None and chosen.state() == "running":
-        return chosen
+    """The run to show live. Once shown, a run stays shown after it ends (done, cancelled or failed)
+    until the user picks another one, so a queue never hides how a run ended. With none pinned:
+    the running run, else the oldest queued one."""
+    pinned = pinned_run(store)
+    if pinned is not None:
+        return pinned
     active = common.active_runs(store)
     running = [r for r in active if r.state() == "running"]
-    if running:
-        return running[0]
+    chosen = (running or active or [None])[0]
     if chosen is not None:
-        return chosen
-    return active[0] if active else None
+        st.session_state[WATCH_KEY] = chosen.id
+    return chosen
 
 
 def rerun_page_when_queue_empties(store) -> None:
@@ -311,6 +330,11 @@ def rerun_page_when_queue_empties(store) -> None:
         st.rerun(scope="app")
 
 
+# Progress phases of a running run, as the headline says them.
+PHASE_TEXT = {"loading data": "loading the images", "training": "training",
+              "evaluating": "evaluating on the test split"}
+
+
 def live_view() -> None:
     store = common.run_store()
     rerun_page_when_queue_empties(store)
@@ -321,13 +345,10 @@ def live_view() -> None:
     manager = common.job_manager()
     progress = manager.progress(run.id)
     state = run.state()
-    st.markdown(f"**{common.run_name(run)}** · `{run.id}` · state: **{state}**"
-                + (f" ({progress.get('phase')})" if state == "running" else ""))
+    st.markdown(headline(run, state, progress.get("phase")))
     if state in ("queued", "running"):
         live_progress(progress)
-        if st.button("Stop this run", key=f"stop_{run.id}", type="secondary", icon=":material/stop_circle:"):
-            manager.cancel(run.id)
-            st.toast("Stopping after the current batch…")
+        stop_control(manager, run, state, progress.get("phase"))
     else:
         finished_result(run)
     history = progress.get("history") or run.history()
@@ -337,7 +358,27 @@ def live_view() -> None:
         common.show_chart(charts.history_chart(history, "accuracy"), right)
     elif state in ("queued", "running"):
         st.caption("The curves appear when the first epoch ends.")
-    queue_list(store, run.id)
+    queue_list(store, run.id, ended=state not in ("queued", "running"))
+
+
+def headline(run, state: str, phase: str | None) -> str:
+    """'name · id · state: running (training)'; a phase is added only while the run is running."""
+    detail = f" ({PHASE_TEXT[phase]})" if state == "running" and phase in PHASE_TEXT else ""
+    return f"**{common.run_name(run)}** · `{run.id}` · state: **{state}**{detail}"
+
+
+def stop_control(manager, run, state: str, phase: str | None) -> None:
+    """Stop, or why it is not offered: already stopping, or past the point where stopping helps."""
+    option = stop_option(state, phase, manager.stop_requested(run.id))
+    if option == "stopping":
+        st.warning("Stopping after the current batch… The best epoch so far is kept and evaluated.",
+                   icon=":material/hourglass_top:")
+    elif option == "finishing":
+        st.info("Finishing: evaluating on the test split and saving; it cannot be stopped now.",
+                icon=":material/hourglass_top:")
+    elif option == "stop":  # a callback, so the rerun it triggers already shows the stopping state
+        st.button("Stop this run", key=f"stop_{run.id}", type="secondary", icon=":material/stop_circle:",
+                  on_click=manager.cancel, args=(run.id,))
 
 
 def live_progress(progress: dict) -> None:
@@ -370,6 +411,8 @@ def finished_result(run) -> None:
             st.code(status.get("traceback") or "no traceback recorded")
         return
     summary = run.summary()
+    if status.get("state") == "cancelled":
+        st.warning(stopped_text(summary, run.has_model()), icon=":material/stop_circle:")
     test = summary.get("test") or {}
     if test:
         cols = st.columns(4)
@@ -382,23 +425,39 @@ def finished_result(run) -> None:
         st.warning(status["error"])
 
 
-def queue_list(store, shown_id: str) -> None:
+def stopped_text(summary: dict, has_model: bool) -> str:
+    """What a stopped run kept."""
+    if summary.get("best_epoch") and has_model:
+        return (f"Stopped. Kept: the best epoch ({summary['best_epoch']} of {summary.get('epochs_run', '?')} run), "
+                "saved and evaluated on the test split below.")
+    if has_model:
+        return "Stopped. The model as it was is saved and evaluated below."
+    return "Stopped before the first epoch ended: nothing was trained, so no model was kept."
+
+
+def queue_list(store, shown_id: str, ended: bool) -> None:
     others = [r for r in common.active_runs(store) if r.id != shown_id]
     if not others:
         return
+    if ended:  # the shown run is over; the queue goes on without it
+        following = next((r for r in others if r.state() == "running"), others[0])
+        st.button(f"Watch next run: {common.run_name(following)} ({following.state()})", key="train_watch_next_button",
+                  type="primary", icon=":material/skip_next:", on_click=watch, args=(following.id,))
     st.markdown("**Queue**")
     for run in others:
         cols = st.columns([4, 1, 1])
         cols[0].write(f"{common.run_name(run)} — {run.state()}")
-        if cols[1].button("Watch", key=f"watch_{run.id}"):
-            st.session_state[WATCH_KEY] = run.id
+        cols[1].button("Watch", key=f"watch_{run.id}", on_click=watch, args=(run.id,))
         if cols[2].button("Cancel", key=f"cancel_{run.id}"):
             common.job_manager().cancel(run.id)
 
 
+def watch(run_id: str) -> None:
+    st.session_state[WATCH_KEY] = run_id
+
+
 # ----------------------------------------------------------------------------- page
 
-@common.guarded
 def main() -> None:
     st.title("Train")
     rerun = st.session_state.pop(common.RERUN_CONFIG_KEY, None)

@@ -163,7 +163,8 @@ def test_dataset_page_reports_a_bad_folder_without_crashing(app_env, tmp_path):
 
 def test_dataset_settings_carry_over_to_the_train_page(app_env):
     at = open_page("pages/dataset.py", small_dataset())
-    at.selectbox(key="ds_task_builtin").set_value("subtype").run()
+    at.selectbox(key="ds_task_builtin").set_value("subtype")
+    at.button(key="ds_apply_button").click().run()
     at.switch_page("pages/train.py").run()
     assert any("normal / bacterial / viral" in m.value for m in at.markdown)
 
@@ -258,7 +259,8 @@ def test_dataset_page_loads_a_medmnist_npz_by_path(app_env, tmp_path):
     at = open_page("pages/dataset.py")
     at.radio(key="ds_source").set_value("npz").run()
     at.text_input(key="ds_path_npz").set_value(str(path)).run()
-    at.radio(key="ds_split").set_value("own").run()
+    at.radio(key="ds_split").set_value("own")
+    at.button(key="ds_apply_button").click().run()
     assert_clean(at)
     assert [m.value for m in at.metric][:3] == ["100", "100", "3"]
     settings = at.session_state["dataset_settings"]

@@ -28,7 +28,8 @@ def errors(at: AppTest) -> list[str]:
 
 
 def texts(at: AppTest) -> str:
-    return "\n".join(m.value for kind in (at.info, at.success, at.caption, at.markdown) for m in kind)
+    shown = [m.value for kind in (at.info, at.success, at.caption, at.markdown) for m in kind]
+    return "\n".join(shown + [p.proto.text for p in at.get("progress")])
 
 
 @pytest.fixture
@@ -65,7 +66,8 @@ def test_empty_store_shows_what_to_do(app_env):
     assert at.button(key="sweep_launch_button")  # the default form is valid and launchable
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Runs"] == "12"  # 4 dropout values x 3 seeds
-    assert "unknown until a first run" in texts(at)
+    assert metrics["Estimated time"] == "after the first epoch"  # nothing finished to learn from yet
+    assert "no finished run on this machine" in texts(at) and "unknown" not in texts(at)
 
 
 def test_bad_values_show_an_error_and_lose_nothing(app_env, tiny_base):
@@ -92,16 +94,18 @@ def test_launch_view_compare_export_and_import(app_env, tiny_base, tmp_path, mon
     assert len(run_ids) == 2 and record["name"] == "dropout study"
     assert {store.get(r).config()["sweep_id"] for r in run_ids} == {record["id"]}
     assert {store.get(r).config()["dropout"] for r in run_ids} == {0.2, 0.4}
+    assert "Sweep dropout study: " in texts(at)  # its progress, right under the Launch button
     wait_for(store, run_ids)
 
     at.run()  # the view of the finished sweep
     assert not at.exception and not errors(at), errors(at)
     table = results_table(at)
     assert list(table["dropout"]) == ["0.2", "0.4"] and list(table["runs done"]) == ["1/1", "1/1"]
-    assert all("± 0.000 (n=1)" in cell for cell in table["Test accuracy"])
+    assert all(cell.endswith("± 0.000") for cell in table["Test accuracy"])
     assert {m.label: m.value for m in at.metric}["Done"] == "2"
     assert at.get("vega_lite_chart"), "the results chart is drawn"
     assert "About " in texts(at)  # the estimate now learns from the finished runs
+    assert "Sweep dropout study finished: 2 of 2 runs done" in texts(at)
 
     at.button(key="sweep_compare_button").click().run()
     assert sorted(at.session_state["runs_compare_ids"]) == sorted(run_ids)
@@ -114,8 +118,12 @@ def test_launch_view_compare_export_and_import(app_env, tiny_base, tmp_path, mon
     at.run()
     at.button(key="sweep_import_button").click().run()
     assert not errors(at), errors(at)
-    assert "Imported 2 run(s) and sweep" in texts(at)
+    assert f"Imported 2 runs and sweep `{record['id']}`." in texts(at)
     assert list(results_table(at)["runs done"]) == ["1/1", "1/1"]
+    at.button(key="sweep_import_button").click().run()  # the same zip again: nothing is duplicated
+    assert not errors(at), errors(at)
+    assert "Nothing new imported; 2 runs already here, skipped" in texts(at)
+    assert len(RunStore(tmp_path / "other-runs").list()) == 2 and len(list_sweeps(RunStore(tmp_path / "other-runs"))) == 1
 
 
 def test_a_refused_import_shows_why(app_env):
@@ -155,6 +163,6 @@ def test_grid_over_folds_from_an_existing_run(app_env, make_run):
     assert not errors(at), errors(at)
     metrics = {m.label: m.value for m in at.metric}
     assert (metrics["Points"], metrics["Runs"]) == ("12", "36")  # 4 dropouts x 3 optimizers x 3 folds
-    assert metrics["Estimated time"] != "unknown"  # learned from the finished run (same model and size)
+    assert metrics["Estimated time"] not in ("unknown", "after the first epoch")  # learned from the finished run
     at.selectbox(key="sweep_axis2_setting").set_value("dropout").run()
     assert any("must differ" in e for e in errors(at))

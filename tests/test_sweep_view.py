@@ -96,7 +96,7 @@ def test_results_frame_has_one_row_per_point_and_every_metric():
     assert "run_ids" not in frame
     assert sweep_view.progress_counts(frame) == {"runs": 18, "done": 15, "active": 3, "stopped": 0}
     shown = sweep_view.display_frame(frame, ["dropout", "arch_params.activation"])
-    assert shown.loc[0, "Test accuracy"] == "0.720 ± 0.010 (n=3)"
+    assert shown.loc[0, "Test accuracy"] == "0.720 ± 0.010"  # n is the 3 runs done: not repeated
     assert shown.loc[5, "Test accuracy"] == "—" and shown.loc[5, "runs done"] == "0/3"
     assert list(shown["dropout"][:2]) == ["0.2", "0.2"]
 
@@ -165,48 +165,14 @@ def test_chart_uses_a_categorical_axis_for_words_and_a_log_axis_for_rates():
     assert encoding(spec, "line")["x"]["scale"]["type"] == "log"
 
 
-# ----------------------------------------------------------------------------- time estimate
+# ----------------------------------------------------------------------------- import summary
 
-def past(epoch_seconds, duration=None, **config):
-    settings = {**TrainConfig(arch="seed_cnn", image_size=64).to_dict(), **config}
-    history = [{"epoch": i + 1, "seconds": s} for i, s in enumerate(epoch_seconds)]
-    return sweep_view.FinishedRun(settings, history, duration)
-
-
-def test_estimate_scales_epoch_time_by_epochs_and_training_share():
-    # 2 s per epoch at the steady speed; the rest of the 20 s (first-epoch tracing, loading,
-    # evaluation) is a fixed cost per run.
-    runs = [past([5.0, 2.0, 2.0], duration=20.0)]
-    config = TrainConfig(arch="seed_cnn", image_size=64, epochs=10).to_dict()
-    assert sweep_view.estimate_run_seconds(config, runs) == pytest.approx(2.0 * 10 + 14)
-    half = {**config, "train_fraction": 0.5}
-    assert sweep_view.estimate_run_seconds(half, runs) == pytest.approx(2.0 * 0.5 * 10 + 14)
-    other = {**config, "image_size": 128}
-    assert sweep_view.estimate_run_seconds(other, runs) is None
-    estimate = sweep_view.estimate_sweep([config, other, other], runs)
-    assert estimate.total_seconds is None and estimate.missing == ["seed_cnn at 128 px"]
-    assert sweep_view.estimate_sweep([config, half], runs).total_seconds == pytest.approx(34 + 24)
-
-
-def test_estimate_prefers_runs_on_the_same_dataset():
-    runs = [past([9.0, 9.0], data_source="folder", data_path="/big"), past([1.0, 1.0], data_source="builtin")]
-    config = TrainConfig(arch="seed_cnn", image_size=64, epochs=2, data_source="folder",
-                         data_path="/big").to_dict()
-    assert sweep_view.estimate_run_seconds(config, runs) == pytest.approx(18.0)
-    assert not sweep_view.estimate_sweep([config], runs).rough
-    elsewhere = {**config, "data_path": "/other"}  # only runs on other data: a rough guide
-    assert sweep_view.estimate_run_seconds(elsewhere, runs) == pytest.approx(10.0)
-    assert sweep_view.estimate_sweep([elsewhere], runs).rough
-
-
-def test_estimate_from_a_finished_run_in_the_store(store, make_run):
-    make_run("done", image_size=32, epochs=3)  # 2 s per epoch, 30 s in all
-    make_run("failed", image_size=32, epochs=3, error="boom")  # not learned from
-    configs = [c.to_dict() for c in Sweep(TrainConfig(image_size=32, epochs=5), [
-        SweepAxis("dropout", [0.2, 0.4])], repeats=2).configs()]
-    estimate = sweep_view.estimate_sweep(configs, sweep_view.finished_runs(store))
-    assert estimate.missing == []
-    assert estimate.total_seconds == pytest.approx(4 * (2.0 * 5 + 24.0), abs=1.0)
+def test_import_summary_says_what_was_added_and_what_was_already_here():
+    from core.portable import ImportResult
+    assert sweep_view.import_summary(ImportResult(["a", "b"], [], "sweep-1")) == "Imported 2 runs and sweep `sweep-1`."
+    assert sweep_view.import_summary(ImportResult([], ["a", "b", "c"], "sweep-1", True)) == \
+        "Nothing new imported; 3 runs already here, skipped; sweep `sweep-1` already here, skipped."
+    assert sweep_view.import_summary(ImportResult(["x"], ["a"])) == "Imported 1 run; 1 run already here, skipped."
 
 
 def test_sweep_label_names_the_sweep_and_counts_its_runs():

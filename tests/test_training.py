@@ -125,7 +125,9 @@ def test_cancel_stops_at_the_next_batch_and_keeps_what_was_learned(manager):
         assert time.monotonic() < deadline, manager.progress(run_id)
         time.sleep(0.05)
     asked = time.monotonic()
+    assert not manager.stop_requested(run_id)
     assert manager.cancel(run_id)
+    assert manager.stop_requested(run_id)  # the live view shows "stopping" until the run ends
     while manager.progress(run_id)["phase"] == "training":
         time.sleep(0.01)
     assert time.monotonic() - asked < 2.0  # stopped after a batch, not after the epoch (~200 batches)
@@ -141,6 +143,8 @@ def test_queue_runs_one_job_at_a_time_and_a_queued_job_can_be_cancelled(manager,
     assert manager.store.get(third).state() == "queued"
     manager.cancel(third)
     assert manager.store.get(third).state() == "cancelled"
+    assert manager.stop_requested(third) and not manager.stop_requested(first)
+    assert not manager.stop_requested("no-such-run")
     assert manager.wait(first, 120) == "done" and manager.wait(second, 120) == "done"
     a, b = manager.store.get(first).status(), manager.store.get(second).status()
     assert b["started"] >= a["finished"]  # one at a time
@@ -199,3 +203,16 @@ def test_two_concurrent_jobs_when_configured(tmp_path, tiny_folder, monkeypatch)
         assert b["started"] < a["finished"] and a["started"] < b["finished"]
     finally:
         jobs.shutdown()
+
+
+def test_stop_is_offered_only_while_stopping_still_helps():
+    from core.jobs import stop_option
+    assert stop_option("queued", "queued", False) == "stop"
+    assert stop_option("running", "loading data", False) == "stop"
+    assert stop_option("running", "training", False) == "stop"
+    assert stop_option("running", "running", False) == "stop"  # a run of another process: phase unknown
+    assert stop_option("running", "evaluating", False) == "finishing"
+    assert stop_option("running", "training", True) == "stopping"
+    assert stop_option("running", "evaluating", True) == "stopping"
+    assert stop_option("cancelled", "cancelled", True) == "none"
+    assert stop_option("done", "done", False) == "none"

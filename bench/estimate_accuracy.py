@@ -1,0 +1,54 @@
+"""Estimated against real run time: train a first run, estimate the next ones from it, train them,
+print both. Tiny runs (32 px) on the built-in set, in a temporary run store.
+
+    .venv/bin/python bench/estimate_accuracy.py
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core import estimate  # noqa: E402
+from core.jobs import JobManager  # noqa: E402
+from core.runs import RunStore  # noqa: E402
+from core.training import TrainConfig  # noqa: E402
+
+FIRST = TrainConfig(arch="seed_cnn", image_size=32, epochs=2, name="basis")
+NEXT = [TrainConfig(arch="seed_cnn", image_size=32, epochs=3, name="same model, 3 epochs"),
+        TrainConfig(arch="seed_cnn", image_size=32, epochs=2, train_fraction=0.5, name="same model, half the data"),
+        TrainConfig(arch="deep_bn_cnn", image_size=32, epochs=2, name="other model (scaled by MACs)")]
+
+
+def macs(config: TrainConfig) -> float:
+    from core import models
+    model = models.build_model(config.arch, config.image_size, config.channels, 2, config.arch_params, config.dropout)
+    return models.model_stats(model)["macs"]
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as folder:
+        manager = JobManager(RunStore(Path(folder) / "runs"))
+        manager.wait(manager.submit(FIRST))
+        past = estimate.past_runs(manager.store)
+        print(f"{'run':34} {'estimated':>10} {'real':>8} {'error':>7}  {'epoch est/real':>15}  "
+              f"{'overhead est/real':>18}  basis")
+        for config in NEXT:
+            guess = estimate.estimate_run(config.to_dict(), past, macs=macs(config))
+            run_id = manager.submit(config)
+            manager.wait(run_id)
+            done = estimate.past_runs(manager.store)[0]  # newest first
+            real = done.duration_s
+            error = (guess.seconds - real) / real
+            epoch, overhead = estimate.steady_epoch_seconds(done.history), estimate.overhead_seconds(done)
+            print(f"{config.name:34} {guess.seconds:9.1f}s {real:7.1f}s {error:+7.0%}  "
+                  f"{guess.epoch_seconds:6.1f}/{epoch:<6.1f}s  {guess.overhead_seconds:8.1f}/{overhead:<7.1f}s  "
+                  f"{guess.basis}", flush=True)
+        manager.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
