@@ -122,17 +122,26 @@ class Diagnoser:
     """One run's model, explainer and out-of-distribution reference, built once."""
 
     def __init__(self, run_dir: str | os.PathLike):
-        from core.explain import Explainer
         from core.inference import Predictor
         self.predictor = Predictor(run_dir)
         self.run, self.config = self.predictor.run, self.predictor.config
         self.class_names = list(self.predictor.class_names)
         self.threshold = self.predictor.threshold
-        self.explainer = Explainer(self.predictor.model)  # Grad-CAM on the automatic feature map
+        self._explainer = None  # built on first use: the CLI never needs it
+        self._explainer_lock = threading.Lock()
         self._layer_explainers = {}  # feature layer chosen by the user -> Explainer
         self.features_model = ood.features_model(self.predictor.model)
         self._reference, self.ood_error = None, None
         self._reference_lock = threading.Lock()  # one build, even with several sessions or a warm-up
+
+    @property
+    def explainer(self):
+        """Grad-CAM on the automatic feature map, saliency and SmoothGrad for this model."""
+        from core.explain import Explainer
+        with self._explainer_lock:
+            if self._explainer is None:
+                self._explainer = Explainer(self.predictor.model)
+            return self._explainer
 
     @property
     def has_threshold(self) -> bool:
@@ -209,20 +218,42 @@ class Diagnoser:
 
 # ----------------------------------------------------------------------------- choosing a run
 
+ARCHS_WITHOUT_GRADCAM = ("mlp", "logistic")  # no convolution, so no feature map to weight
+
+
 def diagnosable_runs(store) -> list:
-    """Finished runs (state done) that saved a model, newest first."""
-    return [run for run in store.list() if run.state() == "done" and run.has_model()]
+    """Runs with a saved model that are not queued or running (done, cancelled, interrupted, even
+    failed after a best epoch was saved), newest first."""
+    from core.runs import ACTIVE_STATES
+    return [run for run in store.list() if run.state() not in ACTIVE_STATES and run.has_model()]
 
 
 def run_quality(run) -> tuple:
-    """Sort key: test AUC, then test macro-F1 (missing metrics rank last)."""
+    """Sort key: test AUC, then test macro-F1 (missing metrics rank last), then whether the model
+    has Grad-CAM, then whether the run finished."""
     test = run.summary().get("test") or {}
-    return tuple(float(test[key]) if test.get(key) is not None else float("-inf") for key in ("auc", "macro_f1"))
+    metrics = tuple(float(test[key]) if test.get(key) is not None else float("-inf") for key in ("auc", "macro_f1"))
+    return (*metrics, has_gradcam(run), run.state() == "done")
+
+
+def has_gradcam(run) -> bool:
+    """Whether the run's architecture has convolutions for Grad-CAM (read from its config, no model load)."""
+    return run.config().get("arch") not in ARCHS_WITHOUT_GRADCAM
 
 
 def best_run(runs):
-    """The run with the best test AUC (ties: macro-F1, then the newest), or None."""
+    """The run with the best test AUC (ties: macro-F1, a model with Grad-CAM, a finished run, then
+    the newest), or None."""
     return max(runs, key=run_quality, default=None)  # runs are newest first and max keeps the first best
+
+
+def state_note(run) -> str:
+    """"" for a finished run, else its state for labels, e.g. "cancelled, best epoch 3"."""
+    state = run.state()
+    if state == "done":
+        return ""
+    epoch = run.summary().get("best_epoch")
+    return state if epoch is None else f"{state}, best epoch {epoch}"
 
 
 def thumbnail_data_url(image: Image.Image, size: int = 64) -> str:

@@ -43,6 +43,13 @@ FEATURE_LAYER = "explain_feature_map"
 DEFAULT_OPACITY = 0.45
 NO_CONV_MESSAGE = ("Grad-CAM is not defined for this model: it has no convolutional layer, so there is "
                    "no spatial feature map to weight. Use vanilla saliency or SmoothGrad instead.")
+EMPTY_GRADCAM_MESSAGE = (
+    "The Grad-CAM map is empty for this image: Grad-CAM keeps only the feature-map evidence that raises "
+    "the class score (a ReLU drops the rest), and here the weighted sum is negative everywhere, so nothing "
+    "is left. That is typical for a class the model scores low, or for an image it gets wrong. "
+    "Grad-CAM++ weights the feature maps differently and usually still shows where the network looked.")
+EMPTY_MAP_MESSAGE = "The {method} map is empty for this image (no pixel has any positive evidence)."
+GRADCAM_FALLBACK_NOTE = "Grad-CAM was empty for this image; showing Grad-CAM++"
 
 
 class ExplainError(ValueError):
@@ -254,6 +261,17 @@ class Explainer:
                              normalize_map=False)
 
 
+def is_empty_map(heatmap: np.ndarray) -> bool:
+    """True for a map without any signal (all zero or constant, which `normalise_map` makes all zero)."""
+    values = np.asarray(heatmap, dtype=np.float32)
+    return values.size == 0 or float(values.max()) <= float(values.min())
+
+
+def empty_map_message(method: str) -> str:
+    """Why the `method` map of an image is empty, in plain words."""
+    return EMPTY_GRADCAM_MESSAGE if method == "gradcam" else EMPTY_MAP_MESSAGE.format(method=METHODS[method])
+
+
 def normalise_map(values: np.ndarray) -> np.ndarray:
     """Scale to [0, 1]; a map with no positive evidence (all equal) becomes all zeros."""
     values = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
@@ -335,8 +353,7 @@ def overlay_for_image(source, pixels: np.ndarray, method: str = "gradcam", class
     """
     explainer = explainer_for(source)
     if class_index is None:
-        probabilities = explainer.model.predict_on_batch(np.asarray(pixels, dtype=np.float32)[None])
-        class_index = int(np.argmax(probabilities[0]))
+        class_index = predicted_class(explainer, pixels)
     heatmap = explainer.heatmap(pixels, method, class_index)
     return overlay(pixels if image is None else image, heatmap, opacity)
 
@@ -353,6 +370,19 @@ def explainer_for_run(run) -> Explainer:
             _RUN_EXPLAINERS.pop(next(iter(_RUN_EXPLAINERS)))  # the oldest entry
         _RUN_EXPLAINERS[key] = Explainer(run.load_model())
     return _RUN_EXPLAINERS[key]
+
+
+def heatmap_with_fallback(explainer: Explainer, pixels: np.ndarray, class_index: int) -> tuple[np.ndarray, str]:
+    """(map, method): Grad-CAM, or Grad-CAM++ when the Grad-CAM map is empty (see EMPTY_GRADCAM_MESSAGE)."""
+    heatmap = explainer.heatmap(pixels, "gradcam", class_index)
+    if not is_empty_map(heatmap):
+        return heatmap, "gradcam"
+    return explainer.heatmap(pixels, "gradcam++", class_index), "gradcam++"
+
+
+def predicted_class(explainer: Explainer, pixels: np.ndarray) -> int:
+    probabilities = explainer.model.predict_on_batch(np.asarray(pixels, dtype=np.float32)[None])
+    return int(np.argmax(probabilities[0]))
 
 
 def overlay_for_file(run, file: str, image: np.ndarray, method: str = "gradcam",

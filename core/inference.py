@@ -28,9 +28,16 @@ class Predictor:
 
     def _class_names_from_predictions(self) -> list[str]:
         saved = self.run.predictions("val") or self.run.predictions("test")
-        if saved is None:
-            raise FileNotFoundError(f"run {self.run.id} has neither a summary nor predictions")
-        return saved["class_names"]
+        if saved is not None:
+            return saved["class_names"]
+        # A run stopped before its evaluation (interrupted, failed) still saved its best epoch:
+        # its classes are those of the dataset it was trained on.
+        from core.training import load_data
+        try:
+            return list(load_data(self.config)[0].class_names)
+        except Exception as exc:  # noqa: BLE001 - DataError, a moved folder ...: say which run and why
+            raise FileNotFoundError(f"run {self.run.id} has neither a summary nor predictions, and its "
+                                    f"dataset cannot be loaded to name the classes ({exc})") from None
 
     def preprocess(self, source) -> np.ndarray:
         return to_model_array(source, self.config.image_size, self.config.channels)

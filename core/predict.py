@@ -1,14 +1,23 @@
-"""Predict images with a trained run, one JSON line per image.
+"""Predict images with a trained run, one JSON line per image. Research tool, not for clinical use.
 
     python -m core.predict runs/<run_id> chest.jpeg more_images/
-    {"file": "chest.jpeg", "probabilities": {"NORMAL": 0.03, "PNEUMONIA": 0.97}, "predicted": "PNEUMONIA"}
+    {"file": "chest.jpeg", "probabilities": {"NORMAL": 0.03, "PNEUMONIA": 0.97}, "predicted": "PNEUMONIA",
+     "unusual": false}
+    {"file": "house.jpg", "probabilities": {...}, "predicted": "PNEUMONIA", "unusual": true,
+     "warning": "This image looks unlike the training X-rays, so the prediction is unreliable: ..."}
     {"file": "notes.jpg", "error": "not an image file Pillow can read (is it really a JPEG/PNG?)"}
+
+"predicted" is the most likely class. Each image gets the Diagnose page's out-of-distribution check
+(core.diagnosis.Diagnoser / core.ood); an unusual image also gets a warning on stderr.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
+
+CLINICAL_NOTE = "note: research tool, not for clinical use; predictions are not a medical diagnosis."
 
 
 def main(argv=None) -> int:
@@ -17,21 +26,46 @@ def main(argv=None) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     args = parser.parse_args(argv)
-    from core.inference import Predictor, expand_inputs
+    from core.diagnosis import Diagnoser
+    from core.inference import expand_inputs
     try:
-        predictor = Predictor(args.run_dir)
+        diagnoser = Diagnoser(args.run_dir)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    print(CLINICAL_NOTE, file=sys.stderr)
+    if diagnoser.reference() is None:
+        print(f"warning: {diagnoser.ood_error}", file=sys.stderr)
     failures = 0
     for path in expand_inputs(args.inputs):
-        if not path.exists():
-            result = {"file": str(path), "error": "no such file"}
-        else:
-            result = predictor.predict_file(path)
+        result = predict_path(diagnoser, path)
         failures += "error" in result
+        if result.get("unusual"):
+            print(f"warning: {path}: {result['warning']}", file=sys.stderr)
         print(json.dumps(result), flush=True)
     return 1 if failures else 0
+
+
+def predict_path(diagnoser, path: Path) -> dict:
+    """One JSON-ready result: probabilities, the most likely class and the unusual-input check."""
+    if not path.is_file():
+        return {"file": str(path), "error": "no such file" if not path.exists() else "not a file"}
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return {"file": str(path), "error": f"cannot be read ({exc.strerror or exc})"}
+    return result_line(diagnoser.diagnose(data, str(path)))
+
+
+def result_line(diagnosis) -> dict:
+    if not diagnosis.ok:
+        return {"file": diagnosis.file, "error": diagnosis.error}
+    probabilities = diagnosis.probabilities
+    line = {"file": diagnosis.file, "probabilities": {c: round(p, 6) for c, p in probabilities.items()},
+            "predicted": max(probabilities, key=probabilities.get), "unusual": diagnosis.ood.unusual}
+    if diagnosis.ood.unusual:
+        line["warning"] = diagnosis.ood.message()
+    return line
 
 
 if __name__ == "__main__":

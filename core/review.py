@@ -1,12 +1,10 @@
-"""Looking at a run's mistakes: which images were misclassified at a threshold, and their pixels.
-
-`explanation_overlay` is the one place where Grad-CAM plugs in: when `core.explain` offers
-`overlay_for_file(run, file, image)`, the Evaluate page's gallery can show its overlay.
+"""Looking at a run's mistakes: which images were misclassified at a threshold, their pixels and
+their Grad-CAM overlays (`explanation_overlay`, for the Evaluate page's gallery).
 """
 from __future__ import annotations
 
-import importlib
 import importlib.util
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -38,22 +36,38 @@ def displayable(image: np.ndarray) -> np.ndarray:
     return image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
 
 
-def explanation_overlay(run, file: str, image: np.ndarray):
-    """A Grad-CAM overlay (RGB uint8) from `core.explain.overlay_for_file(run, file, image)`, or
-    None when that module or function is missing or fails for this image (e.g. a model without
-    convolutions)."""
+@dataclass
+class ExplainedImage:
+    """What the gallery shows for one image: an overlay (None: the plain image) and an optional caption."""
+    image: np.ndarray | None
+    note: str | None = None
+
+
+def explanation_overlay(run, file: str, image: np.ndarray) -> ExplainedImage:
+    """The Grad-CAM overlay (uint8 RGB at the model size) of a run's prediction for one dataset image.
+
+    file: the image's name in the dataset (kept for the gallery's call; the pixels are given);
+    image: uint8 (S, S) or (S, S, C) model-input pixels. An empty Grad-CAM map falls back to
+    Grad-CAM++ and says so in the note; a model without Grad-CAM gives no overlay and the reason.
+    """
+    from core import explain
+    pixels = image[..., None] if image.ndim == 2 else image
     try:
-        explain = importlib.import_module("core.explain")
-    except ImportError:
-        return None
-    overlay_for_file = getattr(explain, "overlay_for_file", None)
-    if overlay_for_file is None:
-        return None
+        explainer = explain.explainer_for_run(run)
+    except Exception as exc:  # noqa: BLE001 - a damaged model.keras: the gallery shows plain images
+        return ExplainedImage(None, f"no Grad-CAM: the model cannot be loaded ({type(exc).__name__}: {exc})")
+    if explainer.cam_unavailable:
+        return ExplainedImage(None, explainer.cam_unavailable)
     try:
-        return overlay_for_file(run, file, image)
-    except Exception:  # noqa: BLE001 - an explanation is optional; the plain image still shows
-        return None
+        heatmap, method = explain.heatmap_with_fallback(explainer, pixels, explain.predicted_class(explainer, pixels))
+    except explain.ExplainError as exc:
+        return ExplainedImage(None, str(exc))
+    if explain.is_empty_map(heatmap):
+        return ExplainedImage(None, "Grad-CAM and Grad-CAM++ are both empty for this image")
+    return ExplainedImage(explain.overlay(pixels, heatmap),
+                          explain.GRADCAM_FALLBACK_NOTE if method == "gradcam++" else None)
 
 
 def explanations_available() -> bool:
+    """Whether Grad-CAM overlays can be drawn (core.explain is part of the package)."""
     return importlib.util.find_spec("core.explain") is not None

@@ -155,9 +155,11 @@ def diagnoser(tmp_path_factory):
     from core.training import TrainConfig, execute_run
     config = TrainConfig(arch="seed_cnn", image_size=32, epochs=1, batch_size=64)
     run = RunStore(tmp_path_factory.mktemp("runs")).create(config.to_dict())
-    execute_run(run, config)
-    assert run.state() == "done", run.status().get("error")
-    return dx.Diagnoser(run.path)
+    with pytest.MonkeyPatch.context() as patch:  # the decoded dataset goes to a temporary cache
+        patch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        execute_run(run, config)
+        assert run.state() == "done", run.status().get("error")
+        yield dx.Diagnoser(run.path)
 
 
 def test_every_bad_file_becomes_an_error_result_and_the_diagnoser_keeps_working(diagnoser):

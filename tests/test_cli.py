@@ -25,9 +25,13 @@ def cli(*args, env_extra=None, check=True):
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, cache):
     runs_dir = tmp_path_factory.mktemp("runs")
-    cache = tmp_path_factory.mktemp("cache")
     result = cli("core.train", "--arch", "seed_cnn", "--task", "subtype", "--image-size", "32",
                  "--epochs", "1", "--batch-size", "64", "--runs-dir", str(runs_dir),
                  "--set", "arch_params.dense_units=16", env_extra={"CXR_CACHE_DIR": str(cache)})
@@ -56,7 +60,7 @@ def test_evaluate_prints_metrics_as_json(trained_run):
     assert {"roc", "pr", "f1_threshold", "calibration"} <= set(curves)
 
 
-def test_predict_reproduces_the_saved_predictions_and_reports_bad_files(trained_run, tmp_path):
+def test_predict_reproduces_the_saved_predictions_and_reports_bad_files(trained_run, tmp_path, cache):
     run_dir = Path(trained_run[0]["run_dir"])
     with np.load(run_dir / "predictions_test.npz") as saved:
         files, probabilities = saved["files"][:3], saved["probabilities"][:3]
@@ -69,7 +73,8 @@ def test_predict_reproduces_the_saved_predictions_and_reports_bad_files(trained_
     sixteen_bit = tmp_path / "sixteen.png"
     Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 8).save(sixteen_bit)
     (tmp_path / "notes.jpeg").write_bytes(b"definitely not an image")
-    result = cli("core.predict", str(run_dir), str(tmp_path), str(tmp_path / "missing.png"))
+    result = cli("core.predict", str(run_dir), str(tmp_path), str(tmp_path / "missing.png"),
+                 env_extra={"CXR_CACHE_DIR": str(cache)})
     assert result.returncode == 1  # some inputs failed
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     by_file = {Path(line["file"]).name: line for line in lines}
@@ -82,6 +87,41 @@ def test_predict_reproduces_the_saved_predictions_and_reports_bad_files(trained_
         assert sum(by_file[name]["probabilities"].values()) == pytest.approx(1, abs=1e-4)
     assert "not an image" in by_file["notes.jpeg"]["error"]
     assert by_file["missing.png"]["error"] == "no such file"
+
+
+def building_photo() -> Image.Image:
+    """A synthetic colour photo of a building: blue sky, green lawn, a red-brick block with windows."""
+    y, x = np.mgrid[0:480, 0:640]
+    scene = np.zeros((480, 640, 3), np.uint8)
+    scene[...] = np.stack([90 + y // 6, 150 + y // 8, 235 - y // 10], axis=-1)  # sky, lighter downwards
+    scene[360:] = (60, 150, 50)  # lawn
+    scene[120:360, 160:480] = (170, 70, 50)  # the building
+    for top in range(140, 340, 50):
+        for left in range(180, 460, 60):
+            scene[top:top + 30, left:left + 35] = (200, 220, 240)  # windows
+    noise = np.random.default_rng(0).normal(0, 6, scene.shape)
+    return Image.fromarray(np.clip(scene + noise + 10 * np.sin(x / 9.0)[..., None], 0, 255).astype(np.uint8))
+
+
+def test_predict_warns_about_a_photo_but_not_about_real_xrays(trained_run, tmp_path, cache):
+    run_dir = Path(trained_run[0]["run_dir"])
+    building_photo().save(tmp_path / "building.jpg", quality=92)
+    with zipfile.ZipFile(BUILTIN_ZIP) as archive:
+        names = sorted(n for n in archive.namelist() if n.lower().endswith(".jpeg"))[::900][:3]
+        for name in names:
+            (tmp_path / Path(name).name).write_bytes(archive.read(name))
+    result = cli("core.predict", str(run_dir), str(tmp_path), env_extra={"CXR_CACHE_DIR": str(cache)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    by_file = {Path(line["file"]).name: line for line in map(json.loads, result.stdout.splitlines())}
+    photo = by_file["building.jpg"]
+    assert photo["unusual"] is True and "unlike the training X-rays" in photo["warning"]
+    assert "colour" in photo["warning"]
+    assert f"warning: {tmp_path / 'building.jpg'}: This image looks unlike" in result.stderr
+    xrays = [by_file[Path(name).name] for name in names]
+    assert sum(line["unusual"] for line in xrays) <= 1, xrays  # val's 99th percentile: ~1% go beyond it
+    assert all("warning" not in line for line in xrays if not line["unusual"])
+    assert "not for clinical use" in result.stderr
+    assert (run_dir / "ood.npz").exists()  # the same reference the Diagnose page builds and reuses
 
 
 def test_bad_cli_input_gives_a_message_not_a_traceback(tmp_path):

@@ -1,5 +1,6 @@
-"""The Diagnose page through Streamlit's AppTest, with a real (tiny) trained run: uploads of real
-X-rays, of a non-image and of several files at once, the run choice and the controls."""
+"""The Diagnose page through Streamlit's AppTest, with real (tiny) trained runs: uploads of real
+X-rays, of bad files and of several files at once, the run choice (also after an upload, and through
+app.py's navigation), an empty Grad-CAM map and the switch to Grad-CAM++, and the controls."""
 import base64
 import io
 import zipfile
@@ -12,21 +13,25 @@ from PIL import Image
 from core import diagnosis as dx
 from core.explain import METHODS
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "diagnose.py")
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = str(ROOT / "pages" / "diagnose.py")
 
 
 @pytest.fixture(scope="module")
 def runs_root(tmp_path_factory):
-    """A run store with finished 32 px mlp and seed_cnn runs (trained for real, one epoch each)."""
+    """A run store with finished 32 px mlp and seed_cnn runs (trained for real, one epoch each); the
+    decoded dataset is cached in a temporary folder for the whole module."""
     from core.runs import RunStore
     from core.training import TrainConfig, execute_run
     root = tmp_path_factory.mktemp("runs")
-    for arch in ("mlp", "seed_cnn"):  # the CNN is created last: newest
-        config = TrainConfig(arch=arch, image_size=32, epochs=1, batch_size=64, name=arch)
-        run = RunStore(root).create(config.to_dict(), name=arch)
-        execute_run(run, config)
-        assert run.state() == "done", run.status().get("error")
-    return root
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        for arch in ("mlp", "seed_cnn"):  # the CNN is created last: newest
+            config = TrainConfig(arch=arch, image_size=32, epochs=1, batch_size=64, name=arch)
+            run = RunStore(root).create(config.to_dict(), name=arch)
+            execute_run(run, config)
+            assert run.state() == "done", run.status().get("error")
+        yield root
 
 
 @pytest.fixture
@@ -54,6 +59,10 @@ def xray_upload(index: int = 0):
         return name.rsplit("/", 1)[-1], archive.read(name), "image/jpeg"
 
 
+def captions(app) -> list[str]:
+    return [caption for image in app.image for caption in image.captions]
+
+
 def texts(app) -> str:
     return " ".join(str(e.value) for kind in ("markdown", "error", "warning", "info", "caption")
                     for e in getattr(app, kind))
@@ -61,6 +70,7 @@ def texts(app) -> str:
 
 def test_page_shows_the_clinical_use_note_and_the_best_run_by_default(page):
     assert "not for clinical use" in texts(page)
+    assert not page.warning[1:]  # only the clinical-use note: no "default value set via Session State" warning
     assert page.selectbox(key="diag_run").value is not None
     from core.runs import RunStore
     runs = dx.diagnosable_runs(RunStore())  # CXR_RUNS_DIR is the fixture's store
@@ -76,9 +86,10 @@ def test_uploading_an_xray_shows_prediction_heatmap_and_probability_chart(page):
     assert not page.exception, page.exception
     assert "predicted **" in texts(page)
     assert not page.error
-    captions = [caption for image in page.image for caption in image.captions]
-    assert any(c.startswith("Original") for c in captions) and any(c.startswith("Grad-CAM for") for c in captions)
+    assert any(c.startswith("Original") for c in captions(page))
+    assert any(c.startswith("Grad-CAM for") for c in captions(page)) or "Grad-CAM map is empty" in texts(page)
     assert page.get("vega_lite_chart")  # the Altair probability chart
+    assert "Research tool, not for clinical use" in " ".join(c.value for c in page.caption)  # by the diagnosis
 
 
 def test_a_non_image_is_a_clear_error_and_the_page_keeps_working(page):
@@ -107,7 +118,7 @@ def test_gradcam_can_be_pointed_at_another_feature_map(page):
     page.selectbox(key="diag_layer").set_value(first_conv).run()
     page.file_uploader(key="diag_upload").set_value([xray_upload(2)]).run()
     assert not page.exception and not page.error
-    assert any(c.startswith("Grad-CAM for") for image in page.image for c in image.captions)
+    assert any(c.startswith("Grad-CAM for") for c in captions(page)) or "Grad-CAM map is empty" in texts(page)
 
 
 def test_a_run_without_convolutions_offers_saliency_and_says_why_not_gradcam(page):
@@ -117,8 +128,67 @@ def test_a_run_without_convolutions_offers_saliency_and_says_why_not_gradcam(pag
     assert any("no convolutional layer" in i.value for i in page.info)
     assert "diag_layer" not in [box.key for box in page.selectbox]  # no feature map to choose
     page.file_uploader(key="diag_upload").set_value([xray_upload(3)]).run()
-    captions = [caption for image in page.image for caption in image.captions]
-    assert any(c.startswith("Vanilla saliency for") for c in captions), captions
+    assert any(c.startswith("Vanilla saliency for") for c in captions(page)), captions(page)
+
+
+def test_changing_the_run_after_an_upload_keeps_the_files_and_diagnoses_them_again(page):
+    select_run(page, "seed_cnn").selectbox(key="diag_method").set_value("saliency").run()
+    page.file_uploader(key="diag_upload").set_value([xray_upload(4), xray_upload(-2)]).run()
+    assert not page.exception, page.exception
+    first = [str(m.value) for m in page.markdown if "predicted **" in str(m.value)]
+    select_run(page, "mlp")  # raises on any exception, e.g. assigning to the uploader's state
+    assert len(page.file_uploader(key="diag_upload").value) == 2  # the files stayed
+    again = [str(m.value) for m in page.markdown if "predicted **" in str(m.value)]
+    assert len(again) == 2 and sum(c.startswith("Vanilla saliency for") for c in captions(page)) == 2
+    assert len(page.dataframe) == 1 and not page.error
+    select_run(page, "seed_cnn")
+    assert [str(m.value) for m in page.markdown if "predicted **" in str(m.value)] == first
+
+
+def xray_with_empty_gradcam(runs_root) -> tuple:
+    """A built-in X-ray whose Grad-CAM for the predicted class is empty with the seed_cnn run."""
+    from core.data import BUILTIN_ZIP
+    from core.explain import is_empty_map
+    from core.runs import RunStore
+    run = next(r for r in RunStore(runs_root).list() if r.config()["arch"] == "seed_cnn")
+    diagnoser = dx.Diagnoser(run.path)
+    with zipfile.ZipFile(BUILTIN_ZIP) as archive:
+        names = sorted(n for n in archive.namelist() if n.lower().endswith(".jpeg"))
+        for name in names[::7][:400]:
+            result = diagnoser.diagnose(archive.read(name), name)
+            if is_empty_map(diagnoser.heatmap(result, "gradcam")):
+                assert not is_empty_map(diagnoser.heatmap(result, "gradcam++"))  # Grad-CAM++ is not empty
+                return name.rsplit("/", 1)[-1], archive.read(name), "image/jpeg"
+    pytest.fail("no built-in X-ray with an empty Grad-CAM map for this run")
+
+
+def test_an_empty_gradcam_says_why_and_switches_to_gradcam_plus_plus_for_that_image(page, runs_root):
+    upload = xray_with_empty_gradcam(runs_root)
+    select_run(page, "seed_cnn").selectbox(key="diag_method").set_value("gradcam").run()
+    page.file_uploader(key="diag_upload").set_value([upload, xray_upload(0)]).run()
+    assert not page.exception, page.exception
+    assert "Grad-CAM map is empty" in texts(page) and "negative everywhere" in texts(page)
+    switch = next(b for b in page.button if b.label == "Show Grad-CAM++ for this image")
+    switch.click().run()
+    assert not page.exception, page.exception
+    assert any(c.startswith("Grad-CAM++ for") and "Grad-CAM was empty" in c for c in captions(page))
+    assert page.selectbox(key="diag_method").value == "gradcam"  # the other image keeps its method
+
+
+@pytest.mark.parametrize("case", ["text with a .jpg name", "truncated JPEG", "zero bytes", "decompression bomb",
+                                  "RGBA PNG", "16-bit grayscale PNG"])
+def test_each_bad_or_odd_upload_gets_a_message_and_the_next_image_diagnoses(page, case):
+    from tests.test_bad_inputs import ACCEPTED, REFUSED
+    select_run(page, "seed_cnn")
+    name, make, expected = REFUSED.get(case) or ACCEPTED[case]
+    page.file_uploader(key="diag_upload").set_value([(name, make(), "image/png")]).run()
+    assert not page.exception, page.exception
+    if case in REFUSED:
+        assert any(name in e.value and expected in e.value for e in page.error), [e.value for e in page.error]
+    else:
+        assert f"**{name}**: predicted **" in texts(page) and not page.error
+    page.file_uploader(key="diag_upload").set_value([xray_upload(6)]).run()
+    assert not page.exception and not page.error and "predicted **" in texts(page)
 
 
 def test_a_run_with_a_damaged_model_is_a_message_not_a_crash(runs_root, tmp_path, monkeypatch):
@@ -137,14 +207,85 @@ def test_a_run_with_a_damaged_model_is_a_message_not_a_crash(runs_root, tmp_path
 
 
 def test_without_runs_the_page_says_what_to_do(tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
-    monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path))
-    app = AppTest.from_file(PAGE, default_timeout=60)
-    app.run()
+    app = app_on_diagnose(tmp_path, monkeypatch)  # through app.py: its link to Train needs the navigation
     assert not app.exception and "No finished run" in texts(app)
+    assert "Go to Train" in [link.label for link in app.get("page_link")]
+
+
+def app_on_diagnose(runs_root, monkeypatch, uploads=None):
+    """app.py under AppTest, switched to the Diagnose page (as a click in the sidebar does)."""
+    from streamlit.testing.v1 import AppTest
+    monkeypatch.setenv("CXR_RUNS_DIR", str(runs_root))
+    monkeypatch.setenv("CXR_UPLOADS_DIR", str(uploads or runs_root / "uploads"))
+    monkeypatch.chdir(ROOT)
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    app.run()
+    app.switch_page("pages/diagnose.py").run()
+    return app
+
+
+def test_through_app_navigation_an_upload_and_a_run_change_do_not_crash(runs_root, tmp_path, monkeypatch):
+    """app.py re-assigns the kept widget keys before every page; the uploader and buttons must survive it."""
+    app = app_on_diagnose(runs_root, monkeypatch, tmp_path / "uploads")
+    assert not app.exception, app.exception
+    app.file_uploader(key="diag_upload").set_value([xray_upload(1), xray_upload(8)]).run()
+    assert not app.exception, app.exception
+    assert "predicted **" in texts(app)
+    select_run(app, "mlp")
+    assert len(app.file_uploader(key="diag_upload").value) == 2 and "predicted **" in texts(app)
+    app.selectbox(key="diag_method").set_value("smoothgrad").run()
+    assert not app.exception and not app.error
 
 
 # ----------------------------------------------------------------------------- the core the page calls
+
+def test_every_run_with_a_model_that_is_not_active_is_listed_and_labelled(make_run, store):
+    runs = {state: make_run(state, name=state) for state in ("done", "cancelled", "interrupted", "running", "queued")}
+    make_run("cancelled", name="cancelled-before-any-epoch")  # no model: not listed
+    for run in runs.values():
+        run.model_path.write_bytes(b"")
+    runs["cancelled"].write_summary({"best_epoch": 3, "test": {"auc": 0.99, "macro_f1": 0.9}})
+    listed = dx.diagnosable_runs(store)
+    assert {run.id for run in listed} == {runs[s].id for s in ("done", "cancelled", "interrupted")}
+    assert dx.state_note(runs["cancelled"]) == "cancelled, best epoch 3"
+    assert dx.state_note(runs["interrupted"]) == "interrupted" and dx.state_note(runs["done"]) == ""
+    assert dx.best_run(listed).id == runs["cancelled"].id  # a cancelled run can be the best one
+
+
+def test_on_equal_quality_the_default_is_a_model_with_gradcam(store):
+    runs = []
+    for arch in ("seed_cnn", "logistic", "mlp"):  # the conv-less models are newer
+        run = store.create({"task": "binary", "arch": arch})
+        run.write_summary({"test": {"auc": 0.95, "macro_f1": 0.9}})
+        run.update_status(state="done")
+        run.model_path.write_bytes(b"")
+        runs.append(run)
+    assert dx.best_run(dx.diagnosable_runs(store)).config()["arch"] == "seed_cnn"
+    better = store.create({"task": "binary", "arch": "mlp"})
+    better.write_summary({"test": {"auc": 0.97, "macro_f1": 0.5}})
+    better.update_status(state="done")
+    better.model_path.write_bytes(b"")
+    assert dx.best_run(dx.diagnosable_runs(store)).id == better.id  # quality first
+
+
+def test_a_cancelled_run_shows_up_in_the_page_with_its_state(runs_root, tmp_path, monkeypatch):
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    from core.runs import RunStore
+    source = next(r for r in RunStore(runs_root).list() if r.config()["arch"] == "seed_cnn")
+    shutil.copytree(source.path, tmp_path / source.id)
+    copy = RunStore(tmp_path).get(source.id)
+    copy.update_status(state="cancelled")
+    monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path))
+    app = AppTest.from_file(PAGE, default_timeout=120)
+    app.run()
+    box = app.selectbox(key="diag_run")
+    assert not app.exception and box.value == copy.id
+    assert any("cancelled" in option for option in box.options), box.options
+    app.file_uploader(key="diag_upload").set_value([xray_upload(0)]).run()
+    assert not app.exception and "predicted **" in texts(app)
 
 def test_best_run_prefers_test_auc_then_macro_f1(tmp_path):
     import json
@@ -158,9 +299,50 @@ def test_best_run_prefers_test_auc_then_macro_f1(tmp_path):
         run.update_status(state="done")
         run.model_path.write_bytes(b"")
         runs.append(run)
-    (runs[0].path / "status.json").write_text(json.dumps({"state": "failed"}))
+    (runs[0].path / "status.json").write_text(json.dumps({"state": "running"}))
+    assert runs[0].id not in [run.id for run in dx.diagnosable_runs(store)]
     assert dx.best_run(dx.diagnosable_runs(store)).id == runs[2].id
     assert dx.best_run([]) is None
+
+
+def test_the_evaluate_gallery_falls_back_to_gradcam_plus_plus_and_says_so(runs_root):
+    from core import review
+    from core.explain import GRADCAM_FALLBACK_NOTE, explainer_for_run, is_empty_map, predicted_class
+    from core.runs import RunStore
+    from core.training import TrainConfig, load_data
+    runs = {run.config()["arch"]: run for run in RunStore(runs_root).list()}
+    dataset, split = load_data(TrainConfig.from_dict(runs["seed_cnn"].config()))
+    explainer = explainer_for_run(runs["seed_cnn"])
+    kinds = {}
+    for index in split.test[:120]:
+        image = review.displayable(dataset.images[index])  # (S, S), as the gallery passes it
+        pixels = dataset.images[index]
+        empty = is_empty_map(explainer.heatmap(pixels, "gradcam", predicted_class(explainer, pixels)))
+        kinds.setdefault(empty, (str(dataset.files[index]), image))
+    assert set(kinds) == {True, False}, "expected images with and without an empty Grad-CAM"
+    shown = review.explanation_overlay(runs["seed_cnn"], *kinds[True])
+    assert shown.note == GRADCAM_FALLBACK_NOTE and shown.image.shape == (32, 32, 3)
+    shown = review.explanation_overlay(runs["seed_cnn"], *kinds[False])
+    assert shown.note is None and shown.image.shape == (32, 32, 3) and shown.image.dtype == np.uint8
+    shown = review.explanation_overlay(runs["mlp"], *kinds[False])
+    assert shown.image is None and "no convolutional layer" in shown.note
+
+
+def test_an_interrupted_run_without_summary_still_diagnoses_with_its_dataset_classes(runs_root, tmp_path):
+    import shutil
+
+    from core.runs import RunStore
+    source = next(r for r in RunStore(runs_root).list() if r.config()["arch"] == "seed_cnn")
+    shutil.copytree(source.path, tmp_path / source.id)
+    copy = RunStore(tmp_path).get(source.id)
+    for name in ("summary.json", "predictions_val.npz", "predictions_test.npz"):
+        (copy.path / name).unlink()
+    copy.update_status(state="interrupted")
+    assert [run.id for run in dx.diagnosable_runs(RunStore(tmp_path))] == [copy.id]
+    diagnoser = dx.Diagnoser(copy.path)
+    assert diagnoser.class_names == ["NORMAL", "PNEUMONIA"] and diagnoser.threshold is None
+    result = diagnoser.diagnose(xray_upload(0)[1], "x.jpeg")
+    assert result.ok and result.predicted in diagnoser.class_names
 
 
 def test_results_rows_and_thumbnails():

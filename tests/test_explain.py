@@ -187,3 +187,14 @@ def test_overlay_for_file_serves_the_evaluate_gallery_from_a_saved_run(square_mo
     row, col = corners[0]
     assert row - 4 <= peak_row < row + SQUARE + 4 and col - 4 <= peak_col < col + SQUARE + 4
     assert explain.explainer_for_run(run) is explain.explainer_for_run(run)  # the model is loaded once
+
+
+# ----------------------------------------------------------------------------- empty maps
+
+def test_empty_maps_are_recognised_and_explained():
+    assert explain.is_empty_map(np.zeros((4, 4))) and explain.is_empty_map(np.full((4, 4), 0.3))
+    assert not explain.is_empty_map(explain.normalise_map(np.arange(16.0).reshape(4, 4)))
+    message = explain.empty_map_message("gradcam")
+    assert "empty" in message and "ReLU" in message and "negative everywhere" in message and "Grad-CAM++" in message
+    assert explain.empty_map_message("saliency").startswith("The Vanilla saliency map is empty")
+
