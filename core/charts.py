@@ -21,6 +21,7 @@ SPLIT_DASH = {"train": [1, 0], "val": [6, 3]}
 # Runs and curves need clearly different hues (the Streamlit theme's default is shades of blue).
 SERIES_SCALE = alt.Scale(scheme="tableau10")
 CHART_HEIGHT = 280
+PARALLEL_FLOOR = -0.3  # room below a parallel-coordinates scale for off-scale values
 
 
 def display_height(chart) -> int:
@@ -231,16 +232,36 @@ def parallel_coordinates_chart(frame: pd.DataFrame, metric: str) -> alt.Chart:
     """Parallel coordinates from `core.compare.parallel_coordinates_frame` (axes already on 0-1).
 
     One line per run, coloured by the metric; each point is labelled with the raw setting value.
+    Every axis keeps its name: names break at dots onto two lines and tilt when there are many
+    axes, and overlapping names are never dropped. Values off the numeric scale (an architecture's
+    default) sit in a grey band below it, drawn as hollow squares.
     """
     axes = list(dict.fromkeys(frame["axis"]))
+    many = len(axes) > 6
     base = alt.Chart(frame).encode(
         x=alt.X("axis:N", title="Setting (each axis scaled to its own range)", sort=axes,
-                axis=alt.Axis(labelAngle=-20, labelLimit=0)),
-        y=alt.Y("position:Q", title="Relative value (min to max)", scale=alt.Scale(domain=[-0.05, 1.05]),
-                axis=alt.Axis(labels=False, ticks=False)),
+                axis=alt.Axis(labelAngle=-30 if many else 0, labelAlign="right" if many else "center",
+                              labelLimit=0, labelOverlap=False, labelExpr="split(datum.label, '.')",
+                              labelFontSize=11)),
+        y=alt.Y("position:Q", title="Relative value (min to max)",
+                scale=alt.Scale(domain=[PARALLEL_FLOOR, 1.05]), axis=alt.Axis(labels=False, ticks=False)),
         detail="run:N")
+    band = alt.Chart(pd.DataFrame({"low": [PARALLEL_FLOOR], "high": [-0.1],
+                                   "text": ["off the scale: architecture default (or no value)"]}))
+    default_band = band.mark_rect(color="#eeeeee").encode(y="low:Q", y2="high:Q")
+    band_text = band.mark_text(align="left", baseline="bottom", x=4, dy=-2, fontSize=10, color="gray").encode(
+        y="high:Q", text="text:N")
     lines = base.mark_line(strokeWidth=2.5, opacity=0.85).encode(
         color=alt.Color("metric_value:Q", title=metric, scale=alt.Scale(scheme="viridis")),
         tooltip=["run", "axis", "label", alt.Tooltip("metric_value:Q", title=metric, format=".4f")])
-    labels = base.mark_text(align="left", dx=5, dy=-6, fontSize=11).encode(text="label:N")
-    return (lines + labels).properties(title=f"Settings against {metric}", height=CHART_HEIGHT + 60)
+    points = base.mark_point(size=60, filled=True).encode(
+        shape=alt.Shape("off_scale:N", legend=None, scale=alt.Scale(domain=[False, True],
+                                                                    range=["circle", "square"])),
+        fill=alt.condition("datum.off_scale", alt.value("white"), alt.Fill("metric_value:Q", legend=None,
+                                                                          scale=alt.Scale(scheme="viridis"))),
+        color=alt.Color("metric_value:Q", title=metric, scale=alt.Scale(scheme="viridis")),
+        tooltip=["run", "axis", "label"])
+    labels = base.mark_text(align="left", dx=6, dy=-7, fontSize=11).encode(text="label:N")
+    layers = [default_band, band_text] if frame.get("off_scale", pd.Series(dtype=bool)).any() else []
+    return alt.layer(*layers, lines, points, labels).properties(
+        title=f"Settings against {metric}", height=CHART_HEIGHT + 60)

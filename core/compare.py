@@ -18,7 +18,10 @@ TABLE_COLUMNS = ("name", "state", "arch", "task", "image_size", "epochs", "epoch
                  "error", "run_id")
 # Config keys that never make two runs "differ" in a meaningful way.
 IGNORED_DIFF_KEYS = ("name",)
-METRIC_ROWS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "average_precision", "log_loss", "brier")
+METRIC_ROWS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "macro_ovr_auc", "average_precision",
+               "log_loss", "brier")
+# Where a numeric axis puts runs that kept the architecture's default (below the 0-1 scale).
+DEFAULT_POSITION = -0.2
 
 
 # ----------------------------------------------------------------------------- flattening
@@ -102,11 +105,17 @@ def config_diff(configs: dict[str, dict]) -> pd.DataFrame:
 
 
 def metrics_side_by_side(summaries: dict[str, dict], split: str = "test") -> pd.DataFrame:
-    """Headline metrics of `split` (plus best epoch and run time): one column per run."""
+    """Headline metrics of `split`, recall per class (plus best epoch and run time): one column per run.
+
+    "auc" is disease vs normal when the classes have that view; "macro_ovr_auc" averages one
+    class against the rest over every class, so a class the model never finds pulls it down.
+    """
     columns = {}
     for name, summary in summaries.items():
         metrics = summary.get(split) or {}
         column = {metric: metrics.get(metric) for metric in METRIC_ROWS}
+        for class_name, row in (metrics.get("per_class") or {}).items():
+            column[f"recall: {class_name}"] = row.get("recall")
         column["best_val_loss"] = summary.get("best_val_loss")
         column["best_epoch"] = summary.get("best_epoch")
         column["seconds"] = summary.get("seconds")
@@ -114,6 +123,23 @@ def metrics_side_by_side(summaries: dict[str, dict], split: str = "test") -> pd.
     frame = pd.DataFrame(columns)
     frame.index.name = "metric"
     return frame
+
+
+def never_predicted(summary: dict, split: str = "test") -> list[dict]:
+    """Classes of `split` that the run never predicts, from its confusion matrix:
+    [{"class", "support"}] (works for summaries written before metrics listed them)."""
+    metrics = summary.get(split) or {}
+    matrix, names = metrics.get("confusion_matrix"), summary.get("class_names")
+    if matrix is None or not names:
+        return []
+    return [{"class": name, "support": int(sum(matrix[i]))} for i, name in enumerate(names)
+            if sum(matrix[i]) > 0 and sum(row[i] for row in matrix) == 0]
+
+
+def never_predicted_warnings(summaries: dict[str, dict], split: str = "test") -> list[str]:
+    """'b: viral never predicted (0 of 168 viral images)', one line per run and class."""
+    return [f"{name}: {item['class']} never predicted (0 of {item['support']} {item['class']} images)"
+            for name, summary in summaries.items() for item in never_predicted(summary, split)]
 
 
 def unique_names(names: list[str]) -> list[str]:
@@ -128,9 +154,11 @@ def unique_names(names: list[str]) -> list[str]:
 
 def parallel_coordinates_frame(configs: dict[str, dict], metric_values: dict[str, float | None],
                                settings: list[str] | None = None) -> pd.DataFrame:
-    """Long frame (run, axis, position 0-1, label, metric_value) for a parallel-coordinates chart.
+    """Long frame (run, axis, position, label, metric_value, off_scale) for parallel coordinates.
 
-    Numeric settings are scaled min-max; categorical ones are spread evenly in sorted order.
+    Numeric settings are scaled min-max to 0-1; categorical ones are spread evenly in sorted order.
+    On a numeric axis, a run that kept the architecture's default (value None) is not mixed into
+    the numbers: it sits apart at DEFAULT_POSITION, below the scale, labelled "default".
     By default the axes are the settings that differ between the runs; the metric is the last axis.
     """
     flat = {name: flatten(config) for name, config in configs.items()}
@@ -142,15 +170,21 @@ def parallel_coordinates_frame(configs: dict[str, dict], metric_values: dict[str
     for axis, values in columns.items():
         for name, value, position in zip(flat, values, _axis_positions(values)):
             rows.append({"run": name, "axis": axis, "position": position, "label": _setting_label(axis, value),
-                         "metric_value": metric_values.get(name)})
-    return pd.DataFrame(rows, columns=["run", "axis", "position", "label", "metric_value"])
+                         "metric_value": metric_values.get(name),
+                         "off_scale": position == DEFAULT_POSITION})
+    return pd.DataFrame(rows, columns=["run", "axis", "position", "label", "metric_value", "off_scale"])
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _axis_positions(values: list) -> list[float]:
-    numeric = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if len(numeric) == len(values) and values:
+    numeric = [v for v in values if _is_number(v)]
+    if numeric and all(_is_number(v) or v is None for v in values):
         low, high = min(numeric), max(numeric)
-        return [0.5 if high == low else (v - low) / (high - low) for v in numeric]
+        return [DEFAULT_POSITION if v is None else 0.5 if high == low else (v - low) / (high - low)
+                for v in values]
     categories = sorted({_label(v) for v in values})
     spread = max(1, len(categories) - 1)
     return [0.5 if len(categories) == 1 else categories.index(_label(v)) / spread for v in values]
@@ -160,6 +194,8 @@ def _setting_label(key: str, value) -> str:
     """A missing architecture parameter (or dropout None) means the architecture's default."""
     if value is None and (key.startswith("arch_params.") or key == "dropout"):
         return "default"
+    if value is None and key == "split_seed":
+        return "= seed"
     return _label(value)
 
 

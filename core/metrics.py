@@ -192,15 +192,32 @@ def _per_class_report(labels, predicted, class_names):
     precision, recall, f1, support = precision_recall_fscore_support(
         labels, predicted, labels=all_classes, zero_division=0
     )
+    predicted_counts = np.bincount(predicted, minlength=len(class_names))
     return {
         name: {
             "precision": precision[i],
             "recall": recall[i],
             "f1": f1[i],
             "support": support[i],
+            "predicted": predicted_counts[i],
         }
         for i, name in enumerate(class_names)
     }
+
+
+def never_predicted(per_class: dict) -> list[dict]:
+    """Classes present in the labels that the model never predicts: [{"class", "support"}].
+
+    A headline AUC can look excellent while a whole class is silently folded into another.
+    """
+    return [{"class": name, "support": int(row["support"])} for name, row in per_class.items()
+            if row["support"] > 0 and row["predicted"] == 0]
+
+
+def never_predicted_notes(metrics: dict) -> list[str]:
+    """'viral: never predicted (0 of 168)' for each class the model never predicts."""
+    return [f"{item['class']}: never predicted (0 of {item['support']})"
+            for item in metrics.get("never_predicted") or []]
 
 
 def _balanced_accuracy(labels, predicted):
@@ -261,17 +278,21 @@ def classification_metrics(probabilities, labels, class_names, threshold=None) -
     binary_truth, scores = _binary_view(probs, labels, names)
     all_classes = list(range(len(names)))
     macro_ovr_auc = _macro_ovr_auc(probs, labels)
+    per_class = _per_class_report(labels, predicted, names)
     metrics = {
         "n": len(labels),
         "threshold": threshold if scores is not None else None,
         "accuracy": accuracy_score(labels, predicted),
         "balanced_accuracy": _balanced_accuracy(labels, predicted),
         "macro_f1": f1_score(labels, predicted, average="macro", zero_division=0),
-        "per_class": _per_class_report(labels, predicted, names),
+        "per_class": per_class,
+        "recall_per_class": {name: row["recall"] for name, row in per_class.items()},
+        "never_predicted": never_predicted(per_class),
         "confusion_matrix": confusion_matrix(labels, predicted, labels=all_classes),
         "confusion_matrix_normalized": confusion_matrix(
             labels, predicted, labels=all_classes, normalize="true"
         ),
+        # "auc" is the headline: disease vs normal when there is that view, else macro OvR.
         "auc": macro_ovr_auc if scores is None else _binary_auc(binary_truth, scores),
         "macro_ovr_auc": macro_ovr_auc,
         "average_precision": _binary_average_precision(binary_truth, scores),
@@ -279,6 +300,79 @@ def classification_metrics(probabilities, labels, class_names, threshold=None) -
         "brier": _binary_brier(binary_truth, scores),
     }
     return _to_json(metrics)
+
+
+# ---------------------------------------------------------------- uncertainty
+
+
+def _headline_auc(probs, labels, names):
+    binary_truth, scores = _binary_view(probs, labels, names)
+    if scores is None:
+        return _macro_ovr_auc(probs, labels)
+    return _binary_auc(binary_truth, scores)
+
+
+def _interval(values, confidence):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    tail = (1 - confidence) / 2 * 100
+    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+
+
+def patient_bootstrap_ci(probabilities, labels, class_names, patient_ids, threshold=None,
+                         n_resamples=500, confidence=0.95, seed=0) -> dict:
+    """Bootstrap confidence intervals of accuracy and the headline AUC, resampling PATIENTS.
+
+    Images of one patient are correlated, so whole patients are drawn with replacement.
+    Returns {"accuracy": [low, high], "auc": [low, high] or None, "n_resamples", "confidence"}.
+    """
+    if n_resamples < 10:
+        raise ValueError(f"n_resamples must be at least 10, got {n_resamples}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    probs, labels, names = _validated(probabilities, labels, class_names)
+    patients = np.asarray(patient_ids).astype(str)
+    if len(patients) != len(labels):
+        raise ValueError(f"patient_ids has {len(patients)} entries but labels has {len(labels)}")
+    correct = predict_with_threshold(probs, names, threshold) == labels
+    groups, inverse = np.unique(patients, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(groups))]
+    rng = np.random.default_rng(seed)
+    accuracies, aucs = [], []
+    for _ in range(n_resamples):
+        idx = np.concatenate([members[g] for g in rng.integers(0, len(groups), len(groups))])
+        accuracies.append(correct[idx].mean())
+        aucs.append(_headline_auc(probs[idx], labels[idx], names))
+    return {"accuracy": _interval(accuracies, confidence), "auc": _interval(aucs, confidence),
+            "n_resamples": n_resamples, "confidence": confidence}
+
+
+# ---------------------------------------------------------------- explaining one decision
+
+
+def decision_notes(probabilities, class_names, threshold=None) -> list[str]:
+    """Why each row got its predicted class, in words.
+
+    With a threshold on a dataset with a disease-vs-normal view, the threshold decided:
+    'disease score 0.38 < threshold 0.45' (plus the likeliest disease class with 3+ classes).
+    Otherwise the most likely class won: 'P(NORMAL) 0.62'.
+    """
+    names = _validated_class_names(class_names)
+    probs = _validated_probabilities(probabilities, names)
+    predicted = predict_with_threshold(probs, names, threshold)
+    scores = positive_scores(probs, names)
+    if threshold is None or scores is None:
+        return [f"P({names[p]}) {probs[i, p]:.2f}" for i, p in enumerate(predicted)]
+    notes = []
+    normal = _normal_index(names) if len(names) > 2 else None
+    for i, p in enumerate(predicted):
+        relation = "≥" if scores[i] >= threshold else "<"
+        note = f"disease score {scores[i]:.2f} {relation} threshold {threshold:.2f}"
+        if normal is not None and p != normal:
+            note += f", {names[p]} likeliest ({probs[i, p]:.2f})"
+        notes.append(note)
+    return notes
 
 
 # ---------------------------------------------------------------- curves

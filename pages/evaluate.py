@@ -51,13 +51,27 @@ def threshold_input(run, split: str, f1) -> float | None:
                           f" ({best_on_val:.2f})." if best_on_val is not None else None)
 
 
-def headline(metrics: dict) -> None:
-    cols = st.columns(5)
-    for col, (label, key) in zip(cols, (("Accuracy", "accuracy"), ("Balanced accuracy", "balanced_accuracy"),
-                                        ("Macro-F1", "macro_f1"), ("AUC", "auc"),
-                                        ("Average precision", "average_precision"))):
+def headline(metrics: dict, class_names, disease_view: bool) -> None:
+    """The headline numbers; with 3+ classes also macro one-vs-rest AUC and every class's recall,
+    because a disease-vs-normal AUC can look excellent while one class is never predicted."""
+    multi_class = len(class_names) > 2
+    shown = [("Accuracy", "accuracy"), ("Balanced accuracy", "balanced_accuracy"), ("Macro-F1", "macro_f1")]
+    if not multi_class:
+        shown.append(("AUC", "auc"))
+    elif disease_view:
+        shown += [("AUC (disease vs normal)", "auc"), ("Macro one-vs-rest AUC", "macro_ovr_auc")]
+    else:
+        shown.append(("AUC (macro one-vs-rest)", "macro_ovr_auc"))
+    shown.append(("Average precision", "average_precision"))
+    for col, (label, key) in zip(st.columns(len(shown)), shown):
         value = metrics.get(key)
         col.metric(label, f"{value:.3f}" if value is not None else "—")
+    recalls = metrics.get("recall_per_class") or {}
+    if recalls:
+        for col, (name, value) in zip(st.columns(len(recalls)), recalls.items()):
+            col.metric(f"Recall: {name}", f"{value:.3f}" if value is not None else "—")
+    for note in metrics_lib.never_predicted_notes(metrics):
+        st.warning(note, icon=":material/visibility_off:")
 
 
 def confusion_and_classes(metrics: dict, class_names) -> None:
@@ -112,15 +126,25 @@ def gallery(run, predictions: dict, threshold: float | None) -> None:
     images = review.images_by_file(dataset.files, dataset.images, [w["file"] for w in wrong])
     show_overlay = (review.explanations_available() and run.has_model()
                     and st.checkbox("Show Grad-CAM overlays", key="eval_gradcam"))
+    reasons = decision_reasons(predictions, threshold)
     cols = st.columns(GALLERY_COLUMNS)
     for i, item in enumerate(wrong):
         if item["file"] not in images:
             continue
         image = review.displayable(images[item["file"]])
-        overlay = review.explanation_overlay(run, item["file"], image) if show_overlay else None
-        caption = f"true {item['true']} → predicted {item['predicted']} ({item['confidence']:.0%})"
-        cols[i % GALLERY_COLUMNS].image(image if overlay is None else overlay, caption=caption,
-                                        width="stretch")
+        caption = f"true {item['true']} → predicted {item['predicted']} · {reasons[item['file']]}"
+        if show_overlay:
+            explained = review.explanation_overlay(run, item["file"], image)
+            image = image if explained.image is None else explained.image
+            caption += f" · {explained.note}" if explained.note else ""
+        cols[i % GALLERY_COLUMNS].image(image, caption=caption, width="stretch")
+
+
+def decision_reasons(predictions: dict, threshold: float | None) -> dict[str, str]:
+    """File -> why it got its class: disease score against the threshold when one decides,
+    else the predicted class's probability."""
+    notes = metrics_lib.decision_notes(predictions["probabilities"], predictions["class_names"], threshold)
+    return dict(zip((str(f) for f in predictions["files"]), notes))
 
 
 def downloads(run) -> None:
@@ -134,7 +158,6 @@ def downloads(run) -> None:
         cols[0].caption("No saved model.")
 
 
-@common.guarded
 def main() -> None:
     st.title("Evaluate")
     store = common.run_store()
@@ -151,7 +174,7 @@ def main() -> None:
     threshold = threshold_input(run, split, results["f1_threshold"])
     metrics = metrics_lib.classification_metrics(predictions["probabilities"], predictions["labels"],
                                                  predictions["class_names"], threshold)
-    headline(metrics)
+    headline(metrics, predictions["class_names"], results["f1_threshold"] is not None)
     confusion_and_classes(metrics, predictions["class_names"])
     curve_charts(results, threshold)
     gallery(run, predictions, threshold)

@@ -3,12 +3,13 @@ side by side: curves, metrics, config diff, confusion matrices, ROC and parallel
 import pandas as pd
 import streamlit as st
 
-from core import charts, compare, metrics as metrics_lib
+from core import charts, common_split, compare, metrics as metrics_lib
 from core.runs import ACTIVE_STATES, STATES
 from pages import common
 
 COMPARE_KEY = "runs_compare_ids"
 MAX_COMPARE = 6
+COMMON_RESULTS_KEY = "compare_common_test_results"  # {selection key: result}, kept for the session
 COMPARE_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", "best_val_loss")
 TABLE_COLUMNS = {
     "name": st.column_config.TextColumn("name", pinned=True),
@@ -105,7 +106,9 @@ def comparison(run_ids: list[str]) -> None:
                 with st.expander(f"Traceback of {label}"):
                     st.code(status["traceback"])
     curves(runs, labels)
+    test_set_warning(runs, labels)
     side_by_side_metrics(runs, labels)
+    common_test_split(runs, labels)
     config_difference(runs, labels)
     confusion_matrices(runs, labels)
     roc_overlay(runs, labels)
@@ -130,12 +133,89 @@ def curves(runs, labels) -> None:
     draw()
 
 
+def test_set_warning(runs, labels) -> None:
+    """Say plainly when the runs were not scored on the same test images."""
+    differences = common_split.test_set_differences({label: run.config() for run, label in zip(runs, labels)})
+    if differences:
+        lines = "\n".join(f"- {line}" for line in common_split.describe_differences(differences))
+        st.warning("**These runs were tested on different test sets (or saw them differently)**, so their "
+                   "saved metrics below are not directly comparable:\n" + lines +
+                   "\n\nUse **Score on one common test split** below for a fair comparison.",
+                   icon=":material/warning:")
+
+
 def side_by_side_metrics(runs, labels) -> None:
     st.subheader("Metrics")
     split = st.radio("Split", ("test", "val"), horizontal=True, key="runs_metrics_split")
-    frame = compare.metrics_side_by_side({label: run.summary() for run, label in zip(runs, labels)}, split)
-    whole = pd.IndexSlice[["best_epoch", "seconds"], :]
-    st.dataframe(frame.style.format(precision=4, na_rep="—").format(precision=0, na_rep="—", subset=whole))
+    summaries = {label: run.summary() for run, label in zip(runs, labels)}
+    for line in compare.never_predicted_warnings(summaries, split):
+        st.warning(line, icon=":material/visibility_off:")
+    frame = compare.metrics_side_by_side(summaries, split)
+    st.dataframe(as_text(frame, 4, whole_rows=("best_epoch", "seconds")))
+    st.caption("auc: disease vs normal where the classes have that view (else macro one-vs-rest); "
+               "macro_ovr_auc: each class against the rest, averaged, so a class the model never "
+               "finds pulls it down; recall: the share of each class that was found.")
+
+
+def common_test_split(runs, labels) -> None:
+    """Score the chosen runs on one common test split (the reference's unseen test patients)."""
+    st.subheader("Score on one common test split")
+    st.caption("Takes the test patients of a reference run, removes every patient that any of these "
+               "runs trained or validated on, and scores each run's model on the remaining images at "
+               "its own image size and colour mode (most likely class decides).")
+    by_label = dict(zip(labels, runs))
+    if st.session_state.get("runs_common_reference") not in labels:  # another selection of runs
+        st.session_state.pop("runs_common_reference", None)
+    reference = st.selectbox("Reference run (whose test patients are the starting point)", labels,
+                             key="runs_common_reference")
+    selection = (tuple(sorted((run.id, _model_time(run)) for run in runs)), by_label[reference].id)
+    results = st.session_state.setdefault(COMMON_RESULTS_KEY, {})
+    if st.button("Score these runs on one common test split", icon=":material/balance:",
+                 key="runs_common_button"):
+        results[selection] = _score_common(by_label, reference)
+    result = results.get(selection)
+    if result is None:
+        return
+    if isinstance(result, str):
+        st.warning(result)
+        return
+    st.success(f"Common test set: {result['test_set'].describe()}")
+    table = pd.DataFrame(common_split.scores_table(result["scores"])).set_index("run")
+    st.dataframe(as_text(table, 3, whole_columns=("images", "patients")))
+    for label, score in result["scores"].items():
+        for note in metrics_lib.never_predicted_notes(score["metrics"]):
+            st.warning(f"{label}: {note}", icon=":material/visibility_off:")
+    st.caption("95% CI: bootstrap over patients (500 resamples). Runs with different tasks are scored "
+               "against their own labels for the same images.")
+
+
+def as_text(frame: pd.DataFrame, digits: int, whole_rows=(), whole_columns=()) -> pd.DataFrame:
+    """Numbers as fixed-precision text and missing values as '—' (st.dataframe would print 'None'
+    for a recall a run does not have, e.g. a binary run next to a 3-class one)."""
+    def cell(value, whole):
+        if value is None or (isinstance(value, float) and pd.isna(value)):
+            return "—"
+        if isinstance(value, (int, float)):
+            return f"{value:.0f}" if whole else f"{value:.{digits}f}"
+        return str(value)
+    return pd.DataFrame({column: [cell(v, row in whole_rows or column in whole_columns)
+                                  for row, v in frame[column].items()] for column in frame.columns},
+                        index=frame.index)
+
+
+def _model_time(run) -> float:
+    return run.model_path.stat().st_mtime if run.has_model() else 0.0
+
+
+def _score_common(by_label: dict, reference: str):
+    """The scores, or a message saying why the runs cannot be scored together."""
+    bar = st.progress(0.0, text="Rebuilding the runs' splits…")
+    try:
+        return common_split.score_runs(by_label, reference, lambda text, share: bar.progress(share, text=text))
+    except (ValueError, OSError) as exc:  # CommonSplitError, DataError, a missing dataset or model
+        return f"Cannot score these runs on one common test split: {exc}"
+    finally:
+        bar.empty()
 
 
 def config_difference(runs, labels) -> None:
@@ -191,7 +271,6 @@ def parallel_coordinates(runs, labels) -> None:
 
 # ----------------------------------------------------------------------------- page
 
-@common.guarded
 def main() -> None:
     st.title("Runs & Compare")
     store = common.run_store()

@@ -73,6 +73,43 @@ def test_parallel_coordinates_scales_numeric_and_categorical_axes():
     assert frame[frame["axis"] == "metric"].set_index("run")["position"]["c"] == 1
 
 
+def test_parallel_coordinates_keeps_a_numeric_axis_numeric_next_to_a_default():
+    configs = {"a": TrainConfig(dropout=None).to_dict(), "b": TrainConfig(dropout=0.2).to_dict(),
+               "c": TrainConfig(dropout=0.6).to_dict()}
+    frame = compare.parallel_coordinates_frame(configs, {"a": 0.8, "b": 0.6, "c": 0.9})
+    dropout = frame[frame["axis"] == "dropout"].set_index("run")
+    assert dropout.loc["b", "position"] == 0 and dropout.loc["c", "position"] == 1  # scaled as numbers
+    assert dropout.loc["a", "position"] == compare.DEFAULT_POSITION < 0  # apart, below the scale
+    assert dropout.loc["a", "label"] == "default" and dropout["off_scale"].tolist() == [True, False, False]
+    spec = _spec(charts.parallel_coordinates_chart(frame, "test_accuracy"))
+    assert any(layer["mark"].get("type") == "rect" for layer in spec["layer"])  # the off-scale band
+
+
+def test_parallel_coordinates_axis_labels_are_never_dropped_at_many_axes():
+    overrides = {"learning_rate": 0.01, "batch_size": 64, "dropout": 0.4, "epochs": 4, "optimizer": "sgd",
+                 "image_size": 64, "label_smoothing": 0.1, "weight_decay": 0.01, "momentum": 0.5,
+                 "augmentation.rotation_degrees": 10}
+    configs = {"a": TrainConfig().to_dict(), "b": TrainConfig().with_overrides(overrides).to_dict()}
+    frame = compare.parallel_coordinates_frame(configs, {"a": 0.5, "b": 0.7})
+    assert frame["axis"].nunique() == len(overrides) + 1
+    spec = _spec(charts.parallel_coordinates_chart(frame, "test_accuracy"))
+    axis = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "line")["encoding"]["x"]["axis"]
+    assert axis["labelOverlap"] is False and axis["labelLimit"] == 0 and axis["labelAngle"] != 0
+
+
+def test_metrics_side_by_side_shows_macro_auc_recall_and_never_predicted_classes(make_run):
+    run = make_run("done", class_names=("normal", "bacterial", "viral"), task="subtype")
+    summary = run.summary()
+    frame = compare.metrics_side_by_side({"a": summary}, "test")
+    assert frame.loc["macro_ovr_auc", "a"] == summary["test"]["macro_ovr_auc"]
+    assert frame.loc["recall: viral", "a"] == summary["test"]["per_class"]["viral"]["recall"]
+    assert compare.never_predicted_warnings({"a": summary}) == []
+    # A model that folds every viral image into bacterial: viral is never predicted.
+    matrix = [[10, 2, 0], [1, 20, 0], [0, 7, 0]]
+    summary = {"class_names": ["normal", "bacterial", "viral"], "test": {"confusion_matrix": matrix}}
+    assert compare.never_predicted_warnings({"b": summary}) == ["b: viral never predicted (0 of 7 viral images)"]
+
+
 def test_epoch_time_estimate_uses_runs_of_same_arch_and_size():
     history = [{"images_per_sec": 100.0}, {"images_per_sec": 500.0}, {"images_per_sec": 500.0}]
     past = [({"arch": "seed_cnn", "image_size": 32}, history),

@@ -459,3 +459,55 @@ def test_invalid_grid_sizes_raise(binary_run):
         metrics.f1_vs_threshold(probabilities, labels, names, n=1)
     with pytest.raises(ValueError):
         metrics.calibration(probabilities, labels, names, n_bins=0)
+
+
+# ---------------------------------------------------------------- hidden classes and decisions
+
+
+def test_a_class_never_predicted_is_flagged_with_its_recall():
+    names = ["normal", "bacterial", "viral"]
+    labels = np.array([0, 0, 1, 1, 2, 2, 2])
+    # viral images all lean bacterial: the disease-vs-normal view is perfect, viral is never found
+    probabilities = np.array([[0.8, 0.1, 0.1], [0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.1, 0.55, 0.35],
+                              [0.1, 0.6, 0.3], [0.05, 0.5, 0.45], [0.2, 0.5, 0.3]])
+    result = metrics.classification_metrics(probabilities, labels, names)
+    assert result["auc"] == 1.0
+    assert result["macro_ovr_auc"] < 1.0
+    assert result["recall_per_class"] == {"normal": 1.0, "bacterial": 1.0, "viral": 0.0}
+    assert result["never_predicted"] == [{"class": "viral", "support": 3}]
+    assert metrics.never_predicted_notes(result) == ["viral: never predicted (0 of 3)"]
+    assert result["per_class"]["bacterial"]["predicted"] == 5
+
+
+def test_a_class_absent_from_the_labels_is_not_flagged(three_class_run):
+    probabilities, labels, names = three_class_run
+    keep = labels != 2
+    result = metrics.classification_metrics(probabilities[keep], labels[keep], names)
+    assert all(item["class"] != "viral" for item in result["never_predicted"])
+
+
+def test_decision_notes_name_the_threshold_when_it_decides():
+    names = ["NORMAL", "PNEUMONIA"]
+    probabilities = np.array([[0.62, 0.38], [0.3, 0.7]])
+    assert metrics.decision_notes(probabilities, names, 0.45) == [
+        "disease score 0.38 < threshold 0.45", "disease score 0.70 ≥ threshold 0.45"]
+    assert metrics.decision_notes(probabilities, names) == ["P(NORMAL) 0.62", "P(PNEUMONIA) 0.70"]
+    three = np.array([[0.2, 0.5, 0.3]])
+    assert metrics.decision_notes(three, THREE_CLASS_NAMES, 0.5) == [
+        "disease score 0.80 ≥ threshold 0.50, bacterial likeliest (0.50)"]
+    # without a disease-vs-normal view the threshold cannot decide: the likeliest class did
+    assert metrics.decision_notes(three, FOLDER_NAMES, 0.5) == ["P(dogs) 0.50"]
+
+
+def test_bootstrap_resamples_patients_and_rejects_bad_settings(binary_run):
+    probabilities, labels, names = binary_run
+    one_patient = np.array(["p"] * len(labels))
+    result = metrics.patient_bootstrap_ci(probabilities, labels, names, one_patient, n_resamples=20)
+    # one patient: every resample is the whole set, so the interval collapses onto the estimate
+    point = metrics.classification_metrics(probabilities, labels, names)
+    assert result["accuracy"] == pytest.approx([point["accuracy"]] * 2)
+    assert result["auc"] == pytest.approx([point["auc"]] * 2)
+    with pytest.raises(ValueError, match="n_resamples"):
+        metrics.patient_bootstrap_ci(probabilities, labels, names, one_patient, n_resamples=1)
+    with pytest.raises(ValueError, match="confidence"):
+        metrics.patient_bootstrap_ci(probabilities, labels, names, one_patient, confidence=1.5)
