@@ -5,7 +5,6 @@ Plain Python + pandas on what the run store returns (`Run.describe()`, `Run.conf
 """
 from __future__ import annotations
 
-import statistics
 
 import pandas as pd
 
@@ -207,32 +206,7 @@ def _label(value) -> str:
     return str(value)
 
 
-# ----------------------------------------------------------------------------- estimates
-
-def images_per_second(history: list[dict]) -> float | None:
-    """Steady training speed of a run: the median images/s of its epochs after the first
-    (the first includes graph tracing), or the first when it is all there is."""
-    speeds = [row["images_per_sec"] for row in history if row.get("images_per_sec")]
-    if not speeds:
-        return None
-    return float(statistics.median(speeds[1:] or speeds))
-
-
-def estimate_epoch_seconds(past_runs: list[tuple[dict, list[dict]]], arch: str, image_size: int,
-                           train_images: int, color_mode: str | None = None) -> float | None:
-    """Seconds per epoch for `train_images` from finished runs of the same architecture and image
-    size (and colour mode when given); None when there is no such run yet."""
-    speeds = []
-    for config, history in past_runs:
-        same = config.get("arch") == arch and config.get("image_size") == image_size
-        if same and (color_mode is None or config.get("color_mode", "grayscale") == color_mode):
-            speed = images_per_second(history)
-            if speed:
-                speeds.append(speed)
-    if not speeds or train_images <= 0:
-        return None
-    return train_images / statistics.median(speeds)
-
+# ----------------------------------------------------------------------------- formatting
 
 def format_seconds(seconds: float | None) -> str:
     """'42 s', '3 min 5 s', '1 h 2 min'; '—' for None."""

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from pathlib import Path
 
 from core import data as data_lib
+from core.runs import atomic_path
 from core.training import Augmentation, TrainConfig
 
 # TrainConfig fields chosen on the Dataset page and carried over to the Train page.
@@ -101,12 +101,6 @@ def train_image_estimate(n_images: int, settings: dict, own_train_images: int | 
 
 # ----------------------------------------------------------------------------- uploads
 
-def uploads_dir() -> Path:
-    """Where uploaded datasets are kept: `CXR_UPLOADS_DIR`, else `uploads/` next to the dataset cache."""
-    default = data_lib.cache_dir().parent / "uploads"
-    return Path(os.environ.get("CXR_UPLOADS_DIR", default))
-
-
 def save_upload(content: bytes, file_name: str) -> Path:
     """Save an uploaded .zip/.npz as `<uploads>/<sha>.<ext>` (same content, same path) and return it."""
     suffix = Path(file_name).suffix.lower()
@@ -114,12 +108,10 @@ def save_upload(content: bytes, file_name: str) -> Path:
         raise data_lib.DataError(f"{file_name}: upload a .zip of class folders or a MedMNIST .npz file")
     if not content:
         raise data_lib.DataError(f"{file_name} is empty")
-    target = uploads_dir() / f"{hashlib.sha256(content).hexdigest()[:20]}{suffix}"
+    target = data_lib.uploads_dir() / f"{hashlib.sha256(content).hexdigest()[:20]}{suffix}"
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f"{suffix}.tmp{os.getpid()}")
-        tmp.write_bytes(content)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(content)
     return target
 
 

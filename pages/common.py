@@ -1,5 +1,5 @@
-"""Shared Streamlit helpers: the cached job manager and datasets, the dataset settings carried
-between pages, and a guard that turns any page error into a message instead of a crash.
+"""Shared Streamlit helpers: the cached job manager and datasets, the settings kept across page
+changes and browser reloads, and the set-up every page needs (entering through app.py).
 
 TensorFlow is never imported here at module level: `core.jobs` and `core.training` only import
 it inside functions, and `core.models` is imported inside cached functions.
@@ -11,8 +11,6 @@ import json
 import os
 import sys
 import threading
-import traceback
-from functools import wraps
 
 import streamlit as st
 
@@ -28,7 +26,7 @@ UNSETTABLE_SUFFIXES = ("_button", "_table")
 # Forms whose settings are saved to disk (ui_state) and come back after a browser reload; choices of
 # a run or sweep and internal flags are not worth keeping.
 SAVED_PREFIXES = ("ds_", "train_", "sweep_")
-NOT_SAVED = ("train_from_run", "train_queue_was_active", "sweep_base_run", "sweep_view_id")
+NOT_SAVED = ("train_from_run", "train_queue_was_active", "sweep_base_run", "sweep_view_id", "sweep_launched_id")
 RESTORED_KEY = "_settings_restored"
 SAVED_SNAPSHOT_KEY = "_settings_saved"
 # A run's config handed from "Re-run" (Runs page) to the Train form.
@@ -118,6 +116,15 @@ def warm_up_models() -> threading.Thread:
                               name="cxr-warm-up", daemon=True)
     thread.start()
     return thread
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def model_stats(arch: str, image_size: int, channels: int, num_classes: int, params_json: str,
+                dropout: float | None = None) -> dict:
+    """Parameter counts and MACs per image of the model these settings build (imports Keras)."""
+    from core import models
+    model = models.build_model(arch, image_size, channels, num_classes, json.loads(params_json), dropout)
+    return models.model_stats(model)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -225,18 +232,3 @@ def show_chart(chart, where=None) -> None:
 def no_runs_yet(message: str = "No runs yet: go to **Train** to launch one.") -> None:
     st.info(message, icon=":material/info:")
     st.page_link(PAGE_PATHS["train"], label="Go to Train", icon=":material/model_training:")
-
-
-# ----------------------------------------------------------------------------- safety
-
-def guarded(page):
-    """Run `page()`; an unexpected error becomes a message on the page, never a dead app."""
-    @wraps(page)
-    def wrapper(*args, **kwargs):
-        try:
-            return page(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - st.rerun/st.stop are BaseExceptions and pass through
-            st.error(f"Something went wrong on this page: {type(exc).__name__}: {exc}")
-            with st.expander("Details"):
-                st.code(traceback.format_exc())
-    return wrapper

@@ -192,22 +192,14 @@ def planned_configs(base: dict, axes, mode: str, count: int) -> list[dict] | Non
         return None
 
 
-@st.cache_data(show_spinner="Building the model to measure its cost…", max_entries=64)
-def model_macs(arch: str, image_size: int, channels: int, num_classes: int, params_json: str) -> float | None:
-    """MACs per image of the model a config builds (None when it cannot be built, e.g. missing weights)."""
-    from core import models
-    try:
-        model = models.build_model(arch, image_size, channels, num_classes, json.loads(params_json))
-    except Exception:  # noqa: BLE001 - no cost, no scaled estimate; the page still works
-        return None
-    return models.model_stats(model)["macs"]
-
-
 def config_macs(config: dict) -> float | None:
     channels = 1 if config.get("color_mode", "grayscale") == "grayscale" else 3
     classes = 3 if config.get("task") == "subtype" else 2  # the last layer barely changes the cost
-    return model_macs(config["arch"], int(config["image_size"]), channels, classes,
-                      json.dumps(config.get("arch_params") or {}, sort_keys=True))
+    try:
+        return common.model_stats(config["arch"], int(config["image_size"]), channels, classes,
+                                  json.dumps(config.get("arch_params") or {}, sort_keys=True))["macs"]
+    except Exception:  # noqa: BLE001 - e.g. transfer weights missing: no cost, no scaled estimate
+        return None
 
 
 def preview(store, configs: list[dict], mode: str, count: int) -> None:

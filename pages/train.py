@@ -22,15 +22,6 @@ def model_registry():
     return models.ARCHITECTURES
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def model_size(arch: str, image_size: int, channels: int, num_classes: int, params_json: str,
-               dropout: float | None) -> dict:
-    """Parameter count and MACs of the model these settings build."""
-    from core import models
-    model = models.build_model(arch, image_size, channels, num_classes, json.loads(params_json), dropout)
-    return models.model_stats(model)
-
-
 # ----------------------------------------------------------------------------- starting points
 
 # TrainConfig field -> widget key of this page.
@@ -248,7 +239,7 @@ def launch_preview(config, split, num_classes: int) -> None:
     cols = st.columns(4)
     try:
         with st.spinner("Building the model to count its parameters…"):
-            stats = model_size(config.arch, config.image_size, config.channels, num_classes,
+            stats = common.model_stats(config.arch, config.image_size, config.channels, num_classes,
                                json.dumps(config.arch_params, sort_keys=True), config.dropout)
     except Exception as exc:  # noqa: BLE001 - e.g. transfer weights missing: still allow a look
         st.warning(f"The model could not be built to measure it: {exc}")

@@ -110,16 +110,6 @@ def test_metrics_side_by_side_shows_macro_auc_recall_and_never_predicted_classes
     assert compare.never_predicted_warnings({"b": summary}) == ["b: viral never predicted (0 of 7 viral images)"]
 
 
-def test_epoch_time_estimate_uses_runs_of_same_arch_and_size():
-    history = [{"images_per_sec": 100.0}, {"images_per_sec": 500.0}, {"images_per_sec": 500.0}]
-    past = [({"arch": "seed_cnn", "image_size": 32}, history),
-            ({"arch": "mlp", "image_size": 32}, [{"images_per_sec": 1.0}])]
-    assert compare.images_per_second(history) == 500.0  # the first (tracing) epoch is left out
-    assert compare.estimate_epoch_seconds(past, "seed_cnn", 32, 1000) == pytest.approx(2.0)
-    assert compare.estimate_epoch_seconds(past, "seed_cnn", 64, 1000) is None
-    assert compare.estimate_epoch_seconds([], "seed_cnn", 32, 1000) is None
-
-
 def test_formatting_helpers():
     assert compare.format_seconds(None) == "—"
     assert compare.format_seconds(42.4) == "42 s"
