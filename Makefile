@@ -31,7 +31,7 @@ bench: venv
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
 
-# Screenshots of every page for the docs: the browser end-to-end test, saving to docs/screenshots/.
+# Screenshots of every page for the docs: the real-browser journey suite, saving to docs/screenshots/.
 .PHONY: screenshots
 screenshots: venv
-	SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest tests/test_browser.py -q
+	SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest tests/test_journey.py -q

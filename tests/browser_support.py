@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -78,3 +79,60 @@ def screenshot_dir() -> Path:
         folder = ROOT / folder
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+# ----------------------------------------------------------------------------- UI helpers
+
+VIEWPORT = {"width": 1440, "height": 1000}
+STEP_TIMEOUT_MS = 180_000   # one UI step (page load, model build, rerun) on a busy machine
+
+
+def settle(page) -> None:
+    """Wait until Streamlit has finished its current run: no script running, nothing greyed out."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => { const app = document.querySelector('[data-testid=\"stApp\"]');"
+        " return app && app.getAttribute('data-test-script-state') !== 'running'"
+        " && !document.querySelector('[data-stale=\"true\"]'); }", timeout=STEP_TIMEOUT_MS)
+    page.wait_for_timeout(300)
+
+
+def snap(page, name: str) -> None:
+    """A screenshot of the whole page: the viewport is stretched to the page's height first,
+    because Streamlit scrolls inside its main area rather than the document."""
+    settle(page)
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMainBlockContainer\"]').scrollHeight")
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": max(VIEWPORT["height"], height + 160)})
+    page.wait_for_timeout(800)  # charts re-layout to the new size
+    settle(page)
+    page.screenshot(path=str(screenshot_dir() / f"{name}.png"), full_page=True)
+    page.set_viewport_size(VIEWPORT)
+
+
+def go_to(page, title: str, heading: str) -> None:
+    page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).first.click()
+    page.get_by_role("heading", name=re.compile(heading)).first.wait_for()
+    settle(page)
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick `option` in the selectbox labelled `label`."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    box = page.get_by_role("combobox", name=label, exact=True)
+    for _ in range(5):  # a live-view rerun can close the list before the click lands: retry
+        box.click()
+        box.fill(option)  # typing filters the list and opens it
+        try:
+            page.get_by_role("option", name=option, exact=True).first.click(timeout=5000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    settle(page)
+    assert box.input_value() == option
+
+
+def type_into(page, label: str, text: str) -> None:
+    field = page.get_by_label(label, exact=True)
+    field.fill(text)
+    field.press("Enter")
+    settle(page)

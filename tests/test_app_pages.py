@@ -1,40 +1,15 @@
 """Every dashboard page through Streamlit's AppTest: empty store, finished / failed / running runs,
 bad input, and a real (tiny) training launched from the Train page."""
 import time
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.runs import RunStore
+from tests.apptest_support import APP, TIMEOUT, assert_clean, open_page, texts  # noqa: F401 - shared
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ("pages/home.py", "pages/dataset.py", "pages/train.py", "pages/sweeps.py", "pages/runs.py",
          "pages/evaluate.py", "pages/diagnose.py")
-TIMEOUT = 180  # the first Train page run imports TensorFlow and builds a model
-
-
-def open_page(page: str, session: dict | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    for key, value in (session or {}).items():
-        at.session_state[key] = value
-    at.run()
-    if page != "pages/home.py":
-        at.switch_page(page).run()
-    return at
-
-
-def assert_clean(at: AppTest) -> None:
-    """No uncaught exception and no error message on the page."""
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
-
-
-def texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [m.value for m in at.caption] + [m.value for m in at.info]
-    parts += [m.value for m in at.success] + [m.value for m in at.warning]
-    parts += [p.proto.text for p in at.get("progress")]
-    return "\n".join(parts)
 
 
 def small_dataset(image_size: int = 32) -> dict:

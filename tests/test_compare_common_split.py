@@ -152,7 +152,7 @@ def trained_app(trained, monkeypatch, tmp_path_factory, tmp_path):
 
 
 def test_compare_page_warns_and_scores_on_one_common_split(trained_app):
-    from tests.test_app_pages import assert_clean, open_page, texts
+    from tests.apptest_support import assert_clean, open_page, texts
     ids = [trained_app[label].id for label in ("small", "larger", "subtype")]
     at = open_page("pages/runs.py", {"runs_compare_ids": ids})
     assert_clean(at)
@@ -173,7 +173,7 @@ def test_compare_page_warns_and_scores_on_one_common_split(trained_app):
 
 
 def test_evaluate_gallery_captions_say_what_decided(trained_app):
-    from tests.test_app_pages import assert_clean, open_page
+    from tests.apptest_support import assert_clean, open_page
     at = open_page("pages/evaluate.py", {"eval_run": trained_app["small"].id})
     assert_clean(at)
     captions = [img.caption for element in at.get("image") for img in element.proto.imgs]

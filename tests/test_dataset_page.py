@@ -2,7 +2,8 @@
 the split choices fit the dataset, the caption follows the task, and the choice carries to Train."""
 import numpy as np
 
-from tests.test_app_pages import assert_clean, open_page, small_dataset
+from tests.apptest_support import assert_clean, open_page
+from tests.test_app_pages import small_dataset
 
 
 def apply(at):

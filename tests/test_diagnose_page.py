@@ -4,17 +4,15 @@ app.py's navigation), an empty Grad-CAM map and the switch to Grad-CAM++, and th
 import base64
 import io
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from core import diagnosis as dx
+from tests.apptest_support import open_page
 from core.explain import METHODS
 
-ROOT = Path(__file__).resolve().parent.parent
-PAGE = str(ROOT / "pages" / "diagnose.py")
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +34,8 @@ def runs_root(tmp_path_factory):
 
 @pytest.fixture
 def page(runs_root, monkeypatch):
-    from streamlit.testing.v1 import AppTest
     monkeypatch.setenv("CXR_RUNS_DIR", str(runs_root))
-    app = AppTest.from_file(PAGE, default_timeout=120)
-    app.run()
+    app = open_page("pages/diagnose.py", timeout=120)
     assert not app.exception, app.exception
     return app
 
@@ -194,15 +190,13 @@ def test_each_bad_or_odd_upload_gets_a_message_and_the_next_image_diagnoses(page
 def test_a_run_with_a_damaged_model_is_a_message_not_a_crash(runs_root, tmp_path, monkeypatch):
     import shutil
 
-    from streamlit.testing.v1 import AppTest
 
     from core.runs import RunStore
     source = dx.diagnosable_runs(RunStore(runs_root))[0]
     shutil.copytree(source.path, tmp_path / source.id)
     (tmp_path / source.id / "model.keras").write_bytes(b"not a keras archive")
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path))
-    app = AppTest.from_file(PAGE, default_timeout=60)
-    app.run()
+    app = open_page("pages/diagnose.py", timeout=60)
     assert not app.exception and any("cannot be loaded" in e.value for e in app.error)
 
 
@@ -214,14 +208,9 @@ def test_without_runs_the_page_says_what_to_do(tmp_path, monkeypatch):
 
 def app_on_diagnose(runs_root, monkeypatch, uploads=None):
     """app.py under AppTest, switched to the Diagnose page (as a click in the sidebar does)."""
-    from streamlit.testing.v1 import AppTest
     monkeypatch.setenv("CXR_RUNS_DIR", str(runs_root))
     monkeypatch.setenv("CXR_UPLOADS_DIR", str(uploads or runs_root / "uploads"))
-    monkeypatch.chdir(ROOT)
-    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-    app.run()
-    app.switch_page("pages/diagnose.py").run()
-    return app
+    return open_page("pages/diagnose.py")
 
 
 def test_through_app_navigation_an_upload_and_a_run_change_do_not_crash(runs_root, tmp_path, monkeypatch):
@@ -271,7 +260,6 @@ def test_on_equal_quality_the_default_is_a_model_with_gradcam(store):
 def test_a_cancelled_run_shows_up_in_the_page_with_its_state(runs_root, tmp_path, monkeypatch):
     import shutil
 
-    from streamlit.testing.v1 import AppTest
 
     from core.runs import RunStore
     source = next(r for r in RunStore(runs_root).list() if r.config()["arch"] == "seed_cnn")
@@ -279,8 +267,7 @@ def test_a_cancelled_run_shows_up_in_the_page_with_its_state(runs_root, tmp_path
     copy = RunStore(tmp_path).get(source.id)
     copy.update_status(state="cancelled")
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path))
-    app = AppTest.from_file(PAGE, default_timeout=120)
-    app.run()
+    app = open_page("pages/diagnose.py", timeout=120)
     box = app.selectbox(key="diag_run")
     assert not app.exception and box.value == copy.id
     assert any("cancelled" in option for option in box.options), box.options

@@ -1,8 +1,7 @@
-"""The Sweeps page (pages/sweeps.py run on its own) through Streamlit's AppTest, with real runs:
+"""The Sweeps page, entered through app.py, in Streamlit's AppTest, with real runs:
 empty state, bad values, a real 2-point sweep launched, trained and viewed, export and import."""
 import json
 import time
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -10,17 +9,14 @@ from streamlit.testing.v1 import AppTest
 from core.runs import ACTIVE_STATES, RunStore
 from core.sweep import list_sweeps
 from core.sweep_view import sweep_zip_bytes
+from tests import apptest_support
 from tests.synthetic import make_chest_folder
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "sweeps.py")
 TIMEOUT = 120  # launching imports Keras to validate every point
 
 
 def open_page() -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return apptest_support.open_page("pages/sweeps.py", timeout=TIMEOUT)
 
 
 def errors(at: AppTest) -> list[str]:

@@ -3,7 +3,8 @@ from finished runs, and the live view's Stop / stopped / next-run states with a 
 import time
 
 from core.runs import RunStore
-from tests.test_app_pages import assert_clean, open_page, small_dataset, texts
+from tests.apptest_support import assert_clean, open_page, texts
+from tests.test_app_pages import small_dataset
 
 
 def metric(at, label: str) -> str:
