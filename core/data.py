@@ -451,7 +451,8 @@ def dataset_summary(ds: Dataset) -> dict:
     return {"images": len(ds), "patients": int(len(np.unique(ds.patient_ids))),
             "classes": ds.class_names, "class_counts": ds.class_counts(),
             "image_shape": list(ds.images.shape[1:]), "has_own_split": ds.has_own_split,
-            "skipped": len(ds.report.skipped), "content_hash": ds.content_hash}
+            "skipped": len(ds.report.skipped), "content_hash": ds.content_hash,
+            "load_seconds": ds.report.seconds, "from_cache": ds.report.from_cache}
 
 
 # ----------------------------------------------------------------------------- splits

@@ -39,6 +39,7 @@ class PastRun:
     macs: float | None = None                       # per image, from the run's summary
     images: dict = field(default_factory=dict)      # {"train": n, "val": n, "test": n}
     dataset_images: int | None = None               # the whole dataset (before any train fraction)
+    decode_seconds: float = 0.0                     # first decoding of its images (later runs read the cache)
 
 
 @dataclass
@@ -69,9 +70,11 @@ def past_runs(store: RunStore) -> list[PastRun]:
         if run.state() != "done":
             continue
         summary = run.summary()
+        dataset = summary.get("dataset") or {}
+        decoded = 0.0 if dataset.get("from_cache", True) else float(dataset.get("load_seconds") or 0.0)
         found.append(PastRun(run.config(), run.history(), run.describe().get("duration_s"),
                              (summary.get("model") or {}).get("macs"), split_images(summary),
-                             (summary.get("dataset") or {}).get("images")))
+                             dataset.get("images"), decoded))
     return found
 
 
@@ -94,11 +97,12 @@ def steady_epoch_seconds(history: list[dict]) -> float | None:
 
 
 def overhead_seconds(past: PastRun) -> float | None:
-    """The run's duration beyond its epochs at the steady speed: loading, building, tracing, evaluating."""
+    """The run's duration beyond its epochs at the steady speed: loading, building, tracing, evaluating
+    (less a first decoding of the images, which the next runs find in the cache)."""
     steady, epochs = steady_epoch_seconds(past.history), full_epochs(past.history)
     if not past.duration_s or steady is None:
         return None
-    return max(0.0, past.duration_s - steady * len(epochs))
+    return max(0.0, past.duration_s - steady * len(epochs) - past.decode_seconds)
 
 
 # ----------------------------------------------------------------------------- images per split

@@ -29,6 +29,23 @@ def test_a_run_is_its_epochs_at_the_steady_epoch_time_plus_the_overhead():
     assert not guess.rough
 
 
+def test_a_first_decoding_of_the_images_is_not_counted_as_overhead():
+    # The basis run spent 8 s decoding the images; the next run reads them from the cache.
+    decoding = past([5.0, 2.0, 2.0], duration=20.0)
+    decoding.decode_seconds = 8.0
+    guess = estimate.estimate_run(config(epochs=10), [decoding])
+    assert guess.overhead_seconds == pytest.approx(6.0)
+
+
+def test_past_runs_know_whether_they_decoded_their_images(store, make_run):
+    run = make_run("done", image_size=64)
+    summary = run.summary()
+    run.write_summary({**summary, "dataset": {"images": 1000, "load_seconds": 7.5, "from_cache": False}})
+    assert estimate.past_runs(store)[0].decode_seconds == 7.5
+    run.write_summary({**summary, "dataset": {"images": 1000, "load_seconds": 0.3, "from_cache": True}})
+    assert estimate.past_runs(store)[0].decode_seconds == 0.0
+
+
 def test_less_training_data_shortens_only_the_training_part_of_an_epoch():
     runs = [past([2.0, 2.0], duration=10.0)]
     full = estimate.estimate_run(config(epochs=4), runs)
