@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from core.files import atomic_path
 from core.imaging import ImageError, is_image_name, resize_to_model, to_model_array
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -378,13 +379,11 @@ def _cache_key(source: str, digest: str, task: str, image_size: int, channels: i
 
 
 def _save_cache(path: Path, arrays: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez(tmp, images=arrays["images"], labels=arrays["labels"],
-             patient_ids=arrays["patient_ids"], files=arrays["files"], own_split=arrays["own_split"],
-             class_names=np.array(arrays["class_names"], dtype=str),
-             skipped=np.array(json.dumps(arrays["skipped"])))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # a unique temp file: two jobs may decode the same dataset at once
+        np.savez(tmp, images=arrays["images"], labels=arrays["labels"],
+                 patient_ids=arrays["patient_ids"], files=arrays["files"], own_split=arrays["own_split"],
+                 class_names=np.array(arrays["class_names"], dtype=str),
+                 skipped=np.array(json.dumps(arrays["skipped"])))
 
 
 def _read_cache(path: Path) -> dict | None:

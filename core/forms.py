@@ -10,7 +10,7 @@ import hashlib
 from pathlib import Path
 
 from core import data as data_lib
-from core.runs import atomic_path
+from core.files import atomic_path
 from core.training import Augmentation, TrainConfig
 
 # TrainConfig fields chosen on the Dataset page and carried over to the Train page.

@@ -105,12 +105,16 @@ class JobManager:
                 raise TimeoutError(f"run {run_id} still {state} after {timeout} s")
             time.sleep(0.1)
 
-    def shutdown(self, cancel_running: bool = True) -> None:
+    def shutdown(self, cancel_running: bool = True, timeout: float = 120.0) -> None:
+        """Stop the workers (cancelling active runs first) and wait for them: a process that exits
+        while a worker is inside TensorFlow aborts instead of exiting cleanly."""
         if cancel_running:
             for run_id in self.active():
                 self.cancel(run_id)
         for _ in self._workers:
             self._queue.put(None)
+        for worker in self._workers:
+            worker.join(timeout)
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:

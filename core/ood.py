@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from core.runs import Run, atomic_path
+from core.files import atomic_path
+from core.runs import Run
 
 OOD_FILE = "ood.npz"
 PERCENTILE = 99.0

@@ -18,7 +18,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from core.runs import Run, RunStore, atomic_path, read_json, write_json
+from core.files import atomic_path
+from core.runs import Run, RunStore, read_json, write_json
 
 FORMAT = "cxrlab-runs"
 RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "summary.json", "environment.json", "model.keras",

@@ -16,15 +16,14 @@ import os
 import re
 import shutil
 import socket
-import tempfile
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from core.data import PROJECT_ROOT
+from core.files import atomic_path
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 ACTIVE_STATES = ("queued", "running")
@@ -39,21 +38,6 @@ def default_runs_dir() -> Path:
 
 
 # ----------------------------------------------------------------------------- atomic files
-
-@contextmanager
-def atomic_path(path: Path):
-    """Yield a temp path next to `path`; rename it over `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
 
 def write_json(path: Path, data) -> None:
     with atomic_path(path) as tmp:

@@ -2,6 +2,7 @@
 the trainer writes them (config, status, metrics, summary, predictions), without training."""
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -96,3 +97,15 @@ def make_run(store):
     def factory(state: str = "done", **kwargs):
         return write_run(store, state, **kwargs)
     return factory
+
+
+# Threads the dashboard starts that run TensorFlow code and then end by themselves.
+WARM_UP_THREADS = ("cxr-warm-up", "diagnose-warm-up")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Let the dashboard's warm-up threads end before the interpreter does: a thread still inside
+    TensorFlow when Python exits aborts the process (exit 134) after every test passed."""
+    for thread in threading.enumerate():
+        if thread.name in WARM_UP_THREADS:
+            thread.join(timeout=120)

@@ -29,3 +29,15 @@ def make_chest_folder(root, n_patients=6, images_per_patient=2, split_dirs=False
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_bytes(jpeg_bytes(value))
     return root
+
+
+def make_medmnist_npz(path, sizes=(("train", 60), ("val", 20), ("test", 20)), classes=3):
+    """A MedMNIST-style .npz: {split}_images (n, 28, 28) uint8 and {split}_labels (n, 1), 100 images."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in sizes:
+        arrays[f"{split}_images"] = rng.integers(0, 255, size=(n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % classes).reshape(n, 1)
+    np.savez(path, **arrays)
+    return path

@@ -223,14 +223,8 @@ def test_reruns_leave_keras_state_alone_for_background_training(app_env):
 
 
 def test_dataset_page_loads_a_medmnist_npz_by_path(app_env, tmp_path):
-    import numpy as np
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 60), ("val", 20), ("test", 20)):
-        arrays[f"{split}_images"] = rng.integers(0, 255, size=(n, 28, 28), dtype=np.uint8)
-        arrays[f"{split}_labels"] = (np.arange(n) % 3).reshape(n, 1)
-    path = tmp_path / "tiny_mnist.npz"
-    np.savez(path, **arrays)
+    from tests.synthetic import make_medmnist_npz
+    path = make_medmnist_npz(tmp_path / "tiny_mnist.npz")
     at = open_page("pages/dataset.py")
     at.radio(key="ds_source").set_value("npz").run()
     at.text_input(key="ds_path_npz").set_value(str(path)).run()

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from core.data import BUILTIN_ZIP
+from core.metrics import predict_with_threshold
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,11 +79,15 @@ def test_predict_reproduces_the_saved_predictions_and_reports_bad_files(trained_
     assert result.returncode == 1  # some inputs failed
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     by_file = {Path(line["file"]).name: line for line in lines}
-    for name, expected in zip(files, probabilities):
+    classes = ["normal", "bacterial", "viral"]
+    threshold = json.loads((run_dir / "summary.json").read_text()).get("threshold")
+    decided = predict_with_threshold(probabilities, classes, threshold)  # as the Diagnose page decides
+    for name, expected, index in zip(files, probabilities, decided):
         got = by_file[Path(name).name]
-        assert list(got["probabilities"]) == ["normal", "bacterial", "viral"]
+        assert list(got["probabilities"]) == classes
         np.testing.assert_allclose(list(got["probabilities"].values()), expected, atol=1e-4)
-        assert got["predicted"] == ["normal", "bacterial", "viral"][int(np.argmax(expected))]
+        assert got["predicted"] == classes[int(index)]
+        assert got["disease_score"] == pytest.approx(1 - expected[0], abs=1e-4)
     for name in ("large_rgba.png", "sixteen.png"):
         assert sum(by_file[name]["probabilities"].values()) == pytest.approx(1, abs=1e-4)
     assert "not an image" in by_file["notes.jpeg"]["error"]

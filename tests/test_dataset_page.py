@@ -1,7 +1,6 @@
 """The Dataset page through app.py: settings apply with one button (no reload per slider step),
 the split choices fit the dataset, the caption follows the task, and the choice carries to Train."""
-import numpy as np
-
+from tests.synthetic import make_medmnist_npz
 from tests.apptest_support import assert_clean, open_page
 from tests.test_app_pages import small_dataset
 
@@ -45,12 +44,7 @@ def test_values_restored_into_the_session_are_kept(app_env):
 
 
 def test_a_dataset_with_its_own_split_offers_it(app_env, tmp_path):
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 60), ("val", 20), ("test", 20)):
-        arrays[f"{split}_images"] = rng.integers(0, 255, size=(n, 28, 28), dtype=np.uint8)
-        arrays[f"{split}_labels"] = (np.arange(n) % 3).reshape(n, 1)
-    np.savez(tmp_path / "tiny.npz", **arrays)
+    make_medmnist_npz(tmp_path / "tiny.npz")
     at = open_page("pages/dataset.py")
     at.radio(key="ds_source").set_value("npz").run()
     at.text_input(key="ds_path_npz").set_value(str(tmp_path / "tiny.npz")).run()

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from core import runs
-from core.runs import RunStore, atomic_path, write_json
+from core.files import atomic_path
+from core.runs import RunStore, write_json
 
 
 def test_default_runs_dir_follows_the_environment(tmp_path, monkeypatch):
