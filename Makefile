@@ -24,6 +24,8 @@ test: venv
 	$(PY) -m pytest
 
 bench: venv
+	$(PY) bench/first_paint.py
+	$(PY) bench/estimate_accuracy.py
 	$(PY) bench/throughput.py
 	$(PY) bench/accuracy.py
 	$(PY) bench/diagnose_latency.py
@@ -31,7 +33,10 @@ bench: venv
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
 
-# Screenshots of every page for the docs: the real-browser journey suite, saving to docs/screenshots/.
+# The README's screenshots, taken by the real-browser journey suite (tests/test_journey.py).
+README_SHOTS := 01_home 02_dataset 03_train_live 07_train_stopped 08_runs_compare 09_evaluate_gradcam \
+	10_diagnose_xray_heatmap 11_diagnose_photo_ood_warning 14_sweep_done
 .PHONY: screenshots
 screenshots: venv
-	SCREENSHOT_DIR=docs/screenshots $(PY) -m pytest tests/test_journey.py -q
+	$(PY) -m pytest tests/test_journey.py -q
+	for shot in $(README_SHOTS); do cp test-artifacts/screenshots/$$shot.png docs/screenshots/; done

@@ -1,10 +1,11 @@
 """Estimated against real run time: train a first run, estimate the next ones from it, train them,
-print both. Tiny runs (32 px) on the built-in set, in a temporary run store.
+print both. Small runs (64 px by default) on the built-in set, in a temporary run store.
 
-    .venv/bin/python bench/estimate_accuracy.py
+    .venv/bin/python bench/estimate_accuracy.py [--image-size 64]
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -16,10 +17,13 @@ from core.jobs import JobManager  # noqa: E402
 from core.runs import RunStore  # noqa: E402
 from core.training import TrainConfig  # noqa: E402
 
-FIRST = TrainConfig(arch="seed_cnn", image_size=32, epochs=2, name="basis")
-NEXT = [TrainConfig(arch="seed_cnn", image_size=32, epochs=3, name="same model, 3 epochs"),
-        TrainConfig(arch="seed_cnn", image_size=32, epochs=2, train_fraction=0.5, name="same model, half the data"),
-        TrainConfig(arch="deep_bn_cnn", image_size=32, epochs=2, name="other model (scaled by MACs)")]
+def configs(size: int) -> tuple[TrainConfig, list[TrainConfig]]:
+    """The basis run and the runs estimated from it."""
+    first = TrainConfig(arch="seed_cnn", image_size=size, epochs=3, name="basis")
+    return first, [TrainConfig(arch="seed_cnn", image_size=size, epochs=5, name="same model, 5 epochs"),
+                   TrainConfig(arch="seed_cnn", image_size=size, epochs=3, train_fraction=0.5,
+                               name="same model, half the data"),
+                   TrainConfig(arch="deep_bn_cnn", image_size=size, epochs=3, name="other model (scaled by MACs)")]
 
 
 def macs(config: TrainConfig) -> float:
@@ -29,13 +33,16 @@ def macs(config: TrainConfig) -> float:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image-size", type=int, default=64)
+    first, following = configs(parser.parse_args().image_size)
     with tempfile.TemporaryDirectory() as folder:
         manager = JobManager(RunStore(Path(folder) / "runs"))
-        manager.wait(manager.submit(FIRST))
+        manager.wait(manager.submit(first))
         past = estimate.past_runs(manager.store)
         print(f"{'run':34} {'estimated':>10} {'real':>8} {'error':>7}  {'epoch est/real':>15}  "
               f"{'overhead est/real':>18}  basis")
-        for config in NEXT:
+        for config in following:
             guess = estimate.estimate_run(config.to_dict(), past, macs=macs(config))
             run_id = manager.submit(config)
             manager.wait(run_id)

@@ -83,7 +83,7 @@ def confusion_and_classes(metrics: dict, class_names) -> None:
     per_class = pd.DataFrame(metrics["per_class"]).T
     left.markdown("**Per-class scores**")
     left.dataframe(per_class.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "f1": "{:.3f}",
-                                           "support": "{:.0f}"}))
+                                           "support": "{:.0f}", "predicted": "{:.0f}"}))
     common.show_chart(charts.per_class_chart(metrics["per_class"]), right)
 
 
