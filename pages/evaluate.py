@@ -79,7 +79,7 @@ def confusion_and_classes(metrics: dict, class_names) -> None:
     common.show_chart(charts.confusion_matrix_chart(metrics["confusion_matrix"], class_names), left)
     common.show_chart(charts.confusion_matrix_chart(metrics["confusion_matrix_normalized"], class_names,
                                                      normalized=True), right)
-    left, right = st.columns([2, 3])
+    left, right = st.columns(2)  # room for all five columns of the table
     per_class = pd.DataFrame(metrics["per_class"]).T
     left.markdown("**Per-class scores**")
     left.dataframe(per_class.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "f1": "{:.3f}",
