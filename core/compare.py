@@ -125,14 +125,12 @@ def metrics_side_by_side(summaries: dict[str, dict], split: str = "test") -> pd.
 
 
 def never_predicted(summary: dict, split: str = "test") -> list[dict]:
-    """Classes of `split` that the run never predicts, from its confusion matrix:
-    [{"class", "support"}] (works for summaries written before metrics listed them)."""
+    """Classes of `split` that the run never predicts, from its confusion matrix (so summaries
+    written before metrics listed them work too): [{"class", "support"}]."""
+    from core.metrics import never_predicted as from_matrix  # scikit-learn: not on Home's first paint
     metrics = summary.get(split) or {}
     matrix, names = metrics.get("confusion_matrix"), summary.get("class_names")
-    if matrix is None or not names:
-        return []
-    return [{"class": name, "support": int(sum(matrix[i]))} for i, name in enumerate(names)
-            if sum(matrix[i]) > 0 and sum(row[i] for row in matrix) == 0]
+    return from_matrix(matrix, names) if matrix is not None and names else []
 
 
 def never_predicted_warnings(summaries: dict[str, dict], split: str = "test") -> list[str]:

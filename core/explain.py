@@ -383,16 +383,3 @@ def heatmap_with_fallback(explainer: Explainer, pixels: np.ndarray, class_index:
 def predicted_class(explainer: Explainer, pixels: np.ndarray) -> int:
     probabilities = explainer.model.predict_on_batch(np.asarray(pixels, dtype=np.float32)[None])
     return int(np.argmax(probabilities[0]))
-
-
-def overlay_for_file(run, file: str, image: np.ndarray, method: str = "gradcam",
-                     opacity: float = DEFAULT_OPACITY) -> np.ndarray:
-    """For the Evaluate page's gallery (called through core.review.explanation_overlay).
-
-    run: a core.runs.Run; file: the image's name in the dataset (unused: the pixels are given);
-    image: its uint8 pixels at the run's size, (S, S) for grayscale or (S, S, 3). Returns the overlay
-    for the predicted class as uint8 (S, S, 3). Raises ExplainError when the model cannot have
-    this map (e.g. Grad-CAM on an mlp: `explainer_for_run(run).cam_unavailable` says why).
-    """
-    pixels = image[..., None] if image.ndim == 2 else image
-    return overlay_for_image(explainer_for_run(run), pixels, method, opacity=opacity)

@@ -205,13 +205,15 @@ def _per_class_report(labels, predicted, class_names):
     }
 
 
-def never_predicted(per_class: dict) -> list[dict]:
-    """Classes present in the labels that the model never predicts: [{"class", "support"}].
+def never_predicted(matrix, class_names) -> list[dict]:
+    """Classes present in the labels that the model never predicts, from a confusion matrix
+    (rows: true class, columns: predicted): [{"class", "support"}].
 
     A headline AUC can look excellent while a whole class is silently folded into another.
     """
-    return [{"class": name, "support": int(row["support"])} for name, row in per_class.items()
-            if row["support"] > 0 and row["predicted"] == 0]
+    counts = np.asarray(matrix)
+    return [{"class": name, "support": int(counts[i].sum())} for i, name in enumerate(class_names)
+            if counts[i].sum() > 0 and counts[:, i].sum() == 0]
 
 
 def never_predicted_notes(metrics: dict) -> list[str]:
@@ -279,6 +281,7 @@ def classification_metrics(probabilities, labels, class_names, threshold=None) -
     all_classes = list(range(len(names)))
     macro_ovr_auc = _macro_ovr_auc(probs, labels)
     per_class = _per_class_report(labels, predicted, names)
+    matrix = confusion_matrix(labels, predicted, labels=all_classes)
     metrics = {
         "n": len(labels),
         "threshold": threshold if scores is not None else None,
@@ -287,8 +290,8 @@ def classification_metrics(probabilities, labels, class_names, threshold=None) -
         "macro_f1": f1_score(labels, predicted, average="macro", zero_division=0),
         "per_class": per_class,
         "recall_per_class": {name: row["recall"] for name, row in per_class.items()},
-        "never_predicted": never_predicted(per_class),
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=all_classes),
+        "never_predicted": never_predicted(matrix, names),
+        "confusion_matrix": matrix,
         "confusion_matrix_normalized": confusion_matrix(
             labels, predicted, labels=all_classes, normalize="true"
         ),

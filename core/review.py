@@ -3,7 +3,6 @@ their Grad-CAM overlays (`explanation_overlay`, for the Evaluate page's gallery)
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,8 +65,3 @@ def explanation_overlay(run, file: str, image: np.ndarray) -> ExplainedImage:
         return ExplainedImage(None, "Grad-CAM and Grad-CAM++ are both empty for this image")
     return ExplainedImage(explain.overlay(pixels, heatmap),
                           explain.GRADCAM_FALLBACK_NOTE if method == "gradcam++" else None)
-
-
-def explanations_available() -> bool:
-    """Whether Grad-CAM overlays can be drawn (core.explain is part of the package)."""
-    return importlib.util.find_spec("core.explain") is not None

@@ -124,8 +124,7 @@ def gallery(run, predictions: dict, threshold: float | None) -> None:
         st.warning(f"The run's dataset cannot be loaded any more, so no images: {exc}")
         return
     images = review.images_by_file(dataset.files, dataset.images, [w["file"] for w in wrong])
-    show_overlay = (review.explanations_available() and run.has_model()
-                    and st.checkbox("Show Grad-CAM overlays", key="eval_gradcam"))
+    show_overlay = run.has_model() and st.checkbox("Show Grad-CAM overlays", key="eval_gradcam")
     reasons = decision_reasons(predictions, threshold)
     cols = st.columns(GALLERY_COLUMNS)
     for i, item in enumerate(wrong):

@@ -174,13 +174,14 @@ def test_overlay_for_image_explains_the_predicted_class_on_any_image(square_mode
     assert explain.explainer_for(square_model) is explain.explainer_for(square_model)  # built once
 
 
-def test_overlay_for_file_serves_the_evaluate_gallery_from_a_saved_run(square_model, tmp_path):
+def test_the_evaluate_gallery_overlay_comes_from_a_saved_run(square_model, tmp_path):
+    from core.review import explanation_overlay
     from core.runs import RunStore
     run = RunStore(tmp_path).create({"arch": "wide_cnn", "image_size": SIZE})
     run.save_model(square_model)
     images, corners = positives()
     gray = images[0][..., 0]  # the gallery passes grayscale images without the channel axis
-    blended = explain.overlay_for_file(run, "square.png", gray, opacity=1.0)
+    blended = explanation_overlay(run, "square.png", gray).image
     assert blended.shape == (SIZE, SIZE, 3) and blended.dtype == np.uint8
     red = blended[..., 0].astype(int) - blended[..., 2].astype(int)
     peak_row, peak_col = np.unravel_index(np.argmax(red), red.shape)
