@@ -13,7 +13,8 @@ def atomic_path(path: Path):
     """Yield a temp path next to `path`; rename it over `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes[-2:]),
+                               dir=path.parent)  # Keras wants its ".weights.h5"
     os.close(fd)
     try:
         yield Path(tmp)

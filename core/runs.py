@@ -8,6 +8,13 @@
     runs/<run_id>/model.keras        the best model
     runs/<run_id>/predictions_{val,test}.npz   probabilities, labels, patient ids, files
     runs/<run_id>/tensorboard/       event files: `tensorboard --logdir runs`
+    runs/<run_id>/progress.json      live progress of the training process (phase, batch, ETA)
+    runs/<run_id>/checkpoint/        last completed epoch: weights, optimizer state (for resuming)
+    runs/<run_id>/stderr.log         what the training process printed
+
+The store is also the queue. A queued run has an empty `queued` marker file; a worker claims it
+by renaming the marker to `claim.<worker id>`, which only one worker can do. A `stop` file asks
+the run to stop after its current batch, whichever process trains it.
 """
 from __future__ import annotations
 
@@ -17,7 +24,6 @@ import re
 import shutil
 import socket
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +33,7 @@ from core.files import atomic_path
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 ACTIVE_STATES = ("queued", "running")
-# Tells this process's runs from those of an earlier process that had the same pid.
-PROCESS_TOKEN = uuid.uuid4().hex
+HOST = socket.gethostname()
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
 
 
@@ -78,6 +83,28 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (Linux: clock ticks since boot), to tell it from a later process
+    that reuses its pid; None where /proc is not available."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_alive(pid: int | None, started: str | None = None) -> bool:
+    """Whether process `pid` (started at `started`, when known) still runs on this machine."""
+    if not pid_alive(pid):
+        return False
+    return started is None or process_start(pid) in (None, started)
+
+
+def this_process() -> dict:
+    """Host, pid and start time of this process, as recorded in status.json."""
+    return {"host": HOST, "pid": os.getpid(), "pid_start": process_start(os.getpid())}
+
+
 # ----------------------------------------------------------------------------- one run
 
 class Run:
@@ -102,6 +129,16 @@ class Run:
     def tensorboard_dir(self) -> Path: return self.path / "tensorboard"
     @property
     def environment_path(self) -> Path: return self.path / "environment.json"
+    @property
+    def progress_path(self) -> Path: return self.path / "progress.json"
+    @property
+    def stop_path(self) -> Path: return self.path / "stop"
+    @property
+    def queued_marker(self) -> Path: return self.path / "queued"
+    @property
+    def stderr_path(self) -> Path: return self.path / "stderr.log"
+    @property
+    def checkpoint_dir(self) -> Path: return self.path / "checkpoint"
 
     def predictions_path(self, split: str) -> Path:
         return self.path / f"predictions_{split}.npz"
@@ -144,6 +181,30 @@ class Run:
 
     def has_model(self) -> bool:
         return self.model_path.exists()
+
+    def progress(self) -> dict:
+        """The training process's live progress (phase, epoch, batch, images/s, ETA), or {}."""
+        return read_json(self.progress_path, {})
+
+    def stop_requested(self) -> bool:
+        return self.stop_path.exists()
+
+    def checkpoint_epoch(self) -> int:
+        """The last completed epoch saved for resuming (0: none)."""
+        return int(read_json(self.checkpoint_dir / "state.json", {}).get("epoch", 0))
+
+    def can_resume(self) -> bool:
+        return self.state() in ("interrupted", "failed", "cancelled") and self.checkpoint_epoch() > 0
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        """The last lines the training process printed (TensorFlow's native errors land here)."""
+        try:
+            with open(self.stderr_path, "rb") as handle:
+                handle.seek(max(0, handle.seek(0, 2) - 64_000))
+                text = handle.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
 
     # writing
     def update_status(self, **fields) -> dict:
@@ -196,8 +257,17 @@ class Run:
             "test_macro_f1": _metric(summary, "test", "macro_f1"),
             "test_auc": _metric(summary, "test", "auc"),
             "duration_s": round(finished - started, 1) if started and finished else None,
+            **self.resources(),
             "error": status.get("error"),
         }
+
+    def resources(self) -> dict:
+        """What the run used: peak memory of its process, peak GPU memory, images/s, device."""
+        recorded = {**self.summary().get("resources", {}), **self.status().get("resources", {})}
+        return {key: recorded.get(key) for key in RESOURCE_KEYS}
+
+
+RESOURCE_KEYS = ("peak_memory_mb", "peak_gpu_memory_mb", "images_per_sec", "wall_s", "device")
 
 
 def _metric(summary: dict, split: str, key: str):
@@ -221,12 +291,14 @@ class RunStore:
             run_id = f"{base}-{n}"
         return run_id
 
-    def create(self, config: dict, name: str = "") -> Run:
+    def create(self, config: dict, name: str = "", queued: bool = True) -> Run:
+        """A new run folder; `queued` puts it in the queue for the workers."""
         run = Run(self.root / self.new_run_id(name))
         run.path.mkdir(parents=True)
         write_json(run.config_path, config)
-        run.update_status(state="queued", created=time.time(), pid=os.getpid(), host=socket.gethostname(),
-                          owner=PROCESS_TOKEN)
+        run.update_status(state="queued", created=time.time(), submitted_by=this_process())
+        if queued:
+            run.queued_marker.touch()  # last: from here on a worker may take it
         return run
 
     def get(self, run_id: str) -> Run:
@@ -244,23 +316,84 @@ class RunStore:
 
     def delete(self, run_id: str) -> None:
         run = self.get(run_id)
-        if run.state() in ACTIVE_STATES and pid_alive(run.status().get("pid")):
+        if run.state() in ACTIVE_STATES:
             raise RuntimeError(f"run {run_id} is {run.state()}: cancel it before deleting")
         shutil.rmtree(run.path)
 
-    def mark_orphans_interrupted(self) -> list[str]:
-        """Runs left queued/running by a process that is gone are marked interrupted."""
-        marked = []
+    # ------------------------------------------------------------------------- the queue
+
+    def queued(self) -> list[Run]:
+        """Runs waiting for a worker, first submitted first."""
+        waiting = [Run(p.parent) for p in self.root.glob("*/queued")]
+        waiting = [run for run in waiting if run.state() == "queued"]
+        return sorted(waiting, key=lambda r: (r.status().get("created") or 0, r.id))
+
+    def claim(self, run: Run, worker_id: str) -> bool:
+        """Take a queued run for `worker_id`; exactly one of any number of claimants succeeds."""
+        try:
+            os.rename(run.queued_marker, run.path / f"claim.{worker_id}")
+        except FileNotFoundError:
+            return False
+        return True
+
+    def requeue(self, run: Run, **status) -> None:
+        """Put a run (back) in the queue, e.g. to resume it."""
+        for claim in run.path.glob("claim.*"):
+            claim.unlink(missing_ok=True)
+        run.stop_path.unlink(missing_ok=True)
+        run.progress_path.unlink(missing_ok=True)
+        run.update_status(state="queued", error=None, traceback=None, stderr_tail=None, finished=None,
+                          **status)
+        run.queued_marker.touch()
+
+    def request_stop(self, run: Run, worker_id: str) -> bool:
+        """Stop a run: a queued one is cancelled at once, a running one after its current batch,
+        whichever process trains it. False if the run is not active."""
+        if run.state() not in ACTIVE_STATES:
+            return False
+        write_text(run.stop_path, str(time.time()))
+        if self.claim(run, worker_id):
+            run.update_status(state="cancelled", finished=time.time(), error=None)
+        return True
+
+    def recover(self) -> list[str]:
+        """Repair what dead processes on this machine left behind: a run that was training becomes
+        `interrupted` (resumable from its last checkpoint); a run claimed by a worker that died before
+        starting it goes back to the queue. Runs of other machines are left alone. Returns the ids
+        of the interrupted runs."""
+        interrupted = []
         for run in self.list():
             status = run.status()
-            if status.get("state") not in ACTIVE_STATES or status.get("owner") == PROCESS_TOKEN:
-                continue
-            pid = status.get("pid")
-            if status.get("host") != socket.gethostname():
-                continue  # another machine's run (shared folder): we cannot tell if it lives
-            if pid != os.getpid() and pid_alive(pid):
-                continue  # another live process on this machine (e.g. the CLI) owns it
-            run.update_status(state="interrupted", finished=time.time(),
-                              error="the process running this job stopped before it finished")
-            marked.append(run.id)
-        return marked
+            if status.get("state") == "running" and _died_here(status.get("trainer")) \
+                    and _died_here(status.get("worker")):
+                run.update_status(state="interrupted", finished=time.time(),
+                                  error="the process training this run stopped before it finished")
+                interrupted.append(run.id)
+            elif status.get("state") == "queued":
+                self._release_stale_claims(run)
+        return interrupted
+
+    def _release_stale_claims(self, run: Run) -> None:
+        for claim in run.path.glob("claim.*"):
+            host, _, rest = claim.name[len("claim."):].rpartition("@")
+            pid, _, started = rest.partition("-")
+            if host == HOST and pid.isdigit() and not process_alive(int(pid), started or None):
+                try:  # renaming this very claim back can succeed for one recoverer only
+                    os.rename(claim, run.queued_marker)
+                except FileNotFoundError:
+                    pass
+
+
+def worker_id() -> str:
+    """This process as a claimant: host@pid-start (the start time tells a reused pid apart)."""
+    me = this_process()
+    return f"{me['host']}@{me['pid']}-{me['pid_start'] or ''}"
+
+
+def _died_here(process: dict | None) -> bool:
+    """True if `process` (host, pid, pid_start) ran on this machine and is gone; unknown -> True."""
+    if not process:
+        return True
+    if process.get("host") != HOST:
+        return False  # another machine's run (shared folder): we cannot tell if it lives
+    return not process_alive(process.get("pid"), process.get("pid_start"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import pandas as pd
 
 from core.portable import export_sweep
 from core.runs import RunStore
-from core.sweep import RESULT_METRICS
+from core.sweep import RESULT_METRICS, sweep_results
 from core.training import TrainConfig
 
 # Common ablations and the values people try first (the text stays editable on the page).
@@ -35,7 +36,13 @@ PRESETS = {
 }
 PRESET_HELP = {"arch_params.activation": "for seed_cnn (and the other architectures with an activation)"}
 METRIC_TITLES = {"test_accuracy": "Test accuracy", "test_macro_f1": "Test macro-F1", "test_auc": "Test AUC",
-                 "val_accuracy": "Validation accuracy", "best_val_loss": "Best validation loss"}
+                 "val_accuracy": "Validation accuracy", "best_val_loss": "Best validation loss",
+                 "peak_memory_mb": "Peak memory (MB)", "images_per_sec": "Images / s", "wall_s": "Wall time (s)"}
+# What a run used (Run.describe()): a sweep over batch or image size reads memory and speed too.
+RESOURCE_METRICS = ("peak_memory_mb", "images_per_sec", "wall_s")
+SWEEP_METRICS = RESULT_METRICS + tuple(m for m in RESOURCE_METRICS if m not in RESULT_METRICS)
+# Digits in the results table: scores to 3, losses to 4, memory, speed and seconds whole.
+METRIC_DIGITS = {"best_val_loss": 4, "peak_memory_mb": 0, "images_per_sec": 0, "wall_s": 0}
 CHART_HEIGHT = 320
 LINE_COLOR = "#2F6FB0"  # the dashboard's primary colour (.streamlit/config.toml)
 _INT = re.compile(r"^[+-]?\d+$")
@@ -174,12 +181,46 @@ def sweep_zip_bytes(store: RunStore, sweep_id: str) -> bytes:
 
 # ----------------------------------------------------------------------------- results
 
+def sweep_rows(store: RunStore, sweep_id: str) -> list[dict]:
+    """`core.sweep.sweep_results`, with mean / std / n of the resource metrics of the finished runs."""
+    rows = sweep_results(store, sweep_id)
+    for row in rows:
+        missing = [m for m in RESOURCE_METRICS if f"{m}_mean" not in row]
+        if not missing:
+            continue
+        used = [_resources(store, run_id) for run_id in row["run_ids"]]
+        for metric in missing:
+            row.update(point_statistics(metric, [u.get(metric) for u in used if u.get("state") == "done"]))
+    return rows
+
+
+def _resources(store: RunStore, run_id: str) -> dict:
+    try:
+        run = store.get(run_id)
+    except KeyError:  # deleted meanwhile
+        return {}
+    return {"state": run.state(), **run.resources()}
+
+
+def point_statistics(metric: str, values: list) -> dict:
+    """{metric_mean, metric_std, metric_n} over the numbers among `values` (as core.sweep counts them)."""
+    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and math.isfinite(v)]
+    return {f"{metric}_mean": statistics.fmean(numbers) if numbers else None,
+            f"{metric}_std": statistics.stdev(numbers) if len(numbers) > 1 else (0.0 if numbers else None),
+            f"{metric}_n": len(numbers)}
+
+
 def results_frame(rows: list[dict], settings: list[str]) -> pd.DataFrame:
-    """One row per point: the swept values, run counts, and mean / std / n of every metric."""
+    """One row per point: the swept values, run counts, and mean / std / n of every metric (a metric
+    the rows lack, e.g. the resources of rows without them, stays empty)."""
     columns = list(settings) + ["runs", "done", "active", "stopped"]
-    columns += [f"{m}_{s}" for m in RESULT_METRICS for s in ("mean", "std", "n")]
+    columns += [f"{m}_{s}" for m in SWEEP_METRICS for s in ("mean", "std", "n")]
     records = [{**row, "stopped": row["runs"] - row["done"] - row["active"]} for row in rows]
-    return pd.DataFrame(records, columns=columns)
+    frame = pd.DataFrame(records, columns=columns)
+    for metric in SWEEP_METRICS:
+        frame[f"{metric}_n"] = frame[f"{metric}_n"].fillna(0).astype(int)
+    return frame
 
 
 def progress_counts(frame: pd.DataFrame) -> dict:
@@ -195,13 +236,16 @@ def mean_std_text(mean, std, n, done: int | None = None, digits: int = 3) -> str
     return f"{mean:.{digits}f} ± {std:.{digits}f}{count}"
 
 
-def display_frame(frame: pd.DataFrame, settings: list[str], metrics=RESULT_METRICS) -> pd.DataFrame:
+def display_frame(frame: pd.DataFrame, settings: list[str], metrics=SWEEP_METRICS) -> pd.DataFrame:
     """The results table as short text, so every column fits: setting labels, 'done/runs' and
-    'mean ± std' per metric (with '(n=k)' only where fewer runs than the done ones have the metric)."""
+    'mean ± std' per metric (with '(n=k)' only where fewer runs than the done ones have the metric).
+    A resource metric no finished run recorded is left out."""
     shown = pd.DataFrame({setting: [value_label(v) for v in frame[setting]] for setting in settings})
     shown["runs done"] = [f"{d}/{r}" for d, r in zip(frame["done"], frame["runs"])]
     for metric in metrics:
-        digits = 4 if metric.endswith("loss") else 3
+        if metric in RESOURCE_METRICS and not frame[f"{metric}_mean"].notna().any():
+            continue
+        digits = METRIC_DIGITS.get(metric, 3)
         shown[METRIC_TITLES.get(metric, metric)] = [
             mean_std_text(m, s, n, d, digits) for m, s, n, d in
             zip(frame[f"{metric}_mean"], frame[f"{metric}_std"], frame[f"{metric}_n"], frame["done"])]
@@ -241,7 +285,7 @@ def sweep_chart(frame: pd.DataFrame, axes: list[dict], metric: str = "test_accur
     colour = {} if series_axis else {"color": LINE_COLOR}
     bars = base.mark_errorbar(ticks={"size": 12}, **colour).encode(
         y=alt.Y("lower:Q", title=f"{title} (mean ± 1 std)", scale=alt.Scale(zero=False),
-                axis=alt.Axis(format=".3~f")), y2="upper:Q")
+                axis=alt.Axis(format=".3~f" if metric not in RESOURCE_METRICS else ",.0f")), y2="upper:Q")
     lines = base.mark_line(point=True, **colour).encode(
         y=alt.Y("mean:Q", title=f"{title} (mean ± 1 std)", scale=alt.Scale(zero=False)))
     by = f", one line per {series_axis['setting']}" if series_axis else ""

@@ -1,17 +1,23 @@
-"""Train one run from the terminal, through the same job manager the dashboard uses.
+"""Train one run from the terminal, into the same run store the dashboard reads.
 
     python -m core.train --arch seed_cnn --task binary --image-size 64 --epochs 5
     python -m core.train --config runs/<run_id>/config.json --epochs 20
     python -m core.train --set augmentation.rotation_degrees=10 --set arch_params.width=0.5
+    python -m core.train --arch seed_cnn --submit      # queue it for the workers, print its id at once
+    python -m core.train --resume runs/<run_id>        # go on from the run's last completed epoch
+
+Without --submit the run trains here in the foreground (Ctrl-C stops it and keeps what it learned).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
+from core.runs import Run, RunStore, this_process, write_text
 from core.training import TrainConfig
 
 # flag -> TrainConfig field, for the common settings
@@ -33,6 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="any TrainConfig setting; VALUE is JSON if it parses, dotted keys reach "
                              "into arch_params and augmentation")
     parser.add_argument("--runs-dir", type=Path, help="run store folder (default: $CXR_RUNS_DIR or runs/)")
+    parser.add_argument("--submit", action="store_true",
+                        help="queue the run for the dashboard's or `python -m core.worker`'s workers and exit")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                        help="resume an interrupted run from its last completed epoch")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -76,51 +86,94 @@ def epoch_line(row: dict) -> str:
     return f"epoch {row['epoch']}: " + " ".join(f"{k} {row[k]:.4g}" for k in keys if row.get(k) is not None)
 
 
-def follow(manager, run_id: str, quiet: bool) -> str:
-    """Draw the progress until the run ends; Ctrl-C cancels the run (and keeps what it learned)."""
+def follow(run, quiet: bool) -> str:
+    """Draw the run's progress until it ends; Ctrl-C stops it (and keeps what it learned)."""
     printed_epochs = 0
     try:
         while True:
-            progress = manager.progress(run_id)
-            for row in progress["history"][printed_epochs:]:
+            history = run.history()
+            for row in history[printed_epochs:]:
                 print("\r\033[K" + epoch_line(row), file=sys.stderr, flush=True)
-            printed_epochs = len(progress["history"])
-            state = manager.store.get(run_id).state()
+            printed_epochs = len(history)
+            state = run.state()
             if state not in ("queued", "running"):
                 print("\r\033[K", end="", file=sys.stderr)
                 return state
             if not quiet and sys.stderr.isatty():
-                print("\r\033[K" + render_progress(progress), end="", file=sys.stderr, flush=True)
+                print("\r\033[K" + render_progress({"epochs": run.status().get("epochs"), **run.progress()}),
+                      end="", file=sys.stderr, flush=True)
             time.sleep(0.5)
     except KeyboardInterrupt:
-        print("\ncancelling: stops after the current batch...", file=sys.stderr)
-        manager.cancel(run_id)
-        return manager.wait(run_id)
+        print("\nstopping: ends after the current batch...", file=sys.stderr)
+        write_text(run.stop_path, str(time.time()))
+        while run.state() in ("queued", "running"):
+            time.sleep(0.2)
+        return run.state()
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        config = build_config(args)
-    except (ValueError, OSError, json.JSONDecodeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from core.jobs import JobManager
-    from core.runs import RunStore
-    manager = JobManager(RunStore(args.runs_dir))
-    run_id = manager.submit(config)
-    run = manager.store.get(run_id)
-    print(f"run {run_id}: {run.path}", file=sys.stderr)
-    state = follow(manager, run_id, args.quiet)
+def train_here(run, config: TrainConfig, resume: bool, quiet: bool) -> str:
+    """Train in this process (in a thread, so that this one can draw progress and catch Ctrl-C)."""
+    from core.training import RunControl, execute_run
+    run.update_status(state="running", trainer=this_process(), worker=None,
+                      **({} if resume else {"started": time.time()}))
+    thread = threading.Thread(target=execute_run, name="cxr-train",
+                              args=(run, config, RunControl.for_run(run, config.epochs)), kwargs={"resume": resume})
+    thread.start()
+    state = follow(run, quiet)
+    thread.join()
+    return state
+
+
+def report(run, state: str) -> int:
     status, summary = run.status(), run.summary()
-    result = {"run_id": run_id, "run_dir": str(run.path), "state": state,
+    result = {"run_id": run.id, "run_dir": str(run.path), "state": state,
               "test": _headline(summary.get("test")), "val": _headline(summary.get("val")),
-              "best_epoch": summary.get("best_epoch"), "seconds": summary.get("seconds")}
+              "best_epoch": summary.get("best_epoch"), "seconds": summary.get("seconds"),
+              "resources": summary.get("resources")}
+    if status.get("resumed_at_epochs"):
+        result["resumed_at_epochs"] = status["resumed_at_epochs"]
     if state == "failed":
         result["error"] = status.get("error")
         print(status.get("traceback", ""), file=sys.stderr)
     print(json.dumps(result, indent=2))
     return 0 if state in ("done", "cancelled") else 1
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.resume:
+        return resume(args)
+    try:
+        config = build_config(args)
+    except (ValueError, OSError, json.JSONDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    store = RunStore(args.runs_dir)
+    run = store.create(config.to_dict(), name=config.name or config.arch, queued=args.submit)
+    if args.submit:
+        print(run.id)
+        print(f"queued {run.path}: the dashboard or `python -m core.worker` trains it", file=sys.stderr)
+        return 0
+    print(f"run {run.id}: {run.path}", file=sys.stderr)
+    return report(run, train_here(run, config, resume=False, quiet=args.quiet))
+
+
+def resume(args: argparse.Namespace) -> int:
+    run = Run(args.resume)
+    try:
+        config = TrainConfig.from_dict(run.config()).validate()
+    except (ValueError, TypeError) as exc:
+        print(f"error: {run.path} has no usable config: {exc}", file=sys.stderr)
+        return 2
+    if not run.can_resume():
+        print(f"error: run {run.id} is {run.state()} and has no completed epoch to resume from", file=sys.stderr)
+        return 2
+    if args.submit:
+        RunStore(run.path.parent).requeue(run, resume=True)
+        print(run.id)
+        return 0
+    print(f"resuming {run.id} from epoch {run.checkpoint_epoch()}", file=sys.stderr)
+    return report(run, train_here(run, config, resume=True, quiet=args.quiet))
 
 
 def _headline(metrics: dict | None) -> dict | None:

@@ -1,13 +1,14 @@
 """One run, end to end: TrainConfig -> data -> model -> fit -> predictions, metrics and artifacts.
 
-`execute_run` is what the job manager's thread and the CLI call. TensorFlow is imported inside
-functions so that importing this module (for TrainConfig) stays fast.
+`execute_run` is what a training process (core.worker) and the CLI's foreground run call.
+TensorFlow is imported inside functions so that importing this module (for TrainConfig) stays fast.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+import os
 import platform
 import threading
 import time
@@ -17,7 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core import data as data_lib
-from core.runs import Run
+from core.files import atomic_path
+from core.runs import Run, read_json, write_json
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "one_cycle", "plateau")
@@ -83,6 +85,8 @@ class TrainConfig:
     class_weights: str = "none"       # none | balanced
     augmentation: Augmentation = field(default_factory=Augmentation)
     sweep_id: str = ""                # set on the runs of a sweep
+    # resources (do not change results)
+    memory_cap_mb: int = 0            # stop the run if its process uses more; 0: $CXR_MEMORY_CAP_MB or none
 
     @property
     def channels(self) -> int:
@@ -153,6 +157,7 @@ class TrainConfig:
             (self.cv_folds == 0 or 2 <= self.cv_folds <= 20, "cv_folds must be 0 (off) or 2 to 20"),
             (0 <= self.cv_fold < max(1, self.cv_folds), "cv_fold must be between 0 and cv_folds - 1"),
             (not (self.cv_folds and self.split == "own"), "cross-validation needs a grouped split, not 'own'"),
+            (self.memory_cap_mb == 0 or self.memory_cap_mb >= 256, "memory_cap_mb must be 0 (none) or at least 256"),
         ]
         for ok, message in checks:
             if not ok:
@@ -164,18 +169,33 @@ class TrainConfig:
 # ----------------------------------------------------------------------------- live progress
 
 class Progress:
-    """Live state of one run, written by the training thread and read by the UI (thread-safe)."""
+    """Live state of one run, written by the training and read by the UI (thread-safe).
 
-    def __init__(self, epochs: int = 0):
+    With `path`, every change is also written there (atomically, at most twice a second, and at
+    once when the phase changes) for other processes to read.
+    """
+
+    WRITE_INTERVAL_S = 0.5
+
+    def __init__(self, epochs: int = 0, path=None):
         self._lock = threading.Lock()
         self._state = {"phase": "queued", "epoch": 0, "epochs": epochs, "batch": 0, "batches": 0,
                        "images_per_sec": None, "eta_s": None, "learning_rate": None,
                        "batch_loss": None, "load_done": 0, "load_total": 0, "elapsed_s": 0.0}
         self._history: list[dict] = []
+        self._path, self._written_at = path, 0.0
 
     def update(self, **fields) -> None:
         with self._lock:
+            phase_changed = "phase" in fields and fields["phase"] != self._state["phase"]
             self._state.update(fields)
+            due = self._path is not None and (phase_changed or
+                                              time.monotonic() - self._written_at >= self.WRITE_INTERVAL_S)
+            if due:
+                self._written_at = time.monotonic()
+                state = dict(self._state)
+        if due:
+            write_json(self._path, state)
 
     def add_epoch(self, row: dict) -> None:
         with self._lock:
@@ -188,11 +208,18 @@ class Progress:
 
 @dataclass
 class RunControl:
+    """Progress and the Stop request of a run; `stop_file`, when given, is a Stop from any process."""
     progress: Progress = field(default_factory=Progress)
     stop_event: threading.Event = field(default_factory=threading.Event)
+    stop_file: object = None
 
     def should_stop(self) -> bool:
-        return self.stop_event.is_set()
+        return self.stop_event.is_set() or (self.stop_file is not None and os.path.exists(self.stop_file))
+
+    @classmethod
+    def for_run(cls, run: Run, epochs: int = 0) -> "RunControl":
+        """Progress written to the run folder, Stop read from it: what a training process uses."""
+        return cls(progress=Progress(epochs, path=run.progress_path), stop_file=run.stop_path)
 
 
 class Cancelled(Exception):
@@ -319,7 +346,7 @@ def configure_devices():
 # ----------------------------------------------------------------------------- the callback
 
 def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batch_size: int,
-                       total_epochs: int, monitor: str):
+                       total_epochs: int, monitor: str, resumed: dict | None = None):
     import keras
 
     class JobCallback(keras.callbacks.Callback):
@@ -332,6 +359,9 @@ def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batc
         def __init__(self):
             super().__init__()
             self.best_value, self.best_weights, self.best_epoch = None, None, None
+            if resumed:  # the best so far is in model.keras; its weights are loaded only if still best
+                self.best_value, self.best_epoch = resumed.get("best_value"), resumed.get("best_epoch")
+            self.phase, self.fine_tune_start = "train", None
             self.cancelled = False
             self.train_started = time.perf_counter()
             self._lock = threading.Lock()
@@ -373,6 +403,7 @@ def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batc
             row.pop("lr", None)
             if self.cancelled:
                 row["partial"] = True  # stopped mid-epoch; Keras still validated what was learned
+                row["batches_done"] = self.batches_done
             run.append_metrics(row)
             control.progress.add_epoch(row)
             run.update_status(epoch=epoch + 1)
@@ -381,6 +412,10 @@ def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batc
                 self.best_value, self.best_epoch = float(value), epoch + 1
                 self.best_weights = self.model.get_weights()
                 run.save_model(self.model)
+            if not self.cancelled:
+                save_checkpoint(run, self.model, epoch + 1, {"best_value": self.best_value,
+                                                             "best_epoch": self.best_epoch, "phase": self.phase,
+                                                             "fine_tune_start": self.fine_tune_start})
 
         def _improved(self, value: float) -> bool:
             if self.best_value is None or math.isnan(self.best_value):
@@ -388,6 +423,88 @@ def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batc
             return value < self.best_value if monitor.endswith("loss") else value > self.best_value
 
     return JobCallback()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(run: Run, model, epoch: int, state: dict) -> None:
+    """Weights and optimizer state after `epoch` completed epochs, to resume from.
+
+    Files carry the epoch in their names and state.json is written last, so a crash at any moment
+    leaves the previous checkpoint whole.
+    """
+    folder = run.checkpoint_dir
+    with atomic_path(folder / f"epoch-{epoch}.weights.h5") as tmp:
+        model.save_weights(tmp)
+    with atomic_path(folder / f"epoch-{epoch}.optimizer.npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, *[np.asarray(v) for v in model.optimizer.variables])
+    write_json(folder / "state.json", {**state, "epoch": epoch})
+    for old in folder.glob("epoch-*"):
+        if not old.name.startswith(f"epoch-{epoch}."):
+            old.unlink(missing_ok=True)
+
+
+def restore_checkpoint(run: Run, model) -> dict:
+    """Load the last checkpoint into a compiled `model` (weights and optimizer state); its state."""
+    state = read_json(run.checkpoint_dir / "state.json", {})
+    epoch = state["epoch"]
+    model.load_weights(run.checkpoint_dir / f"epoch-{epoch}.weights.h5")
+    optimizer = model.optimizer
+    optimizer.build(model.trainable_variables)
+    with np.load(run.checkpoint_dir / f"epoch-{epoch}.optimizer.npz", allow_pickle=False) as saved:
+        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    if len(values) != len(optimizer.variables):
+        raise ValueError(f"the checkpoint's optimizer state ({len(values)} variables) does not fit this "
+                         f"model's optimizer ({len(optimizer.variables)})")
+    for variable, value in zip(optimizer.variables, values):
+        variable.assign(value)
+    return state
+
+
+def truncate_history(run: Run, epochs: int) -> None:
+    """Keep the metrics of the first `epochs` epochs: a resumed run goes on from there."""
+    rows = [row for row in run.history() if row.get("epoch", 0) <= epochs]
+    with atomic_path(run.metrics_path) as tmp:
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def early_stopping(config: TrainConfig, resumed: dict | None):
+    """Keras' EarlyStopping; a resumed run keeps its best value and its count of epochs without one."""
+    import keras
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            carried, self.carried = getattr(self, "carried", None), None
+            if carried and carried.get("best_value") is not None:
+                self.best = carried["best_value"]
+                self.wait = carried["epoch"] - (carried.get("best_epoch") or carried["epoch"])
+
+    callback = ResumableEarlyStopping(monitor=config.monitor, patience=config.patience, restore_best_weights=False)
+    callback.carried = resumed
+    return callback
+
+
+def resources_used(started: float, images_per_sec: list[float]) -> dict:
+    """Peak memory of this process (and of the GPU), steady images/s, wall time and device."""
+    import resource
+
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    peak_gpu = None
+    if gpus:
+        try:
+            peak_gpu = round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, 1)
+        except (ValueError, RuntimeError):
+            pass
+    device = (f"{len(gpus)} GPU: " + tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+              if gpus else f"CPU ({os.cpu_count()} cores)")
+    steady = images_per_sec[1:] or images_per_sec  # the first epoch includes tracing
+    return {"peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_gpu_memory_mb": peak_gpu,
+            "images_per_sec": round(float(np.median(steady)), 1) if steady else None,
+            "wall_s": round(time.perf_counter() - started, 2), "device": device}
 
 
 def epoch_tensorboard(log_dir):
@@ -419,15 +536,23 @@ def _as_float(value):
 
 # ----------------------------------------------------------------------------- a whole run
 
-def execute_run(run: Run, config: TrainConfig, control: RunControl | None = None) -> dict:
-    """Train `config` into `run`, keeping status.json honest; returns the summary.
+def execute_run(run: Run, config: TrainConfig, control: RunControl | None = None, resume: bool = False) -> dict:
+    """Train `config` into `run`, keeping status.json honest; returns the summary. With `resume`,
+    training goes on from the run's last checkpoint.
 
     Never raises: failures are recorded in status.json (state failed, error, traceback).
     """
     control = control or RunControl()
-    run.update_status(state="running", started=time.time(), epoch=0, epochs=config.epochs)
+    if control.should_stop():  # stopped while it waited for a process
+        run.update_status(state="cancelled", finished=time.time(), error=None)
+        control.progress.update(phase="cancelled")
+        return {}
+    fields = {"state": "running", "epochs": config.epochs, "finished": None, "error": None}
+    if not resume:
+        fields.update(started=time.time(), epoch=0)
+    run.update_status(**fields)
     try:
-        summary = train(run, config, control)
+        summary = train(run, config, control, resume=resume)
     except Cancelled:
         run.update_status(state="cancelled", finished=time.time(), error=None)
         control.progress.update(phase="cancelled")
@@ -443,7 +568,7 @@ def execute_run(run: Run, config: TrainConfig, control: RunControl | None = None
     return summary
 
 
-def train(run: Run, config: TrainConfig, control: RunControl) -> dict:
+def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = False) -> dict:
     """The training itself. Raises on error; `execute_run` turns errors into a failed status."""
     import keras
 
@@ -475,29 +600,41 @@ def train(run: Run, config: TrainConfig, control: RunControl) -> dict:
                                    params=config.arch_params, dropout=config.dropout,
                                    augmentation=build_augmentation(config.augmentation, config.seed))
         _compile(model, config, learning_rate_schedule(config, steps_per_epoch, config.epochs))
+        resumed = _resume(run, model, config) if resume else None
     stats = models.model_stats(model)
     control.progress.update(phase="training", epochs=total_epochs, batches=steps_per_epoch, model=stats)
     run.update_status(epochs=total_epochs)
 
     job_callback = _make_job_callback(run, control, steps_per_epoch, config.batch_size, total_epochs,
-                                      config.monitor)
+                                      config.monitor, resumed)
     callbacks = [job_callback, epoch_tensorboard(run.tensorboard_dir)]
     if config.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=config.monitor, patience=config.patience,
-                                                       restore_best_weights=False))
+        callbacks.append(early_stopping(config, resumed))
     if config.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.plateau_factor,
                                                            patience=config.plateau_patience,
                                                            min_lr=config.min_learning_rate))
     class_weight = class_weight_map(y_train, num_classes, config.class_weights)
-    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-                        class_weight=class_weight, shuffle=False, verbose=0)  # tf.data shuffles
-    epochs_run = len(history.epoch)
-    if fine_tune_epochs and not job_callback.cancelled and not model.stop_training:
-        epochs_run += _fine_tune(model, config, train_ds, val_ds, callbacks, class_weight, epochs_run)
+    epochs_done = resumed["epoch"] if resumed else 0
+    if not resumed or resumed.get("phase") == "train":
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=epochs_done, epochs=config.epochs,
+                  callbacks=callbacks, class_weight=class_weight, shuffle=False, verbose=0)  # tf.data shuffles
+        epochs_done = len(run.history())
+        if fine_tune_epochs and not job_callback.cancelled and not model.stop_training:
+            job_callback.phase, job_callback.fine_tune_start = "fine_tune", epochs_done
+            _prepare_fine_tune(model, config)
+    else:  # resumed during fine-tuning
+        job_callback.phase, job_callback.fine_tune_start = "fine_tune", resumed["fine_tune_start"]
+    if job_callback.phase == "fine_tune":
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=epochs_done,
+                  epochs=job_callback.fine_tune_start + fine_tune_epochs, callbacks=callbacks,
+                  class_weight=class_weight, shuffle=False, verbose=0)
+    epochs_run = len(run.history())
 
     if config.restore_best and job_callback.best_weights is not None:
         model.set_weights(job_callback.best_weights)
+    elif config.restore_best and resumed and job_callback.best_epoch and run.has_model():
+        model.load_weights(run.model_path)  # the best epoch came before the resume
     run.save_model(model)
     control.progress.update(phase="evaluating")
     summary = {"val": None, "test": None, "best_epoch": job_callback.best_epoch,
@@ -519,8 +656,24 @@ def train(run: Run, config: TrainConfig, control: RunControl) -> dict:
             best = metrics_lib.f1_vs_threshold(probabilities, dataset.labels[idx], dataset.class_names)
             summary["threshold"] = best["best_threshold"] if best else None
     summary["seconds"] = round(time.perf_counter() - started, 2)
+    summary["resources"] = resources_used(started, [r["images_per_sec"] for r in run.history()
+                                                    if r.get("images_per_sec") and not r.get("partial")])
     run.write_summary(summary)
     return summary
+
+
+def _resume(run: Run, model, config: TrainConfig) -> dict:
+    """Go on from the last checkpoint: its weights and optimizer state, metrics up to its epoch."""
+    state = read_json(run.checkpoint_dir / "state.json", {})
+    if not state.get("epoch"):
+        raise ValueError("this run has no checkpoint to resume from (it never completed an epoch)")
+    if state.get("phase") == "fine_tune":
+        _prepare_fine_tune(model, config)
+    restore_checkpoint(run, model)
+    truncate_history(run, state["epoch"])
+    resumed_at = run.status().get("resumed_at_epochs", [])
+    run.update_status(resumed_at_epochs=[*resumed_at, state["epoch"]], epoch=state["epoch"])
+    return state
 
 
 def _compile(model, config: TrainConfig, learning_rate) -> None:
@@ -530,16 +683,12 @@ def _compile(model, config: TrainConfig, learning_rate) -> None:
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
 
 
-def _fine_tune(model, config: TrainConfig, train_ds, val_ds, callbacks, class_weight, epochs_done: int) -> int:
+def _prepare_fine_tune(model, config: TrainConfig) -> None:
     """Transfer learning, phase 2: unfreeze the top of the base and train on at a lower rate."""
     from core import models
     params = models.resolve_params(config.arch, config.arch_params)
     models.unfreeze_top_layers(model, int(params["fine_tune_layers"]))
     _compile(model, config, config.learning_rate * float(params["fine_tune_lr_factor"]))
-    history = model.fit(train_ds, validation_data=val_ds, initial_epoch=epochs_done,
-                        epochs=epochs_done + int(params["fine_tune_epochs"]), callbacks=callbacks,
-                        class_weight=class_weight, shuffle=False, verbose=0)  # tf.data shuffles
-    return len(history.epoch)
 
 
 def predict_probabilities(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

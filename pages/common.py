@@ -41,11 +41,14 @@ PAGE_PATHS = {"home": "pages/home.py", "dataset": "pages/dataset.py", "train": "
 def protect_background_training() -> None:
     """Stop Streamlit from calling keras.backend.clear_session() after every script run.
 
-    Streamlit does that after each run, fragment reruns included (the live views rerun every
-    second). clear_session resets Keras' global state for every thread and drops TensorFlow's
-    kernel cache, so a model being built by a training job at that moment gets duplicate layer
-    names ("The name 'conv2d' is used 3 times") and running jobs slow down. Streamlit's other
-    clean-up (closing matplotlib figures) is kept.
+    Streamlit does that after each run, fragment reruns included (a live training view reruns every
+    second). Training now runs in worker processes, but the dashboard still builds models (the Train
+    page's size estimate) while another tab's reruns end, and clear_session resets Keras' global
+    names under it. Measured (bench/clear_session.py, 2-core VM): with clear_session about twice a
+    second in another thread, 2 of 2 model builds failed ("The name 'conv2d' is used 6 times in the
+    model"); Grad-CAM on a built model was unaffected. tests/test_streamlit_patch.py fails the day
+    Streamlit renames or stops calling the function replaced here. Streamlit's other clean-up
+    (closing matplotlib figures) is kept.
     """
     from streamlit.runtime.scriptrunner import script_runner
     if getattr(script_runner._clean_problem_modules, "keeps_keras_state", False):
@@ -60,6 +63,7 @@ def protect_background_training() -> None:
                 pass
 
     clean_up_without_keras.keeps_keras_state = True
+    clean_up_without_keras.replaces = script_runner._clean_problem_modules
     script_runner._clean_problem_modules = clean_up_without_keras
 
 

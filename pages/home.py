@@ -23,6 +23,8 @@ def intro() -> None:
 
 
 def queue(store) -> None:
+    """Every queued or running run of the store, from this dashboard or any other process; the
+    progress is what the run's training process writes to its folder."""
     st.subheader("Job queue")
     active = common.active_runs(store)
     if not active:
@@ -31,13 +33,21 @@ def queue(store) -> None:
     manager = common.job_manager()
     for run in active:
         progress = manager.progress(run.id)
-        state = run.state()
+        state = progress.get("state") or run.state()
         epoch, epochs = progress.get("epoch") or 0, progress.get("epochs") or 0
-        label = f"**{common.run_name(run)}** — {state}"
+        label = f"**{common.run_name(run)}** — {state}{state_detail(run, state, manager.stop_requested(run.id))}"
         if state == "running" and epochs:
             st.progress(min(1.0, (epoch + 1) / epochs), text=f"{label}, epoch {epoch + 1} of {epochs}")
         else:
             st.markdown(label)
+
+
+def state_detail(run, state: str, stopping: bool) -> str:
+    if stopping:
+        return " (stopping after the current batch)"
+    if state == "queued" and run.status().get("resume"):
+        return f" (to resume from epoch {run.checkpoint_epoch()})"
+    return ""
 
 
 def recent_runs(store) -> None:

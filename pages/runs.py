@@ -10,7 +10,8 @@ from pages import common
 COMPARE_KEY = "runs_compare_ids"
 MAX_COMPARE = 6
 COMMON_RESULTS_KEY = "compare_common_test_results"  # {selection key: result}, kept for the session
-COMPARE_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", "best_val_loss")
+COMPARE_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", "best_val_loss",
+                   "peak_memory_mb", "images_per_sec", "wall_s")
 TABLE_COLUMNS = {
     "name": st.column_config.TextColumn("name", pinned=True),
     "learning_rate": st.column_config.NumberColumn("lr", format="%.0e"),
@@ -20,11 +21,31 @@ TABLE_COLUMNS = {
     "test_macro_f1": st.column_config.NumberColumn("test macro-F1", format="%.3f"),
     "test_auc": st.column_config.NumberColumn("test AUC", format="%.3f"),
     "duration_s": st.column_config.NumberColumn("duration (s)", format="%.0f"),
+    "peak_memory_mb": st.column_config.NumberColumn("peak memory (MB)", format="%.0f",
+                                                    help="Peak resident memory of the run's training process"),
+    "images_per_sec": st.column_config.NumberColumn("images/s", format="%.0f",
+                                                    help="Training speed (median of the epochs after the first)"),
+    "device": st.column_config.TextColumn("device"),
     "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss"),
 }
+# What a run used (Run.describe()), shown after its duration.
+RESOURCE_COLUMNS = ("peak_memory_mb", "images_per_sec", "device")
+RESUME_REPORT_KEY = "resume_report"  # no form prefix: a message, not a setting to keep
 
 
 # ----------------------------------------------------------------------------- the table
+
+def runs_frame(runs):
+    """The runs table with what each run used (peak memory, images/s, device) after its duration."""
+    described = [run.describe() for run in runs]
+    table = compare.runs_table([compare.run_row(d, run.config()) for d, run in zip(described, runs)])
+    position = table.columns.get_loc("duration_s") + 1
+    for column in RESOURCE_COLUMNS:
+        if column not in table:
+            table.insert(position, column, [d.get(column) for d in described])
+        position += 1
+    return table
+
 
 def filters(table):
     cols = st.columns([2, 2, 3])
@@ -53,9 +74,45 @@ def table_actions(table, selected: list[str]) -> None:
                                               key="runs_rerun_button"):
         st.session_state[common.RERUN_CONFIG_KEY] = common.run_store().get(selected[0]).config()
         st.switch_page(common.PAGE_PATHS["train"])
+    resumable = [r for r in selected if common.run_store().get(r).can_resume()]
+    if resumable:
+        st.button(f"Resume {len(resumable)} selected from their last completed epoch", key="runs_resume_button",
+                  icon=":material/play_circle:", on_click=resume, args=(resumable,),
+                  help="Queue them again: each goes on from its last checkpoint (weights and optimizer state).")
+    report = st.session_state.pop(RESUME_REPORT_KEY, None)
+    if report:
+        (st.error if report["failed"] else st.success)(report["text"])
     pending = st.session_state.get("runs_confirm_delete")
     if pending:
         confirm_delete(pending)
+
+
+def resume(run_ids: list[str]) -> None:
+    """Queue the runs again to go on from their checkpoints (a button callback)."""
+    manager, resumed, problems = common.job_manager(), [], []
+    for run_id in run_ids:
+        try:
+            manager.resume(run_id)
+            resumed.append(run_id)
+        except (KeyError, ValueError) as exc:  # deleted or resumed elsewhere meanwhile
+            problems.append(str(exc))
+    text = f"Queued {len(resumed)} run(s) to resume: follow them on the Train page." if resumed else ""
+    st.session_state[RESUME_REPORT_KEY] = {"failed": bool(problems),
+                                           "text": " ".join([text, *problems]).strip()}
+
+
+def failure_reasons(run_ids: list[str]) -> None:
+    """Why each selected run failed or was interrupted, with what its training process printed last."""
+    store = common.run_store()
+    for run_id in run_ids:
+        run = store.get(run_id)
+        status = run.status()
+        if status.get("state") not in ("failed", "interrupted"):
+            continue
+        st.error(f"**{common.run_name(run)}** {status['state']}: {status.get('error') or 'no reason recorded'}")
+        if status.get("stderr_tail"):
+            with st.expander(f"What the training process of {common.run_name(run)} printed"):
+                st.code(status["stderr_tail"], language=None)
 
 
 def confirm_delete(run_ids: list[str]) -> None:
@@ -278,10 +335,11 @@ def main() -> None:
     if not runs:
         common.no_runs_yet()
         return
-    table = compare.runs_table([compare.run_row(r.describe(), r.config()) for r in runs])
+    table = runs_frame(runs)
     shown = filters(table)
     selected = runs_table(shown)
     table_actions(shown, selected)
+    failure_reasons(selected)
     st.divider()
     st.header("Compare")
     chosen = choose_runs(table, selected)

@@ -21,8 +21,7 @@ from core import compare, estimate, forms, sweep_view  # noqa: E402
 from core.portable import ImportRefused, import_archive  # noqa: E402
 from core.recipes import recipe  # noqa: E402
 from core.runs import ACTIVE_STATES  # noqa: E402
-from core.sweep import (RESULT_METRICS, Sweep, SweepAxis, list_sweeps, load_sweep,  # noqa: E402
-                        submit_sweep, sweep_results)
+from core.sweep import Sweep, SweepAxis, list_sweeps, load_sweep, submit_sweep  # noqa: E402
 from core.training import TrainConfig  # noqa: E402
 from pages import common  # noqa: E402
 
@@ -322,7 +321,7 @@ def sweep_picker(sweeps: list[dict]) -> dict:
 def results(store, record: dict, metric: str, live: bool) -> None:
     """Progress, the table and the chart; re-drawn every 2 s while runs of the sweep are active."""
     settings = [axis["setting"] for axis in record["axes"]]
-    frame = sweep_view.results_frame(sweep_results(store, record["id"]), settings)
+    frame = sweep_view.results_frame(sweep_view.sweep_rows(store, record["id"]), settings)
     counts = sweep_view.progress_counts(frame)
     if live and not counts["active"]:
         st.rerun()  # the sweep just ended: stop the timer and refresh the whole page
@@ -337,6 +336,9 @@ def results(store, record: dict, metric: str, live: bool) -> None:
                  key="sweep_results_table")
     if frame[f"{metric}_mean"].notna().any():
         st.altair_chart(sweep_view.sweep_chart(frame, record["axes"], metric), width="stretch")
+    elif counts["done"]:
+        st.caption(f"No finished run of this sweep recorded {sweep_view.METRIC_TITLES[metric].lower()} "
+                   "(runs from before it was measured): pick another metric.")
     else:
         st.caption("The chart appears when the first run of the sweep finishes.")
     st.download_button("Results table (CSV)", frame.to_csv(index=False), file_name=f"{record['id']}.csv",
@@ -398,7 +400,7 @@ def stop_section(store, record: dict) -> None:
         if stopped:
             st.toast(f"Stopping {len(stopped)} run(s) of the sweep…")
         else:
-            st.warning("None of its runs is queued or running in this dashboard process.")
+            st.warning("None of its runs is queued or running any more.")
 
 
 def export_section(store, record: dict, active: bool) -> None:
@@ -424,8 +426,11 @@ def view(store) -> None:
         f"{record.get('repeats', 1)} seed(s) per point"
     st.caption(f"`{record['id']}` · {axes} · {repeats}")
     common.init_widget("sweep_metric", "test_accuracy")
-    metric = st.selectbox("Metric", RESULT_METRICS, key="sweep_metric", format_func=sweep_view.METRIC_TITLES.get)
-    active = any(row["active"] for row in sweep_results(store, record["id"]))
+    metric = st.selectbox("Metric", sweep_view.SWEEP_METRICS, key="sweep_metric",
+                          format_func=sweep_view.METRIC_TITLES.get,
+                          help="A score, or what the runs used: peak memory of the training process, "
+                               "training speed or wall time (e.g. batch size against memory and speed).")
+    active = any(run_state(store, entry["run_id"]) in ACTIVE_STATES for entry in record["runs"])
     st.fragment(results, run_every=2.0 if active else None)(store, record, metric, active)
     if active:
         stop_section(store, record)

@@ -1,6 +1,7 @@
 """Train: set up a run (architecture and its parameters, optimisation, augmentation), see its size
 and expected speed, launch it into the job queue and watch it train live."""
 import json
+import os
 
 import streamlit as st
 
@@ -34,6 +35,7 @@ FIELD_KEYS = {
     "epochs": "train_epochs", "batch_size": "train_batch_size", "class_weights": "train_class_weights",
     "seed": "train_seed", "early_stopping": "train_early_stopping", "patience": "train_patience",
     "monitor": "train_monitor", "restore_best": "train_restore_best", "name": "train_name",
+    "memory_cap_mb": "train_memory_cap",
 }
 FLOAT_FIELDS = ("learning_rate", "weight_decay", "clipnorm", "label_smoothing", "momentum", "decay_rate",
                 "min_learning_rate", "plateau_factor")
@@ -213,6 +215,16 @@ def training_inputs() -> dict:
     if values["early_stopping"]:
         values["patience"] = cols[3].number_input("Patience (epochs)", 1, 100, key="train_patience")
     return values
+
+
+def resource_inputs() -> dict:
+    """Limits that do not change results: the memory cap of the run's training process."""
+    common.init_widget("train_memory_cap", 0)
+    default = os.environ.get("CXR_MEMORY_CAP_MB") or "none"
+    cap = st.number_input("Memory cap (MB, 0 = none)", min_value=0, step=256, key="train_memory_cap",
+                          help="The run is stopped cleanly if its training process uses more; "
+                               f"default $CXR_MEMORY_CAP_MB (here: {default}). At least 256 MB when set.")
+    return {"memory_cap_mb": int(cap)}
 
 
 def augmentation_inputs() -> dict:
@@ -395,25 +407,86 @@ def live_progress(progress: dict) -> None:
 
 
 def finished_result(run) -> None:
+    """How the run ended: its reason when it failed, its test scores, what it used, and Resume."""
     status = run.status()
-    if status.get("state") == "failed":
-        st.error(f"The run failed: {status.get('error')}")
-        with st.expander("Traceback"):
-            st.code(status.get("traceback") or "no traceback recorded")
-        return
+    state = status.get("state")
+    if state == "failed":
+        failure(status)
+    resume_control(run)
     summary = run.summary()
-    if status.get("state") == "cancelled":
+    if state == "cancelled":
         st.warning(stopped_text(summary, run.has_model()), icon=":material/stop_circle:")
     test = summary.get("test") or {}
-    if test:
+    if test and state != "failed":
         cols = st.columns(4)
         cols[0].metric("Test accuracy", f"{test['accuracy']:.3f}")
         cols[1].metric("Test macro-F1", f"{test['macro_f1']:.3f}")
         cols[2].metric("Test AUC", f"{test['auc']:.3f}" if test.get("auc") is not None else "—")
         cols[3].metric("Best epoch", summary.get("best_epoch") or "—")
         st.page_link(common.PAGE_PATHS["evaluate"], label="Evaluate this run", icon=":material/fact_check:")
-    elif status.get("error"):
+    elif state != "failed" and status.get("error"):
         st.warning(status["error"])
+    caption = result_caption(run.resources(), status.get("resumed_at_epochs") or [])
+    if caption:
+        st.caption(caption)
+
+
+def failure(status: dict) -> None:
+    """The plain reason a run failed, what its training process printed last and the traceback."""
+    st.error(f"The run failed: {status.get('error') or 'no reason was recorded'}")
+    if status.get("stderr_tail"):
+        with st.expander("What the training process printed"):
+            st.code(status["stderr_tail"], language=None)
+    if status.get("traceback"):
+        with st.expander("Traceback"):
+            st.code(status["traceback"], language=None)
+
+
+def resume_control(run) -> None:
+    """'Resume from epoch N' for a run that ended early with a checkpoint."""
+    if not run.can_resume():
+        return
+    epoch = run.checkpoint_epoch()
+    st.button(f"Resume from epoch {epoch}", key=f"train_resume_{run.id}_button", type="primary",
+              icon=":material/play_circle:", on_click=resume, args=(run.id,),
+              help=f"Queue this run again: it goes on from its last completed epoch ({epoch}) with the "
+                   "weights and optimizer state saved then.")
+    problem = st.session_state.pop(RESUME_ERROR_KEY, None)
+    if problem:
+        st.error(f"The run could not be resumed: {problem}")
+
+
+RESUME_ERROR_KEY = "resume_error"  # no form prefix: never kept or saved with the settings
+
+
+def resume(run_id: str) -> None:
+    """Queue the run again (a button callback) and keep watching it."""
+    try:
+        common.job_manager().resume(run_id)
+    except (KeyError, ValueError) as exc:  # deleted, or resumed elsewhere meanwhile
+        st.session_state[RESUME_ERROR_KEY] = str(exc)
+        return
+    watch(run_id)
+
+
+def result_caption(resources: dict, resumed_at: list) -> str:
+    """'Peak memory 812 MB · 1,234 images/s · wall time 1 min 3 s · CPU (2 cores) · resumed at epoch 2'."""
+    parts = []
+    if resources.get("peak_memory_mb"):
+        parts.append(f"peak memory {resources['peak_memory_mb']:,.0f} MB")
+    if resources.get("peak_gpu_memory_mb"):
+        parts.append(f"peak GPU memory {resources['peak_gpu_memory_mb']:,.0f} MB")
+    if resources.get("images_per_sec"):
+        parts.append(f"{resources['images_per_sec']:,.0f} images/s")
+    if resources.get("wall_s"):
+        parts.append(f"wall time {compare.format_seconds(resources['wall_s'])}")
+    if resources.get("device"):
+        parts.append(str(resources["device"]))
+    if resumed_at:
+        epochs = ", ".join(str(e) for e in resumed_at)
+        parts.append(f"resumed at epoch{'s' if len(resumed_at) > 1 else ''} {epochs}")
+    text = " · ".join(parts)
+    return text[:1].upper() + text[1:]
 
 
 def stopped_text(summary: dict, has_model: bool) -> str:
@@ -427,6 +500,8 @@ def stopped_text(summary: dict, has_model: bool) -> str:
 
 
 def queue_list(store, shown_id: str, ended: bool) -> None:
+    """Every queued or running run of the store, whoever queued it (this dashboard, another one,
+    the CLI or a worker); Stop works for any of them."""
     others = [r for r in common.active_runs(store) if r.id != shown_id]
     if not others:
         return
@@ -435,12 +510,25 @@ def queue_list(store, shown_id: str, ended: bool) -> None:
         st.button(f"Watch next run: {common.run_name(following)} ({following.state()})", key="train_watch_next_button",
                   type="primary", icon=":material/skip_next:", on_click=watch, args=(following.id,))
     st.markdown("**Queue**")
+    manager = common.job_manager()
     for run in others:
+        state = run.state()
         cols = st.columns([4, 1, 1])
-        cols[0].write(f"{common.run_name(run)} — {run.state()}")
+        cols[0].write(f"{common.run_name(run)} — {queue_state_text(run, state)}")
         cols[1].button("Watch", key=f"watch_{run.id}", on_click=watch, args=(run.id,))
-        if cols[2].button("Cancel", key=f"cancel_{run.id}"):
-            common.job_manager().cancel(run.id)
+        if manager.stop_requested(run.id):
+            cols[2].caption("stopping…")
+        else:
+            cols[2].button("Stop" if state == "running" else "Cancel", key=f"cancel_{run.id}",
+                           on_click=manager.cancel, args=(run.id,))
+
+
+def queue_state_text(run, state: str) -> str:
+    """'running', 'queued' or 'queued to resume from epoch 3'."""
+    status = run.status()
+    if state == "queued" and status.get("resume"):
+        return f"queued to resume from epoch {run.checkpoint_epoch()}"
+    return state
 
 
 def watch(run_id: str) -> None:
@@ -476,6 +564,8 @@ def main() -> None:
     with st.container(border=True):
         st.subheader("Training")
         training = training_inputs()
+        with st.expander("Resources: memory cap"):
+            resources = resource_inputs()
     with st.expander("Augmentation (training images only)"):
         augmentation = augmentation_inputs()
     common.init_widget("train_name", "")
@@ -484,7 +574,7 @@ def main() -> None:
     try:
         config = forms.build_config(settings, {"arch": arch, "arch_params": arch_params, "dropout": dropout,
                                                "name": name.strip(), **optimisation, **training,
-                                               "augmentation": augmentation})
+                                               **resources, "augmentation": augmentation})
     except (TypeError, ValueError) as exc:
         st.error(f"Fix this setting before launching: {exc}")
         config = None

@@ -65,31 +65,49 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def test_runs_of_a_dead_process_are_marked_interrupted(tmp_path):
+def process(pid: int, host: str | None = None) -> dict:
+    return {"host": host or runs.HOST, "pid": pid, "pid_start": runs.process_start(pid)}
+
+
+def test_recovery_interrupts_runs_whose_processes_died_and_requeues_stale_claims(tmp_path):
     store = RunStore(tmp_path)
-    orphan = store.create({"arch": "seed_cnn"})
-    orphan.update_status(state="running", pid=dead_pid(), owner="an-earlier-process")
-    queued_orphan = store.create({"arch": "seed_cnn"})
-    queued_orphan.update_status(pid=dead_pid(), owner="an-earlier-process")
+    gone = dead_pid()
+    orphan = store.create({"arch": "seed_cnn"}, queued=False)
+    orphan.update_status(state="running", trainer={"host": runs.HOST, "pid": gone}, worker=None)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        alive_elsewhere = store.create({"arch": "seed_cnn"})
-        alive_elsewhere.update_status(state="running", pid=sleeper.pid, owner="a-live-cli-process")
-        ours = store.create({"arch": "seed_cnn"})
-        ours.update_status(state="running")
-        done = store.create({"arch": "seed_cnn"})
-        done.update_status(state="done", pid=dead_pid(), owner="x")
-        marked = store.mark_orphans_interrupted()
+        alive_elsewhere = store.create({"arch": "seed_cnn"}, queued=False)
+        alive_elsewhere.update_status(state="running", trainer=process(sleeper.pid), worker=None)
+        other_machine = store.create({"arch": "seed_cnn"}, queued=False)
+        other_machine.update_status(state="running", trainer=process(gone, host="another-host"))
+        stale = store.create({"arch": "seed_cnn"})
+        assert store.claim(stale, f"{runs.HOST}@{gone}-")  # claimed by a worker that then died
+        claimed = store.create({"arch": "seed_cnn"})
+        assert store.claim(claimed, runs.worker_id())  # claimed by a live worker (this process)
+        done = store.create({"arch": "seed_cnn"}, queued=False)
+        done.update_status(state="done", trainer={"host": runs.HOST, "pid": gone})
+        interrupted = store.recover()
     finally:
         sleeper.kill()
-    assert sorted(marked) == sorted([orphan.id, queued_orphan.id])
+    assert interrupted == [orphan.id]
     assert orphan.state() == "interrupted" and "stopped" in orphan.status()["error"]
-    assert alive_elsewhere.state() == "running" and ours.state() == "running" and done.state() == "done"
+    assert alive_elsewhere.state() == other_machine.state() == "running" and done.state() == "done"
+    assert [run.id for run in store.queued()] == [stale.id]  # back in the queue; `claimed` stays taken
+    assert not store.claim(claimed, "someone-else")
 
 
-def test_reused_pid_of_a_dead_process_is_still_recovered(tmp_path):
-    # After a restart our new process may get the old pid; the owner token tells them apart.
-    run = RunStore(tmp_path).create({"arch": "seed_cnn"})
-    run.update_status(state="running", pid=os.getpid(), owner="token-of-the-dead-process")
-    assert RunStore(tmp_path).mark_orphans_interrupted() == [run.id]
-    assert runs.PROCESS_TOKEN != "token-of-the-dead-process"
+def test_a_reused_pid_does_not_pass_for_the_dead_trainer(tmp_path):
+    # After a restart a new process may get the old pid; its start time tells them apart.
+    run = RunStore(tmp_path).create({"arch": "seed_cnn"}, queued=False)
+    run.update_status(state="running", trainer={"host": runs.HOST, "pid": os.getpid(), "pid_start": "1"})
+    assert RunStore(tmp_path).recover() == [run.id]
+
+
+def test_the_queue_is_first_come_first_served_and_a_claim_succeeds_once(tmp_path):
+    store = RunStore(tmp_path)
+    first, second = store.create({"arch": "a"}), store.create({"arch": "b"})
+    assert [run.id for run in store.queued()] == [first.id, second.id]
+    assert store.claim(first, "worker-1") and not store.claim(first, "worker-2")
+    assert [run.id for run in store.queued()] == [second.id]
+    assert store.request_stop(second, "a-dashboard") and second.state() == "cancelled"
+    assert store.queued() == [] and not store.request_stop(second, "a-dashboard")

@@ -1,5 +1,7 @@
 """The Sweeps page's logic without Streamlit: typed values, the sweep spec, the results table,
-the chart spec and the time estimate."""
+the chart spec and the time estimate; and the resources a sweep's runs used, on the page too."""
+import json
+
 import pytest
 
 from core import sweep_view
@@ -179,3 +181,68 @@ def test_sweep_label_names_the_sweep_and_counts_its_runs():
     record = {"id": "sweep-1", "created": 0, "name": "", "axes": [{"setting": "dropout"}, {"setting": "optimizer"}],
               "runs": [{}, {}]}
     assert sweep_view.sweep_label(record).startswith("dropout × optimizer · 2 runs · ")
+
+
+# ----------------------------------------------------------------------------- resources
+
+def used(run, peak_mb: float, images_per_sec: float, wall_s: float):
+    """What a real run records: its process's peak memory in status.json (from the worker), speed
+    and wall time in summary.json (from the training process)."""
+    run.write_summary({**run.summary(), "resources": {"images_per_sec": images_per_sec, "wall_s": wall_s,
+                                                      "device": "CPU (2 cores)", "peak_memory_mb": 1.0}})
+    run.update_status(resources={"peak_memory_mb": peak_mb})
+    return run
+
+
+def batch_size_sweep(store, make_run, with_resources: bool = True) -> list[dict]:
+    """A stored sweep over batch size, two seeds per point; returns its axes."""
+    axes = [{"setting": "batch_size", "values": [16, 64]}]
+    runs = [make_run("done", seed=seed, batch_size=b, sweep_id="sweep-b") for b in (16, 64) for seed in (1, 2)]
+    if with_resources:
+        for run, (peak, speed) in zip(runs, ((500, 900), (520, 1100), (900, 2000), (940, 2200))):
+            used(run, peak, speed, wall_s=speed / 100)
+    write_json(sweeps_dir(store) / "sweep-b.json", {
+        "id": "sweep-b", "created": 0, "name": "batch", "base": {}, "axes": axes, "repeats": 2, "cv_folds": 0,
+        "runs": [{"run_id": r.id, "point": {"batch_size": r.config()["batch_size"]}, "seed": r.config()["seed"],
+                  "fold": 0} for r in runs]})
+    return axes
+
+
+def test_a_sweep_over_batch_size_reads_memory_and_speed(store, make_run):
+    axes = batch_size_sweep(store, make_run)
+    frame = sweep_view.results_frame(sweep_view.sweep_rows(store, "sweep-b"), ["batch_size"])
+    # The worker's measure of the whole process (status.json) wins over the process's own.
+    assert list(frame["peak_memory_mb_mean"]) == [510.0, 920.0]
+    assert list(frame["peak_memory_mb_std"]) == pytest.approx([14.142, 28.284], abs=1e-3)
+    assert list(frame["images_per_sec_mean"]) == [1000.0, 2100.0] and list(frame["wall_s_n"]) == [2, 2]
+    assert list(frame["test_accuracy_n"]) == [2, 2]  # the scores are still there
+    shown = sweep_view.display_frame(frame, ["batch_size"])
+    assert list(shown["Peak memory (MB)"]) == ["510 ± 14", "920 ± 28"]
+    assert list(shown["Images / s"]) == ["1000 ± 141", "2100 ± 141"]
+    spec = sweep_view.sweep_chart(frame, axes, "peak_memory_mb").to_dict()
+    assert spec["title"] == "Peak memory (MB) against batch_size"
+    assert encoding(spec, "line")["y"]["title"] == "Peak memory (MB) (mean ± 1 std)"
+    assert [row["mean"] for row in chart_data(spec)] == [510.0, 920.0]
+
+
+def test_runs_without_resources_leave_those_columns_out(store, make_run):
+    batch_size_sweep(store, make_run, with_resources=False)
+    frame = sweep_view.results_frame(sweep_view.sweep_rows(store, "sweep-b"), ["batch_size"])
+    assert frame["peak_memory_mb_mean"].isna().all() and list(frame["peak_memory_mb_n"]) == [0, 0]
+    shown = sweep_view.display_frame(frame, ["batch_size"])
+    assert "Peak memory (MB)" not in shown and "Test accuracy" in shown
+
+
+def test_the_sweeps_page_charts_peak_memory(app_env, store, make_run, monkeypatch):
+    from tests.apptest_support import assert_clean, open_page
+    monkeypatch.setenv("CXR_SPARE_PROCESS", "0")  # no idle training process for a page that trains nothing
+    batch_size_sweep(store, make_run)
+    at = open_page("pages/sweeps.py")
+    assert "Peak memory (MB)" in at.selectbox(key="sweep_metric").options
+    at.selectbox(key="sweep_metric").set_value("peak_memory_mb").run()
+    assert_clean(at)
+    [chart] = at.get("vega_lite_chart")
+    spec = json.loads(chart.proto.spec)
+    assert spec["title"] == "Peak memory (MB) against batch_size"
+    table = next(d.value for d in at.dataframe if "runs done" in d.value.columns)
+    assert list(table["Peak memory (MB)"]) == ["510 ± 14", "920 ± 28"]

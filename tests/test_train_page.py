@@ -1,10 +1,29 @@
 """The Train page through app.py: values restored into the session survive, the time estimate
-from finished runs, and the live view's Stop / stopped / next-run states with a real queue."""
+from finished runs, the live view's Stop / stopped / next-run states with a real queue, the memory
+cap, why a run failed, and resuming an interrupted run from its checkpoint."""
 import time
 
-from core.runs import RunStore
-from tests.apptest_support import assert_clean, open_page, texts
+import pytest
+
+from core.runs import ACTIVE_STATES, RunStore, this_process, worker_id
+from tests.apptest_support import assert_clean, assert_no_exception, open_page, texts
+from tests.synthetic import make_chest_folder
 from tests.test_app_pages import small_dataset
+
+
+@pytest.fixture(autouse=True)
+def no_spare_process(monkeypatch):
+    """The job manager the page starts keeps no idle training process waiting in these tests."""
+    monkeypatch.setenv("CXR_SPARE_PROCESS", "0")
+
+
+def running_elsewhere(run):
+    """Make a written 'running' run look trained by another live process on this machine (this
+    test's): claimed by it and recorded as its trainer, as a worker does. The page's job manager
+    then leaves it running instead of marking it interrupted."""
+    assert RunStore(run.path.parent).claim(run, worker_id())
+    run.update_status(trainer=this_process(), worker=this_process())
+    return run
 
 
 def metric(at, label: str) -> str:
@@ -48,7 +67,7 @@ def test_another_models_run_gives_a_rough_estimate_scaled_by_cost(app_env, make_
 
 
 def test_a_run_of_another_process_reads_running_not_a_phase(app_env, make_run):
-    run = make_run("running", name="elsewhere", epochs=4)
+    run = running_elsewhere(make_run("running", name="elsewhere", epochs=4))
     at = open_page("pages/train.py", small_dataset())
     assert_clean(at)
     headline = next(m.value for m in at.markdown if "state:" in m.value)
@@ -94,3 +113,96 @@ def wait_for_an_empty_queue(store) -> None:
     deadline = time.monotonic() + 240
     while any(r.state() in ("queued", "running") for r in store.list()) and time.monotonic() < deadline:
         time.sleep(0.5)
+
+
+# ----------------------------------------------------------------------------- worker processes
+
+def test_the_memory_cap_reaches_the_submitted_run(app_env):
+    at = open_page("pages/train.py", {**small_dataset(), "train_epochs": 1, "train_name": "capped"})
+    at.number_input(key="train_memory_cap").set_value(100).run()
+    assert any("memory_cap_mb must be 0 (none) or at least 256" in e.value for e in at.error)
+    assert not [b for b in at.button if b.key == "launch_button"]  # nothing to launch until it is fixed
+    at.number_input(key="train_memory_cap").set_value(1024).run()
+    assert_clean(at)
+    at.button(key="launch_button").click().run()
+    store = RunStore(app_env)
+    [run] = store.list()
+    assert run.config()["memory_cap_mb"] == 1024
+    stop_and_wait(at, store, run)
+
+
+def stop_and_wait(at, store, run) -> None:
+    """Press the run's Stop in the live view and let it end, so no training outlives the test."""
+    at.run()
+    stop = [b for b in at.button if b.key == f"stop_{run.id}"]
+    if stop:
+        stop[0].click().run()
+    wait_for_an_empty_queue(store)
+    assert run.state() not in ACTIVE_STATES
+
+
+def test_a_failed_run_shows_its_reason_and_what_its_process_printed(app_env, make_run):
+    reason = "killed by SIGKILL, most likely out of memory: try a smaller batch size or image size"
+    run = make_run("failed", name="oom")
+    run.update_status(error=reason, traceback=None, exit_code=-9,
+                      stderr_tail="Epoch 1/3\nallocating 4.1 GiB for a batch of 256 images")
+    at = open_page("pages/train.py", {**small_dataset(), "watch_run_id": run.id})
+    assert_no_exception(at)
+    assert [e.value for e in at.error] == [f"The run failed: {reason}"]
+    [printed] = [x for x in at.expander if x.label == "What the training process printed"]
+    assert "allocating 4.1 GiB for a batch of 256 images" in printed.code[0].value
+    assert not [b for b in at.button if b.key == f"train_resume_{run.id}_button"]  # no checkpoint
+
+
+def test_a_run_queued_elsewhere_is_in_the_queue_and_can_be_stopped(app_env, make_run):
+    shown = make_run("done", name="finished", image_size=32)
+    other = running_elsewhere(make_run("running", name="from the CLI", epochs=4))
+    at = open_page("pages/train.py", {**small_dataset(), "watch_run_id": shown.id})
+    assert_clean(at)
+    assert "from the CLI — running" in [m.value for m in at.markdown]
+    stop = at.button(key=f"cancel_{other.id}")
+    assert stop.label == "Stop"
+    stop.click().run()
+    assert other.stop_requested()  # a stop file: the process training it stops after its batch
+    assert not [b for b in at.button if b.key == f"cancel_{other.id}"]
+    assert "stopping…" in texts(at)
+
+
+def interrupted_after_one_epoch(store, tmp_path, monkeypatch):
+    """A real run of 2 epochs whose training stopped after the first: trained here for one epoch
+    (so it has a real checkpoint), then marked the way recovery marks a run whose process died."""
+    from core.training import TrainConfig, execute_run
+    folder = make_chest_folder(tmp_path / "xrays", n_patients=6)
+    monkeypatch.setenv("CXR_DATA_ROOT", str(tmp_path))  # the folder is inside the data root
+    config = TrainConfig(name="resumable", arch="seed_cnn", image_size=32, epochs=2, batch_size=8,
+                         data_source="folder", data_path=str(folder), arch_params={"dense_units": 8})
+    run = store.create(config.to_dict(), name="resumable", queued=False)
+    execute_run(run, config.with_overrides({"epochs": 1}))
+    assert run.checkpoint_epoch() == 1, run.status().get("error")
+    run.summary_path.unlink()  # a run that never finished has no summary
+    run.update_status(state="interrupted", error="the process training this run stopped before it finished")
+    return run
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(app_env, store, tmp_path, monkeypatch):
+    run = interrupted_after_one_epoch(store, tmp_path, monkeypatch)
+    at = open_page("pages/train.py", {**small_dataset(), "watch_run_id": run.id})
+    assert_no_exception(at)
+    assert "state: **interrupted**" in texts(at)
+    resume = at.button(key=f"train_resume_{run.id}_button")
+    assert resume.label == "Resume from epoch 1"
+    resume.click().run()
+    assert_clean(at)
+    status = run.status()
+    # Queued again to resume (the page's job manager may already have claimed it).
+    assert status["resume"] is True and status["state"] in ACTIVE_STATES and not status.get("error")
+    assert f"`{run.id}` · state: **" in texts(at) and "interrupted" not in texts(at)
+    wait_for_an_empty_queue(store)
+    assert run.state() == "done", run.status().get("error")
+    assert run.status()["resumed_at_epochs"] == [1]
+    assert [row["epoch"] for row in run.history()] == [1, 2]
+    at.run()
+    assert_clean(at)
+    caption = texts(at)
+    assert "resumed at epoch 1" in caption and "peak memory" in caption.lower() and "images/s" in caption
+    assert not [b for b in at.button if b.key == f"train_resume_{run.id}_button"]

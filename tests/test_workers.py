@@ -1,0 +1,188 @@
+"""Training in worker processes, with real processes and signals: deaths, restarts, two managers on
+one store, resume, memory cap, reproducibility of concurrent runs."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.jobs import JobManager
+from core.runs import RunStore
+from core.training import TrainConfig
+from tests.synthetic import make_chest_folder
+
+PROJECT = Path(__file__).resolve().parents[1]
+TINY = dict(arch="seed_cnn", image_size=32, batch_size=8, arch_params={"dense_units": 16}, early_stopping=False)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "dataset-cache"))
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    return make_chest_folder(tmp_path_factory.mktemp("xrays"), n_patients=8)
+
+
+@pytest.fixture
+def store(tmp_path) -> RunStore:
+    return RunStore(tmp_path / "runs")
+
+
+def tiny(folder, **overrides) -> TrainConfig:
+    return TrainConfig(**{**TINY, "epochs": 2, **overrides}, data_source="folder", data_path=str(folder))
+
+
+def wait_until(condition, timeout: float = 120, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def training_pid(store: RunStore, run_id: str) -> int:
+    """The pid of the process training `run_id`, once it is in its training loop."""
+    run = store.get(run_id)
+    wait_until(lambda: run.progress().get("phase") == "training" and run.progress().get("batch", 0) >= 1,
+               what=f"{run_id} to train")
+    return run.status()["trainer"]["pid"]
+
+
+def start_worker(store: RunStore, *args: str) -> subprocess.Popen:
+    """`python -m core.worker` on `store` in a process of its own (a headless worker, or a dashboard's
+    workers: the same code)."""
+    return subprocess.Popen([sys.executable, "-m", "core.worker", "--runs-dir", str(store.root), *args],
+                            cwd=PROJECT, env=os.environ.copy(), stderr=subprocess.PIPE, text=True)
+
+
+# ----------------------------------------------------------------------------- a training process dies
+
+@pytest.mark.parametrize("how, words", [(signal.SIGKILL, "killed by SIGKILL, most likely out of memory"),
+                                        (signal.SIGSEGV, "segmentation fault")])
+def test_a_killed_training_process_fails_its_run_with_the_reason_and_the_queue_goes_on(store, tiny_folder,
+                                                                                          how, words):
+    manager = JobManager(store)
+    try:
+        doomed = manager.submit(tiny(tiny_folder, epochs=200))
+        after = manager.submit(tiny(tiny_folder, epochs=1))
+        os.kill(training_pid(store, doomed), how)
+        assert manager.wait(doomed, 60) == "failed"
+        status = store.get(doomed).status()
+        assert words in status["error"] and status["exit_code"] == -how
+        assert "stderr_tail" in status  # what the process printed last (may be only TensorFlow's banner)
+        assert status["resources"]["peak_memory_mb"] > 100  # the kernel's account of the dead process
+        assert manager.wait(after, 120) == "done"  # the same manager trains the next run
+    finally:
+        manager.shutdown()
+
+
+def test_a_run_over_its_memory_cap_is_stopped_cleanly(store, tiny_folder):
+    manager = JobManager(store)
+    try:
+        # TensorFlow alone takes more than 300 MB: the cap stops the run, not the machine.
+        capped = manager.submit(tiny(tiny_folder, memory_cap_mb=300))
+        assert manager.wait(capped, 60) == "failed"
+        assert "above this run's memory cap of 300 MB" in store.get(capped).status()["error"]
+        assert manager.wait(manager.submit(tiny(tiny_folder, epochs=1)), 120) == "done"
+    finally:
+        manager.shutdown()
+
+
+# ----------------------------------------------------------------------------- restarts lose nothing
+
+def test_a_killed_manager_loses_no_run_and_an_interrupted_one_resumes(store, tiny_folder):
+    worker = start_worker(store)
+    running = store.create(tiny(tiny_folder, epochs=30, name="long").to_dict(), name="long")
+    wait_until(lambda: store.get(running.id).checkpoint_epoch() >= 2, what="two checkpointed epochs")
+    queued = [store.create(tiny(tiny_folder, epochs=1, seed=i).to_dict(), name=f"q{i}").id for i in range(10)]
+    worker.send_signal(signal.SIGKILL)  # the way the OOM killer would kill a dashboard
+    worker.wait()
+    # Its training process notices and leaves the run interrupted; the queue is untouched.
+    assert wait_until(lambda: running.state() == "interrupted", 30, "the orphaned run to stop")
+    assert all(store.get(run_id).state() == "queued" for run_id in queued)
+
+    restarted = start_worker(store, "--until-empty")
+    assert restarted.wait(timeout=600) == 0, restarted.stderr.read()
+    assert [store.get(run_id).state() for run_id in queued] == ["done"] * 10
+    assert len(list(store.get(queued[0]).path.glob("claim.*"))) == 1
+
+    interrupted_at = running.checkpoint_epoch()
+    manager = JobManager(store)
+    try:
+        manager.resume(running.id)
+        assert manager.wait(running.id, 300) == "done"
+    finally:
+        manager.shutdown()
+    epochs = [row["epoch"] for row in running.history()]
+    assert epochs == list(range(1, 31))  # one continuous metrics file
+    assert running.status()["resumed_at_epochs"] == [interrupted_at]
+    assert running.summary()["epochs_run"] == 30
+
+
+def test_two_managers_on_one_store_train_each_run_exactly_once(store, tiny_folder):
+    first, second = start_worker(store), start_worker(store)
+    try:
+        run_ids = [store.create(tiny(tiny_folder, epochs=1, seed=i).to_dict(), name=f"r{i}").id for i in range(6)]
+        wait_until(lambda: all(store.get(r).state() == "done" for r in run_ids), 600, "six runs")
+    finally:
+        for worker in (first, second):
+            worker.send_signal(signal.SIGINT)
+            worker.wait(timeout=60)
+    for run_id in run_ids:
+        run = store.get(run_id)
+        assert [row["epoch"] for row in run.history()] == [1]  # a second training would add rows
+        assert len(list(run.path.glob("claim.*"))) == 1
+    trainers = {store.get(r).status()["trainer"]["pid"] for r in run_ids}
+    assert len(trainers) == 6  # a process per run
+    workers = {store.get(r).status()["worker"]["pid"] for r in run_ids}
+    assert workers <= {first.pid, second.pid}
+
+
+def test_a_run_submitted_from_the_command_line_is_trained_by_a_worker(store, tiny_folder):
+    submitted = subprocess.run([sys.executable, "-m", "core.train", "--runs-dir", str(store.root), "--submit",
+                                "--arch", "seed_cnn", "--image-size", "32", "--epochs", "1",
+                                "--data-source", "folder", "--data-path", str(tiny_folder)],
+                               cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = submitted.stdout.strip()
+    assert store.get(run_id).state() == "queued"
+    worker = start_worker(store, "--until-empty")
+    assert worker.wait(timeout=300) == 0
+    assert store.get(run_id).state() == "done"
+
+
+# ----------------------------------------------------------------------------- stop and reproducibility
+
+def test_stop_ends_a_run_within_its_epoch_whichever_process_asks(store, tiny_folder):
+    manager = JobManager(store)
+    try:
+        run_id = manager.submit(tiny(tiny_folder, epochs=1, image_size=64, batch_size=1))
+        training_pid(store, run_id)
+        # Another process (say, a second dashboard on the same runs folder) presses Stop.
+        assert RunStore(store.root).request_stop(store.get(run_id), "another-dashboard")
+        assert manager.wait(run_id, 60) == "cancelled"
+        last = store.get(run_id).history()[-1]
+        assert last["partial"] is True and last["batches_done"] < 16  # 16 batches in the epoch
+    finally:
+        manager.shutdown()
+
+
+def test_concurrent_runs_of_one_config_give_identical_metrics(store, tiny_folder):
+    manager = JobManager(store, max_concurrent=2)
+    try:
+        config = tiny(tiny_folder, epochs=3, seed=11)
+        first, second = manager.submit(config), manager.submit(config)
+        assert manager.wait(first, 300) == manager.wait(second, 300) == "done"
+    finally:
+        manager.shutdown()
+    a, b = store.get(first), store.get(second)
+    assert a.status()["started"] < b.status()["finished"] and b.status()["started"] < a.status()["finished"]
+    keys = ("loss", "accuracy", "val_loss", "val_accuracy")
+    assert [[row[k] for k in keys] for row in a.history()] == [[row[k] for k in keys] for row in b.history()]
