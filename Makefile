@@ -6,7 +6,7 @@ PORT ?= 8501
 # localhost: only this machine can open the dashboard. HOST=0.0.0.0 shares it on the network.
 HOST ?= localhost
 
-.PHONY: run test venv bench clean
+.PHONY: run test venv bench clean worker
 
 # The venv is rebuilt only when requirements.txt changes.
 $(VENV)/.installed: requirements.txt
@@ -22,6 +22,10 @@ run: venv
 
 test: venv
 	$(PY) -m pytest
+
+# Workers without the dashboard: train the queued runs of runs/ (or $CXR_RUNS_DIR) as they come.
+worker: venv
+	$(PY) -m core.worker
 
 bench: venv
 	$(PY) bench/first_paint.py

@@ -478,7 +478,26 @@ def grouped_partition(labels: np.ndarray, groups: np.ndarray, fractions: list[fl
 
     StratifiedGroupKFold deals the patients into small folds (5% each, fewer on tiny data); whole
     folds are then given to each part, so the parts keep the class ratios and share no patient.
+    Dealing takes seconds on the built-in set, so each result is kept on disk (every run of a
+    sweep, and every training process, would otherwise repeat it).
     """
+    key = hashlib.sha256(b"\0".join([np.asarray(labels).astype(np.int64).tobytes(),
+                                      "\n".join(map(str, groups)).encode(),
+                                      repr((list(fractions), int(seed))).encode()])).hexdigest()[:24]
+    path = cache_dir() / "splits" / f"{key}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            return [saved[f"part{i}"] for i in range(len(fractions))]
+    except (OSError, KeyError, ValueError):
+        pass
+    parts = _deal_patients(labels, groups, fractions, seed)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **{f"part{i}": part for i, part in enumerate(parts)})
+    return parts
+
+
+def _deal_patients(labels: np.ndarray, groups: np.ndarray, fractions: list[float], seed: int) -> list[np.ndarray]:
     classes_present = np.unique(labels)
     min_groups = min(len(set(groups[labels == c].tolist())) for c in classes_present)
     n_folds = int(max(len(fractions), min(20, min_groups)))

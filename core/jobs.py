@@ -30,6 +30,7 @@ from core.training import TrainConfig
 STOPPABLE_PHASES = ("queued", "loading data", "training")
 MEMORY_POLL_S = 0.2
 IDLE_POLL_S = 1.0
+SPARE_DELAY_S = 3.0  # the first spare waits a moment: the dashboard's first paint comes first
 
 
 def stop_option(state: str, phase: str | None, stop_requested: bool) -> str:
@@ -139,9 +140,8 @@ class JobManager:
         self._busy_slots = 0
         self._training: dict[str, TrainingProcess] = {}
         self._submitted: list[str] = []
+        self._spare_due = time.monotonic() + SPARE_DELAY_S
         self.recovered = self.store.recover()
-        if self.keep_spare:
-            self._spare = TrainingProcess()
         self._slots = [threading.Thread(target=self._work, name=f"cxr-job-slot-{i}", daemon=True)
                        for i in range(self.max_concurrent)]
         for slot in self._slots:
@@ -250,6 +250,7 @@ class JobManager:
                     self._busy_slots -= 1
             if run is not None:
                 continue
+            self._start_spare_when_due()
             self._wake.wait(IDLE_POLL_S)
             self._wake.clear()
             if time.monotonic() - last_recovery > 10 * IDLE_POLL_S:  # claims of managers that died
@@ -292,6 +293,12 @@ class JobManager:
             with self._lock:
                 self._training.pop(run.id, None)
         self._record_exit(run, returncode, peak_mb, capped_at, memory_cap_mb(config.to_dict()))
+
+    def _start_spare_when_due(self) -> None:
+        with self._lock:
+            if self.keep_spare and self._spare is None and time.monotonic() >= self._spare_due \
+                    and not self._closing.is_set():
+                self._spare = TrainingProcess()
 
     def _process_for_next_run(self) -> TrainingProcess:
         """The waiting spare if there is one (then a new spare is started), else a fresh process."""

@@ -336,6 +336,11 @@ def configure_devices():
     import keras
     import tensorflow as tf
     gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:  # take GPU memory as needed: runs in other processes share the GPU, and peaks mean something
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass  # already initialised (a second run in this process)
     keras.mixed_precision.set_global_policy("mixed_float16" if gpus else "float32")
     if not gpus:
         # Reproducible on CPU: the same config and seed give the same metrics.

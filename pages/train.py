@@ -11,6 +11,7 @@ from core.training import MONITORS, OPTIMIZERS, SCHEDULES
 from pages import common
 
 WATCH_KEY = "watch_run_id"
+RESUME_ERROR_KEY = "resume_error"  # no form prefix: a message, never kept or saved with the settings
 BATCH_SIZES = (8, 16, 32, 64, 128, 256)
 
 
@@ -407,16 +408,18 @@ def live_progress(progress: dict) -> None:
 
 
 def finished_result(run) -> None:
-    """How the run ended: its reason when it failed, its test scores, what it used, and Resume."""
+    """How the run ended: why it failed or stopped, its test scores, what it used, and Resume."""
     status = run.status()
     state = status.get("state")
+    summary = run.summary()
+    test = summary.get("test") or {}
     if state == "failed":
         failure(status)
-    resume_control(run)
-    summary = run.summary()
-    if state == "cancelled":
+    elif state == "cancelled":
         st.warning(stopped_text(summary, run.has_model()), icon=":material/stop_circle:")
-    test = summary.get("test") or {}
+    elif not test and status.get("error"):  # e.g. interrupted: its process stopped before the end
+        st.warning(status["error"])
+    resume_control(run)
     if test and state != "failed":
         cols = st.columns(4)
         cols[0].metric("Test accuracy", f"{test['accuracy']:.3f}")
@@ -424,8 +427,6 @@ def finished_result(run) -> None:
         cols[2].metric("Test AUC", f"{test['auc']:.3f}" if test.get("auc") is not None else "—")
         cols[3].metric("Best epoch", summary.get("best_epoch") or "—")
         st.page_link(common.PAGE_PATHS["evaluate"], label="Evaluate this run", icon=":material/fact_check:")
-    elif state != "failed" and status.get("error"):
-        st.warning(status["error"])
     caption = result_caption(run.resources(), status.get("resumed_at_epochs") or [])
     if caption:
         st.caption(caption)
@@ -454,9 +455,6 @@ def resume_control(run) -> None:
     problem = st.session_state.pop(RESUME_ERROR_KEY, None)
     if problem:
         st.error(f"The run could not be resumed: {problem}")
-
-
-RESUME_ERROR_KEY = "resume_error"  # no form prefix: never kept or saved with the settings
 
 
 def resume(run_id: str) -> None:

@@ -62,7 +62,7 @@ def serve_dashboard(log: Path, env: dict):
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
              "--server.headless", "true", "--server.fileWatcherType", "none",
              "--browser.gatherUsageStats", "false"],
-            cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}, stdout=output,
+            cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CXR_SPARE_PROCESS": "1", **env}, stdout=output,
             stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -22,6 +22,13 @@ def shared_cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("dataset-cache")
 
 
+@pytest.fixture(autouse=True)
+def no_spare_training_process(monkeypatch):
+    """Job managers made by tests (and by pages under AppTest) start no idle spare process; the
+    worker tests and the served dashboards use one."""
+    monkeypatch.setenv("CXR_SPARE_PROCESS", "0")
+
+
 @pytest.fixture
 def runs_dir(tmp_path, monkeypatch) -> Path:
     """An empty run store folder, also set as CXR_RUNS_DIR (what the app and the CLI read)."""

@@ -168,6 +168,26 @@ def test_a_run_queued_elsewhere_is_in_the_queue_and_can_be_stopped(app_env, make
     assert "stopping…" in texts(at)
 
 
+def test_the_live_view_reads_the_progress_a_training_process_writes(app_env, make_run):
+    from core.training import Progress
+    run = running_elsewhere(make_run("running", name="elsewhere", epochs=4))  # 2 epochs in metrics.jsonl
+    progress = Progress(epochs=4, path=run.progress_path)  # what the training process writes
+    progress.update(phase="loading data", load_done=100, load_total=400)
+    at = open_page("pages/train.py", small_dataset())
+    assert_clean(at)
+    assert "Loading images 100 / 400" in texts(at)
+    assert "state: **running** (loading the images)" in texts(at)
+    progress.update(phase="training", epoch=2, batch=5, batches=20, images_per_sec=812.0, eta_s=95.0,
+                    batch_loss=0.4321, learning_rate=0.001)
+    at.run()
+    assert_clean(at)
+    assert "state: **running** (training)" in texts(at)
+    assert "Epoch 3 of 4" in texts(at) and "Batch 5 of 20" in texts(at)
+    assert (metric(at, "Images / s"), metric(at, "Time left"), metric(at, "Batch loss")) == \
+        ("812", "1 min 35 s", "0.4321")
+    assert len(at.get("vega_lite_chart")) == 2  # loss and accuracy of the 2 epochs in metrics.jsonl
+
+
 def interrupted_after_one_epoch(store, tmp_path, monkeypatch):
     """A real run of 2 epochs whose training stopped after the first: trained here for one epoch
     (so it has a real checkpoint), then marked the way recovery marks a run whose process died."""

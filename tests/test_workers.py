@@ -23,6 +23,7 @@ TINY = dict(arch="seed_cnn", image_size=32, batch_size=8, arch_params={"dense_un
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "dataset-cache"))
+    monkeypatch.setenv("CXR_SPARE_PROCESS", "1")  # as the dashboard and core.worker run
 
 
 @pytest.fixture(scope="module")
