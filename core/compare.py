@@ -13,7 +13,8 @@ KEY_SETTINGS = ("optimizer", "learning_rate", "batch_size", "dropout", "arch_par
                 "color_mode", "split", "schedule", "class_weights")
 TABLE_COLUMNS = ("name", "state", "arch", "task", "image_size", "epochs", "epoch", "optimizer",
                  "learning_rate", "batch_size", "dropout", "activation", "augmentation", "best_val_loss",
-                 "val_accuracy", "test_accuracy", "test_macro_f1", "test_auc", "duration_s", "created",
+                 "val_accuracy", "test_accuracy", "test_macro_f1", "test_auc", "duration_s", "peak_memory_mb",
+                 "images_per_sec", "device", "created",
                  "error", "run_id")
 # Config keys that never make two runs "differ" in a meaningful way.
 IGNORED_DIFF_KEYS = ("name",)

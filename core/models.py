@@ -7,13 +7,27 @@ optionally augments them, rescales them itself, and ends in
 so saliency methods can read the logits as the input of the last layer.
 """
 
+import importlib
 import os
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import keras
-from keras import layers
+
+
+class _ImportedOnFirstUse:
+    """A module imported the first time one of its names is used: checking a config against the
+    registry (e.g. `core.train --submit`, the Train form) needs no TensorFlow, which takes 5 s."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute: str):
+        return getattr(importlib.import_module(self._name), attribute)
+
+
+keras = _ImportedOnFirstUse("keras")
+layers = _ImportedOnFirstUse("keras.layers")
 
 ACTIVATIONS = ("relu", "elu", "leaky_relu", "tanh", "sigmoid", "softmax")
 
@@ -143,11 +157,11 @@ def build_logistic(pixels):
     return layers.Flatten()(rescale_to_unit(pixels))
 
 
-# base name -> (constructor, whether it takes raw 0-255 pixels rather than [-1, 1])
+# base name -> (keras.applications constructor, whether it takes raw 0-255 pixels rather than [-1, 1])
 TRANSFER_BASES = {
-    "mobilenet_v2": (keras.applications.MobileNetV2, False),
-    "resnet50_v2": (keras.applications.ResNet50V2, False),
-    "efficientnet_b0": (keras.applications.EfficientNetB0, True),  # has its own Rescaling inside
+    "mobilenet_v2": ("MobileNetV2", False),
+    "resnet50_v2": ("ResNet50V2", False),
+    "efficientnet_b0": ("EfficientNetB0", True),  # has its own Rescaling inside
 }
 MOBILENET_V2_WEIGHT_SIZES = (96, 128, 160, 192, 224)
 
@@ -170,7 +184,7 @@ def imagenet_weights_file(base, image_size):
 
 
 def make_transfer_base(base, weights, image_size):
-    constructor, _ = TRANSFER_BASES[base]
+    constructor = getattr(keras.applications, TRANSFER_BASES[base][0])
     input_shape = (image_size, image_size, 3)
     if weights == "none":
         return constructor(include_top=False, weights=None, input_shape=input_shape)

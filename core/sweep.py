@@ -25,7 +25,8 @@ from pathlib import Path
 from core.runs import RunStore, read_json, write_json
 from core.training import TrainConfig
 
-RESULT_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", "best_val_loss")
+RESULT_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", "best_val_loss",
+                  "peak_memory_mb", "images_per_sec", "wall_s")
 
 
 @dataclass

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import pandas as pd
 
 from core.portable import export_sweep
 from core.runs import RunStore
-from core.sweep import RESULT_METRICS, sweep_results
+from core.sweep import RESULT_METRICS
 from core.training import TrainConfig
 
 # Common ablations and the values people try first (the text stays editable on the page).
@@ -40,7 +39,7 @@ METRIC_TITLES = {"test_accuracy": "Test accuracy", "test_macro_f1": "Test macro-
                  "peak_memory_mb": "Peak memory (MB)", "images_per_sec": "Images / s", "wall_s": "Wall time (s)"}
 # What a run used (Run.describe()): a sweep over batch or image size reads memory and speed too.
 RESOURCE_METRICS = ("peak_memory_mb", "images_per_sec", "wall_s")
-SWEEP_METRICS = RESULT_METRICS + tuple(m for m in RESOURCE_METRICS if m not in RESULT_METRICS)
+SWEEP_METRICS = RESULT_METRICS  # scores, losses and the resources (batch size vs memory: one sweep)
 # Digits in the results table: scores to 3, losses to 4, memory, speed and seconds whole.
 METRIC_DIGITS = {"best_val_loss": 4, "peak_memory_mb": 0, "images_per_sec": 0, "wall_s": 0}
 CHART_HEIGHT = 320
@@ -180,36 +179,6 @@ def sweep_zip_bytes(store: RunStore, sweep_id: str) -> bytes:
 
 
 # ----------------------------------------------------------------------------- results
-
-def sweep_rows(store: RunStore, sweep_id: str) -> list[dict]:
-    """`core.sweep.sweep_results`, with mean / std / n of the resource metrics of the finished runs."""
-    rows = sweep_results(store, sweep_id)
-    for row in rows:
-        missing = [m for m in RESOURCE_METRICS if f"{m}_mean" not in row]
-        if not missing:
-            continue
-        used = [_resources(store, run_id) for run_id in row["run_ids"]]
-        for metric in missing:
-            row.update(point_statistics(metric, [u.get(metric) for u in used if u.get("state") == "done"]))
-    return rows
-
-
-def _resources(store: RunStore, run_id: str) -> dict:
-    try:
-        run = store.get(run_id)
-    except KeyError:  # deleted meanwhile
-        return {}
-    return {"state": run.state(), **run.resources()}
-
-
-def point_statistics(metric: str, values: list) -> dict:
-    """{metric_mean, metric_std, metric_n} over the numbers among `values` (as core.sweep counts them)."""
-    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
-               and math.isfinite(v)]
-    return {f"{metric}_mean": statistics.fmean(numbers) if numbers else None,
-            f"{metric}_std": statistics.stdev(numbers) if len(numbers) > 1 else (0.0 if numbers else None),
-            f"{metric}_n": len(numbers)}
-
 
 def results_frame(rows: list[dict], settings: list[str]) -> pd.DataFrame:
     """One row per point: the swept values, run counts, and mean / std / n of every metric (a metric

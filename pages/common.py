@@ -103,6 +103,18 @@ def _job_manager(runs_root: str):
     return JobManager(RunStore(runs_root))
 
 
+def resume_runs(run_ids: list[str]) -> tuple[list[str], list[str]]:
+    """Queue runs again to go on from their last completed epoch: (resumed ids, problems)."""
+    manager, resumed, problems = job_manager(), [], []
+    for run_id in run_ids:
+        try:
+            manager.resume(run_id)
+            resumed.append(run_id)
+        except (KeyError, ValueError) as exc:  # deleted, or resumed elsewhere meanwhile
+            problems.append(str(exc))
+    return resumed, problems
+
+
 def job_manager():
     """The process-wide job manager for the current runs folder (`CXR_RUNS_DIR` or runs/)."""
     return _job_manager(str(default_runs_dir()))
@@ -114,10 +126,9 @@ def run_store() -> RunStore:
 
 @st.cache_resource(show_spinner=False)
 def warm_up_models() -> threading.Thread:
-    """Import Keras (through core.models) in the background once per process, so the Train page
+    """Import Keras in the background once per process, so the Train page
     is quick when the user gets there while the first paint of any page stays fast."""
-    thread = threading.Thread(target=importlib.import_module, args=("core.models",),
-                              name="cxr-warm-up", daemon=True)
+    thread = threading.Thread(target=importlib.import_module, args=("keras",), name="cxr-warm-up", daemon=True)
     thread.start()
     return thread
 

@@ -29,7 +29,6 @@ TABLE_COLUMNS = {
     "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss"),
 }
 # What a run used (Run.describe()), shown after its duration.
-RESOURCE_COLUMNS = ("peak_memory_mb", "images_per_sec", "device")
 RESUME_REPORT_KEY = "resume_report"  # no form prefix: a message, not a setting to keep
 
 
@@ -37,14 +36,7 @@ RESUME_REPORT_KEY = "resume_report"  # no form prefix: a message, not a setting 
 
 def runs_frame(runs):
     """The runs table with what each run used (peak memory, images/s, device) after its duration."""
-    described = [run.describe() for run in runs]
-    table = compare.runs_table([compare.run_row(d, run.config()) for d, run in zip(described, runs)])
-    position = table.columns.get_loc("duration_s") + 1
-    for column in RESOURCE_COLUMNS:
-        if column not in table:
-            table.insert(position, column, [d.get(column) for d in described])
-        position += 1
-    return table
+    return compare.runs_table([compare.run_row(run.describe(), run.config()) for run in runs])
 
 
 def filters(table):
@@ -89,13 +81,7 @@ def table_actions(table, selected: list[str]) -> None:
 
 def resume(run_ids: list[str]) -> None:
     """Queue the runs again to go on from their checkpoints (a button callback)."""
-    manager, resumed, problems = common.job_manager(), [], []
-    for run_id in run_ids:
-        try:
-            manager.resume(run_id)
-            resumed.append(run_id)
-        except (KeyError, ValueError) as exc:  # deleted or resumed elsewhere meanwhile
-            problems.append(str(exc))
+    resumed, problems = common.resume_runs(run_ids)
     text = f"Queued {len(resumed)} run(s) to resume: follow them on the Train page." if resumed else ""
     st.session_state[RESUME_REPORT_KEY] = {"failed": bool(problems),
                                            "text": " ".join([text, *problems]).strip()}

@@ -21,7 +21,7 @@ from core import compare, estimate, forms, sweep_view  # noqa: E402
 from core.portable import ImportRefused, import_archive  # noqa: E402
 from core.recipes import recipe  # noqa: E402
 from core.runs import ACTIVE_STATES  # noqa: E402
-from core.sweep import Sweep, SweepAxis, list_sweeps, load_sweep, submit_sweep  # noqa: E402
+from core.sweep import Sweep, SweepAxis, list_sweeps, load_sweep, submit_sweep, sweep_results  # noqa: E402
 from core.training import TrainConfig  # noqa: E402
 from pages import common  # noqa: E402
 
@@ -321,7 +321,7 @@ def sweep_picker(sweeps: list[dict]) -> dict:
 def results(store, record: dict, metric: str, live: bool) -> None:
     """Progress, the table and the chart; re-drawn every 2 s while runs of the sweep are active."""
     settings = [axis["setting"] for axis in record["axes"]]
-    frame = sweep_view.results_frame(sweep_view.sweep_rows(store, record["id"]), settings)
+    frame = sweep_view.results_frame(sweep_results(store, record["id"]), settings)
     counts = sweep_view.progress_counts(frame)
     if live and not counts["active"]:
         st.rerun()  # the sweep just ended: stop the timer and refresh the whole page

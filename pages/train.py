@@ -459,12 +459,28 @@ def resume_control(run) -> None:
 
 def resume(run_id: str) -> None:
     """Queue the run again (a button callback) and keep watching it."""
-    try:
-        common.job_manager().resume(run_id)
-    except (KeyError, ValueError) as exc:  # deleted, or resumed elsewhere meanwhile
-        st.session_state[RESUME_ERROR_KEY] = str(exc)
+    resume_all([run_id])
+
+
+def resume_all(run_ids: list[str]) -> None:
+    """Queue runs again (a button callback); watch the first one."""
+    resumed, problems = common.resume_runs(run_ids)
+    if problems:
+        st.session_state[RESUME_ERROR_KEY] = " ".join(problems)
+    if resumed:
+        watch(resumed[0])
+
+
+def interrupted_notice(store) -> None:
+    """Runs cut off when the dashboard or worker training them stopped: one click resumes them."""
+    cut_off = [run for run in store.list() if run.state() == "interrupted" and run.can_resume()]
+    if not cut_off:
         return
-    watch(run_id)
+    names = ", ".join(common.run_name(run) for run in cut_off[:5]) + (" ..." if len(cut_off) > 5 else "")
+    st.warning(f"{len(cut_off)} run(s) stopped when the dashboard or worker training them stopped: {names}. "
+               "Each can go on from its last completed epoch.", icon=":material/restart_alt:")
+    st.button(f"Resume {len(cut_off)} interrupted run(s)", key="train_resume_interrupted_button",
+              icon=":material/play_circle:", on_click=resume_all, args=([run.id for run in cut_off],))
 
 
 def result_caption(resources: dict, resumed_at: list) -> str:
@@ -584,6 +600,7 @@ def main() -> None:
 
     st.divider()
     st.subheader("Live view")
+    interrupted_notice(common.run_store())
     st.fragment(live_view, run_every=1.0)()
 
 

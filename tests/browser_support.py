@@ -56,6 +56,13 @@ def stop(process: subprocess.Popen) -> None:
 @contextmanager
 def serve_dashboard(log: Path, env: dict):
     """`streamlit run app.py` on a free port with `env` added; yields its URL; always stopped."""
+    with serve_dashboard_process(log, env) as (url, _):
+        yield url
+
+
+@contextmanager
+def serve_dashboard_process(log: Path, env: dict):
+    """Like serve_dashboard, yielding (URL, the server's Popen) for tests that kill it."""
     port = free_port()
     with open(log, "w") as output:
         process = subprocess.Popen(
@@ -67,7 +74,7 @@ def serve_dashboard(log: Path, env: dict):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, process, log)
-        yield url
+        yield url, process
     finally:
         stop(process)
 

@@ -2,6 +2,7 @@
 the trainer writes them (config, status, metrics, summary, predictions), without training."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from core import metrics as metrics_lib
+from core import runs
 from core.runs import RunStore
 from core.training import TrainConfig
 
@@ -27,6 +29,18 @@ def no_spare_training_process(monkeypatch):
     """Job managers made by tests (and by pages under AppTest) start no idle spare process; the
     worker tests and the served dashboards use one."""
     monkeypatch.setenv("CXR_SPARE_PROCESS", "0")
+
+
+@pytest.fixture(autouse=True)
+def data_root_stays_per_test():
+    """Under AppTest, pages see a non-local server address and set CXR_DATA_ROOT in os.environ
+    (pages/common.limit_server_paths_when_shared): do not let that reach later tests."""
+    before = os.environ.get("CXR_DATA_ROOT")
+    yield
+    if before is None:
+        os.environ.pop("CXR_DATA_ROOT", None)
+    else:
+        os.environ["CXR_DATA_ROOT"] = before
 
 
 @pytest.fixture
@@ -69,7 +83,9 @@ def write_run(store: RunStore, state: str = "done", name: str = "", epochs: int 
     """A run folder in `state`, as the trainer would leave it. Finished ('done') runs get epochs
     of history, predictions for val and test and a summary; running ones get part of the history."""
     config = TrainConfig(name=name, epochs=epochs, seed=seed, **config_overrides)
-    run = store.create(config.to_dict(), name=name or config.arch)
+    run = store.create(config.to_dict(), name=name or config.arch, queued=state == "queued")
+    if state == "running":  # trained by a live process: this one, as a worker's training process would be
+        run.update_status(trainer=runs.this_process(), worker=runs.this_process())
     now = time.time()
     done_epochs = {"done": epochs, "running": max(1, epochs // 2), "failed": 1}.get(state, 0)
     for epoch in range(1, done_epochs + 1):

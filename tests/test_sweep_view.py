@@ -210,7 +210,7 @@ def batch_size_sweep(store, make_run, with_resources: bool = True) -> list[dict]
 
 def test_a_sweep_over_batch_size_reads_memory_and_speed(store, make_run):
     axes = batch_size_sweep(store, make_run)
-    frame = sweep_view.results_frame(sweep_view.sweep_rows(store, "sweep-b"), ["batch_size"])
+    frame = sweep_view.results_frame(sweep_results(store, "sweep-b"), ["batch_size"])
     # The worker's measure of the whole process (status.json) wins over the process's own.
     assert list(frame["peak_memory_mb_mean"]) == [510.0, 920.0]
     assert list(frame["peak_memory_mb_std"]) == pytest.approx([14.142, 28.284], abs=1e-3)
@@ -227,7 +227,7 @@ def test_a_sweep_over_batch_size_reads_memory_and_speed(store, make_run):
 
 def test_runs_without_resources_leave_those_columns_out(store, make_run):
     batch_size_sweep(store, make_run, with_resources=False)
-    frame = sweep_view.results_frame(sweep_view.sweep_rows(store, "sweep-b"), ["batch_size"])
+    frame = sweep_view.results_frame(sweep_results(store, "sweep-b"), ["batch_size"])
     assert frame["peak_memory_mb_mean"].isna().all() and list(frame["peak_memory_mb_n"]) == [0, 0]
     shown = sweep_view.display_frame(frame, ["batch_size"])
     assert "Peak memory (MB)" not in shown and "Test accuracy" in shown

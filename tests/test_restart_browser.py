@@ -1,0 +1,91 @@
+"""A dashboard killed the way the OOM killer kills it, with runs queued and one training: after a
+restart it trains the whole queue, and the cut-off run resumes from the Train page in Chromium."""
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core.runs import RunStore
+from tests.browser_support import (CHROMIUM, CHROMIUM_ARGS, ROOT, STEP_TIMEOUT_MS, VIEWPORT, go_to,
+                                   requires_chromium, serve_dashboard_process, settle, snap)
+from tests.synthetic import make_chest_folder
+
+pytestmark = requires_chromium
+QUEUED = 10
+
+
+def submit(store: RunStore, folder, name: str, epochs: int) -> str:
+    """Queue a run the way a user at a terminal would: `python -m core.train --submit`."""
+    done = subprocess.run([sys.executable, "-m", "core.train", "--runs-dir", str(store.root), "--submit",
+                           "--arch", "seed_cnn", "--image-size", "32", "--batch-size", "8",
+                           "--epochs", str(epochs), "--name", name, "--set", "early_stopping=false",
+                           "--data-source", "folder", "--data-path", str(folder)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    return done.stdout.strip()
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def open_train_page(browser, url: str):
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(STEP_TIMEOUT_MS)
+    page.goto(url)
+    page.get_by_role("heading", name=re.compile("CXR Lab")).wait_for()
+    settle(page)
+    go_to(page, "Train", "Train")
+    return page
+
+
+def test_a_killed_dashboard_loses_nothing(tmp_path, shared_cache_dir, browser):
+    folder = make_chest_folder(tmp_path / "xrays", n_patients=8)
+    store = RunStore(tmp_path / "runs")
+    env = {"CXR_RUNS_DIR": str(store.root), "CXR_CACHE_DIR": str(shared_cache_dir),
+           "CXR_UPLOADS_DIR": str(tmp_path / "uploads"), "CXR_DATA_ROOT": str(tmp_path)}
+    with serve_dashboard_process(tmp_path / "first.log", env) as (url, server):
+        page = open_train_page(browser, url)  # the dashboard's workers start with its first page
+        long_run = store.get(submit(store, folder, "long", epochs=200))
+        wait_for(lambda: long_run.checkpoint_epoch() >= 2, 180, "the long run to checkpoint two epochs")
+        queued = [submit(store, folder, f"q{i}", epochs=1) for i in range(QUEUED)]
+        page.get_by_text(re.compile(r"q9 — queued")).wait_for()
+        snap(page, "20_queue_before_kill")
+        page.close()
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        wait_for(lambda: long_run.state() == "interrupted", 30, "the cut-off run to be marked interrupted")
+        assert [store.get(r).state() for r in queued] == ["queued"] * QUEUED
+
+    with serve_dashboard_process(tmp_path / "second.log", env) as (url, _):
+        page = open_train_page(browser, url)
+        wait_for(lambda: all(store.get(r).state() == "done" for r in queued), 600, "the queue to finish")
+        page.get_by_role("button", name=re.compile("Resume 1 interrupted run")).click()
+        settle(page)
+        wait_for(lambda: long_run.state() in ("running", "done"), 60, "the resumed run to start")
+        page.get_by_text(re.compile("long — .*(queued to resume|running|done)|long")).first.wait_for()
+        snap(page, "21_resumed_after_restart")
+        assert not page.locator('[data-testid="stException"]').all_inner_texts()
+        page.get_by_role("button", name=re.compile("Stop this run")).click()  # 200 epochs: no need to finish
+        wait_for(lambda: long_run.state() == "cancelled", 120, "the resumed run to stop")
+    history = [row["epoch"] for row in long_run.history()]
+    assert history == list(range(1, len(history) + 1)) and long_run.status()["resumed_at_epochs"]
+    assert all(len(store.get(r).history()) == 1 for r in queued)
