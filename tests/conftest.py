@@ -83,7 +83,8 @@ def write_run(store: RunStore, state: str = "done", name: str = "", epochs: int 
     """A run folder in `state`, as the trainer would leave it. Finished ('done') runs get epochs
     of history, predictions for val and test and a summary; running ones get part of the history."""
     config = TrainConfig(name=name, epochs=epochs, seed=seed, **config_overrides)
-    run = store.create(config.to_dict(), name=name or config.arch, queued=state == "queued")
+    # Not put in the queue: a page's job manager would train a written run.
+    run = store.create(config.to_dict(), name=name or config.arch, queued=False)
     if state == "running":  # trained by a live process: this one, as a worker's training process would be
         run.update_status(trainer=runs.this_process(), worker=runs.this_process())
     now = time.time()

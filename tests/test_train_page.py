@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from core.runs import ACTIVE_STATES, RunStore, this_process, worker_id
+from core.runs import ACTIVE_STATES, RunStore
 from tests.apptest_support import assert_clean, assert_no_exception, open_page, texts
 from tests.synthetic import make_chest_folder
 from tests.test_app_pages import small_dataset
@@ -15,15 +15,6 @@ from tests.test_app_pages import small_dataset
 def no_spare_process(monkeypatch):
     """The job manager the page starts keeps no idle training process waiting in these tests."""
     monkeypatch.setenv("CXR_SPARE_PROCESS", "0")
-
-
-def running_elsewhere(run):
-    """Make a written 'running' run look trained by another live process on this machine (this
-    test's): claimed by it and recorded as its trainer, as a worker does. The page's job manager
-    then leaves it running instead of marking it interrupted."""
-    assert RunStore(run.path.parent).claim(run, worker_id())
-    run.update_status(trainer=this_process(), worker=this_process())
-    return run
 
 
 def metric(at, label: str) -> str:
@@ -67,7 +58,7 @@ def test_another_models_run_gives_a_rough_estimate_scaled_by_cost(app_env, make_
 
 
 def test_a_run_of_another_process_reads_running_not_a_phase(app_env, make_run):
-    run = running_elsewhere(make_run("running", name="elsewhere", epochs=4))
+    run = make_run("running", name="elsewhere", epochs=4)
     at = open_page("pages/train.py", small_dataset())
     assert_clean(at)
     headline = next(m.value for m in at.markdown if "state:" in m.value)
@@ -156,7 +147,7 @@ def test_a_failed_run_shows_its_reason_and_what_its_process_printed(app_env, mak
 
 def test_a_run_queued_elsewhere_is_in_the_queue_and_can_be_stopped(app_env, make_run):
     shown = make_run("done", name="finished", image_size=32)
-    other = running_elsewhere(make_run("running", name="from the CLI", epochs=4))
+    other = make_run("running", name="from the CLI", epochs=4)
     at = open_page("pages/train.py", {**small_dataset(), "watch_run_id": shown.id})
     assert_clean(at)
     assert "from the CLI — running" in [m.value for m in at.markdown]
@@ -170,7 +161,7 @@ def test_a_run_queued_elsewhere_is_in_the_queue_and_can_be_stopped(app_env, make
 
 def test_the_live_view_reads_the_progress_a_training_process_writes(app_env, make_run):
     from core.training import Progress
-    run = running_elsewhere(make_run("running", name="elsewhere", epochs=4))  # 2 epochs in metrics.jsonl
+    run = make_run("running", name="elsewhere", epochs=4)  # 2 epochs in metrics.jsonl
     progress = Progress(epochs=4, path=run.progress_path)  # what the training process writes
     progress.update(phase="loading data", load_done=100, load_total=400)
     at = open_page("pages/train.py", small_dataset())
