@@ -607,7 +607,8 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
         _compile(model, config, learning_rate_schedule(config, steps_per_epoch, config.epochs))
         resumed = _resume(run, model, config) if resume else None
     stats = models.model_stats(model)
-    control.progress.update(phase="training", epochs=total_epochs, batches=steps_per_epoch, model=stats)
+    control.progress.update(phase="training", epochs=total_epochs, batches=steps_per_epoch, model=stats,
+                            epoch=resumed["epoch"] if resumed else 0)
     run.update_status(epochs=total_epochs)
 
     job_callback = _make_job_callback(run, control, steps_per_epoch, config.batch_size, total_epochs,

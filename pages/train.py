@@ -368,6 +368,9 @@ def live_view() -> None:
 def headline(run, state: str, phase: str | None) -> str:
     """'name · id · state: running (training)'; a phase is added only while the run is running."""
     detail = f" ({PHASE_TEXT[phase]})" if state == "running" and phase in PHASE_TEXT else ""
+    resumed = run.status().get("resumed_at_epochs")
+    if resumed and state in ("queued", "running"):
+        detail += f" · resumed at epoch {resumed[-1]}"
     return f"**{common.run_name(run)}** · `{run.id}` · state: **{state}**{detail}"
 
 

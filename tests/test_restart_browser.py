@@ -81,7 +81,7 @@ def test_a_killed_dashboard_loses_nothing(tmp_path, shared_cache_dir, browser):
         page.get_by_role("button", name=re.compile("Resume 1 interrupted run")).click()
         settle(page)
         wait_for(lambda: long_run.state() in ("running", "done"), 60, "the resumed run to start")
-        page.get_by_text(re.compile("long — .*(queued to resume|running|done)|long")).first.wait_for()
+        page.get_by_text(re.compile(r"state: running.*resumed at epoch \d+")).first.wait_for()
         snap(page, "21_resumed_after_restart")
         assert not page.locator('[data-testid="stException"]').all_inner_texts()
         page.get_by_role("button", name=re.compile("Stop this run")).click()  # 200 epochs: no need to finish
