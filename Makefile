@@ -33,6 +33,7 @@ bench: venv
 	$(PY) bench/throughput.py
 	$(PY) bench/accuracy.py
 	$(PY) bench/diagnose_latency.py
+	$(PY) bench/clear_session.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

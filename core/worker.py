@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 import time
@@ -38,6 +39,7 @@ def main(argv=None) -> int:
         return train_process(args.train)
     from core.jobs import JobManager
     from core.runs import RunStore
+    stop_on_signals()
     manager = JobManager(RunStore(args.runs_dir), max_concurrent=args.slots)
     print(f"worker {manager.worker_id} on {manager.store.root}: {len(manager.store.queued())} runs queued, "
           f"{manager.max_concurrent} at a time", file=sys.stderr, flush=True)
@@ -53,6 +55,16 @@ def main(argv=None) -> int:
         return 130
     manager.shutdown(cancel_running=False)
     return 0
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM (`kill`, systemd, docker stop) stop the worker the same way, also when it
+    was started in the background, where SIGINT would otherwise be ignored."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
 
 
 # ----------------------------------------------------------------------------- the training process

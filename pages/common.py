@@ -124,11 +124,22 @@ def run_store() -> RunStore:
     return job_manager().store
 
 
+# What the warm-up imports, in this order: what pages import first, then Keras (which also
+# imports scikit-learn and narwhals). Two threads importing shared modules in different orders can
+# deadlock (Python raises _DeadlockError); measured here: Keras in the warm-up thread against
+# altair in a page's thread, both reaching narwhals.
+WARM_UP_MODULES = ("pandas", "altair", "sklearn", "keras")
+
+
 @st.cache_resource(show_spinner=False)
 def warm_up_models() -> threading.Thread:
     """Import Keras in the background once per process, so the Train page
     is quick when the user gets there while the first paint of any page stays fast."""
-    thread = threading.Thread(target=importlib.import_module, args=("keras",), name="cxr-warm-up", daemon=True)
+    def import_all() -> None:
+        for name in WARM_UP_MODULES:
+            importlib.import_module(name)
+
+    thread = threading.Thread(target=import_all, name="cxr-warm-up", daemon=True)
     thread.start()
     return thread
 

@@ -56,6 +56,16 @@ def training_pid(store: RunStore, run_id: str) -> int:
     return run.status()["trainer"]["pid"]
 
 
+def stopped(worker: subprocess.Popen, timeout: float = 60) -> int:
+    """The worker's exit code once it has stopped; killed (and failing the test) if it hangs."""
+    try:
+        return worker.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+        raise
+
+
 def start_worker(store: RunStore, *args: str) -> subprocess.Popen:
     """`python -m core.worker` on `store` in a process of its own (a headless worker, or a dashboard's
     workers: the same code)."""
@@ -110,7 +120,7 @@ def test_a_killed_manager_loses_no_run_and_an_interrupted_one_resumes(store, tin
     assert all(store.get(run_id).state() == "queued" for run_id in queued)
 
     restarted = start_worker(store, "--until-empty")
-    assert restarted.wait(timeout=600) == 0, restarted.stderr.read()
+    assert stopped(restarted, 600) == 0, restarted.stderr.read()
     assert [store.get(run_id).state() for run_id in queued] == ["done"] * 10
     assert len(list(store.get(queued[0]).path.glob("claim.*"))) == 1
 
@@ -134,8 +144,9 @@ def test_two_managers_on_one_store_train_each_run_exactly_once(store, tiny_folde
         wait_until(lambda: all(store.get(r).state() == "done" for r in run_ids), 600, "six runs")
     finally:
         for worker in (first, second):
-            worker.send_signal(signal.SIGINT)
-            worker.wait(timeout=60)
+            worker.send_signal(signal.SIGTERM)
+        exits = [stopped(worker) for worker in (first, second)]
+    assert exits == [130, 130]  # both stopped cleanly
     for run_id in run_ids:
         run = store.get(run_id)
         assert [row["epoch"] for row in run.history()] == [1]  # a second training would add rows
@@ -155,7 +166,7 @@ def test_a_run_submitted_from_the_command_line_is_trained_by_a_worker(store, tin
     run_id = submitted.stdout.strip()
     assert store.get(run_id).state() == "queued"
     worker = start_worker(store, "--until-empty")
-    assert worker.wait(timeout=300) == 0
+    assert stopped(worker, 300) == 0
     assert store.get(run_id).state() == "done"
 
 
