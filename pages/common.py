@@ -44,9 +44,9 @@ def protect_background_training() -> None:
     Streamlit does that after each run, fragment reruns included (a live training view reruns every
     second). Training now runs in worker processes, but the dashboard still builds models (the Train
     page's size estimate) while another tab's reruns end, and clear_session resets Keras' global
-    names under it. Measured (bench/clear_session.py, 2-core VM): with clear_session about twice a
-    second in another thread, 2 of 2 model builds failed ("The name 'conv2d' is used 6 times in the
-    model"); Grad-CAM on a built model was unaffected. tests/test_streamlit_patch.py fails the day
+    names under it. Measured on the 2-core VM: with clear_session called in another thread for 40 s
+    (83 calls), both model builds of that time failed ("The name 'conv2d' is used 6 times in the
+    model"); Grad-CAM on a built model was unaffected. bench/clear_session.py repeats it. tests/test_streamlit_patch.py fails the day
     Streamlit renames or stops calling the function replaced here. Streamlit's other clean-up
     (closing matplotlib figures) is kept.
     """
