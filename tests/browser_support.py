@@ -22,6 +22,18 @@ requires_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chro
                                        "(apt-get install -y chromium chromium-driver)")
 
 
+@contextmanager
+def launch_chromium():
+    """Debian's Chromium driven by Playwright (whose own browser download is not reachable here)."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

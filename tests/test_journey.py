@@ -23,7 +23,7 @@ import pytest
 from core.runs import RunStore
 from core.sweep import list_sweeps
 from tests import journey_files
-from tests.browser_support import (CHROMIUM, CHROMIUM_ARGS, STEP_TIMEOUT_MS, VIEWPORT, choose, go_to,
+from tests.browser_support import (STEP_TIMEOUT_MS, VIEWPORT, choose, go_to, launch_chromium,
                                    requires_chromium, screenshot_dir, serve_dashboard, settle, snap,
                                    type_into)
 
@@ -53,13 +53,8 @@ def app(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launch_chromium() as chromium:
+        yield chromium
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from core.runs import RunStore
-from tests.browser_support import (CHROMIUM, CHROMIUM_ARGS, ROOT, STEP_TIMEOUT_MS, VIEWPORT, go_to,
+from tests.browser_support import (ROOT, STEP_TIMEOUT_MS, VIEWPORT, go_to, launch_chromium,
                                    requires_chromium, serve_dashboard_process, settle, snap)
 from tests.synthetic import make_chest_folder
 
@@ -38,13 +38,8 @@ def wait_for(condition, timeout: float, what: str):
 
 @pytest.fixture
 def browser():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launch_chromium() as chromium:
+        yield chromium
 
 
 def open_train_page(browser, url: str):
