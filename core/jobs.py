@@ -278,6 +278,7 @@ class JobManager:
         except (TypeError, ValueError) as exc:
             run.update_status(state="failed", finished=time.time(), error=f"bad config: {exc}")
             return
+        cap_mb = memory_cap_mb(config.to_dict())
         process = self._process_for_next_run()
         # Written before the process has its run: from then on only the process writes the status.
         run.update_status(state="running", worker=this_process(),
@@ -288,11 +289,11 @@ class JobManager:
         try:
             if not process.give(run):
                 process.kill()
-            returncode, peak_mb, capped_at = self._watch(process, memory_cap_mb(config.to_dict()))
+            returncode, peak_mb, capped_at = self._watch(process, cap_mb)
         finally:
             with self._lock:
                 self._training.pop(run.id, None)
-        self._record_exit(run, returncode, peak_mb, capped_at, memory_cap_mb(config.to_dict()))
+        self._record_exit(run, returncode, peak_mb, capped_at, cap_mb)
 
     def _start_spare_when_due(self) -> None:
         with self._lock:

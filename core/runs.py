@@ -189,6 +189,11 @@ class Run:
     def stop_requested(self) -> bool:
         return self.stop_path.exists()
 
+    def clear_live_files(self) -> None:
+        """Forget a finished attempt's Stop request and progress, before the run trains again."""
+        self.stop_path.unlink(missing_ok=True)
+        self.progress_path.unlink(missing_ok=True)
+
     def checkpoint_epoch(self) -> int:
         """The last completed epoch saved for resuming (0: none)."""
         return int(read_json(self.checkpoint_dir / "state.json", {}).get("epoch", 0))
@@ -340,8 +345,7 @@ class RunStore:
         """Put a run (back) in the queue, e.g. to resume it."""
         for claim in run.path.glob("claim.*"):
             claim.unlink(missing_ok=True)
-        run.stop_path.unlink(missing_ok=True)
-        run.progress_path.unlink(missing_ok=True)
+        run.clear_live_files()
         run.update_status(state="queued", error=None, traceback=None, stderr_tail=None, finished=None,
                           **status)
         run.queued_marker.touch()

@@ -172,6 +172,7 @@ def resume(args: argparse.Namespace) -> int:
         RunStore(run.path.parent).requeue(run, resume=True)
         print(run.id)
         return 0
+    run.clear_live_files()  # a Stop that ended the last attempt must not end this one
     print(f"resuming {run.id} from epoch {run.checkpoint_epoch()}", file=sys.stderr)
     return report(run, train_here(run, config, resume=True, quiet=args.quiet))
 
