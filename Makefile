@@ -25,7 +25,7 @@ test: venv
 
 # Workers without the dashboard: train the queued runs of runs/ (or $CXR_RUNS_DIR) as they come.
 worker: venv
-	$(PY) -m core.worker
+	$(PY) -m core worker
 
 bench: venv
 	$(PY) bench/first_paint.py

@@ -1,6 +1,6 @@
 """Accuracy of the recommended recipes on the built-in set, measured on held-out patients.
 
-Trains `core.recipes.recipe(task)` through the job manager (the same path as the dashboard) and
+Trains `core.settings.recipes.recipe(task)` through the job manager (the same path as the dashboard) and
 prints test metrics with the wall-clock time. Targets (2-core CPU, within 5 minutes each):
 binary AUC >= 0.99 and accuracy >= 0.96; 3-class macro-F1 >= 0.78.
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.jobs import JobManager  # noqa: E402
-from core.recipes import recipe  # noqa: E402
-from core.runs import RunStore  # noqa: E402
+from core.workers.manager import JobManager  # noqa: E402
+from core.settings.recipes import recipe  # noqa: E402
+from core.store.runs import RunStore  # noqa: E402
 
 TARGETS = {"binary": {"auc": 0.99, "accuracy": 0.96}, "subtype": {"macro_f1": 0.78}}
 BUDGET_S = 300

@@ -27,14 +27,14 @@ TARGET_S = 0.5
 
 
 def find_or_train_run(run_dir: str | None, scratch: Path):
-    from core.diagnosis import diagnosable_runs
-    from core.runs import Run, RunStore
+    from core.ml.diagnosis import diagnosable_runs
+    from core.store.runs import Run, RunStore
     if run_dir:
         return Run(Path(run_dir))
     runs = [r for r in diagnosable_runs(RunStore()) if r.config().get("image_size") == 128]
     if runs:
         return runs[0]
-    from core.training import TrainConfig, execute_run
+    from core.ml.training import TrainConfig, execute_run
     print("no finished 128 px run: training a 1-epoch seed_cnn on the built-in set ...", flush=True)
     config = TrainConfig(arch="seed_cnn", image_size=128, epochs=1, batch_size=64, name="latency-bench")
     run = RunStore(scratch).create(config.to_dict(), name="latency-bench")
@@ -46,7 +46,7 @@ def find_or_train_run(run_dir: str | None, scratch: Path):
 
 def test_jpeg(size: int = 1024) -> bytes:
     """A real built-in X-ray, upscaled to size x size, as a JPEG."""
-    from core.data import BUILTIN_ZIP
+    from core.data.datasets import BUILTIN_ZIP
     with zipfile.ZipFile(BUILTIN_ZIP) as archive:
         name = next(n for n in sorted(archive.namelist()) if n.lower().endswith(".jpeg"))
         image = Image.open(io.BytesIO(archive.read(name))).convert("L").resize((size, size), Image.Resampling.BICUBIC)
@@ -59,10 +59,10 @@ def time_once(diagnoser, data: bytes) -> dict:
     """Seconds per stage for one upload, the way the page processes it."""
     import numpy as np
 
-    from core.diagnosis import decode_upload
-    from core.explain import overlay
-    from core.imaging import resize_to_model
-    from core.ood import assess
+    from core.ml.diagnosis import decode_upload
+    from core.ml.explain import overlay
+    from core.data.imaging import resize_to_model
+    from core.ml.ood import assess
     stages, started = {}, time.perf_counter()
     image = decode_upload(data, "bench.jpg")
     stages["decode"] = time.perf_counter() - started
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     parser.add_argument("--run", help="a run folder (default: newest finished 128 px run, or train one)")
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args(argv)
-    from core.diagnosis import Diagnoser
+    from core.ml.diagnosis import Diagnoser
     with tempfile.TemporaryDirectory() as scratch:
         run = find_or_train_run(args.run, Path(scratch))
         started = time.perf_counter()

@@ -12,10 +12,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import estimate  # noqa: E402
-from core.jobs import JobManager  # noqa: E402
-from core.runs import RunStore  # noqa: E402
-from core.training import TrainConfig  # noqa: E402
+from core.present import estimate  # noqa: E402
+from core.workers.manager import JobManager  # noqa: E402
+from core.store.runs import RunStore  # noqa: E402
+from core.settings.config import TrainConfig  # noqa: E402
 
 def configs(size: int) -> tuple[TrainConfig, list[TrainConfig]]:
     """The basis run and the runs estimated from it."""
@@ -27,7 +27,7 @@ def configs(size: int) -> tuple[TrainConfig, list[TrainConfig]]:
 
 
 def macs(config: TrainConfig) -> float:
-    from core import models
+    from core.ml import models
     model = models.build_model(config.arch, config.image_size, config.channels, 2, config.arch_params, config.dropout)
     return models.model_stats(model)["macs"]
 

@@ -3,7 +3,7 @@
 Both train the same model on the same data with the same tf.data pipeline, alternating which goes
 first each round, so any drift of the machine hits both. The bare fit runs in this process; the job
 goes through `JobManager(RunStore(tmp))`, which trains it in a process of its own
-(`python -m core.worker --train -`), its per-epoch seconds read from the run's metrics.jsonl.
+(`python -m core.workers.process -`), its per-epoch seconds read from the run's metrics.jsonl.
 Prints steady-state images/s (first epoch, with graph tracing, left out) and the ratio job/bare
 (target >= 0.97), and the overhead from submit to the first trained batch (target <= 3 s).
 
@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.jobs import JobManager  # noqa: E402
-from core.runs import ACTIVE_STATES, RunStore  # noqa: E402
-from core.training import TrainConfig, configure_devices, load_data, make_tf_dataset, _compile, \
+from core.workers.manager import JobManager  # noqa: E402
+from core.store.runs import ACTIVE_STATES, RunStore  # noqa: E402
+from core.ml.training import TrainConfig, configure_devices, load_data, make_tf_dataset, _compile, \
     learning_rate_schedule  # noqa: E402
 
 PROGRESS_POLL_S = 0.02
@@ -49,7 +49,7 @@ class JobResult:
 def bare_fit(config: TrainConfig, dataset, split) -> float:
     """images/s of model.fit alone, timed per epoch by the lightest possible callback."""
     import keras
-    from core import models
+    from core.ml import models
     keras.utils.set_random_seed(config.seed)
     configure_devices()
     n_classes = len(dataset.class_names)

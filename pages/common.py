@@ -1,8 +1,8 @@
 """Shared Streamlit helpers: the cached job manager and datasets, the settings kept across page
 changes and browser reloads, and the set-up every page needs (entering through app.py).
 
-TensorFlow is never imported here at module level: `core.jobs` and `core.training` only import
-it inside functions, and `core.models` is imported inside cached functions.
+TensorFlow is never imported here at module level: `core.workers.manager` and `core.ml.training` only import
+it inside functions, and `core.ml.models` is imported inside cached functions.
 """
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import threading
 
 import streamlit as st
 
-from core import forms, ui_state
-from core.data import PROJECT_ROOT
-from core.runs import ACTIVE_STATES, RunStore, default_runs_dir
+from core.present import forms
+from core.store import ui_state
+from core.data.datasets import PROJECT_ROOT
+from core.store.runs import ACTIVE_STATES, RunStore, default_runs_dir
 
 DATASET_SETTINGS_KEY = "dataset_settings"
 WIDGET_PREFIXES = ("ds_", "train_", "sweep_", "runs_", "eval_", "diag_")
@@ -99,7 +100,7 @@ enter_through_app()
 
 @st.cache_resource(show_spinner=False)
 def _job_manager(runs_root: str):
-    from core.jobs import JobManager  # imports core.training, still without TensorFlow
+    from core.workers.manager import JobManager  # imports core.ml.training, still without TensorFlow
     return JobManager(RunStore(runs_root))
 
 
@@ -148,15 +149,15 @@ def warm_up_models() -> threading.Thread:
 def model_stats(arch: str, image_size: int, channels: int, num_classes: int, params_json: str,
                 dropout: float | None = None) -> dict:
     """Parameter counts and MACs per image of the model these settings build (imports Keras)."""
-    from core import models
+    from core.ml import models
     model = models.build_model(arch, image_size, channels, num_classes, json.loads(params_json), dropout)
     return models.model_stats(model)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def load_dataset(source: str, path: str, task: str, image_size: int, color_mode: str):
-    """A decoded dataset (kept in memory; raises core.data.DataError for unusable input)."""
-    from core import data as data_lib
+    """A decoded dataset (kept in memory; raises core.data.datasets.DataError for unusable input)."""
+    from core.data import datasets as data_lib
     channels = 1 if color_mode == "grayscale" else 3
     return data_lib.load_dataset(source, path or None, task, int(image_size), channels)
 
@@ -164,7 +165,7 @@ def load_dataset(source: str, path: str, task: str, image_size: int, color_mode:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def load_split(source: str, path: str, task: str, image_size: int, color_mode: str,
                val_fraction: float, test_fraction: float, seed: int, own: bool):
-    from core import data as data_lib
+    from core.data import datasets as data_lib
     dataset = load_dataset(source, path, task, image_size, color_mode)
     return data_lib.make_split(dataset, val_fraction, test_fraction, int(seed), use_own_split=own)
 
@@ -251,7 +252,7 @@ def run_name(run) -> str:
 
 def show_chart(chart, where=None) -> None:
     """Draw an Altair chart at full width and at the height its spec asks for."""
-    from core.charts import display_height
+    from core.present.charts import display_height
     (where or st).altair_chart(chart, width="stretch", height=display_height(chart))
 
 

@@ -4,7 +4,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import charts, data as data_lib, forms
+from core.present import charts
+from core.data import datasets as data_lib
+from core.present import forms
+from core.settings.config import SOURCES, TASKS
 from pages import common
 
 IMAGE_SIZES = (32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
@@ -14,7 +17,7 @@ SAMPLES_PER_CLASS = 8
 def source_inputs(settings: dict) -> tuple[str, str]:
     """(source, path) from the source radio and, for non-built-in sources, a path or an upload."""
     common.init_widget("ds_source", settings["data_source"])
-    source = st.radio("Source", data_lib.SOURCES, format_func=forms.SOURCE_TITLES.get, horizontal=True,
+    source = st.radio("Source", SOURCES, format_func=forms.SOURCE_TITLES.get, horizontal=True,
                       key="ds_source")
     if source == "builtin":
         return source, ""
@@ -34,7 +37,7 @@ def source_inputs(settings: dict) -> tuple[str, str]:
 
 
 def tasks_for(source: str) -> tuple[str, ...]:
-    return {"builtin": ("binary", "subtype"), "npz": ("classes",)}.get(source, data_lib.TASKS)
+    return {"builtin": ("binary", "subtype"), "npz": ("classes",)}.get(source, TASKS)
 
 
 def init_settings_widgets(settings: dict, source: str) -> None:

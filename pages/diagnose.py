@@ -1,6 +1,6 @@
 """Diagnose: upload chest X-rays (JPEG, PNG, DICOM, ...) and get a trained run's prediction, its
 class probabilities, where the network looked (Grad-CAM, Grad-CAM++, saliency, SmoothGrad) and a
-warning when the image is unlike the training data. A thin view over core.diagnosis.Diagnoser.
+warning when the image is unlike the training data. A thin view over core.ml.diagnosis.Diagnoser.
 
 Runs as a st.Page script (no set_page_config here); TensorFlow is imported inside cached functions.
 """
@@ -12,8 +12,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core import diagnosis as dx
-from core.explain import CAM_METHODS, DEFAULT_OPACITY, METHODS, ExplainError, empty_map_message, is_empty_map, overlay
+from core.ml import diagnosis as dx
+from core.ml.explain import CAM_METHODS, DEFAULT_OPACITY, METHODS, ExplainError, empty_map_message, is_empty_map, overlay
 from pages import common
 
 DISPLAY_MAX_SIDE = 1600  # overlays of huge uploads are drawn on a copy this large, for speed

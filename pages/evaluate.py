@@ -6,7 +6,10 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core import charts, data as data_lib, metrics as metrics_lib, review
+from core.present import charts
+from core.data import datasets as data_lib
+from core.ml import metrics as metrics_lib
+from core.present import review
 from pages import common
 
 RUN_KEY = "eval_run"
@@ -17,7 +20,7 @@ GALLERY_COLUMNS = 6
 @st.cache_data(show_spinner=False, max_entries=32)
 def curves(run_path: str, split: str, modified: float) -> dict:
     """Threshold-free curves of a run's saved predictions (`modified` refreshes the cache)."""
-    from core.runs import Run
+    from core.store.runs import Run
     predictions = Run(run_path).predictions(split)
     return metrics_lib.evaluate_predictions(predictions["probabilities"], predictions["labels"],
                                             predictions["class_names"])

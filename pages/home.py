@@ -1,7 +1,7 @@
 """Home: what CXR Lab is, the dataset in use, the job queue and the latest runs."""
 import streamlit as st
 
-from core import forms
+from core.present import forms
 from pages import common
 
 RECENT_RUNS = 8
@@ -56,7 +56,7 @@ def recent_runs(store) -> None:
     if not runs:
         common.no_runs_yet()
         return
-    from core import compare  # pandas: imported after the title and the queue are drawn
+    from core.present import compare  # pandas: imported after the title and the queue are drawn
     table = compare.runs_table([compare.run_row(r.describe(), r.config()) for r in runs])
     st.dataframe(table[["name", "state", "arch", "image_size", "epochs", "val_accuracy", "test_accuracy",
                         "test_macro_f1", "test_auc", "duration_s", "created"]],

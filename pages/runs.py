@@ -3,8 +3,11 @@ side by side: curves, metrics, config diff, confusion matrices, ROC and parallel
 import pandas as pd
 import streamlit as st
 
-from core import charts, common_split, compare, metrics as metrics_lib
-from core.runs import ACTIVE_STATES, STATES
+from core.present import charts
+from core.ml import common_split
+from core.present import compare
+from core.ml import metrics as metrics_lib
+from core.store.runs import ACTIVE_STATES, STATES
 from pages import common
 
 COMPARE_KEY = "runs_compare_ids"

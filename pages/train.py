@@ -5,9 +5,13 @@ import os
 
 import streamlit as st
 
-from core import charts, compare, data as data_lib, estimate, forms
-from core.jobs import stop_option
-from core.training import MONITORS, OPTIMIZERS, SCHEDULES
+from core.present import charts
+from core.present import compare
+from core.data import datasets as data_lib
+from core.present import estimate
+from core.present import forms
+from core.workers.manager import stop_option
+from core.settings.config import MONITORS, OPTIMIZERS, SCHEDULES
 from pages import common
 
 WATCH_KEY = "watch_run_id"
@@ -20,7 +24,7 @@ BATCH_SIZES = (8, 16, 32, 64, 128, 256)
 @st.cache_resource(show_spinner="Loading the model zoo (TensorFlow)…")
 def model_registry():
     """The architecture registry; importing it pulls in Keras, so it happens only here."""
-    from core import models
+    from core.ml import models
     return models.ARCHITECTURES
 
 
@@ -73,7 +77,7 @@ def fill_form(config: dict) -> None:
 
 def starting_point(store) -> None:
     """Start from the recommended recipe or from an earlier run's settings, then change one thing."""
-    from core.recipes import recipe
+    from core.settings.recipes import recipe
     runs = store.list()[:50]
     cols = st.columns([2, 3, 1], vertical_alignment="bottom")
     cols[0].button("Load the recommended recipe", key="train_recipe_button", icon=":material/star:",

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import metrics as metrics_lib
-from core import runs
-from core.runs import RunStore
-from core.training import TrainConfig
+from core.ml import metrics as metrics_lib
+from core.store import runs
+from core.store.runs import RunStore
+from core.settings.config import TrainConfig
 
 CHEST_CLASSES = ("NORMAL", "PNEUMONIA")
 

@@ -6,9 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import charts, compare, forms, review
-from core.data import DataError
-from core.training import TrainConfig
+from core.present import charts
+from core.present import compare
+from core.present import forms
+from core.present import review
+from core.data.datasets import DataError
+from core.settings.config import TrainConfig
 from tests.conftest import fake_predictions
 
 
@@ -171,7 +174,7 @@ def test_compare_history_chart_overlays_runs():
 
 def test_evaluation_charts_build_from_metrics_results():
     probabilities, labels, _, _ = fake_predictions(60, ["NORMAL", "PNEUMONIA"])
-    from core import metrics as metrics_lib
+    from core.ml import metrics as metrics_lib
     results = metrics_lib.evaluate_predictions(probabilities, labels, ["NORMAL", "PNEUMONIA"])
     matrix = results["metrics"]["confusion_matrix"]
     built = [charts.confusion_matrix_chart(matrix, ["NORMAL", "PNEUMONIA"]),
@@ -198,7 +201,7 @@ def test_parallel_coordinates_chart_colours_by_metric():
 
 # ----------------------------------------------------------------------------- forms
 
-class _Param:  # the shape of core.models.Param, without importing Keras
+class _Param:  # the shape of core.ml.models.Param, without importing Keras
     def __init__(self, name, default, choices=(), min=None, max=None):
         self.name, self.default, self.choices, self.min, self.max = name, default, choices, min, max
 

@@ -5,7 +5,7 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.runs import RunStore
+from core.store.runs import RunStore
 from tests.apptest_support import APP, TIMEOUT, assert_clean, open_page, texts  # noqa: F401 - shared
 
 PAGES = ("pages/home.py", "pages/dataset.py", "pages/train.py", "pages/sweeps.py", "pages/runs.py",
@@ -13,7 +13,7 @@ PAGES = ("pages/home.py", "pages/dataset.py", "pages/train.py", "pages/sweeps.py
 
 
 def small_dataset(image_size: int = 32) -> dict:
-    from core import forms
+    from core.present import forms
     return {"dataset_settings": {**forms.default_dataset_settings(), "image_size": image_size}}
 
 

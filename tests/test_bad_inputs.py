@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import diagnosis as dx
-from core.imaging import MAX_PIXELS, ImageError
+from core.ml import diagnosis as dx
+from core.data.imaging import MAX_PIXELS, ImageError
 
 # the "huge image" case is meant to trip Pillow's warning on its way to our own refusal
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -151,8 +151,8 @@ def test_dicom_applies_rescale_window_and_monochrome1_inversion():
 
 @pytest.fixture(scope="module")
 def diagnoser(tmp_path_factory):
-    from core.runs import RunStore
-    from core.training import TrainConfig, execute_run
+    from core.store.runs import RunStore
+    from core.ml.training import TrainConfig, execute_run
     config = TrainConfig(arch="seed_cnn", image_size=32, epochs=1, batch_size=64)
     run = RunStore(tmp_path_factory.mktemp("runs")).create(config.to_dict())
     with pytest.MonkeyPatch.context() as patch:  # the decoded dataset goes to a temporary cache
@@ -172,7 +172,7 @@ def test_every_bad_file_becomes_an_error_result_and_the_diagnoser_keeps_working(
 
 @pytest.mark.parametrize("case", list(ACCEPTED))
 def test_odd_images_are_diagnosed_and_explained_at_their_own_size(diagnoser, case):
-    from core.explain import overlay
+    from core.ml.explain import overlay
     name, make, _ = ACCEPTED[case]
     result = diagnoser.diagnose(make(), name)
     assert result.ok, result.error

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import BUILTIN_ZIP
-from core.metrics import predict_with_threshold
+from core.data.datasets import BUILTIN_ZIP
+from core.ml.metrics import predict_with_threshold
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, cache):
     runs_dir = tmp_path_factory.mktemp("runs")
-    result = cli("core.train", "--arch", "seed_cnn", "--task", "subtype", "--image-size", "32",
+    result = cli("core", "train", "--arch", "seed_cnn", "--task", "subtype", "--image-size", "32",
                  "--epochs", "1", "--batch-size", "64", "--runs-dir", str(runs_dir),
                  "--set", "arch_params.dense_units=16", env_extra={"CXR_CACHE_DIR": str(cache)})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -52,12 +52,12 @@ def test_train_prints_the_run_folder_and_test_metrics(trained_run):
 
 def test_evaluate_prints_metrics_as_json(trained_run):
     output, _ = trained_run
-    result = cli("core.evaluate", output["run_dir"])
+    result = cli("core", "evaluate", output["run_dir"])
     assert result.returncode == 0, result.stderr
     evaluated = json.loads(result.stdout)
     assert evaluated["metrics"]["accuracy"] == pytest.approx(output["test"]["accuracy"])
     assert len(evaluated["metrics"]["confusion_matrix"]) == 3
-    curves = json.loads(cli("core.evaluate", output["run_dir"], "--split", "val", "--curves").stdout)
+    curves = json.loads(cli("core", "evaluate", output["run_dir"], "--split", "val", "--curves").stdout)
     assert {"roc", "pr", "f1_threshold", "calibration"} <= set(curves)
 
 
@@ -74,7 +74,7 @@ def test_predict_reproduces_the_saved_predictions_and_reports_bad_files(trained_
     sixteen_bit = tmp_path / "sixteen.png"
     Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 8).save(sixteen_bit)
     (tmp_path / "notes.jpeg").write_bytes(b"definitely not an image")
-    result = cli("core.predict", str(run_dir), str(tmp_path), str(tmp_path / "missing.png"),
+    result = cli("core", "predict", str(run_dir), str(tmp_path), str(tmp_path / "missing.png"),
                  env_extra={"CXR_CACHE_DIR": str(cache)})
     assert result.returncode == 1  # some inputs failed
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -115,7 +115,7 @@ def test_predict_warns_about_a_photo_but_not_about_real_xrays(trained_run, tmp_p
         names = sorted(n for n in archive.namelist() if n.lower().endswith(".jpeg"))[::900][:3]
         for name in names:
             (tmp_path / Path(name).name).write_bytes(archive.read(name))
-    result = cli("core.predict", str(run_dir), str(tmp_path), env_extra={"CXR_CACHE_DIR": str(cache)})
+    result = cli("core", "predict", str(run_dir), str(tmp_path), env_extra={"CXR_CACHE_DIR": str(cache)})
     assert result.returncode == 0, result.stderr[-3000:]
     by_file = {Path(line["file"]).name: line for line in map(json.loads, result.stdout.splitlines())}
     photo = by_file["building.jpg"]
@@ -130,7 +130,7 @@ def test_predict_warns_about_a_photo_but_not_about_real_xrays(trained_run, tmp_p
 
 
 def test_bad_cli_input_gives_a_message_not_a_traceback(tmp_path):
-    result = cli("core.train", "--arch", "no_such_net", "--runs-dir", str(tmp_path), check=False)
+    result = cli("core", "train", "--arch", "no_such_net", "--runs-dir", str(tmp_path), check=False)
     assert result.returncode == 2 and "no_such_net" in result.stderr and "Traceback" not in result.stderr
-    result = cli("core.predict", str(tmp_path), "x.png", check=False)
+    result = cli("core", "predict", str(tmp_path), "x.png", check=False)
     assert result.returncode == 2 and "not a run folder" in result.stderr

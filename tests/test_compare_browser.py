@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from core.runs import RunStore
-from core.training import TrainConfig, execute_run
+from core.store.runs import RunStore
+from core.ml.training import TrainConfig, execute_run
 from tests.browser_support import (CHROMIUM, CHROMIUM_ARGS, STEP_TIMEOUT_MS, VIEWPORT, go_to,
                                    requires_chromium, screenshot_dir, serve_dashboard, settle, snap)
 

@@ -1,11 +1,12 @@
-"""Scoring runs on one common test split (core.common_split), with real tiny runs trained on the
+"""Scoring runs on one common test split (core.ml.common_split), with real tiny runs trained on the
 built-in chest X-rays: binary at 32 px, binary at 40 px with another split seed, 3-class subtype."""
 import numpy as np
 import pytest
 
-from core import common_split, metrics as metrics_lib
-from core.runs import RunStore
-from core.training import TrainConfig, execute_run
+from core.ml import common_split
+from core.ml import metrics as metrics_lib
+from core.store.runs import RunStore
+from core.ml.training import TrainConfig, execute_run
 
 TINY = dict(arch="seed_cnn", batch_size=128, epochs=1, arch_params={"dense_units": 8}, early_stopping=False)
 
@@ -118,7 +119,7 @@ def test_nothing_left_is_a_clear_error(tmp_path_factory, monkeypatch):
 def test_scoring_module_does_not_import_tensorflow():
     import subprocess
     import sys
-    code = "import sys, core.common_split; print('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    code = "import sys, core.ml.common_split; print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -5,8 +5,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from core import data
-from core.data import DataError, load_dataset, make_split
+from core.data import datasets as data
+from core.data.datasets import DataError, load_dataset, make_split
 from tests.synthetic import jpeg_bytes, make_chest_folder
 
 

@@ -1,7 +1,7 @@
 """A dashboard shared on a network reads server paths only inside its data root (CXR_DATA_ROOT)."""
 import pytest
 
-from core import data as data_lib
+from core.data import datasets as data_lib
 from tests.synthetic import make_chest_folder
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import diagnosis as dx
+from core.ml import diagnosis as dx
 from tests.apptest_support import open_page
-from core.explain import METHODS
+from core.ml.explain import METHODS
 
 
 
@@ -19,8 +19,8 @@ from core.explain import METHODS
 def runs_root(tmp_path_factory):
     """A run store with finished 32 px mlp and seed_cnn runs (trained for real, one epoch each); the
     decoded dataset is cached in a temporary folder for the whole module."""
-    from core.runs import RunStore
-    from core.training import TrainConfig, execute_run
+    from core.store.runs import RunStore
+    from core.ml.training import TrainConfig, execute_run
     root = tmp_path_factory.mktemp("runs")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
@@ -41,7 +41,7 @@ def page(runs_root, monkeypatch):
 
 
 def select_run(app, arch: str):
-    from core.runs import RunStore
+    from core.store.runs import RunStore
     run_id = next(run.id for run in RunStore().list() if run.config()["arch"] == arch)
     app.selectbox(key="diag_run").set_value(run_id).run()
     assert not app.exception, app.exception
@@ -49,7 +49,7 @@ def select_run(app, arch: str):
 
 
 def xray_upload(index: int = 0):
-    from core.data import BUILTIN_ZIP
+    from core.data.datasets import BUILTIN_ZIP
     with zipfile.ZipFile(BUILTIN_ZIP) as archive:
         name = sorted(n for n in archive.namelist() if n.lower().endswith(".jpeg"))[index]
         return name.rsplit("/", 1)[-1], archive.read(name), "image/jpeg"
@@ -68,7 +68,7 @@ def test_page_shows_the_clinical_use_note_and_the_best_run_by_default(page):
     assert "not for clinical use" in texts(page)
     assert not page.warning[1:]  # only the clinical-use note: no "default value set via Session State" warning
     assert page.selectbox(key="diag_run").value is not None
-    from core.runs import RunStore
+    from core.store.runs import RunStore
     runs = dx.diagnosable_runs(RunStore())  # CXR_RUNS_DIR is the fixture's store
     run = dx.best_run(runs)
     assert page.selectbox(key="diag_run").value == run.id
@@ -143,9 +143,9 @@ def test_changing_the_run_after_an_upload_keeps_the_files_and_diagnoses_them_aga
 
 def xray_with_empty_gradcam(runs_root) -> tuple:
     """A built-in X-ray whose Grad-CAM for the predicted class is empty with the seed_cnn run."""
-    from core.data import BUILTIN_ZIP
-    from core.explain import is_empty_map
-    from core.runs import RunStore
+    from core.data.datasets import BUILTIN_ZIP
+    from core.ml.explain import is_empty_map
+    from core.store.runs import RunStore
     run = next(r for r in RunStore(runs_root).list() if r.config()["arch"] == "seed_cnn")
     diagnoser = dx.Diagnoser(run.path)
     with zipfile.ZipFile(BUILTIN_ZIP) as archive:
@@ -191,7 +191,7 @@ def test_a_run_with_a_damaged_model_is_a_message_not_a_crash(runs_root, tmp_path
     import shutil
 
 
-    from core.runs import RunStore
+    from core.store.runs import RunStore
     source = dx.diagnosable_runs(RunStore(runs_root))[0]
     shutil.copytree(source.path, tmp_path / source.id)
     (tmp_path / source.id / "model.keras").write_bytes(b"not a keras archive")
@@ -261,7 +261,7 @@ def test_a_cancelled_run_shows_up_in_the_page_with_its_state(runs_root, tmp_path
     import shutil
 
 
-    from core.runs import RunStore
+    from core.store.runs import RunStore
     source = next(r for r in RunStore(runs_root).list() if r.config()["arch"] == "seed_cnn")
     shutil.copytree(source.path, tmp_path / source.id)
     copy = RunStore(tmp_path).get(source.id)
@@ -277,7 +277,7 @@ def test_a_cancelled_run_shows_up_in_the_page_with_its_state(runs_root, tmp_path
 def test_best_run_prefers_test_auc_then_macro_f1(tmp_path):
     import json
 
-    from core.runs import RunStore
+    from core.store.runs import RunStore
     store = RunStore(tmp_path)
     runs = []
     for auc, f1 in ((0.8, 0.9), (0.9, 0.5), (0.9, 0.7), (None, 0.99)):
@@ -293,10 +293,10 @@ def test_best_run_prefers_test_auc_then_macro_f1(tmp_path):
 
 
 def test_the_evaluate_gallery_falls_back_to_gradcam_plus_plus_and_says_so(runs_root):
-    from core import review
-    from core.explain import GRADCAM_FALLBACK_NOTE, explainer_for_run, is_empty_map, predicted_class
-    from core.runs import RunStore
-    from core.training import TrainConfig, load_data
+    from core.present import review
+    from core.ml.explain import GRADCAM_FALLBACK_NOTE, explainer_for_run, is_empty_map, predicted_class
+    from core.store.runs import RunStore
+    from core.ml.training import TrainConfig, load_data
     runs = {run.config()["arch"]: run for run in RunStore(runs_root).list()}
     dataset, split = load_data(TrainConfig.from_dict(runs["seed_cnn"].config()))
     explainer = explainer_for_run(runs["seed_cnn"])
@@ -318,7 +318,7 @@ def test_the_evaluate_gallery_falls_back_to_gradcam_plus_plus_and_says_so(runs_r
 def test_an_interrupted_run_without_summary_still_diagnoses_with_its_dataset_classes(runs_root, tmp_path):
     import shutil
 
-    from core.runs import RunStore
+    from core.store.runs import RunStore
     source = next(r for r in RunStore(runs_root).list() if r.config()["arch"] == "seed_cnn")
     shutil.copytree(source.path, tmp_path / source.id)
     copy = RunStore(tmp_path).get(source.id)
@@ -343,7 +343,7 @@ def test_results_rows_and_thumbnails():
 
 
 def test_threshold_decides_the_class(runs_root):
-    from core.runs import RunStore
+    from core.store.runs import RunStore
     diagnoser = dx.Diagnoser(dx.diagnosable_runs(RunStore(runs_root))[0].path)
     probabilities = np.array([0.3, 0.7])
     assert diagnoser.decide(probabilities, 0.5) == ("PNEUMONIA", pytest.approx(0.7))

@@ -2,9 +2,9 @@
 overhead, learned from finished runs; scaled by model cost when the model has never run."""
 import pytest
 
-from core import estimate
-from core.sweep import Sweep, SweepAxis
-from core.training import TrainConfig
+from core.present import estimate
+from core.store.sweeps import Sweep, SweepAxis
+from core.settings.config import TrainConfig
 
 IMAGES = {"train": 700, "val": 150, "test": 150}
 

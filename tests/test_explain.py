@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import explain
-from core.explain import ExplainError, Explainer
+from core.ml import explain
+from core.ml.explain import ExplainError, Explainer
 
 SIZE = 32
 SQUARE = 8
@@ -27,7 +27,7 @@ def square_images(n: int, seed: int):
 def square_model():
     import keras
 
-    from core.models import build_model
+    from core.ml.models import build_model
     keras.utils.set_random_seed(0)
     model = build_model("wide_cnn", SIZE, 1, 2, params={"filters": 16, "kernel_size": 3, "dropout": 0.0})
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
@@ -87,7 +87,7 @@ def test_the_feature_map_is_found_automatically_and_can_be_overridden(square_mod
 
 
 def test_every_registry_architecture_gives_finite_maps_of_the_right_shape():
-    from core.models import build_model
+    from core.ml.models import build_model
     small = {"deep_bn_cnn": {"width": 0.25, "dense_layers": [8]}, "resnet_small": {"width": 4, "blocks_per_stage": 1},
              "wide_cnn": {"filters": 8}, "deep_cnn": {"depth": 4, "filters": 4}, "seed_cnn": {"dense_units": 8}}
     pixels = np.random.default_rng(0).integers(0, 255, size=(SIZE, SIZE, 1)).astype(np.uint8)
@@ -100,7 +100,7 @@ def test_every_registry_architecture_gives_finite_maps_of_the_right_shape():
 
 @pytest.mark.parametrize("base", ["mobilenet_v2", "efficientnet_b0", "resnet50_v2"])
 def test_transfer_models_use_the_nested_base_output(base):
-    from core.models import build_model, transfer_base
+    from core.ml.models import build_model, transfer_base
     model = build_model("transfer", 64, 1, 2, params={"base": base, "weights": "none"})
     explainer = Explainer(model)
     assert explainer.feature_layer == transfer_base(model).name
@@ -110,7 +110,7 @@ def test_transfer_models_use_the_nested_base_output(base):
 
 
 def test_transfer_at_a_size_with_a_1x1_feature_map_explains_why_gradcam_is_off():
-    from core.models import build_model
+    from core.ml.models import build_model
     model = build_model("transfer", 32, 1, 2, params={"base": "mobilenet_v2", "weights": "none"})
     explainer = Explainer(model)
     assert "1x1" in explainer.cam_unavailable and "gradcam" not in explainer.methods
@@ -120,7 +120,7 @@ def test_transfer_at_a_size_with_a_1x1_feature_map_explains_why_gradcam_is_off()
 
 @pytest.mark.parametrize("arch", ["mlp", "logistic"])
 def test_models_without_convolutions_refuse_gradcam_but_give_saliency(arch):
-    from core.models import build_model
+    from core.ml.models import build_model
     params = {"hidden_units": [8]} if arch == "mlp" else None
     explainer = Explainer(build_model(arch, SIZE, 1, 2, params=params), smooth_samples=4)
     assert explainer.methods == ["saliency", "smoothgrad"]
@@ -175,8 +175,8 @@ def test_overlay_for_image_explains_the_predicted_class_on_any_image(square_mode
 
 
 def test_the_evaluate_gallery_overlay_comes_from_a_saved_run(square_model, tmp_path):
-    from core.review import explanation_overlay
-    from core.runs import RunStore
+    from core.present.review import explanation_overlay
+    from core.store.runs import RunStore
     run = RunStore(tmp_path).create({"arch": "wide_cnn", "image_size": SIZE})
     run.save_model(square_model)
     images, corners = positives()

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from core.runs import RunStore
-from core.sweep import list_sweeps
+from core.store.runs import RunStore
+from core.store.sweeps import list_sweeps
 from tests import journey_files
 from tests.browser_support import (STEP_TIMEOUT_MS, VIEWPORT, choose, go_to, launch_chromium,
                                    requires_chromium, screenshot_dir, serve_dashboard, settle, snap,

@@ -1,4 +1,4 @@
-"""Tests for core.metrics, checked against scikit-learn directly (no tensorflow)."""
+"""Tests for core.ml.metrics, checked against scikit-learn directly (no tensorflow)."""
 
 import json
 import subprocess
@@ -22,7 +22,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from core import metrics
+from core.ml import metrics
 
 BINARY_NAMES = ["NORMAL", "PNEUMONIA"]
 THREE_CLASS_NAMES = ["normal", "bacterial", "viral"]
@@ -68,7 +68,7 @@ def pneumonia_view(probabilities, labels):
 
 def test_module_does_not_import_tensorflow_or_streamlit():
     code = (
-        "import sys, core.metrics; "
+        "import sys, core.ml.metrics; "
         "print(any(m.split('.')[0] in ('tensorflow', 'streamlit', 'keras') for m in sys.modules))"
     )
     result = subprocess.run(

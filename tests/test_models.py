@@ -1,4 +1,4 @@
-"""Tests for core/models.py with real Keras (CPU, small inputs)."""
+"""Tests for core/ml/models.py with real Keras (CPU, small inputs)."""
 
 import os
 
@@ -7,7 +7,8 @@ import pytest
 import keras
 from keras import layers
 
-from core import models
+from core.ml import models
+from core.settings import architectures
 
 NUM_CLASSES = 3
 
@@ -49,14 +50,14 @@ def assert_logits_then_softmax(model):
 
 def test_registry_is_complete_and_defaults_resolve():
     expected = {"seed_cnn", "deep_bn_cnn", "resnet_small", "wide_cnn", "deep_cnn", "mlp", "logistic", "transfer"}
-    assert set(models.ARCHITECTURES) == expected
-    for name, arch in models.ARCHITECTURES.items():
+    assert set(architectures.ARCHITECTURES) == expected
+    for name, arch in architectures.ARCHITECTURES.items():
         assert arch.name == name and arch.title and arch.description
-        assert models.resolve_params(name, None) == models.default_params(name)
-        has_dropout = "dropout" in models.default_params(name)
+        assert architectures.resolve_params(name, None) == architectures.default_params(name)
+        has_dropout = "dropout" in architectures.default_params(name)
         assert has_dropout == (name != "logistic")
-    assert models.ARCHITECTURES["logistic"].params == ()
-    assert models.default_params("transfer") == {
+    assert architectures.ARCHITECTURES["logistic"].params == ()
+    assert architectures.default_params("transfer") == {
         "base": "mobilenet_v2",
         "weights": "imagenet",
         "dropout": 0.2,
@@ -67,15 +68,15 @@ def test_registry_is_complete_and_defaults_resolve():
 
 
 def test_resolve_params_overlays_and_coerces():
-    params = models.resolve_params("mlp", {"hidden_units": "64, 32", "dropout": 0})
+    params = architectures.resolve_params("mlp", {"hidden_units": "64, 32", "dropout": 0})
     assert params == {"hidden_units": [64, 32], "activation": "relu", "dropout": 0.0}
-    assert models.resolve_params("deep_cnn", {"depth": 4.0})["depth"] == 4
+    assert architectures.resolve_params("deep_cnn", {"depth": 4.0})["depth"] == 4
     # defaults handed out are copies: mutating them must not touch the registry
-    models.default_params("mlp")["hidden_units"].append(1)
-    assert models.default_params("mlp")["hidden_units"] == [256, 128]
+    architectures.default_params("mlp")["hidden_units"].append(1)
+    assert architectures.default_params("mlp")["hidden_units"] == [256, 128]
 
 
-@pytest.mark.parametrize("arch", list(models.ARCHITECTURES))
+@pytest.mark.parametrize("arch", list(architectures.ARCHITECTURES))
 @pytest.mark.parametrize("image_size,channels", [(32, 1), (32, 3), (64, 1), (64, 3)])
 def test_every_architecture_builds_and_trains_one_step(arch, image_size, channels):
     model = models.build_model(arch, image_size, channels, NUM_CLASSES, SMALL_PARAMS[arch])

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import ood
+from core.ml import ood
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    from core.runs import RunStore
-    from core.training import TrainConfig, execute_run
+    from core.store.runs import RunStore
+    from core.ml.training import TrainConfig, execute_run
     config = TrainConfig(arch="seed_cnn", image_size=32, epochs=1, batch_size=64)
     run = RunStore(tmp_path_factory.mktemp("runs")).create(config.to_dict())
     with pytest.MonkeyPatch.context() as patch:  # the decoded dataset goes to a temporary cache
@@ -22,13 +22,13 @@ def trained_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def diagnoser(trained_run):
-    from core.diagnosis import Diagnoser
+    from core.ml.diagnosis import Diagnoser
     return Diagnoser(trained_run.path)
 
 
 @pytest.fixture(scope="module")
 def test_xrays(trained_run):
-    from core.training import TrainConfig, load_data
+    from core.ml.training import TrainConfig, load_data
     dataset, split = load_data(TrainConfig.from_dict(trained_run.config()))
     return dataset.images[split.test]
 
@@ -111,7 +111,7 @@ def builtin_xray_files(n: int) -> list[tuple[str, bytes]]:
     """n original 128 px JPEGs from the built-in dataset, spread over both classes."""
     import zipfile
 
-    from core.data import BUILTIN_ZIP
+    from core.data.datasets import BUILTIN_ZIP
     with zipfile.ZipFile(BUILTIN_ZIP) as archive:
         names = sorted(name for name in archive.namelist() if name.lower().endswith(".jpeg"))
         picked = names[:: len(names) // n][:n]
@@ -145,8 +145,8 @@ def test_without_training_data_the_check_degrades_to_pixel_statistics(trained_ru
     import json
     import shutil
 
-    from core.diagnosis import Diagnoser
-    from core.runs import Run
+    from core.ml.diagnosis import Diagnoser
+    from core.store.runs import Run
     copy = Run(tmp_path / trained_run.id)
     shutil.copytree(trained_run.path, copy.path)
     (copy.path / ood.OOD_FILE).unlink()
@@ -167,7 +167,7 @@ def test_subsample_is_bounded_deterministic_and_ordered():
 
 
 def test_warm_up_builds_the_reference_ahead_of_the_first_upload(trained_run):
-    from core.diagnosis import Diagnoser
+    from core.ml.diagnosis import Diagnoser
     (trained_run.path / ood.OOD_FILE).unlink(missing_ok=True)
     diagnoser = Diagnoser(trained_run.path)
     diagnoser.warm_up()

@@ -2,9 +2,9 @@
 different run whose id clashes is imported under a new id."""
 import pytest
 
-from core.portable import ImportRefused, export_runs, export_sweep, import_archive, run_content_hash
-from core.runs import RunStore, write_json
-from core.sweep import list_sweeps, sweeps_dir
+from core.store.portable import ImportRefused, export_runs, export_sweep, import_archive, run_content_hash
+from core.store.runs import RunStore, write_json
+from core.store.sweeps import list_sweeps, sweeps_dir
 from tests.conftest import write_run
 
 

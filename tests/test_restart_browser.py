@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from core.runs import RunStore
+from core.store.runs import RunStore
 from tests.browser_support import (ROOT, STEP_TIMEOUT_MS, VIEWPORT, go_to, launch_chromium,
                                    requires_chromium, serve_dashboard_process, settle, snap)
 from tests.synthetic import make_chest_folder
@@ -20,8 +20,8 @@ QUEUED = 10
 
 
 def submit(store: RunStore, folder, name: str, epochs: int) -> str:
-    """Queue a run the way a user at a terminal would: `python -m core.train --submit`."""
-    done = subprocess.run([sys.executable, "-m", "core.train", "--runs-dir", str(store.root), "--submit",
+    """Queue a run the way a user at a terminal would: `python -m core train --submit`."""
+    done = subprocess.run([sys.executable, "-m", "core", "train", "--runs-dir", str(store.root), "--submit",
                            "--arch", "seed_cnn", "--image-size", "32", "--batch-size", "8",
                            "--epochs", str(epochs), "--name", name, "--set", "early_stopping=false",
                            "--data-source", "folder", "--data-path", str(folder)],

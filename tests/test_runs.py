@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from core import runs
-from core.files import atomic_path
-from core.runs import RunStore, write_json
+from core.store import runs
+from core.store.files import atomic_path
+from core.store.runs import RunStore, write_json
 
 
 def test_default_runs_dir_follows_the_environment(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import ui_state
+from core.store import ui_state
 from pages import common
 
 ROOT = Path(__file__).resolve().parent.parent

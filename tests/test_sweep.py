@@ -6,12 +6,12 @@ import zipfile
 import numpy as np
 import pytest
 
-from core.data import load_dataset, make_cv_split, make_split, subsample_train
-from core.jobs import JobManager
-from core.portable import ImportRefused, export_sweep, import_runs
-from core.runs import RunStore
-from core.sweep import Sweep, load_sweep, submit_sweep, sweep_results
-from core.training import TrainConfig, load_data
+from core.data.datasets import load_dataset, make_cv_split, make_split, subsample_train
+from core.workers.manager import JobManager
+from core.store.portable import ImportRefused, export_sweep, import_runs
+from core.store.runs import RunStore
+from core.store.sweeps import Sweep, load_sweep, submit_sweep, sweep_results
+from core.ml.training import TrainConfig, load_data
 from tests.synthetic import make_chest_folder
 
 
@@ -125,7 +125,7 @@ def test_sweep_cli_runs_a_sweep_file(tmp_path, tiny_base):
     spec = tmp_path / "sweep.json"
     spec.write_text(json.dumps({"name": "cli", "base": tiny_base, "repeats": 1,
                                 "axes": [{"setting": "dropout", "values": [0.1, 0.3]}]}))
-    result = subprocess.run([sys.executable, "-m", "core.sweep", str(spec), "--runs-dir", str(tmp_path / "r")],
+    result = subprocess.run([sys.executable, "-m", "core", "sweep", str(spec), "--runs-dir", str(tmp_path / "r")],
                             cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     output = json.loads(result.stdout)
@@ -196,7 +196,7 @@ def test_pickled_arrays_are_refused(tmp_path):
 
 
 def test_huge_member_and_zip_bomb_are_refused_without_unpacking(tmp_path, monkeypatch):
-    import core.portable as portable
+    import core.store.portable as portable
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("manifest.json", json.dumps({"format": "cxrlab-runs", "runs": ["r1"]}))

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from core import sweep_view
-from core.recipes import recipe
-from core.runs import write_json
-from core.sweep import RESULT_METRICS, Sweep, SweepAxis, sweep_results, sweeps_dir
-from core.training import TrainConfig
+from core.present import sweeps as sweep_view
+from core.settings.recipes import recipe
+from core.store.runs import write_json
+from core.store.sweeps import RESULT_METRICS, Sweep, SweepAxis, sweep_results, sweeps_dir
+from core.settings.config import TrainConfig
 
 
 # ----------------------------------------------------------------------------- typed values
@@ -37,7 +37,7 @@ def test_values_take_the_type_of_the_base_setting():
     assert sweep_view.coerce_values(base, "learning_rate", [1, 0.5]) == [1.0, 0.5]
     assert sweep_view.coerce_values(base, "augmentation.rotation_degrees", [0, 5]) == [0.0, 5.0]
     assert sweep_view.coerce_values(base, "arch_params.activation", ["relu"]) == ["relu"]
-    with pytest.raises(ValueError, match="batch_size takes whole numbers, not 0.5"):
+    with pytest.raises(ValueError, match="batch_size must be a whole number between 1 and 4096; got 0.5"):
         sweep_view.coerce_values(base, "batch_size", [16, 0.5])
 
 
@@ -65,7 +65,7 @@ def test_bases_drop_run_identity_and_take_the_chosen_dataset():
 # ----------------------------------------------------------------------------- results
 
 def result_row(point: dict, means: dict, std: float = 0.01, n: int = 3, active: int = 0) -> dict:
-    """A row as core.sweep.sweep_results returns it."""
+    """A row as core.store.sweeps.sweep_results returns it."""
     row = {**point, "runs": 3, "done": n, "active": active, "run_ids": ["a", "b", "c"]}
     for metric in RESULT_METRICS:
         mean = means.get(metric)
@@ -170,7 +170,7 @@ def test_chart_uses_a_categorical_axis_for_words_and_a_log_axis_for_rates():
 # ----------------------------------------------------------------------------- import summary
 
 def test_import_summary_says_what_was_added_and_what_was_already_here():
-    from core.portable import ImportResult
+    from core.store.portable import ImportResult
     assert sweep_view.import_summary(ImportResult(["a", "b"], [], "sweep-1")) == "Imported 2 runs and sweep `sweep-1`."
     assert sweep_view.import_summary(ImportResult([], ["a", "b", "c"], "sweep-1", True)) == \
         "Nothing new imported; 3 runs already here, skipped; sweep `sweep-1` already here, skipped."

@@ -5,9 +5,9 @@ import time
 import numpy as np
 import pytest
 
-from core.jobs import JobManager
-from core.runs import RunStore
-from core.training import Augmentation, TrainConfig, class_weight_map, learning_rate_schedule
+from core.workers.manager import JobManager
+from core.store.runs import RunStore
+from core.ml.training import Augmentation, TrainConfig, class_weight_map, learning_rate_schedule
 from tests.synthetic import make_chest_folder
 
 TINY = dict(arch="seed_cnn", image_size=32, batch_size=64, epochs=2, arch_params={"dense_units": 16})
@@ -184,7 +184,7 @@ def test_two_concurrent_jobs_when_configured(tmp_path, tiny_folder, monkeypatch)
 
 
 def test_stop_is_offered_only_while_stopping_still_helps():
-    from core.jobs import stop_option
+    from core.workers.manager import stop_option
     assert stop_option("queued", "queued", False) == "stop"
     assert stop_option("running", "loading data", False) == "stop"
     assert stop_option("running", "training", False) == "stop"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from core.jobs import JobManager
-from core.runs import RunStore
-from core.training import TrainConfig
+from core.workers.manager import JobManager
+from core.store.runs import RunStore
+from core.settings.config import TrainConfig
 from tests.synthetic import make_chest_folder
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -23,7 +23,7 @@ TINY = dict(arch="seed_cnn", image_size=32, batch_size=8, arch_params={"dense_un
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "dataset-cache"))
-    monkeypatch.setenv("CXR_SPARE_PROCESS", "1")  # as the dashboard and core.worker run
+    monkeypatch.setenv("CXR_SPARE_PROCESS", "1")  # as the dashboard and `python -m core worker` run
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +67,9 @@ def stopped(worker: subprocess.Popen, timeout: float = 60) -> int:
 
 
 def start_worker(store: RunStore, *args: str) -> subprocess.Popen:
-    """`python -m core.worker` on `store` in a process of its own (a headless worker, or a dashboard's
+    """`python -m core worker` on `store` in a process of its own (a headless worker, or a dashboard's
     workers: the same code)."""
-    return subprocess.Popen([sys.executable, "-m", "core.worker", "--runs-dir", str(store.root), *args],
+    return subprocess.Popen([sys.executable, "-m", "core", "worker", "--runs-dir", str(store.root), *args],
                             cwd=PROJECT, env=os.environ.copy(), stderr=subprocess.PIPE, text=True)
 
 
@@ -158,7 +158,7 @@ def test_two_managers_on_one_store_train_each_run_exactly_once(store, tiny_folde
 
 
 def test_a_run_submitted_from_the_command_line_is_trained_by_a_worker(store, tiny_folder):
-    submitted = subprocess.run([sys.executable, "-m", "core.train", "--runs-dir", str(store.root), "--submit",
+    submitted = subprocess.run([sys.executable, "-m", "core", "train", "--runs-dir", str(store.root), "--submit",
                                 "--arch", "seed_cnn", "--image-size", "32", "--epochs", "1",
                                 "--data-source", "folder", "--data-path", str(tiny_folder)],
                                cwd=PROJECT, capture_output=True, text=True, timeout=120)

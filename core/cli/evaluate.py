@@ -1,0 +1,49 @@
+"""Metrics of a finished run from its saved predictions, as JSON.
+
+    python -m core evaluate runs/<run_id>                 # test split, argmax decisions
+    python -m core evaluate runs/<run_id> --split val --threshold 0.4 --curves
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from core.ml import metrics
+from core.store.runs import Run
+
+
+def evaluate_run(run_dir, split: str = "test", threshold: float | None = None, curves: bool = False) -> dict:
+    run = Run(Path(run_dir))
+    saved = run.predictions(split)
+    if saved is None:
+        raise FileNotFoundError(f"{run_dir} has no {split} predictions (state: {run.state()})")
+    args = (saved["probabilities"], saved["labels"], saved["class_names"])
+    if curves:
+        return {"run_id": run.id, "split": split, **metrics.evaluate_predictions(*args, threshold=threshold)}
+    best = metrics.f1_vs_threshold(*args)
+    return {"run_id": run.id, "split": split,
+            "metrics": metrics.classification_metrics(*args, threshold=threshold),
+            "best_f1_threshold": best["best_threshold"] if best else None}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir")
+    parser.add_argument("--split", choices=("test", "val"), default="test")
+    parser.add_argument("--threshold", type=float, help="decision threshold on the pneumonia score")
+    parser.add_argument("--curves", action="store_true", help="include ROC, PR, F1-threshold, calibration")
+    args = parser.parse_args(argv)
+    try:
+        result = evaluate_run(args.run_dir, args.split, args.threshold, args.curves)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

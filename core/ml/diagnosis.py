@@ -1,0 +1,266 @@
+"""Diagnose uploaded files with one run: decode (DICOM too), predict, check for out-of-distribution
+input and explain. The Diagnose page is a thin view over `Diagnoser`; build one per run and keep it.
+
+Preprocessing is exactly the run's: the decoded image goes through `core.data.imaging.resize_to_model`
+with the run's size and channels, as `core.ml.inference.Predictor.preprocess` does.
+"""
+from __future__ import annotations
+
+import io
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from core.ml import ood
+from core.data.imaging import MAX_PIXELS, ImageError, open_image, resize_to_model
+
+DICOM_EXTENSIONS = (".dcm", ".dicom")
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def is_dicom(data: bytes, name: str = "") -> bool:
+    """A .dcm/.dicom name, or the "DICM" marker that follows DICOM's 128-byte preamble."""
+    return Path(name).suffix.lower() in DICOM_EXTENSIONS or data[128:132] == b"DICM"
+
+
+def decode_upload(data: bytes, name: str = "") -> Image.Image:
+    """Decode uploaded bytes into a PIL image ('L' or 'RGB'); raises ImageError with a clear message."""
+    if is_dicom(data, name):
+        return decode_dicom(data)
+    return open_image(bytes(data))
+
+
+def decode_dicom(data: bytes) -> Image.Image:
+    """The first frame of a DICOM file as 'L' (grayscale, windowed) or 'RGB'."""
+    try:
+        import pydicom
+        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    except ImportError:
+        raise ImageError("DICOM files need the pydicom package (pip install pydicom); "
+                         "export the image as PNG or JPEG instead") from None
+    if len(data) == 0:
+        raise ImageError("the file is empty (0 bytes)")
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data), force=True)
+        rows, columns = int(dataset.Rows), int(dataset.Columns)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types for a broken file
+        raise ImageError(f"not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+    if rows * columns > MAX_PIXELS:
+        raise ImageError(f"the image is too large ({columns}x{rows} pixels; the limit is "
+                         f"{MAX_PIXELS // 1_000_000} megapixels)")
+    try:
+        pixels = dataset.pixel_array
+    except Exception as exc:  # noqa: BLE001 - missing pixel data, or a codec pydicom lacks
+        raise ImageError(f"the DICOM pixel data cannot be decoded ({exc}); compressed DICOM needs extra "
+                         f"codecs (pylibjpeg), or export the image as PNG") from None
+    return _dicom_pixels_to_image(dataset, pixels, apply_modality_lut, apply_voi_lut)
+
+
+def _dicom_pixels_to_image(dataset, pixels: np.ndarray, apply_modality_lut, apply_voi_lut) -> Image.Image:
+    frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        pixels = pixels[0]  # a multi-frame series: the first frame
+    photometric = str(getattr(dataset, "PhotometricInterpretation", "MONOCHROME2"))
+    if pixels.ndim == 3 and pixels.shape[-1] == 3:
+        if photometric != "RGB":
+            from pydicom.pixels import convert_color_space
+            pixels = convert_color_space(pixels, photometric, "RGB")
+        return Image.fromarray(stretch_to_uint8(pixels.astype(np.float64)), mode="RGB")
+    values = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset).astype(np.float64)
+    image = stretch_to_uint8(values)
+    if photometric == "MONOCHROME1":
+        image = 255 - image  # MONOCHROME1 stores bone as dark: invert to the usual look
+    return Image.fromarray(image, mode="L")
+
+
+def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Min-max map any intensities (12/16-bit, Hounsfield, float) onto 0-255."""
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64))
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- one result
+
+@dataclass
+class Diagnosis:
+    file: str
+    error: str | None = None
+    image: Image.Image | None = None        # the decoded original, at its own resolution
+    pixels: np.ndarray | None = None        # the model input, uint8 (S, S, C)
+    probabilities: dict = field(default_factory=dict)
+    predicted: str | None = None            # with the threshold applied
+    score: float | None = None              # the disease score the threshold is compared with
+    ood: ood.OODResult | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def row(self) -> dict:
+        """One flat dict for the results table and the CSV."""
+        if not self.ok:
+            return {"file": self.file, "predicted": None, "error": self.error}
+        return {"file": self.file, "predicted": self.predicted,
+                **{f"p_{name}": round(p, 4) for name, p in self.probabilities.items()},
+                "score": None if self.score is None else round(self.score, 4),
+                "unusual_input": self.ood.unusual if self.ood else None,
+                "warning": "; ".join(self.ood.reasons) if self.ood and self.ood.reasons else "",
+                "error": ""}
+
+
+# ----------------------------------------------------------------------------- the service
+
+class Diagnoser:
+    """One run's model, explainer and out-of-distribution reference, built once."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        from core.ml.inference import Predictor
+        self.predictor = Predictor(run_dir)
+        self.run, self.config = self.predictor.run, self.predictor.config
+        self.class_names = list(self.predictor.class_names)
+        self.threshold = self.predictor.threshold
+        self._explainer = None  # built on first use: the CLI never needs it
+        self._explainer_lock = threading.Lock()
+        self._layer_explainers = {}  # feature layer chosen by the user -> Explainer
+        self.features_model = ood.features_model(self.predictor.model)
+        self._reference, self.ood_error = None, None
+        self._reference_lock = threading.Lock()  # one build, even with several sessions or a warm-up
+
+    @property
+    def explainer(self):
+        """Grad-CAM on the automatic feature map, saliency and SmoothGrad for this model."""
+        from core.ml.explain import Explainer
+        with self._explainer_lock:
+            if self._explainer is None:
+                self._explainer = Explainer(self.predictor.model)
+            return self._explainer
+
+    @property
+    def has_threshold(self) -> bool:
+        """Whether a disease-vs-normal threshold applies (two classes, or one named NORMAL)."""
+        from core.ml.metrics import positive_scores
+        return positive_scores(np.full((1, len(self.class_names)), 1 / len(self.class_names)),
+                               self.class_names) is not None
+
+    def reference(self) -> ood.Reference | None:
+        """The run's feature reference, built from its training data on first use; None if impossible."""
+        with self._reference_lock:
+            if self._reference is None and self.ood_error is None:
+                try:
+                    self._reference = ood.reference_for_run(self.run, self.features_model)
+                except Exception as exc:  # noqa: BLE001 - e.g. the training data moved; diagnosis goes on
+                    self.ood_error = ("the out-of-distribution check is off: its training data could not be "
+                                      f"used ({exc})")
+        return self._reference
+
+    def warm_up(self) -> None:
+        """Build the OOD reference and trace the prediction and Grad-CAM graphs once, so that the
+        first real upload does not pay for them (run it in a background thread)."""
+        self.reference()
+        blank = np.zeros((self.config.image_size, self.config.image_size, self.config.channels), np.uint8)
+        try:
+            self.features_model.predict_on_batch(blank[None].astype(np.float32))
+            self.explainer.heatmap(blank, self.explainer.methods[0], 0)
+        except Exception:  # noqa: BLE001 - only an optimisation: a real upload reports any real error
+            pass
+
+    def diagnose(self, data: bytes, name: str, threshold: float | None = None) -> Diagnosis:
+        """Decode, preprocess, predict and check one uploaded file; errors become Diagnosis.error."""
+        try:
+            image = decode_upload(data, name)
+            pixels = resize_to_model(image, self.config.image_size, self.config.channels)
+        except ImageError as exc:
+            return Diagnosis(file=name, error=str(exc))
+        features, probabilities = self.features_model.predict_on_batch(pixels[None].astype(np.float32))
+        probabilities = np.asarray(probabilities, dtype=np.float64)[0]
+        predicted, score = self.decide(probabilities, self.threshold if threshold is None else threshold)
+        return Diagnosis(file=name, image=image, pixels=pixels,
+                         probabilities={c: float(p) for c, p in zip(self.class_names, probabilities)},
+                         predicted=predicted, score=score,
+                         ood=ood.assess(image, np.asarray(features), self.reference()))
+
+    def decide(self, probabilities: np.ndarray, threshold: float | None) -> tuple[str, float | None]:
+        """(predicted class, disease score): the score against the threshold, or argmax without one."""
+        from core.ml.metrics import positive_scores, predict_with_threshold
+        probabilities = np.asarray(probabilities, dtype=np.float64)[None]
+        index = int(predict_with_threshold(probabilities, self.class_names, threshold)[0])
+        scores = positive_scores(probabilities, self.class_names)
+        return self.class_names[index], None if scores is None else float(scores[0])
+
+    def heatmap(self, diagnosis: Diagnosis, method: str, class_name: str | None = None,
+                feature_layer: str | None = None) -> np.ndarray:
+        """The method's map for the predicted class or `class_name`, Grad-CAM on the automatic
+        feature map or on `feature_layer` (raises ExplainError when the map is not defined)."""
+        class_index = self.class_names.index(class_name or diagnosis.predicted)
+        return self.explainer_for_layer(feature_layer).heatmap(diagnosis.pixels, method, class_index)
+
+    def explainer_for_layer(self, feature_layer: str | None):
+        from core.ml.explain import Explainer
+        if feature_layer is None or feature_layer == self.explainer.feature_layer:
+            return self.explainer
+        if feature_layer not in self._layer_explainers:
+            self._layer_explainers[feature_layer] = Explainer(self.predictor.model, feature_layer=feature_layer)
+        return self._layer_explainers[feature_layer]
+
+    def feature_layers(self) -> list[str]:
+        """Layers Grad-CAM can be pointed at instead of the automatic choice (none without convolutions)."""
+        from core.ml.explain import feature_map_candidates
+        return [] if self.explainer.cam_unavailable else feature_map_candidates(self.predictor.model)
+
+
+# ----------------------------------------------------------------------------- choosing a run
+
+ARCHS_WITHOUT_GRADCAM = ("mlp", "logistic")  # no convolution, so no feature map to weight
+
+
+def diagnosable_runs(store) -> list:
+    """Runs with a saved model that are not queued or running (done, cancelled, interrupted, even
+    failed after a best epoch was saved), newest first."""
+    from core.store.runs import ACTIVE_STATES
+    return [run for run in store.list() if run.state() not in ACTIVE_STATES and run.has_model()]
+
+
+def run_quality(run) -> tuple:
+    """Sort key: test AUC, then test macro-F1 (missing metrics rank last), then whether the model
+    has Grad-CAM, then whether the run finished."""
+    test = run.summary().get("test") or {}
+    metrics = tuple(float(test[key]) if test.get(key) is not None else float("-inf") for key in ("auc", "macro_f1"))
+    return (*metrics, has_gradcam(run), run.state() == "done")
+
+
+def has_gradcam(run) -> bool:
+    """Whether the run's architecture has convolutions for Grad-CAM (read from its config, no model load)."""
+    return run.config().get("arch") not in ARCHS_WITHOUT_GRADCAM
+
+
+def best_run(runs):
+    """The run with the best test AUC (ties: macro-F1, a model with Grad-CAM, a finished run, then
+    the newest), or None."""
+    return max(runs, key=run_quality, default=None)  # runs are newest first and max keeps the first best
+
+
+def state_note(run) -> str:
+    """"" for a finished run, else its state for labels, e.g. "cancelled, best epoch 3"."""
+    state = run.state()
+    if state == "done":
+        return ""
+    epoch = run.summary().get("best_epoch")
+    return state if epoch is None else f"{state}, best epoch {epoch}"
+
+
+def thumbnail_data_url(image: Image.Image, size: int = 64) -> str:
+    """A small PNG as a data: URL, for image columns in tables."""
+    import base64
+    thumb = image.copy()
+    thumb.thumbnail((size, size))
+    buffer = io.BytesIO()
+    thumb.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,70 @@
+"""Predict with a trained run: its model plus exactly the preprocessing it was trained with."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from core.data.imaging import ImageError, is_image_name, to_model_array
+from core.store.runs import Run
+from core.settings.config import TrainConfig
+
+
+class Predictor:
+    """A run's model and settings, loaded once; predicts on files, bytes or decoded arrays."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.run = Run(Path(run_dir))
+        if not self.run.config_path.exists():
+            raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
+        if not self.run.has_model():
+            raise FileNotFoundError(f"run {self.run.id} has no model.keras (state: {self.run.state()})")
+        self.config = TrainConfig.from_dict(self.run.config())
+        summary = self.run.summary()
+        self.class_names = summary.get("class_names") or self._class_names_from_predictions()
+        self.threshold = summary.get("threshold")
+        self.model = self.run.load_model()
+
+    def _class_names_from_predictions(self) -> list[str]:
+        saved = self.run.predictions("val") or self.run.predictions("test")
+        if saved is not None:
+            return saved["class_names"]
+        # A run stopped before its evaluation (interrupted, failed) still saved its best epoch:
+        # its classes are those of the dataset it was trained on.
+        from core.ml.training import load_data
+        try:
+            return list(load_data(self.config)[0].class_names)
+        except Exception as exc:  # noqa: BLE001 - DataError, a moved folder ...: say which run and why
+            raise FileNotFoundError(f"run {self.run.id} has neither a summary nor predictions, and its "
+                                    f"dataset cannot be loaded to name the classes ({exc})") from None
+
+    def preprocess(self, source) -> np.ndarray:
+        return to_model_array(source, self.config.image_size, self.config.channels)
+
+    def predict_arrays(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8/float (N, H, W, C) pixels 0-255 at the run's size -> probabilities (N, classes)."""
+        return np.asarray(self.model.predict_on_batch(pixels.astype(np.float32)), dtype=np.float64)
+
+    def predict_file(self, source, name: str | None = None) -> dict:
+        """{"file", "probabilities", "predicted"}, or {"file", "error"} for an unreadable input."""
+        name = name or str(source)
+        try:
+            pixels = self.preprocess(source)
+        except (ImageError, OSError) as exc:
+            return {"file": name, "error": str(exc)}
+        probabilities = self.predict_arrays(pixels[None])[0]
+        return {"file": name,
+                "probabilities": {c: round(float(p), 6) for c, p in zip(self.class_names, probabilities)},
+                "predicted": self.class_names[int(np.argmax(probabilities))]}
+
+
+def expand_inputs(paths) -> list[Path]:
+    """Files as given; folders become the image files inside them, sorted."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and is_image_name(p.name))
+        else:
+            files.append(path)
+    return files

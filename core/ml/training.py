@@ -1,0 +1,567 @@
+"""One run, end to end: TrainConfig -> data -> model -> fit -> predictions, metrics and artifacts.
+
+`execute_run` is what a training process (core.workers.process) and the CLI's foreground run call.
+TensorFlow is imported inside functions so that importing this module (for TrainConfig) stays fast.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.data import datasets as data_lib
+from core.store.files import atomic_path
+from core.settings.architectures import resolve_params
+from core.settings.config import Augmentation, TrainConfig  # noqa: F401 - the config travels with the engine
+from core.store.runs import Run, read_json, write_json
+
+# ----------------------------------------------------------------------------- live progress
+
+class Progress:
+    """Live state of one run, written by the training and read by the UI (thread-safe).
+
+    With `path`, every change is also written there (atomically, at most twice a second, and at
+    once when the phase changes) for other processes to read.
+    """
+
+    WRITE_INTERVAL_S = 0.5
+
+    def __init__(self, epochs: int = 0, path=None):
+        self._lock = threading.Lock()
+        self._state = {"phase": "queued", "epoch": 0, "epochs": epochs, "batch": 0, "batches": 0,
+                       "images_per_sec": None, "eta_s": None, "learning_rate": None,
+                       "batch_loss": None, "load_done": 0, "load_total": 0, "elapsed_s": 0.0}
+        self._history: list[dict] = []
+        self._path, self._written_at = path, 0.0
+
+    def update(self, **fields) -> None:
+        with self._lock:
+            phase_changed = "phase" in fields and fields["phase"] != self._state["phase"]
+            self._state.update(fields)
+            due = self._path is not None and (phase_changed or
+                                              time.monotonic() - self._written_at >= self.WRITE_INTERVAL_S)
+            if due:
+                self._written_at = time.monotonic()
+                state = dict(self._state)
+        if due:
+            write_json(self._path, state)
+
+    def add_epoch(self, row: dict) -> None:
+        with self._lock:
+            self._history.append(row)
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {**self._state, "history": list(self._history)}
+
+
+@dataclass
+class RunControl:
+    """Progress and the Stop request of a run; `stop_file`, when given, is a Stop from any process."""
+    progress: Progress = field(default_factory=Progress)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    stop_file: object = None
+
+    def should_stop(self) -> bool:
+        return self.stop_event.is_set() or (self.stop_file is not None and os.path.exists(self.stop_file))
+
+    @classmethod
+    def for_run(cls, run: Run, epochs: int = 0) -> "RunControl":
+        """Progress written to the run folder, Stop read from it: what a training process uses."""
+        return cls(progress=Progress(epochs, path=run.progress_path), stop_file=run.stop_path)
+
+
+class Cancelled(Exception):
+    pass
+
+
+# ----------------------------------------------------------------------------- data
+
+def load_data(config: TrainConfig, progress: Progress | None = None):
+    """The dataset and its split for `config` (decoded arrays come from the disk cache when present)."""
+    report = (lambda done, total: progress.update(load_done=done, load_total=total)) if progress else None
+    dataset = data_lib.load_dataset(config.data_source, config.data_path or None, config.task,
+                                    config.image_size, config.channels, progress=report)
+    seed = config.effective_split_seed
+    if config.cv_folds:
+        split = data_lib.make_cv_split(dataset, config.cv_folds, config.cv_fold, config.test_fraction, seed)
+    else:
+        split = data_lib.make_split(dataset, config.val_fraction, config.test_fraction, seed,
+                                    use_own_split=config.split == "own")
+    return dataset, data_lib.subsample_train(dataset, split, config.train_fraction, seed)
+
+
+def make_tf_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,
+                    shuffle: bool, seed: int):
+    """uint8 images + int labels -> batches of (float32 pixels 0-255, one-hot labels), prefetched."""
+    import tensorflow as tf
+    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+    if shuffle:
+        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    # Casting after batching keeps the shuffle buffer in uint8 (4x smaller).
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def class_weight_map(labels: np.ndarray, num_classes: int, mode: str) -> dict | None:
+    if mode != "balanced":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    mapping = {int(c): 1.0 for c in range(num_classes)}
+    mapping.update({int(c): float(w) for c, w in zip(present, weights)})
+    return mapping
+
+
+# ----------------------------------------------------------------------------- model pieces
+
+def build_augmentation(aug: Augmentation, seed: int):
+    """A keras.Sequential of preprocessing layers (active in training only), or None."""
+    if not aug.any():
+        return None
+    import keras
+    from keras import layers
+    stack = []
+    if aug.horizontal_flip:
+        stack.append(layers.RandomFlip("horizontal", seed=seed))
+    if aug.rotation_degrees:
+        stack.append(layers.RandomRotation(aug.rotation_degrees / 360.0, fill_mode="constant", seed=seed + 1))
+    if aug.zoom:
+        stack.append(layers.RandomZoom(aug.zoom, fill_mode="constant", seed=seed + 2))
+    if aug.shift:
+        stack.append(layers.RandomTranslation(aug.shift, aug.shift, fill_mode="constant", seed=seed + 3))
+    if aug.brightness:
+        stack.append(layers.RandomBrightness(aug.brightness, value_range=(0, 255), seed=seed + 4))
+    if aug.contrast:
+        stack.append(layers.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed + 5))
+    return keras.Sequential(stack, name="augmentation")
+
+
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int, epochs: int):
+    """A float or a keras LearningRateSchedule for `config.schedule`."""
+    from keras.optimizers import schedules
+    lr, total_steps = config.learning_rate, max(1, steps_per_epoch * epochs)
+    floor = min(config.min_learning_rate, lr)
+    if config.schedule in ("constant", "plateau"):
+        return lr
+    if config.schedule in ("step", "exponential"):
+        return schedules.ExponentialDecay(lr, decay_steps=steps_per_epoch * config.step_epochs,
+                                          decay_rate=config.decay_rate, staircase=config.schedule == "step")
+    if config.schedule == "cosine":
+        return schedules.CosineDecay(lr, decay_steps=total_steps, alpha=floor / lr)
+    # one-cycle: linear warm-up from lr/25 to lr over 30% of training, then cosine down to the floor.
+    warmup = max(1, int(0.3 * total_steps))
+    return schedules.CosineDecay(lr / 25.0, decay_steps=max(1, total_steps - warmup), alpha=floor / lr,
+                                 warmup_target=lr, warmup_steps=warmup)
+
+
+def make_optimizer(config: TrainConfig, learning_rate):
+    import keras
+    common = {"learning_rate": learning_rate}
+    if config.weight_decay:
+        common["weight_decay"] = config.weight_decay
+    if config.clipnorm:
+        common["clipnorm"] = config.clipnorm
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(**common)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(**{"weight_decay": 1e-4, **common})
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(momentum=config.momentum, nesterov=config.nesterov, **common)
+    if config.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(momentum=config.momentum, **common)
+    return keras.optimizers.Adagrad(**common)
+
+
+def current_learning_rate(optimizer) -> float:
+    return float(np.asarray(optimizer.learning_rate))
+
+
+def configure_devices():
+    """Mixed precision and MirroredStrategy when GPUs are present; the default strategy on CPU."""
+    import keras
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:  # take GPU memory as needed: runs in other processes share the GPU, and peaks mean something
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass  # already initialised (a second run in this process)
+    keras.mixed_precision.set_global_policy("mixed_float16" if gpus else "float32")
+    if not gpus:
+        # Reproducible on CPU: the same config and seed give the same metrics.
+        tf.config.experimental.enable_op_determinism()
+    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+
+
+# ----------------------------------------------------------------------------- the callback
+
+def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batch_size: int,
+                       total_epochs: int, monitor: str, resumed: dict | None = None):
+    import keras
+
+    class JobCallback(keras.callbacks.Callback):
+        """Per-batch progress and stop checks; per-epoch metrics file and best-model checkpoint."""
+
+        # Batch hooks only record numbers under a lock, so Keras may call them from its thread
+        # pool: a synchronous batch hook would make every training step wait for the logs.
+        async_safe = True
+
+        def __init__(self):
+            super().__init__()
+            self.best_value, self.best_weights, self.best_epoch = None, None, None
+            if resumed:  # the best so far is in model.keras; its weights are loaded only if still best
+                self.best_value, self.best_epoch = resumed.get("best_value"), resumed.get("best_epoch")
+            self.phase, self.fine_tune_start = "train", None
+            self.cancelled = False
+            self.train_started = time.perf_counter()
+            self._lock = threading.Lock()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            with self._lock:
+                self.epoch, self.epoch_started = epoch, time.perf_counter()
+                self.first_batch_done, self.batches_done = None, 0
+            control.progress.update(phase="training", epoch=epoch, batch=0, batches=steps_per_epoch,
+                                    learning_rate=current_learning_rate(self.model.optimizer))
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.perf_counter()
+            with self._lock:
+                self.batches_done = max(self.batches_done, batch + 1)
+                done = self.batches_done
+                # The first batch of an epoch includes start-up (and tracing): time the batches after it.
+                if self.first_batch_done is None:
+                    self.first_batch_done, self.first_batch_index = now, done
+                steady = done - self.first_batch_index
+                elapsed = now - self.first_batch_done
+                epochs_left = total_epochs - self.epoch - 1
+            per_batch = elapsed / steady if steady > 0 and elapsed > 0 else None
+            control.progress.update(
+                batch=done, images_per_sec=batch_size / per_batch if per_batch else None,
+                eta_s=per_batch * (steps_per_epoch - done + epochs_left * steps_per_epoch) if per_batch else None,
+                batch_loss=_as_float((logs or {}).get("loss")), elapsed_s=now - self.train_started)
+            if control.should_stop():
+                self.cancelled = True
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            seconds = time.perf_counter() - self.epoch_started
+            row = {"epoch": epoch + 1, **{k: _as_float(v) for k, v in logs.items()},
+                   "learning_rate": current_learning_rate(self.model.optimizer),
+                   "seconds": round(seconds, 3),
+                   "images_per_sec": control.progress.snapshot()["images_per_sec"]}
+            row.pop("lr", None)
+            if self.cancelled:
+                row["partial"] = True  # stopped mid-epoch; Keras still validated what was learned
+                row["batches_done"] = self.batches_done
+            run.append_metrics(row)
+            control.progress.add_epoch(row)
+            run.update_status(epoch=epoch + 1)
+            value = logs.get(monitor)
+            if value is not None and self._improved(float(value)):
+                self.best_value, self.best_epoch = float(value), epoch + 1
+                self.best_weights = self.model.get_weights()
+                run.save_model(self.model)
+            if not self.cancelled:
+                save_checkpoint(run, self.model, epoch + 1, {"best_value": self.best_value,
+                                                             "best_epoch": self.best_epoch, "phase": self.phase,
+                                                             "fine_tune_start": self.fine_tune_start})
+
+        def _improved(self, value: float) -> bool:
+            if self.best_value is None or math.isnan(self.best_value):
+                return not math.isnan(value)
+            return value < self.best_value if monitor.endswith("loss") else value > self.best_value
+
+    return JobCallback()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(run: Run, model, epoch: int, state: dict) -> None:
+    """Weights and optimizer state after `epoch` completed epochs, to resume from.
+
+    Files carry the epoch in their names and state.json is written last, so a crash at any moment
+    leaves the previous checkpoint whole.
+    """
+    folder = run.checkpoint_dir
+    with atomic_path(folder / f"epoch-{epoch}.weights.h5") as tmp:
+        model.save_weights(tmp)
+    with atomic_path(folder / f"epoch-{epoch}.optimizer.npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, *[np.asarray(v) for v in model.optimizer.variables])
+    write_json(folder / "state.json", {**state, "epoch": epoch})
+    for old in folder.glob("epoch-*"):
+        if not old.name.startswith(f"epoch-{epoch}."):
+            old.unlink(missing_ok=True)
+
+
+def restore_checkpoint(run: Run, model) -> dict:
+    """Load the last checkpoint into a compiled `model` (weights and optimizer state); its state."""
+    state = read_json(run.checkpoint_dir / "state.json", {})
+    epoch = state["epoch"]
+    model.load_weights(run.checkpoint_dir / f"epoch-{epoch}.weights.h5")
+    optimizer = model.optimizer
+    optimizer.build(model.trainable_variables)
+    with np.load(run.checkpoint_dir / f"epoch-{epoch}.optimizer.npz", allow_pickle=False) as saved:
+        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    if len(values) != len(optimizer.variables):
+        raise ValueError(f"the checkpoint's optimizer state ({len(values)} variables) does not fit this "
+                         f"model's optimizer ({len(optimizer.variables)})")
+    for variable, value in zip(optimizer.variables, values):
+        variable.assign(value)
+    return state
+
+
+def truncate_history(run: Run, epochs: int) -> None:
+    """Keep the metrics of the first `epochs` epochs: a resumed run goes on from there."""
+    rows = [row for row in run.history() if row.get("epoch", 0) <= epochs]
+    with atomic_path(run.metrics_path) as tmp:
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def early_stopping(config: TrainConfig, resumed: dict | None):
+    """Keras' EarlyStopping; a resumed run keeps its best value and its count of epochs without one."""
+    import keras
+
+    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            carried, self.carried = getattr(self, "carried", None), None
+            if carried and carried.get("best_value") is not None:
+                self.best = carried["best_value"]
+                self.wait = carried["epoch"] - (carried.get("best_epoch") or carried["epoch"])
+
+    callback = ResumableEarlyStopping(monitor=config.monitor, patience=config.patience, restore_best_weights=False)
+    callback.carried = resumed
+    return callback
+
+
+def resources_used(started: float, images_per_sec: list[float]) -> dict:
+    """Peak memory of this process (and of the GPU), steady images/s, wall time and device."""
+    import resource
+
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    peak_gpu = None
+    if gpus:
+        try:
+            peak_gpu = round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, 1)
+        except (ValueError, RuntimeError):
+            pass
+    device = (f"{len(gpus)} GPU: " + tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+              if gpus else f"CPU ({os.cpu_count()} cores)")
+    steady = images_per_sec[1:] or images_per_sec  # the first epoch includes tracing
+    return {"peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_gpu_memory_mb": peak_gpu,
+            "images_per_sec": round(float(np.median(steady)), 1) if steady else None,
+            "wall_s": round(time.perf_counter() - started, 2), "device": device}
+
+
+def epoch_tensorboard(log_dir):
+    """Keras' TensorBoard callback writing epoch summaries only.
+
+    Its batch hooks would do nothing with update_freq="epoch", but merely having them makes Keras
+    wait for every batch's logs; without them the training loop runs at bare model.fit speed.
+    """
+    import keras
+
+    class EpochTensorBoard(keras.callbacks.TensorBoard):
+        async_safe = True
+
+        def on_train_batch_begin(self, batch, logs=None):
+            pass
+
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    return EpochTensorBoard(str(log_dir), update_freq="epoch", write_graph=False, profile_batch=0)
+
+
+def _as_float(value):
+    if value is None:
+        return None
+    value = float(np.asarray(value))
+    return value if math.isfinite(value) else None
+
+
+# ----------------------------------------------------------------------------- a whole run
+
+def execute_run(run: Run, config: TrainConfig, control: RunControl | None = None, resume: bool = False) -> dict:
+    """Train `config` into `run`, keeping status.json honest; returns the summary. With `resume`,
+    training goes on from the run's last checkpoint.
+
+    Never raises: failures are recorded in status.json (state failed, error, traceback).
+    """
+    control = control or RunControl()
+    if control.should_stop():  # stopped while it waited for a process
+        run.update_status(state="cancelled", finished=time.time(), error=None)
+        control.progress.update(phase="cancelled")
+        return {}
+    fields = {"state": "running", "epochs": config.epochs, "finished": None, "error": None}
+    if not resume:
+        fields.update(started=time.time(), epoch=0)
+    run.update_status(**fields)
+    try:
+        summary = train(run, config, control, resume=resume)
+    except Cancelled:
+        run.update_status(state="cancelled", finished=time.time(), error=None)
+        control.progress.update(phase="cancelled")
+        return {}
+    except BaseException as exc:  # noqa: BLE001 - a job must never take the process down
+        run.update_status(state="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}",
+                          traceback=traceback.format_exc())
+        control.progress.update(phase="failed")
+        return {}
+    state = "cancelled" if summary.get("cancelled") else "done"
+    run.update_status(state=state, finished=time.time(), error=None)
+    control.progress.update(phase=state)
+    return summary
+
+
+def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = False) -> dict:
+    """The training itself. Raises on error; `execute_run` turns errors into a failed status."""
+    import keras
+
+    from core.ml import metrics as metrics_lib
+    from core.ml import models
+
+    config.validate()
+    started = time.perf_counter()
+    control.progress.update(phase="loading data")
+    dataset, split = load_data(config, control.progress)
+    run.write_environment({**environment_versions(), "dataset_hash": dataset.content_hash,
+                           "dataset_source": dataset.report.source, "dataset_images": len(dataset)})
+    if control.should_stop():
+        raise Cancelled()
+    num_classes = len(dataset.class_names)
+    x_train, y_train = dataset.images[split.train], dataset.labels[split.train]
+    x_val, y_val = dataset.images[split.val], dataset.labels[split.val]
+    steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
+    fine_tune_epochs = int(resolve_params(config.arch, config.arch_params).get("fine_tune_epochs", 0)) \
+        if config.arch == "transfer" else 0
+    total_epochs = config.epochs + fine_tune_epochs
+
+    keras.utils.set_random_seed(config.seed)
+    strategy = configure_devices()
+    train_ds = make_tf_dataset(x_train, y_train, num_classes, config.batch_size, True, config.seed)
+    val_ds = make_tf_dataset(x_val, y_val, num_classes, config.batch_size, False, config.seed)
+    with strategy.scope():
+        model = models.build_model(config.arch, config.image_size, config.channels, num_classes,
+                                   params=config.arch_params, dropout=config.dropout,
+                                   augmentation=build_augmentation(config.augmentation, config.seed))
+        _compile(model, config, learning_rate_schedule(config, steps_per_epoch, config.epochs))
+        resumed = _resume(run, model, config) if resume else None
+    stats = models.model_stats(model)
+    control.progress.update(phase="training", epochs=total_epochs, batches=steps_per_epoch, model=stats,
+                            epoch=resumed["epoch"] if resumed else 0)
+    run.update_status(epochs=total_epochs)
+
+    job_callback = _make_job_callback(run, control, steps_per_epoch, config.batch_size, total_epochs,
+                                      config.monitor, resumed)
+    callbacks = [job_callback, epoch_tensorboard(run.tensorboard_dir)]
+    if config.early_stopping:
+        callbacks.append(early_stopping(config, resumed))
+    if config.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.plateau_factor,
+                                                           patience=config.plateau_patience,
+                                                           min_lr=config.min_learning_rate))
+    class_weight = class_weight_map(y_train, num_classes, config.class_weights)
+    epochs_done = resumed["epoch"] if resumed else 0
+    if not resumed or resumed.get("phase") == "train":
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=epochs_done, epochs=config.epochs,
+                  callbacks=callbacks, class_weight=class_weight, shuffle=False, verbose=0)  # tf.data shuffles
+        epochs_done = len(run.history())
+        if fine_tune_epochs and not job_callback.cancelled and not model.stop_training:
+            job_callback.phase, job_callback.fine_tune_start = "fine_tune", epochs_done
+            _prepare_fine_tune(model, config)
+    else:  # resumed during fine-tuning
+        job_callback.phase, job_callback.fine_tune_start = "fine_tune", resumed["fine_tune_start"]
+    if job_callback.phase == "fine_tune":
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=epochs_done,
+                  epochs=job_callback.fine_tune_start + fine_tune_epochs, callbacks=callbacks,
+                  class_weight=class_weight, shuffle=False, verbose=0)
+    epochs_run = len(run.history())
+
+    if config.restore_best and job_callback.best_weights is not None:
+        model.set_weights(job_callback.best_weights)
+    elif config.restore_best and resumed and job_callback.best_epoch and run.has_model():
+        model.load_weights(run.model_path)  # the best epoch came before the resume
+    run.save_model(model)
+    control.progress.update(phase="evaluating")
+    summary = {"val": None, "test": None, "best_epoch": job_callback.best_epoch,
+               f"best_{config.monitor}": job_callback.best_value, "epochs_run": epochs_run,
+               "cancelled": job_callback.cancelled, "stopped_early": epochs_run < total_epochs
+               and not job_callback.cancelled, "model": stats, "class_names": dataset.class_names,
+               "dataset": data_lib.dataset_summary(dataset), "split": data_lib.split_report_dict(split.report)}
+    if config.monitor != "val_loss":
+        summary["best_val_loss"] = min((r.get("val_loss") for r in run.history() if r.get("val_loss") is not None),
+                                       default=None)
+    for split_name in ("val", "test"):
+        idx = split.indices(split_name)
+        probabilities = predict_probabilities(model, dataset.images[idx], config.batch_size)
+        run.save_predictions(split_name, probabilities, dataset.labels[idx], dataset.patient_ids[idx],
+                             dataset.files[idx], dataset.class_names)
+        summary[split_name] = metrics_lib.classification_metrics(probabilities, dataset.labels[idx],
+                                                                 dataset.class_names)
+        if split_name == "val":
+            best = metrics_lib.f1_vs_threshold(probabilities, dataset.labels[idx], dataset.class_names)
+            summary["threshold"] = best["best_threshold"] if best else None
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    summary["resources"] = resources_used(started, [r["images_per_sec"] for r in run.history()
+                                                    if r.get("images_per_sec") and not r.get("partial")])
+    run.write_summary(summary)
+    return summary
+
+
+def _resume(run: Run, model, config: TrainConfig) -> dict:
+    """Go on from the last checkpoint: its weights and optimizer state, metrics up to its epoch."""
+    state = read_json(run.checkpoint_dir / "state.json", {})
+    if not state.get("epoch"):
+        raise ValueError("this run has no checkpoint to resume from (it never completed an epoch)")
+    if state.get("phase") == "fine_tune":
+        _prepare_fine_tune(model, config)
+    restore_checkpoint(run, model)
+    truncate_history(run, state["epoch"])
+    resumed_at = run.status().get("resumed_at_epochs", [])
+    run.update_status(resumed_at_epochs=[*resumed_at, state["epoch"]], epoch=state["epoch"])
+    return state
+
+
+def _compile(model, config: TrainConfig, learning_rate) -> None:
+    import keras
+    model.compile(optimizer=make_optimizer(config, learning_rate),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+
+
+def _prepare_fine_tune(model, config: TrainConfig) -> None:
+    """Transfer learning, phase 2: unfreeze the top of the base and train on at a lower rate."""
+    from core.ml import models
+    params = resolve_params(config.arch, config.arch_params)
+    models.unfreeze_top_layers(model, int(params["fine_tune_layers"]))
+    _compile(model, config, config.learning_rate * float(params["fine_tune_lr_factor"]))
+
+
+def predict_probabilities(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    if len(images) == 0:
+        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+    return np.asarray(model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0),
+                      dtype=np.float32)
+
+
+def environment_versions() -> dict:
+    import keras
+    import tensorflow as tf
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__}

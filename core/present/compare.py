@@ -1,0 +1,226 @@
+"""Run tables, config diffs, side-by-side metrics and time estimates for the dashboard.
+
+Plain Python + pandas on what the run store returns (`Run.describe()`, `Run.config()`,
+`Run.summary()`, `Run.history()`), so it is testable without Streamlit or TensorFlow.
+"""
+from __future__ import annotations
+
+
+import pandas as pd
+
+TABLE_COLUMNS = ("name", "state", "arch", "task", "image_size", "epochs", "epoch", "optimizer",
+                 "learning_rate", "batch_size", "dropout", "activation", "augmentation", "best_val_loss",
+                 "val_accuracy", "test_accuracy", "test_macro_f1", "test_auc", "duration_s", "peak_memory_mb",
+                 "images_per_sec", "device", "created",
+                 "error", "run_id")
+# Config keys that never make two runs "differ" in a meaningful way.
+IGNORED_DIFF_KEYS = ("name",)
+METRIC_ROWS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "macro_ovr_auc", "average_precision",
+               "log_loss", "brier")
+# Where a numeric axis puts runs that kept the architecture's default (below the 0-1 scale).
+DEFAULT_POSITION = -0.2
+
+
+# ----------------------------------------------------------------------------- flattening
+
+def flatten(values: dict, prefix: str = "") -> dict:
+    """{'arch_params': {'width': 2}} -> {'arch_params.width': 2}; lists become 'a, b' strings."""
+    flat = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = ", ".join(str(v) for v in value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def augmentation_label(config: dict) -> str:
+    """'off' or the augmentations in use, e.g. 'rotation_degrees=10, zoom=0.1'."""
+    active = {k: v for k, v in (config.get("augmentation") or {}).items() if v}
+    return ", ".join(f"{k}={v}" if v is not True else k for k, v in active.items()) or "off"
+
+
+# ----------------------------------------------------------------------------- the runs table
+
+def run_row(description: dict, config: dict) -> dict:
+    """One table row: `Run.describe()` plus the settings people ablate."""
+    params = config.get("arch_params") or {}
+    return {**description,
+            "optimizer": config.get("optimizer"), "learning_rate": config.get("learning_rate"),
+            "batch_size": config.get("batch_size"), "dropout": config.get("dropout"),
+            "activation": params.get("activation"), "augmentation": augmentation_label(config),
+            "created": pd.to_datetime(description.get("created"), unit="s", utc=True)
+            if description.get("created") else None}
+
+
+def runs_table(rows: list[dict]) -> pd.DataFrame:
+    """The runs table, columns in a fixed order (missing values stay empty)."""
+    frame = pd.DataFrame(rows)
+    for column in TABLE_COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    return frame[list(TABLE_COLUMNS)]
+
+
+def filter_runs(table: pd.DataFrame, states=(), archs=(), text: str = "") -> pd.DataFrame:
+    """Rows whose state and architecture are among those chosen (none chosen = all) and whose
+    name or run id contains `text` (case-insensitive)."""
+    keep = pd.Series(True, index=table.index)
+    if states:
+        keep &= table["state"].isin(list(states))
+    if archs:
+        keep &= table["arch"].isin(list(archs))
+    if text.strip():
+        needle = text.strip().lower()
+        keep &= (table["name"].astype(str).str.lower().str.contains(needle, regex=False)
+                 | table["run_id"].astype(str).str.lower().str.contains(needle, regex=False))
+    return table[keep]
+
+
+def table_csv(table: pd.DataFrame) -> bytes:
+    return table.to_csv(index=False).encode()
+
+
+# ----------------------------------------------------------------------------- comparison
+
+def config_diff(configs: dict[str, dict]) -> pd.DataFrame:
+    """Settings (flattened) whose value differs between the runs: one row per setting, one column per run."""
+    flat = {name: flatten(config) for name, config in configs.items()}
+    keys = sorted({key for values in flat.values() for key in values} - set(IGNORED_DIFF_KEYS))
+    rows = {}
+    for key in keys:
+        values = [flat[name].get(key) for name in flat]
+        if len({repr(v) for v in values}) > 1:
+            # As text: mixed types (None next to 0.3) would not fit one table column otherwise.
+            rows[key] = [_setting_label(key, v) for v in values]
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(flat))
+    frame.index.name = "setting"
+    return frame
+
+
+def metrics_side_by_side(summaries: dict[str, dict], split: str = "test") -> pd.DataFrame:
+    """Headline metrics of `split`, recall per class (plus best epoch and run time): one column per run.
+
+    "auc" is disease vs normal when the classes have that view; "macro_ovr_auc" averages one
+    class against the rest over every class, so a class the model never finds pulls it down.
+    """
+    columns = {}
+    for name, summary in summaries.items():
+        metrics = summary.get(split) or {}
+        column = {metric: metrics.get(metric) for metric in METRIC_ROWS}
+        for class_name, row in (metrics.get("per_class") or {}).items():
+            column[f"recall: {class_name}"] = row.get("recall")
+        column["best_val_loss"] = summary.get("best_val_loss")
+        column["best_epoch"] = summary.get("best_epoch")
+        column["seconds"] = summary.get("seconds")
+        columns[name] = column
+    frame = pd.DataFrame(columns)
+    frame.index.name = "metric"
+    return frame
+
+
+def never_predicted(summary: dict, split: str = "test") -> list[dict]:
+    """Classes of `split` that the run never predicts, from its confusion matrix (so summaries
+    written before metrics listed them work too): [{"class", "support"}]."""
+    from core.ml.metrics import never_predicted as from_matrix  # scikit-learn: not on Home's first paint
+    metrics = summary.get(split) or {}
+    matrix, names = metrics.get("confusion_matrix"), summary.get("class_names")
+    return from_matrix(matrix, names) if matrix is not None and names else []
+
+
+def never_predicted_warnings(summaries: dict[str, dict], split: str = "test") -> list[str]:
+    """'b: viral never predicted (0 of 168 viral images)', one line per run and class."""
+    return [f"{name}: {item['class']} never predicted (0 of {item['support']} {item['class']} images)"
+            for name, summary in summaries.items() for item in never_predicted(summary, split)]
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Make display names unique by numbering repeats ('cnn', 'cnn (2)')."""
+    seen: dict[str, int] = {}
+    result = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        result.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return result
+
+
+def parallel_coordinates_frame(configs: dict[str, dict], metric_values: dict[str, float | None],
+                               settings: list[str] | None = None) -> pd.DataFrame:
+    """Long frame (run, axis, position, label, metric_value, off_scale) for parallel coordinates.
+
+    Numeric settings are scaled min-max to 0-1; categorical ones are spread evenly in sorted order.
+    On a numeric axis, a run that kept the architecture's default (value None) is not mixed into
+    the numbers: it sits apart at DEFAULT_POSITION, below the scale, labelled "default".
+    By default the axes are the settings that differ between the runs; the metric is the last axis.
+    """
+    flat = {name: flatten(config) for name, config in configs.items()}
+    if settings is None:
+        settings = list(config_diff(configs).index)
+    columns = {axis: [flat[name].get(axis) for name in flat] for axis in settings}
+    columns["metric"] = [metric_values.get(name) for name in flat]
+    rows = []
+    for axis, values in columns.items():
+        for name, value, position in zip(flat, values, _axis_positions(values)):
+            rows.append({"run": name, "axis": axis, "position": position, "label": _setting_label(axis, value),
+                         "metric_value": metric_values.get(name),
+                         "off_scale": position == DEFAULT_POSITION})
+    return pd.DataFrame(rows, columns=["run", "axis", "position", "label", "metric_value", "off_scale"])
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _axis_positions(values: list) -> list[float]:
+    numeric = [v for v in values if _is_number(v)]
+    if numeric and all(_is_number(v) or v is None for v in values):
+        low, high = min(numeric), max(numeric)
+        return [DEFAULT_POSITION if v is None else 0.5 if high == low else (v - low) / (high - low)
+                for v in values]
+    categories = sorted({_label(v) for v in values})
+    spread = max(1, len(categories) - 1)
+    return [0.5 if len(categories) == 1 else categories.index(_label(v)) / spread for v in values]
+
+
+def _setting_label(key: str, value) -> str:
+    """A missing architecture parameter (or dropout None) means the architecture's default."""
+    if value is None and (key.startswith("arch_params.") or key == "dropout"):
+        return "default"
+    if value is None and key == "split_seed":
+        return "= seed"
+    return _label(value)
+
+
+def _label(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- formatting
+
+def format_seconds(seconds: float | None) -> str:
+    """'42 s', '3 min 5 s', '1 h 2 min'; '—' for None."""
+    if seconds is None:
+        return "—"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def format_count(n: float | int | None) -> str:
+    """1234567 -> '1.23 M'."""
+    if n is None:
+        return "—"
+    for size, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(n) >= size:
+            return f"{n / size:.2f}{suffix}"
+    return str(int(n))

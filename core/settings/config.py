@@ -1,0 +1,199 @@
+"""A run's settings, each declared once: `TrainConfig` describes a run completely and is saved with
+it as config.json, so any run can be re-run or resumed from its folder.
+
+Each field's `setting(...)` holds its default, range, help text and widget hint; validation, the
+forms, the command line's flags and the sweep axes read them (`SETTINGS`). No TensorFlow here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from core.settings import architectures
+from core.settings.declare import Setting, check_all, declared, setting
+
+SOURCES = ("builtin", "folder", "zip", "npz")
+TASKS = ("binary", "subtype", "classes")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
+SCHEDULES = ("constant", "step", "exponential", "cosine", "one_cycle", "plateau")
+MONITORS = ("val_loss", "val_accuracy")
+IMAGE_SIZES = (32, 48, 64, 96, 128, 160, 192, 224, 256)
+
+
+@dataclass
+class Augmentation:
+    """Random transforms applied while training only (Keras preprocessing layers inside the model)."""
+    rotation_degrees: float = setting(0.0, "Rotate by up to this many degrees either way.",
+                                      label="Rotation (degrees)", min=0.0, max=45.0, step=1.0, slider=True)
+    zoom: float = setting(0.0, "Zoom in or out by up to this fraction (0.1 = 10%).",
+                          label="Zoom (fraction)", min=0.0, max=0.5, step=0.05, slider=True)
+    shift: float = setting(0.0, "Shift by up to this fraction of the width and height.",
+                           label="Shift (fraction)", min=0.0, max=0.5, step=0.05, slider=True)
+    horizontal_flip: bool = setting(False, "Off by default: flipping moves the heart to the other side.")
+    brightness: float = setting(0.0, "Change brightness by up to this fraction of the 0-255 range.",
+                                label="Brightness (fraction)", min=0.0, max=0.5, step=0.05, slider=True)
+    contrast: float = setting(0.0, "Change contrast by up to this factor.",
+                              label="Contrast (factor)", min=0.0, max=0.9, step=0.05, slider=True)
+
+    def any(self) -> bool:
+        return any(bool(v) for v in dataclasses.asdict(self).values())
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a run. Saved as config.json; `TrainConfig.from_json` re-creates it exactly."""
+    name: str = setting("", "Shown in the runs table; the architecture name when left empty.", label="Run name")
+    # data
+    data_source: str = setting("builtin", "Where the images come from.", label="Source", choices=SOURCES)
+    data_path: str = setting("", "The folder, zip or .npz file (not for the built-in set).", label="Path")
+    task: str = setting("binary", "What to tell apart: normal/pneumonia, normal/bacterial/viral, or the "
+                                  "dataset's own classes.", choices=TASKS)
+    image_size: int = setting(128, "Images are resized to this square side.", label="Image size (px)",
+                              min=32, max=512, options=IMAGE_SIZES)
+    color_mode: str = setting("grayscale", "Grayscale (1 channel) or RGB (3).", label="Colour",
+                              choices=("grayscale", "rgb"))
+    split: str = setting("grouped", "Grouped by patient (no patient in two splits), or the dataset's own "
+                                    "train/val/test folders.", choices=("grouped", "own"))
+    val_fraction: float = setting(0.15, "Share of the patients held out for validation.",
+                                  label="Validation fraction", min=0.02, max=0.5, step=0.01, slider=True)
+    test_fraction: float = setting(0.15, "Share of the patients held out for the test.",
+                                   label="Test fraction", min=0.02, max=0.5, step=0.01, slider=True)
+    train_fraction: float = setting(1.0, "Train on this share of the training patients; validation and test "
+                                         "stay the same.", min=0.05, max=1.0, step=0.05)
+    cv_folds: int = setting(0, "Patient-grouped k-fold cross-validation; fold `cv_fold` is validation.",
+                            label="Cross-validation folds", min=2, max=20, off=0)
+    cv_fold: int = setting(0, "The fold used for validation when cross-validating.", min=0, max=19)
+    seed: int = setting(42, "Seeds the weights, shuffling and augmentation (and the split, unless split "
+                            "seed is set).", label="Training seed", min=0, max=2**31 - 1)
+    split_seed: int | None = setting(None, "Fixes the split while seeds vary (the repeats of a sweep point); "
+                                           "empty: the training seed.", min=0, max=2**31 - 1)
+    # model
+    arch: str = setting("seed_cnn", "The network; each has parameters of its own.", label="Architecture",
+                        choices=tuple(architectures.ARCHITECTURES))
+    arch_params: dict = field(default_factory=dict)  # declared per architecture (core.settings.architectures)
+    dropout: float | None = setting(None, "Dropout rate; empty: the architecture's own default.",
+                                    min=0.0, max=0.9, step=0.05)
+    # optimisation
+    optimizer: str = setting("adam", "How the weights are updated.", choices=OPTIMIZERS)
+    learning_rate: float = setting(1e-3, "Step size of the optimizer.", min=1e-6, max=1.0, step=1e-4,
+                                   format="%.6f")
+    momentum: float = setting(0.9, "Momentum of SGD and RMSprop.", min=0.0, max=0.999, step=0.05)
+    nesterov: bool = setting(False, "Nesterov momentum (SGD).", label="Nesterov momentum")
+    weight_decay: float = setting(0.0, "Decoupled (AdamW-style) weight decay.", min=0.0, max=1.0, step=1e-4,
+                                  format="%.5f")
+    clipnorm: float = setting(0.0, "Clip each gradient to this norm; 0 = no clipping.",
+                              label="Gradient clipping (norm, 0 = off)", min=0.0, max=100.0, step=0.5)
+    label_smoothing: float = setting(0.0, "Soften the one-hot targets by this much.", min=0.0, max=0.5,
+                                     step=0.05)
+    schedule: str = setting("constant", "How the learning rate changes over training.",
+                            label="Learning-rate schedule", choices=SCHEDULES)
+    decay_rate: float = setting(0.5, "Step and exponential schedules: multiply the rate by this every "
+                                     "N epochs.", min=0.01, max=1.0, step=0.05)
+    step_epochs: int = setting(5, "Step and exponential schedules: epochs between decays.",
+                               label="Every N epochs", min=1, max=100)
+    min_learning_rate: float = setting(1e-6, "Floor of the cosine, one-cycle and plateau schedules.",
+                                       label="Minimum learning rate", min=0.0, max=1.0, step=1e-6,
+                                       format="%.7f")
+    plateau_patience: int = setting(2, "Plateau schedule: epochs without improvement before the rate drops.",
+                                    label="Plateau patience (epochs)", min=1, max=50)
+    plateau_factor: float = setting(0.5, "Plateau schedule: multiply the rate by this when it drops.",
+                                    min=0.05, max=0.95, step=0.05)
+    batch_size: int = setting(32, "Images per gradient step.", min=1, max=4096, options=(8, 16, 32, 64, 128, 256))
+    epochs: int = setting(10, "Passes over the training images.", min=1, max=500)
+    early_stopping: bool = setting(True, "Stop when the monitored value stops improving.")
+    patience: int = setting(5, "Early stopping: epochs without improvement before stopping.",
+                            label="Patience (epochs)", min=1, max=100)
+    restore_best: bool = setting(True, "Evaluate and save the best epoch, not the last.",
+                                 label="Keep the best epoch")
+    monitor: str = setting("val_loss", "What 'best' and early stopping look at.", choices=MONITORS)
+    class_weights: str = setting("none", "Balanced: rare classes count more in the loss.",
+                                 choices=("none", "balanced"))
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    sweep_id: str = setting("", "Set on the runs of a sweep.")
+    # resources (do not change results)
+    memory_cap_mb: int = setting(0, "The run is stopped cleanly if its training process uses more; "
+                                    "0: $CXR_MEMORY_CAP_MB, or no cap.", label="Memory cap (MB, 0 = none)",
+                                 min=256, off=0, step=256)
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color_mode == "grayscale" else 3
+
+    @property
+    def effective_split_seed(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
+
+    def with_overrides(self, overrides: dict) -> "TrainConfig":
+        """A copy with settings replaced; dotted keys reach into arch_params and augmentation."""
+        values = self.to_dict()
+        for key, value in overrides.items():
+            target = values
+            *parents, leaf = key.split(".")
+            for parent in parents:
+                if not isinstance(target.get(parent, {}), dict):
+                    raise ValueError(f"{parent!r} has no sub-settings (in {key!r})")
+                target = target.setdefault(parent, {})
+            target[leaf] = value
+        return TrainConfig.from_dict(values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """A TrainConfig from saved or typed values; unknown names are refused (a typo never passes)."""
+        values = dict(values)
+        refuse_unknown(values, cls, "TrainConfig settings")
+        if isinstance(values.get("augmentation"), dict):
+            refuse_unknown(values["augmentation"], Augmentation, "augmentation settings")
+            values["augmentation"] = Augmentation(**values["augmentation"])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls.from_dict(json.loads(text))
+
+    def validate(self) -> "TrainConfig":
+        """Raise ValueError with a readable message for any setting of the wrong type or out of range."""
+        check_all(self)
+        if not isinstance(self.augmentation, Augmentation):
+            raise ValueError("augmentation must be a set of augmentation settings")
+        check_all(self.augmentation, prefix="augmentation.")
+        rules = [
+            (self.val_fraction + self.test_fraction <= 0.8,
+             "validation + test fractions leave less than 20% of the patients for training"),
+            (self.cv_fold < max(1, self.cv_folds), "cv_fold must be between 0 and cv_folds - 1"),
+            (not (self.cv_folds and self.split == "own"), "cross-validation needs a grouped split, not 'own'"),
+        ]
+        for ok, message in rules:
+            if not ok:
+                raise ValueError(message)
+        architectures.resolve_params(self.arch, self.arch_params)
+        return self
+
+
+def refuse_unknown(values: dict, cls, what: str) -> None:
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"unknown {what}: {', '.join(unknown)}")
+
+
+SETTINGS: dict[str, Setting] = declared(TrainConfig)
+AUGMENTATION_SETTINGS: dict[str, Setting] = declared(Augmentation)
+
+
+def setting_for(key: str, arch: str | None = None) -> Setting | None:
+    """The declaration behind a config key: 'epochs', 'augmentation.zoom' or 'arch_params.width'
+    (of `arch`); None when nothing declares it."""
+    area, _, name = key.partition(".")
+    if not name:
+        return SETTINGS.get(key)
+    if area == "augmentation":
+        return AUGMENTATION_SETTINGS.get(name)
+    if area == "arch_params" and arch in architectures.ARCHITECTURES:
+        return next((p for p in architectures.ARCHITECTURES[arch].params if p.name == name), None)
+    return None

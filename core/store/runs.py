@@ -1,0 +1,403 @@
+"""The run store: one folder per run, every file written atomically (temp file + rename).
+
+    runs/<run_id>/config.json        the TrainConfig, enough to re-run
+    runs/<run_id>/status.json        state, timestamps, error and traceback
+    runs/<run_id>/metrics.jsonl      one JSON line per epoch
+    runs/<run_id>/summary.json       final val/test metrics, model size, split report
+    runs/<run_id>/environment.json   Python/TensorFlow/Keras versions, dataset content hash
+    runs/<run_id>/model.keras        the best model
+    runs/<run_id>/predictions_{val,test}.npz   probabilities, labels, patient ids, files
+    runs/<run_id>/tensorboard/       event files: `tensorboard --logdir runs`
+    runs/<run_id>/progress.json      live progress of the training process (phase, batch, ETA)
+    runs/<run_id>/checkpoint/        last completed epoch: weights, optimizer state (for resuming)
+    runs/<run_id>/stderr.log         what the training process printed
+
+The store is also the queue. A queued run has an empty `queued` marker file; a worker claims it
+by renaming the marker to `claim.<worker id>`, which only one worker can do. A `stop` file asks
+the run to stop after its current batch, whichever process trains it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.data.datasets import PROJECT_ROOT
+from core.store.files import atomic_path
+
+STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+ACTIVE_STATES = ("queued", "running")
+HOST = socket.gethostname()
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
+
+
+def default_runs_dir() -> Path:
+    """`CXR_RUNS_DIR` if set, else `runs/` in the project."""
+    return Path(os.environ.get("CXR_RUNS_DIR", PROJECT_ROOT / "runs"))
+
+
+# ----------------------------------------------------------------------------- atomic files
+
+def write_json(path: Path, data) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=_json_default, allow_nan=False))
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def read_json(path: Path, default=None):
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (Linux: clock ticks since boot), to tell it from a later process
+    that reuses its pid; None where /proc is not available."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_alive(pid: int | None, started: str | None = None) -> bool:
+    """Whether process `pid` (started at `started`, when known) still runs on this machine."""
+    if not pid_alive(pid):
+        return False
+    return started is None or process_start(pid) in (None, started)
+
+
+def this_process() -> dict:
+    """Host, pid and start time of this process, as recorded in status.json."""
+    return {"host": HOST, "pid": os.getpid(), "pid_start": process_start(os.getpid())}
+
+
+# ----------------------------------------------------------------------------- one run
+
+class Run:
+    """A handle on one run folder."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.id = self.path.name
+
+    # files
+    @property
+    def config_path(self) -> Path: return self.path / "config.json"
+    @property
+    def status_path(self) -> Path: return self.path / "status.json"
+    @property
+    def metrics_path(self) -> Path: return self.path / "metrics.jsonl"
+    @property
+    def summary_path(self) -> Path: return self.path / "summary.json"
+    @property
+    def model_path(self) -> Path: return self.path / "model.keras"
+    @property
+    def tensorboard_dir(self) -> Path: return self.path / "tensorboard"
+    @property
+    def environment_path(self) -> Path: return self.path / "environment.json"
+    @property
+    def progress_path(self) -> Path: return self.path / "progress.json"
+    @property
+    def stop_path(self) -> Path: return self.path / "stop"
+    @property
+    def queued_marker(self) -> Path: return self.path / "queued"
+    @property
+    def stderr_path(self) -> Path: return self.path / "stderr.log"
+    @property
+    def checkpoint_dir(self) -> Path: return self.path / "checkpoint"
+
+    def predictions_path(self, split: str) -> Path:
+        return self.path / f"predictions_{split}.npz"
+
+    # reading
+    def config(self) -> dict:
+        return read_json(self.config_path, {})
+
+    def status(self) -> dict:
+        return read_json(self.status_path, {"state": "interrupted", "error": "status.json is missing"})
+
+    def state(self) -> str:
+        return self.status().get("state", "interrupted")
+
+    def summary(self) -> dict:
+        return read_json(self.summary_path, {})
+
+    def history(self) -> list[dict]:
+        """Per-epoch metrics; a half-written last line (never expected, files are atomic) is ignored."""
+        try:
+            lines = self.metrics_path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        rows = []
+        for line in lines:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+    def predictions(self, split: str = "test") -> dict | None:
+        path = self.predictions_path(split)
+        if not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as saved:
+            data = {key: saved[key] for key in saved.files}
+        data["class_names"] = [str(n) for n in data["class_names"]]
+        return data
+
+    def has_model(self) -> bool:
+        return self.model_path.exists()
+
+    def progress(self) -> dict:
+        """The training process's live progress (phase, epoch, batch, images/s, ETA), or {}."""
+        return read_json(self.progress_path, {})
+
+    def stop_requested(self) -> bool:
+        return self.stop_path.exists()
+
+    def clear_live_files(self) -> None:
+        """Forget a finished attempt's Stop request and progress, before the run trains again."""
+        self.stop_path.unlink(missing_ok=True)
+        self.progress_path.unlink(missing_ok=True)
+
+    def checkpoint_epoch(self) -> int:
+        """The last completed epoch saved for resuming (0: none)."""
+        return int(read_json(self.checkpoint_dir / "state.json", {}).get("epoch", 0))
+
+    def can_resume(self) -> bool:
+        return self.state() in ("interrupted", "failed", "cancelled") and self.checkpoint_epoch() > 0
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        """The last lines the training process printed (TensorFlow's native errors land here)."""
+        try:
+            with open(self.stderr_path, "rb") as handle:
+                handle.seek(max(0, handle.seek(0, 2) - 64_000))
+                text = handle.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    # writing
+    def update_status(self, **fields) -> dict:
+        status = {**read_json(self.status_path, {}), **fields, "updated": time.time()}
+        write_json(self.status_path, status)
+        return status
+
+    def append_metrics(self, row: dict) -> None:
+        # Rewriting the whole (small) file keeps every write atomic.
+        existing = self.metrics_path.read_text() if self.metrics_path.exists() else ""
+        write_text(self.metrics_path, existing + json.dumps(row, default=_json_default) + "\n")
+
+    def write_summary(self, summary: dict) -> None:
+        write_json(self.summary_path, summary)
+
+    def write_environment(self, environment: dict) -> None:
+        """Versions of Python/TensorFlow/Keras and the dataset's content hash, for reproducing the run."""
+        write_json(self.environment_path, environment)
+
+    def environment(self) -> dict:
+        return read_json(self.environment_path, {})
+
+    def save_predictions(self, split: str, probabilities, labels, patient_ids, files, class_names) -> None:
+        with atomic_path(self.predictions_path(split)) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, probabilities=np.asarray(probabilities, dtype=np.float32),
+                         labels=np.asarray(labels, dtype=np.int32),
+                         patient_ids=np.asarray(patient_ids, dtype=str), files=np.asarray(files, dtype=str),
+                         class_names=np.asarray(class_names, dtype=str))
+
+    def save_model(self, model) -> None:
+        with atomic_path(self.model_path) as tmp:
+            model.save(tmp)
+
+    def load_model(self):
+        import keras
+        return keras.models.load_model(self.model_path, safe_mode=True, compile=False)
+
+    def describe(self) -> dict:
+        """One flat dict for tables: name, state, settings, best metrics, duration."""
+        config, status, summary = self.config(), self.status(), self.summary()
+        started, finished = status.get("started"), status.get("finished")
+        return {
+            "run_id": self.id, "name": config.get("name") or self.id, "state": status.get("state"),
+            "created": status.get("created"), "arch": config.get("arch"), "task": config.get("task"),
+            "image_size": config.get("image_size"), "epochs": config.get("epochs"),
+            "epoch": status.get("epoch"), "best_val_loss": summary.get("best_val_loss"),
+            "val_accuracy": _metric(summary, "val", "accuracy"),
+            "test_accuracy": _metric(summary, "test", "accuracy"),
+            "test_macro_f1": _metric(summary, "test", "macro_f1"),
+            "test_auc": _metric(summary, "test", "auc"),
+            "duration_s": round(finished - started, 1) if started and finished else None,
+            **self.resources(),
+            "error": status.get("error"),
+        }
+
+    def resources(self) -> dict:
+        """What the run used: peak memory of its process, peak GPU memory, images/s, device."""
+        recorded = {**self.summary().get("resources", {}), **self.status().get("resources", {})}
+        return {key: recorded.get(key) for key in RESOURCE_KEYS}
+
+
+RESOURCE_KEYS = ("peak_memory_mb", "peak_gpu_memory_mb", "images_per_sec", "wall_s", "device")
+
+
+def _metric(summary: dict, split: str, key: str):
+    return (summary.get(split) or {}).get(key)
+
+
+# ----------------------------------------------------------------------------- the store
+
+class RunStore:
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root else default_runs_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def new_run_id(self, name: str = "") -> str:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.")[:40]
+        base = f"{stamp}-{slug}" if slug else stamp
+        run_id, n = base, 1
+        while (self.root / run_id).exists():
+            n += 1
+            run_id = f"{base}-{n}"
+        return run_id
+
+    def create(self, config: dict, name: str = "", queued: bool = True) -> Run:
+        """A new run folder; `queued` puts it in the queue for the workers."""
+        run = Run(self.root / self.new_run_id(name))
+        run.path.mkdir(parents=True)
+        write_json(run.config_path, config)
+        run.update_status(state="queued", created=time.time(), submitted_by=this_process())
+        if queued:
+            run.queued_marker.touch()  # last: from here on a worker may take it
+        return run
+
+    def get(self, run_id: str) -> Run:
+        if not _RUN_ID_RE.match(run_id or ""):
+            raise KeyError(f"invalid run id {run_id!r}")
+        run = Run(self.root / run_id)
+        if not run.config_path.exists():
+            raise KeyError(f"no run {run_id!r} in {self.root}")
+        return run
+
+    def list(self) -> list[Run]:
+        """Runs newest first; folders without a config (half-created, foreign) are left out."""
+        runs = [Run(p) for p in self.root.iterdir() if p.is_dir() and (p / "config.json").exists()]
+        return sorted(runs, key=lambda r: (r.status().get("created") or 0, r.id), reverse=True)
+
+    def delete(self, run_id: str) -> None:
+        run = self.get(run_id)
+        if run.state() in ACTIVE_STATES:
+            raise RuntimeError(f"run {run_id} is {run.state()}: cancel it before deleting")
+        shutil.rmtree(run.path)
+
+    # ------------------------------------------------------------------------- the queue
+
+    def queued(self) -> list[Run]:
+        """Runs waiting for a worker, first submitted first."""
+        waiting = [Run(p.parent) for p in self.root.glob("*/queued")]
+        waiting = [run for run in waiting if run.state() == "queued"]
+        return sorted(waiting, key=lambda r: (r.status().get("created") or 0, r.id))
+
+    def claim(self, run: Run, worker_id: str) -> bool:
+        """Take a queued run for `worker_id`; exactly one of any number of claimants succeeds."""
+        try:
+            os.rename(run.queued_marker, run.path / f"claim.{worker_id}")
+        except FileNotFoundError:
+            return False
+        return True
+
+    def requeue(self, run: Run, **status) -> None:
+        """Put a run (back) in the queue, e.g. to resume it."""
+        for claim in run.path.glob("claim.*"):
+            claim.unlink(missing_ok=True)
+        run.clear_live_files()
+        run.update_status(state="queued", error=None, traceback=None, stderr_tail=None, finished=None,
+                          **status)
+        run.queued_marker.touch()
+
+    def request_stop(self, run: Run, worker_id: str) -> bool:
+        """Stop a run: a queued one is cancelled at once, a running one after its current batch,
+        whichever process trains it. False if the run is not active."""
+        if run.state() not in ACTIVE_STATES:
+            return False
+        write_text(run.stop_path, str(time.time()))
+        if self.claim(run, worker_id):
+            run.update_status(state="cancelled", finished=time.time(), error=None)
+        return True
+
+    def recover(self) -> list[str]:
+        """Repair what dead processes on this machine left behind: a run that was training becomes
+        `interrupted` (resumable from its last checkpoint); a run claimed by a worker that died before
+        starting it goes back to the queue. Runs of other machines are left alone. Returns the ids
+        of the interrupted runs."""
+        interrupted = []
+        for run in self.list():
+            status = run.status()
+            if status.get("state") == "running" and _died_here(status.get("trainer")) \
+                    and _died_here(status.get("worker")):
+                run.update_status(state="interrupted", finished=time.time(),
+                                  error="the process training this run stopped before it finished")
+                interrupted.append(run.id)
+            elif status.get("state") == "queued":
+                self._release_stale_claims(run)
+        return interrupted
+
+    def _release_stale_claims(self, run: Run) -> None:
+        for claim in run.path.glob("claim.*"):
+            host, _, rest = claim.name[len("claim."):].rpartition("@")
+            pid, _, started = rest.partition("-")
+            if host == HOST and pid.isdigit() and not process_alive(int(pid), started or None):
+                try:  # renaming this very claim back can succeed for one recoverer only
+                    os.rename(claim, run.queued_marker)
+                except FileNotFoundError:
+                    pass
+
+
+def worker_id() -> str:
+    """This process as a claimant: host@pid-start (the start time tells a reused pid apart)."""
+    me = this_process()
+    return f"{me['host']}@{me['pid']}-{me['pid_start'] or ''}"
+
+
+def _died_here(process: dict | None) -> bool:
+    """True if `process` (host, pid, pid_start) ran on this machine and is gone; unknown -> True."""
+    if not process:
+        return True
+    if process.get("host") != HOST:
+        return False  # another machine's run (shared folder): we cannot tell if it lives
+    return not process_alive(process.get("pid"), process.get("pid_start"))

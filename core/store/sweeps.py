@@ -1,0 +1,176 @@
+"""Sweeps: a grid of one or two settings, each point repeated over seeds or cross-validation folds.
+
+    python -m core sweep SWEEP.json [--runs-dir runs]
+
+SWEEP.json:
+    {"name": "dropout study", "base": {"arch": "seed_cnn", "epochs": 5},
+     "axes": [{"setting": "dropout", "values": [0.2, 0.4, 0.6, 0.8]}],
+     "repeats": 3,          # seeds per point (seed, seed+1, ...); the split stays fixed
+     "cv_folds": 0}         # or k >= 2: k-fold cross-validation grouped by patient per point
+
+All runs of a sweep share the same test patients, so points are compared on the same data.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.store.runs import RunStore, read_json, write_json
+from core.settings.config import SETTINGS, TrainConfig, setting_for
+
+RESULT_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", "best_val_loss",
+                  "peak_memory_mb", "images_per_sec", "wall_s")
+
+
+SET_BY_THE_SWEEP = ("seed", "cv_fold", "cv_folds", "sweep_id", "name")
+
+
+@dataclass
+class SweepAxis:
+    setting: str   # a TrainConfig field, or dotted: "arch_params.activation", "augmentation.zoom"
+    values: list
+
+
+@dataclass
+class Sweep:
+    base: TrainConfig
+    axes: list[SweepAxis]
+    repeats: int = 1
+    cv_folds: int = 0
+    name: str = ""
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Sweep":
+        known = {"base", "axes", "repeats", "cv_folds", "name"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown sweep settings: {', '.join(unknown)}")
+        axes = [SweepAxis(a["setting"], list(a["values"])) for a in values.get("axes", [])]
+        sweep = cls(base=TrainConfig.from_dict(values.get("base", {})), axes=axes,
+                    repeats=int(values.get("repeats", 1)), cv_folds=int(values.get("cv_folds", 0)),
+                    name=values.get("name", ""))
+        sweep.validate()
+        return sweep
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "base": self.base.to_dict(), "repeats": self.repeats,
+                "cv_folds": self.cv_folds, "axes": [{"setting": a.setting, "values": a.values} for a in self.axes]}
+
+    def validate(self) -> None:
+        if not 1 <= len(self.axes) <= 2:
+            raise ValueError("a sweep varies one or two settings")
+        if len({a.setting for a in self.axes}) != len(self.axes):
+            raise ValueError("the two swept settings must differ")
+        for axis in self.axes:
+            if not axis.values:
+                raise ValueError(f"no values given for {axis.setting}")
+            if axis.setting in SET_BY_THE_SWEEP:
+                raise ValueError(f"{axis.setting} is set by the sweep itself: use repeats or cv_folds")
+            if setting_for(axis.setting, self.base.arch) is None:
+                raise ValueError(f"{axis.setting} is not a setting of a {self.base.arch} run")
+        if not 1 <= self.repeats <= 20:
+            raise ValueError("repeats must be between 1 and 20")
+        SETTINGS["cv_folds"].check(self.cv_folds)
+        for config in self.configs():
+            config.validate()  # every point must be a valid run before anything is queued
+
+    def points(self) -> list[dict]:
+        return grid_points(self.axes)
+
+    def configs(self, sweep_id: str = "") -> list[TrainConfig]:
+        """One TrainConfig per run: every point x (repeats seeds or cv folds)."""
+        split_seed = self.base.effective_split_seed
+        configs = []
+        for point in self.points():
+            for repeat in range(self.cv_folds or self.repeats):
+                variation = ({"cv_folds": self.cv_folds, "cv_fold": repeat} if self.cv_folds
+                             else {"seed": self.base.seed + repeat})
+                name = " ".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
+                suffix = f"fold{repeat + 1}" if self.cv_folds else f"seed{self.base.seed + repeat}"
+                configs.append(self.base.with_overrides({
+                    **point, **variation, "split_seed": split_seed, "sweep_id": sweep_id,
+                    "name": f"{self.name or 'sweep'} {name} {suffix}".strip()}))
+        return configs
+
+
+def grid_points(axes: list[SweepAxis]) -> list[dict]:
+    """Each grid point as {setting: value}, first axis outermost."""
+    return [dict(zip([a.setting for a in axes], combo)) for combo in itertools.product(*(a.values for a in axes))]
+
+
+# ----------------------------------------------------------------------------- store
+
+def sweeps_dir(store: RunStore) -> Path:
+    return store.root / "_sweeps"
+
+
+def submit_sweep(manager, sweep: Sweep) -> str:
+    """Queue every run of the sweep under one sweep id; returns the id."""
+    sweep.validate()
+    sweep_id = time.strftime("sweep-%Y%m%d-%H%M%S")
+    folder = sweeps_dir(manager.store)
+    n = 1
+    while (folder / f"{sweep_id}.json").exists():
+        n += 1
+        sweep_id = f"{time.strftime('sweep-%Y%m%d-%H%M%S')}-{n}"
+    record = {"id": sweep_id, "created": time.time(), **sweep.to_dict(), "runs": []}
+    write_json(folder / f"{sweep_id}.json", record)
+    for config, point in zip(sweep.configs(sweep_id), _points_per_run(sweep)):
+        run_id = manager.submit(config)
+        record["runs"].append({"run_id": run_id, "point": point, "seed": config.seed, "fold": config.cv_fold})
+        write_json(folder / f"{sweep_id}.json", record)
+    return sweep_id
+
+
+def _points_per_run(sweep: Sweep) -> list[dict]:
+    return [point for point in sweep.points() for _ in range(sweep.cv_folds or sweep.repeats)]
+
+
+def list_sweeps(store: RunStore) -> list[dict]:
+    folder = sweeps_dir(store)
+    records = [read_json(p) for p in folder.glob("sweep-*.json")] if folder.exists() else []
+    return sorted((r for r in records if r), key=lambda r: r.get("created", 0), reverse=True)
+
+
+def load_sweep(store: RunStore, sweep_id: str) -> dict:
+    record = read_json(sweeps_dir(store) / f"{sweep_id}.json")
+    if not record:
+        raise KeyError(f"no sweep {sweep_id!r}")
+    return record
+
+
+# ----------------------------------------------------------------------------- results
+
+def sweep_results(store: RunStore, sweep_id: str) -> list[dict]:
+    """One row per point: the swept values, run states, and mean / std / n of every metric."""
+    record = load_sweep(store, sweep_id)
+    rows = []
+    for point in grid_points([SweepAxis(a["setting"], a["values"]) for a in record["axes"]]):
+        members = [entry["run_id"] for entry in record["runs"] if entry["point"] == point]
+        described = [_describe(store, run_id) for run_id in members]
+        row = {**point, "runs": len(members),
+               "done": sum(d.get("state") == "done" for d in described),
+               "active": sum(d.get("state") in ("queued", "running") for d in described),
+               "run_ids": members}
+        for metric in RESULT_METRICS:
+            values = [d[metric] for d in described if d.get("state") == "done" and _is_number(d.get(metric))]
+            row[f"{metric}_mean"] = statistics.fmean(values) if values else None
+            row[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+            row[f"{metric}_n"] = len(values)
+        rows.append(row)
+    return rows
+
+
+def _describe(store: RunStore, run_id: str) -> dict:
+    try:
+        return store.get(run_id).describe()
+    except KeyError:
+        return {"state": "deleted"}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -1,0 +1,345 @@
+"""Training jobs: the run store is the queue, each training is its own OS process.
+
+    manager = JobManager(RunStore("runs"))       # also started by the dashboard and `python -m core worker`
+    run_id = manager.submit(TrainConfig(arch="seed_cnn", epochs=3))   # queued on disk, returns at once
+    manager.progress(run_id)   # phase, epoch, batch, images/s, ETA, per-epoch history (from the run folder)
+    manager.cancel(run_id)     # queued: cancelled; running: stops after its current batch, keeps what it learned
+    manager.resume(run_id)     # an interrupted run goes on from its last completed epoch
+
+A manager's slot threads claim queued runs (first submitted, first served; a claim is an atomic
+rename, so any number of managers can share one runs folder) and start a training process per run
+(`python -m core.workers.process RUN_DIR`: a fresh interpreter, never a fork of one that has loaded
+TensorFlow). The process exits after its run, which gives all its memory back. To start fast, one
+spare process waits with TensorFlow already imported. A process that dies ends its run `failed`
+with the reason in plain words and the last lines it printed; the manager and the queue go on.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from core.store.runs import ACTIVE_STATES, PROJECT_ROOT, Run, RunStore, process_start, this_process, worker_id
+from core.settings.config import TrainConfig
+
+# Phases (progress "phase") in which Stop still saves time; after training the run only evaluates and saves.
+STOPPABLE_PHASES = ("queued", "loading data", "training")
+MEMORY_POLL_S = 0.2
+IDLE_POLL_S = 1.0
+SPARE_DELAY_S = 3.0  # the first spare waits a moment: the dashboard's first paint comes first
+
+
+def stop_option(state: str, phase: str | None, stop_requested: bool) -> str:
+    """What a live view offers for a run: 'stop' (a Stop button), 'stopping' (Stop was pressed; it
+    ends after the current batch), 'finishing' (evaluating and saving: too late to stop) or 'none'
+    (the run is not active)."""
+    if state not in ACTIVE_STATES:
+        return "none"
+    if stop_requested:
+        return "stopping"
+    if state == "running" and phase is not None and phase not in STOPPABLE_PHASES and phase != "running":
+        return "finishing"
+    return "stop"
+
+
+def memory_cap_mb(config: dict) -> int:
+    """The run's memory cap in MB: its own setting, else $CXR_MEMORY_CAP_MB; 0 means none."""
+    return int(config.get("memory_cap_mb") or os.environ.get("CXR_MEMORY_CAP_MB") or 0)
+
+
+def exit_reason(returncode: int, capped_at_mb: float | None = None, cap_mb: int = 0) -> str:
+    """Why a training process ended without finishing its run, in plain words."""
+    if capped_at_mb is not None:
+        return (f"stopped at {capped_at_mb:.0f} MB: above this run's memory cap of {cap_mb} MB. "
+                "Try a smaller batch size or image size, or raise the cap")
+    if returncode == -signal.SIGKILL:
+        return "killed by SIGKILL, most likely out of memory: try a smaller batch size or image size"
+    if returncode == -signal.SIGSEGV:
+        return "crashed with a segmentation fault (SIGSEGV) inside native code (TensorFlow)"
+    if returncode == -signal.SIGABRT:
+        return "aborted (SIGABRT) inside native code (TensorFlow)"
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    return f"the training process exited with code {returncode} before the run finished"
+
+
+def resident_mb(pid: int) -> float | None:
+    """Resident memory of process `pid` now, in MB (Linux /proc), or None."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+class TrainingProcess:
+    """One `python -m core worker` process; `spare` ones import TensorFlow, then wait for a run."""
+
+    def __init__(self):
+        command = [sys.executable, "-m", "core.workers.process", "-"]  # reads its run from stdin
+        self.popen = subprocess.Popen(command, cwd=PROJECT_ROOT, stdin=subprocess.PIPE,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True)  # Ctrl-C in a terminal goes to the manager only
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        if self.popen.returncode is not None:
+            return False
+        try:  # WNOWAIT: leave the exit status for wait(), which also reads the peak memory
+            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        except ChildProcessError:
+            return False
+
+    def give(self, run: Run) -> bool:
+        """Hand the process its run; False if it is gone."""
+        try:
+            self.popen.stdin.write(f"{run.path}\n".encode())
+            self.popen.stdin.close()
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    def wait(self) -> tuple[int, float | None]:
+        """Wait for the exit; (return code, peak resident memory in MB from the kernel's accounting)."""
+        try:
+            _, status, usage = os.wait4(self.pid, 0)
+        except ChildProcessError:  # already reaped
+            return self.popen.wait(), None
+        self.popen.returncode = os.waitstatus_to_exitcode(status)
+        return self.popen.returncode, usage.ru_maxrss / 1024
+
+    def kill(self) -> None:
+        if self.alive():
+            self.popen.kill()
+
+
+class JobManager:
+    """Claims queued runs of a store and trains each in its own process (`max_concurrent` at a time)."""
+
+    def __init__(self, store: RunStore | None = None, max_concurrent: int | None = None,
+                 spare: bool | None = None):
+        self.store = store or RunStore()
+        # One job at a time by default: two trainings on a 2-core CPU only slow each other down.
+        self.max_concurrent = max(1, int(max_concurrent or os.environ.get("CXR_MAX_CONCURRENT_JOBS", 1)))
+        self.worker_id = worker_id()
+        self.keep_spare = spare if spare is not None else os.environ.get("CXR_SPARE_PROCESS", "1") != "0"
+        self._spare: TrainingProcess | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._abandoning = threading.Event()
+        self._busy_slots = 0
+        self._training: dict[str, TrainingProcess] = {}
+        self._submitted: list[str] = []
+        self._spare_due = time.monotonic() + SPARE_DELAY_S
+        self.recovered = self.store.recover()
+        self._slots = [threading.Thread(target=self._work, name=f"cxr-job-slot-{i}", daemon=True)
+                       for i in range(self.max_concurrent)]
+        for slot in self._slots:
+            slot.start()
+
+    # ------------------------------------------------------------------ public
+    def submit(self, config: TrainConfig) -> str:
+        """Validate, write the run to the store as queued; returns its id at once."""
+        config.validate()
+        run = self.store.create(config.to_dict(), name=config.name or config.arch)
+        with self._lock:
+            self._submitted.append(run.id)
+        self._wake.set()
+        return run.id
+
+    def resume(self, run_id: str) -> None:
+        """Queue an interrupted (or failed, or stopped) run again, to go on from its last checkpoint."""
+        run = self.store.get(run_id)
+        if not run.can_resume():
+            raise ValueError(f"run {run_id} is {run.state()} and has no completed epoch to resume from")
+        self.store.requeue(run, resume=True)
+        self._wake.set()
+
+    def cancel(self, run_id: str) -> bool:
+        """Queued: cancelled at once. Running (here or in any process): stops after its current batch."""
+        return self.store.request_stop(self.store.get(run_id), self.worker_id)
+
+    def stop_requested(self, run_id: str) -> bool:
+        """Whether Stop was pressed for an active run (it may still be finishing its batch)."""
+        try:
+            run = self.store.get(run_id)
+        except KeyError:
+            return False
+        return run.stop_requested() and run.state() in ACTIVE_STATES
+
+    def progress(self, run_id: str) -> dict:
+        """Live progress from the run folder: phase, epoch, batch, images/s, ETA, and the epochs so far."""
+        run = self.store.get(run_id)
+        status, history, live = run.status(), run.history(), run.progress()
+        state = status.get("state")
+        phase = live.get("phase", state) if state == "running" else state
+        return {"epoch": status.get("epoch", len(history)), "epochs": status.get("epochs"), **live,
+                "phase": phase, "history": history, "state": state}
+
+    def active(self) -> list[str]:
+        """Runs queued or running in the store (from any dashboard, worker or CLI), oldest first."""
+        runs = [run for run in self.store.list() if run.state() in ACTIVE_STATES]
+        return [run.id for run in reversed(runs)]
+
+    def wait(self, run_id: str, timeout: float | None = None) -> str:
+        """Block until the run leaves queued/running; returns its final state."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            state = self.store.get(run_id).state()
+            if state not in ACTIVE_STATES:
+                return state
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} still {state} after {timeout} s")
+            time.sleep(0.1)
+
+    def busy(self) -> bool:
+        """Whether a slot of this manager holds a run (claimed or training)."""
+        with self._lock:
+            return self._busy_slots > 0
+
+    def run_until_empty(self) -> None:
+        """Block until no run is queued and this manager trains nothing (`python -m core worker --until-empty`)."""
+        self._wake.set()
+        while self.busy() or self.store.queued():
+            time.sleep(0.2)
+
+    def shutdown(self, cancel_running: bool = True, timeout: float = 120.0) -> None:
+        """Stop claiming runs. With `cancel_running`, runs submitted or trained here are stopped first;
+        without, the processes of running runs are killed and those runs left resumable."""
+        if cancel_running:
+            with self._lock:
+                mine = [*self._submitted, *self._training]
+            for run_id in mine:
+                if self.store.get(run_id).state() in ACTIVE_STATES:
+                    self.cancel(run_id)
+        self._closing.set()
+        self._wake.set()
+        if not cancel_running:
+            self._abandoning.set()
+            with self._lock:
+                for process in self._training.values():
+                    process.kill()
+        for slot in self._slots:
+            slot.join(timeout)
+        if self._spare is not None:
+            self._spare.kill()
+            self._spare.wait()
+
+    # ------------------------------------------------------------------ the slots
+    def _work(self) -> None:
+        last_recovery = time.monotonic()
+        while not self._closing.is_set():
+            with self._lock:
+                self._busy_slots += 1
+            try:
+                run = self._claim_next()
+                if run is not None:
+                    self._train_safely(run)
+            finally:
+                with self._lock:
+                    self._busy_slots -= 1
+            if run is not None:
+                continue
+            self._start_spare_when_due()
+            self._wake.wait(IDLE_POLL_S)
+            self._wake.clear()
+            if time.monotonic() - last_recovery > 10 * IDLE_POLL_S:  # claims of managers that died
+                self.store.recover()
+                last_recovery = time.monotonic()
+
+    def _claim_next(self) -> Run | None:
+        for run in self.store.queued():
+            if self._closing.is_set():
+                return None
+            if self.store.claim(run, self.worker_id):
+                return run
+        return None
+
+    def _train_safely(self, run: Run) -> None:
+        try:
+            self._train(run)
+        except Exception as exc:  # noqa: BLE001 - e.g. no process could be started: the slot goes on
+            run.update_status(state="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}")
+
+    def _train(self, run: Run) -> None:
+        """Train a claimed run in a process of its own and record how that process ended."""
+        try:
+            config = TrainConfig.from_dict(run.config()).validate()
+        except (TypeError, ValueError) as exc:
+            run.update_status(state="failed", finished=time.time(), error=f"bad config: {exc}")
+            return
+        cap_mb = memory_cap_mb(config.to_dict())
+        process = self._process_for_next_run()
+        # Written before the process has its run: from then on only the process writes the status.
+        run.update_status(state="running", worker=this_process(),
+                          trainer={**this_process(), "pid": process.pid, "pid_start": process_start(process.pid)},
+                          **({} if run.status().get("resume") else {"started": time.time()}))
+        with self._lock:
+            self._training[run.id] = process
+        try:
+            if not process.give(run):
+                process.kill()
+            returncode, peak_mb, capped_at = self._watch(process, cap_mb)
+        finally:
+            with self._lock:
+                self._training.pop(run.id, None)
+        self._record_exit(run, returncode, peak_mb, capped_at, cap_mb)
+
+    def _start_spare_when_due(self) -> None:
+        with self._lock:
+            if self.keep_spare and self._spare is None and time.monotonic() >= self._spare_due \
+                    and not self._closing.is_set():
+                self._spare = TrainingProcess()
+
+    def _process_for_next_run(self) -> TrainingProcess:
+        """The waiting spare if there is one (then a new spare is started), else a fresh process."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and spare.alive():
+            process = spare
+        else:
+            if spare is not None:
+                spare.wait()
+            process = TrainingProcess()
+        if self.keep_spare and not self._closing.is_set():
+            with self._lock:
+                self._spare = TrainingProcess()
+        return process
+
+    def _watch(self, process: TrainingProcess, cap_mb: int) -> tuple[int, float | None, float | None]:
+        """Wait for the process, killing it if it goes over the memory cap."""
+        capped_at = None
+        if cap_mb:
+            while process.alive():
+                rss = resident_mb(process.pid)
+                if rss is not None and rss > cap_mb:
+                    capped_at = rss
+                    process.kill()
+                    break
+                time.sleep(MEMORY_POLL_S)
+        returncode, peak_mb = process.wait()
+        return returncode, peak_mb, capped_at
+
+    def _record_exit(self, run: Run, returncode: int, peak_mb: float | None, capped_at: float | None,
+                     cap_mb: int) -> None:
+        status = run.status()
+        resources = {**status.get("resources", {}), "peak_memory_mb": round(peak_mb, 1) if peak_mb else None}
+        if status.get("state") not in ACTIVE_STATES:  # the process recorded how the run ended
+            run.update_status(resources=resources, exit_code=returncode)
+            return
+        if self._abandoning.is_set():
+            run.update_status(state="interrupted", finished=time.time(), exit_code=returncode, resources=resources,
+                              error="its worker shut down: resume it to go on from its last completed epoch")
+            return
+        run.update_status(state="failed", finished=time.time(), exit_code=returncode, resources=resources,
+                          error=exit_reason(returncode, capped_at, cap_mb), stderr_tail=run.stderr_tail())

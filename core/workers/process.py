@@ -1,0 +1,81 @@
+"""The training process: one run, one fresh interpreter, started by a worker (core.workers.manager).
+
+    python -m core.workers.process RUN_DIR     # train this run of the store here
+    python -m core.workers.process -           # import TensorFlow, then read RUN_DIR from stdin
+
+It exits when the run ends, giving all its memory back. If the worker that started it dies, the run
+becomes `interrupted` and the process exits.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+PARENT_POLL_S = 0.5
+
+
+# ----------------------------------------------------------------------------- the training process
+
+def train_process(run_path: str) -> int:
+    """Train one run of the store in this process. With "-", import TensorFlow first and then wait
+    for the run folder on stdin: a worker keeps one such spare process to start runs fast."""
+    current = {"run": None}
+    watch_parent(current)
+    warm_up()
+    if run_path == "-":
+        run_path = sys.stdin.readline().strip()
+        if not run_path:
+            return 0  # the worker stopped before it had a run for us
+    from core.store.runs import Run
+    from core.ml.training import RunControl, TrainConfig, execute_run
+    run = Run(Path(run_path))
+    send_output_to(run.stderr_path)
+    current["run"] = run
+    config = TrainConfig.from_dict(run.config())
+    execute_run(run, config, RunControl.for_run(run, config.epochs), resume=bool(run.status().get("resume")))
+    return 0
+
+
+def warm_up() -> None:
+    """Everything a run imports, loaded before the run arrives."""
+    import keras  # noqa: F401
+    import tensorflow  # noqa: F401
+
+    from core.ml import metrics  # noqa: F401
+    from core.ml import models  # noqa: F401
+    from core.ml import training  # noqa: F401
+
+
+def send_output_to(path: Path) -> None:
+    """This process's stdout and stderr, native TensorFlow messages included, go to `path`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def watch_parent(current: dict) -> None:
+    """If the worker that started this process dies, mark our run interrupted and exit: a restarted
+    worker can resume it, and no training goes on unsupervised."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        run = current["run"]
+        if run is not None and run.state() == "running":
+            run.update_status(state="interrupted", finished=time.time(),
+                              error="the dashboard or worker running this training stopped: "
+                                    "resume it to go on from its last completed epoch")
+        os._exit(3)
+
+    threading.Thread(target=watch, name="cxr-parent-watch", daemon=True).start()
+
+
+if __name__ == "__main__":
+    sys.exit(train_process(sys.argv[1] if len(sys.argv) > 1 else "-"))
