@@ -226,7 +226,7 @@ def test_build_config_combines_dataset_settings_and_form_values():
 @pytest.mark.parametrize("values, message", [
     ({"epochs": 0}, "epochs"),
     ({"arch_params": {"activation": "nope"}}, "activation"),
-    ({"color": "red"}, "unknown settings"),
+    ({"color": "red"}, "unknown TrainConfig settings"),
 ])
 def test_build_config_rejects_bad_values_with_a_message(values, message):
     with pytest.raises(ValueError, match=message):

@@ -238,11 +238,11 @@ def test_bad_fractions_are_rejected(val, test):
 
 
 def test_bad_settings_are_rejected():
-    with pytest.raises(DataError, match="unknown task"):
+    with pytest.raises(DataError, match="task must be one of binary, subtype, classes; got .dogs."):
         load_dataset(task="dogs")
     with pytest.raises(DataError, match="channels"):
         load_dataset(channels=2)
-    with pytest.raises(DataError, match="unknown data source"):
+    with pytest.raises(DataError, match="data_source must be one of builtin, folder, zip, npz; got .s3."):
         load_dataset("s3")
     with pytest.raises(DataError, match="needs a path"):
         load_dataset("folder")

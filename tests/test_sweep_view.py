@@ -37,7 +37,7 @@ def test_values_take_the_type_of_the_base_setting():
     assert sweep_view.coerce_values(base, "learning_rate", [1, 0.5]) == [1.0, 0.5]
     assert sweep_view.coerce_values(base, "augmentation.rotation_degrees", [0, 5]) == [0.0, 5.0]
     assert sweep_view.coerce_values(base, "arch_params.activation", ["relu"]) == ["relu"]
-    with pytest.raises(ValueError, match="batch_size must be a whole number between 1 and 4096; got 0.5"):
+    with pytest.raises(ValueError, match="batch_size must be a whole number between 1 and 4,096; got 0.5"):
         sweep_view.coerce_values(base, "batch_size", [16, 0.5])
 
 
