@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.workers.manager import JobManager  # noqa: E402
 from core.settings.recipes import recipe  # noqa: E402
 from core.store.runs import RunStore  # noqa: E402
+from core.workers.manager import JobManager  # noqa: E402
 
 TARGETS = {"binary": {"auc": 0.99, "accuracy": 0.96}, "subtype": {"macro_f1": 0.78}}
 BUDGET_S = 300

@@ -22,8 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def measure(seconds: float, clearing: bool) -> dict:
     import keras
 
-    from core.ml import explain
-    from core.ml import models
+    from core.ml import explain, models
     model = models.build_model("seed_cnn", 64, 1, 2, {"dense_units": 16})
     explainer = explain.explainer_for(model)
     pixels = np.random.default_rng(0).integers(0, 255, (64, 64, 1)).astype("float32")

@@ -59,9 +59,9 @@ def time_once(diagnoser, data: bytes) -> dict:
     """Seconds per stage for one upload, the way the page processes it."""
     import numpy as np
 
+    from core.data.imaging import resize_to_model
     from core.ml.diagnosis import decode_upload
     from core.ml.explain import overlay
-    from core.data.imaging import resize_to_model
     from core.ml.ood import assess
     stages, started = {}, time.perf_counter()
     image = decode_upload(data, "bench.jpg")

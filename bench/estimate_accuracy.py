@@ -13,9 +13,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.present import estimate  # noqa: E402
-from core.workers.manager import JobManager  # noqa: E402
-from core.store.runs import RunStore  # noqa: E402
 from core.settings.config import TrainConfig  # noqa: E402
+from core.store.runs import RunStore  # noqa: E402
+from core.workers.manager import JobManager  # noqa: E402
+
 
 def configs(size: int) -> tuple[TrainConfig, list[TrainConfig]]:
     """The basis run and the runs estimated from it."""

@@ -23,10 +23,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.workers.manager import JobManager  # noqa: E402
+from core.ml.training import (
+    TrainConfig,
+    _compile,
+    configure_devices,
+    learning_rate_schedule,  # noqa: E402
+    load_data,
+    make_tf_dataset,
+)
 from core.store.runs import ACTIVE_STATES, RunStore  # noqa: E402
-from core.ml.training import TrainConfig, configure_devices, load_data, make_tf_dataset, _compile, \
-    learning_rate_schedule  # noqa: E402
+from core.workers.manager import JobManager  # noqa: E402
 
 PROGRESS_POLL_S = 0.02
 # Start-up milestones of a job, as its progress shows them: phase "loading data" (a training process
@@ -49,6 +55,7 @@ class JobResult:
 def bare_fit(config: TrainConfig, dataset, split) -> float:
     """images/s of model.fit alone, timed per epoch by the lightest possible callback."""
     import keras
+
     from core.ml import models
     keras.utils.set_random_seed(config.seed)
     configure_devices()

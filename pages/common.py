@@ -14,9 +14,9 @@ import threading
 
 import streamlit as st
 
+from core.data.datasets import PROJECT_ROOT
 from core.present import forms
 from core.store import ui_state
-from core.data.datasets import PROJECT_ROOT
 from core.store.runs import ACTIVE_STATES, RunStore, default_runs_dir
 
 DATASET_SETTINGS_KEY = "dataset_settings"
@@ -100,7 +100,9 @@ enter_through_app()
 
 @st.cache_resource(show_spinner=False)
 def _job_manager(runs_root: str):
-    from core.workers.manager import JobManager  # imports core.ml.training, still without TensorFlow
+    from core.workers.manager import (
+        JobManager,  # imports core.ml.training, still without TensorFlow
+    )
     return JobManager(RunStore(runs_root))
 
 

@@ -4,9 +4,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.present import charts
 from core.data import datasets as data_lib
-from core.present import forms
+from core.present import charts, forms
 from core.settings.config import SOURCES, TASKS
 from pages import common
 

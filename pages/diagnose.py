@@ -13,7 +13,15 @@ import pandas as pd
 import streamlit as st
 
 from core.ml import diagnosis as dx
-from core.ml.explain import CAM_METHODS, DEFAULT_OPACITY, METHODS, ExplainError, empty_map_message, is_empty_map, overlay
+from core.ml.explain import (
+    CAM_METHODS,
+    DEFAULT_OPACITY,
+    METHODS,
+    ExplainError,
+    empty_map_message,
+    is_empty_map,
+    overlay,
+)
 from pages import common
 
 DISPLAY_MAX_SIDE = 1600  # overlays of huge uploads are drawn on a copy this large, for speed

@@ -6,10 +6,9 @@ import json
 import pandas as pd
 import streamlit as st
 
-from core.present import charts
 from core.data import datasets as data_lib
 from core.ml import metrics as metrics_lib
-from core.present import review
+from core.present import charts, review
 from pages import common
 
 RUN_KEY = "eval_run"

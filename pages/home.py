@@ -56,7 +56,9 @@ def recent_runs(store) -> None:
     if not runs:
         common.no_runs_yet()
         return
-    from core.present import compare  # pandas: imported after the title and the queue are drawn
+    from core.present import (
+        compare,  # pandas: imported after the title and the queue are drawn
+    )
     table = compare.runs_table([compare.run_row(r.describe(), r.config()) for r in runs])
     st.dataframe(table[["name", "state", "arch", "image_size", "epochs", "val_accuracy", "test_accuracy",
                         "test_macro_f1", "test_auc", "duration_s", "created"]],

@@ -3,10 +3,9 @@ side by side: curves, metrics, config diff, confusion matrices, ROC and parallel
 import pandas as pd
 import streamlit as st
 
-from core.present import charts
 from core.ml import common_split
-from core.present import compare
 from core.ml import metrics as metrics_lib
+from core.present import charts, compare
 from core.store.runs import ACTIVE_STATES, STATES
 from pages import common
 

@@ -17,15 +17,24 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 from streamlit.errors import StreamlitAPIException  # noqa: E402
 
-from core.present import compare  # noqa: E402
-from core.present import estimate  # noqa: E402
-from core.present import forms  # noqa: E402
+from core.present import (
+    compare,  # noqa: E402
+    estimate,  # noqa: E402
+    forms,  # noqa: E402
+)
 from core.present import sweeps as sweep_view  # noqa: E402
-from core.store.portable import ImportRefused, import_archive  # noqa: E402
-from core.settings.recipes import recipe  # noqa: E402
-from core.store.runs import ACTIVE_STATES  # noqa: E402
-from core.store.sweeps import Sweep, SweepAxis, list_sweeps, load_sweep, submit_sweep, sweep_results  # noqa: E402
 from core.settings.config import TrainConfig  # noqa: E402
+from core.settings.recipes import recipe  # noqa: E402
+from core.store.portable import ImportRefused, import_archive  # noqa: E402
+from core.store.runs import ACTIVE_STATES  # noqa: E402
+from core.store.sweeps import (  # noqa: E402
+    Sweep,
+    SweepAxis,
+    list_sweeps,
+    load_sweep,
+    submit_sweep,
+    sweep_results,
+)
 from pages import common  # noqa: E402
 
 VIEW_KEY = "sweep_view_id"

@@ -5,13 +5,10 @@ import os
 
 import streamlit as st
 
-from core.present import charts
-from core.present import compare
 from core.data import datasets as data_lib
-from core.present import estimate
-from core.present import forms
-from core.workers.manager import stop_option
+from core.present import charts, compare, estimate, forms
 from core.settings.config import MONITORS, OPTIMIZERS, SCHEDULES
+from core.workers.manager import stop_option
 from pages import common
 
 WATCH_KEY = "watch_run_id"

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from core.ml import metrics as metrics_lib
+from core.settings.config import TrainConfig
 from core.store import runs
 from core.store.runs import RunStore
-from core.settings.config import TrainConfig
 
 CHEST_CLASSES = ("NORMAL", "PNEUMONIA")
 

@@ -6,14 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.present import charts
-from core.present import compare
-from core.present import forms
-from core.present import review
 from core.data.datasets import DataError
+from core.present import charts, compare, forms, review
 from core.settings.config import TrainConfig
 from tests.conftest import fake_predictions
-
 
 # ----------------------------------------------------------------------------- compare
 

@@ -238,6 +238,7 @@ def test_dataset_page_loads_a_medmnist_npz_by_path(app_env, tmp_path):
 
 def test_dataset_page_loads_a_zip_and_reports_skipped_files(app_env, tmp_path):
     import shutil
+
     from tests.synthetic import make_chest_folder
     folder = make_chest_folder(tmp_path / "xrays", n_patients=6)
     (folder / "NORMAL" / "notes.txt").write_text("not an image")

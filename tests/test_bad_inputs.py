@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.ml import diagnosis as dx
 from core.data.imaging import MAX_PIXELS, ImageError
+from core.ml import diagnosis as dx
 
 # the "huge image" case is meant to trip Pillow's warning on its way to our own refusal
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -28,7 +28,11 @@ def xray_like(width: int = 256, height: int = 256) -> Image.Image:
 def dicom_bytes(pixels: np.ndarray, photometric: str = "MONOCHROME2", **extra) -> bytes:
     """A minimal uncompressed DICOM file (explicit VR little endian) around 16-bit pixels."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from pydicom.uid import (
+        ExplicitVRLittleEndian,
+        SecondaryCaptureImageStorage,
+        generate_uid,
+    )
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -151,8 +155,8 @@ def test_dicom_applies_rescale_window_and_monochrome1_inversion():
 
 @pytest.fixture(scope="module")
 def diagnoser(tmp_path_factory):
-    from core.store.runs import RunStore
     from core.ml.training import TrainConfig, execute_run
+    from core.store.runs import RunStore
     config = TrainConfig(arch="seed_cnn", image_size=32, epochs=1, batch_size=64)
     run = RunStore(tmp_path_factory.mktemp("runs")).create(config.to_dict())
     with pytest.MonkeyPatch.context() as patch:  # the decoded dataset goes to a temporary cache

@@ -13,8 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser_support import (CHROMIUM, CHROMIUM_ARGS, STEP_TIMEOUT_MS, VIEWPORT, go_to, requires_chromium,
-                                   serve_dashboard, settle, snap)
+from tests.browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    STEP_TIMEOUT_MS,
+    VIEWPORT,
+    go_to,
+    requires_chromium,
+    serve_dashboard,
+    settle,
+    snap,
+)
 
 pytestmark = requires_chromium
 RUN_BOX = "Run (default: best test AUC)"
@@ -23,8 +32,8 @@ RUN_BOX = "Run (default: best test AUC)"
 @pytest.fixture
 def trained_runs(tmp_path, monkeypatch):
     """A runs folder with a seed_cnn (32 px, 2 epochs) and an mlp (32 px, 1 epoch), trained for real."""
-    from core.store.runs import RunStore
     from core.ml.training import TrainConfig, execute_run
+    from core.store.runs import RunStore
     monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
     runs_dir = tmp_path / "runs"
     for arch, epochs in (("mlp", 1), ("seed_cnn", 2)):

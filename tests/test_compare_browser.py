@@ -9,10 +9,20 @@ import re
 
 import pytest
 
-from core.store.runs import RunStore
 from core.ml.training import TrainConfig, execute_run
-from tests.browser_support import (CHROMIUM, CHROMIUM_ARGS, STEP_TIMEOUT_MS, VIEWPORT, go_to,
-                                   requires_chromium, screenshot_dir, serve_dashboard, settle, snap)
+from core.store.runs import RunStore
+from tests.browser_support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    STEP_TIMEOUT_MS,
+    VIEWPORT,
+    go_to,
+    requires_chromium,
+    screenshot_dir,
+    serve_dashboard,
+    settle,
+    snap,
+)
 
 pytestmark = requires_chromium
 TINY = dict(arch="seed_cnn", batch_size=128, epochs=2, arch_params={"dense_units": 8}, early_stopping=False)

@@ -1,7 +1,7 @@
 """The Dataset page through app.py: settings apply with one button (no reload per slider step),
 the split choices fit the dataset, the caption follows the task, and the choice carries to Train."""
-from tests.synthetic import make_medmnist_npz
 from tests.apptest_support import assert_clean, open_page
+from tests.synthetic import make_medmnist_npz
 from tests.test_app_pages import small_dataset
 
 

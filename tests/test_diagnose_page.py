@@ -10,17 +10,16 @@ import pytest
 from PIL import Image
 
 from core.ml import diagnosis as dx
-from tests.apptest_support import open_page
 from core.ml.explain import METHODS
-
+from tests.apptest_support import open_page
 
 
 @pytest.fixture(scope="module")
 def runs_root(tmp_path_factory):
     """A run store with finished 32 px mlp and seed_cnn runs (trained for real, one epoch each); the
     decoded dataset is cached in a temporary folder for the whole module."""
-    from core.store.runs import RunStore
     from core.ml.training import TrainConfig, execute_run
+    from core.store.runs import RunStore
     root = tmp_path_factory.mktemp("runs")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
@@ -190,7 +189,6 @@ def test_each_bad_or_odd_upload_gets_a_message_and_the_next_image_diagnoses(page
 def test_a_run_with_a_damaged_model_is_a_message_not_a_crash(runs_root, tmp_path, monkeypatch):
     import shutil
 
-
     from core.store.runs import RunStore
     source = dx.diagnosable_runs(RunStore(runs_root))[0]
     shutil.copytree(source.path, tmp_path / source.id)
@@ -260,7 +258,6 @@ def test_on_equal_quality_the_default_is_a_model_with_gradcam(store):
 def test_a_cancelled_run_shows_up_in_the_page_with_its_state(runs_root, tmp_path, monkeypatch):
     import shutil
 
-
     from core.store.runs import RunStore
     source = next(r for r in RunStore(runs_root).list() if r.config()["arch"] == "seed_cnn")
     shutil.copytree(source.path, tmp_path / source.id)
@@ -293,10 +290,15 @@ def test_best_run_prefers_test_auc_then_macro_f1(tmp_path):
 
 
 def test_the_evaluate_gallery_falls_back_to_gradcam_plus_plus_and_says_so(runs_root):
-    from core.present import review
-    from core.ml.explain import GRADCAM_FALLBACK_NOTE, explainer_for_run, is_empty_map, predicted_class
-    from core.store.runs import RunStore
+    from core.ml.explain import (
+        GRADCAM_FALLBACK_NOTE,
+        explainer_for_run,
+        is_empty_map,
+        predicted_class,
+    )
     from core.ml.training import TrainConfig, load_data
+    from core.present import review
+    from core.store.runs import RunStore
     runs = {run.config()["arch"]: run for run in RunStore(runs_root).list()}
     dataset, split = load_data(TrainConfig.from_dict(runs["seed_cnn"].config()))
     explainer = explainer_for_run(runs["seed_cnn"])

@@ -3,8 +3,8 @@ overhead, learned from finished runs; scaled by model cost when the model has ne
 import pytest
 
 from core.present import estimate
-from core.store.sweeps import Sweep, SweepAxis
 from core.settings.config import TrainConfig
+from core.store.sweeps import Sweep, SweepAxis
 
 IMAGES = {"train": 700, "val": 150, "test": 150}
 

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from core.ml import explain
-from core.ml.explain import ExplainError, Explainer
+from core.ml.explain import Explainer, ExplainError
 
 SIZE = 32
 SQUARE = 8

@@ -23,9 +23,19 @@ import pytest
 from core.store.runs import RunStore
 from core.store.sweeps import list_sweeps
 from tests import journey_files
-from tests.browser_support import (STEP_TIMEOUT_MS, VIEWPORT, choose, go_to, launch_chromium,
-                                   requires_chromium, screenshot_dir, serve_dashboard, settle, snap,
-                                   type_into)
+from tests.browser_support import (
+    STEP_TIMEOUT_MS,
+    VIEWPORT,
+    choose,
+    go_to,
+    launch_chromium,
+    requires_chromium,
+    screenshot_dir,
+    serve_dashboard,
+    settle,
+    snap,
+    type_into,
+)
 
 TRAINING_TIMEOUT_S = 600  # a 3-epoch 32 px run takes seconds on an idle 2-core machine; it is rarely idle
 CHART = '[data-testid="stVegaLiteChart"]'

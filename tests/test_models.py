@@ -2,9 +2,9 @@
 
 import os
 
+import keras
 import numpy as np
 import pytest
-import keras
 from keras import layers
 
 from core.ml import models

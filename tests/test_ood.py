@@ -9,8 +9,8 @@ from core.ml import ood
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    from core.store.runs import RunStore
     from core.ml.training import TrainConfig, execute_run
+    from core.store.runs import RunStore
     config = TrainConfig(arch="seed_cnn", image_size=32, epochs=1, batch_size=64)
     run = RunStore(tmp_path_factory.mktemp("runs")).create(config.to_dict())
     with pytest.MonkeyPatch.context() as patch:  # the decoded dataset goes to a temporary cache

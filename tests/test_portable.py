@@ -2,7 +2,13 @@
 different run whose id clashes is imported under a new id."""
 import pytest
 
-from core.store.portable import ImportRefused, export_runs, export_sweep, import_archive, run_content_hash
+from core.store.portable import (
+    ImportRefused,
+    export_runs,
+    export_sweep,
+    import_archive,
+    run_content_hash,
+)
 from core.store.runs import RunStore, write_json
 from core.store.sweeps import list_sweeps, sweeps_dir
 from tests.conftest import write_run

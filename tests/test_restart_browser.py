@@ -11,8 +11,17 @@ import time
 import pytest
 
 from core.store.runs import RunStore
-from tests.browser_support import (ROOT, STEP_TIMEOUT_MS, VIEWPORT, go_to, launch_chromium,
-                                   requires_chromium, serve_dashboard_process, settle, snap)
+from tests.browser_support import (
+    ROOT,
+    STEP_TIMEOUT_MS,
+    VIEWPORT,
+    go_to,
+    launch_chromium,
+    requires_chromium,
+    serve_dashboard_process,
+    settle,
+    snap,
+)
 from tests.synthetic import make_chest_folder
 
 pytestmark = requires_chromium

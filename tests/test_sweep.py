@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from core.data.datasets import load_dataset, make_cv_split, make_split, subsample_train
-from core.workers.manager import JobManager
+from core.ml.training import TrainConfig, load_data
 from core.store.portable import ImportRefused, export_sweep, import_runs
 from core.store.runs import RunStore
 from core.store.sweeps import Sweep, load_sweep, submit_sweep, sweep_results
-from core.ml.training import TrainConfig, load_data
+from core.workers.manager import JobManager
 from tests.synthetic import make_chest_folder
 
 

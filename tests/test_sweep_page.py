@@ -6,9 +6,9 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.present.sweeps import sweep_zip_bytes
 from core.store.runs import ACTIVE_STATES, RunStore
 from core.store.sweeps import list_sweeps
-from core.present.sweeps import sweep_zip_bytes
 from tests import apptest_support
 from tests.synthetic import make_chest_folder
 

@@ -5,11 +5,16 @@ import json
 import pytest
 
 from core.present import sweeps as sweep_view
+from core.settings.config import TrainConfig
 from core.settings.recipes import recipe
 from core.store.runs import write_json
-from core.store.sweeps import RESULT_METRICS, Sweep, SweepAxis, sweep_results, sweeps_dir
-from core.settings.config import TrainConfig
-
+from core.store.sweeps import (
+    RESULT_METRICS,
+    Sweep,
+    SweepAxis,
+    sweep_results,
+    sweeps_dir,
+)
 
 # ----------------------------------------------------------------------------- typed values
 

@@ -5,9 +5,14 @@ import time
 import numpy as np
 import pytest
 
-from core.workers.manager import JobManager
+from core.ml.training import (
+    Augmentation,
+    TrainConfig,
+    class_weight_map,
+    learning_rate_schedule,
+)
 from core.store.runs import RunStore
-from core.ml.training import Augmentation, TrainConfig, class_weight_map, learning_rate_schedule
+from core.workers.manager import JobManager
 from tests.synthetic import make_chest_folder
 
 TINY = dict(arch="seed_cnn", image_size=32, batch_size=64, epochs=2, arch_params={"dense_units": 16})

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from core.workers.manager import JobManager
-from core.store.runs import RunStore
 from core.settings.config import TrainConfig
+from core.store.runs import RunStore
+from core.workers.manager import JobManager
 from tests.synthetic import make_chest_folder
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,13 @@ import sys
 from pathlib import Path
 
 from core.store.runs import RunStore
-from core.store.sweeps import RESULT_METRICS, Sweep, load_sweep, submit_sweep, sweep_results
+from core.store.sweeps import (
+    RESULT_METRICS,
+    Sweep,
+    load_sweep,
+    submit_sweep,
+    sweep_results,
+)
 
 
 def format_table(rows: list[dict], axes: list[str], metric: str) -> str:

@@ -17,8 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from core.store.runs import Run, RunStore, this_process, write_text
 from core.settings.config import TrainConfig
+from core.store.runs import Run, RunStore, this_process, write_text
 
 # flag -> TrainConfig field, for the common settings
 FLAGS = {

@@ -27,8 +27,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from core.workers.manager import JobManager
     from core.store.runs import RunStore
+    from core.workers.manager import JobManager
     stop_on_signals()
     manager = JobManager(RunStore(args.runs_dir), max_concurrent=args.slots)
     print(f"worker {manager.worker_id} on {manager.store.root}: {len(manager.store.queued())} runs queued, "

@@ -19,9 +19,9 @@ from typing import Callable
 
 import numpy as np
 
-from core.store.files import atomic_path
-from core.settings.config import SETTINGS
 from core.data.imaging import ImageError, is_image_name, resize_to_model, to_model_array
+from core.settings.config import SETTINGS
+from core.store.files import atomic_path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUILTIN_ZIP = PROJECT_ROOT / "assets" / "datasets" / "chest_xray_128.zip"
@@ -504,7 +504,9 @@ def _deal_patients(labels: np.ndarray, groups: np.ndarray, fractions: list[float
     classes_present = np.unique(labels)
     min_groups = min(len(set(groups[labels == c].tolist())) for c in classes_present)
     n_folds = int(max(len(fractions), min(20, min_groups)))
-    from sklearn.model_selection import StratifiedGroupKFold  # 1.5 s to import: not on the first page
+    from sklearn.model_selection import (
+        StratifiedGroupKFold,  # 1.5 s to import: not on the first page
+    )
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds = [test for _, test in splitter.split(np.zeros(len(labels)), labels, groups)]
     sizes = [max(1, round(f * n_folds)) for f in fractions[1:]]

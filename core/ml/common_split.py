@@ -15,8 +15,8 @@ from typing import Callable
 import numpy as np
 
 from core.ml import metrics as metrics_lib
-from core.store.runs import Run
 from core.ml.training import TrainConfig, load_data
+from core.store.runs import Run
 
 # Settings that change which images a run was tested on, or how it sees them: (config key, words).
 TEST_SET_SETTINGS = (

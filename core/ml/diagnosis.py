@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core.ml import ood
 from core.data.imaging import MAX_PIXELS, ImageError, open_image, resize_to_model
+from core.ml import ood
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 

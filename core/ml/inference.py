@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from core.data.imaging import ImageError, is_image_name, to_model_array
-from core.store.runs import Run
 from core.settings.config import TrainConfig
+from core.store.runs import Run
 
 
 class Predictor:

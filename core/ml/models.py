@@ -15,6 +15,7 @@ from keras import layers
 
 from core.settings.architectures import default_params, get_architecture, resolve_params
 
+
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights could not be downloaded or loaded."""
 

@@ -5,7 +5,6 @@ Plain Python + pandas on what the run store returns (`Run.describe()`, `Run.conf
 """
 from __future__ import annotations
 
-
 import pandas as pd
 
 TABLE_COLUMNS = ("name", "state", "arch", "task", "image_size", "epochs", "epoch", "optimizer",
@@ -125,7 +124,9 @@ def metrics_side_by_side(summaries: dict[str, dict], split: str = "test") -> pd.
 def never_predicted(summary: dict, split: str = "test") -> list[dict]:
     """Classes of `split` that the run never predicts, from its confusion matrix (so summaries
     written before metrics listed them work too): [{"class", "support"}]."""
-    from core.ml.metrics import never_predicted as from_matrix  # scikit-learn: not on Home's first paint
+    from core.ml.metrics import (
+        never_predicted as from_matrix,  # scikit-learn: not on Home's first paint
+    )
     metrics = summary.get(split) or {}
     matrix, names = metrics.get("confusion_matrix"), summary.get("class_names")
     return from_matrix(matrix, names) if matrix is not None and names else []

@@ -16,10 +16,10 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 
+from core.settings.config import TrainConfig, setting_for
 from core.store.portable import export_sweep
 from core.store.runs import RunStore
 from core.store.sweeps import RESULT_METRICS
-from core.settings.config import TrainConfig, setting_for
 
 # Common ablations and the values people try first (the text stays editable on the page).
 PRESETS = {

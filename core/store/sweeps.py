@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.store.runs import RunStore, read_json, write_json
 from core.settings.config import SETTINGS, TrainConfig, setting_for
+from core.store.runs import RunStore, read_json, write_json
 
 RESULT_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", "best_val_loss",
                   "peak_memory_mb", "images_per_sec", "wall_s")

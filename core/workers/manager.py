@@ -23,8 +23,16 @@ import threading
 import time
 from pathlib import Path
 
-from core.store.runs import ACTIVE_STATES, PROJECT_ROOT, Run, RunStore, process_start, this_process, worker_id
 from core.settings.config import TrainConfig
+from core.store.runs import (
+    ACTIVE_STATES,
+    PROJECT_ROOT,
+    Run,
+    RunStore,
+    process_start,
+    this_process,
+    worker_id,
+)
 
 # Phases (progress "phase") in which Stop still saves time; after training the run only evaluates and saves.
 STOPPABLE_PHASES = ("queued", "loading data", "training")

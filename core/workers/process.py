@@ -29,8 +29,8 @@ def train_process(run_path: str) -> int:
         run_path = sys.stdin.readline().strip()
         if not run_path:
             return 0  # the worker stopped before it had a run for us
-    from core.store.runs import Run
     from core.ml.training import RunControl, TrainConfig, execute_run
+    from core.store.runs import Run
     run = Run(Path(run_path))
     send_output_to(run.stderr_path)
     current["run"] = run
@@ -44,9 +44,11 @@ def warm_up() -> None:
     import keras  # noqa: F401
     import tensorflow  # noqa: F401
 
-    from core.ml import metrics  # noqa: F401
-    from core.ml import models  # noqa: F401
-    from core.ml import training  # noqa: F401
+    from core.ml import (
+        metrics,  # noqa: F401
+        models,  # noqa: F401
+        training,  # noqa: F401
+    )
 
 
 def send_output_to(path: Path) -> None:
