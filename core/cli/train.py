@@ -17,24 +17,23 @@ import threading
 import time
 from pathlib import Path
 
-from core.settings.config import TrainConfig
+from core.settings.config import SETTINGS, TrainConfig
 from core.store.runs import Run, RunStore, this_process, write_text
 
-# flag -> TrainConfig field, for the common settings
-FLAGS = {
-    "arch": str, "task": str, "image_size": int, "epochs": int, "batch_size": int,
-    "learning_rate": float, "optimizer": str, "schedule": str, "seed": int, "name": str,
-    "data_source": str, "data_path": str, "color_mode": str, "dropout": float, "class_weights": str,
-}
+# Settings the sweep machinery sets; a run from the terminal leaves them alone.
+NOT_FLAGS = ("sweep_id",)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m core train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="a config.json (e.g. from a run folder) to start from")
-    for name, kind in FLAGS.items():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
-    parser.add_argument("--lr", dest="learning_rate", type=float, help="alias of --learning-rate")
+    settings = parser.add_argument_group("run settings (default: the --config's, else the one shown)")
+    for spec in SETTINGS.values():
+        if spec.name not in NOT_FLAGS:
+            add_setting_flag(settings, spec)
+    parser.add_argument("--lr", dest="learning_rate", type=setting_type(SETTINGS["learning_rate"]),
+                        help="alias of --learning-rate")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any TrainConfig setting; VALUE is JSON if it parses, dotted keys reach "
                              "into arch_params and augmentation")
@@ -47,9 +46,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def add_setting_flag(parser, spec) -> None:
+    """--image-size 64, --early-stopping / --no-early-stopping: one flag per declared setting."""
+    flag = "--" + spec.name.replace("_", "-")
+    text = f"{spec.help} ({spec.expected()}; default {spec.default!r})"
+    if spec.kind is bool:
+        parser.add_argument(flag, dest=spec.name, action=argparse.BooleanOptionalAction, help=text)
+    else:
+        parser.add_argument(flag, dest=spec.name, type=setting_type(spec), metavar=spec.name.upper(), help=text)
+
+
+def setting_type(spec):
+    """An argparse type: the text as the setting's kind, checked against its declaration."""
+    def parse(text: str):
+        if spec.optional and text.lower() in ("none", ""):
+            return None
+        try:
+            value = text if spec.kind is str else float(text)
+        except ValueError:
+            value = text  # refused below, with the setting's own message
+        try:
+            return spec.check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = spec.name  # argparse names the type in its own messages
+    return parse
+
+
 def build_config(args: argparse.Namespace) -> TrainConfig:
     values = json.loads(args.config.read_text()) if args.config else {}
-    values.update({name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None})
+    given = {name: getattr(args, name) for name in SETTINGS if getattr(args, name, None) is not None}
+    values.update(given)
     return TrainConfig.from_dict(values).with_overrides(parse_overrides(args.set)).validate()
 
 

@@ -1,0 +1,104 @@
+"""Each setting is declared once (core.settings): validation, the command line, the sweep axes and the
+data checks read the same declaration and say the same thing about a wrong value."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.cli import train as train_cli
+from core.data.datasets import DataError, load_dataset
+from core.present import sweeps as sweep_view
+from core.settings.architectures import ARCHITECTURES, resolve_params
+from core.settings.config import AUGMENTATION_SETTINGS, SETTINGS, Augmentation, TrainConfig, setting_for
+from core.store.sweeps import Sweep, SweepAxis
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_field_is_declared_with_a_default_that_passes_its_own_check():
+    nested = {"arch_params", "augmentation"}  # declared per architecture / in Augmentation
+    assert set(SETTINGS) | nested == set(TrainConfig.__dataclass_fields__)
+    for spec in [*SETTINGS.values(), *AUGMENTATION_SETTINGS.values()]:
+        assert spec.help and spec.kind in (int, float, str, bool), spec.name
+        assert spec.check(spec.default) == spec.default, spec.name
+    assert TrainConfig().validate() == TrainConfig()
+    for arch in ARCHITECTURES.values():
+        for param in arch.params:
+            assert param.check(param.default) == param.default, (arch.name, param.name)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"epochs": "10"}, "epochs must be a whole number between 1 and 500; got '10'"),
+    ({"epochs": 0}, "epochs must be a whole number between 1 and 500; got 0"),
+    ({"epochs": 2.5}, "epochs must be a whole number between 1 and 500; got 2.5"),
+    ({"learning_rate": True}, "learning_rate must be a number between 1e-06 and 1; got True"),
+    ({"optimizer": "adamax"}, "optimizer must be one of adam, adamw, sgd, rmsprop, adagrad; got 'adamax'"),
+    ({"dropout": 1.5}, "dropout must be empty (None) or a number between 0 and 0.9; got 1.5"),
+    ({"cv_folds": 1}, "cv_folds must be 0 (off) or a whole number between 2 and 20; got 1"),
+    ({"memory_cap_mb": 100}, "memory_cap_mb must be 0 (off) or a whole number of at least 256; got 100"),
+    ({"early_stopping": "yes"}, "early_stopping must be true or false; got 'yes'"),
+    ({"augmentation": {"zoom": "a"}}, "augmentation.zoom must be a number between 0 and 0.5; got 'a'"),
+    ({"arch_params": {"dense_units": 0}}, "dense_units must be a whole number between 1 and 4,096; got 0"),
+])
+def test_a_wrong_type_reads_like_a_value_out_of_range(values, message):
+    with pytest.raises(ValueError) as raised:
+        TrainConfig.from_dict(values).validate()
+    assert str(raised.value) == message
+
+
+def test_values_of_the_right_kind_are_stored_as_that_kind():
+    config = TrainConfig.from_dict({"learning_rate": 1, "image_size": 64.0, "dropout": 0}).validate()
+    assert (type(config.learning_rate), type(config.image_size), type(config.dropout)) == (float, int, float)
+    assert resolve_params("mlp", {"hidden_units": "64, 32"})["hidden_units"] == [64, 32]
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="unknown TrainConfig settings: colour"):
+        TrainConfig.from_dict({"colour": "red"})
+    with pytest.raises(ValueError, match="unknown augmentation settings: spin"):
+        TrainConfig.from_dict({"augmentation": {"spin": 1}})
+
+
+def test_the_command_line_has_a_flag_per_setting_with_the_same_message(capsys):
+    args = train_cli.parse_args(["--image-size", "64", "--no-early-stopping", "--dropout", "none",
+                                 "--optimizer", "sgd", "--set", "augmentation.zoom=0.1"])
+    config = train_cli.build_config(args)
+    assert (config.image_size, config.early_stopping, config.dropout, config.optimizer) == (64, False, None, "sgd")
+    assert config.augmentation.zoom == 0.1
+    assert set(SETTINGS) - set(train_cli.NOT_FLAGS) <= set(vars(args))  # one flag per declared setting
+    with pytest.raises(SystemExit):
+        train_cli.parse_args(["--epochs", "0"])
+    assert "epochs must be a whole number between 1 and 500; got 0" in capsys.readouterr().err
+
+
+def test_sweep_axes_and_data_checks_read_the_same_declarations():
+    base = TrainConfig().to_dict()
+    assert sweep_view.coerce_values(base, "image_size", [64.0]) == [64]
+    with pytest.raises(ValueError, match="image_size must be a whole number between 32 and 512; got 1024"):
+        sweep_view.coerce_values(base, "image_size", [1024])
+    with pytest.raises(ValueError, match="no_such_setting is not a setting of a seed_cnn run"):
+        Sweep(TrainConfig(), [SweepAxis("no_such_setting", [1, 2])]).validate()
+    assert setting_for("arch_params.width", "deep_bn_cnn").max == 4.0
+    assert setting_for("augmentation.zoom") is AUGMENTATION_SETTINGS["zoom"]
+    with pytest.raises(DataError, match="image_size must be a whole number between 32 and 512; got 16"):
+        load_dataset(image_size=16)
+    assert Augmentation().any() is False
+
+
+def test_checking_a_config_imports_no_tensorflow():
+    code = ("import sys; from core.settings.config import TrainConfig; "
+            "TrainConfig(arch='transfer', arch_params={'base': 'resnet50_v2'}).validate(); "
+            "from core.present import forms; from core.cli import train; "
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_one_command_line_dispatches_to_each_command():
+    result = subprocess.run([sys.executable, "-m", "core"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and "python -m core train" in result.stderr
+    for command in ("train", "worker", "sweep", "evaluate", "predict"):
+        result = subprocess.run([sys.executable, "-m", "core", command, "--help"], cwd=ROOT,
+                                capture_output=True, text=True)
+        assert result.returncode == 0 and f"python -m core {command}" in result.stdout, command
