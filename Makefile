@@ -1,4 +1,5 @@
-# Quick start: `make run` (start the dashboard) and `make test` (whole test suite).
+# Quick start: `make run` (start the dashboard), `make test` (whole test suite) and `make test-fast`
+# (every area's logic in under two minutes: the tests not marked slow, see pytest.ini).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,7 +7,7 @@ PORT ?= 8501
 # localhost: only this machine can open the dashboard. HOST=0.0.0.0 shares it on the network.
 HOST ?= localhost
 
-.PHONY: run test venv bench clean worker
+.PHONY: run test test-fast venv bench clean worker
 
 # The venv is rebuilt only when requirements.txt changes.
 $(VENV)/.installed: requirements.txt
@@ -22,6 +23,9 @@ run: venv
 
 test: venv
 	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m pytest -m "not slow"
 
 # Workers without the dashboard: train the queued runs of runs/ (or $CXR_RUNS_DIR) as they come.
 worker: venv

@@ -16,18 +16,11 @@ import streamlit as st
 
 from core.data.datasets import PROJECT_ROOT
 from core.present import forms
+from core.present import runs as runs_view
+from core.present.session_keys import DATASET_SETTINGS_KEY, is_kept, is_saved
 from core.store import ui_state
-from core.store.runs import ACTIVE_STATES, RunStore, default_runs_dir
+from core.store.runs import RunStore, default_runs_dir
 
-DATASET_SETTINGS_KEY = "dataset_settings"
-WIDGET_PREFIXES = ("ds_", "train_", "sweep_", "runs_", "eval_", "diag_")
-# Widgets whose value cannot be set through session state: buttons (download buttons too), table
-# selections; uploaders are recognised by "_upload" in their key.
-UNSETTABLE_SUFFIXES = ("_button", "_table")
-# Forms whose settings are saved to disk (ui_state) and come back after a browser reload; choices of
-# a run or sweep and internal flags are not worth keeping.
-SAVED_PREFIXES = ("ds_", "train_", "sweep_")
-NOT_SAVED = ("train_from_run", "train_queue_was_active", "sweep_base_run", "sweep_view_id", "sweep_launched_id")
 RESTORED_KEY = "_settings_restored"
 SAVED_SNAPSHOT_KEY = "_settings_saved"
 # A run's config handed from "Re-run" (Runs page) to the Train form.
@@ -100,22 +93,14 @@ enter_through_app()
 
 @st.cache_resource(show_spinner=False)
 def _job_manager(runs_root: str):
-    from core.workers.manager import (
-        JobManager,  # imports core.ml.training, still without TensorFlow
-    )
+    # core.ml.training comes with it, still without TensorFlow
+    from core.workers.manager import JobManager
     return JobManager(RunStore(runs_root))
 
 
 def resume_runs(run_ids: list[str]) -> tuple[list[str], list[str]]:
     """Queue runs again to go on from their last completed epoch: (resumed ids, problems)."""
-    manager, resumed, problems = job_manager(), [], []
-    for run_id in run_ids:
-        try:
-            manager.resume(run_id)
-            resumed.append(run_id)
-        except (KeyError, ValueError) as exc:  # deleted, or resumed elsewhere meanwhile
-            problems.append(str(exc))
-    return resumed, problems
+    return runs_view.resume_runs(run_ids, job_manager().resume)
 
 
 def job_manager():
@@ -204,19 +189,6 @@ def init_widget(key: str, value) -> None:
         st.session_state[key] = value
 
 
-def is_kept(key) -> bool:
-    """Our widgets whose value survives page changes; buttons, uploads and table selections cannot be
-    set through session state, so their keys end in one of UNSETTABLE_SUFFIXES or contain '_upload'."""
-    return (isinstance(key, str) and key.startswith(WIDGET_PREFIXES)
-            and not key.endswith(UNSETTABLE_SUFFIXES) and "_upload" not in key)
-
-
-def is_saved(key) -> bool:
-    """Settings that also survive a browser reload: the Dataset, Train and Sweeps forms."""
-    return key == DATASET_SETTINGS_KEY or (is_kept(key) and key.startswith(SAVED_PREFIXES)
-                                          and key not in NOT_SAVED)
-
-
 def keep_settings() -> None:
     """Called by app.py before every page: put back what this user set before a reload (once per
     session), and re-assign the widget keys, because Streamlit forgets a widget's value when its page
@@ -240,17 +212,7 @@ def save_settings() -> None:
         state[SAVED_SNAPSHOT_KEY] = saved
 
 
-# ----------------------------------------------------------------------------- runs
-
-def active_runs(store: RunStore) -> list:
-    """Queued and running runs of the store, oldest first (the order they will run in)."""
-    return sorted((r for r in store.list() if r.state() in ACTIVE_STATES),
-                  key=lambda r: r.status().get("created") or 0)
-
-
-def run_name(run) -> str:
-    return run.config().get("name") or run.id
-
+# ----------------------------------------------------------------------------- drawing
 
 def show_chart(chart, where=None) -> None:
     """Draw an Altair chart at full width and at the height its spec asks for."""

@@ -5,11 +5,15 @@ import pandas as pd
 import streamlit as st
 
 from core.data import datasets as data_lib
+from core.data.imaging import displayable
 from core.present import charts, forms
-from core.settings.config import SOURCES, TASKS
-from pages import common
+from core.settings.config import SETTINGS, SOURCES, TASKS
+from pages import common, widgets
 
-IMAGE_SIZES = (32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
+# The settings of the form, each drawn from its declaration under "ds_" + its name; the task's key
+# is per source, since each source offers its own tasks.
+FORM_FIELDS = ("image_size", "color_mode", "split", "val_fraction", "test_fraction", "seed")
+SPLIT_TITLES = {"grouped": "Grouped by patient", "own": "Dataset's own split"}
 SAMPLES_PER_CLASS = 8
 
 
@@ -39,45 +43,42 @@ def tasks_for(source: str) -> tuple[str, ...]:
     return {"builtin": ("binary", "subtype"), "npz": ("classes",)}.get(source, TASKS)
 
 
+def task_key(source: str) -> str:
+    return f"ds_task_{source}"
+
+
 def init_settings_widgets(settings: dict, source: str) -> None:
     """Give the form's widgets their values from the applied settings (once; then they keep theirs)."""
-    tasks = tasks_for(source)
-    common.init_widget(f"ds_task_{source}", settings["task"] if settings["task"] in tasks else tasks[0])
-    common.init_widget("ds_image_size", settings["image_size"] if settings["image_size"] in IMAGE_SIZES else 128)
-    for key, value in (("ds_color", settings["color_mode"]), ("ds_split", settings["split"]),
-                       ("ds_val", float(settings["val_fraction"])), ("ds_test", float(settings["test_fraction"])),
-                       ("ds_seed", int(settings["seed"]))):
-        common.init_widget(key, value)
+    widgets.start(SETTINGS["task"], task_key(source), settings["task"], tasks_for(source))
+    for name in FORM_FIELDS:
+        widgets.start(SETTINGS[name], "ds_" + name, settings[name])
 
 
 def applied_settings(source: str, path: str) -> dict:
     """The settings as last applied with the form (the form's widgets hold them in the session)."""
     state = st.session_state
-    return {"data_source": source, "data_path": path, "task": state[f"ds_task_{source}"],
-            "image_size": int(state["ds_image_size"]), "color_mode": state["ds_color"], "split": state["ds_split"],
-            "val_fraction": float(state["ds_val"]), "test_fraction": float(state["ds_test"]),
-            "seed": int(state["ds_seed"])}
+    chosen = {name: forms.from_widget(SETTINGS[name], state["ds_" + name]) for name in FORM_FIELDS}
+    return {"data_source": source, "data_path": path, "task": state[task_key(source)], **chosen}
 
 
 def settings_form(source: str, has_own_split: bool) -> None:
     """Task, size, colour and split in one form: nothing reloads until "Apply" is pressed."""
-    splits = ("grouped", "own") if has_own_split else ("grouped",)
     with st.form("ds_settings_form", border=False):
         cols = st.columns(3)
-        cols[0].selectbox("Task", tasks_for(source), key=f"ds_task_{source}",
-                          format_func=lambda t: f"{t}: {data_lib.TASK_TITLES[t]}")
-        cols[1].selectbox("Image size (px)", IMAGE_SIZES, key="ds_image_size",
-                          help="Images are resized to this square size; small is fast, large sees more detail.")
-        cols[2].radio("Colour", ("grayscale", "rgb"), horizontal=True, key="ds_color")
+        widgets.setting_input(SETTINGS["task"], task_key(source), cols[0], choices=tasks_for(source),
+                              format_func=lambda t: f"{t}: {data_lib.TASK_TITLES[t]}")
+        widgets.setting_input(SETTINGS["image_size"], "ds_image_size", cols[1])
+        widgets.setting_input(SETTINGS["color_mode"], "ds_color_mode", cols[2], radio=True, horizontal=True)
         cols = st.columns(4)
-        cols[0].radio("Split", splits, key="ds_split",
-                      format_func={"grouped": "Grouped by patient", "own": "Dataset's own split"}.get,
-                      help="Grouped: no patient appears in two splits." + (
-                          " Own: the dataset's train/val/test folders." if has_own_split else
-                          " (This dataset has no train/val/test folders of its own.)"))
-        cols[1].slider("Validation fraction", 0.05, 0.4, step=0.01, key="ds_val")
-        cols[2].slider("Test fraction", 0.05, 0.4, step=0.01, key="ds_test")
-        cols[3].number_input("Split seed", 0, 2**31 - 1, key="ds_seed")
+        split = SETTINGS["split"]
+        widgets.setting_input(split, "ds_split", cols[0], radio=True, format_func=SPLIT_TITLES.get,
+                              choices=("grouped", "own") if has_own_split else ("grouped",),
+                              help=split.help + ("" if has_own_split else
+                                                 " (This dataset has no train/val/test folders of its own.)"))
+        widgets.setting_input(SETTINGS["val_fraction"], "ds_val_fraction", cols[1])
+        widgets.setting_input(SETTINGS["test_fraction"], "ds_test_fraction", cols[2])
+        widgets.setting_input(SETTINGS["seed"], "ds_seed", cols[3], label="Split seed",
+                              help="Seeds the patient split shown here.")
         st.form_submit_button("Apply", type="primary", icon=":material/check:", key="ds_apply_button")
 
 
@@ -129,12 +130,8 @@ def sample_grid(dataset, seed: int) -> None:
         color = charts.class_color(name, index)
         st.markdown(f"<span style='color:{color};font-weight:600'>■ {name}</span> "
                     f"({len(members):,} images)", unsafe_allow_html=True)
-        images = [_displayable(dataset.images[i]) for i in chosen]
+        images = [displayable(dataset.images[i]) for i in chosen]
         st.image(images, width=96, caption=[str(dataset.patient_ids[i]) for i in chosen])
-
-
-def _displayable(image: np.ndarray) -> np.ndarray:
-    return image[..., 0] if image.shape[-1] == 1 else image
 
 
 def load_report(dataset) -> None:

@@ -6,38 +6,18 @@ Runs as a st.Page script (no set_page_config here); TensorFlow is imported insid
 """
 import hashlib
 import threading
-from dataclasses import dataclass
 
-import altair as alt
-import pandas as pd
 import streamlit as st
 
 from core.ml import diagnosis as dx
-from core.ml.explain import (
-    CAM_METHODS,
-    DEFAULT_OPACITY,
-    METHODS,
-    ExplainError,
-    empty_map_message,
-    is_empty_map,
-    overlay,
-)
+from core.ml import explain
+from core.present import diagnose as present
 from pages import common
 
-DISPLAY_MAX_SIDE = 1600  # overlays of huge uploads are drawn on a copy this large, for speed
 PREDICTED = "(predicted class)"
 CLINICAL_NOTE = "Research tool, not for clinical use: this is not a medical diagnosis."
 # Digests of the images whose empty Grad-CAM the user replaced by Grad-CAM++ (not a widget: no diag_ prefix).
 PLUS_PLUS_KEY = "diagnose_gradcam_plus_plus"
-
-
-@dataclass
-class Controls:
-    threshold: float | None
-    method: str
-    opacity: float
-    class_name: str | None  # None: explain the predicted class
-    feature_layer: str | None = None  # None: Grad-CAM's automatic choice
 
 
 @st.cache_resource(show_spinner="Loading the model and its explainer…", max_entries=4)
@@ -59,22 +39,15 @@ def cached_heatmap(run_dir: str, model_mtime: float, digest: str, method: str, c
 # ----------------------------------------------------------------------------- controls
 
 def choose_run(runs):
-    tasks = sorted({run.config().get("task", "binary") for run in runs})
-    reset_stale_choice("diag_task", tasks, "binary" if "binary" in tasks else tasks[0])
-    task = st.selectbox("Task", tasks, key="diag_task")
-    in_task = [run for run in runs if run.config().get("task", "binary") == task]
+    tasks = present.tasks_of(runs)
+    reset_stale_choice("diag_task", tasks, present.default_task(tasks))
+    in_task = present.runs_of_task(runs, st.selectbox("Task", tasks, key="diag_task"))
     best = dx.best_run(in_task)
     ids = [run.id for run in in_task]
     reset_stale_choice("diag_run", ids, best.id)  # the remembered run may belong to another task
-    labels = {run.id: run_label(run, run is best) for run in in_task}
+    labels = {run.id: present.run_label(run, dx.state_note(run), run is best) for run in in_task}
     run_id = st.selectbox("Run (default: best test AUC)", ids, key="diag_run", format_func=labels.get)
     return next(run for run in in_task if run.id == run_id)
-
-
-def run_label(run, best: bool) -> str:
-    config, state = run.config(), dx.state_note(run)
-    return " · ".join([common.run_name(run), str(config.get("arch")), f"{config.get('image_size')} px",
-                       *([state] if state else []), *(["best"] if best else [])])
 
 
 def choose_threshold(diagnoser: dx.Diagnoser):
@@ -82,8 +55,7 @@ def choose_threshold(diagnoser: dx.Diagnoser):
         st.caption("No disease-vs-normal threshold for these classes: the most likely class is predicted.")
         return None
     saved = diagnoser.threshold
-    origin = (f"The run's best-F1 threshold on validation is {saved:.2f}." if saved is not None
-              else "The run saved no threshold, so it starts at 0.5.")
+    origin = present.threshold_origin(saved)
     key = f"diag_threshold_{diagnoser.run.id}"
     common.init_widget(key, 0.5 if saved is None else float(saved))
     return st.slider("Decision threshold on the disease score", 0.0, 1.0, step=0.01, key=key,
@@ -98,15 +70,15 @@ def reset_stale_choice(key: str, options: list, default) -> None:
         st.session_state[key] = default
 
 
-def choose_controls(diagnoser: dx.Diagnoser) -> Controls:
+def choose_controls(diagnoser: dx.Diagnoser) -> present.Controls:
     threshold = choose_threshold(diagnoser)
     method, opacity, class_name = choose_explanation(diagnoser)
-    return Controls(threshold, method, opacity, class_name, choose_feature_layer(diagnoser, method))
+    return present.Controls(threshold, method, opacity, class_name, choose_feature_layer(diagnoser, method))
 
 
 def choose_feature_layer(diagnoser: dx.Diagnoser, method: str) -> str | None:
     layers = diagnoser.feature_layers()
-    if method not in CAM_METHODS or not layers:
+    if method not in explain.CAM_METHODS or not layers:
         return None
     automatic = f"automatic ({diagnoser.explainer.feature_layer})"
     with st.expander("Advanced: Grad-CAM feature map"):
@@ -121,8 +93,8 @@ def choose_explanation(diagnoser: dx.Diagnoser):
     methods = diagnoser.explainer.methods
     reset_stale_choice("diag_method", methods, methods[0])
     reset_stale_choice("diag_class", [PREDICTED, *diagnoser.class_names], PREDICTED)
-    method = columns[0].selectbox("Heatmap method", methods, format_func=METHODS.get, key="diag_method")
-    common.init_widget("diag_opacity", DEFAULT_OPACITY)
+    method = columns[0].selectbox("Heatmap method", methods, format_func=explain.METHODS.get, key="diag_method")
+    common.init_widget("diag_opacity", explain.DEFAULT_OPACITY)
     opacity = columns[1].slider("Heatmap opacity", 0.0, 1.0, step=0.05, key="diag_opacity")
     target = columns[2].selectbox("Explain class", [PREDICTED, *diagnoser.class_names], key="diag_class")
     if diagnoser.explainer.cam_unavailable:
@@ -132,55 +104,39 @@ def choose_explanation(diagnoser: dx.Diagnoser):
 
 # ----------------------------------------------------------------------------- results
 
-def probability_chart(result: dx.Diagnosis) -> alt.Chart:
-    frame = pd.DataFrame({"label": list(result.probabilities), "probability": list(result.probabilities.values())})
-    return alt.Chart(frame, title=f"Class probabilities: {result.file}", height=220).mark_bar().encode(
-        x=alt.X("label:N", title="Class", sort=None, axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("probability:Q", title="Probability", scale=alt.Scale(domain=[0, 1])),
-        color=alt.condition(alt.datum.label == result.predicted, alt.value("#d62728"), alt.value("#4c78a8")),
-        tooltip=[alt.Tooltip("label:N", title="class"), alt.Tooltip("probability:Q", format=".3f")],
-    )
-
-
-def show_result(run_key: tuple, result: dx.Diagnosis, digest: str, controls: Controls, index: int) -> None:
+def show_result(run_key: tuple, result: dx.Diagnosis, digest: str, controls: present.Controls, index: int) -> None:
     if not result.ok:
         st.error(f"**{result.file}**: cannot be diagnosed: {result.error}", icon=":material/block:")
         return
     if result.ood and result.ood.unusual:
         st.warning(result.ood.message(), icon=":material/warning:")
-    detail = ""
-    if result.score is not None:
-        versus = "" if controls.threshold is None else f" vs threshold {controls.threshold:.2f}"
-        detail = f" (disease score {result.score:.3f}{versus})"
-    st.markdown(f"**{result.file}**: predicted **{result.predicted}**{detail}")
+    st.markdown(present.headline(result, controls.threshold))
     st.caption(CLINICAL_NOTE)
     left, right = st.columns(2)
-    shown = result.image.copy()
-    shown.thumbnail((DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE))
+    shown = present.display_copy(result.image)
     left.image(shown, caption=f"Original ({result.image.width}x{result.image.height})", width="stretch")
     with right:
         show_heatmap(run_key, result, digest, controls, shown, index)
-    st.altair_chart(probability_chart(result), width="stretch")
+    st.altair_chart(present.probability_chart(result), width="stretch")
 
 
-def show_heatmap(run_key: tuple, result: dx.Diagnosis, digest: str, controls: Controls, shown, index: int) -> None:
+def show_heatmap(run_key: tuple, result: dx.Diagnosis, digest: str, controls: present.Controls, shown, index: int) -> None:
     """The overlay; for an empty map, why it is empty and (for Grad-CAM) a switch to Grad-CAM++."""
     target = controls.class_name or result.predicted
-    switched = controls.method == "gradcam" and digest in st.session_state.get(PLUS_PLUS_KEY, set())
-    method = "gradcam++" if switched else controls.method
+    method, switched = present.shown_method(controls.method, digest, st.session_state.get(PLUS_PLUS_KEY, set()))
     try:
         heatmap = cached_heatmap(*run_key, digest, method, target, controls.feature_layer, result)
-    except ExplainError as exc:
+    except explain.ExplainError as exc:
         st.info(str(exc), icon=":material/info:")
         return
-    if is_empty_map(heatmap):
-        st.info(empty_map_message(method), icon=":material/info:")
+    if explain.is_empty_map(heatmap):
+        st.info(explain.empty_map_message(method), icon=":material/info:")
         if method == "gradcam":
             st.button("Show Grad-CAM++ for this image", key=f"diag_plus_plus_{index}_button",
                       on_click=use_plus_plus_for, args=(digest,))
         return
-    caption = f"{METHODS[method]} for {target}" + (" (Grad-CAM was empty for this image)" if switched else "")
-    st.image(overlay(shown, heatmap, controls.opacity), width="stretch", caption=caption)
+    st.image(explain.overlay(shown, heatmap, controls.opacity), width="stretch",
+             caption=present.heatmap_caption(explain.METHODS[method], target, switched))
 
 
 def use_plus_plus_for(digest: str) -> None:
@@ -189,15 +145,14 @@ def use_plus_plus_for(digest: str) -> None:
 
 
 def results_table(results: list[dx.Diagnosis]) -> None:
-    rows = [{"thumbnail": dx.thumbnail_data_url(r.image) if r.ok else None, **r.row()} for r in results]
-    frame = pd.DataFrame(rows)
+    frame = present.results_frame(results, dx.thumbnail_data_url)
     st.dataframe(frame, hide_index=True, width="stretch",
                  column_config={"thumbnail": st.column_config.ImageColumn("Image", width="small")})
     st.download_button("Download results (CSV)", frame.drop(columns="thumbnail").to_csv(index=False),
                        file_name="diagnoses.csv", mime="text/csv", icon=":material/download:", key="diag_csv_button")
 
 
-def diagnose_uploads(diagnoser: dx.Diagnoser, uploads, controls: Controls) -> list[tuple]:
+def diagnose_uploads(diagnoser: dx.Diagnoser, uploads, controls: present.Controls) -> list[tuple]:
     """[(Diagnosis, content digest)] for the uploaded files, in upload order."""
     with st.spinner("Preparing the unusual-input check (once per run)…"):
         diagnoser.reference()
@@ -210,7 +165,7 @@ def diagnose_uploads(diagnoser: dx.Diagnoser, uploads, controls: Controls) -> li
     return diagnosed
 
 
-def show_results(run_key: tuple, diagnosed: list[tuple], controls: Controls) -> None:
+def show_results(run_key: tuple, diagnosed: list[tuple], controls: present.Controls) -> None:
     if len(diagnosed) > 1:
         results_table([result for result, _ in diagnosed])
     for index, (result, digest) in enumerate(diagnosed):

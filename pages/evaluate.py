@@ -7,8 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from core.data import datasets as data_lib
+from core.data.imaging import displayable
 from core.ml import metrics as metrics_lib
 from core.present import charts, review
+from core.present import runs as runs_view
 from pages import common
 
 RUN_KEY = "eval_run"
@@ -35,7 +37,7 @@ def choose_run(store):
         st.session_state[RUN_KEY] = wanted
     if st.session_state.get(RUN_KEY) not in ids:
         st.session_state[RUN_KEY] = ids[0]
-    names = {r.id: common.run_name(r) for r in runs}
+    names = {r.id: runs_view.run_name(r) for r in runs}
     run_id = st.selectbox("Run", ids, key=RUN_KEY, format_func=lambda r: f"{names[r]} ({r})")
     return store.get(run_id)
 
@@ -132,7 +134,7 @@ def gallery(run, predictions: dict, threshold: float | None) -> None:
     for i, item in enumerate(wrong):
         if item["file"] not in images:
             continue
-        image = review.displayable(images[item["file"]])
+        image = displayable(images[item["file"]])
         caption = f"true {item['true']} → predicted {item['predicted']} · {reasons[item['file']]}"
         if show_overlay:
             explained = review.explanation_overlay(run, item["file"], image)

@@ -1,8 +1,23 @@
-"""Shared fixtures: isolated run stores and dataset caches, and runs in any state written the way
-the trainer writes them (config, status, metrics, summary, predictions), without training."""
+"""Shared fixtures and the suite's rules.
+
+Isolation: every folder the app writes to (CXR_CACHE_DIR, CXR_RUNS_DIR, CXR_UPLOADS_DIR) points
+into pytest's temporary folders, for fixtures of any scope and for the processes tests start; the
+decoded-dataset cache is shared by the whole session, runs and uploads are per test. A session that
+leaves new files in the project's own .cache/ or runs/ fails (see pytest_sessionfinish).
+
+Runs: `tiny_run`, one run trained for real once per session, read-only (`tiny_run_copy` or
+`copy_run` for a test that changes it); `write_run` / `make_run` for runs in any state written the
+way the trainer writes them, without training.
+
+Tiers: tests marked `slow` (real browser, training-heavy, worker processes) are left out by
+`make test-fast`; SLOW_TESTS and SLOW_FIXTURES name those of files that do not mark themselves.
+"""
 from __future__ import annotations
 
+import copy
+import functools
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -13,15 +28,86 @@ import pytest
 from core.ml import metrics as metrics_lib
 from core.settings.config import TrainConfig
 from core.store import runs
-from core.store.runs import RunStore
+from core.store.runs import Run, RunStore
+from core.workers.manager import JobManager
+from tests.synthetic import make_chest_folder
 
 CHEST_CLASSES = ("NORMAL", "PNEUMONIA")
+PROJECT = Path(__file__).resolve().parents[1]
+# Where the app writes when no CXR_* folder is set: a test run must leave them as it found them.
+PROJECT_OUTPUTS = (".cache", "runs")
+# The one tiny run of the session: seed_cnn, 1 epoch at 32 px on the built-in set.
+TINY_RUN = dict(name="tiny", arch="seed_cnn", image_size=32, epochs=1, batch_size=64)
 
+# Slow tests in files that do not mark themselves: file -> test names (None: the whole file), and
+# file -> fixtures that train runs of their own (every test using one is slow).
+SLOW_TESTS: dict[str, tuple[str, ...] | None] = {
+    "tests/test_browser_diagnose.py": None,
+    "tests/test_compare_browser.py": None,
+    "tests/test_compare_common_split.py": ("test_nothing_left_is_a_clear_error",),
+    "tests/test_sweep_page.py": ("test_launch_view_compare_export_and_import", "test_a_running_sweep_can_be_stopped"),
+    "tests/test_runs_page_resources.py": ("test_an_interrupted_run_is_resumed_from_the_runs_page",),
+    "tests/test_train_page.py": ("test_an_interrupted_run_resumes_from_its_checkpoint",
+                                 "test_a_stopped_run_stays_in_view_while_the_next_one_trains",
+                                 "test_the_memory_cap_reaches_the_submitted_run"),
+    "tests/test_app_pages.py": ("test_launching_a_tiny_training_from_the_train_page_creates_a_run",),
+}
+SLOW_FIXTURES: dict[str, tuple[str, ...]] = {
+    "tests/test_compare_common_split.py": ("trained",),
+    "tests/test_diagnose_page.py": ("runs_root",),
+}
+
+
+# ----------------------------------------------------------------------------- tiers
+
+def listed_as_slow(item) -> bool:
+    path = item.nodeid.split("::")[0]
+    names = SLOW_TESTS.get(path, ())
+    return names is None or item.originalname in names or bool(
+        set(SLOW_FIXTURES.get(path, ())) & set(getattr(item, "fixturenames", ())))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark `slow` the tests that SLOW_TESTS and SLOW_FIXTURES name."""
+    for item in items:
+        if listed_as_slow(item):
+            item.add_marker(pytest.mark.slow)
+
+
+# ----------------------------------------------------------------------------- isolation
 
 @pytest.fixture(scope="session")
 def shared_cache_dir(tmp_path_factory) -> Path:
-    """One decoded-dataset cache for the whole session, so the built-in set is decoded once."""
+    """One decoded-dataset cache for the whole session, so the built-in set is decoded once per size."""
     return tmp_path_factory.mktemp("dataset-cache")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_folders(tmp_path_factory, shared_cache_dir) -> Path:
+    """The app's folders point into the session's temporary folder, also for module- and
+    session-scoped fixtures, which start before any per-test fixture."""
+    base = tmp_path_factory.mktemp("session")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CXR_CACHE_DIR", str(shared_cache_dir))
+        patch.setenv("CXR_RUNS_DIR", str(base / "runs"))
+        patch.setenv("CXR_UPLOADS_DIR", str(base / "uploads"))
+        yield base
+
+
+@pytest.fixture(autouse=True)
+def test_folders(session_folders, tmp_path, monkeypatch) -> Path:
+    """Runs and uploads of one test stay in its own tmp_path (tmp_path/runs, tmp_path/uploads)."""
+    monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("CXR_UPLOADS_DIR", str(tmp_path / "uploads"))
+    return tmp_path
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch) -> Path:
+    """A dataset cache of this test's own, for tests of the caching itself (first load decodes)."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("CXR_CACHE_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture(autouse=True)
@@ -43,20 +129,34 @@ def data_root_stays_per_test():
         os.environ["CXR_DATA_ROOT"] = before
 
 
+def project_outputs() -> set[str]:
+    """The files under the project's own .cache/ and runs/, relative to the project."""
+    return {str(path.relative_to(PROJECT)) for folder in PROJECT_OUTPUTS
+            for path in (PROJECT / folder).rglob("*") if not path.is_dir()}
+
+
+OUTPUTS_BEFORE = pytest.StashKey[set]()
+OUTPUTS_WRITTEN = pytest.StashKey[list]()
+
+
+def pytest_sessionstart(session):
+    session.config.stash[OUTPUTS_BEFORE] = project_outputs()
+
+
+# ----------------------------------------------------------------------------- run stores
+
 @pytest.fixture
-def runs_dir(tmp_path, monkeypatch) -> Path:
-    """An empty run store folder, also set as CXR_RUNS_DIR (what the app and the CLI read)."""
-    root = tmp_path / "runs"
-    root.mkdir()
-    monkeypatch.setenv("CXR_RUNS_DIR", str(root))
+def runs_dir(test_folders) -> Path:
+    """This test's run store folder (created, empty), which CXR_RUNS_DIR names."""
+    root = test_folders / "runs"
+    root.mkdir(exist_ok=True)
     return root
 
 
 @pytest.fixture
-def app_env(runs_dir, shared_cache_dir, tmp_path, monkeypatch) -> Path:
-    """Environment for the dashboard: empty runs folder, shared dataset cache, private uploads."""
-    monkeypatch.setenv("CXR_CACHE_DIR", str(shared_cache_dir))
-    monkeypatch.setenv("CXR_UPLOADS_DIR", str(tmp_path / "uploads"))
+def app_env(runs_dir) -> Path:
+    """Environment for the dashboard: this test's runs folder, the shared dataset cache, private
+    uploads (all set by the autouse fixtures; kept as a name pages' tests read well with)."""
     return runs_dir
 
 
@@ -64,6 +164,56 @@ def app_env(runs_dir, shared_cache_dir, tmp_path, monkeypatch) -> Path:
 def store(runs_dir) -> RunStore:
     return RunStore(runs_dir)
 
+
+@pytest.fixture
+def manager(store):
+    """A job manager training the runs of `store`, shut down after the test."""
+    jobs = JobManager(store)
+    yield jobs
+    jobs.shutdown()
+
+
+@pytest.fixture(scope="session")
+def chest_folder(tmp_path_factory) -> Path:
+    """A tiny Kermany-style folder (tests/synthetic.make_chest_folder, 8 patients a class): read only."""
+    return make_chest_folder(tmp_path_factory.mktemp("xrays"), n_patients=8)
+
+
+# ----------------------------------------------------------------------------- the tiny trained run
+
+def run_files(run: Run) -> dict[str, tuple[int, int]]:
+    return {str(path.relative_to(run.path)): (path.stat().st_size, path.stat().st_mtime_ns)
+            for path in run.path.rglob("*") if path.is_file()}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Run:
+    """A seed_cnn trained for real (TINY_RUN: 1 epoch, 32 px, the built-in set), once per session.
+    Read it, never change it (the Diagnoser writes ood.npz into a run: use a copy for that); the
+    session fails at its end if any file of it changed."""
+    from core.ml.training import execute_run
+    config = TrainConfig(**TINY_RUN)
+    run = RunStore(tmp_path_factory.mktemp("tiny-run")).create(config.to_dict(), name=config.name)
+    execute_run(run, config)
+    assert run.state() == "done", run.status().get("error")
+    before = run_files(run)
+    yield run
+    changed = sorted(set(before.items()) ^ set(run_files(run).items()))
+    assert not changed, f"a test changed the shared tiny_run (use tiny_run_copy or copy_run): {changed}"
+
+
+def copy_run(run: Run, folder: Path) -> Run:
+    """A copy of `run` in the run store `folder`, for a test that changes it."""
+    shutil.copytree(run.path, Path(folder) / run.id)
+    return RunStore(folder).get(run.id)
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run, runs_dir) -> Run:
+    """This test's own copy of tiny_run, in its run store (the one CXR_RUNS_DIR names)."""
+    return copy_run(tiny_run, runs_dir)
+
+# ----------------------------------------------------------------------------- runs without training
 
 def fake_predictions(n: int, class_names, seed: int = 0, skill: float = 2.0):
     """Probabilities that mostly favour the true class (higher skill = better), labels and files."""
@@ -104,15 +254,25 @@ def write_run(store: RunStore, state: str = "done", name: str = "", epochs: int 
 
 
 def _write_results(run, class_names, seed: int) -> None:
-    summary = {"class_names": list(class_names), "best_epoch": 2, "best_val_loss": 0.4 + seed / 100,
-               "seconds": 30.0, "model": {"trainable_params": 1000, "total_params": 1000, "macs": 5000}}
-    for offset, split in enumerate(("val", "test")):
-        probabilities, labels, patients, files = fake_predictions(40, class_names, seed + offset)
-        run.save_predictions(split, probabilities, labels, patients, files, class_names)
-        summary[split] = metrics_lib.classification_metrics(probabilities, labels, class_names)
-    best = metrics_lib.f1_vs_threshold(*fake_predictions(40, class_names, seed)[:2], class_names)
-    summary["threshold"] = best["best_threshold"] if best else None
-    run.write_summary(summary)
+    predictions, metrics = _fake_results(tuple(class_names), seed)
+    for split in ("val", "test"):
+        run.save_predictions(split, *predictions[split], class_names)
+    run.write_summary({"class_names": list(class_names), "best_epoch": 2, "best_val_loss": 0.4 + seed / 100,
+                       "seconds": 30.0, "model": {"trainable_params": 1000, "total_params": 1000, "macs": 5000},
+                       **copy.deepcopy(metrics)})
+
+
+@functools.lru_cache(maxsize=None)
+def _fake_results(class_names: tuple, seed: int) -> tuple[dict, dict]:
+    """Predictions and metrics of a finished fake run; computed once per (classes, seed), since the
+    threshold search alone takes a third of a second and pages' tests write many runs."""
+    predictions = {split: fake_predictions(40, class_names, seed + offset)
+                   for offset, split in enumerate(("val", "test"))}
+    metrics = {split: metrics_lib.classification_metrics(*predictions[split][:2], class_names)
+               for split in predictions}
+    best = metrics_lib.f1_vs_threshold(*predictions["val"][:2], class_names)
+    metrics["threshold"] = best["best_threshold"] if best else None
+    return predictions, metrics
 
 
 @pytest.fixture
@@ -128,8 +288,23 @@ WARM_UP_THREADS = ("cxr-warm-up", "diagnose-warm-up")
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """Let the dashboard's warm-up threads end before the interpreter does: a thread still inside
-    TensorFlow when Python exits aborts the process (exit 134) after every test passed."""
+    """Let the dashboard's warm-up threads end before the interpreter does (a thread still inside
+    TensorFlow when Python exits aborts the process, exit 134, after every test passed); then fail
+    the session if it left new files in the project's .cache/ or runs/."""
     for thread in threading.enumerate():
         if thread.name in WARM_UP_THREADS:
             thread.join(timeout=120)
+    written = sorted(project_outputs() - session.config.stash.get(OUTPUTS_BEFORE, set()))
+    session.config.stash[OUTPUTS_WRITTEN] = written
+    if written:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    written = config.stash.get(OUTPUTS_WRITTEN, [])
+    if written:
+        terminalreporter.section("ERROR: tests wrote into the project", red=True, bold=True)
+        terminalreporter.line(f"{len(written)} new file(s) in {' and '.join(PROJECT_OUTPUTS)}: every test must "
+                              "write only under its tmp folders (tests/conftest.py sets CXR_*_DIR):", red=True)
+        for name in written[:20]:
+            terminalreporter.line(f"  {name}", red=True)

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from core.data.datasets import DataError
+from core.data.imaging import displayable
 from core.present import charts, compare, forms, review
 from core.settings.config import TrainConfig
 from tests.conftest import fake_predictions
@@ -197,19 +198,6 @@ def test_parallel_coordinates_chart_colours_by_metric():
 
 # ----------------------------------------------------------------------------- forms
 
-class _Param:  # the shape of core.ml.models.Param, without importing Keras
-    def __init__(self, name, default, choices=(), min=None, max=None):
-        self.name, self.default, self.choices, self.min, self.max = name, default, choices, min, max
-
-
-def test_param_widgets_follow_the_param_metadata():
-    assert forms.param_widget(_Param("activation", "relu", choices=("relu", "elu")))["kind"] == "select"
-    assert forms.param_widget(_Param("batch_norm", True))["kind"] == "checkbox"
-    assert forms.param_widget(_Param("hidden", [256, 128]))["text"] == "256, 128"
-    assert forms.param_widget(_Param("depth", 10, min=2, max=40)) == {"kind": "int", "min": 2, "max": 40, "step": 1}
-    assert forms.param_widget(_Param("width", 1.0, min=0.25, max=4.0))["kind"] == "float"
-
-
 def test_build_config_combines_dataset_settings_and_form_values():
     settings = {**forms.default_dataset_settings(), "image_size": 32, "task": "subtype"}
     config = forms.build_config(settings, {"arch": "seed_cnn", "epochs": 2, "dropout": 0.4,
@@ -273,8 +261,8 @@ def test_images_by_file_and_displayable():
     images = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 1)
     found = review.images_by_file(np.array(["x.jpeg", "y.jpeg"]), images, ["y.jpeg", "missing"])
     assert list(found) == ["y.jpeg"] and np.array_equal(found["y.jpeg"], images[1])
-    assert review.displayable(found["y.jpeg"]).shape == (4, 4)
-    assert review.displayable(np.zeros((4, 4, 3), np.uint8)).shape == (4, 4, 3)
+    assert displayable(found["y.jpeg"]).shape == (4, 4)
+    assert displayable(np.zeros((4, 4, 3), np.uint8)).shape == (4, 4, 3)
 
 
 def test_misclassified_result_is_json_friendly():

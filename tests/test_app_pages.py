@@ -58,8 +58,11 @@ def test_every_page_renders_with_finished_failed_and_running_runs(mixed_runs, pa
 def test_home_lists_the_queue_and_recent_runs(mixed_runs):
     at = open_page("pages/home.py")
     assert "**live** — running" in texts(at)
-    recent = at.dataframe[0].value
-    assert set(recent["name"]) == {"relu", "elu", "broken", "live"}
+    recent = at.dataframe[0].value.set_index("name")
+    assert set(recent.index) == {"relu", "elu", "broken", "live"}
+    # An empty metric cell reads "—", as in the comparison's tables (not Streamlit's "None").
+    assert recent.loc["live", "test_accuracy"] == "—" and recent.loc["broken", "test_auc"] == "—"
+    assert recent.loc["relu", "test_accuracy"] == f"{mixed_runs['done_a'].describe()['test_accuracy']:.3f}"
 
 
 def test_runs_page_table_and_default_comparison(mixed_runs):

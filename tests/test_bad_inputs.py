@@ -9,6 +9,7 @@ from PIL import Image
 
 from core.data.imaging import MAX_PIXELS, ImageError
 from core.ml import diagnosis as dx
+from tests.conftest import copy_run
 
 # the "huge image" case is meant to trip Pillow's warning on its way to our own refusal
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -154,16 +155,9 @@ def test_dicom_applies_rescale_window_and_monochrome1_inversion():
 # ----------------------------------------------------------------------------- through the Diagnoser
 
 @pytest.fixture(scope="module")
-def diagnoser(tmp_path_factory):
-    from core.ml.training import TrainConfig, execute_run
-    from core.store.runs import RunStore
-    config = TrainConfig(arch="seed_cnn", image_size=32, epochs=1, batch_size=64)
-    run = RunStore(tmp_path_factory.mktemp("runs")).create(config.to_dict())
-    with pytest.MonkeyPatch.context() as patch:  # the decoded dataset goes to a temporary cache
-        patch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        execute_run(run, config)
-        assert run.state() == "done", run.status().get("error")
-        yield dx.Diagnoser(run.path)
+def diagnoser(tiny_run, tmp_path_factory):
+    """A Diagnoser on a copy of the session's tiny run (it writes its ood.npz into the run)."""
+    return dx.Diagnoser(copy_run(tiny_run, tmp_path_factory.mktemp("diagnose-runs")).path)
 
 
 def test_every_bad_file_becomes_an_error_result_and_the_diagnoser_keeps_working(diagnoser):

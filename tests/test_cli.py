@@ -1,6 +1,5 @@
 """The CLI end to end on a tiny run: train, evaluate, predict (as a user types them)."""
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -16,9 +15,8 @@ from core.ml.metrics import predict_with_threshold
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cli(*args, env_extra=None, check=True):
-    env = {**os.environ, **(env_extra or {})}
-    result = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
+def cli(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
                             text=True, timeout=600)
     if check and result.returncode not in (0, 1):
         raise AssertionError(f"{args} exited {result.returncode}\n{result.stderr[-3000:]}")
@@ -26,20 +24,17 @@ def cli(*args, env_extra=None, check=True):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, cache):
+def trained_run(tmp_path_factory):
+    """`core train` as a user types it (the dataset cache is the session's, through CXR_CACHE_DIR)."""
     runs_dir = tmp_path_factory.mktemp("runs")
     result = cli("core", "train", "--arch", "seed_cnn", "--task", "subtype", "--image-size", "32",
                  "--epochs", "1", "--batch-size", "64", "--runs-dir", str(runs_dir),
-                 "--set", "arch_params.dense_units=16", env_extra={"CXR_CACHE_DIR": str(cache)})
+                 "--set", "arch_params.dense_units=16")
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout), result.stderr
 
 
+@pytest.mark.slow
 def test_train_prints_the_run_folder_and_test_metrics(trained_run):
     output, stderr = trained_run
     assert output["state"] == "done" and Path(output["run_dir"]).is_dir()
@@ -50,6 +45,7 @@ def test_train_prints_the_run_folder_and_test_metrics(trained_run):
     assert config["task"] == "subtype" and config["arch_params"] == {"dense_units": 16}
 
 
+@pytest.mark.slow
 def test_evaluate_prints_metrics_as_json(trained_run):
     output, _ = trained_run
     result = cli("core", "evaluate", output["run_dir"])
@@ -61,7 +57,8 @@ def test_evaluate_prints_metrics_as_json(trained_run):
     assert {"roc", "pr", "f1_threshold", "calibration"} <= set(curves)
 
 
-def test_predict_reproduces_the_saved_predictions_and_reports_bad_files(trained_run, tmp_path, cache):
+@pytest.mark.slow
+def test_predict_reproduces_the_saved_predictions_and_reports_bad_files(trained_run, tmp_path):
     run_dir = Path(trained_run[0]["run_dir"])
     with np.load(run_dir / "predictions_test.npz") as saved:
         files, probabilities = saved["files"][:3], saved["probabilities"][:3]
@@ -74,8 +71,7 @@ def test_predict_reproduces_the_saved_predictions_and_reports_bad_files(trained_
     sixteen_bit = tmp_path / "sixteen.png"
     Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 8).save(sixteen_bit)
     (tmp_path / "notes.jpeg").write_bytes(b"definitely not an image")
-    result = cli("core", "predict", str(run_dir), str(tmp_path), str(tmp_path / "missing.png"),
-                 env_extra={"CXR_CACHE_DIR": str(cache)})
+    result = cli("core", "predict", str(run_dir), str(tmp_path), str(tmp_path / "missing.png"))
     assert result.returncode == 1  # some inputs failed
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     by_file = {Path(line["file"]).name: line for line in lines}
@@ -108,14 +104,15 @@ def building_photo() -> Image.Image:
     return Image.fromarray(np.clip(scene + noise + 10 * np.sin(x / 9.0)[..., None], 0, 255).astype(np.uint8))
 
 
-def test_predict_warns_about_a_photo_but_not_about_real_xrays(trained_run, tmp_path, cache):
+@pytest.mark.slow
+def test_predict_warns_about_a_photo_but_not_about_real_xrays(trained_run, tmp_path):
     run_dir = Path(trained_run[0]["run_dir"])
     building_photo().save(tmp_path / "building.jpg", quality=92)
     with zipfile.ZipFile(BUILTIN_ZIP) as archive:
         names = sorted(n for n in archive.namelist() if n.lower().endswith(".jpeg"))[::900][:3]
         for name in names:
             (tmp_path / Path(name).name).write_bytes(archive.read(name))
-    result = cli("core", "predict", str(run_dir), str(tmp_path), env_extra={"CXR_CACHE_DIR": str(cache)})
+    result = cli("core", "predict", str(run_dir), str(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
     by_file = {Path(line["file"]).name: line for line in map(json.loads, result.stdout.splitlines())}
     photo = by_file["building.jpg"]

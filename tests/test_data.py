@@ -1,5 +1,4 @@
 """Dataset loading (built-in zip, folders, zips, .npz), bad files, caching and patient-grouped splits."""
-import time
 import zipfile
 
 import numpy as np
@@ -8,12 +7,6 @@ import pytest
 from core.data import datasets as data
 from core.data.datasets import DataError, load_dataset, make_split
 from tests.synthetic import jpeg_bytes, make_chest_folder
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
-
 
 # ----------------------------------------------------------------------------- file names
 
@@ -46,14 +39,27 @@ def test_builtin_binary_matches_the_data_readme():
     assert len(set(ds.patient_ids[ds.labels == 1])) == 1398
 
 
-def test_builtin_subtype_counts_and_second_load_is_cached_and_fast():
-    ds = load_dataset("builtin", task="subtype", image_size=64, channels=3)
+def test_a_second_load_reads_the_cache_and_decodes_nothing(tmp_path, private_cache):
+    root = make_chest_folder(tmp_path / "xrays")
+    decoded, decoded_again = [], []
+    first = load_dataset("folder", root, image_size=32, progress=lambda done, total: decoded.append(done))
+    again = load_dataset("folder", root, image_size=32, progress=lambda done, total: decoded_again.append(done))
+    assert decoded[-1] == len(first) == 24 and decoded_again == []
+    assert again.report.from_cache and not first.report.from_cache and list(private_cache.glob("*.npz"))
+    np.testing.assert_array_equal(again.images, first.images)
+
+
+@pytest.mark.slow  # decodes the 4,488 built-in images in RGB at 64 px, a size no other test uses
+def test_builtin_subtype_counts_and_second_load_decodes_nothing(private_cache):
+    decoded, decoded_again = [], []
+    ds = load_dataset("builtin", task="subtype", image_size=64, channels=3,
+                      progress=lambda done, total: decoded.append(done))
     assert ds.class_names == ["normal", "bacterial", "viral"]
     assert ds.class_counts() == {"normal": 1215, "bacterial": 2151, "viral": 1122}
     assert ds.images.shape == (4488, 64, 64, 3)
-    started = time.perf_counter()
-    again = load_dataset("builtin", task="subtype", image_size=64, channels=3)
-    assert time.perf_counter() - started < 1.0
+    again = load_dataset("builtin", task="subtype", image_size=64, channels=3,
+                         progress=lambda done, total: decoded_again.append(done))
+    assert decoded and max(decoded) == 4488 and decoded_again == []  # read from the cache, not decoded
     assert again.report.from_cache and not ds.report.from_cache
     np.testing.assert_array_equal(again.images, ds.images)
     np.testing.assert_array_equal(again.patient_ids, ds.patient_ids)
@@ -183,6 +189,18 @@ def test_npz_float_images_with_class_names(tmp_path):
     np.savez(path, images=images, labels=np.arange(12) % 3, class_names=np.array(["a", "b", "c"]))
     ds = load_dataset("npz", path, task="classes", image_size=32)
     assert ds.class_names == ["a", "b", "c"] and ds.images.max() > 200 and not ds.has_own_split
+
+
+def test_npz_intensities_outside_0_1_are_stretched_to_0_255_like_16_bit_images(tmp_path):
+    from core.data.imaging import stretch_to_uint8
+    path = tmp_path / "hounsfield.npz"
+    images = np.linspace(-1000, 3000, 12 * 32 * 32).reshape(12, 32, 32)
+    np.savez(path, images=images, labels=np.arange(12) % 2)
+    ds = load_dataset("npz", path, task="classes", image_size=32, use_cache=False)
+    np.testing.assert_array_equal(ds.images[..., 0], stretch_to_uint8(images))
+    assert ds.images.min() == 0 and ds.images.max() == 255
+    np.testing.assert_array_equal(stretch_to_uint8(np.array([[np.nan, 2.0], [4.0, 4.0]])), [[0, 128], [255, 255]])
+    np.testing.assert_array_equal(stretch_to_uint8(np.full((2, 2), 7.0)), np.zeros((2, 2), np.uint8))
 
 
 def test_bad_npz_files_give_clear_errors(tmp_path):

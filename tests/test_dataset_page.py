@@ -17,11 +17,11 @@ def test_the_built_in_set_offers_only_the_grouped_split(app_env):
 
 def test_settings_apply_only_with_the_button_and_carry_to_train(app_env):
     at = open_page("pages/dataset.py", small_dataset())
-    at.slider(key="ds_val").set_value(0.2)
+    at.slider(key="ds_val_fraction").set_value(0.2)
     at.selectbox(key="ds_task_builtin").set_value("subtype")
     at.run()  # a rerun without pressing Apply changes nothing
     assert at.session_state["dataset_settings"]["task"] == "binary"
-    at.slider(key="ds_val").set_value(0.2)
+    at.slider(key="ds_val_fraction").set_value(0.2)
     at.selectbox(key="ds_task_builtin").set_value("subtype")
     apply(at)
     assert_clean(at)
@@ -36,9 +36,9 @@ def test_settings_apply_only_with_the_button_and_carry_to_train(app_env):
 
 def test_values_restored_into_the_session_are_kept(app_env):
     restored = {**small_dataset(48)["dataset_settings"], "val_fraction": 0.25}
-    at = open_page("pages/dataset.py", {"dataset_settings": restored, "ds_image_size": 48, "ds_val": 0.25})
+    at = open_page("pages/dataset.py", {"dataset_settings": restored, "ds_image_size": 48, "ds_val_fraction": 0.25})
     assert_clean(at)
-    assert at.selectbox(key="ds_image_size").value == 48 and at.slider(key="ds_val").value == 0.25
+    assert at.selectbox(key="ds_image_size").value == 48 and at.slider(key="ds_val_fraction").value == 0.25
     assert at.session_state["dataset_settings"]["image_size"] == 48
     assert "48 px" in at.success[0].value
 

@@ -290,6 +290,7 @@ def test_best_run_prefers_test_auc_then_macro_f1(tmp_path):
 
 
 def test_the_evaluate_gallery_falls_back_to_gradcam_plus_plus_and_says_so(runs_root):
+    from core.data.imaging import displayable
     from core.ml.explain import (
         GRADCAM_FALLBACK_NOTE,
         explainer_for_run,
@@ -304,7 +305,7 @@ def test_the_evaluate_gallery_falls_back_to_gradcam_plus_plus_and_says_so(runs_r
     explainer = explainer_for_run(runs["seed_cnn"])
     kinds = {}
     for index in split.test[:120]:
-        image = review.displayable(dataset.images[index])  # (S, S), as the gallery passes it
+        image = displayable(dataset.images[index])  # (S, S), as the gallery passes it
         pixels = dataset.images[index]
         empty = is_empty_map(explainer.heatmap(pixels, "gradcam", predicted_class(explainer, pixels)))
         kinds.setdefault(empty, (str(dataset.files[index]), image))

@@ -23,6 +23,7 @@ def square_images(n: int, seed: int):
     return images, labels, corners
 
 
+# The square model trains 6 epochs on 600 images: the tests that use it are in the slow tier.
 @pytest.fixture(scope="module")
 def square_model():
     import keras
@@ -51,6 +52,7 @@ def positives(n=6):
     return images[keep], corners[keep]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list(explain.METHODS))
 def test_maps_peak_on_the_bright_square(square_explainer, method):
     images, corners = positives()
@@ -66,6 +68,7 @@ def test_maps_peak_on_the_bright_square(square_explainer, method):
     assert hits >= len(images) - 1, f"{method}: the peak was on the square in only {hits}/{len(images)} images"
 
 
+@pytest.mark.slow
 def test_heat_is_concentrated_on_the_square(square_explainer):
     images, corners = positives()
     for image, (row, col) in zip(images, corners):
@@ -76,6 +79,7 @@ def test_heat_is_concentrated_on_the_square(square_explainer):
         assert heat[mask].mean() > 2 * heat[~mask].mean()
 
 
+@pytest.mark.slow
 def test_the_feature_map_is_found_automatically_and_can_be_overridden(square_model):
     assert explain.default_feature_layer(square_model) in explain.feature_map_candidates(square_model)
     first_conv = next(layer.name for layer in square_model.layers if explain.has_conv_layer_type(layer))
@@ -86,6 +90,7 @@ def test_the_feature_map_is_found_automatically_and_can_be_overridden(square_mod
         Explainer(square_model, feature_layer="logits")
 
 
+@pytest.mark.slow
 def test_every_registry_architecture_gives_finite_maps_of_the_right_shape():
     from core.ml.models import build_model
     small = {"deep_bn_cnn": {"width": 0.25, "dense_layers": [8]}, "resnet_small": {"width": 4, "blocks_per_stage": 1},
@@ -98,6 +103,7 @@ def test_every_registry_architecture_gives_finite_maps_of_the_right_shape():
             assert heat.ndim == 2 and np.isfinite(heat).all() and heat.min() >= 0 and heat.max() <= 1, (arch, method)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("base", ["mobilenet_v2", "efficientnet_b0", "resnet50_v2"])
 def test_transfer_models_use_the_nested_base_output(base):
     from core.ml.models import build_model, transfer_base
@@ -132,6 +138,7 @@ def test_models_without_convolutions_refuse_gradcam_but_give_saliency(arch):
         assert heat.shape == (SIZE, SIZE) and np.isfinite(heat).all() and heat.max() == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_unknown_method_is_a_clear_error(square_explainer):
     with pytest.raises(ExplainError, match="unknown method"):
         square_explainer.heatmap(np.zeros((SIZE, SIZE, 1), np.uint8), "lime", 0)
@@ -163,6 +170,7 @@ def test_flat_or_non_finite_maps_normalise_to_zeros():
     assert np.isfinite(values).all() and values.max() == 1.0
 
 
+@pytest.mark.slow
 def test_overlay_for_image_explains_the_predicted_class_on_any_image(square_model):
     image, (row, col) = positives()[0][0], positives()[1][0]
     original = Image.fromarray(image[..., 0]).resize((96, 96))
@@ -174,6 +182,7 @@ def test_overlay_for_image_explains_the_predicted_class_on_any_image(square_mode
     assert explain.explainer_for(square_model) is explain.explainer_for(square_model)  # built once
 
 
+@pytest.mark.slow
 def test_the_evaluate_gallery_overlay_comes_from_a_saved_run(square_model, tmp_path):
     from core.present.review import explanation_overlay
     from core.store.runs import RunStore
@@ -199,3 +208,22 @@ def test_empty_maps_are_recognised_and_explained():
     assert "empty" in message and "ReLU" in message and "negative everywhere" in message and "Grad-CAM++" in message
     assert explain.empty_map_message("saliency").startswith("The Vanilla saliency map is empty")
 
+
+
+def test_run_explainers_are_built_once_across_threads_and_the_least_recent_is_dropped(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.ml.models import build_model
+    from core.store.runs import RunStore
+    model = build_model("wide_cnn", SIZE, 1, 2, params={"filters": 4, "kernel_size": 3, "dropout": 0.0})
+    store = RunStore(tmp_path)
+    runs = [store.create({"arch": "wide_cnn"}, queued=False) for _ in range(explain._RUN_EXPLAINERS_KEPT + 1)]
+    for run in runs:
+        run.save_model(model)
+    with ThreadPoolExecutor(4) as pool:  # sessions of the Diagnose and Evaluate pages asking at once
+        first = list(pool.map(lambda _: explain.explainer_for_run(runs[0]), range(8)))
+    assert all(explainer is first[0] for explainer in first)
+    for run in runs[1:]:
+        explain.explainer_for_run(run)
+    assert explain.explainer_for_run(runs[-1]) is explain.explainer_for_run(runs[-1])
+    assert explain.explainer_for_run(runs[0]) is not first[0]  # dropped for the newer ones, loaded again

@@ -45,17 +45,16 @@ NAVIGATION = {"Home": ("/", "CXR Lab"), "Dataset": ("/dataset", "Dataset"), "Tra
               "Evaluate": ("/evaluate", "Evaluate"), "Diagnose": ("/diagnose", "Diagnose")}
 BASELINE, VARIANT, STOPPED = "journey-baseline", "journey-elu", "journey-stopped"
 
-pytestmark = requires_chromium
+pytestmark = [requires_chromium, pytest.mark.slow]
 
 
 # ----------------------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    """The dashboard on a free port with its own runs, cache and uploads folders."""
+    """The dashboard on a free port with its own runs and uploads folders."""
     folder = tmp_path_factory.mktemp("journey")
-    env = {"CXR_RUNS_DIR": str(folder / "runs"), "CXR_CACHE_DIR": str(folder / "cache"),
-           "CXR_UPLOADS_DIR": str(folder / "uploads")}
+    env = {"CXR_RUNS_DIR": str(folder / "runs"), "CXR_UPLOADS_DIR": str(folder / "uploads")}  # + the session's cache
     with serve_dashboard(folder / "streamlit.log", env) as url:
         yield {"url": url, "runs_dir": folder / "runs", "folder": folder, "env": env,
                "log": folder / "streamlit.log"}
@@ -116,6 +115,12 @@ def assert_no_error(page, expected: tuple[str, ...] = ()) -> None:
     unexpected = [text for text in errors if not any(wanted in text for wanted in expected)]
     assert not exceptions, f"exception on the page: {exceptions}"
     assert not unexpected, f"unexpected error message(s): {unexpected}"
+
+
+def snap_clean(page, name: str) -> None:
+    """The end of a step: no error on the page, then its screenshot."""
+    assert_no_error(page)
+    snap(page, name)
 
 
 def sidebar_titles(page) -> list[str]:
@@ -184,8 +189,7 @@ def launch(page, name: str, epochs: int) -> None:
 def test_01_home_and_dataset(page, app):
     with step(page, app, "dataset"):
         assert page.get_by_text("not for clinical use").first.is_visible()
-        assert_no_error(page)
-        snap(page, "01_home")
+        snap_clean(page, "01_home")
 
         go_to(page, "Dataset", "Dataset")
         choose(page, "Image size (px)", "32")
@@ -196,8 +200,7 @@ def test_01_home_and_dataset(page, app):
         page.get_by_text("Overlap check passed").wait_for()
         page.get_by_text(re.compile(r"Ready to train on: .*32 px grayscale · val 20% / test 10%")).wait_for()
         page.locator(CHART).first.wait_for()
-        assert_no_error(page)
-        snap(page, "02_dataset")
+        snap_clean(page, "02_dataset")
 
 
 # ----------------------------------------------------------------------------- 2. train
@@ -210,8 +213,7 @@ def test_02_train_live_survives_a_reload_and_shows_in_a_second_tab(page, app):
         page.locator('[data-testid="stMetricLabel"]').filter(has_text="Trainable parameters").wait_for()
         launch(page, BASELINE, 2)
         page.get_by_role("button", name=re.compile("Stop this run")).wait_for()
-        assert_no_error(page)
-        snap(page, "03_train_live")
+        snap_clean(page, "03_train_live")
 
         page.reload()
         page.get_by_role("heading", name="Train").first.wait_for()
@@ -224,8 +226,7 @@ def test_02_train_live_survives_a_reload_and_shows_in_a_second_tab(page, app):
         page.get_by_text(re.compile("32 px grayscale · val 20% / test 10%")).first.wait_for(timeout=10_000)
         assert page.get_by_label("Epochs", exact=True).input_value() == "2"
         assert page.get_by_label("Run name", exact=True).input_value() == BASELINE
-        assert_no_error(page)
-        snap(page, "04_train_after_reload")
+        snap_clean(page, "04_train_after_reload")
 
     with step(page, app, "train_second_tab"):
         second = page.context.new_page()
@@ -235,8 +236,7 @@ def test_02_train_live_survives_a_reload_and_shows_in_a_second_tab(page, app):
             second.get_by_role("heading", name=re.compile("CXR Lab")).wait_for()
             go_to(second, "Train", "Train")
             live_line(second, BASELINE, "(queued|running|done)").wait_for()
-            assert_no_error(second)
-            snap(second, "05_train_second_tab")
+            snap_clean(second, "05_train_second_tab")
         finally:
             second.close()
 
@@ -245,8 +245,7 @@ def test_02_train_live_survives_a_reload_and_shows_in_a_second_tab(page, app):
         live_line(page, BASELINE, "done").wait_for()
         page.locator('[data-testid="stMetricLabel"]').filter(has_text="Test accuracy").first.wait_for()
         page.locator(CHART).first.wait_for()
-        assert_no_error(page)
-        snap(page, "06_train_done")
+        snap_clean(page, "06_train_done")
 
 
 def test_03_train_a_variant_and_stop_a_run(page, app):
@@ -264,8 +263,7 @@ def test_03_train_a_variant_and_stop_a_run(page, app):
         page.get_by_role("button", name=re.compile("Stop this run")).click()
         assert wait_until_ended(runs_dir, STOPPED, timeout=120).state() == "cancelled"
         live_line(page, STOPPED, "cancelled").wait_for()
-        assert_no_error(page)
-        snap(page, "07_train_stopped")
+        snap_clean(page, "07_train_stopped")
 
 
 # ----------------------------------------------------------------------------- 3. compare
@@ -279,8 +277,7 @@ def test_04_compare_two_runs(page, app):
         page.get_by_role("heading", name="Settings that differ").wait_for()
         page.get_by_role("heading", name="Settings against a metric").wait_for()
         page.wait_for_function(f"() => document.querySelectorAll('{CHART}').length >= 5")
-        assert_no_error(page)
-        snap(page, "08_runs_compare")
+        snap_clean(page, "08_runs_compare")
 
 
 # ----------------------------------------------------------------------------- 4. evaluate
@@ -305,8 +302,7 @@ def test_05_evaluate_threshold_and_gradcam(page, app):
         page.wait_for_function(
             "src => { const img = document.querySelector('[data-testid=\"stImage\"] img');"
             " return img && img.getAttribute('src') !== src; }", arg=plain)
-        assert_no_error(page)
-        snap(page, "09_evaluate_gradcam")
+        snap_clean(page, "09_evaluate_gradcam")
 
 
 # ----------------------------------------------------------------------------- 5. diagnose
@@ -344,8 +340,7 @@ def test_06_diagnose_an_xray_shows_probabilities_and_a_heatmap(page, app, files)
         page.get_by_text(re.compile(r"Grad-CAM.* for ")).first.wait_for()  # the heatmap's caption
         page.locator(CHART).first.wait_for()  # the class probabilities
         assert page.locator('[data-testid="stImage"] img').count() >= 2  # the original and the heatmap
-        assert_no_error(page)
-        snap(page, "10_diagnose_xray_heatmap")
+        snap_clean(page, "10_diagnose_xray_heatmap")
 
 
 def test_07_diagnose_a_photo_warns_it_is_unlike_an_xray(page, app, files):
@@ -356,8 +351,7 @@ def test_07_diagnose_a_photo_warns_it_is_unlike_an_xray(page, app, files):
         warning.first.wait_for()
         assert "colour" in warning.first.inner_text()
         page.get_by_text(re.compile(rf"{files['photo'].name}: predicted")).first.wait_for()
-        assert_no_error(page)
-        snap(page, "11_diagnose_photo_ood_warning")
+        snap_clean(page, "11_diagnose_photo_ood_warning")
 
 
 @pytest.mark.parametrize("kind, reason", [
@@ -419,8 +413,7 @@ def test_10_sweep_export_and_import_twice(page, app):
         sweep_runs = store.list()[: len(store.list()) - runs_before]
         assert [run.state() for run in sweep_runs] == ["done", "done"]
         assert all(run.config()["image_size"] == 32 and run.config()["epochs"] == 1 for run in sweep_runs)
-        assert_no_error(page)
-        snap(page, "14_sweep_done")
+        snap_clean(page, "14_sweep_done")
 
     with step(page, app, "sweep_export_import"):
         with page.expect_download() as download:
@@ -465,7 +458,6 @@ def test_11_bookmarked_link_to_every_page_on_a_fresh_server(browser, app):
                     settle(tab)
                     titles = sidebar_titles(tab)
                     assert titles == list(NAVIGATION), f"{path}: the sidebar shows {titles}"
-                    assert_no_error(tab)
-                    snap(tab, f"{16 + index:02d}_bookmark_{path.strip('/') or 'home'}")
+                    snap_clean(tab, f"{16 + index:02d}_bookmark_{path.strip('/') or 'home'}")
             finally:
                 context.close()

@@ -5,19 +5,13 @@ import pytest
 from PIL import Image
 
 from core.ml import ood
+from tests.conftest import copy_run
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    from core.ml.training import TrainConfig, execute_run
-    from core.store.runs import RunStore
-    config = TrainConfig(arch="seed_cnn", image_size=32, epochs=1, batch_size=64)
-    run = RunStore(tmp_path_factory.mktemp("runs")).create(config.to_dict())
-    with pytest.MonkeyPatch.context() as patch:  # the decoded dataset goes to a temporary cache
-        patch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        execute_run(run, config)
-        assert run.state() == "done", run.status().get("error")
-        yield run
+def trained_run(tiny_run, tmp_path_factory):
+    """This module's copy of the session's tiny run: the tests here build and remove its ood.npz."""
+    return copy_run(tiny_run, tmp_path_factory.mktemp("ood-runs"))
 
 
 @pytest.fixture(scope="module")

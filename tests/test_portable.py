@@ -1,5 +1,7 @@
 """Importing an exported zip is idempotent: identical runs and sweep records are skipped, a
 different run whose id clashes is imported under a new id."""
+import shutil
+
 import pytest
 
 from core.store.portable import (
@@ -14,12 +16,19 @@ from core.store.sweeps import list_sweeps, sweeps_dir
 from tests.conftest import write_run
 
 
-@pytest.fixture
-def source(tmp_path) -> RunStore:
-    store = RunStore(tmp_path / "source")
+@pytest.fixture(scope="module")
+def three_runs(tmp_path_factory) -> RunStore:
+    """Three finished runs, written once for the module; tests change only their own copy."""
+    store = RunStore(tmp_path_factory.mktemp("portable") / "source")
     for seed in range(3):
         write_run(store, "done", name=f"run {seed}", seed=seed, image_size=32)
     return store
+
+
+@pytest.fixture
+def source(three_runs, tmp_path) -> RunStore:
+    shutil.copytree(three_runs.root, tmp_path / "source")
+    return RunStore(tmp_path / "source")
 
 
 def sweep_record(store: RunStore, sweep_id: str = "sweep-test") -> dict:

@@ -24,7 +24,7 @@ from tests.browser_support import (
 )
 from tests.synthetic import make_chest_folder
 
-pytestmark = requires_chromium
+pytestmark = [requires_chromium, pytest.mark.slow]
 QUEUED = 10
 
 
@@ -61,11 +61,11 @@ def open_train_page(browser, url: str):
     return page
 
 
-def test_a_killed_dashboard_loses_nothing(tmp_path, shared_cache_dir, browser):
+def test_a_killed_dashboard_loses_nothing(tmp_path, browser):
     folder = make_chest_folder(tmp_path / "xrays", n_patients=8)
     store = RunStore(tmp_path / "runs")
-    env = {"CXR_RUNS_DIR": str(store.root), "CXR_CACHE_DIR": str(shared_cache_dir),
-           "CXR_UPLOADS_DIR": str(tmp_path / "uploads"), "CXR_DATA_ROOT": str(tmp_path)}
+    env = {"CXR_RUNS_DIR": str(store.root), "CXR_UPLOADS_DIR": str(tmp_path / "uploads"),
+           "CXR_DATA_ROOT": str(tmp_path)}  # and the session's dataset cache, from os.environ
     with serve_dashboard_process(tmp_path / "first.log", env) as (url, server):
         page = open_train_page(browser, url)  # the dashboard's workers start with its first page
         long_run = store.get(submit(store, folder, "long", epochs=200))

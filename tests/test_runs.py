@@ -111,3 +111,22 @@ def test_the_queue_is_first_come_first_served_and_a_claim_succeeds_once(tmp_path
     assert [run.id for run in store.queued()] == [second.id]
     assert store.request_stop(second, "a-dashboard") and second.state() == "cancelled"
     assert store.queued() == [] and not store.request_stop(second, "a-dashboard")
+
+
+def test_json_files_take_numpy_values_and_paths_and_store_nan_as_null(tmp_path):
+    target = tmp_path / "summary.json"
+    write_json(target, {"n": np.int64(3), "auc": np.float32(0.5), "curve": np.array([0.25, np.nan]),
+                        "loss": float("inf"), "ok": np.bool_(True), "path": tmp_path, 7: (1, 2)})
+    assert json.loads(target.read_text()) == {"n": 3, "auc": 0.5, "curve": [0.25, None], "loss": None,
+                                              "ok": True, "path": str(tmp_path), "7": [1, 2]}
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        write_json(target, {"what": object()})
+
+
+def test_a_run_id_is_a_safe_folder_name(tmp_path):
+    store = RunStore(tmp_path)
+    run = store.create({"name": "x"}, queued=False)
+    assert store.get(run.id).path == run.path
+    for bad in ("", "../x", ".hidden", "a/b", f"{run.id}\n", "x" * 122):
+        with pytest.raises(KeyError, match="invalid run id"):
+            store.get(bad)

@@ -10,7 +10,13 @@ from core.cli import train as train_cli
 from core.data.datasets import DataError, load_dataset
 from core.present import sweeps as sweep_view
 from core.settings.architectures import ARCHITECTURES, resolve_params
-from core.settings.config import AUGMENTATION_SETTINGS, SETTINGS, Augmentation, TrainConfig, setting_for
+from core.settings.config import (
+    AUGMENTATION_SETTINGS,
+    SETTINGS,
+    Augmentation,
+    TrainConfig,
+    setting_for,
+)
 from core.store.sweeps import Sweep, SweepAxis
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.present import session_keys
 from core.store import ui_state
 from pages import common
 
@@ -67,7 +68,7 @@ def test_an_unreadable_settings_file_is_ignored(app_env):
                                        ("runs_table", False), ("diag_csv_button", False),
                                        ("train_epochs", True), ("diag_method", True), ("other", False)])
 def test_which_keys_are_kept(key, kept):
-    assert common.is_kept(key) is kept
+    assert session_keys.is_kept(key) is kept
 
 
 def widget_keys(source: str):
@@ -88,6 +89,6 @@ def test_unsettable_widgets_are_never_re_assigned(page):
     upload did: "st.session_state['diag_upload'] is read-only")."""
     for widget, key in widget_keys((ROOT / "pages" / page).read_text()):
         if widget in UNSETTABLE_WIDGETS:
-            assert not common.is_kept(key.replace("{}", "x")), f"{page}: {widget} key {key!r} would be re-assigned"
-        if widget == "dataframe" and key.startswith(common.WIDGET_PREFIXES):
+            assert not session_keys.is_kept(key.replace("{}", "x")), f"{page}: {widget} key {key!r} would be re-assigned"
+        if widget == "dataframe" and key.startswith(session_keys.WIDGET_PREFIXES):
             assert key.endswith("_table"), f"{page}: table selections need a key ending in _table ({key})"

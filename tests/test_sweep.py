@@ -11,31 +11,17 @@ from core.ml.training import TrainConfig, load_data
 from core.store.portable import ImportRefused, export_sweep, import_runs
 from core.store.runs import RunStore
 from core.store.sweeps import Sweep, load_sweep, submit_sweep, sweep_results
-from core.workers.manager import JobManager
-from tests.synthetic import make_chest_folder
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "dataset-cache"))
 
 
 @pytest.fixture
-def manager(tmp_path):
-    jobs = JobManager(RunStore(tmp_path / "runs"))
-    yield jobs
-    jobs.shutdown()
-
-
-@pytest.fixture
-def tiny_base(tmp_path):
-    folder = make_chest_folder(tmp_path / "xrays", n_patients=10)
+def tiny_base(chest_folder):
     return {"arch": "seed_cnn", "image_size": 32, "epochs": 1, "batch_size": 16, "data_source": "folder",
-            "data_path": str(folder), "arch_params": {"dense_units": 8}}
+            "data_path": str(chest_folder), "arch_params": {"dense_units": 8}}
 
 
 # ----------------------------------------------------------------------------- splits
 
+@pytest.mark.slow  # three patient-grouped fold searches over the 4,488 built-in images
 def test_kfold_gives_k_disjoint_validation_folds_and_one_fixed_test_split():
     ds = load_dataset("builtin", task="binary", image_size=32)
     folds = [make_cv_split(ds, folds=3, fold=i, test_fraction=0.15, seed=4) for i in range(3)]
@@ -51,6 +37,7 @@ def test_kfold_gives_k_disjoint_validation_folds_and_one_fixed_test_split():
         assert not f.report.leaks and f.report.mode.startswith("cv fold")
 
 
+@pytest.mark.slow  # split searches over the 4,488 built-in images
 def test_training_fraction_shrinks_train_by_patient_and_keeps_val_and_test():
     ds = load_dataset("builtin", task="binary", image_size=32)
     full = make_split(ds, seed=1)
@@ -86,6 +73,7 @@ def test_sweep_expands_the_grid_with_repeats_on_a_fixed_split(tiny_base):
         Sweep.from_dict({"base": tiny_base, "axes": [{"setting": "dropout", "values": [0.2, 1.5]}]})
 
 
+@pytest.mark.slow
 def test_a_2x2_sweep_of_tiny_runs_completes_with_a_results_table(manager, tiny_base):
     sweep = Sweep.from_dict({"name": "grid", "base": tiny_base, "repeats": 2,
                              "axes": [{"setting": "dropout", "values": [0.1, 0.5]},
@@ -105,6 +93,7 @@ def test_a_2x2_sweep_of_tiny_runs_completes_with_a_results_table(manager, tiny_b
     assert len(tests) == 1
 
 
+@pytest.mark.slow
 def test_kfold_sweep_point_gives_k_runs_with_disjoint_validation_patients(manager, tiny_base):
     sweep = Sweep.from_dict({"base": tiny_base, "cv_folds": 3,
                              "axes": [{"setting": "learning_rate", "values": [0.001]}]})
@@ -118,6 +107,7 @@ def test_kfold_sweep_point_gives_k_runs_with_disjoint_validation_patients(manage
     assert row["done"] == 3 and row["test_accuracy_n"] == 3
 
 
+@pytest.mark.slow
 def test_sweep_cli_runs_a_sweep_file(tmp_path, tiny_base):
     import subprocess
     import sys
@@ -135,6 +125,7 @@ def test_sweep_cli_runs_a_sweep_file(tmp_path, tiny_base):
 
 # ----------------------------------------------------------------------------- portable runs
 
+@pytest.mark.slow
 def test_export_import_round_trip(manager, tiny_base, tmp_path):
     sweep_id = submit_sweep(manager, Sweep.from_dict({"name": "port", "base": tiny_base,
                                                       "axes": [{"setting": "dropout", "values": [0.2, 0.3]}]}))

@@ -7,7 +7,7 @@ import pytest
 from core.present import sweeps as sweep_view
 from core.settings.config import TrainConfig
 from core.settings.recipes import recipe
-from core.store.runs import write_json
+from core.store.runs import RunStore, write_json
 from core.store.sweeps import (
     RESULT_METRICS,
     Sweep,
@@ -251,3 +251,68 @@ def test_the_sweeps_page_charts_peak_memory(app_env, store, make_run, monkeypatc
     assert spec["title"] == "Peak memory (MB) against batch_size"
     table = next(d.value for d in at.dataframe if "runs done" in d.value.columns)
     assert list(table["Peak memory (MB)"]) == ["510 ± 14", "920 ± 28"]
+
+
+# ----------------------------------------------------------------------------- the sweep's runs
+
+def mixed_sweep(store, make_run) -> dict:
+    """A stored two-point sweep, two seeds each: one point done, one with a queued run, and a deleted run."""
+    done = [make_run("done", seed=seed, dropout=0.2, sweep_id="sweep-m") for seed in (1, 2)]
+    queued = store.create(TrainConfig(seed=1, dropout=0.4).to_dict(), name="queued")  # as JobManager.submit
+    gone = make_run("done", seed=2, dropout=0.4)
+    store.delete(gone.id)
+    record = {"id": "sweep-m", "created": 0, "name": "mixed", "base": {}, "repeats": 2, "cv_folds": 0,
+              "axes": [{"setting": "dropout", "values": [0.2, 0.4]}],
+              "runs": [{"run_id": r.id, "point": {"dropout": d}, "seed": s, "fold": 0}
+                       for r, d, s in zip([*done, queued, gone], (0.2, 0.2, 0.4, 0.4), (1, 2, 1, 2))]}
+    write_json(sweeps_dir(store) / "sweep-m.json", record)
+    return record
+
+
+def test_the_state_of_a_sweeps_runs(store, make_run):
+    record = mixed_sweep(store, make_run)
+    assert sweep_view.run_states(store, record) == ["done", "done", "queued", "deleted"]
+    assert sweep_view.is_active(store, record)
+    share, text = sweep_view.launch_progress(record, sweep_view.run_states(store, record))
+    assert share == 0.75 and text == "Sweep mixed: 3 of 4 runs ended, 1 queued or running"
+    assert sweep_view.launch_progress(record, ["done", "failed"]) == \
+        (None, "Sweep mixed finished: 1 of 2 runs done. Results below.")
+    assert sweep_view.sweep_caption(record) == "`sweep-m` · dropout (0.2, 0.4) · 2 seed(s) per point"
+    assert sweep_view.sweep_caption({**record, "cv_folds": 5}).endswith("· 5-fold cross-validation")
+
+
+def test_stopping_a_sweep_stops_only_its_active_runs(store, make_run):
+    record = mixed_sweep(store, make_run)
+    queued = record["runs"][2]["run_id"]
+    stopped = sweep_view.stop_sweep(store, record, lambda run_id: store.request_stop(store.get(run_id), "test"))
+    assert stopped == [queued] and store.get(queued).state() == "cancelled"
+    assert not sweep_view.is_active(store, record)
+    assert sweep_view.stop_sweep(store, record, lambda run_id: store.request_stop(store.get(run_id), "test")) == []
+
+
+def test_the_sweeps_runs_offered_for_comparison(store, make_run):
+    record = mixed_sweep(store, make_run)
+    members = sweep_view.member_table(store, record)
+    assert list(members["state"]) == ["done", "done", "queued", "deleted"]
+    assert list(members["point"]) == ["dropout=0.2"] * 2 + ["dropout=0.4"] * 2
+    assert list(members["repeat"]) == ["seed 1", "seed 2", "seed 1", "seed 2"]
+    ids = list(members["run_id"])
+    labels = sweep_view.compare_labels(members)
+    assert labels == {ids[0]: "dropout=0.2 · seed 1", ids[1]: "dropout=0.2 · seed 2", ids[2]: "dropout=0.4 · seed 1"}
+    offer = sweep_view.compare_offer(members, limit=6)
+    assert offer == [ids[0]]  # the first finished run of each point
+    # A first visit takes the offer; while the user keeps it, a new offer replaces it; their own pick stays.
+    assert sweep_view.compare_pick(None, None, offer, labels) == ([ids[0]], [ids[0]])
+    assert sweep_view.compare_pick([ids[0]], [ids[0]], [ids[0], ids[2]], labels) == ([ids[0], ids[2]],
+                                                                                   [ids[0], ids[2]])
+    assert sweep_view.compare_pick([ids[1], ids[3]], [ids[0]], [ids[0]], labels) == ([ids[1]], [ids[0]])
+
+
+def test_an_uploaded_zip_is_imported_or_refused(store, make_run, tmp_path):
+    from core.store.portable import ImportRefused
+    record = mixed_sweep(store, make_run)
+    other = RunStore(tmp_path / "other")
+    result = sweep_view.import_zip_bytes(other, sweep_view.sweep_zip_bytes(store, record["id"]))
+    assert result.sweep_id == "sweep-m" and len(result.imported) == 3  # the deleted run is not in the zip
+    with pytest.raises(ImportRefused, match="not a zip file"):
+        sweep_view.import_zip_bytes(other, b"not a zip at all")

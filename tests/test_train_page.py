@@ -23,13 +23,35 @@ def metric(at, label: str) -> str:
 
 def test_values_restored_into_the_session_are_kept(app_env):
     at = open_page("pages/train.py", {**small_dataset(), "train_epochs": 3, "train_name": "kept",
-                                      "train_lr": 0.003})
+                                      "train_learning_rate": 0.003})
     assert_clean(at)
     assert at.number_input(key="train_epochs").value == 3
     assert at.text_input(key="train_name").value == "kept"
-    assert at.number_input(key="train_lr").value == 0.003
+    assert at.number_input(key="train_learning_rate").value == 0.003
     at.run()  # and on the next rerun
     assert at.number_input(key="train_epochs").value == 3 and at.text_input(key="train_name").value == "kept"
+
+
+def shown_keys(at) -> set:
+    return {w.key for w in (*at.number_input, *at.checkbox)}
+
+
+def test_settings_appear_only_where_they_apply(app_env):
+    at = open_page("pages/train.py", small_dataset())
+    assert_clean(at)
+    assert not shown_keys(at) & {"train_momentum", "train_nesterov", "train_min_learning_rate"}
+    assert "train_patience" in shown_keys(at)
+    at.selectbox(key="train_optimizer").set_value("sgd").run()
+    assert {"train_momentum", "train_nesterov"} <= shown_keys(at)
+    at.selectbox(key="train_optimizer").set_value("rmsprop").run()
+    assert "train_momentum" in shown_keys(at) and "train_nesterov" not in shown_keys(at)
+    at.selectbox(key="train_schedule").set_value("plateau").run()
+    assert {"train_min_learning_rate", "train_plateau_patience", "train_plateau_factor"} <= shown_keys(at)
+    assert "train_decay_rate" not in shown_keys(at)
+    at.checkbox(key="train_early_stopping").uncheck().run()
+    assert_clean(at)
+    assert "train_patience" not in shown_keys(at)
+    assert at.number_input(key="train_momentum").label == "Momentum"
 
 
 def test_without_finished_runs_the_time_is_known_after_the_first_epoch(app_env):
@@ -110,10 +132,10 @@ def wait_for_an_empty_queue(store) -> None:
 
 def test_the_memory_cap_reaches_the_submitted_run(app_env):
     at = open_page("pages/train.py", {**small_dataset(), "train_epochs": 1, "train_name": "capped"})
-    at.number_input(key="train_memory_cap").set_value(100).run()
-    assert any("memory_cap_mb must be 0 (none) or at least 256" in e.value for e in at.error)
+    at.number_input(key="train_memory_cap_mb").set_value(100).run()
+    assert any("memory_cap_mb must be 0 (off) or a whole number of at least 256" in e.value for e in at.error)
     assert not [b for b in at.button if b.key == "launch_button"]  # nothing to launch until it is fixed
-    at.number_input(key="train_memory_cap").set_value(1024).run()
+    at.number_input(key="train_memory_cap_mb").set_value(1024).run()
     assert_clean(at)
     at.button(key="launch_button").click().run()
     store = RunStore(app_env)

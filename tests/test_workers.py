@@ -14,26 +14,16 @@ import pytest
 from core.settings.config import TrainConfig
 from core.store.runs import RunStore
 from core.workers.manager import JobManager
-from tests.synthetic import make_chest_folder
 
 PROJECT = Path(__file__).resolve().parents[1]
 TINY = dict(arch="seed_cnn", image_size=32, batch_size=8, arch_params={"dense_units": 16}, early_stopping=False)
 
+pytestmark = pytest.mark.slow  # real worker processes, each importing TensorFlow and training
+
 
 @pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "dataset-cache"))
+def spare_process(monkeypatch):
     monkeypatch.setenv("CXR_SPARE_PROCESS", "1")  # as the dashboard and `python -m core worker` run
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    return make_chest_folder(tmp_path_factory.mktemp("xrays"), n_patients=8)
-
-
-@pytest.fixture
-def store(tmp_path) -> RunStore:
-    return RunStore(tmp_path / "runs")
 
 
 def tiny(folder, **overrides) -> TrainConfig:
@@ -77,12 +67,12 @@ def start_worker(store: RunStore, *args: str) -> subprocess.Popen:
 
 @pytest.mark.parametrize("how, words", [(signal.SIGKILL, "killed by SIGKILL, most likely out of memory"),
                                         (signal.SIGSEGV, "segmentation fault")])
-def test_a_killed_training_process_fails_its_run_with_the_reason_and_the_queue_goes_on(store, tiny_folder,
+def test_a_killed_training_process_fails_its_run_with_the_reason_and_the_queue_goes_on(store, chest_folder,
                                                                                           how, words):
     manager = JobManager(store)
     try:
-        doomed = manager.submit(tiny(tiny_folder, epochs=200))
-        after = manager.submit(tiny(tiny_folder, epochs=1))
+        doomed = manager.submit(tiny(chest_folder, epochs=200))
+        after = manager.submit(tiny(chest_folder, epochs=1))
         os.kill(training_pid(store, doomed), how)
         assert manager.wait(doomed, 60) == "failed"
         status = store.get(doomed).status()
@@ -94,25 +84,25 @@ def test_a_killed_training_process_fails_its_run_with_the_reason_and_the_queue_g
         manager.shutdown()
 
 
-def test_a_run_over_its_memory_cap_is_stopped_cleanly(store, tiny_folder):
+def test_a_run_over_its_memory_cap_is_stopped_cleanly(store, chest_folder):
     manager = JobManager(store)
     try:
         # TensorFlow alone takes more than 300 MB: the cap stops the run, not the machine.
-        capped = manager.submit(tiny(tiny_folder, memory_cap_mb=300))
+        capped = manager.submit(tiny(chest_folder, memory_cap_mb=300))
         assert manager.wait(capped, 60) == "failed"
         assert "above this run's memory cap of 300 MB" in store.get(capped).status()["error"]
-        assert manager.wait(manager.submit(tiny(tiny_folder, epochs=1)), 120) == "done"
+        assert manager.wait(manager.submit(tiny(chest_folder, epochs=1)), 120) == "done"
     finally:
         manager.shutdown()
 
 
 # ----------------------------------------------------------------------------- restarts lose nothing
 
-def test_a_killed_manager_loses_no_run_and_an_interrupted_one_resumes(store, tiny_folder):
+def test_a_killed_manager_loses_no_run_and_an_interrupted_one_resumes(store, chest_folder):
     worker = start_worker(store)
-    running = store.create(tiny(tiny_folder, epochs=30, name="long").to_dict(), name="long")
+    running = store.create(tiny(chest_folder, epochs=30, name="long").to_dict(), name="long")
     wait_until(lambda: store.get(running.id).checkpoint_epoch() >= 2, what="two checkpointed epochs")
-    queued = [store.create(tiny(tiny_folder, epochs=1, seed=i).to_dict(), name=f"q{i}").id for i in range(10)]
+    queued = [store.create(tiny(chest_folder, epochs=1, seed=i).to_dict(), name=f"q{i}").id for i in range(10)]
     worker.send_signal(signal.SIGKILL)  # the way the OOM killer would kill a dashboard
     worker.wait()
     # Its training process notices and leaves the run interrupted; the queue is untouched.
@@ -137,10 +127,10 @@ def test_a_killed_manager_loses_no_run_and_an_interrupted_one_resumes(store, tin
     assert running.summary()["epochs_run"] == 30
 
 
-def test_two_managers_on_one_store_train_each_run_exactly_once(store, tiny_folder):
+def test_two_managers_on_one_store_train_each_run_exactly_once(store, chest_folder):
     first, second = start_worker(store), start_worker(store)
     try:
-        run_ids = [store.create(tiny(tiny_folder, epochs=1, seed=i).to_dict(), name=f"r{i}").id for i in range(6)]
+        run_ids = [store.create(tiny(chest_folder, epochs=1, seed=i).to_dict(), name=f"r{i}").id for i in range(6)]
         wait_until(lambda: all(store.get(r).state() == "done" for r in run_ids), 600, "six runs")
     finally:
         for worker in (first, second):
@@ -157,10 +147,10 @@ def test_two_managers_on_one_store_train_each_run_exactly_once(store, tiny_folde
     assert workers <= {first.pid, second.pid}
 
 
-def test_a_run_submitted_from_the_command_line_is_trained_by_a_worker(store, tiny_folder):
+def test_a_run_submitted_from_the_command_line_is_trained_by_a_worker(store, chest_folder):
     submitted = subprocess.run([sys.executable, "-m", "core", "train", "--runs-dir", str(store.root), "--submit",
                                 "--arch", "seed_cnn", "--image-size", "32", "--epochs", "1",
-                                "--data-source", "folder", "--data-path", str(tiny_folder)],
+                                "--data-source", "folder", "--data-path", str(chest_folder)],
                                cwd=PROJECT, capture_output=True, text=True, timeout=120)
     assert submitted.returncode == 0, submitted.stderr
     run_id = submitted.stdout.strip()
@@ -172,10 +162,10 @@ def test_a_run_submitted_from_the_command_line_is_trained_by_a_worker(store, tin
 
 # ----------------------------------------------------------------------------- stop and reproducibility
 
-def test_stop_ends_a_run_within_its_epoch_whichever_process_asks(store, tiny_folder):
+def test_stop_ends_a_run_within_its_epoch_whichever_process_asks(store, chest_folder):
     manager = JobManager(store)
     try:
-        run_id = manager.submit(tiny(tiny_folder, epochs=1, image_size=64, batch_size=1))
+        run_id = manager.submit(tiny(chest_folder, epochs=1, image_size=64, batch_size=1))
         training_pid(store, run_id)
         # Another process (say, a second dashboard on the same runs folder) presses Stop.
         assert RunStore(store.root).request_stop(store.get(run_id), "another-dashboard")
@@ -186,10 +176,10 @@ def test_stop_ends_a_run_within_its_epoch_whichever_process_asks(store, tiny_fol
         manager.shutdown()
 
 
-def test_concurrent_runs_of_one_config_give_identical_metrics(store, tiny_folder):
+def test_concurrent_runs_of_one_config_give_identical_metrics(store, chest_folder):
     manager = JobManager(store, max_concurrent=2)
     try:
-        config = tiny(tiny_folder, epochs=3, seed=11)
+        config = tiny(chest_folder, epochs=3, seed=11)
         first, second = manager.submit(config), manager.submit(config)
         assert manager.wait(first, 300) == manager.wait(second, 300) == "done"
     finally:

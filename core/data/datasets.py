@@ -19,7 +19,14 @@ from typing import Callable
 
 import numpy as np
 
-from core.data.imaging import ImageError, is_image_name, resize_to_model, to_model_array
+from core.data.imaging import (
+    ImageError,
+    displayable,
+    is_image_name,
+    resize_to_model,
+    stretch_to_uint8,
+    to_model_array,
+)
 from core.settings.config import SETTINGS
 from core.store.files import atomic_path
 
@@ -314,15 +321,14 @@ def _load_image_tree(entries, task, image_size, channels, progress) -> dict:
 
 
 def _npz_to_uint8(images: np.ndarray) -> np.ndarray:
+    """uint8 as it is, booleans and [0, 1] floats scaled by 255, anything else min-max stretched."""
     if images.dtype == np.uint8:
         return images
     if images.dtype == bool:
         return images.astype(np.uint8) * 255
-    images = images.astype(np.float64)
     if images.min() >= 0 and images.max() <= 1.0:
-        return np.round(images * 255).astype(np.uint8)
-    low, high = images.min(), images.max()
-    return np.round((images - low) * (255.0 / max(high - low, 1e-12))).astype(np.uint8)
+        return np.round(images.astype(np.float64) * 255).astype(np.uint8)
+    return stretch_to_uint8(images)
 
 
 def _load_npz(path: Path, task: str, image_size: int, channels: int, progress) -> dict:
@@ -364,9 +370,7 @@ def _load_npz(path: Path, task: str, image_size: int, channels: int, progress) -
 
 def _npz_image_to_model(image: np.ndarray, image_size: int, channels: int) -> np.ndarray:
     from PIL import Image
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    return resize_to_model(Image.fromarray(image), image_size, channels)
+    return resize_to_model(Image.fromarray(displayable(image)), image_size, channels)
 
 
 # ----------------------------------------------------------------------------- caching

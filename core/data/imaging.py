@@ -59,7 +59,7 @@ def _normalise_mode(img: Image.Image) -> Image.Image:
     if img.mode in ("L", "RGB"):
         return img
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        return Image.fromarray(_stretch_to_uint8(np.asarray(img, dtype=np.float64)), mode="L")
+        return Image.fromarray(stretch_to_uint8(np.asarray(img)), mode="L")
     if img.mode == "P":
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -70,13 +70,14 @@ def _normalise_mode(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _stretch_to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """Map high-bit-depth intensities (e.g. 12-bit in a 16-bit PNG) onto 0-255 by min-max."""
-    pixels = np.nan_to_num(pixels)
-    low, high = float(pixels.min()), float(pixels.max())
+def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Min-max map any intensities (12/16-bit PNG, DICOM Hounsfield, float arrays) onto 0-255;
+    NaN counts as 0 and a constant image becomes all zeros."""
+    values = np.nan_to_num(np.asarray(values, dtype=np.float64))
+    low, high = float(values.min()), float(values.max())
     if high <= low:
-        return np.zeros(pixels.shape, dtype=np.uint8)
-    return np.round((pixels - low) * (255.0 / (high - low))).astype(np.uint8)
+        return np.zeros(values.shape, dtype=np.uint8)
+    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
 def resize_to_model(img: Image.Image, image_size: int, channels: int) -> np.ndarray:
@@ -93,6 +94,11 @@ def resize_to_model(img: Image.Image, image_size: int, channels: int) -> np.ndar
 def to_model_array(source: str | os.PathLike | bytes, image_size: int, channels: int) -> np.ndarray:
     """Decode `source` and return uint8 (image_size, image_size, channels) pixels 0-255."""
     return resize_to_model(open_image(source), image_size, channels)
+
+
+def displayable(image: np.ndarray) -> np.ndarray:
+    """(S, S, 1) grayscale -> (S, S), the shape st.image and PIL take; RGB and 2-D stay as they are."""
+    return image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
 
 
 def is_image_name(name: str) -> bool:

@@ -2,7 +2,7 @@
 input and explain. The Diagnose page is a thin view over `Diagnoser`; build one per run and keep it.
 
 Preprocessing is exactly the run's: the decoded image goes through `core.data.imaging.resize_to_model`
-with the run's size and channels, as `core.ml.inference.Predictor.preprocess` does.
+with the run's size and channels, as the training data did.
 """
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core.data.imaging import MAX_PIXELS, ImageError, open_image, resize_to_model
+from core.data.imaging import (
+    MAX_PIXELS,
+    ImageError,
+    open_image,
+    resize_to_model,
+    stretch_to_uint8,
+)
 from core.ml import ood
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
@@ -70,21 +76,11 @@ def _dicom_pixels_to_image(dataset, pixels: np.ndarray, apply_modality_lut, appl
         if photometric != "RGB":
             from pydicom.pixels import convert_color_space
             pixels = convert_color_space(pixels, photometric, "RGB")
-        return Image.fromarray(stretch_to_uint8(pixels.astype(np.float64)), mode="RGB")
-    values = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset).astype(np.float64)
-    image = stretch_to_uint8(values)
+        return Image.fromarray(stretch_to_uint8(pixels), mode="RGB")
+    image = stretch_to_uint8(apply_voi_lut(apply_modality_lut(pixels, dataset), dataset))
     if photometric == "MONOCHROME1":
         image = 255 - image  # MONOCHROME1 stores bone as dark: invert to the usual look
     return Image.fromarray(image, mode="L")
-
-
-def stretch_to_uint8(values: np.ndarray) -> np.ndarray:
-    """Min-max map any intensities (12/16-bit, Hounsfield, float) onto 0-255."""
-    values = np.nan_to_num(np.asarray(values, dtype=np.float64))
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
-        return np.zeros(values.shape, dtype=np.uint8)
-    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------- one result

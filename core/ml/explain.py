@@ -26,11 +26,15 @@ TensorFlow and tf-keras-vis are imported inside functions so importing this modu
 """
 from __future__ import annotations
 
+import functools
+import threading
 import warnings
 import weakref
 
 import numpy as np
 from PIL import Image
+
+from core.data.imaging import displayable
 
 METHODS = {
     "gradcam": "Grad-CAM",
@@ -319,9 +323,7 @@ def overlay(image, heatmap: np.ndarray, opacity: float = DEFAULT_OPACITY) -> np.
 def _as_rgb_array(image) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
-    array = np.asarray(image)
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
+    array = displayable(np.asarray(image))
     if array.ndim == 2:
         array = np.stack([array] * 3, axis=-1)
     return array.astype(np.uint8)
@@ -330,6 +332,8 @@ def _as_rgb_array(image) -> np.ndarray:
 # ----------------------------------------------------------------------------- one-call helper
 
 _EXPLAINERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# Streamlit sessions (Diagnose, Evaluate) ask from their own threads: one builds an Explainer at a time.
+_EXPLAINERS_LOCK = threading.Lock()
 
 
 def explainer_for(source) -> Explainer:
@@ -337,9 +341,10 @@ def explainer_for(source) -> Explainer:
     if isinstance(source, Explainer):
         return source
     model = getattr(source, "model", source)  # a Predictor has .model
-    if model not in _EXPLAINERS:
-        _EXPLAINERS[model] = Explainer(model)
-    return _EXPLAINERS[model]
+    with _EXPLAINERS_LOCK:
+        if model not in _EXPLAINERS:
+            _EXPLAINERS[model] = Explainer(model)
+        return _EXPLAINERS[model]
 
 
 def overlay_for_image(source, pixels: np.ndarray, method: str = "gradcam", class_index: int | None = None,
@@ -358,18 +363,20 @@ def overlay_for_image(source, pixels: np.ndarray, method: str = "gradcam", class
     return overlay(pixels if image is None else image, heatmap, opacity)
 
 
-_RUN_EXPLAINERS: dict = {}  # (run folder, model file mtime) -> Explainer, for the last few runs
 _RUN_EXPLAINERS_KEPT = 4
 
 
 def explainer_for_run(run) -> Explainer:
-    """The Explainer of a core.store.runs.Run's saved model, loaded once per run and model version."""
-    key = (str(run.path), run.model_path.stat().st_mtime)
-    if key not in _RUN_EXPLAINERS:
-        if len(_RUN_EXPLAINERS) >= _RUN_EXPLAINERS_KEPT:
-            _RUN_EXPLAINERS.pop(next(iter(_RUN_EXPLAINERS)))  # the oldest entry
-        _RUN_EXPLAINERS[key] = Explainer(run.load_model())
-    return _RUN_EXPLAINERS[key]
+    """The Explainer of a core.store.runs.Run's saved model, loaded once per run and model version
+    (a retrained model has a new mtime); the last few runs' explainers are kept."""
+    with _EXPLAINERS_LOCK:
+        return _explainer_for_model_file(str(run.path), run.model_path.stat().st_mtime)
+
+
+@functools.lru_cache(maxsize=_RUN_EXPLAINERS_KEPT)
+def _explainer_for_model_file(run_folder: str, mtime: float) -> Explainer:
+    from core.store.runs import Run
+    return Explainer(Run(run_folder).load_model())
 
 
 def heatmap_with_fallback(explainer: Explainer, pixels: np.ndarray, class_index: int) -> tuple[np.ndarray, str]:

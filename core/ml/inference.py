@@ -1,18 +1,17 @@
-"""Predict with a trained run: its model plus exactly the preprocessing it was trained with."""
+"""A trained run loaded for prediction (`Predictor`: its model, settings, classes and threshold), and
+the image files a prediction command was given (`expand_inputs`)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
-
-from core.data.imaging import ImageError, is_image_name, to_model_array
+from core.data.imaging import is_image_name
 from core.settings.config import TrainConfig
 from core.store.runs import Run
 
 
 class Predictor:
-    """A run's model and settings, loaded once; predicts on files, bytes or decoded arrays."""
+    """A run's model, settings, class names and decision threshold, loaded once (core.ml.diagnosis uses it)."""
 
     def __init__(self, run_dir: str | os.PathLike):
         self.run = Run(Path(run_dir))
@@ -38,25 +37,6 @@ class Predictor:
         except Exception as exc:  # noqa: BLE001 - DataError, a moved folder ...: say which run and why
             raise FileNotFoundError(f"run {self.run.id} has neither a summary nor predictions, and its "
                                     f"dataset cannot be loaded to name the classes ({exc})") from None
-
-    def preprocess(self, source) -> np.ndarray:
-        return to_model_array(source, self.config.image_size, self.config.channels)
-
-    def predict_arrays(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8/float (N, H, W, C) pixels 0-255 at the run's size -> probabilities (N, classes)."""
-        return np.asarray(self.model.predict_on_batch(pixels.astype(np.float32)), dtype=np.float64)
-
-    def predict_file(self, source, name: str | None = None) -> dict:
-        """{"file", "probabilities", "predicted"}, or {"file", "error"} for an unreadable input."""
-        name = name or str(source)
-        try:
-            pixels = self.preprocess(source)
-        except (ImageError, OSError) as exc:
-            return {"file": name, "error": str(exc)}
-        probabilities = self.predict_arrays(pixels[None])[0]
-        return {"file": name,
-                "probabilities": {c: round(float(p), 6) for c, p in zip(self.class_names, probabilities)},
-                "predicted": self.class_names[int(np.argmax(probabilities))]}
 
 
 def expand_inputs(paths) -> list[Path]:

@@ -28,12 +28,14 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from core.store.files import json_ready
+
 NORMAL_CLASS_NAME = "normal"
 # Room for float error in saved softmax outputs (e.g. float32 rows summing to 1.0000001).
 PROBABILITY_TOLERANCE = 1e-4
 
 
-# ---------------------------------------------------------------- validation and conversion
+# ---------------------------------------------------------------- validation
 
 
 def _validated(probabilities, labels, class_names):
@@ -91,21 +93,6 @@ def _validated_labels(labels, n_classes):
     return as_int
 
 
-def _to_json(value):
-    """Recursively turn numpy values into builtins; NaN and inf become None."""
-    if isinstance(value, dict):
-        return {str(key): _to_json(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_to_json(item) for item in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    return value
-
-
 def _has_both_classes(binary_truth) -> bool:
     return len(np.unique(binary_truth)) == 2
 
@@ -158,6 +145,11 @@ def _binary_view(probabilities, labels, class_names):
     if scores is None:
         return None, None
     return positive_labels(labels, class_names), scores
+
+
+def _validated_binary_view(probabilities, labels, class_names):
+    """_binary_view of predictions checked by _validated."""
+    return _binary_view(*_validated(probabilities, labels, class_names))
 
 
 # ---------------------------------------------------------------- predictions
@@ -302,7 +294,7 @@ def classification_metrics(probabilities, labels, class_names, threshold=None) -
         "log_loss": _log_loss(probs, labels, len(names)),
         "brier": _binary_brier(binary_truth, scores),
     }
-    return _to_json(metrics)
+    return json_ready(metrics)
 
 
 # ---------------------------------------------------------------- uncertainty
@@ -386,12 +378,11 @@ def roc(probabilities, labels, class_names) -> dict | None:
 
     The first threshold (sklearn's +inf) comes back as None.
     """
-    probs, labels, names = _validated(probabilities, labels, class_names)
-    binary_truth, scores = _binary_view(probs, labels, names)
+    binary_truth, scores = _validated_binary_view(probabilities, labels, class_names)
     if binary_truth is None or not _has_both_classes(binary_truth):
         return None
     fpr, tpr, thresholds = roc_curve(binary_truth, scores)
-    return _to_json(
+    return json_ready(
         {"fpr": fpr, "tpr": tpr, "thresholds": thresholds, "auc": roc_auc_score(binary_truth, scores)}
     )
 
@@ -407,17 +398,16 @@ def roc_per_class(probabilities, labels, class_names) -> dict:
             continue
         fpr, tpr, _ = roc_curve(is_class, probs[:, index])
         curves[name] = {"fpr": fpr, "tpr": tpr, "auc": roc_auc_score(is_class, probs[:, index])}
-    return _to_json(curves)
+    return json_ready(curves)
 
 
 def precision_recall(probabilities, labels, class_names) -> dict | None:
     """Precision-recall curve of the binary view; None without a binary view or with one class."""
-    probs, labels, names = _validated(probabilities, labels, class_names)
-    binary_truth, scores = _binary_view(probs, labels, names)
+    binary_truth, scores = _validated_binary_view(probabilities, labels, class_names)
     if binary_truth is None or not _has_both_classes(binary_truth):
         return None
     precision, recall, thresholds = precision_recall_curve(binary_truth, scores)
-    return _to_json(
+    return json_ready(
         {
             "precision": precision,
             "recall": recall,
@@ -440,8 +430,7 @@ def f1_vs_threshold(probabilities, labels, class_names, n=101) -> dict | None:
     """
     if n < 2:
         raise ValueError(f"n must be at least 2 grid points, got {n}")
-    probs, labels, names = _validated(probabilities, labels, class_names)
-    binary_truth, scores = _binary_view(probs, labels, names)
+    binary_truth, scores = _validated_binary_view(probabilities, labels, class_names)
     if binary_truth is None:
         return None
     thresholds = np.linspace(0.0, 1.0, n)
@@ -449,7 +438,7 @@ def f1_vs_threshold(probabilities, labels, class_names, n=101) -> dict | None:
         [f1_score(binary_truth, (scores >= t).astype(int), zero_division=0) for t in thresholds]
     )
     best = _closest_to_half_among_best(thresholds, f1_values)
-    return _to_json(
+    return json_ready(
         {
             "thresholds": thresholds,
             "f1": f1_values,
@@ -470,8 +459,7 @@ def calibration(probabilities, labels, class_names, n_bins=10) -> dict | None:
     """Reliability curve of the binary view plus expected calibration error (ECE)."""
     if n_bins < 1:
         raise ValueError(f"n_bins must be at least 1, got {n_bins}")
-    probs, labels, names = _validated(probabilities, labels, class_names)
-    binary_truth, scores = _binary_view(probs, labels, names)
+    binary_truth, scores = _validated_binary_view(probabilities, labels, class_names)
     if binary_truth is None:
         return None
     prob_true, prob_pred = calibration_curve(
@@ -480,7 +468,7 @@ def calibration(probabilities, labels, class_names, n_bins=10) -> dict | None:
     counts = _calibration_bin_counts(scores, n_bins)
     # ECE: gap between confidence and observed frequency, weighted by each bin's share of samples.
     ece = np.sum(counts / counts.sum() * np.abs(prob_true - prob_pred))
-    return _to_json({"prob_true": prob_true, "prob_pred": prob_pred, "counts": counts, "ece": ece})
+    return json_ready({"prob_true": prob_true, "prob_pred": prob_pred, "counts": counts, "ece": ece})
 
 
 # ---------------------------------------------------------------- everything at once

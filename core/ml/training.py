@@ -12,6 +12,7 @@ import platform
 import threading
 import time
 import traceback
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -211,7 +212,7 @@ def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batc
     import keras
 
     class JobCallback(keras.callbacks.Callback):
-        """Per-batch progress and stop checks; per-epoch metrics file and best-model checkpoint."""
+        """Per-batch progress and stop checks; per-epoch metrics file and best model (model.keras)."""
 
         # Batch hooks only record numbers under a lock, so Keras may call them from its thread
         # pool: a synchronous batch hook would make every training step wait for the logs.
@@ -219,8 +220,8 @@ def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batc
 
         def __init__(self):
             super().__init__()
-            self.best_value, self.best_weights, self.best_epoch = None, None, None
-            if resumed:  # the best so far is in model.keras; its weights are loaded only if still best
+            self.best_value, self.best_epoch = None, None
+            if resumed:  # the best so far is in model.keras
                 self.best_value, self.best_epoch = resumed.get("best_value"), resumed.get("best_epoch")
             self.phase, self.fine_tune_start = "train", None
             self.cancelled = False
@@ -271,7 +272,6 @@ def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batc
             value = logs.get(monitor)
             if value is not None and self._improved(float(value)):
                 self.best_value, self.best_epoch = float(value), epoch + 1
-                self.best_weights = self.model.get_weights()
                 run.save_model(self.model)
             if not self.cancelled:
                 save_checkpoint(run, self.model, epoch + 1, {"best_value": self.best_value,
@@ -321,6 +321,18 @@ def restore_checkpoint(run: Run, model) -> dict:
     for variable, value in zip(optimizer.variables, values):
         variable.assign(value)
     return state
+
+
+def restore_best_model(run: Run, model) -> None:
+    """Load the best epoch's weights from model.keras, which the callback writes at each improvement.
+
+    The file, not a copy in memory, is the one record of the best epoch: it outlives a crash, a Stop
+    and a resume in another process. Its optimizer state may not fit a model recompiled for
+    fine-tuning; only the weights matter here, so Keras' warning that it skips them is muted.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(run.model_path)
 
 
 def truncate_history(run: Run, epochs: int) -> None:
@@ -493,10 +505,8 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
                   class_weight=class_weight, shuffle=False, verbose=0)
     epochs_run = len(run.history())
 
-    if config.restore_best and job_callback.best_weights is not None:
-        model.set_weights(job_callback.best_weights)
-    elif config.restore_best and resumed and job_callback.best_epoch and run.has_model():
-        model.load_weights(run.model_path)  # the best epoch came before the resume
+    if config.restore_best and job_callback.best_epoch and run.has_model():
+        restore_best_model(run, model)
     run.save_model(model)
     control.progress.update(phase="evaluating")
     summary = {"val": None, "test": None, "best_epoch": job_callback.best_epoch,

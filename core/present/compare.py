@@ -16,6 +16,22 @@ TABLE_COLUMNS = ("name", "state", "arch", "task", "image_size", "epochs", "epoch
 IGNORED_DIFF_KEYS = ("name",)
 METRIC_ROWS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "macro_ovr_auc", "average_precision",
                "log_loss", "brier")
+# How the runs tables (Runs & Compare, Home) show a column: (label, printf format or None, help or None).
+RUN_COLUMNS = {
+    "name": ("name", None, None),
+    "learning_rate": ("lr", "%.0e", None),
+    "best_val_loss": ("best val loss", "%.4f", None),
+    "val_accuracy": ("val acc", "%.3f", None),
+    "test_accuracy": ("test acc", "%.3f", None),
+    "test_macro_f1": ("test macro-F1", "%.3f", None),
+    "test_auc": ("test AUC", "%.3f", None),
+    "duration_s": ("duration (s)", "%.0f", None),
+    "peak_memory_mb": ("peak memory (MB)", "%.0f", "Peak resident memory of the run's training process"),
+    "images_per_sec": ("images/s", "%.0f", "Training speed (median of the epochs after the first)"),
+    "device": ("device", None, None),
+}
+CREATED_FORMAT = "%Y-%m-%d %H:%M"  # the 'created' column (UTC)
+MISSING = "—"  # an empty cell, in every table shown as text
 # Where a numeric axis puts runs that kept the architecture's default (below the 0-1 scale).
 DEFAULT_POSITION = -0.2
 
@@ -79,6 +95,21 @@ def filter_runs(table: pd.DataFrame, states=(), archs=(), text: str = "") -> pd.
     return table[keep]
 
 
+def runs_as_text(table: pd.DataFrame, columns) -> pd.DataFrame:
+    """`columns` of the runs table as text formatted as RUN_COLUMNS says, an empty cell as MISSING
+    (a numeric cell st.dataframe leaves empty reads 'None')."""
+    def cell(column, value):
+        if value is None or (not isinstance(value, str) and pd.isna(value)):
+            return MISSING
+        if column == "created":
+            return value.strftime(CREATED_FORMAT)
+        number_format = RUN_COLUMNS.get(column, (None, None, None))[1]
+        if number_format:
+            return number_format % value
+        return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+    return pd.DataFrame({column: [cell(column, v) for v in table[column]] for column in columns}, index=table.index)
+
+
 def table_csv(table: pd.DataFrame) -> bytes:
     return table.to_csv(index=False).encode()
 
@@ -136,6 +167,18 @@ def never_predicted_warnings(summaries: dict[str, dict], split: str = "test") ->
     """'b: viral never predicted (0 of 168 viral images)', one line per run and class."""
     return [f"{name}: {item['class']} never predicted (0 of {item['support']} {item['class']} images)"
             for name, summary in summaries.items() for item in never_predicted(summary, split)]
+
+
+def roc_curves(predictions: dict[str, dict | None]) -> dict[str, dict]:
+    """Label -> test ROC curve (disease vs normal) of the runs with test predictions whose classes have
+    that view."""
+    from core.ml.metrics import roc  # scikit-learn: not on Home's first paint
+    curves = {}
+    for label, found in predictions.items():
+        curve = roc(found["probabilities"], found["labels"], found["class_names"]) if found is not None else None
+        if curve:
+            curves[label] = curve
+    return curves
 
 
 def unique_names(names: list[str]) -> list[str]:
@@ -204,6 +247,21 @@ def _label(value) -> str:
 
 
 # ----------------------------------------------------------------------------- formatting
+
+def as_text(frame: pd.DataFrame, digits: int, whole_rows=(), whole_columns=()) -> pd.DataFrame:
+    """Numbers as fixed-precision text (whole numbers in `whole_rows` and `whole_columns`) and missing
+    values as MISSING (st.dataframe would print 'None' for a recall a run does not have, e.g. a binary
+    run next to a 3-class one)."""
+    def cell(value, whole):
+        if value is None or (isinstance(value, float) and pd.isna(value)):
+            return MISSING
+        if isinstance(value, (int, float)):
+            return f"{value:.0f}" if whole else f"{value:.{digits}f}"
+        return str(value)
+    return pd.DataFrame({column: [cell(v, row in whole_rows or column in whole_columns)
+                                  for row, v in frame[column].items()] for column in frame.columns},
+                        index=frame.index)
+
 
 def format_seconds(seconds: float | None) -> str:
     """'42 s', '3 min 5 s', '1 h 2 min'; '—' for None."""

@@ -1,5 +1,5 @@
 """What the dashboard's forms need, without Streamlit: dataset settings shared between pages,
-widget specs from architecture parameters, form values -> TrainConfig, and saved uploads.
+how a declared setting is drawn, form values -> TrainConfig, and saved uploads.
 
 No TensorFlow: the settings' declarations say how to draw them.
 """
@@ -49,24 +49,70 @@ def dataset_label(settings: dict) -> str:
     return (f"{source}{where} · {task} · {settings['image_size']} px {settings['color_mode']} · {split}")
 
 
-# ----------------------------------------------------------------------------- architecture params
+# ----------------------------------------------------------------------------- widgets of settings
 
-def param_widget(param) -> dict:
+def widget_spec(setting, choices=None) -> dict:
     """How to draw one declared setting (`core.settings.declare.Setting`): kind select | checkbox |
-    int | float | int_list."""
-    default = param.default
-    if param.choices:
-        return {"kind": "select", "options": list(param.choices)}
-    if isinstance(default, bool):
+    text (free text, or a list of whole numbers) | slider | number, with its options or range, step
+    and format.
+    `choices` narrows the setting's own choices (e.g. the tasks a source offers)."""
+    if choices is not None or setting.choices or setting.options:
+        return {"kind": "select", "options": list(choices or setting.choices or setting.options)}
+    if setting.kind is bool:
         return {"kind": "checkbox"}
-    if isinstance(default, list):
-        return {"kind": "int_list", "text": ", ".join(str(v) for v in default)}
-    if isinstance(default, int):
-        return {"kind": "int", "min": None if param.min is None else int(param.min),
-                "max": None if param.max is None else int(param.max), "step": 1}
-    span = (param.max or 1.0) - (param.min or 0.0)
-    return {"kind": "float", "min": param.min, "max": param.max,
-            "step": 0.05 if span <= 1 else 0.25, "format": "%.4g"}
+    if setting.kind in (str, list):
+        return {"kind": "text"}
+    whole = setting.kind is int
+    low = setting.min if setting.off is None or setting.min is None else min(setting.off, setting.min)
+    return {"kind": "slider" if setting.slider else "number",
+            "min": _bound(low, whole), "max": _bound(setting.max, whole),
+            "step": _step(setting, whole), "format": None if whole else (setting.format or "%.4g")}
+
+
+def _bound(bound, whole: bool):
+    if bound is None:
+        return None
+    return int(bound) if whole else float(bound)
+
+
+def _step(setting, whole: bool):
+    """The declared step; else 1 for whole numbers and a twentieth-ish of a small float range."""
+    if setting.step is not None:
+        return int(setting.step) if whole else float(setting.step)
+    if whole:
+        return 1
+    span = (setting.max if setting.max is not None else 1.0) - (setting.min or 0.0)
+    return 0.05 if span <= 1 else 0.25
+
+
+def to_widget(setting, value, choices=None):
+    """A setting's value as its widget holds it: a list as '256, 128' text, a number of the widget's
+    type, a number offered as a short list as the nearest option, a choice it does not offer as
+    its first."""
+    if value is None and setting.optional:
+        return None
+    spec = widget_spec(setting, choices)
+    if spec["kind"] == "select":
+        options = spec["options"]
+        if value in options:
+            return value
+        if isinstance(value, (int, float)) and all(isinstance(o, (int, float)) for o in options):
+            return min(options, key=lambda option: abs(option - value))
+        return options[0]
+    if spec["kind"] == "text":
+        return ", ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+    if spec["kind"] == "checkbox":
+        return bool(value)
+    return int(value) if setting.kind is int else float(value)
+
+
+def from_widget(setting, value):
+    """A widget's value as the setting's type ('256, 128' -> [256, 128]); a value the declaration
+    refuses is returned as it is, so validating the config names the setting and what it takes."""
+    try:
+        return setting.check(value)
+    except ValueError:
+        return value
 
 
 # ----------------------------------------------------------------------------- the config

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.ml import explain
 from core.ml import metrics as metrics_lib
 
 
@@ -30,11 +31,6 @@ def images_by_file(files: np.ndarray, images: np.ndarray, wanted: list[str]) -> 
     return {name: images[index[name]] for name in wanted if name in index}
 
 
-def displayable(image: np.ndarray) -> np.ndarray:
-    """(S, S, 1) grayscale -> (S, S) for st.image; RGB stays as it is."""
-    return image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
-
-
 @dataclass
 class ExplainedImage:
     """What the gallery shows for one image: an overlay (None: the plain image) and an optional caption."""
@@ -49,7 +45,6 @@ def explanation_overlay(run, file: str, image: np.ndarray) -> ExplainedImage:
     image: uint8 (S, S) or (S, S, C) model-input pixels. An empty Grad-CAM map falls back to
     Grad-CAM++ and says so in the note; a model without Grad-CAM gives no overlay and the reason.
     """
-    from core.ml import explain
     pixels = image[..., None] if image.ndim == 2 else image
     try:
         explainer = explain.explainer_for_run(run)

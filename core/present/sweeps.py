@@ -1,6 +1,7 @@
 """What the Sweeps page needs, without Streamlit: value lists typed by the user, the sweep spec,
-sweep results as DataFrames, the results chart (Altair) and what an import did (time estimates
-are in core.present.estimate).
+sweep results as DataFrames, the results chart (Altair), the state of a sweep's runs (progress,
+stopping them, picking some to compare) and imports (the form is core.present.sweep_plan; time
+estimates are core.present.estimate's).
 
 Plain Python, pandas and Altair on what `core.store.sweeps` and the run store return; no TensorFlow.
 """
@@ -12,13 +13,14 @@ import re
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import altair as alt
 import pandas as pd
 
 from core.settings.config import TrainConfig, setting_for
-from core.store.portable import export_sweep
-from core.store.runs import RunStore
+from core.store.portable import export_sweep, import_archive
+from core.store.runs import ACTIVE_STATES, RunStore
 from core.store.sweeps import RESULT_METRICS
 
 # Common ablations and the values people try first (the text stays editable on the page).
@@ -260,7 +262,95 @@ def _x_encoding(x: str, axis: dict, numeric: bool) -> alt.X:
     return alt.X(f"{x}:Q", title=axis["setting"], scale=scale, axis=alt.Axis(values=sorted(values)))
 
 
+# ----------------------------------------------------------------------------- the sweep's runs
+
+def sweep_caption(record: dict) -> str:
+    """'`sweep-1` · dropout (0.2, 0.4) × optimizer (adam, sgd) · 3 seed(s) per point'."""
+    axes = " × ".join(f"{a['setting']} ({', '.join(value_label(v) for v in a['values'])})" for a in record["axes"])
+    repeats = (f"{record['cv_folds']}-fold cross-validation" if record.get("cv_folds")
+               else f"{record.get('repeats', 1)} seed(s) per point")
+    return f"`{record['id']}` · {axes} · {repeats}"
+
+
+def run_state(store: RunStore, run_id: str) -> str:
+    """A run's state; 'deleted' when it is gone from the store."""
+    try:
+        return store.get(run_id).state()
+    except KeyError:
+        return "deleted"
+
+
+def run_states(store: RunStore, record: dict) -> list[str]:
+    return [run_state(store, entry["run_id"]) for entry in record["runs"]]
+
+
+def is_active(store: RunStore, record: dict) -> bool:
+    """Whether some run of the sweep is still queued or running."""
+    return any(state in ACTIVE_STATES for state in run_states(store, record))
+
+
+def launch_progress(record: dict, states: list[str]) -> tuple[float | None, str]:
+    """(share of runs ended, text) while runs are active; (None, the closing line) once all ended."""
+    active = sum(state in ACTIVE_STATES for state in states)
+    ended, name = len(states) - active, record.get("name") or record["id"]
+    if not active:
+        return None, f"Sweep {name} finished: {states.count('done')} of {len(states)} runs done. Results below."
+    return ended / max(1, len(states)), \
+        f"Sweep {name}: {ended} of {len(states)} runs ended, {active} queued or running"
+
+
+def stop_sweep(store: RunStore, record: dict, cancel: Callable[[str], bool]) -> list[str]:
+    """Stop the sweep's active runs with `cancel` (JobManager.cancel: a queued run is cancelled at once,
+    a running one stops after its current batch); the ids it stopped."""
+    active = [entry["run_id"] for entry in record["runs"] if run_state(store, entry["run_id"]) in ACTIVE_STATES]
+    return [run_id for run_id in active if cancel(run_id)]
+
+
+def member_table(store: RunStore, record: dict) -> pd.DataFrame:
+    """One row per run of the sweep: id, state ('deleted' when gone), its point, its seed or fold, test accuracy."""
+    rows = []
+    for entry in record["runs"]:
+        try:
+            described = store.get(entry["run_id"]).describe()
+        except KeyError:
+            described = {"state": "deleted"}
+        repeat = f"fold {entry['fold'] + 1}" if record.get("cv_folds") else f"seed {entry['seed']}"
+        rows.append({"run_id": entry["run_id"], "state": described.get("state"),
+                     "point": ", ".join(f"{k}={value_label(v)}" for k, v in entry["point"].items()),
+                     "repeat": repeat, "test_accuracy": described.get("test_accuracy")})
+    return pd.DataFrame(rows, columns=["run_id", "state", "point", "repeat", "test_accuracy"])
+
+
+def compare_labels(members: pd.DataFrame) -> dict[str, str]:
+    """Run id -> 'dropout=0.2 · seed 1' for the runs still in the store."""
+    present = members[members["state"] != "deleted"]
+    return dict(zip(present["run_id"], present["point"] + " · " + present["repeat"]))
+
+
+def compare_offer(members: pd.DataFrame, limit: int) -> list[str]:
+    """The first finished run of each point (one line per point), at most `limit`."""
+    done = members[members["state"] == "done"]
+    return done.drop_duplicates("point")["run_id"].tolist()[:limit]
+
+
+def compare_pick(current: list[str] | None, offered: list[str] | None, offer: list[str],
+                 available) -> tuple[list[str], list[str] | None]:
+    """(runs to pick, the offer standing now): the new offer while the user kept the last one (so it
+    grows as runs finish), else the user's own pick; runs deleted meanwhile are dropped."""
+    if current is None or current == offered:
+        current = offered = offer
+    return [run_id for run_id in current if run_id in available], offered
+
+
 # ----------------------------------------------------------------------------- import
+
+def import_zip_bytes(store: RunStore, content: bytes):
+    """Import an uploaded zip (runs or a whole sweep); raises ImportRefused or OSError."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "import.zip"
+        path.write_bytes(content)
+        return import_archive(store, path)
+
 
 def _runs(n: int) -> str:
     return f"{n} run{'s' if n != 1 else ''}"

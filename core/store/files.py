@@ -1,11 +1,14 @@
 """The one way files are written: to a unique temp file beside the target, then renamed over it, so
-a reader never sees half a file and two writers never share a temp file."""
+a reader never sees half a file and two writers never share a temp file. And the one way results
+become JSON: `json_ready`."""
 from __future__ import annotations
 
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 
 @contextmanager
@@ -22,3 +25,21 @@ def atomic_path(path: Path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def json_ready(value):
+    """`value` with numpy scalars and arrays, tuples and paths turned into JSON builtins, recursively;
+    NaN and infinity become None (JSON has no such numbers)."""
+    if isinstance(value, dict):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_ready(item) for item in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value

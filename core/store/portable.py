@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from core.store.files import atomic_path
-from core.store.runs import Run, RunStore, read_json, write_json
+from core.store.runs import RUN_ID, Run, RunStore, read_json, write_json
 
 FORMAT = "cxrlab-runs"
 RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "summary.json", "environment.json", "model.keras",
@@ -28,7 +28,6 @@ MAX_MEMBER_BYTES = 512 * 1024 * 1024
 MAX_TOTAL_BYTES = 2 * 1024 * 1024 * 1024
 MAX_RATIO = 200  # uncompressed / compressed: more than this looks like a zip bomb
 _EVENT_FILE = re.compile(r"^tensorboard/(train|validation)/events\.out\.tfevents\.[\w.-]+$")
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
 
 
 class ImportRefused(ValueError):
@@ -57,7 +56,7 @@ def _exportable_files(run: Run) -> list[Path]:
     files = [run.path / name for name in RUN_FILES if (run.path / name).exists()]
     if run.tensorboard_dir.exists():
         files += [p for p in sorted(run.tensorboard_dir.rglob("*"))
-                  if p.is_file() and _EVENT_FILE.match(p.relative_to(run.path).as_posix())]
+                  if p.is_file() and _EVENT_FILE.fullmatch(p.relative_to(run.path).as_posix())]
     return files
 
 
@@ -89,7 +88,7 @@ def check_archive(archive: zipfile.ZipFile) -> tuple[dict, dict[str, list[zipfil
         if name == "manifest.json":
             continue
         run_id, _, inner = name.partition("/")
-        if not _RUN_ID.match(run_id) or not (inner in RUN_FILES or _EVENT_FILE.match(inner)):
+        if not RUN_ID.fullmatch(run_id) or not (inner in RUN_FILES or _EVENT_FILE.fullmatch(inner)):
             raise ImportRefused(f"{name}: not a file a CXR Lab run contains")
         members.setdefault(run_id, []).append(info)
     manifest = _parse_manifest(archive.read("manifest.json"))
@@ -241,7 +240,7 @@ def _import_sweep(store: RunStore, sweep: dict, placed: dict[str, str]) -> tuple
     record already here, True); (None, False) for a record that is not a sweep record. A different
     sweep whose id clashes is kept under a new id."""
     from core.store.sweeps import sweeps_dir
-    if not isinstance(sweep, dict) or not _RUN_ID.match(str(sweep.get("id", ""))):
+    if not isinstance(sweep, dict) or not RUN_ID.fullmatch(str(sweep.get("id", ""))):
         return None, False
     sweep = {**sweep, "runs": [{**entry, "run_id": placed.get(entry.get("run_id"), entry.get("run_id"))}
                                for entry in sweep.get("runs", []) if isinstance(entry, dict)]}

@@ -29,12 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from core.data.datasets import PROJECT_ROOT
-from core.store.files import atomic_path
+from core.store.files import atomic_path, json_ready
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 ACTIVE_STATES = ("queued", "running")
 HOST = socket.gethostname()
-_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,120}$")
+# What a run (or sweep) id may be: a safe folder name (fullmatch: "$" would let a final newline in).
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}")
 
 
 def default_runs_dir() -> Path:
@@ -46,7 +47,7 @@ def default_runs_dir() -> Path:
 
 def write_json(path: Path, data) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=_json_default, allow_nan=False))
+        tmp.write_text(json.dumps(json_ready(data), indent=2))
 
 
 def write_text(path: Path, text: str) -> None:
@@ -59,16 +60,6 @@ def read_json(path: Path, default=None):
         return json.loads(Path(path).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return default
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -220,7 +211,7 @@ class Run:
     def append_metrics(self, row: dict) -> None:
         # Rewriting the whole (small) file keeps every write atomic.
         existing = self.metrics_path.read_text() if self.metrics_path.exists() else ""
-        write_text(self.metrics_path, existing + json.dumps(row, default=_json_default) + "\n")
+        write_text(self.metrics_path, existing + json.dumps(json_ready(row)) + "\n")
 
     def write_summary(self, summary: dict) -> None:
         write_json(self.summary_path, summary)
@@ -307,7 +298,7 @@ class RunStore:
         return run
 
     def get(self, run_id: str) -> Run:
-        if not _RUN_ID_RE.match(run_id or ""):
+        if not RUN_ID.fullmatch(run_id or ""):
             raise KeyError(f"invalid run id {run_id!r}")
         run = Run(self.root / run_id)
         if not run.config_path.exists():

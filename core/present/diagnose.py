@@ -1,0 +1,92 @@
+"""What the Diagnose page says and draws, without Streamlit: run labels, the threshold's origin, a
+diagnosis's headline, which heatmap to show, the probability chart and the results table.
+
+Plain Python, pandas and Altair on core.ml.diagnosis's Diagnosis (passed in, never imported here)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import altair as alt
+import pandas as pd
+
+from core.present.runs import run_name
+
+PREDICTED_COLOR, OTHER_COLOR = "#d62728", "#4c78a8"
+DISPLAY_MAX_SIDE = 1600  # overlays of huge uploads are drawn on a copy this large, for speed
+
+
+@dataclass
+class Controls:
+    """What the user chose above the uploads."""
+    threshold: float | None
+    method: str
+    opacity: float
+    class_name: str | None  # None: explain the predicted class
+    feature_layer: str | None = None  # None: Grad-CAM's automatic choice
+
+
+def tasks_of(runs) -> list[str]:
+    return sorted({run.config().get("task", "binary") for run in runs})
+
+
+def default_task(tasks: list[str]) -> str:
+    return "binary" if "binary" in tasks else tasks[0]
+
+
+def runs_of_task(runs, task: str) -> list:
+    return [run for run in runs if run.config().get("task", "binary") == task]
+
+
+def display_copy(image):
+    """A copy of the upload at most DISPLAY_MAX_SIDE on a side, to draw and overlay."""
+    shown = image.copy()
+    shown.thumbnail((DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE))
+    return shown
+
+
+def run_label(run, state_note: str, best: bool) -> str:
+    """'name · arch · 128 px · <state note> · best' for the run picker."""
+    config = run.config()
+    return " · ".join([run_name(run), str(config.get("arch")), f"{config.get('image_size')} px",
+                       *([state_note] if state_note else []), *(["best"] if best else [])])
+
+
+def threshold_origin(saved: float | None) -> str:
+    return (f"The run's best-F1 threshold on validation is {saved:.2f}." if saved is not None
+            else "The run saved no threshold, so it starts at 0.5.")
+
+
+def headline(result, threshold: float | None) -> str:
+    """'**x.png**: predicted **PNEUMONIA** (disease score 0.912 vs threshold 0.50)'."""
+    detail = ""
+    if result.score is not None:
+        versus = "" if threshold is None else f" vs threshold {threshold:.2f}"
+        detail = f" (disease score {result.score:.3f}{versus})"
+    return f"**{result.file}**: predicted **{result.predicted}**{detail}"
+
+
+def shown_method(chosen: str, digest: str, replaced: set) -> tuple[str, bool]:
+    """(method to draw, whether Grad-CAM++ stands in for an empty Grad-CAM the user replaced)."""
+    switched = chosen == "gradcam" and digest in replaced
+    return ("gradcam++" if switched else chosen), switched
+
+
+def heatmap_caption(method_title: str, target: str, switched: bool) -> str:
+    return f"{method_title} for {target}" + (" (Grad-CAM was empty for this image)" if switched else "")
+
+
+def probability_chart(result) -> alt.Chart:
+    """Bars of every class's probability, the predicted class in red."""
+    frame = pd.DataFrame({"label": list(result.probabilities), "probability": list(result.probabilities.values())})
+    return alt.Chart(frame, title=f"Class probabilities: {result.file}", height=220).mark_bar().encode(
+        x=alt.X("label:N", title="Class", sort=None, axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("probability:Q", title="Probability", scale=alt.Scale(domain=[0, 1])),
+        color=alt.condition(alt.datum.label == result.predicted, alt.value(PREDICTED_COLOR), alt.value(OTHER_COLOR)),
+        tooltip=[alt.Tooltip("label:N", title="class"), alt.Tooltip("probability:Q", format=".3f")],
+    )
+
+
+def results_frame(results: list, thumbnail: Callable) -> pd.DataFrame:
+    """One row per file: a thumbnail (a data URL, none for a refused file) and Diagnosis.row()."""
+    return pd.DataFrame([{"thumbnail": thumbnail(r.image) if r.ok else None, **r.row()} for r in results])

@@ -1,0 +1,84 @@
+"""What the pages say about runs, without Streamlit: names, the queue, why a run failed, resuming
+several runs, and which runs to compare."""
+from __future__ import annotations
+
+from typing import Callable
+
+import pandas as pd
+
+from core.store.runs import ACTIVE_STATES, Run, RunStore
+
+MAX_COMPARE = 6
+STOPPED_STATES = ("failed", "interrupted")
+
+
+def run_name(run: Run) -> str:
+    return run.config().get("name") or run.id
+
+
+def active_runs(store: RunStore) -> list[Run]:
+    """Queued and running runs of the store, oldest first (the order they will run in)."""
+    return sorted((r for r in store.list() if r.state() in ACTIVE_STATES),
+                  key=lambda r: r.status().get("created") or 0)
+
+
+def failure(label: str, status: dict) -> str | None:
+    """'**name** failed: why' for a failed or interrupted run; None for any other state."""
+    if status.get("state") not in STOPPED_STATES:
+        return None
+    return f"**{label}** {status['state']}: {status.get('error') or 'no reason recorded'}"
+
+
+def resume_runs(run_ids: list[str], resume: Callable[[str], None]) -> tuple[list[str], list[str]]:
+    """Queue runs again with `resume` (JobManager.resume) to go on from their last completed epoch:
+    (resumed ids, one problem per run that could not be resumed)."""
+    resumed, problems = [], []
+    for run_id in run_ids:
+        try:
+            resume(run_id)
+            resumed.append(run_id)
+        except (KeyError, ValueError) as exc:  # deleted, or resumed elsewhere meanwhile
+            problems.append(str(exc))
+    return resumed, problems
+
+
+def resume_report(resumed: list[str], problems: list[str]) -> dict:
+    """{'failed': bool, 'text': what to tell} after resuming."""
+    text = f"Queued {len(resumed)} run(s) to resume: follow them on the Train page." if resumed else ""
+    return {"failed": bool(problems), "text": " ".join([text, *problems]).strip()}
+
+
+def compare_choice(current: list[str] | None, selected: list[str], last_selection: list[str] | None,
+                   table: pd.DataFrame, limit: int = MAX_COMPARE) -> list[str]:
+    """The runs to compare: a new table selection when there is one, else the current choice (at
+    first the two latest finished runs); runs no longer in the table are dropped."""
+    known = set(table["run_id"])
+    if selected and selected != last_selection:
+        current = [r for r in selected if r in known][:limit]
+    if current is None:
+        current = table[table["state"] == "done"]["run_id"].tolist()[:2]
+    return [r for r in current if r in known]
+
+
+def common_split_key(runs: list[Run], reference: Run) -> tuple:
+    """What a common-split score depends on: the runs, their model files' times and the reference."""
+    def model_time(run: Run) -> float:
+        return run.model_path.stat().st_mtime if run.has_model() else 0.0
+    return tuple(sorted((run.id, model_time(run)) for run in runs)), reference.id
+
+
+def queue_entry(run: Run, progress: dict, stopping: bool) -> tuple[str, float | None]:
+    """Home's line for an active run: ('**name** — running, epoch 2 of 4', share done) while it trains
+    epochs, else ('**name** — queued (to resume from epoch 1)', None). `progress`: JobManager.progress."""
+    state = progress.get("state") or run.state()
+    if stopping:
+        detail = " (stopping after the current batch)"
+    elif state == "queued" and run.status().get("resume"):
+        detail = f" (to resume from epoch {run.checkpoint_epoch()})"
+    else:
+        detail = ""
+    label = f"**{run_name(run)}** — {state}{detail}"
+    epoch, epochs = progress.get("epoch") or 0, progress.get("epochs") or 0
+    if state == "running" and epochs:
+        return f"{label}, epoch {epoch + 1} of {epochs}", min(1.0, (epoch + 1) / epochs)
+    return label, None

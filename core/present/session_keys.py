@@ -1,0 +1,27 @@
+"""Which session-state keys of the dashboard are kept across page changes, and which are also saved
+to disk (core.store.ui_state) to come back after a browser reload. Plain Python: pages/common.py
+applies it to st.session_state."""
+from __future__ import annotations
+
+DATASET_SETTINGS_KEY = "dataset_settings"
+WIDGET_PREFIXES = ("ds_", "train_", "sweep_", "runs_", "eval_", "diag_")
+# Widgets whose value cannot be set through session state: buttons (download buttons too), table
+# selections; uploaders are recognised by "_upload" in their key.
+UNSETTABLE_SUFFIXES = ("_button", "_table")
+# Forms whose settings are saved to disk and come back after a browser reload; choices of a run or
+# sweep and internal flags are not worth keeping.
+SAVED_PREFIXES = ("ds_", "train_", "sweep_")
+NOT_SAVED = ("train_from_run", "train_queue_was_active", "sweep_base_run", "sweep_view_id", "sweep_launched_id")
+
+
+def is_kept(key) -> bool:
+    """Our widgets whose value survives page changes; buttons, uploads and table selections cannot be
+    set through session state, so their keys end in one of UNSETTABLE_SUFFIXES or contain '_upload'."""
+    return (isinstance(key, str) and key.startswith(WIDGET_PREFIXES)
+            and not key.endswith(UNSETTABLE_SUFFIXES) and "_upload" not in key)
+
+
+def is_saved(key) -> bool:
+    """Settings that also survive a browser reload: the Dataset, Train and Sweeps forms."""
+    return key == DATASET_SETTINGS_KEY or (is_kept(key) and key.startswith(SAVED_PREFIXES)
+                                          and key not in NOT_SAVED)

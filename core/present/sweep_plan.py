@@ -1,0 +1,137 @@
+"""The Sweeps page's form without Streamlit: where the base settings come from, the base JSON and the
+swept values read with one message per problem, every run's config, and the preview's numbers and text.
+
+Plain Python on core.settings and core.store.sweeps; the time estimate is core.present.estimate's.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+from core.present import compare, estimate, forms
+from core.present.sweeps import (
+    base_from_run,
+    base_with_dataset,
+    coerce_values,
+    parse_values,
+    sweep_spec,
+)
+from core.settings.config import TrainConfig
+from core.settings.recipes import recipe
+from core.store.sweeps import Sweep, SweepAxis
+
+BASE_SOURCES = {"train": "The Train page's current settings", "recipe": "The recommended recipe",
+                "defaults": "Default settings", "run": "An existing run's settings"}
+REPEAT_MODES = {"seeds": "Seeds (same split, different initialisation)",
+                "cv": "k-fold cross-validation (grouped by patient)"}
+DEFAULT_AXES = {1: "dropout", 2: "arch_params.activation"}
+
+
+# ----------------------------------------------------------------------------- the base config
+
+def base_sources(has_train_config: bool, has_runs: bool) -> list[str]:
+    """The starting points on offer: the Train form only once it published a config, a run only if any."""
+    return (["train"] if has_train_config else []) + ["recipe", "defaults"] + (["run"] if has_runs else [])
+
+
+def starting_base(source: str, train_config=None, dataset_settings: dict | None = None,
+                  run_config: dict | None = None) -> dict:
+    """The base config for a source: the Train form's config, a run's own config, or the recipe or the
+    defaults on the dataset chosen on the Dataset page (when one was chosen)."""
+    if source == "train":
+        return base_from_run(train_config.to_dict() if hasattr(train_config, "to_dict") else train_config)
+    if source == "run":
+        return base_from_run(run_config)
+    task = (dataset_settings or {}).get("task", "binary")
+    start = recipe(task) if source == "recipe" else TrainConfig()
+    return base_with_dataset(start, dataset_settings) if dataset_settings else start.to_dict()
+
+
+def parse_base(text: str) -> dict:
+    """The edited base JSON as a config dict; ValueError with the message to show when it is unusable."""
+    try:
+        base = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"The base settings are not valid JSON: {exc.msg} "
+                         f"(line {exc.lineno}, column {exc.colno}).") from None
+    if not isinstance(base, dict):
+        raise ValueError("The base settings are not valid: the base settings must be a JSON object ({...})")
+    try:
+        TrainConfig.from_dict(base)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"The base settings are not valid: {exc}") from None
+    return base
+
+
+def base_summary(base: dict) -> str:
+    """'**Base:** seed_cnn · 10 epochs · batch 32 · adam lr 0.001 · <dataset>' for a caption."""
+    config = TrainConfig.from_dict(base)
+    return (f"**Base:** {config.arch} · {config.epochs} epochs · batch {config.batch_size} · "
+            f"{config.optimizer} lr {config.learning_rate:g} · "
+            f"{forms.dataset_label(forms.dataset_settings_from_config(base))}")
+
+
+# ----------------------------------------------------------------------------- axes and runs
+
+def parse_axes(raw: list[tuple[str, str]], base: dict) -> tuple[list[tuple[str, list]], list[str]]:
+    """(setting, typed values) per swept setting from (setting, values text), and one message per problem."""
+    axes, problems = [], []
+    for index, (setting, text) in enumerate(raw, 1):
+        try:
+            if not setting:
+                raise ValueError("name the setting to vary")
+            axes.append((setting, coerce_values(base, setting, parse_values(text))))
+        except ValueError as exc:
+            problems.append(f"Setting {index} ({setting or '?'}): {exc}")
+    if not problems and len(axes) == 2 and axes[0][0] == axes[1][0]:
+        problems.append("The two swept settings must differ.")
+    return axes, problems
+
+
+def planned_configs(base: dict, axes: list[tuple[str, list]], mode: str, count: int) -> list[dict]:
+    """Every run's config (cheap: no model is built); TypeError or ValueError when a point is invalid."""
+    spec = sweep_spec("", base, axes, mode, count)
+    sweep = Sweep(TrainConfig.from_dict(base), [SweepAxis(s, v) for s, v in axes],
+                  repeats=spec["repeats"], cv_folds=spec["cv_folds"])
+    return [config.to_dict() for config in sweep.configs()]
+
+
+def model_cost_args(config: dict) -> tuple:
+    """(arch, image size, channels, classes, params JSON) to size a config's model by; the class count
+    is a guess (2, or 3 for subtypes) because the last layer barely changes the cost."""
+    channels = 1 if config.get("color_mode", "grayscale") == "grayscale" else 3
+    classes = 3 if config.get("task") == "subtype" else 2
+    return (config["arch"], int(config["image_size"]), channels, classes,
+            json.dumps(config.get("arch_params") or {}, sort_keys=True))
+
+
+# ----------------------------------------------------------------------------- the preview
+
+@dataclass
+class Preview:
+    points: int
+    runs: int
+    runs_help: str     # '4 points × 3 seeds'
+    time: str          # the 'Estimated time' metric
+    time_note: str     # the caption under it
+
+
+def preview(configs: list[dict], mode: str, count: int, past: list[estimate.PastRun],
+            macs_of: Callable[[dict], float | None] | None = None) -> Preview:
+    """What launching would do: points, runs and their time, one run after another (estimate_sweep)."""
+    points = len(configs) // count
+    guess = estimate.estimate_sweep(configs, past, macs_of=macs_of)
+    help_text = f"{points} points × {count} {'seeds' if mode == 'seeds' else 'folds'}"
+    if guess.total_seconds is None:
+        return Preview(points, len(configs), help_text, "after the first epoch",
+                       "Time: no finished run on this machine to learn from yet; the first run's live view "
+                       "(Train page) shows the time left after its first epoch.")
+    total = compare.format_seconds(guess.total_seconds)
+    return Preview(points, len(configs), help_text, ("≈ " if guess.rough else "") + total,
+                   f"About {total} for {len(configs)} runs, one after another, "
+                   f"{estimate.basis_text(guess.runs)} (less if early stopping ends runs sooner).")
+
+
+def queue_note(queued: int) -> str | None:
+    return f"{queued} run(s) already in the queue go first." if queued else None

@@ -1,0 +1,159 @@
+"""What the Train page says and how its form maps to a config, without Streamlit: widget keys,
+a saved config -> the form's widget values, the live view's headline, progress and captions.
+
+The form's widgets are keyed by the setting they draw: "train_" + a TrainConfig field,
+"train_aug_" + an augmentation setting, "train_p_<arch>_<param>" for an architecture parameter.
+"""
+from __future__ import annotations
+
+from core.present import compare, estimate, forms
+from core.settings.architectures import ARCHITECTURES, default_params
+from core.settings.config import AUGMENTATION_SETTINGS, SETTINGS
+
+PREFIX = "train_"
+AUGMENTATION_PREFIX = "train_aug_"
+# Progress phases of a running run, as the headline says them.
+PHASE_TEXT = {"loading data": "loading the images", "training": "training",
+              "evaluating": "evaluating on the test split"}
+
+
+def param_prefix(arch: str) -> str:
+    """The key prefix of an architecture's parameters (each architecture keeps its own values)."""
+    return f"train_p_{arch}_"
+
+
+# ----------------------------------------------------------------------------- form <-> config
+
+def arch_param_values(config: dict) -> dict:
+    """Every parameter of the config's architecture: its defaults, overlaid with the saved
+    arch_params and, for the dropout, with the config's own dropout when it sets one."""
+    values = {**default_params(config["arch"]), **(config.get("arch_params") or {})}
+    if "dropout" in values and config.get("dropout") is not None:
+        values["dropout"] = config["dropout"]
+    return values
+
+
+def split_dropout(params: dict) -> tuple[dict, float | None]:
+    """(the other parameters, the dropout): the dropout is a TrainConfig setting of its own, so runs
+    tables can compare it across architectures. Every other parameter is saved, defaults too."""
+    params = dict(params)
+    return params, params.pop("dropout", None)
+
+
+def form_state(config: dict, fields) -> dict:
+    """widget key -> value that shows the saved `config` in the form: the TrainConfig `fields` it
+    sets, every augmentation setting (missing ones at their defaults) and the architecture's params."""
+    state = {PREFIX + name: forms.to_widget(SETTINGS[name], config[name]) for name in fields if name in config}
+    augmentation = config.get("augmentation") or {}
+    for name, spec in AUGMENTATION_SETTINGS.items():
+        state[AUGMENTATION_PREFIX + name] = forms.to_widget(spec, augmentation.get(name, spec.default))
+    params = {p.name: p for p in ARCHITECTURES[config["arch"]].params}
+    for name, value in arch_param_values(config).items():
+        state[param_prefix(config["arch"]) + name] = forms.to_widget(params[name], value)
+    return state
+
+
+# ----------------------------------------------------------------------------- before launch
+
+def epoch_time(guess) -> str:
+    """The 'Time per epoch' metric: '≈ 12 s' for a rough guess, 'after epoch 1' when unknown."""
+    if guess.seconds is None:
+        return "after epoch 1"
+    return ("≈ " if guess.rough else "") + compare.format_seconds(guess.epoch_seconds)
+
+
+def time_caption(guess, epochs: int, train_images: int) -> str:
+    if guess.seconds is None:
+        return ("Time: known after the first epoch (the live view below shows the time left); "
+                "later estimates learn from the runs that finish on this machine.")
+    label = f"{epochs} epoch{'s' if epochs != 1 else ''}"
+    return (f"About {compare.format_seconds(guess.seconds)} for {label} on {train_images:,} training images, "
+            f"including about {compare.format_seconds(guess.overhead_seconds)} of loading, model building "
+            f"and final evaluation (less with early stopping); {estimate.basis_text([guess])}.")
+
+
+# ----------------------------------------------------------------------------- live view
+
+def headline(name: str, run_id: str, state: str, phase: str | None, resumed_at: list | None) -> str:
+    """'name · id · state: running (training)'; a phase is added only while the run is running."""
+    detail = f" ({PHASE_TEXT[phase]})" if state == "running" and phase in PHASE_TEXT else ""
+    if resumed_at and state in ("queued", "running"):
+        detail += f" · resumed at epoch {resumed_at[-1]}"
+    return f"**{name}** · `{run_id}` · state: **{state}**{detail}"
+
+
+def progress_bars(progress: dict) -> list[tuple[float, str]]:
+    """(fraction, text) of each progress bar: images loaded, epochs done, batches of this epoch."""
+    bars = []
+    if progress.get("phase") == "loading data" and progress.get("load_total"):
+        bars.append((progress["load_done"] / progress["load_total"],
+                     f"Loading images {progress['load_done']:,} / {progress['load_total']:,}"))
+    epochs, epoch = progress.get("epochs") or 0, progress.get("epoch") or 0
+    if epochs:
+        done = len(progress.get("history") or [])
+        bars.append((min(1.0, done / epochs), f"Epoch {min(epoch + 1, epochs)} of {epochs}"))
+    batches, batch = progress.get("batches") or 0, progress.get("batch") or 0
+    if batches:
+        bars.append((min(1.0, batch / batches), f"Batch {batch} of {batches}"))
+    return bars
+
+
+def progress_metrics(progress: dict) -> list[tuple[str, str]]:
+    """(label, value) of the live metrics; '—' until the training process reports one."""
+    speed, lr, loss = progress.get("images_per_sec"), progress.get("learning_rate"), progress.get("batch_loss")
+    return [("Images / s", f"{speed:,.0f}" if speed else "—"),
+            ("Time left", compare.format_seconds(progress.get("eta_s"))),
+            ("Learning rate", f"{lr:.2e}" if lr else "—"),
+            ("Batch loss", f"{loss:.4f}" if loss is not None else "—")]
+
+
+def score_metrics(summary: dict) -> list[tuple[str, object]]:
+    """(label, value) of a finished run's test scores and best epoch."""
+    test = summary["test"]
+    return [("Test accuracy", f"{test['accuracy']:.3f}"), ("Test macro-F1", f"{test['macro_f1']:.3f}"),
+            ("Test AUC", f"{test['auc']:.3f}" if test.get("auc") is not None else "—"),
+            ("Best epoch", summary.get("best_epoch") or "—")]
+
+
+def result_caption(resources: dict, resumed_at: list) -> str:
+    """'Peak memory 812 MB · 1,234 images/s · wall time 1 min 3 s · CPU (2 cores) · resumed at epoch 2'."""
+    parts = []
+    if resources.get("peak_memory_mb"):
+        parts.append(f"peak memory {resources['peak_memory_mb']:,.0f} MB")
+    if resources.get("peak_gpu_memory_mb"):
+        parts.append(f"peak GPU memory {resources['peak_gpu_memory_mb']:,.0f} MB")
+    if resources.get("images_per_sec"):
+        parts.append(f"{resources['images_per_sec']:,.0f} images/s")
+    if resources.get("wall_s"):
+        parts.append(f"wall time {compare.format_seconds(resources['wall_s'])}")
+    if resources.get("device"):
+        parts.append(str(resources["device"]))
+    if resumed_at:
+        epochs = ", ".join(str(e) for e in resumed_at)
+        parts.append(f"resumed at epoch{'s' if len(resumed_at) > 1 else ''} {epochs}")
+    text = " · ".join(parts)
+    return text[:1].upper() + text[1:]
+
+
+def stopped_text(summary: dict, has_model: bool) -> str:
+    """What a stopped run kept."""
+    if summary.get("best_epoch") and has_model:
+        return (f"Stopped. Kept: the best epoch ({summary['best_epoch']} of {summary.get('epochs_run', '?')} run), "
+                "saved and evaluated on the test split below.")
+    if has_model:
+        return "Stopped. The model as it was is saved and evaluated below."
+    return "Stopped before the first epoch ended: nothing was trained, so no model was kept."
+
+
+def interrupted_text(names: list[str]) -> str:
+    """The notice over runs cut off when the dashboard or worker training them stopped."""
+    shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+    return (f"{len(names)} run(s) stopped when the dashboard or worker training them stopped: {shown}. "
+            "Each can go on from its last completed epoch.")
+
+
+def queue_state_text(state: str, resume: bool, checkpoint_epoch: int | None) -> str:
+    """'running', 'queued' or 'queued to resume from epoch 3'."""
+    if state == "queued" and resume:
+        return f"queued to resume from epoch {checkpoint_epoch}"
+    return state
