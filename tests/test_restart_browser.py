@@ -68,7 +68,7 @@ def test_a_killed_dashboard_loses_nothing(tmp_path, browser):
            "CXR_DATA_ROOT": str(tmp_path)}  # and the session's dataset cache, from os.environ
     with serve_dashboard_process(tmp_path / "first.log", env) as (url, server):
         page = open_train_page(browser, url)  # the dashboard's workers start with its first page
-        long_run = store.get(submit(store, folder, "long", epochs=200))
+        long_run = store.get(submit(store, folder, "long", epochs=500))  # the most allowed: it must outlast the restart
         wait_for(lambda: long_run.checkpoint_epoch() >= 2, 180, "the long run to checkpoint two epochs")
         queued = [submit(store, folder, f"q{i}", epochs=1) for i in range(QUEUED)]
         page.get_by_text(re.compile(r"q9 — queued")).wait_for()
@@ -85,11 +85,13 @@ def test_a_killed_dashboard_loses_nothing(tmp_path, browser):
         page.get_by_role("button", name=re.compile("Resume 1 interrupted run")).click()
         settle(page)
         wait_for(lambda: long_run.state() in ("running", "done"), 60, "the resumed run to start")
-        page.get_by_text(re.compile(r"state: running.*resumed at epoch \d+")).first.wait_for()
+        # the headline while it trains, or the result caption if it finished first (tiny epochs, busy CPU)
+        page.get_by_text(re.compile(r"(state: running.*)?resumed at epoch \d+", re.IGNORECASE)).first.wait_for()
         snap(page, "21_resumed_after_restart")
         assert not page.locator('[data-testid="stException"]').all_inner_texts()
-        page.get_by_role("button", name=re.compile("Stop this run")).click()  # 200 epochs: no need to finish
-        wait_for(lambda: long_run.state() == "cancelled", 120, "the resumed run to stop")
+        if long_run.state() == "running":  # no need to train all 500 epochs
+            page.get_by_role("button", name=re.compile("Stop this run")).click()
+        wait_for(lambda: long_run.state() in ("cancelled", "done"), 120, "the resumed run to end")
     history = [row["epoch"] for row in long_run.history()]
     assert history == list(range(1, len(history) + 1)) and long_run.status()["resumed_at_epochs"]
     assert all(len(store.get(r).history()) == 1 for r in queued)
