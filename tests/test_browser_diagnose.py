@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.browser_support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     STEP_TIMEOUT_MS,
     VIEWPORT,
     go_to,
+    launch_chromium,
     requires_chromium,
     serve_dashboard,
     settle,
@@ -80,7 +79,7 @@ def assert_no_exception_and_only_expected_errors(page, allowed: tuple[str, ...] 
 
 
 def test_diagnose_through_the_sidebar_upload_photo_and_run_switch(dashboard, trained_runs, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from tests.test_cli import building_photo
     xray = xray_file(tmp_path, trained_runs)
@@ -88,48 +87,44 @@ def test_diagnose_through_the_sidebar_upload_photo_and_run_switch(dashboard, tra
     notes.write_text("This is a text file, not a picture.\n")
     photo = tmp_path / "building.jpg"
     building_photo().save(photo, quality=92)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport=VIEWPORT)
-            page.set_default_timeout(STEP_TIMEOUT_MS)
-            page.goto(dashboard, timeout=STEP_TIMEOUT_MS)
-            page.get_by_role("heading", name=re.compile("CXR Lab")).first.wait_for()
-            go_to(page, "Diagnose", "Diagnose")
-            expect(page.get_by_text("not for clinical use").first).to_be_visible()
-            expect(page.get_by_role("combobox", name=RUN_BOX)).to_have_value(re.compile("seed_cnn"))
+    with launch_chromium() as browser:
+        page = browser.new_page(viewport=VIEWPORT)
+        page.set_default_timeout(STEP_TIMEOUT_MS)
+        page.goto(dashboard, timeout=STEP_TIMEOUT_MS)
+        page.get_by_role("heading", name=re.compile("CXR Lab")).first.wait_for()
+        go_to(page, "Diagnose", "Diagnose")
+        expect(page.get_by_text("not for clinical use").first).to_be_visible()
+        expect(page.get_by_role("combobox", name=RUN_BOX)).to_have_value(re.compile("seed_cnn"))
 
-            page.locator("input[type=file]").set_input_files([str(xray), str(notes)])
-            expect(page.get_by_text(f"{xray.name}: predicted").first).to_be_visible()
-            settle(page)
-            expect(page.get_by_text("notes.jpg: cannot be diagnosed").first).to_be_visible()
-            expect(page.get_by_text("Grad-CAM for").first).to_be_visible()
-            expect(page.get_by_text("Research tool, not for clinical use").first).to_be_visible()
-            assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 1  # the probabilities
-            assert page.locator('[data-testid="stImage"] img').count() >= 2  # the original and the overlay
-            assert_no_exception_and_only_expected_errors(page, allowed=("notes.jpg",))
-            snap(page, "diagnose_xray")
+        page.locator("input[type=file]").set_input_files([str(xray), str(notes)])
+        expect(page.get_by_text(f"{xray.name}: predicted").first).to_be_visible()
+        settle(page)
+        expect(page.get_by_text("notes.jpg: cannot be diagnosed").first).to_be_visible()
+        expect(page.get_by_text("Grad-CAM for").first).to_be_visible()
+        expect(page.get_by_text("Research tool, not for clinical use").first).to_be_visible()
+        assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 1  # the probabilities
+        assert page.locator('[data-testid="stImage"] img').count() >= 2  # the original and the overlay
+        assert_no_exception_and_only_expected_errors(page, allowed=("notes.jpg",))
+        snap(page, "diagnose_xray")
 
-            page.locator("input[type=file]").set_input_files([str(photo)])  # added to the files already there
-            warning = page.locator('[data-testid="stAlert"]').filter(has_text="looks unlike the training X-rays")
-            expect(warning.first).to_be_visible()
-            expect(warning.filter(has_text="it is in colour").first).to_be_visible()
-            settle(page)
-            assert_no_exception_and_only_expected_errors(page, allowed=("notes.jpg",))
-            snap(page, "diagnose_photo_warning")
+        page.locator("input[type=file]").set_input_files([str(photo)])  # added to the files already there
+        warning = page.locator('[data-testid="stAlert"]').filter(has_text="looks unlike the training X-rays")
+        expect(warning.first).to_be_visible()
+        expect(warning.filter(has_text="it is in colour").first).to_be_visible()
+        settle(page)
+        assert_no_exception_and_only_expected_errors(page, allowed=("notes.jpg",))
+        snap(page, "diagnose_photo_warning")
 
-            box = page.get_by_role("combobox", name=RUN_BOX)
-            box.click()
-            page.get_by_role("option").filter(has_text="· mlp ·").first.click()
-            settle(page)
-            expect(box).to_have_value(re.compile("mlp"))
-            expect(page.get_by_text(f"{xray.name}: predicted").first).to_be_visible()  # the files stayed
-            expect(page.get_by_text("building.jpg: predicted").first).to_be_visible()
-            expect(page.get_by_text("Vanilla saliency for").first).to_be_visible()
-            # the method box shows what is drawn (the mlp has no Grad-CAM), not the stale choice
-            expect(page.get_by_role("combobox", name="Heatmap method")).to_have_value("Vanilla saliency")
-            expect(page.get_by_text("notes.jpg: cannot be diagnosed").first).to_be_visible()
-            assert_no_exception_and_only_expected_errors(page, allowed=("notes.jpg",))
-            snap(page, "diagnose_run_switched")
-        finally:
-            browser.close()
+        box = page.get_by_role("combobox", name=RUN_BOX)
+        box.click()
+        page.get_by_role("option").filter(has_text="· mlp ·").first.click()
+        settle(page)
+        expect(box).to_have_value(re.compile("mlp"))
+        expect(page.get_by_text(f"{xray.name}: predicted").first).to_be_visible()  # the files stayed
+        expect(page.get_by_text("building.jpg: predicted").first).to_be_visible()
+        expect(page.get_by_text("Vanilla saliency for").first).to_be_visible()
+        # the method box shows what is drawn (the mlp has no Grad-CAM), not the stale choice
+        expect(page.get_by_role("combobox", name="Heatmap method")).to_have_value("Vanilla saliency")
+        expect(page.get_by_text("notes.jpg: cannot be diagnosed").first).to_be_visible()
+        assert_no_exception_and_only_expected_errors(page, allowed=("notes.jpg",))
+        snap(page, "diagnose_run_switched")

@@ -12,11 +12,10 @@ import pytest
 from core.ml.training import TrainConfig, execute_run
 from core.store.runs import RunStore
 from tests.browser_support import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     STEP_TIMEOUT_MS,
     VIEWPORT,
     go_to,
+    launch_chromium,
     requires_chromium,
     screenshot_dir,
     serve_dashboard,
@@ -57,9 +56,7 @@ def served(tmp_path):
 
 
 def test_compare_and_evaluate_runs_with_different_test_sets_in_a_browser(served):
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with launch_chromium() as browser:
         page = browser.new_page(viewport=VIEWPORT)
         page.set_default_timeout(STEP_TIMEOUT_MS)
         try:
@@ -68,8 +65,6 @@ def test_compare_and_evaluate_runs_with_different_test_sets_in_a_browser(served)
             page.screenshot(path=str(screenshot_dir() / "compare_failure.png"), full_page=True)
             print(served["log"].read_text()[-3000:])
             raise
-        finally:
-            browser.close()
 
 
 def assert_no_error(page) -> None:
