@@ -111,10 +111,20 @@ class TrainConfig:
                                  choices=("none", "balanced"))
     augmentation: Augmentation = field(default_factory=Augmentation)
     sweep_id: str = setting("", "Set on the runs of a sweep.")
+    halving_rate: int = setting(0, "Successive halving, for the runs of a sweep: at each rung (the minimum "
+                                   "epochs times a power of this rate) a run goes on only if it is among the "
+                                   "best 1/rate of the sweep's runs that reached that rung; 0 = off.",
+                                label="Successive halving rate (0 = off)", min=2, max=8, off=0)
+    halving_min_epochs: int = setting(1, "Successive halving: epochs every run trains before its first rung.",
+                                      label="Epochs before the first rung", min=1, max=100)
     # resources (do not change results)
     memory_cap_mb: int = setting(0, "The run is stopped cleanly if its training process uses more; "
                                     "0: $CXR_MEMORY_CAP_MB, or no cap.", label="Memory cap (MB, 0 = none)",
                                  min=256, off=0, step=256)
+    data_pipeline: str = setting("auto", "Where training reads the decoded images: memory (all in RAM), disk "
+                                         "(streamed from the on-disk cache, so memory does not grow with the "
+                                         "dataset) or auto (disk when the decoded images would fill more than a "
+                                         "quarter of this machine's memory).", choices=("auto", "memory", "disk"))
 
     @property
     def channels(self) -> int:
