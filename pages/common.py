@@ -105,7 +105,11 @@ def resume_runs(run_ids: list[str]) -> tuple[list[str], list[str]]:
 
 def job_manager():
     """The process-wide job manager for the current runs folder (`CXR_RUNS_DIR` or runs/)."""
-    return _job_manager(str(default_runs_dir()))
+    try:
+        return _job_manager(str(default_runs_dir()))
+    except (ConnectionError, ValueError) as exc:  # e.g. $CXR_RAY_ADDRESS names no reachable cluster
+        st.error(f"No runs can be trained: {exc}", icon=":material/cloud_off:")
+        st.stop()
 
 
 def run_store() -> RunStore:
@@ -141,9 +145,20 @@ def model_stats(arch: str, image_size: int, channels: int, num_classes: int, par
     return models.model_stats(model)
 
 
+def decode_into_cache(settings: dict, progress) -> None:
+    """Decode the dataset of `settings` into the disk cache, reporting `progress(done, total)`; quick
+    when it is there already. A Streamlit rerun or Stop raised from `progress` ends the decoding and
+    leaves no partial cache file (core.data.datasets cleans up on any exit)."""
+    from core.data import datasets as data_lib
+    source, path, task, image_size, color_mode = dataset_args(settings)
+    data_lib.load_dataset(source, path or None, task, image_size, 1 if color_mode == "grayscale" else 3,
+                          progress=progress)
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def load_dataset(source: str, path: str, task: str, image_size: int, color_mode: str):
-    """A decoded dataset (kept in memory; raises core.data.datasets.DataError for unusable input)."""
+    """A decoded dataset (its images memory-mapped from the disk cache, which training processes share;
+    raises core.data.datasets.DataError for unusable input)."""
     from core.data import datasets as data_lib
     channels = 1 if color_mode == "grayscale" else 3
     return data_lib.load_dataset(source, path or None, task, int(image_size), channels)
@@ -157,10 +172,15 @@ def load_split(source: str, path: str, task: str, image_size: int, color_mode: s
     return data_lib.make_split(dataset, val_fraction, test_fraction, int(seed), use_own_split=own)
 
 
+def dataset_args(settings: dict) -> tuple:
+    """(source, path, task, image size, colour mode): what identifies a loaded dataset."""
+    return (settings["data_source"], settings.get("data_path") or "", settings["task"],
+            int(settings["image_size"]), settings["color_mode"])
+
+
 def dataset_and_split(settings: dict):
     """(Dataset, Split) for dataset settings, from the in-memory cache when possible."""
-    args = (settings["data_source"], settings.get("data_path") or "", settings["task"],
-            int(settings["image_size"]), settings["color_mode"])
+    args = dataset_args(settings)
     dataset = load_dataset(*args)
     split = load_split(*args, float(settings["val_fraction"]), float(settings["test_fraction"]),
                        int(settings["seed"]), settings["split"] == "own")

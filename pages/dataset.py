@@ -15,6 +15,12 @@ from pages import common, widgets
 FORM_FIELDS = ("image_size", "color_mode", "split", "val_fraction", "test_fraction", "seed")
 SPLIT_TITLES = {"grouped": "Grouped by patient", "own": "Dataset's own split"}
 SAMPLES_PER_CLASS = 8
+# The datasets this session has loaded (no progress bar needed for them again), and the one whose
+# loading the user cancelled (not started again until asked). Not "ds_" keys: never saved.
+LOADED_KEY = "dataset_loaded"
+CANCELLED_KEY = "dataset_load_cancelled"
+CANCELLED = ("loading was cancelled. Nothing was lost: the partly decoded images were removed, and "
+             "the dataset can be loaded again at any time.")
 
 
 def source_inputs(settings: dict) -> tuple[str, str]:
@@ -167,6 +173,10 @@ def main() -> None:
     if source != "builtin" and not path:
         st.info("Enter a path or upload a file to load a dataset.")
         return
+    if problem == CANCELLED:
+        st.info(f"The dataset's {problem}", icon=":material/cancel:")
+        st.button("Load it", key="ds_load_again_button", on_click=load_again, icon=":material/refresh:")
+        return
     if problem:
         st.error(f"This dataset cannot be used: {problem}")
         return
@@ -176,12 +186,43 @@ def main() -> None:
     load_report(dataset)
 
 
+def load_progress_text(done: int, total: int) -> str:
+    return f"Decoding images: {done:,} of {total:,}" if total else f"Listing files: {done:,} found"
+
+
+def cancel_loading(args: tuple) -> None:
+    st.session_state[CANCELLED_KEY] = args
+
+
+def load_again() -> None:
+    st.session_state.pop(CANCELLED_KEY, None)
+
+
+def decode_with_progress(settings: dict, args: tuple) -> None:
+    """Decode into the disk cache with a progress bar and a Cancel button. Pressing it (or Stop)
+    ends this script run inside the progress callback; the decoding cleans up after itself."""
+    bar = st.progress(0.0, text="Looking for the dataset's decoded images…")
+    st.button("Cancel loading", key="ds_cancel_load_button", on_click=cancel_loading, args=(args,))
+    common.decode_into_cache(settings, lambda done, total: bar.progress(
+        done / total if total else 0.0, text=load_progress_text(done, total)))
+    bar.empty()
+
+
 def load(settings: dict):
     """(dataset, split, None), or (dataset or None, None, the reason) when it cannot be used."""
     if settings["data_source"] != "builtin" and not settings["data_path"]:
         return None, None, None
     dataset = None
+    args = common.dataset_args(settings)
     try:
+        if args not in st.session_state.get(LOADED_KEY, []):
+            if st.session_state.get(CANCELLED_KEY) == args:
+                return None, None, CANCELLED
+            placeholder = st.empty()
+            with placeholder.container():
+                decode_with_progress(settings, args)
+            placeholder.empty()
+            st.session_state[LOADED_KEY] = [*st.session_state.get(LOADED_KEY, []), args]
         with st.spinner("Loading the dataset…"):
             dataset = common.load_dataset(settings["data_source"], settings["data_path"], settings["task"],
                                           settings["image_size"], settings["color_mode"])

@@ -7,8 +7,9 @@ import streamlit as st
 from core.present import estimate, sweep_plan
 from core.present import runs as runs_view
 from core.present import sweeps as sweep_view
+from core.settings.config import SETTINGS
 from core.store.sweeps import Sweep, load_sweep, submit_sweep
-from pages import common
+from pages import common, widgets
 
 VIEW_KEY = "sweep_view_id"
 LAUNCHED_KEY = "sweep_launched_id"  # the sweep launched here: its progress shows under the button
@@ -25,6 +26,7 @@ def new_sweep(store) -> None:
     if st.checkbox("Vary a second setting too (a grid of both)", key="sweep_two_axes"):
         raw.append(axis_inputs(2))
     mode, count = repeat_inputs()
+    halving = halving_inputs()
     common.init_widget("sweep_name", "")
     name = st.text_input("Sweep name", key="sweep_name", placeholder="e.g. dropout study")
     axes, problems = sweep_plan.parse_axes(raw, base or {})
@@ -33,13 +35,13 @@ def new_sweep(store) -> None:
     if base is None or problems:
         return
     try:
-        configs = sweep_plan.planned_configs(base, axes, mode, count)
+        configs = sweep_plan.planned_configs(base, axes, mode, count, *halving)
     except (TypeError, ValueError) as exc:
         st.error(f"Fix this before launching: {exc}")
         return
     show_preview(store, configs, mode, count)
     if st.button("Launch sweep", type="primary", icon=":material/rocket_launch:", key="sweep_launch_button"):
-        launch(sweep_view.sweep_spec(name, base, axes, mode, count))
+        launch(sweep_view.sweep_spec(name, base, axes, mode, count, *halving))
     launched_progress(store)
 
 
@@ -130,6 +132,18 @@ def repeat_inputs() -> tuple[str, int]:
     return mode, int(count)
 
 
+def halving_inputs() -> tuple[int, int]:
+    """(rate, epochs before the first rung) of successive halving; rate 0 is off."""
+    cols = st.columns([3, 2])
+    rate = widgets.setting_input(SETTINGS["halving_rate"], "sweep_halving_rate", cols[0],
+                                 choices=list(sweep_plan.HALVING_CHOICES), format_func=sweep_plan.halving_label,
+                                 label="Successive halving (stop the worst runs early)")
+    first = SETTINGS["halving_min_epochs"].default
+    if rate:
+        first = widgets.setting_input(SETTINGS["halving_min_epochs"], "sweep_halving_min_epochs", cols[1])
+    return int(rate), int(first)
+
+
 # ----------------------------------------------------------------------------- preview and launch
 
 def config_macs(config: dict) -> float | None:
@@ -146,6 +160,8 @@ def show_preview(store, configs: list[dict], mode: str, count: int) -> None:
     cols[1].metric("Runs", shown.runs, help=shown.runs_help)
     cols[2].metric("Estimated time", shown.time)
     st.caption(shown.time_note)
+    if shown.halving_note:
+        st.caption(shown.halving_note)
     note = sweep_plan.queue_note(len(runs_view.active_runs(store)))
     if note:
         st.caption(note)

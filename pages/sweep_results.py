@@ -57,8 +57,11 @@ def results(store, record: dict, metric: str, live: bool) -> None:
     cols[3].metric("Failed or cancelled", counts["stopped"])
     ended = counts["done"] + counts["stopped"]
     st.progress(ended / max(1, counts["runs"]), text=f"{ended} of {counts['runs']} runs ended")
-    st.dataframe(sweep_view.display_frame(frame, settings), hide_index=True, width="stretch",
-                 key="sweep_results_table")
+    st.dataframe(sweep_view.display_frame(frame, settings, halving=sweep_view.halving_on(record)),
+                 hide_index=True, width="stretch", key="sweep_results_table")
+    halving = sweep_view.halving_summary(record, frame)
+    if halving:
+        st.caption(halving)
     if frame[f"{metric}_mean"].notna().any():
         st.altair_chart(sweep_view.sweep_chart(frame, record["axes"], metric), width="stretch")
     elif counts["done"]:

@@ -1,6 +1,7 @@
 """Sweeps: the ablation table in one click. Vary one or two settings over a list of values, repeat
 every point over seeds or patient-grouped k-fold cross-validation, and read mean ± std per point
-as a table and a chart with error bars. Also: export a sweep as a zip, and import runs or sweeps.
+as a table and a chart with error bars; optionally stop the worst runs early (successive halving) and
+read which were stopped, at which epoch. Also: export a sweep as a zip, and import runs or sweeps.
 
 The form is pages/sweep_form.py, the results pages/sweep_results.py; their logic is in
 core.present (sweep_plan, sweeps, estimate).

@@ -45,7 +45,7 @@ def test_a_second_load_reads_the_cache_and_decodes_nothing(tmp_path, private_cac
     first = load_dataset("folder", root, image_size=32, progress=lambda done, total: decoded.append(done))
     again = load_dataset("folder", root, image_size=32, progress=lambda done, total: decoded_again.append(done))
     assert decoded[-1] == len(first) == 24 and decoded_again == []
-    assert again.report.from_cache and not first.report.from_cache and list(private_cache.glob("*.npz"))
+    assert again.report.from_cache and not first.report.from_cache and list(private_cache.glob("*.npy"))
     np.testing.assert_array_equal(again.images, first.images)
 
 

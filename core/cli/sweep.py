@@ -1,8 +1,10 @@
 """Run a sweep from the terminal and print its results table.
 
     python -m core sweep SWEEP.json [--runs-dir runs] [--metric test_auc]
+                                    [--halving-rate 3] [--halving-min-epochs 1]
 
-SWEEP.json is described in core.store.sweeps.
+SWEEP.json is described in core.store.sweeps. --halving-rate turns on successive halving (or
+overrides the file's): at each rung the worst runs stop early; the table says which, at which epoch.
 """
 from __future__ import annotations
 
@@ -11,8 +13,12 @@ import json
 import sys
 from pathlib import Path
 
+from core.cli.train import add_setting_flag
+from core.present.sweeps import halted_text, halving_summary, results_frame
+from core.settings.config import SETTINGS
 from core.store.runs import RunStore
 from core.store.sweeps import (
+    HALVING_KEYS,
     RESULT_METRICS,
     Sweep,
     load_sweep,
@@ -21,12 +27,15 @@ from core.store.sweeps import (
 )
 
 
-def format_table(rows: list[dict], axes: list[str], metric: str) -> str:
-    lines = [" | ".join(axes + [f"{metric} mean ± std", "done/runs"])]
+def format_table(rows: list[dict], axes: list[str], metric: str, halving: bool = False) -> str:
+    """One line per point: the swept values, mean ± std of `metric`, done/runs and, with `halving`,
+    the runs successive halving stopped and at which epochs."""
+    lines = [" | ".join(axes + [f"{metric} mean ± std", "done/runs"] + (["stopped early"] if halving else []))]
     for row in rows:
         mean, std = row[f"{metric}_mean"], row[f"{metric}_std"]
         shown = f"{mean:.4f} ± {std:.4f}" if mean is not None else "-"
-        lines.append(" | ".join([str(row[a]) for a in axes] + [shown, f"{row['done']}/{row['runs']}"]))
+        halted = [halted_text(row["halted"], row["halted_epochs"], row["runs"])] if halving else []
+        lines.append(" | ".join([str(row[a]) for a in axes] + [shown, f"{row['done']}/{row['runs']}"] + halted))
     return "\n".join(lines)
 
 
@@ -36,9 +45,15 @@ def main(argv=None) -> int:
     parser.add_argument("sweep_file", type=Path)
     parser.add_argument("--runs-dir", type=Path)
     parser.add_argument("--metric", default="test_accuracy", choices=RESULT_METRICS)
+    for name in HALVING_KEYS:  # checked with the setting's own message, as `python -m core train` does
+        add_setting_flag(parser, SETTINGS[name])
     args = parser.parse_args(argv)
     try:
-        sweep = Sweep.from_dict(json.loads(args.sweep_file.read_text()))
+        spec = json.loads(args.sweep_file.read_text())
+        if not isinstance(spec, dict):
+            raise ValueError("the sweep file must hold a JSON object ({...})")
+        spec.update({name: getattr(args, name) for name in HALVING_KEYS if getattr(args, name) is not None})
+        sweep = Sweep.from_dict(spec)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -57,8 +72,11 @@ def main(argv=None) -> int:
         for entry in record["runs"]:
             manager.cancel(entry["run_id"])
         return 130
-    axes = [a.setting for a in sweep.axes]
-    print(format_table(sweep_results(manager.store, sweep_id), axes, args.metric), file=sys.stderr)
+    axes, rows = [a.setting for a in sweep.axes], sweep_results(manager.store, sweep_id)
+    print(format_table(rows, axes, args.metric, halving=bool(sweep.halving_rate)), file=sys.stderr)
+    summary = halving_summary(record, results_frame(rows, axes))
+    if summary:
+        print(summary, file=sys.stderr)
     print(json.dumps({"sweep_id": sweep_id, "results": sweep_results(manager.store, sweep_id)}, indent=2))
     return 0
 

@@ -1,7 +1,10 @@
 """Load image datasets (built-in chest X-rays, folders, zips, MedMNIST .npz) and split them by patient.
 
-A dataset becomes plain numpy arrays: uint8 images (N, H, W, C), integer labels, patient ids and
-file names. Decoded arrays are cached on disk, keyed by the source's content and the settings.
+A dataset becomes numpy arrays: uint8 images (N, H, W, C), integer labels, patient ids and file
+names. Decoded images are written to an uncompressed .npy on disk while they are decoded (never all
+in memory) and read back memory-mapped and read-only, so the dashboard and every training process
+share the operating system's page cache instead of holding copies. The cache is keyed by the
+source's content and the settings.
 """
 from __future__ import annotations
 
@@ -9,6 +12,9 @@ import hashlib
 import json
 import os
 import re
+import struct
+import tempfile
+import threading
 import time
 import zipfile
 from collections import Counter
@@ -38,16 +44,23 @@ TASK_TITLES = {
     "classes": "one class per folder",
 }
 SPLIT_NAMES = ("train", "val", "test")
-CACHE_VERSION = 1  # bump when decoding changes, so old caches are not reused
+CACHE_VERSION = 2  # bump when decoding changes, so old caches are not reused
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                   "validation": "val", "test": "test", "testing": "test"}
 _PATIENT_RE = re.compile(r"^(person\d+|(?:NORMAL\d*-)?IM-\d+)", re.IGNORECASE)
+
+DECODE_CHUNK = 256  # images decoded between two progress reports and cancellation checks
+LIST_REPORT_EVERY = 2000  # files listed between two progress reports (total 0: still counting)
 
 ProgressFn = Callable[[int, int], None]
 
 
 class DataError(ValueError):
     """A dataset that cannot be used; the message names the problem and what to do."""
+
+
+class LoadCancelled(DataError):
+    """Loading was cancelled; the partly decoded cache was removed, nothing else changed."""
 
 
 @dataclass
@@ -69,9 +82,22 @@ class Dataset:
     own_split: np.ndarray    # str (N,): "train" / "val" / "test", or "" when the source has none
     content_hash: str
     report: LoadReport
+    image_file: str | None = None  # the .npy behind `images` when they come from the disk cache
+    image_offset: int = 0          # where its pixels start
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def read_images(self, rows: np.ndarray) -> np.ndarray:
+        """The images of `rows`, read from the cache file with pread when there is one.
+
+        Reading through the memory map would add every page touched to this process's resident
+        memory; pread copies only the rows asked for, so a process streaming the whole set stays small.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.image_file is None:
+            return np.asarray(self.images[rows])
+        return read_npy_rows(self.image_file, self.image_offset, self.images.shape[1:], rows)
 
     @property
     def has_own_split(self) -> bool:
@@ -175,13 +201,15 @@ def resolve_source_path(source: str, path: str | os.PathLike | None) -> Path:
     return resolved
 
 
-def content_hash(source: str, path: Path) -> str:
+def content_hash(source: str, path: Path, watch: "_Watch | None" = None) -> str:
     """Hash of the source's content: file bytes for zip/npz, names+sizes+mtimes for a folder."""
     digest = hashlib.sha256()
     if source == "folder":
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        for count, file in enumerate(sorted(p for p in path.rglob("*") if p.is_file()), 1):
             stat = file.stat()
             digest.update(f"{file.relative_to(path)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            if watch and count % LIST_REPORT_EVERY == 0:
+                watch.listed(count)
     else:
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
@@ -189,20 +217,68 @@ def content_hash(source: str, path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _folder_entries(root: Path) -> dict[str, Callable[[], bytes]]:
-    return {p.relative_to(root).as_posix(): p.read_bytes
-            for p in sorted(root.rglob("*")) if p.is_file()}
+class _Watch:
+    """The caller's progress callback and cancel request, looked at between chunks of work."""
+
+    def __init__(self, name: str, progress: ProgressFn | None, cancel):
+        self.name, self.progress = name, progress
+        # `cancel`: a threading.Event or any callable returning True once loading should stop.
+        self.cancelled = getattr(cancel, "is_set", cancel) or (lambda: False)
+
+    def listed(self, count: int) -> None:
+        """`count` files listed so far (a total of 0 says the total is not known yet)."""
+        self.check()
+        if self.progress:
+            self.progress(count, 0)
+
+    def decoded(self, done: int, total: int) -> None:
+        if self.progress:
+            self.progress(done, total)
+
+    def check(self) -> None:
+        if self.cancelled():
+            raise LoadCancelled(f"loading {self.name} was cancelled; nothing was cached (the partly "
+                                "decoded images were removed) and it can be loaded again at any time")
 
 
-def _zip_entries(path: Path) -> dict[str, Callable[[], bytes]]:
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise DataError(f"{path.name} is not a valid zip file") from None
-    with archive:
-        # Read everything up front: a ZipFile handle is not safe to share between decode threads.
-        return {info.filename: (lambda data=archive.read(info): data)
-                for info in archive.infolist() if not info.is_dir()}
+def _folder_entries(root: Path, watch: _Watch) -> dict[str, Callable[[], bytes]]:
+    entries = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            entries[path.relative_to(root).as_posix()] = path.read_bytes
+            if len(entries) % LIST_REPORT_EVERY == 0:
+                watch.listed(len(entries))
+    return entries
+
+
+class _ZipReader:
+    """The members of one zip, read when decoded, with one handle per thread (a ZipFile handle is
+    not safe to share between threads); reading them all up front would hold the whole zip in memory."""
+
+    def __init__(self, path: Path):
+        self.path, self._local, self._handles, self._lock = path, threading.local(), [], threading.Lock()
+        try:
+            with zipfile.ZipFile(path) as archive:
+                self.names = [info.filename for info in archive.infolist() if not info.is_dir()]
+        except zipfile.BadZipFile:
+            raise DataError(f"{path.name} is not a valid zip file") from None
+
+    def entries(self) -> dict[str, Callable[[], bytes]]:
+        return {name: (lambda name=name: self.read(name)) for name in self.names}
+
+    def read(self, name: str) -> bytes:
+        archive = getattr(self._local, "archive", None)
+        if archive is None:
+            archive = self._local.archive = zipfile.ZipFile(self.path)
+            with self._lock:
+                self._handles.append(archive)
+        return archive.read(name)
+
+    def close(self) -> None:
+        with self._lock:
+            for archive in self._handles:
+                archive.close()
+            self._handles.clear()
 
 
 def _is_junk(rel_path: str) -> bool:
@@ -262,26 +338,31 @@ def _labels_for_task(parsed, task: str) -> tuple[list[str], list[int | None], li
     return ["normal", "bacterial", "viral"], labels, reasons
 
 
-def _decode_all(entries, paths, image_size, channels, progress: ProgressFn | None):
-    """Decode images in parallel threads (Pillow releases the GIL while decoding)."""
+def _decode_into(sink, entries, paths, image_size, channels, watch: _Watch) -> list[str | None]:
+    """Decode images in parallel threads (Pillow releases the GIL while decoding), a chunk at a time,
+    appending each readable image to `sink` in order; returns one error (or None) per path."""
     def decode(path):
         try:
             return to_model_array(entries[path](), image_size, channels), None
         except ImageError as exc:
             return None, str(exc)
-        except OSError as exc:
+        except (OSError, zipfile.BadZipFile) as exc:
             return None, f"could not be read ({exc})"
 
-    results = []
+    errors = []
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        for done, result in enumerate(pool.map(decode, paths), 1):
-            results.append(result)
-            if progress and (done % 64 == 0 or done == len(paths)):
-                progress(done, len(paths))
-    return results
+        for start in range(0, len(paths), DECODE_CHUNK):
+            watch.check()
+            for array, error in pool.map(decode, paths[start:start + DECODE_CHUNK]):
+                if error is None:
+                    sink.append(array)
+                errors.append(error)
+            watch.decoded(len(errors), len(paths))
+    return errors
 
 
-def _load_image_tree(entries, task, image_size, channels, progress) -> dict:
+def _load_image_tree(entries, task, sink, image_size, channels, watch: _Watch) -> dict:
+    """Decode a class-folder tree into `sink`; returns everything else (labels, patients, files...)."""
     report_skipped = []
     image_paths = []
     for rel in entries:
@@ -300,17 +381,15 @@ def _load_image_tree(entries, task, image_size, channels, progress) -> dict:
     keep = [i for i, label in enumerate(labels) if label is not None]
     report_skipped += [{"file": parsed[i][0], "reason": reasons[i]}
                        for i, label in enumerate(labels) if label is None]
-    decoded = _decode_all(entries, [parsed[i][0] for i in keep], image_size, channels, progress)
-    arrays, rows = [], []
-    for i, (array, error) in zip(keep, decoded):
+    errors = _decode_into(sink, entries, [parsed[i][0] for i in keep], image_size, channels, watch)
+    rows = []
+    for i, error in zip(keep, errors):
         if error:
             report_skipped.append({"file": parsed[i][0], "reason": error})
-            continue
-        arrays.append(array)
-        rows.append(i)
+        else:
+            rows.append(i)
     files = [parsed[i][0] for i in rows]
     return {
-        "images": np.stack(arrays) if arrays else np.zeros((0, image_size, image_size, channels), np.uint8),
         "labels": np.array([labels[i] for i in rows], dtype=np.int32),
         "class_names": class_names,
         "patient_ids": np.array([patient_id(f) for f in files], dtype=str),
@@ -331,7 +410,7 @@ def _npz_to_uint8(images: np.ndarray) -> np.ndarray:
     return stretch_to_uint8(images)
 
 
-def _load_npz(path: Path, task: str, image_size: int, channels: int, progress) -> dict:
+def _load_npz(path: Path, task: str, sink, image_size: int, channels: int, watch: _Watch) -> dict:
     """MedMNIST layout: train_images / train_labels / val_... / test_... (or plain images / labels)."""
     if task != "classes":
         raise DataError(f"an .npz dataset has its own classes: use task 'classes', not {task!r}")
@@ -345,23 +424,25 @@ def _load_npz(path: Path, task: str, image_size: int, channels: int, progress) -
         prefixes = [f"{s}_" for s in splits] or ([""] if "images" in keys else [])
         if not prefixes:
             raise DataError(f"{path.name} has no 'train_images'/'images' arrays (found: {sorted(keys)})")
-        parts = {name: [] for name in ("images", "labels", "patient_ids", "files", "own_split")}
+        parts = {name: [] for name in ("labels", "patient_ids", "files", "own_split")}
         for prefix in prefixes:
             if f"{prefix}labels" not in keys:
                 raise DataError(f"{path.name} has {prefix}images but no {prefix}labels")
+            watch.check()
             images = _npz_to_uint8(archive[f"{prefix}images"])
             labels = archive[f"{prefix}labels"].reshape(len(images), -1)[:, 0].astype(np.int32)
             split = prefix.rstrip("_")
             ids_key = f"{prefix}patient_ids"
             ids = archive[ids_key].astype(str) if ids_key in keys else \
                 np.array([f"{split or 'image'}-{i}" for i in range(len(images))])
-            parts["images"].append(np.stack([_npz_image_to_model(im, image_size, channels) for im in images]))
+            for image in images:
+                sink.append(_npz_image_to_model(image, image_size, channels))
             parts["labels"].append(labels)
             parts["patient_ids"].append(ids)
             parts["files"].append(np.array([f"{split or 'images'}/{i}" for i in range(len(images))]))
             parts["own_split"].append(np.full(len(images), split, dtype=object).astype(str))
-            if progress:
-                progress(sum(len(p) for p in parts["labels"]), sum(len(p) for p in parts["labels"]))
+            done = sum(len(p) for p in parts["labels"])
+            watch.decoded(done, done)
         n_classes = int(max(int(p.max()) for p in parts["labels"] if len(p)) + 1)
         names = [str(n) for n in archive["class_names"]] if "class_names" in keys else \
             [f"class {i}" for i in range(n_classes)]
@@ -375,63 +456,175 @@ def _npz_image_to_model(image: np.ndarray, image_size: int, channels: int) -> np
 
 # ----------------------------------------------------------------------------- caching
 
+NPY_HEADER_BYTES = 128  # a fixed .npy header, so the row count can be written once decoding ends
+
+
 def _cache_key(source: str, digest: str, task: str, image_size: int, channels: int) -> str:
     text = json.dumps([CACHE_VERSION, source, digest, task, image_size, channels])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def _save_cache(path: Path, arrays: dict) -> None:
+def cache_files(stem: Path) -> tuple[Path, Path]:
+    """(images .npy, sidecar .meta.npz) of the cache entry `stem`; the sidecar is written last."""
+    return Path(f"{stem}.npy"), Path(f"{stem}.meta.npz")
+
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    """A version 1.0 .npy header for uint8 `shape`, padded with spaces to NPY_HEADER_BYTES."""
+    text = repr({"descr": "|u1", "fortran_order": False, "shape": tuple(int(n) for n in shape)})
+    body = text.ljust(NPY_HEADER_BYTES - 10 - 1) + "\n"  # 10: magic, version and length fields
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(body)) + body.encode("latin1")
+
+
+class _NpyWriter:
+    """Images appended one by one to a temp .npy beside `path`; `commit` renames it over `path`.
+
+    Each image goes straight to the file, so decoding a dataset larger than memory never holds it.
+    """
+
+    def __init__(self, path: Path, row_shape: tuple[int, ...]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        self.path, self.tmp, self.row_shape, self.count = path, Path(tmp), tuple(row_shape), 0
+        self.handle = os.fdopen(fd, "wb")
+        self.handle.write(_npy_header((0, *self.row_shape)))
+
+    def append(self, image: np.ndarray) -> None:
+        self.handle.write(np.ascontiguousarray(image, dtype=np.uint8).reshape(self.row_shape).data)
+        self.count += 1
+
+    def commit(self) -> np.memmap:
+        self.handle.seek(0)
+        self.handle.write(_npy_header((self.count, *self.row_shape)))
+        self.handle.close()
+        os.replace(self.tmp, self.path)
+        return np.load(self.path, mmap_mode="r", allow_pickle=False)
+
+    def discard(self) -> None:
+        """Remove the temp file (a no-op after commit): a failed or cancelled load leaves nothing."""
+        self.handle.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class _MemoryRows:
+    """The in-memory counterpart of _NpyWriter, for a load without the disk cache."""
+
+    def __init__(self, path, row_shape: tuple[int, ...]):
+        self.row_shape, self.rows = tuple(row_shape), []
+
+    def append(self, image: np.ndarray) -> None:
+        self.rows.append(np.asarray(image, dtype=np.uint8).reshape(self.row_shape))
+
+    def commit(self) -> np.ndarray:
+        return np.stack(self.rows) if self.rows else np.zeros((0, *self.row_shape), np.uint8)
+
+    def discard(self) -> None:
+        self.rows = []
+
+
+def _save_meta(path: Path, meta: dict) -> None:
     with atomic_path(path) as tmp:  # a unique temp file: two jobs may decode the same dataset at once
-        np.savez(tmp, images=arrays["images"], labels=arrays["labels"],
-                 patient_ids=arrays["patient_ids"], files=arrays["files"], own_split=arrays["own_split"],
-                 class_names=np.array(arrays["class_names"], dtype=str),
-                 skipped=np.array(json.dumps(arrays["skipped"])))
+        with open(tmp, "wb") as handle:
+            np.savez(handle, labels=meta["labels"], patient_ids=meta["patient_ids"], files=meta["files"],
+                     own_split=meta["own_split"], class_names=np.array(meta["class_names"], dtype=str),
+                     skipped=np.array(json.dumps(meta["skipped"])))
 
 
-def _read_cache(path: Path) -> dict | None:
+def _read_cache(stem: Path) -> tuple[dict, np.memmap] | None:
+    """(meta, read-only memory-mapped images) of a complete cache entry, else None (it is rebuilt)."""
+    image_file, meta_file = cache_files(stem)
     try:
-        with np.load(path, allow_pickle=False) as cached:
-            arrays = {key: cached[key] for key in cached.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
-        return None  # a damaged cache is rebuilt
-    arrays["class_names"] = [str(n) for n in arrays["class_names"]]
-    arrays["skipped"] = json.loads(str(arrays["skipped"]))
-    return arrays
+        with np.load(meta_file, allow_pickle=False) as saved:
+            meta = {key: saved[key] for key in saved.files}
+        images = np.load(image_file, mmap_mode="r", allow_pickle=False)
+        meta["class_names"] = [str(n) for n in meta["class_names"]]
+        meta["skipped"] = json.loads(str(meta["skipped"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        return None
+    if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(meta["labels"]):
+        return None
+    return meta, images
+
+
+def is_cached(source: str = "builtin", path: str | os.PathLike | None = None, task: str = "binary",
+              image_size: int = 128, channels: int = 1) -> bool:
+    """Whether these settings' decoded images are already in the disk cache (a load would decode nothing)."""
+    resolved = resolve_source_path(source, path)
+    stem = cache_dir() / _cache_key(source, content_hash(source, resolved), task, image_size, channels)
+    return all(file.exists() for file in cache_files(stem))
 
 
 # ----------------------------------------------------------------------------- public API
 
 def load_dataset(source: str = "builtin", path: str | os.PathLike | None = None, task: str = "binary",
                  image_size: int = 128, channels: int = 1, use_cache: bool = True,
-                 progress: ProgressFn | None = None) -> Dataset:
-    """Load a dataset as arrays; raises DataError with a clear message when it cannot be used."""
+                 progress: ProgressFn | None = None, cancel=None) -> Dataset:
+    """Load a dataset; raises DataError with a clear message when it cannot be used.
+
+    `progress(done, total)` is called while files are listed (total 0: not known yet) and decoded.
+    `cancel` (a threading.Event or a callable returning True) stops the load between chunks: it
+    raises LoadCancelled and leaves no cache file behind. With the cache, `images` is a read-only
+    memory map of it.
+    """
     check_setting("task", task)
     check_setting("image_size", image_size)
     if channels not in (1, 3):
         raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), not {channels}")
     started = time.perf_counter()
     resolved = resolve_source_path(source, path)
-    digest = content_hash(source, resolved)
-    cache_file = cache_dir() / f"{_cache_key(source, digest, task, image_size, channels)}.npz"
-    arrays = _read_cache(cache_file) if use_cache and cache_file.exists() else None
-    from_cache = arrays is not None
-    if arrays is None:
-        arrays = _load_uncached(source, resolved, task, image_size, channels, progress)
-        _check_usable(arrays, resolved.name)
+    watch = _Watch(resolved.name, progress, cancel)
+    digest = content_hash(source, resolved, watch)
+    stem = cache_dir() / _cache_key(source, digest, task, image_size, channels)
+    cached = _read_cache(stem) if use_cache else None
+    from_cache = cached is not None
+    if cached is None:
+        sink_type = _NpyWriter if use_cache else _MemoryRows
+        cached = _decode(source, resolved, task, image_size, channels, sink_type(cache_files(stem)[0],
+                         (image_size, image_size, channels)), watch)
         if use_cache:
-            _save_cache(cache_file, arrays)
-    report = LoadReport(source=str(resolved), n_images=len(arrays["labels"]), skipped=arrays["skipped"],
+            _save_meta(cache_files(stem)[1], cached[0])
+    meta, images = cached
+    report = LoadReport(source=str(resolved), n_images=len(meta["labels"]), skipped=meta["skipped"],
                         from_cache=from_cache, seconds=round(time.perf_counter() - started, 3))
-    return Dataset(images=arrays["images"], labels=arrays["labels"], class_names=arrays["class_names"],
-                   patient_ids=arrays["patient_ids"], files=arrays["files"],
-                   own_split=arrays["own_split"], content_hash=digest, report=report)
+    mapped = isinstance(images, np.memmap)
+    return Dataset(images=images, labels=meta["labels"], class_names=meta["class_names"],
+                   patient_ids=meta["patient_ids"], files=meta["files"], own_split=meta["own_split"],
+                   content_hash=digest, report=report, image_file=str(images.filename) if mapped else None,
+                   image_offset=int(images.offset) if mapped else 0)
 
 
-def _load_uncached(source, resolved, task, image_size, channels, progress) -> dict:
-    if source == "npz":
-        return _load_npz(resolved, task, image_size, channels, progress)
-    entries = _folder_entries(resolved) if source == "folder" else _zip_entries(resolved)
-    return _load_image_tree(entries, task, image_size, channels, progress)
+def _decode(source, resolved, task, image_size, channels, sink, watch: _Watch) -> tuple[dict, np.ndarray]:
+    """Decode the source into `sink`; (meta, images) once it is whole and usable."""
+    try:
+        if source == "npz":
+            meta = _load_npz(resolved, task, sink, image_size, channels, watch)
+        else:
+            reader = _ZipReader(resolved) if source != "folder" else None
+            try:
+                entries = reader.entries() if reader else _folder_entries(resolved, watch)
+                meta = _load_image_tree(entries, task, sink, image_size, channels, watch)
+            finally:
+                if reader:
+                    reader.close()
+        _check_usable(meta, resolved.name)
+        return meta, sink.commit()
+    finally:
+        sink.discard()  # runs on any exit, a Streamlit rerun or Stop included
+
+
+def read_npy_rows(file: str, offset: int, row_shape: tuple[int, ...], rows: np.ndarray) -> np.ndarray:
+    """Rows of a uint8 .npy read with pread, without mapping the file into this process."""
+    out = np.empty((len(rows), *row_shape), dtype=np.uint8)
+    row_bytes = out[0].nbytes if len(rows) else 0
+    fd = os.open(file, os.O_RDONLY)
+    try:
+        for i, row in enumerate(rows):
+            got = os.preadv(fd, [memoryview(out[i]).cast("B")], offset + int(row) * row_bytes)
+            if got != row_bytes:
+                raise DataError(f"the dataset cache {file} is shorter than it says: delete it to decode again")
+    finally:
+        os.close(fd)
+    return out
 
 
 def _check_usable(arrays: dict, name: str) -> None:

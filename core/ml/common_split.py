@@ -150,14 +150,18 @@ def common_test_set(configs: dict[str, dict], reference: str, progress: Progress
 
 def score_run(run: Run, files: list[str], n_resamples: int = 500) -> dict:
     """One run's model on `files`, at the run's own image size and colour mode (argmax decisions)."""
-    from core.ml.training import predict_probabilities  # TensorFlow runs inside
+    from core.ml.training import (  # TensorFlow runs inside
+        choose_data_pipeline,
+        predict_rows,
+    )
     config = TrainConfig.from_dict(run.config())
     if not run.has_model():
         raise CommonSplitError(f"run {run.id} has no saved model to score")
     dataset, _ = load_data(config)
     index = {str(f): i for i, f in enumerate(dataset.files)}
     rows = np.array([index[f] for f in files])
-    probabilities = predict_probabilities(run.load_model(), dataset.images[rows], config.batch_size)
+    probabilities = predict_rows(run.load_model(), dataset, rows, config.batch_size,
+                                 choose_data_pipeline(config, dataset))
     labels, patients = dataset.labels[rows], dataset.patient_ids[rows]
     metrics = metrics_lib.classification_metrics(probabilities, labels, dataset.class_names)
     interval = metrics_lib.patient_bootstrap_ci(probabilities, labels, dataset.class_names, patients,

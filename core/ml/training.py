@@ -85,11 +85,12 @@ class Cancelled(Exception):
 
 # ----------------------------------------------------------------------------- data
 
-def load_data(config: TrainConfig, progress: Progress | None = None):
-    """The dataset and its split for `config` (decoded arrays come from the disk cache when present)."""
+def load_data(config: TrainConfig, progress: Progress | None = None, cancel=None):
+    """The dataset and its split for `config` (decoded images come from the disk cache when present,
+    memory-mapped). `cancel` (a callable) stops a load that decodes: data_lib.LoadCancelled."""
     report = (lambda done, total: progress.update(load_done=done, load_total=total)) if progress else None
     dataset = data_lib.load_dataset(config.data_source, config.data_path or None, config.task,
-                                    config.image_size, config.channels, progress=report)
+                                    config.image_size, config.channels, progress=report, cancel=cancel)
     seed = config.effective_split_seed
     if config.cv_folds:
         split = data_lib.make_cv_split(dataset, config.cv_folds, config.cv_fold, config.test_fraction, seed)
@@ -111,6 +112,56 @@ def make_tf_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, ba
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def machine_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def choose_data_pipeline(config: TrainConfig, dataset: data_lib.Dataset) -> str:
+    """'memory' or 'disk': `config.data_pipeline`, where 'auto' streams from the disk cache when the
+    decoded images would fill more than a quarter of this machine's memory."""
+    if config.data_pipeline != "auto":
+        return config.data_pipeline
+    return "disk" if dataset.images.nbytes > machine_memory_bytes() / 4 else "memory"
+
+
+def make_streamed_dataset(dataset: data_lib.Dataset, rows: np.ndarray, num_classes: int, batch_size: int,
+                          shuffle: bool, seed: int):
+    """The batches make_tf_dataset gives for these rows, read batch by batch from the disk cache.
+
+    Positions are shuffled instead of images, so memory does not grow with the dataset; shuffling
+    range(n) with the same seed and buffer size gives the same order as shuffling the images
+    themselves, hence the very same batches (and metrics) as the in-memory pipeline.
+    """
+    import tensorflow as tf
+    rows = np.asarray(rows, dtype=np.int64)
+    labels = dataset.labels[rows].astype(np.int32)
+    image_shape = (None, *dataset.images.shape[1:])
+
+    def read(positions):
+        return dataset.read_images(rows[positions]), labels[positions]
+
+    def to_model(positions):
+        # stateful=False: the same rows read the same pixels, so tf.data may read batches in parallel.
+        x, y = tf.numpy_function(read, [positions], (tf.uint8, tf.int32), stateful=False)
+        x.set_shape(image_shape)
+        y.set_shape((None,))
+        return tf.cast(x, tf.float32), tf.one_hot(y, num_classes)
+
+    ds = tf.data.Dataset.range(len(rows))
+    if shuffle:
+        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(to_model, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def split_batches(dataset: data_lib.Dataset, rows: np.ndarray, num_classes: int, batch_size: int,
+                  shuffle: bool, seed: int, pipeline: str):
+    """Batches of the dataset's `rows`: copied into memory, or streamed from the disk cache."""
+    if pipeline == "disk":
+        return make_streamed_dataset(dataset, rows, num_classes, batch_size, shuffle, seed)
+    return make_tf_dataset(dataset.images[rows], dataset.labels[rows], num_classes, batch_size, shuffle, seed)
 
 
 def class_weight_map(labels: np.ndarray, num_classes: int, mode: str) -> dict | None:
@@ -445,20 +496,24 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
     """The training itself. Raises on error; `execute_run` turns errors into a failed status."""
     import keras
 
+    from core.ml import halving, models
     from core.ml import metrics as metrics_lib
-    from core.ml import models
 
     config.validate()
     started = time.perf_counter()
     control.progress.update(phase="loading data")
-    dataset, split = load_data(config, control.progress)
+    try:
+        dataset, split = load_data(config, control.progress, cancel=control.should_stop)
+    except data_lib.LoadCancelled:
+        raise Cancelled() from None
+    pipeline = choose_data_pipeline(config, dataset)
     run.write_environment({**environment_versions(), "dataset_hash": dataset.content_hash,
-                           "dataset_source": dataset.report.source, "dataset_images": len(dataset)})
+                           "dataset_source": dataset.report.source, "dataset_images": len(dataset),
+                           "data_pipeline": pipeline})
     if control.should_stop():
         raise Cancelled()
     num_classes = len(dataset.class_names)
-    x_train, y_train = dataset.images[split.train], dataset.labels[split.train]
-    x_val, y_val = dataset.images[split.val], dataset.labels[split.val]
+    y_train = dataset.labels[split.train]
     steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
     fine_tune_epochs = int(resolve_params(config.arch, config.arch_params).get("fine_tune_epochs", 0)) \
         if config.arch == "transfer" else 0
@@ -466,8 +521,8 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
 
     keras.utils.set_random_seed(config.seed)
     strategy = configure_devices()
-    train_ds = make_tf_dataset(x_train, y_train, num_classes, config.batch_size, True, config.seed)
-    val_ds = make_tf_dataset(x_val, y_val, num_classes, config.batch_size, False, config.seed)
+    train_ds = split_batches(dataset, split.train, num_classes, config.batch_size, True, config.seed, pipeline)
+    val_ds = split_batches(dataset, split.val, num_classes, config.batch_size, False, config.seed, pipeline)
     with strategy.scope():
         model = models.build_model(config.arch, config.image_size, config.channels, num_classes,
                                    params=config.arch_params, dropout=config.dropout,
@@ -482,6 +537,8 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
     job_callback = _make_job_callback(run, control, steps_per_epoch, config.batch_size, total_epochs,
                                       config.monitor, resumed)
     callbacks = [job_callback, epoch_tensorboard(run.tensorboard_dir)]
+    halver = halving.halving_callback(run, config)  # successive halving in a sweep; before early stopping
+    callbacks += [halver] if halver else []
     if config.early_stopping:
         callbacks.append(early_stopping(config, resumed))
     if config.schedule == "plateau":
@@ -514,12 +571,14 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
                "cancelled": job_callback.cancelled, "stopped_early": epochs_run < total_epochs
                and not job_callback.cancelled, "model": stats, "class_names": dataset.class_names,
                "dataset": data_lib.dataset_summary(dataset), "split": data_lib.split_report_dict(split.report)}
+    summary.update(halving.summary_fields(halver))
     if config.monitor != "val_loss":
         summary["best_val_loss"] = min((r.get("val_loss") for r in run.history() if r.get("val_loss") is not None),
                                        default=None)
+    summary["data_pipeline"] = pipeline
     for split_name in ("val", "test"):
         idx = split.indices(split_name)
-        probabilities = predict_probabilities(model, dataset.images[idx], config.batch_size)
+        probabilities = predict_rows(model, dataset, idx, config.batch_size, pipeline)
         run.save_predictions(split_name, probabilities, dataset.labels[idx], dataset.patient_ids[idx],
                              dataset.files[idx], dataset.class_names)
         summary[split_name] = metrics_lib.classification_metrics(probabilities, dataset.labels[idx],
@@ -568,6 +627,15 @@ def predict_probabilities(model, images: np.ndarray, batch_size: int = 64) -> np
         return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
     return np.asarray(model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0),
                       dtype=np.float32)
+
+
+def predict_rows(model, dataset: data_lib.Dataset, rows: np.ndarray, batch_size: int = 64,
+                 pipeline: str = "disk") -> np.ndarray:
+    """Probabilities for the dataset's `rows`; with the disk pipeline, read batch by batch from the cache."""
+    if pipeline == "memory" or len(rows) == 0:
+        return predict_probabilities(model, dataset.images[rows], batch_size)
+    batches = make_streamed_dataset(dataset, rows, model.output_shape[-1], batch_size, False, 0)
+    return np.asarray(model.predict(batches.map(lambda x, y: x), verbose=0), dtype=np.float32)
 
 
 def environment_versions() -> dict:

@@ -10,7 +10,7 @@ import pandas as pd
 TABLE_COLUMNS = ("name", "state", "arch", "task", "image_size", "epochs", "epoch", "optimizer",
                  "learning_rate", "batch_size", "dropout", "activation", "augmentation", "best_val_loss",
                  "val_accuracy", "test_accuracy", "test_macro_f1", "test_auc", "duration_s", "peak_memory_mb",
-                 "images_per_sec", "device", "created",
+                 "images_per_sec", "device", "node", "created",
                  "error", "run_id")
 # Config keys that never make two runs "differ" in a meaningful way.
 IGNORED_DIFF_KEYS = ("name",)
@@ -29,6 +29,7 @@ RUN_COLUMNS = {
     "peak_memory_mb": ("peak memory (MB)", "%.0f", "Peak resident memory of the run's training process"),
     "images_per_sec": ("images/s", "%.0f", "Training speed (median of the epochs after the first)"),
     "device": ("device", None, None),
+    "node": ("node", None, "The machine that trained the run: a Ray node's host name, or the worker's own"),
 }
 CREATED_FORMAT = "%Y-%m-%d %H:%M"  # the 'created' column (UTC)
 MISSING = "—"  # an empty cell, in every table shown as text

@@ -9,23 +9,26 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
+from core.ml import halving
 from core.present import compare, estimate, forms
 from core.present.sweeps import (
     base_from_run,
     base_with_dataset,
     coerce_values,
+    halving_share,
     parse_values,
     sweep_spec,
 )
 from core.settings.config import TrainConfig
 from core.settings.recipes import recipe
-from core.store.sweeps import Sweep, SweepAxis
+from core.store.sweeps import Sweep, SweepAxis, check_sweepable
 
 BASE_SOURCES = {"train": "The Train page's current settings", "recipe": "The recommended recipe",
                 "defaults": "Default settings", "run": "An existing run's settings"}
 REPEAT_MODES = {"seeds": "Seeds (same split, different initialisation)",
                 "cv": "k-fold cross-validation (grouped by patient)"}
 DEFAULT_AXES = {1: "dropout", 2: "arch_params.activation"}
+HALVING_CHOICES = (0, 2, 3, 4)  # the form's offer; the JSON and the CLI take any rate the setting allows
 
 
 # ----------------------------------------------------------------------------- the base config
@@ -81,6 +84,7 @@ def parse_axes(raw: list[tuple[str, str]], base: dict) -> tuple[list[tuple[str, 
         try:
             if not setting:
                 raise ValueError("name the setting to vary")
+            check_sweepable(setting)
             axes.append((setting, coerce_values(base, setting, parse_values(text))))
         except ValueError as exc:
             problems.append(f"Setting {index} ({setting or '?'}): {exc}")
@@ -89,12 +93,24 @@ def parse_axes(raw: list[tuple[str, str]], base: dict) -> tuple[list[tuple[str, 
     return axes, problems
 
 
-def planned_configs(base: dict, axes: list[tuple[str, list]], mode: str, count: int) -> list[dict]:
-    """Every run's config (cheap: no model is built); TypeError or ValueError when a point is invalid."""
+def planned_configs(base: dict, axes: list[tuple[str, list]], mode: str, count: int,
+                    halving_rate: int = 0, halving_min_epochs: int = 1) -> list[dict]:
+    """Every run's config (cheap: no model is built); TypeError or ValueError when a point is invalid
+    or successive halving could stop nothing (no run is longer than its first rung)."""
     spec = sweep_spec("", base, axes, mode, count)
     sweep = Sweep(TrainConfig.from_dict(base), [SweepAxis(s, v) for s, v in axes],
-                  repeats=spec["repeats"], cv_folds=spec["cv_folds"])
-    return [config.to_dict() for config in sweep.configs()]
+                  repeats=spec["repeats"], cv_folds=spec["cv_folds"],
+                  halving_rate=halving_rate, halving_min_epochs=halving_min_epochs)
+    configs = sweep.configs()
+    sweep.validate_halving(configs)
+    return [config.to_dict() for config in configs]
+
+
+def halving_label(rate: int) -> str:
+    """The form's words for a halving rate: 'off' or 'rate 3: the best third go on at each rung'."""
+    if not rate:
+        return "off: every run trains all its epochs"
+    return f"rate {rate}: the best {halving_share(rate)} go on at each rung"
 
 
 def model_cost_args(config: dict) -> tuple:
@@ -115,22 +131,66 @@ class Preview:
     runs_help: str     # '4 points × 3 seeds'
     time: str          # the 'Estimated time' metric
     time_note: str     # the caption under it
+    halving_note: str | None = None  # with successive halving: its budget against the full grid's
 
 
 def preview(configs: list[dict], mode: str, count: int, past: list[estimate.PastRun],
             macs_of: Callable[[dict], float | None] | None = None) -> Preview:
-    """What launching would do: points, runs and their time, one run after another (estimate_sweep)."""
+    """What launching would do: points, runs and their time, one run after another (estimate_sweep),
+    and with successive halving, the share of that budget it should take."""
     points = len(configs) // count
     guess = estimate.estimate_sweep(configs, past, macs_of=macs_of)
     help_text = f"{points} points × {count} {'seeds' if mode == 'seeds' else 'folds'}"
+    note = halving_note(configs, guess)
     if guess.total_seconds is None:
         return Preview(points, len(configs), help_text, "after the first epoch",
                        "Time: no finished run on this machine to learn from yet; the first run's live view "
-                       "(Train page) shows the time left after its first epoch.")
+                       "(Train page) shows the time left after its first epoch.", note)
     total = compare.format_seconds(guess.total_seconds)
     return Preview(points, len(configs), help_text, ("≈ " if guess.rough else "") + total,
                    f"About {total} for {len(configs)} runs, one after another, "
-                   f"{estimate.basis_text(guess.runs)} (less if early stopping ends runs sooner).")
+                   f"{estimate.basis_text(guess.runs)} (less if early stopping ends runs sooner).", note)
+
+
+@dataclass
+class HalvingBudget:
+    full_epochs: int        # the whole grid: every run all its epochs
+    expected_epochs: float  # roughly, with successive halving
+    full_seconds: float | None = None
+    expected_seconds: float | None = None
+
+    @property
+    def share(self) -> float:
+        return self.expected_epochs / self.full_epochs if self.full_epochs else 1.0
+
+
+def halving_budget(configs: list[dict], guess: estimate.SweepEstimate | None = None) -> HalvingBudget | None:
+    """The grid's epochs (and seconds, when estimated) in full and roughly with successive halving
+    (core.ml.halving.expected_epochs: runs in queue order, results in no particular order); None
+    when halving is off."""
+    if not configs or not configs[0].get("halving_rate"):
+        return None
+    rate, first = configs[0]["halving_rate"], configs[0].get("halving_min_epochs", 1)
+    epochs = [int(c["epochs"]) for c in configs]
+    expected = halving.expected_epochs(epochs, rate, first)
+    budget = HalvingBudget(sum(epochs), sum(expected))
+    if guess is not None and guess.total_seconds is not None:
+        budget.full_seconds = guess.total_seconds
+        budget.expected_seconds = sum(run.overhead_seconds + run.epoch_seconds * trained
+                                      for run, trained in zip(guess.runs, expected))
+    return budget
+
+
+def halving_note(configs: list[dict], guess: estimate.SweepEstimate | None = None) -> str | None:
+    """'Successive halving: at most the full grid (90 epochs), about 36% of it (≈ 32 epochs, ≈ 4 min)...'"""
+    budget = halving_budget(configs, guess)
+    if budget is None:
+        return None
+    time = (f", ≈ {compare.format_seconds(budget.expected_seconds)}" if budget.expected_seconds is not None
+            else "")
+    return (f"Successive halving: at most the full grid ({budget.full_epochs} epochs), about "
+            f"{budget.share:.0%} of it (≈ {budget.expected_epochs:.0f} epochs{time}) when the runs' results come "
+            "in no particular order; the first runs to reach a rung always go on, so a small sweep saves less.")
 
 
 def queue_note(queued: int) -> str | None:

@@ -18,6 +18,7 @@ from typing import Callable
 import altair as alt
 import pandas as pd
 
+from core.ml.halving import rungs
 from core.settings.config import TrainConfig, setting_for
 from core.store.portable import export_sweep, import_archive
 from core.store.runs import ACTIVE_STATES, RunStore
@@ -143,12 +144,15 @@ def base_with_dataset(config: TrainConfig, dataset_settings: dict) -> dict:
     return config.with_overrides({k: v for k, v in dataset_settings.items() if k in known}).to_dict()
 
 
-def sweep_spec(name: str, base: dict, axes: list[tuple[str, list]], repeat_mode: str, count: int) -> dict:
-    """The dict `Sweep.from_dict` takes; repeat_mode is 'seeds' (count seeds) or 'cv' (count folds)."""
+def sweep_spec(name: str, base: dict, axes: list[tuple[str, list]], repeat_mode: str, count: int,
+               halving_rate: int = 0, halving_min_epochs: int = 1) -> dict:
+    """The dict `Sweep.from_dict` takes; repeat_mode is 'seeds' (count seeds) or 'cv' (count folds);
+    halving_rate 0 is off, else successive halving with its first rung after halving_min_epochs."""
     return {"name": name.strip(), "base": base,
             "axes": [{"setting": setting, "values": list(values)} for setting, values in axes],
             "repeats": int(count) if repeat_mode == "seeds" else 1,
-            "cv_folds": int(count) if repeat_mode == "cv" else 0}
+            "cv_folds": int(count) if repeat_mode == "cv" else 0,
+            "halving_rate": int(halving_rate), "halving_min_epochs": int(halving_min_epochs)}
 
 
 def run_count(axes: list[tuple[str, list]], count: int) -> int:
@@ -175,7 +179,9 @@ def results_frame(rows: list[dict], settings: list[str]) -> pd.DataFrame:
     the rows lack, e.g. the resources of rows without them, stays empty)."""
     columns = list(settings) + ["runs", "done", "active", "stopped"]
     columns += [f"{m}_{s}" for m in SWEEP_METRICS for s in ("mean", "std", "n")]
-    records = [{**row, "stopped": row["runs"] - row["done"] - row["active"]} for row in rows]
+    columns += ["halted", "halted_epochs", "epochs_trained", "epochs_planned"]
+    records = [{"halted": 0, "halted_epochs": [], "epochs_trained": 0, "epochs_planned": 0, **row,
+                "stopped": row["runs"] - row["done"] - row["active"]} for row in rows]
     frame = pd.DataFrame(records, columns=columns)
     for metric in SWEEP_METRICS:
         frame[f"{metric}_n"] = frame[f"{metric}_n"].fillna(0).astype(int)
@@ -195,12 +201,17 @@ def mean_std_text(mean, std, n, done: int | None = None, digits: int = 3) -> str
     return f"{mean:.{digits}f} ± {std:.{digits}f}{count}"
 
 
-def display_frame(frame: pd.DataFrame, settings: list[str], metrics=SWEEP_METRICS) -> pd.DataFrame:
-    """The results table as short text, so every column fits: setting labels, 'done/runs' and
-    'mean ± std' per metric (with '(n=k)' only where fewer runs than the done ones have the metric).
-    A resource metric no finished run recorded is left out."""
+def display_frame(frame: pd.DataFrame, settings: list[str], metrics=SWEEP_METRICS,
+                  halving: bool = False) -> pd.DataFrame:
+    """The results table as short text, so every column fits: setting labels, 'done/runs', with
+    `halving` which runs successive halving stopped and at which epochs, and 'mean ± std' per metric
+    (with '(n=k)' only where fewer runs than the done ones have the metric). A resource metric no
+    finished run recorded is left out."""
     shown = pd.DataFrame({setting: [value_label(v) for v in frame[setting]] for setting in settings})
     shown["runs done"] = [f"{d}/{r}" for d, r in zip(frame["done"], frame["runs"])]
+    if halving:
+        shown[HALTED_COLUMN] = [halted_text(h, e, r) for h, e, r in
+                                zip(frame["halted"], frame["halted_epochs"], frame["runs"])]
     for metric in metrics:
         if metric in RESOURCE_METRICS and not frame[f"{metric}_mean"].notna().any():
             continue
@@ -209,6 +220,55 @@ def display_frame(frame: pd.DataFrame, settings: list[str], metrics=SWEEP_METRIC
             mean_std_text(m, s, n, d, digits) for m, s, n, d in
             zip(frame[f"{metric}_mean"], frame[f"{metric}_std"], frame[f"{metric}_n"], frame["done"])]
     return shown
+
+
+HALTED_COLUMN = "stopped early (halving)"
+
+
+def halted_text(halted: int, epochs: list[int], runs: int) -> str:
+    """'—', or '2 of 3, at epoch 1' / '1 of 1, at epoch 3' / '2 of 3, at epochs 1, 3'."""
+    if not halted:
+        return "—"
+    distinct = sorted(set(epochs))
+    where = f"epoch{'s' if len(distinct) > 1 else ''} {', '.join(str(e) for e in distinct)}"
+    return f"{halted} of {runs}, at {where}"
+
+
+def halving_on(record: dict) -> bool:
+    return bool(record.get("halving_rate"))
+
+
+def halving_text(record: dict) -> str:
+    """'successive halving (rate 3: the best third go on at epochs 1, 3)' for a sweep with it on."""
+    rate, first = record["halving_rate"], record.get("halving_min_epochs", 1)
+    longest = max([record.get("base", {}).get("epochs") or 0] + [
+        v for a in record.get("axes", []) if a["setting"] == "epochs" for v in a["values"]])
+    at = rungs(longest, rate, first) or [first]
+    return f"successive halving (rate {rate}: the best {halving_share(rate)} go on at epochs {', '.join(map(str, at))})"
+
+
+def halving_share(rate: int) -> str:
+    """The share of runs that go on at a rung, in words: 'half', 'third', 'quarter', '1/5'."""
+    return {2: "half", 3: "third", 4: "quarter"}.get(rate, f"1/{rate}")
+
+
+def halving_summary(record: dict, frame: pd.DataFrame) -> str | None:
+    """What successive halving did, in two sentences (None when it is off): how many runs it stopped,
+    at which epochs, the epochs trained against the full grid's, and what a stopped run's metrics are."""
+    if not halving_on(record):
+        return None
+    halted, runs = int(frame["halted"].sum()), int(frame["runs"].sum())
+    trained, planned = int(frame["epochs_trained"].sum()), int(frame["epochs_planned"].sum())
+    epochs = sorted({e for listed in frame["halted_epochs"] for e in listed})
+    where = f", at epoch{'s' if len(epochs) > 1 else ''} {', '.join(map(str, epochs))}" if epochs else ""
+    so_far = " so far" if int(frame["active"].sum()) else ""
+    unit = "points" if (frame["runs"] <= 1).all() else "runs"
+    text = (f"{halted} of {runs} {unit} stopped early by {halving_text(record)}{where}: "
+            f"{trained} of {planned} epochs trained{so_far}.")
+    if halted:
+        text += (" A stopped run's metrics are those of its shorter training, not of the full length the "
+                 "others trained: read them as why it was stopped, not as what it would have reached.")
+    return text
 
 
 def field_name(setting: str) -> str:
@@ -269,7 +329,8 @@ def sweep_caption(record: dict) -> str:
     axes = " × ".join(f"{a['setting']} ({', '.join(value_label(v) for v in a['values'])})" for a in record["axes"])
     repeats = (f"{record['cv_folds']}-fold cross-validation" if record.get("cv_folds")
                else f"{record.get('repeats', 1)} seed(s) per point")
-    return f"`{record['id']}` · {axes} · {repeats}"
+    halving = f" · {halving_text(record)}" if halving_on(record) else ""
+    return f"`{record['id']}` · {axes} · {repeats}{halving}"
 
 
 def run_state(store: RunStore, run_id: str) -> str:
@@ -306,19 +367,25 @@ def stop_sweep(store: RunStore, record: dict, cancel: Callable[[str], bool]) -> 
     return [run_id for run_id in active if cancel(run_id)]
 
 
+MEMBER_COLUMNS = ["run_id", "state", "point", "repeat", "test_accuracy", "halted at epoch"]
+
+
 def member_table(store: RunStore, record: dict) -> pd.DataFrame:
-    """One row per run of the sweep: id, state ('deleted' when gone), its point, its seed or fold, test accuracy."""
+    """One row per run of the sweep: id, state ('deleted' when gone), its point, its seed or fold, test
+    accuracy, and the epoch successive halving stopped it at (None: it was not stopped)."""
     rows = []
     for entry in record["runs"]:
         try:
-            described = store.get(entry["run_id"]).describe()
+            run = store.get(entry["run_id"])
+            described, halted = run.describe(), run.summary().get("halted") or {}
         except KeyError:
-            described = {"state": "deleted"}
+            described, halted = {"state": "deleted"}, {}
         repeat = f"fold {entry['fold'] + 1}" if record.get("cv_folds") else f"seed {entry['seed']}"
         rows.append({"run_id": entry["run_id"], "state": described.get("state"),
                      "point": ", ".join(f"{k}={value_label(v)}" for k, v in entry["point"].items()),
-                     "repeat": repeat, "test_accuracy": described.get("test_accuracy")})
-    return pd.DataFrame(rows, columns=["run_id", "state", "point", "repeat", "test_accuracy"])
+                     "repeat": repeat, "test_accuracy": described.get("test_accuracy"),
+                     "halted at epoch": halted.get("epoch")})
+    return pd.DataFrame(rows, columns=MEMBER_COLUMNS)
 
 
 def compare_labels(members: pd.DataFrame) -> dict[str, str]:

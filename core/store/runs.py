@@ -254,6 +254,7 @@ class Run:
             "test_auc": _metric(summary, "test", "auc"),
             "duration_s": round(finished - started, 1) if started and finished else None,
             **self.resources(),
+            "node": (status.get("node") or {}).get("host"),
             "error": status.get("error"),
         }
 

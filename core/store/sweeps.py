@@ -6,9 +6,13 @@ SWEEP.json:
     {"name": "dropout study", "base": {"arch": "seed_cnn", "epochs": 5},
      "axes": [{"setting": "dropout", "values": [0.2, 0.4, 0.6, 0.8]}],
      "repeats": 3,          # seeds per point (seed, seed+1, ...); the split stays fixed
-     "cv_folds": 0}         # or k >= 2: k-fold cross-validation grouped by patient per point
+     "cv_folds": 0,         # or k >= 2: k-fold cross-validation grouped by patient per point
+     "halving_rate": 0,     # or 2-8: successive halving stops the worst runs early (core.ml.halving)
+     "halving_min_epochs": 1}   # epochs before the first rung (rungs at min_epochs x rate^k)
 
-All runs of a sweep share the same test patients, so points are compared on the same data.
+All runs of a sweep share the same test patients, so points are compared on the same data. With
+successive halving, a run stopped at a rung ends `done` with the metrics of its shorter training;
+its summary says where (`halted`).
 """
 from __future__ import annotations
 
@@ -26,7 +30,12 @@ RESULT_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", 
                   "peak_memory_mb", "images_per_sec", "wall_s")
 
 
-SET_BY_THE_SWEEP = ("seed", "cv_fold", "cv_folds", "sweep_id", "name")
+SET_BY_THE_SWEEP = ("seed", "cv_fold", "cv_folds", "sweep_id", "name", "halving_rate", "halving_min_epochs")
+# What to use instead of sweeping a setting the sweep sets itself.
+INSTEAD = {"seed": "use repeats", "cv_fold": "use cv_folds", "cv_folds": "use cv_folds",
+           "halving_rate": "use the sweep's successive halving option",
+           "halving_min_epochs": "use the sweep's successive halving option"}
+HALVING_KEYS = ("halving_rate", "halving_min_epochs")
 
 
 @dataclass
@@ -42,23 +51,29 @@ class Sweep:
     repeats: int = 1
     cv_folds: int = 0
     name: str = ""
+    halving_rate: int = 0        # successive halving (0 = off); every run of the sweep gets it
+    halving_min_epochs: int = 1
 
     @classmethod
     def from_dict(cls, values: dict) -> "Sweep":
-        known = {"base", "axes", "repeats", "cv_folds", "name"}
+        """A sweep from its JSON form; halving settings left out come from the base (default: off)."""
+        known = {"base", "axes", "repeats", "cv_folds", "name", *HALVING_KEYS}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown sweep settings: {', '.join(unknown)}")
         axes = [SweepAxis(a["setting"], list(a["values"])) for a in values.get("axes", [])]
-        sweep = cls(base=TrainConfig.from_dict(values.get("base", {})), axes=axes,
-                    repeats=int(values.get("repeats", 1)), cv_folds=int(values.get("cv_folds", 0)),
-                    name=values.get("name", ""))
+        base = TrainConfig.from_dict(values.get("base", {}))
+        halving = {key: SETTINGS[key].check(values.get(key, getattr(base, key))) for key in HALVING_KEYS}
+        sweep = cls(base=base, axes=axes, repeats=int(values.get("repeats", 1)),
+                    cv_folds=int(values.get("cv_folds", 0)), name=values.get("name", ""), **halving)
         sweep.validate()
         return sweep
 
     def to_dict(self) -> dict:
         return {"name": self.name, "base": self.base.to_dict(), "repeats": self.repeats,
-                "cv_folds": self.cv_folds, "axes": [{"setting": a.setting, "values": a.values} for a in self.axes]}
+                "cv_folds": self.cv_folds, "halving_rate": self.halving_rate,
+                "halving_min_epochs": self.halving_min_epochs,
+                "axes": [{"setting": a.setting, "values": a.values} for a in self.axes]}
 
     def validate(self) -> None:
         if not 1 <= len(self.axes) <= 2:
@@ -68,15 +83,25 @@ class Sweep:
         for axis in self.axes:
             if not axis.values:
                 raise ValueError(f"no values given for {axis.setting}")
-            if axis.setting in SET_BY_THE_SWEEP:
-                raise ValueError(f"{axis.setting} is set by the sweep itself: use repeats or cv_folds")
+            check_sweepable(axis.setting)
             if setting_for(axis.setting, self.base.arch) is None:
                 raise ValueError(f"{axis.setting} is not a setting of a {self.base.arch} run")
         if not 1 <= self.repeats <= 20:
             raise ValueError("repeats must be between 1 and 20")
         SETTINGS["cv_folds"].check(self.cv_folds)
-        for config in self.configs():
+        configs = self.configs()
+        for config in configs:
             config.validate()  # every point must be a valid run before anything is queued
+        self.validate_halving(configs)
+
+    def validate_halving(self, configs: list[TrainConfig]) -> None:
+        """Halving needs a run longer than its first rung (min epochs), else it would stop nothing."""
+        for key in HALVING_KEYS:
+            SETTINGS[key].check(getattr(self, key))
+        longest = max(config.epochs for config in configs)
+        if self.halving_rate and longest <= self.halving_min_epochs:
+            raise ValueError(f"successive halving decides after {self.halving_min_epochs} epoch(s), but the "
+                             f"longest run trains {longest}: give the runs more epochs or halve sooner")
 
     def points(self) -> list[dict]:
         return grid_points(self.axes)
@@ -93,8 +118,16 @@ class Sweep:
                 suffix = f"fold{repeat + 1}" if self.cv_folds else f"seed{self.base.seed + repeat}"
                 configs.append(self.base.with_overrides({
                     **point, **variation, "split_seed": split_seed, "sweep_id": sweep_id,
+                    "halving_rate": self.halving_rate, "halving_min_epochs": self.halving_min_epochs,
                     "name": f"{self.name or 'sweep'} {name} {suffix}".strip()}))
         return configs
+
+
+def check_sweepable(setting: str) -> None:
+    """ValueError, saying what to use instead, for a setting the sweep sets itself."""
+    if setting in SET_BY_THE_SWEEP:
+        instead = f": {INSTEAD[setting]}" if setting in INSTEAD else ""
+        raise ValueError(f"{setting} is set by the sweep itself{instead}")
 
 
 def grid_points(axes: list[SweepAxis]) -> list[dict]:
@@ -152,10 +185,15 @@ def sweep_results(store: RunStore, sweep_id: str) -> list[dict]:
     for point in grid_points([SweepAxis(a["setting"], a["values"]) for a in record["axes"]]):
         members = [entry["run_id"] for entry in record["runs"] if entry["point"] == point]
         described = [_describe(store, run_id) for run_id in members]
+        halted = [d["halted"] for d in described if d.get("state") == "done" and d.get("halted")]
         row = {**point, "runs": len(members),
                "done": sum(d.get("state") == "done" for d in described),
                "active": sum(d.get("state") in ("queued", "running") for d in described),
-               "run_ids": members}
+               "run_ids": members,
+               # successive halving: runs it stopped, at which epochs; epochs trained and planned
+               "halted": len(halted), "halted_epochs": sorted(h["epoch"] for h in halted),
+               "epochs_trained": sum(d.get("epoch") or 0 for d in described),
+               "epochs_planned": sum(d.get("epochs") or 0 for d in described)}
         for metric in RESULT_METRICS:
             values = [d[metric] for d in described if d.get("state") == "done" and _is_number(d.get(metric))]
             row[f"{metric}_mean"] = statistics.fmean(values) if values else None
@@ -166,10 +204,12 @@ def sweep_results(store: RunStore, sweep_id: str) -> list[dict]:
 
 
 def _describe(store: RunStore, run_id: str) -> dict:
+    """Run.describe() and, when successive halving stopped the run, where (`halted`)."""
     try:
-        return store.get(run_id).describe()
+        run = store.get(run_id)
     except KeyError:
         return {"state": "deleted"}
+    return {**run.describe(), "halted": run.summary().get("halted")}
 
 
 def _is_number(value) -> bool:

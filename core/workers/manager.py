@@ -12,6 +12,10 @@ rename, so any number of managers can share one runs folder) and start a trainin
 TensorFlow). The process exits after its run, which gives all its memory back. To start fast, one
 spare process waits with TensorFlow already imported. A process that dies ends its run `failed`
 with the reason in plain words and the last lines it printed; the manager and the queue go on.
+
+With CXR_RAY_ADDRESS set, each claimed run is trained instead by a Ray task on any node of that
+cluster (core/workers/ray_backend.py), which starts the same training process there; the queue,
+Stop, failure reasons, resources and resume are the same. Each run records the node that trained it.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from pathlib import Path
 from core.settings.config import TrainConfig
 from core.store.runs import (
     ACTIVE_STATES,
+    HOST,
     PROJECT_ROOT,
     Run,
     RunStore,
@@ -89,9 +94,11 @@ def resident_mb(pid: int) -> float | None:
 class TrainingProcess:
     """One `python -m core worker` process; `spare` ones import TensorFlow, then wait for a run."""
 
-    def __init__(self):
+    def __init__(self, orphan_error: str | None = None):
+        """`orphan_error`: the run fails with it if this process outlives its parent (else: interrupted)."""
         command = [sys.executable, "-m", "core.workers.process", "-"]  # reads its run from stdin
-        self.popen = subprocess.Popen(command, cwd=PROJECT_ROOT, stdin=subprocess.PIPE,
+        env = {**os.environ, "CXR_ORPHAN_ERROR": orphan_error} if orphan_error else None
+        self.popen = subprocess.Popen(command, cwd=PROJECT_ROOT, stdin=subprocess.PIPE, env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True)  # Ctrl-C in a terminal goes to the manager only
 
@@ -130,23 +137,54 @@ class TrainingProcess:
             self.popen.kill()
 
 
+def watch_memory(process: TrainingProcess, cap_mb: int) -> tuple[int, float | None, float | None]:
+    """Wait for the process, killing it if it goes over the memory cap; (return code, peak MB, MB
+    at which it was capped or None)."""
+    capped_at = None
+    if cap_mb:
+        while process.alive():
+            rss = resident_mb(process.pid)
+            if rss is not None and rss > cap_mb:
+                capped_at = rss
+                process.kill()
+                break
+            time.sleep(MEMORY_POLL_S)
+    returncode, peak_mb = process.wait()
+    return returncode, peak_mb, capped_at
+
+
+def connect_cluster():
+    """The Ray cluster named by $CXR_RAY_ADDRESS (Ray is imported only then), or None: train here."""
+    address = os.environ.get("CXR_RAY_ADDRESS", "").strip()
+    if not address:
+        return None
+    from core.workers.ray_backend import RayCluster
+    return RayCluster(address)
+
+
 class JobManager:
-    """Claims queued runs of a store and trains each in its own process (`max_concurrent` at a time)."""
+    """Claims queued runs of a store and trains each in its own process (`max_concurrent` at a time),
+    here or, with $CXR_RAY_ADDRESS, as Ray tasks on the nodes of that cluster."""
 
     def __init__(self, store: RunStore | None = None, max_concurrent: int | None = None,
                  spare: bool | None = None):
         self.store = store or RunStore()
+        self.cluster = connect_cluster()
         # One job at a time by default: two trainings on a 2-core CPU only slow each other down.
-        self.max_concurrent = max(1, int(max_concurrent or os.environ.get("CXR_MAX_CONCURRENT_JOBS", 1)))
+        # On a Ray cluster: as many as it has room for.
+        default_slots = self.cluster.capacity() if self.cluster else 1
+        self.max_concurrent = max(1, int(max_concurrent or os.environ.get("CXR_MAX_CONCURRENT_JOBS") or default_slots))
         self.worker_id = worker_id()
-        self.keep_spare = spare if spare is not None else os.environ.get("CXR_SPARE_PROCESS", "1") != "0"
+        # A spare process serves this machine only; Ray tasks start their own on their node.
+        self.keep_spare = self.cluster is None and (
+            spare if spare is not None else os.environ.get("CXR_SPARE_PROCESS", "1") != "0")
         self._spare: TrainingProcess | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._abandoning = threading.Event()
         self._busy_slots = 0
-        self._training: dict[str, TrainingProcess] = {}
+        self._training: dict = {}  # run id -> its TrainingProcess, or its RayTraining task (both kill())
         self._submitted: list[str] = []
         self._spare_due = time.monotonic() + SPARE_DELAY_S
         self.recovered = self.store.recover()
@@ -280,16 +318,23 @@ class JobManager:
             run.update_status(state="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}")
 
     def _train(self, run: Run) -> None:
-        """Train a claimed run in a process of its own and record how that process ended."""
+        """Train a claimed run in a process of its own (here, or through Ray on a node of the cluster)
+        and record how that process ended."""
         try:
             config = TrainConfig.from_dict(run.config()).validate()
         except (TypeError, ValueError) as exc:
             run.update_status(state="failed", finished=time.time(), error=f"bad config: {exc}")
             return
         cap_mb = memory_cap_mb(config.to_dict())
+        if self.cluster is not None:
+            self._train_on_cluster(run, cap_mb)
+        else:
+            self._train_here(run, cap_mb)
+
+    def _train_here(self, run: Run, cap_mb: int) -> None:
         process = self._process_for_next_run()
         # Written before the process has its run: from then on only the process writes the status.
-        run.update_status(state="running", worker=this_process(),
+        run.update_status(state="running", worker=this_process(), node={"host": HOST, "backend": "local"},
                           trainer={**this_process(), "pid": process.pid, "pid_start": process_start(process.pid)},
                           **({} if run.status().get("resume") else {"started": time.time()}))
         with self._lock:
@@ -297,11 +342,32 @@ class JobManager:
         try:
             if not process.give(run):
                 process.kill()
-            returncode, peak_mb, capped_at = self._watch(process, cap_mb)
+            returncode, peak_mb, capped_at = watch_memory(process, cap_mb)
         finally:
             with self._lock:
                 self._training.pop(run.id, None)
         self._record_exit(run, returncode, peak_mb, capped_at, cap_mb)
+
+    def _train_on_cluster(self, run: Run, cap_mb: int) -> None:
+        """A Ray task trains the run on some node; it records the node and its training process there."""
+        from core.workers.ray_backend import TrainingLost
+        run.update_status(state="running", worker=this_process(), node=None, trainer=None,
+                          **({} if run.status().get("resume") else {"started": time.time()}))
+        task = self.cluster.submit(run, cap_mb)
+        with self._lock:
+            self._training[run.id] = task
+        try:
+            outcome = task.outcome()
+        except TrainingLost as lost:
+            self._record_lost(run, str(lost))
+            return
+        finally:
+            with self._lock:
+                self._training.pop(run.id, None)
+        if outcome.get("error"):  # the node could not reach the run: nothing was trained
+            run.update_status(state="failed", finished=time.time(), node=outcome["node"], error=outcome["error"])
+            return
+        self._record_exit(run, outcome["returncode"], outcome["peak_mb"], outcome["capped_at"], cap_mb)
 
     def _start_spare_when_due(self) -> None:
         with self._lock:
@@ -324,20 +390,6 @@ class JobManager:
                 self._spare = TrainingProcess()
         return process
 
-    def _watch(self, process: TrainingProcess, cap_mb: int) -> tuple[int, float | None, float | None]:
-        """Wait for the process, killing it if it goes over the memory cap."""
-        capped_at = None
-        if cap_mb:
-            while process.alive():
-                rss = resident_mb(process.pid)
-                if rss is not None and rss > cap_mb:
-                    capped_at = rss
-                    process.kill()
-                    break
-                time.sleep(MEMORY_POLL_S)
-        returncode, peak_mb = process.wait()
-        return returncode, peak_mb, capped_at
-
     def _record_exit(self, run: Run, returncode: int, peak_mb: float | None, capped_at: float | None,
                      cap_mb: int) -> None:
         status = run.status()
@@ -351,3 +403,13 @@ class JobManager:
             return
         run.update_status(state="failed", finished=time.time(), exit_code=returncode, resources=resources,
                           error=exit_reason(returncode, capped_at, cap_mb), stderr_tail=run.stderr_tail())
+
+    def _record_lost(self, run: Run, reason: str) -> None:
+        """The Ray task training the run died with its worker or node (or was cancelled by shutdown)."""
+        from core.workers.ray_backend import wait_for_word
+        if self._abandoning.is_set():
+            if run.state() in ACTIVE_STATES:
+                run.update_status(state="interrupted", finished=time.time(),
+                                  error="its worker shut down: resume it to go on from its last completed epoch")
+        elif wait_for_word(run).get("state") in ACTIVE_STATES:  # else its orphaned process said why it ended
+            run.update_status(state="failed", finished=time.time(), error=reason, stderr_tail=run.stderr_tail())

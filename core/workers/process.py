@@ -4,7 +4,8 @@
     python -m core.workers.process -           # import TensorFlow, then read RUN_DIR from stdin
 
 It exits when the run ends, giving all its memory back. If the worker that started it dies, the run
-becomes `interrupted` and the process exits.
+becomes `interrupted` and the process exits; started by a Ray task ($CXR_ORPHAN_ERROR set: its Ray
+worker died), the run becomes `failed` with that error.
 """
 from __future__ import annotations
 
@@ -62,18 +63,22 @@ def send_output_to(path: Path) -> None:
 
 
 def watch_parent(current: dict) -> None:
-    """If the worker that started this process dies, mark our run interrupted and exit: a restarted
-    worker can resume it, and no training goes on unsupervised."""
+    """If the worker that started this process dies, mark our run interrupted (or failed, with
+    $CXR_ORPHAN_ERROR) and exit: it can be resumed, and no training goes on unsupervised."""
     parent = os.getppid()
+    orphan_error = os.environ.get("CXR_ORPHAN_ERROR")
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(PARENT_POLL_S)
         run = current["run"]
         if run is not None and run.state() == "running":
-            run.update_status(state="interrupted", finished=time.time(),
-                              error="the dashboard or worker running this training stopped: "
-                                    "resume it to go on from its last completed epoch")
+            if orphan_error:
+                run.update_status(state="failed", finished=time.time(), error=orphan_error)
+            else:
+                run.update_status(state="interrupted", finished=time.time(),
+                                  error="the dashboard or worker running this training stopped: "
+                                        "resume it to go on from its last completed epoch")
         os._exit(3)
 
     threading.Thread(target=watch, name="cxr-parent-watch", daemon=True).start()
