@@ -38,6 +38,8 @@ bench: venv
 	$(PY) bench/accuracy.py
 	$(PY) bench/diagnose_latency.py
 	$(PY) bench/clear_session.py
+	$(PY) bench/ray_dispatch.py
+	$(PY) bench/large_dataset.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
