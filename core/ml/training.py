@@ -410,16 +410,19 @@ def early_stopping(config: TrainConfig, resumed: dict | None):
     return callback
 
 
-def resources_used(started: float, images_per_sec: list[float]) -> dict:
-    """Peak memory of this process (and of the GPU), steady images/s, wall time and device."""
+def resources_used(started: float, images_per_sec: list[float], strategy=None) -> dict:
+    """Peak memory of this process (and of its GPUs, summed), steady images/s, wall time, device,
+    the replicas training in sync (MirroredStrategy: one per GPU) and the precision policy."""
     import resource
 
+    import keras
     import tensorflow as tf
     gpus = tf.config.list_physical_devices("GPU")
     peak_gpu = None
     if gpus:
         try:
-            peak_gpu = round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20, 1)
+            peak_gpu = round(sum(tf.config.experimental.get_memory_info(f"GPU:{i}")["peak"]
+                                 for i in range(len(gpus))) / 2**20, 1)
         except (ValueError, RuntimeError):
             pass
     device = (f"{len(gpus)} GPU: " + tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
@@ -428,7 +431,9 @@ def resources_used(started: float, images_per_sec: list[float]) -> dict:
     return {"peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "peak_gpu_memory_mb": peak_gpu,
             "images_per_sec": round(float(np.median(steady)), 1) if steady else None,
-            "wall_s": round(time.perf_counter() - started, 2), "device": device}
+            "wall_s": round(time.perf_counter() - started, 2), "device": device,
+            "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
+            "precision": keras.mixed_precision.global_policy().name}
 
 
 def epoch_tensorboard(log_dir):
@@ -588,7 +593,8 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
             summary["threshold"] = best["best_threshold"] if best else None
     summary["seconds"] = round(time.perf_counter() - started, 2)
     summary["resources"] = resources_used(started, [r["images_per_sec"] for r in run.history()
-                                                    if r.get("images_per_sec") and not r.get("partial")])
+                                                    if r.get("images_per_sec") and not r.get("partial")],
+                                          strategy)
     run.write_summary(summary)
     return summary
 
