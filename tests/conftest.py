@@ -202,6 +202,25 @@ def tiny_run(tmp_path_factory) -> Run:
     assert not changed, f"a test changed the shared tiny_run (use tiny_run_copy or copy_run): {changed}"
 
 
+# A seed_cnn small enough to train in seconds on a synthetic folder (the worker and Ray tests).
+TINY_FOLDER_RUN = dict(arch="seed_cnn", image_size=32, batch_size=8, arch_params={"dense_units": 16},
+                       early_stopping=False)
+
+
+def tiny_folder_config(folder, epochs: int, **overrides) -> TrainConfig:
+    return TrainConfig(**{**TINY_FOLDER_RUN, "epochs": epochs, **overrides}, data_source="folder",
+                       data_path=str(folder))
+
+
+def wait_until(condition, timeout: float = 120, what: str = "condition"):
+    """Poll `condition` until it returns something true (returned), or fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
 def copy_run(run: Run, folder: Path) -> Run:
     """A copy of `run` in the run store `folder`, for a test that changes it."""
     shutil.copytree(run.path, Path(folder) / run.id)

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,22 +17,12 @@ import pytest
 from core.settings.config import TrainConfig
 from core.store.runs import Run, RunStore, process_alive
 from core.workers.manager import JobManager
+from tests.conftest import tiny_folder_config, wait_until
 
 PROJECT = Path(__file__).resolve().parents[1]
-TINY = dict(arch="seed_cnn", image_size=32, batch_size=8, arch_params={"dense_units": 16}, early_stopping=False)
 CLUSTER_CPUS = 2
 
 
-def tiny(folder, **overrides) -> TrainConfig:
-    return TrainConfig(**{**TINY, "epochs": 1, **overrides}, data_source="folder", data_path=str(folder))
-
-
-def wait_until(condition, timeout: float = 120, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 def free_port() -> int:
@@ -200,3 +189,7 @@ def test_a_wrong_ray_setting_is_a_clear_error_before_anything_runs(store, monkey
     with pytest.raises((ConnectionError, ValueError)) as raised:
         JobManager(store)
     assert str(raised.value).startswith(message.format(port=port))
+
+
+def tiny(folder, **overrides) -> TrainConfig:
+    return tiny_folder_config(folder, 1, **overrides)

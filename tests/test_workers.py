@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,9 @@ import pytest
 from core.settings.config import TrainConfig
 from core.store.runs import RunStore
 from core.workers.manager import JobManager
+from tests.conftest import tiny_folder_config, wait_until
 
 PROJECT = Path(__file__).resolve().parents[1]
-TINY = dict(arch="seed_cnn", image_size=32, batch_size=8, arch_params={"dense_units": 16}, early_stopping=False)
 
 pytestmark = pytest.mark.slow  # real worker processes, each importing TensorFlow and training
 
@@ -26,16 +25,6 @@ def spare_process(monkeypatch):
     monkeypatch.setenv("CXR_SPARE_PROCESS", "1")  # as the dashboard and `python -m core worker` run
 
 
-def tiny(folder, **overrides) -> TrainConfig:
-    return TrainConfig(**{**TINY, "epochs": 2, **overrides}, data_source="folder", data_path=str(folder))
-
-
-def wait_until(condition, timeout: float = 120, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
 
 
 def training_pid(store: RunStore, run_id: str) -> int:
@@ -188,3 +177,7 @@ def test_concurrent_runs_of_one_config_give_identical_metrics(store, chest_folde
     assert a.status()["started"] < b.status()["finished"] and b.status()["started"] < a.status()["finished"]
     keys = ("loss", "accuracy", "val_loss", "val_accuracy")
     assert [[row[k] for k in keys] for row in a.history()] == [[row[k] for k in keys] for row in b.history()]
+
+
+def tiny(folder, **overrides) -> TrainConfig:
+    return tiny_folder_config(folder, 2, **overrides)
