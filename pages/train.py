@@ -25,7 +25,7 @@ TRAINING = ("epochs", "batch_size", "class_weights", "seed", "early_stopping", "
 EARLY_STOPPING_EXTRAS = ("patience",)
 EXTRAS = (*OPTIMIZER_EXTRAS.values(), *SCHEDULE_EXTRAS.values(), EARLY_STOPPING_EXTRAS)
 # Every TrainConfig setting this form shows (some only at times): what loading a saved config fills.
-FORM_FIELDS = ("arch", "name", *OPTIMISATION, *TRAINING, "memory_cap_mb",
+FORM_FIELDS = ("arch", "name", *OPTIMISATION, *TRAINING, "memory_cap_mb", "data_pipeline",
                *dict.fromkeys(name for names in EXTRAS for name in names))
 PREFIX = train_view.PREFIX
 
@@ -89,11 +89,15 @@ def training_inputs() -> dict:
 
 
 def resource_inputs() -> dict:
-    """Limits that do not change results: the memory cap of the run's training process."""
-    cap = SETTINGS["memory_cap_mb"]
+    """Settings that do not change results: the memory cap of the run's training process, and
+    whether it holds the training images in memory or streams them from the disk cache."""
+    cap, pipeline = SETTINGS["memory_cap_mb"], SETTINGS["data_pipeline"]
     here = os.environ.get("CXR_MEMORY_CAP_MB") or "not set"
-    return {cap.name: widgets.setting_input(cap, PREFIX + cap.name, help=f"{cap.help} Here $CXR_MEMORY_CAP_MB "
-                                                                          f"is {here}.")}
+    cols = st.columns(2)
+    return {cap.name: widgets.setting_input(cap, PREFIX + cap.name, cols[0],
+                                            help=f"{cap.help} Here $CXR_MEMORY_CAP_MB is {here}."),
+            pipeline.name: widgets.setting_input(pipeline, PREFIX + pipeline.name, cols[1],
+                                                 label="Training images")}
 
 
 def augmentation_inputs() -> dict:
@@ -153,7 +157,7 @@ def main() -> None:
     with st.container(border=True):
         st.subheader("Training")
         training = training_inputs()
-        with st.expander("Resources: memory cap"):
+        with st.expander("Resources: memory cap, where training images are held"):
             resources = resource_inputs()
     with st.expander("Augmentation (training images only)"):
         augmentation = augmentation_inputs()
