@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 import socket
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,16 +39,17 @@ from tests.browser_support import (
     settle,
     type_into,
 )
+from tests.conftest import wait_until
 from tests.synthetic import make_chest_folder
 
 pytestmark = [requires_chromium, pytest.mark.slow]
 
 KEY_SHOTS = Path("/tmp/scale_shots")  # the key screenshots, for a person to look at
 SWEEP_TIMEOUT_MS = 480_000  # three tiny runs on a busy 2-core machine
-# Learning rates queued in this order: the two that learn take the cluster's two CPUs and record their
-# value at the first rung before the third, which barely moves its weights, starts; so the third is
-# stopped there whatever order the first two finish in.
-RATES = ("0.01", "0.003", "1e-6")
+# Learning rates queued in this order: the two that learn take the cluster's two CPUs, and a slot is
+# free for the third, which barely moves its weights, only once one of them has passed the first rung;
+# so the third is compared there with a run that learned, and stopped, whichever of the two arrived first.
+RATES = ("0.003", "0.001", "1e-6")
 HOPELESS = 1e-6
 BIG_FOLDER_IMAGES_PER_CLASS = 2000  # 512 px noisy JPEGs: several seconds to decode on 2 cores
 
@@ -60,25 +59,27 @@ ray_cluster = test_ray.ray_cluster
 
 # ----------------------------------------------------------------------------- fixtures
 
-def ray_daemons_under(folder: Path) -> list[str]:
-    """Command lines of the raylet and GCS server processes whose Ray folder lies under `folder`."""
+def ray_processes_under(base: Path) -> list[str]:
+    """Command lines naming a Ray folder of this session (test_ray's mktemp("ray")): the cluster's
+    raylet, GCS server, workers and helpers."""
+    ray_folder = re.compile(rf"{re.escape(str(base))}/ray\d+/")
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            command = (proc / "cmdline").read_bytes().decode(errors="replace").replace("\0", " ")
         except OSError:
             continue
-        if argv and Path(argv[0]).name in ("raylet", "gcs_server") and str(folder) in " ".join(argv):
-            found.append(" ".join(argv)[:200])
+        if ray_folder.search(command):
+            found.append(command[:200])
     return found
 
 
 @pytest.fixture(scope="module", autouse=True)
 def no_raylet_left(tmp_path_factory):
-    """Set up before `ray_cluster`, so torn down after it: no raylet of this session's cluster is left."""
+    """Set up before `ray_cluster`, so torn down after it: no process of the cluster is left."""
     base = tmp_path_factory.getbasetemp()
     yield
-    test_ray.wait_until(lambda: not ray_daemons_under(base), 30, "the cluster's raylet to exit")
+    wait_until(lambda: not ray_processes_under(base), 30, "the cluster's raylet and workers to exit")
 
 
 def noisy_jpeg(mean: int, size: int, rng) -> bytes:
@@ -106,7 +107,7 @@ def app(tmp_path_factory, ray_cluster):
     dataset cache folders, reading server paths only inside its data folder."""
     folder = tmp_path_factory.mktemp("scale")
     data = folder / "data"
-    small = make_chest_folder(data / "xrays", n_patients=12, images_per_patient=3)
+    small = make_chest_folder(data / "xrays", n_patients=16, images_per_patient=4)  # ~11 steps an epoch
     big = make_big_folder(data / "many", BIG_FOLDER_IMAGES_PER_CLASS)
     env = {"CXR_RUNS_DIR": str(folder / "runs"), "CXR_UPLOADS_DIR": str(folder / "uploads"),
            "CXR_CACHE_DIR": str(folder / "cache"), "CXR_DATA_ROOT": str(data), "CXR_RAY_ADDRESS": ray_cluster}
@@ -144,16 +145,19 @@ def shots(tmp_path) -> Path:
 
 @contextmanager
 def step(page, app, shots: Path, name: str):
-    """On failure: a screenshot FAILED_<name>.png (here and in /tmp/scale_shots/) and the server's log."""
+    """On failure: a screenshot FAILED_<name>.png (here and in /tmp/scale_shots/) and the server's log;
+    on success the FAILED_ screenshot of an earlier attempt is removed from /tmp/scale_shots/."""
+    failed = shots / f"FAILED_{name}.png"
     try:
         yield
     except BaseException:
         try:
-            page.screenshot(path=str(shots / f"FAILED_{name}.png"), full_page=True)
-            shutil.copy(shots / f"FAILED_{name}.png", KEY_SHOTS)
+            page.screenshot(path=str(failed), full_page=True)
+            shutil.copy(failed, KEY_SHOTS)
         finally:
             print(app["log"].read_text()[-4000:])
         raise
+    (KEY_SHOTS / failed.name).unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -208,14 +212,22 @@ def column(page, table, title: str) -> list[str]:
 # ----------------------------------------------------------------------------- 1. a sweep on the cluster
 
 def choose_folder(page, path: Path, image_size: str | None = None) -> None:
-    """On the Dataset page: the folder source and its path (and an image size, applied)."""
-    page.get_by_text("Folder on the server", exact=True).click()
+    """On the Dataset page: the folder source and its path, loaded (and an image size, applied)."""
+    enter_folder(page, path)
     settle(page)
-    type_into(page, "Path on the server", str(path))
     if image_size:
         choose(page, "Image size (px)", image_size)
         page.get_by_role("button", name=re.compile("Apply")).click()
         settle(page)
+
+
+def enter_folder(page, path: Path) -> None:
+    """On the Dataset page: the folder source and its path, entered; its loading starts."""
+    page.get_by_text("Folder on the server", exact=True).click()
+    settle(page)
+    field = page.get_by_label("Path on the server", exact=True)
+    field.fill(str(path))
+    field.press("Enter")
 
 
 def edit_base(page, **changes) -> None:
@@ -268,18 +280,19 @@ def test_a_sweep_with_successive_halving_trains_on_the_ray_cluster(page, app, sh
         assert all(run.status()["node"]["backend"] == "ray" for run in runs.values())
         halted = read_record(runs[HOPELESS].path).get("halted")
         assert halted and halted["epoch"] == 1, read_record(runs[HOPELESS].path)
-        stopped = sorted(rate for rate, run in runs.items() if read_record(run.path).get("halted"))
+        halted_at = {rate: (read_record(run.path).get("halted") or {}).get("epoch") for rate, run in runs.items()}
+        stopped = [rate for rate, epoch in halted_at.items() if epoch]
 
         # The caption under the results: how many points were stopped, at which epochs.
         summary = page.get_by_text(re.compile(r"of 3 points stopped early by successive halving")).first
         text = summary.inner_text()
         assert text.startswith(f"{len(stopped)} of 3 points stopped early by successive halving "
                                "(rate 2: the best half go on at epochs 1, 2), at epoch"), text
-        # The results table: the hopeless point's row says it was stopped at epoch 1.
+        # The results table: each stopped point's row says at which epoch (the hopeless one's: 1).
         table = page.locator('[data-testid="stDataFrame"]').first
-        rates = column(page, table, "learning_rate")
-        halting = column(page, table, "stopped early (halving)")
-        assert dict(zip(rates, halting))["1e-06"] == "1 of 1, at epoch 1", list(zip(rates, halting))
+        shown = dict(zip(column(page, table, "learning_rate"), column(page, table, "stopped early (halving)")))
+        assert shown == {f"{rate:g}": f"1 of 1, at epoch {epoch}" if epoch else "—"
+                         for rate, epoch in halted_at.items()}, shown
         snap(page, shots, "03_sweep_results_halving")
 
     with step(page, app, shots, "runs_node"):
@@ -302,7 +315,7 @@ def test_b_a_dataset_load_can_be_cancelled_and_started_again(page, app, shots):
     with step(page, app, shots, "dataset_cancel"):
         go_to(page, "Dataset", "Dataset")
         before = cache_files(app)
-        choose_folder(page, app["big"])
+        enter_folder(page, app["big"])
         bar = page.locator('[data-testid="stProgress"]').filter(has_text=re.compile("Decoding images"))
         bar.first.wait_for()
         page.screenshot(path=str(shots / "05_dataset_loading.png"))
@@ -321,5 +334,7 @@ def test_b_a_dataset_load_can_be_cancelled_and_started_again(page, app, shots):
         settle(page)
         assert metric_value(page, "Images") == f"{2 * BIG_FOLDER_IMAGES_PER_CLASS:,}"
         page.get_by_text("Overlap check passed").wait_for()
-        assert len(cache_files(app) - before) == 2  # the decoded images and their sidecar
+        # The decoded images and their sidecar (besides the split files under splits/).
+        added = sorted(name for name in cache_files(app) - before if "/" not in name)
+        assert len(added) == 2 and added[1] == added[0].replace(".meta.npz", ".npy") != added[0], added
         snap(page, shots, "07_dataset_loaded_after_cancel")
