@@ -183,7 +183,7 @@ def dataset_and_split(settings: dict):
     args = dataset_args(settings)
     dataset = load_dataset(*args)
     split = load_split(*args, float(settings["val_fraction"]), float(settings["test_fraction"]),
-                       int(settings["seed"]), settings["split"] == "own")
+                       int(settings["split_seed"]), settings["split"] == "own")
     return dataset, split
 
 
@@ -198,8 +198,9 @@ def run_dataset(config_json: str):
 
 def dataset_settings() -> dict:
     """The dataset chosen on the Dataset page (defaults: the built-in chest X-rays)."""
-    if DATASET_SETTINGS_KEY not in st.session_state:
-        st.session_state[DATASET_SETTINGS_KEY] = forms.default_dataset_settings()
+    settings = st.session_state.get(DATASET_SETTINGS_KEY)
+    if settings is None or set(settings) != set(forms.DATASET_FIELDS):  # none yet, or saved by an older version
+        st.session_state[DATASET_SETTINGS_KEY] = forms.complete_dataset_settings(settings)
     return st.session_state[DATASET_SETTINGS_KEY]
 
 

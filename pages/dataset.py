@@ -12,7 +12,7 @@ from pages import common, widgets
 
 # The settings of the form, each drawn from its declaration under "ds_" + its name; the task's key
 # is per source, since each source offers its own tasks.
-FORM_FIELDS = ("image_size", "color_mode", "split", "val_fraction", "test_fraction", "seed")
+FORM_FIELDS = ("image_size", "color_mode", "split", "val_fraction", "test_fraction", "split_seed")
 SPLIT_TITLES = {"grouped": "Grouped by patient", "own": "Dataset's own split"}
 SAMPLES_PER_CLASS = 8
 # The datasets this session has loaded (no progress bar needed for them again), and the one whose
@@ -83,8 +83,9 @@ def settings_form(source: str, has_own_split: bool) -> None:
                                                  " (This dataset has no train/val/test folders of its own.)"))
         widgets.setting_input(SETTINGS["val_fraction"], "ds_val_fraction", cols[1])
         widgets.setting_input(SETTINGS["test_fraction"], "ds_test_fraction", cols[2])
-        widgets.setting_input(SETTINGS["seed"], "ds_seed", cols[3], label="Split seed",
-                              help="Seeds the patient split shown here.")
+        widgets.setting_input(SETTINGS["split_seed"], "ds_split_seed", cols[3], label="Split seed",
+                              help="Seeds the patient split shown here, which the Train page's runs use; "
+                                   "their training seed is set there.")
         st.form_submit_button("Apply", type="primary", icon=":material/check:", key="ds_apply_button")
 
 
@@ -182,7 +183,7 @@ def main() -> None:
         return
     st.success(f"Ready to train on: {forms.dataset_label(settings)}")
     overview(dataset, split)
-    sample_grid(dataset, settings["seed"])
+    sample_grid(dataset, settings["split_seed"])
     load_report(dataset)
 
 

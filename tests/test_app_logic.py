@@ -207,6 +207,18 @@ def test_build_config_combines_dataset_settings_and_form_values():
     assert config.augmentation.zoom == 0.1 and config.arch_params == {"activation": "elu"}
 
 
+def test_the_dataset_pages_split_seed_splits_the_run_and_the_train_pages_seed_trains_it():
+    config = forms.build_config({**forms.default_dataset_settings(), "split_seed": 7}, {"arch": "seed_cnn", "seed": 3})
+    assert (config.seed, config.split_seed, config.effective_split_seed) == (3, 7, 7)
+    # A run saved without a split seed was split by its training seed: re-using its data keeps that split.
+    assert forms.dataset_settings_from_config(TrainConfig(seed=5).to_dict())["split_seed"] == 5
+    assert forms.dataset_settings_from_config(TrainConfig(seed=5, split_seed=9).to_dict())["split_seed"] == 9
+    # Settings saved by an older version (a "seed" instead of a "split_seed") become a full, current set.
+    completed = forms.complete_dataset_settings({"seed": 5, "image_size": 64})
+    assert set(completed) == set(forms.DATASET_FIELDS) and completed["image_size"] == 64
+    assert completed["split_seed"] == TrainConfig().seed
+
+
 @pytest.mark.parametrize("values, message", [
     ({"epochs": 0}, "epochs"),
     ({"arch_params": {"activation": "nope"}}, "activation"),

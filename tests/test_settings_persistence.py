@@ -32,7 +32,7 @@ def new_session(page: str = "pages/home.py", **state) -> AppTest:
 def test_form_settings_survive_a_reload(app_env):
     settings = {"data_source": "builtin", "data_path": "", "task": "subtype", "image_size": 64,
                 "color_mode": "grayscale", "split": "grouped", "val_fraction": 0.18, "test_fraction": 0.23,
-                "seed": 7}
+                "split_seed": 7}
     new_session(train_epochs=12, train_name="my run", dataset_settings=settings)
     saved = json.loads((app_env / ui_state.FILE_NAME).read_text())
     assert saved["train_epochs"] == 12 and saved["dataset_settings"] == settings

@@ -14,7 +14,7 @@ from core.store.files import atomic_path
 
 # TrainConfig fields chosen on the Dataset page and carried over to the Train page.
 DATASET_FIELDS = ("data_source", "data_path", "task", "image_size", "color_mode", "split",
-                  "val_fraction", "test_fraction", "seed")
+                  "val_fraction", "test_fraction", "split_seed")
 SOURCE_TITLES = {"builtin": "Built-in chest X-rays", "folder": "Folder on the server",
                  "zip": "Zip file", "npz": "MedMNIST .npz"}
 UPLOAD_SUFFIXES = (".zip", ".npz")
@@ -23,15 +23,23 @@ UPLOAD_SUFFIXES = (".zip", ".npz")
 # ----------------------------------------------------------------------------- dataset settings
 
 def default_dataset_settings() -> dict:
+    """The built-in set with the default split; the split seed is set (the training seed is the Train page's)."""
     defaults = TrainConfig()
-    return {name: getattr(defaults, name) for name in DATASET_FIELDS}
+    return {**{name: getattr(defaults, name) for name in DATASET_FIELDS}, "split_seed": defaults.effective_split_seed}
 
 
 def dataset_settings_from_config(config: dict) -> dict:
-    """The dataset part of a saved run config (to re-use a run's data)."""
-    settings = default_dataset_settings()
-    settings.update({k: config[k] for k in DATASET_FIELDS if k in config})
+    """The dataset part of a saved run config (to re-use a run's data), with the seed its split used."""
+    settings = complete_dataset_settings(config)
+    split_seed = config.get("split_seed")
+    settings["split_seed"] = split_seed if split_seed is not None else config.get("seed", settings["split_seed"])
     return settings
+
+
+def complete_dataset_settings(saved: dict | None) -> dict:
+    """Saved dataset settings (perhaps from an older version, or partial) as a full set of them."""
+    return {**default_dataset_settings(),
+            **{k: v for k, v in (saved or {}).items() if k in DATASET_FIELDS and v is not None}}
 
 
 def default_task(source: str) -> str:
@@ -45,7 +53,8 @@ def dataset_label(settings: dict) -> str:
     where = f" ({Path(settings['data_path']).name})" if settings.get("data_path") else ""
     task = data_lib.TASK_TITLES.get(settings["task"], settings["task"])
     split = ("the dataset's own split" if settings["split"] == "own" else
-             f"val {settings['val_fraction']:.0%} / test {settings['test_fraction']:.0%}, seed {settings['seed']}")
+             f"val {settings['val_fraction']:.0%} / test {settings['test_fraction']:.0%}, "
+             f"split seed {settings['split_seed']}")
     return (f"{source}{where} · {task} · {settings['image_size']} px {settings['color_mode']} · {split}")
 
 
