@@ -207,9 +207,8 @@ TINY_FOLDER_RUN = dict(arch="seed_cnn", image_size=32, batch_size=8, arch_params
                        early_stopping=False)
 
 
-def tiny_folder_config(folder, epochs: int, **overrides) -> TrainConfig:
-    return TrainConfig(**{**TINY_FOLDER_RUN, "epochs": epochs, **overrides}, data_source="folder",
-                       data_path=str(folder))
+def tiny_folder_config(folder, **overrides) -> TrainConfig:
+    return TrainConfig(**{**TINY_FOLDER_RUN, **overrides}, data_source="folder", data_path=str(folder))
 
 
 def wait_until(condition, timeout: float = 120, what: str = "condition"):

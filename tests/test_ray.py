@@ -114,33 +114,35 @@ def test_stop_a_killed_ray_worker_and_resume_on_ray(on_ray, store, chest_folder)
         assert store.get(waiting).state() == "queued"
         assert manager.cancel(waiting) and store.get(waiting).state() == "cancelled"
 
-        # A running run stops after its current batch, asked through the shared runs folder.
-        run = store.get(stopped)
-        wait_until(lambda: run.progress().get("phase") == "training" and run.progress().get("batch", 0) >= 1,
-                   what="the run to train")
-        assert manager.cancel(stopped)
-        assert manager.wait(stopped, 60) == "cancelled"
-
-        # The Ray worker training a run is killed: the run fails with the reason, naming its node.
-        run = store.get(doomed)
-        wait_until(lambda: run.checkpoint_epoch() >= 1, what="a checkpointed epoch")
-        node, trainer = run.status()["node"], run.status()["trainer"]
+        # The Ray worker training a run is killed (at once: a 30-epoch tiny run ends in seconds): the
+        # run fails with the reason, naming its node.
+        killed = store.get(doomed)
+        wait_until(lambda: killed.checkpoint_epoch() >= 1, what="a checkpointed epoch")
+        node, trainer = killed.status()["node"], killed.status()["trainer"]
         os.kill(node["ray_worker_pid"], signal.SIGKILL)
         assert manager.wait(doomed, 60) == "failed"
-        error = run.status()["error"]
+        error = killed.status()["error"]
         assert f"its Ray worker on node {socket.gethostname()} ({node['ip']}) died" in error, error
         # Its training process does not go on unsupervised.
         wait_until(lambda: not process_alive(trainer["pid"], trainer["pid_start"]), 30, "the orphan to exit")
 
+        # A running run (300 epochs: still training) stops after its current batch, asked through
+        # the shared runs folder.
+        running = store.get(stopped)
+        wait_until(lambda: running.progress().get("phase") == "training" and running.progress().get("batch", 0) >= 1,
+                   what="the run to train")
+        assert manager.cancel(stopped)
+        assert manager.wait(stopped, 60) == "cancelled"
+
         # Resumed, it goes on from its last completed epoch, on whichever node has room.
-        interrupted_at = run.checkpoint_epoch()
+        interrupted_at = killed.checkpoint_epoch()
         manager.resume(doomed)
         assert manager.wait(doomed, 300) == "done"
     finally:
         manager.shutdown()
-    assert [row["epoch"] for row in run.history()] == list(range(1, 31))
-    assert run.status()["resumed_at_epochs"] == [interrupted_at]
-    assert run.status()["node"]["ray_worker_pid"] != node["ray_worker_pid"]
+    assert [row["epoch"] for row in killed.history()] == list(range(1, 31))
+    assert killed.status()["resumed_at_epochs"] == [interrupted_at]
+    assert killed.status()["node"]["ray_worker_pid"] != node["ray_worker_pid"]
 
 
 # ----------------------------------------------------------------------------- the runs folder and the worker command
@@ -192,4 +194,4 @@ def test_a_wrong_ray_setting_is_a_clear_error_before_anything_runs(store, monkey
 
 
 def tiny(folder, **overrides) -> TrainConfig:
-    return tiny_folder_config(folder, 1, **overrides)
+    return tiny_folder_config(folder, **{"epochs": 1, **overrides})

@@ -180,4 +180,4 @@ def test_concurrent_runs_of_one_config_give_identical_metrics(store, chest_folde
 
 
 def tiny(folder, **overrides) -> TrainConfig:
-    return tiny_folder_config(folder, 2, **overrides)
+    return tiny_folder_config(folder, **{"epochs": 2, **overrides})
