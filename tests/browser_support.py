@@ -106,6 +106,21 @@ VIEWPORT = {"width": 1440, "height": 1000}
 STEP_TIMEOUT_MS = 180_000   # one UI step (page load, model build, rerun) on a busy machine
 
 
+@contextmanager
+def app_tab(browser, url: str, **context_options):
+    """A tab in a fresh browser context, opened at the app's root URL and settled (closed after)."""
+    context = browser.new_context(viewport=VIEWPORT, **context_options)
+    tab = context.new_page()
+    tab.set_default_timeout(STEP_TIMEOUT_MS)
+    tab.goto(url)
+    tab.get_by_role("heading", name=re.compile("CXR Lab")).wait_for()
+    settle(tab)
+    try:
+        yield tab
+    finally:
+        context.close()
+
+
 def settle(page) -> None:
     """Wait until Streamlit has finished its current run: no script running, nothing greyed out."""
     page.wait_for_timeout(300)

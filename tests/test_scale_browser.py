@@ -29,8 +29,8 @@ from core.ml.halving import read_record
 from core.store.runs import RunStore
 from tests import test_ray
 from tests.browser_support import (
-    STEP_TIMEOUT_MS,
     VIEWPORT,
+    app_tab,
     choose,
     go_to,
     launch_chromium,
@@ -125,14 +125,8 @@ def browser():
 @pytest.fixture
 def page(browser, app):
     """A fresh browser session at the root URL."""
-    context = browser.new_context(viewport=VIEWPORT)
-    tab = context.new_page()
-    tab.set_default_timeout(STEP_TIMEOUT_MS)
-    tab.goto(app["url"])
-    tab.get_by_role("heading", name=re.compile("CXR Lab")).wait_for()
-    settle(tab)
-    yield tab
-    context.close()
+    with app_tab(browser, app["url"]) as tab:
+        yield tab
 
 
 @pytest.fixture
