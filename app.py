@@ -11,6 +11,7 @@ pages = [
     st.Page("pages/dataset.py", title="Dataset", icon=":material/folder_open:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/sweeps.py", title="Sweeps", icon=":material/tune:"),
+    st.Page("pages/studies.py", title="Studies", icon=":material/science:"),
     st.Page("pages/runs.py", title="Runs & Compare", icon=":material/leaderboard:"),
     st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
     st.Page("pages/diagnose.py", title="Diagnose", icon=":material/stethoscope:"),

@@ -39,12 +39,13 @@ PRESETS = {
 PRESET_HELP = {"arch_params.activation": "for seed_cnn (and the other architectures with an activation)"}
 METRIC_TITLES = {"test_accuracy": "Test accuracy", "test_macro_f1": "Test macro-F1", "test_auc": "Test AUC",
                  "val_accuracy": "Validation accuracy", "best_val_loss": "Best validation loss",
-                 "peak_memory_mb": "Peak memory (MB)", "images_per_sec": "Images / s", "wall_s": "Wall time (s)"}
+                 "peak_memory_mb": "Peak memory (MB)",
+                 "peak_gpu_memory_mb": "Peak GPU memory (MB)", "images_per_sec": "Images / s", "wall_s": "Wall time (s)"}
 # What a run used (Run.describe()): a sweep over batch or image size reads memory and speed too.
-RESOURCE_METRICS = ("peak_memory_mb", "images_per_sec", "wall_s")
+RESOURCE_METRICS = ("peak_memory_mb", "peak_gpu_memory_mb", "images_per_sec", "wall_s")
 SWEEP_METRICS = RESULT_METRICS  # scores, losses and the resources (batch size vs memory: one sweep)
 # Digits in the results table: scores to 3, losses to 4, memory, speed and seconds whole.
-METRIC_DIGITS = {"best_val_loss": 4, "peak_memory_mb": 0, "images_per_sec": 0, "wall_s": 0}
+METRIC_DIGITS = {"best_val_loss": 4, "peak_memory_mb": 0, "peak_gpu_memory_mb": 0, "images_per_sec": 0, "wall_s": 0}
 CHART_HEIGHT = 320
 LINE_COLOR = "#2F6FB0"  # the dashboard's primary colour (.streamlit/config.toml)
 _INT = re.compile(r"^[+-]?\d+$")
@@ -120,7 +121,9 @@ def value_label(value) -> str:
         return str(value).lower()
     if isinstance(value, float):
         return f"{value:g}"
-    if isinstance(value, (list, dict)):
+    if isinstance(value, dict):  # a group of settings, e.g. augmentation
+        return ", ".join(f"{k}={value_label(v)}" for k, v in value.items()) or "off"
+    if isinstance(value, list):
         return json.dumps(value)
     return str(value)
 
@@ -179,7 +182,7 @@ def results_frame(rows: list[dict], settings: list[str]) -> pd.DataFrame:
     the rows lack, e.g. the resources of rows without them, stays empty)."""
     columns = list(settings) + ["runs", "done", "active", "stopped"]
     columns += [f"{m}_{s}" for m in SWEEP_METRICS for s in ("mean", "std", "n")]
-    columns += ["halted", "halted_epochs", "epochs_trained", "epochs_planned"]
+    columns += ["halted", "halted_epochs", "epochs_trained", "epochs_planned", "trainable_params", "macs"]
     records = [{"halted": 0, "halted_epochs": [], "epochs_trained": 0, "epochs_planned": 0, **row,
                 "stopped": row["runs"] - row["done"] - row["active"]} for row in rows]
     frame = pd.DataFrame(records, columns=columns)

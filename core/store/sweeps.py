@@ -27,7 +27,9 @@ from core.settings.config import SETTINGS, TrainConfig, setting_for
 from core.store.runs import RunStore, read_json, write_json
 
 RESULT_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", "best_val_loss",
-                  "peak_memory_mb", "images_per_sec", "wall_s")
+                  "peak_memory_mb", "peak_gpu_memory_mb", "images_per_sec", "wall_s")
+# Settings swept as a whole group of sub-settings (each value a dict), e.g. augmentation off / mild / strong.
+GROUP_AXES = ("augmentation",)
 
 
 SET_BY_THE_SWEEP = ("seed", "cv_fold", "cv_folds", "sweep_id", "name", "halving_rate", "halving_min_epochs")
@@ -42,6 +44,15 @@ HALVING_KEYS = ("halving_rate", "halving_min_epochs")
 class SweepAxis:
     setting: str   # a TrainConfig field, or dotted: "arch_params.activation", "augmentation.zoom"
     values: list
+    labels: list[str] | None = None  # how to show each value (e.g. "mild" for an augmentation dict)
+
+    def to_dict(self) -> dict:
+        return {"setting": self.setting, "values": self.values, **({"labels": self.labels} if self.labels else {})}
+
+    @classmethod
+    def from_dict(cls, axis: dict) -> "SweepAxis":
+        labels = axis.get("labels")
+        return cls(axis["setting"], list(axis["values"]), [str(label) for label in labels] if labels else None)
 
 
 @dataclass
@@ -53,27 +64,30 @@ class Sweep:
     name: str = ""
     halving_rate: int = 0        # successive halving (0 = off); every run of the sweep gets it
     halving_min_epochs: int = 1
+    study: str = ""              # the Studies page's study this sweep runs (core.settings.studies)
+    variant: str = ""            # "quick" or "full"
 
     @classmethod
     def from_dict(cls, values: dict) -> "Sweep":
         """A sweep from its JSON form; halving settings left out come from the base (default: off)."""
-        known = {"base", "axes", "repeats", "cv_folds", "name", *HALVING_KEYS}
+        known = {"base", "axes", "repeats", "cv_folds", "name", "study", "variant", *HALVING_KEYS}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown sweep settings: {', '.join(unknown)}")
-        axes = [SweepAxis(a["setting"], list(a["values"])) for a in values.get("axes", [])]
+        axes = [SweepAxis.from_dict(a) for a in values.get("axes", [])]
         base = TrainConfig.from_dict(values.get("base", {}))
         halving = {key: SETTINGS[key].check(values.get(key, getattr(base, key))) for key in HALVING_KEYS}
         sweep = cls(base=base, axes=axes, repeats=int(values.get("repeats", 1)),
-                    cv_folds=int(values.get("cv_folds", 0)), name=values.get("name", ""), **halving)
+                    cv_folds=int(values.get("cv_folds", 0)), name=values.get("name", ""),
+                    study=str(values.get("study", "")), variant=str(values.get("variant", "")), **halving)
         sweep.validate()
         return sweep
 
     def to_dict(self) -> dict:
         return {"name": self.name, "base": self.base.to_dict(), "repeats": self.repeats,
                 "cv_folds": self.cv_folds, "halving_rate": self.halving_rate,
-                "halving_min_epochs": self.halving_min_epochs,
-                "axes": [{"setting": a.setting, "values": a.values} for a in self.axes]}
+                "halving_min_epochs": self.halving_min_epochs, "study": self.study, "variant": self.variant,
+                "axes": [axis.to_dict() for axis in self.axes]}
 
     def validate(self) -> None:
         if not 1 <= len(self.axes) <= 2:
@@ -84,7 +98,11 @@ class Sweep:
             if not axis.values:
                 raise ValueError(f"no values given for {axis.setting}")
             check_sweepable(axis.setting)
-            if setting_for(axis.setting, self.base.arch) is None:
+            if axis.labels is not None and len(axis.labels) != len(axis.values):
+                raise ValueError(f"{axis.setting}: {len(axis.labels)} labels for {len(axis.values)} values")
+            if axis.setting in GROUP_AXES:
+                check_group_values(axis)
+            elif setting_for(axis.setting, self.base.arch) is None:
                 raise ValueError(f"{axis.setting} is not a setting of a {self.base.arch} run")
         if not 1 <= self.repeats <= 20:
             raise ValueError("repeats must be between 1 and 20")
@@ -103,6 +121,11 @@ class Sweep:
             raise ValueError(f"successive halving decides after {self.halving_min_epochs} epoch(s), but the "
                              f"longest run trains {longest}: give the runs more epochs or halve sooner")
 
+    def label(self, setting: str, value) -> str:
+        """A value's label on its axis (its own text when the axis has no labels)."""
+        axis = next(a for a in self.axes if a.setting == setting)
+        return axis.labels[axis.values.index(value)] if axis.labels else str(value)
+
     def points(self) -> list[dict]:
         return grid_points(self.axes)
 
@@ -114,7 +137,7 @@ class Sweep:
             for repeat in range(self.cv_folds or self.repeats):
                 variation = ({"cv_folds": self.cv_folds, "cv_fold": repeat} if self.cv_folds
                              else {"seed": self.base.seed + repeat})
-                name = " ".join(f"{k.split('.')[-1]}={v}" for k, v in point.items())
+                name = " ".join(f"{k.split('.')[-1]}={self.label(k, v)}" for k, v in point.items())
                 suffix = f"fold{repeat + 1}" if self.cv_folds else f"seed{self.base.seed + repeat}"
                 configs.append(self.base.with_overrides({
                     **point, **variation, "split_seed": split_seed, "sweep_id": sweep_id,
@@ -128,6 +151,14 @@ def check_sweepable(setting: str) -> None:
     if setting in SET_BY_THE_SWEEP:
         instead = f": {INSTEAD[setting]}" if setting in INSTEAD else ""
         raise ValueError(f"{setting} is set by the sweep itself{instead}")
+
+
+def check_group_values(axis: SweepAxis) -> None:
+    """Each value of a group axis is a dict of its sub-settings (checked when the configs are built)."""
+    for value in axis.values:
+        if not isinstance(value, dict):
+            raise ValueError(f"each value of {axis.setting} must be a set of its settings, e.g. "
+                             f'{{"rotation_degrees": 10}}; got {value!r}')
 
 
 def grid_points(axes: list[SweepAxis]) -> list[dict]:
@@ -182,7 +213,7 @@ def sweep_results(store: RunStore, sweep_id: str) -> list[dict]:
     """One row per point: the swept values, run states, and mean / std / n of every metric."""
     record = load_sweep(store, sweep_id)
     rows = []
-    for point in grid_points([SweepAxis(a["setting"], a["values"]) for a in record["axes"]]):
+    for point in grid_points([SweepAxis.from_dict(a) for a in record["axes"]]):
         members = [entry["run_id"] for entry in record["runs"] if entry["point"] == point]
         described = [_describe(store, run_id) for run_id in members]
         halted = [d["halted"] for d in described if d.get("state") == "done" and d.get("halted")]
@@ -193,7 +224,9 @@ def sweep_results(store: RunStore, sweep_id: str) -> list[dict]:
                # successive halving: runs it stopped, at which epochs; epochs trained and planned
                "halted": len(halted), "halted_epochs": sorted(h["epoch"] for h in halted),
                "epochs_trained": sum(d.get("epoch") or 0 for d in described),
-               "epochs_planned": sum(d.get("epochs") or 0 for d in described)}
+               "epochs_planned": sum(d.get("epochs") or 0 for d in described),
+               # the model's size (the same for every run of a point): wide against deep
+               **model_size(described)}
         for metric in RESULT_METRICS:
             values = [d[metric] for d in described if d.get("state") == "done" and _is_number(d.get(metric))]
             row[f"{metric}_mean"] = statistics.fmean(values) if values else None
@@ -209,7 +242,14 @@ def _describe(store: RunStore, run_id: str) -> dict:
         run = store.get(run_id)
     except KeyError:
         return {"state": "deleted"}
-    return {**run.describe(), "halted": run.summary().get("halted")}
+    summary = run.summary()
+    return {**run.describe(), "halted": summary.get("halted"), "model": summary.get("model") or {}}
+
+
+def model_size(described: list[dict]) -> dict:
+    """Trainable parameters and MACs per image of the first run that recorded them (None before)."""
+    model = next((d["model"] for d in described if d.get("model")), {})
+    return {"trainable_params": model.get("trainable_params"), "macs": model.get("macs")}
 
 
 def _is_number(value) -> bool:

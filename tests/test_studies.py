@@ -1,0 +1,166 @@
+"""The Studies gallery: every study is a valid sweep in both variants, its models build, a quick study
+runs end to end, and its answer follows the numbers of its runs."""
+import json
+import time
+
+import pytest
+
+from core.present import studies as studies_view
+from core.present import study_report
+from core.settings.config import TrainConfig
+from core.settings.studies import STUDIES, VARIANTS, get_study, study_spec
+from core.store.runs import write_json
+from core.store.sweeps import Sweep, load_sweep, submit_sweep, sweeps_dir
+from tests.conftest import tiny_folder_config, wait_until, write_run
+
+# Units of work of a quick study: epochs x share of the training patients x (image side / 64)^2, summed
+# over its runs. One unit (a 64 px epoch of the default CNN on all training patients) took ~10 s on
+# this 2-core VM, plus ~10 s per run to start, evaluate and save: 24 units and 12 runs is ~6 minutes.
+QUICK_UNITS = 24
+QUICK_RUNS = 12
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("key", list(STUDIES))
+def test_every_study_is_a_valid_sweep_of_the_built_in_set(key, variant):
+    sweep = Sweep.from_dict(study_spec(key, variant))
+    study = get_study(key)
+    configs = sweep.configs()
+    values = sweep.axes[0].values
+    assert sweep.study == key and sweep.variant == variant
+    assert all(config.data_source == "builtin" for config in configs)
+    assert len(configs) == len(values) * (sweep.cv_folds or sweep.repeats)
+    assert sweep.cv_folds or sweep.repeats >= 2, "every study repeats its points: an answer with its uncertainty"
+    assert all(value in study.values for value in values)
+    if study.labels:
+        assert sweep.axes[0].labels == [study.label(v) for v in values]
+    for config in configs:
+        config.validate()
+        assert TrainConfig.from_dict(config.to_dict()) == config  # the run folder re-creates it
+
+
+@pytest.mark.parametrize("key", list(STUDIES))
+def test_quick_studies_fit_in_ten_minutes_on_two_cores(key):
+    configs = Sweep.from_dict(study_spec(key, "quick")).configs()
+    units = sum(c.epochs * c.train_fraction * (c.image_size / 64) ** 2 for c in configs)
+    assert units <= QUICK_UNITS and len(configs) <= QUICK_RUNS, (key, units, len(configs))
+
+
+def test_full_studies_train_on_every_patient_at_full_size():
+    for key in STUDIES:
+        base = Sweep.from_dict(study_spec(key, "full")).base
+        assert base.train_fraction == 1.0 or key == "train_fraction"
+        assert base.image_size == 128 or key in ("image_size", "image_size_speed")
+
+
+def test_a_bad_study_or_variant_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="unknown study 'nope'; choose one of: activation"):
+        study_spec("nope")
+    with pytest.raises(ValueError, match="unknown variant 'huge'; choose quick or full"):
+        study_spec("dropout", "huge")
+
+
+def test_the_swept_values_are_copies_of_the_declaration():
+    spec = study_spec("conv_layers", "quick")
+    spec["axes"][0]["values"][0].append(999)
+    assert get_study("conv_layers").values[0] == [32]
+
+
+@pytest.mark.slow
+def test_every_studys_models_build():
+    from core.ml.models import build_model
+    seen = set()
+    for key in STUDIES:
+        for variant in VARIANTS:
+            for config in Sweep.from_dict(study_spec(key, variant)).configs():
+                params = dict(config.arch_params)
+                if config.arch == "transfer":
+                    params["weights"] = "none"  # offline here; the architecture is the same
+                wanted = (config.arch, json.dumps(params, sort_keys=True), config.image_size, config.dropout)
+                if wanted in seen:
+                    continue
+                seen.add(wanted)
+                model = build_model(config.arch, config.image_size, config.channels, 2, params, config.dropout)
+                assert model.output_shape == (None, 2), wanted
+    assert len(seen) >= 30
+
+
+# ----------------------------------------------------------------------------- answers from runs
+
+def constructed_study(store, key: str, accuracies: dict, seconds=None):
+    """A finished study whose runs scored `accuracies` (label -> one accuracy per seed), as the
+    trainer would have left them, recorded as the study's sweep."""
+    spec = study_spec(key, "quick")
+    sweep = Sweep.from_dict(spec)
+    record = {"id": "sweep-20260101-000000", "created": time.time(), **sweep.to_dict(), "runs": []}
+    axis = sweep.axes[0]
+    for value, label in zip(axis.values, axis.labels or [str(v) for v in axis.values]):
+        for seed, accuracy in enumerate(accuracies[label]):
+            run = write_run(store, seed=seed, name=f"{label} seed{seed}", sweep_id=record["id"])
+            summary = run.summary()
+            summary["test"]["accuracy"] = accuracy
+            write_json(run.path / "summary.json", summary)
+            record["runs"].append({"run_id": run.id, "point": {axis.setting: value}, "seed": seed, "fold": 0})
+    write_json(sweeps_dir(store) / f"{record['id']}.json", record)
+    return load_sweep(store, record["id"])
+
+
+def test_the_answer_names_the_best_dropout_and_the_values_tied_with_it(store):
+    record = constructed_study(store, "dropout", {"0.2": [0.80, 0.84], "0.4": [0.90, 0.92],
+                                                  "0.6": [0.89, 0.91], "0.8": [0.70, 0.71]})
+    frame = studies_view.results_for(store, record)
+    sentence = studies_view.answer(record, frame, "test_accuracy")
+    assert sentence.startswith("Dropout 0.4 scores best (test accuracy 0.910 ± 0.014, 2 seeds)")
+    assert "; 0.4 to 0.6 are within one standard deviation of it" in sentence
+    assert "0.8" not in sentence and "0.2" not in sentence
+
+
+def test_the_answer_reads_the_studys_labels_and_says_when_nothing_stands_out(store):
+    record = constructed_study(store, "batch_norm", {"without BatchNorm": [0.85, 0.90],
+                                                     "with BatchNorm": [0.86, 0.88]})
+    sentence = studies_view.answer(record, studies_view.results_for(store, record), "test_accuracy")
+    assert sentence.startswith("No value of batch norm stands out: both are within one standard deviation")
+    assert "(without BatchNorm, test accuracy 0.875 ± 0.035, 2 seeds)" in sentence
+
+
+def test_the_results_table_and_the_report_carry_the_labels_and_the_answer(store):
+    record = constructed_study(store, "augmentation", {"off": [0.80, 0.82],
+                                                       "mild (rotate 7°, zoom 10%, shift 5%)": [0.86, 0.87],
+                                                       "strong (rotate 15°, zoom 20%, shift 10%, brightness, "
+                                                       "contrast)": [0.75, 0.70]})
+    frame = studies_view.results_for(store, record)
+    table = studies_view.table(record, frame, studies_view.table_metrics(record, "test_accuracy"))
+    assert table["augmentation"].tolist()[0] == "off"
+    assert table["Test accuracy"].tolist()[1] == "0.865 ± 0.007"
+    report = studies_view.report(store, record, "test_accuracy")
+    html = study_report.report_html(report)
+    assert "Augmentation (quick)" in html and "mild (rotate 7°" in html and "<svg" in html
+    assert report.conclusion.startswith("Augmentation mild (rotate 7°, zoom 10%, shift 5%) scores best")
+
+
+# ----------------------------------------------------------------------------- a real study
+
+@pytest.mark.slow
+def test_a_quick_study_runs_end_to_end_on_tiny_settings(manager, chest_folder):
+    """The dropout study's quick sweep, on a tiny folder at 32 px for one epoch: every run trains for
+    real, the answer and the report come from their numbers."""
+    spec = study_spec("dropout", "quick")
+    tiny = tiny_folder_config(chest_folder, epochs=1).to_dict()
+    spec["base"] = {**spec["base"], **{k: tiny[k] for k in ("data_source", "data_path", "image_size", "batch_size")},
+                    "task": "classes", "train_fraction": 1.0}
+    spec["axes"][0]["values"] = [0.2, 0.8]
+    sweep_id = submit_sweep(manager, Sweep.from_dict(spec))
+    record = load_sweep(manager.store, sweep_id)
+    assert len(record["runs"]) == 4 and record["study"] == "dropout"
+    for entry in record["runs"]:
+        assert wait_until(lambda: manager.store.get(entry["run_id"]).state() in ("done", "failed"), 300,
+                          "a run of the study") and manager.store.get(entry["run_id"]).state() == "done"
+    assert studies_view.latest_sweeps(manager.store)["dropout"]["id"] == sweep_id
+    frame = studies_view.results_for(manager.store, record)
+    assert frame["test_accuracy_n"].tolist() == [2, 2]
+    sentence = studies_view.answer(record, frame, "test_accuracy")
+    best = frame.loc[frame["test_accuracy_mean"].idxmax(), "label"]
+    assert f"Dropout {best}" in sentence or "No value of dropout stands out" in sentence
+    report = studies_view.report(manager.store, record, "test_accuracy")
+    assert report.run_ids == [entry["run_id"] for entry in record["runs"]]
+    assert sentence in study_report.report_html(report)
