@@ -137,12 +137,20 @@ def warm_up_models() -> threading.Thread:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
+def model_measures(arch: str, image_size: int, channels: int, num_classes: int, params_json: str,
+                   dropout: float | None = None) -> dict:
+    """{"stats": parameter counts and MACs per image, "layers": the per-layer table} of the model these
+    settings build (imports Keras; a transfer base is measured without downloading its weights).
+    Plain data only: the model itself must not outlive the script run."""
+    from core.ml import models
+    model = models.build_to_measure(arch, image_size, channels, num_classes, json.loads(params_json), dropout)
+    return {"stats": models.model_stats(model), "layers": models.layer_table(model)}
+
+
 def model_stats(arch: str, image_size: int, channels: int, num_classes: int, params_json: str,
                 dropout: float | None = None) -> dict:
-    """Parameter counts and MACs per image of the model these settings build (imports Keras)."""
-    from core.ml import models
-    model = models.build_model(arch, image_size, channels, num_classes, json.loads(params_json), dropout)
-    return models.model_stats(model)
+    """Parameter counts and MACs per image of the model these settings build."""
+    return model_measures(arch, image_size, channels, num_classes, params_json, dropout)["stats"]
 
 
 def decode_into_cache(settings: dict, progress) -> None:

@@ -6,7 +6,7 @@ import streamlit as st
 from core.present import compare
 from core.present import runs as runs_view
 from core.store.runs import STATES
-from pages import common, compare_view, tables
+from pages import common, compare_view, layer_table, tables
 
 COMPARE_KEY = "runs_compare_ids"
 LAST_SELECTION_KEY = "runs_last_selection"
@@ -73,6 +73,17 @@ def failure_reasons(run_ids: list[str]) -> None:
                 st.code(status["stderr_tail"], language=None)
 
 
+def run_layers(run_ids: list[str]) -> None:
+    """The saved per-layer table of the one selected run (runs from before it was saved have none)."""
+    if len(run_ids) != 1:
+        return
+    run = common.run_store().get(run_ids[0])
+    rows = run.layer_table()
+    if rows:
+        layer_table.layers_expander(rows, title=f"Layers of {runs_view.run_name(run)}: output shape, "
+                                                "parameters and MACs")
+
+
 def confirm_delete(run_ids: list[str]) -> None:
     st.warning(f"Delete {len(run_ids)} run(s) and all their files? This cannot be undone.")
     cols = st.columns([1, 1, 4])
@@ -118,6 +129,7 @@ def main() -> None:
     selected = selected_runs(shown)
     table_actions(shown, selected)
     failure_reasons(selected)
+    run_layers(selected)
     st.divider()
     st.header("Compare")
     chosen = choose_runs(table, selected)

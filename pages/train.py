@@ -10,11 +10,12 @@ import streamlit as st
 
 from core.data import datasets as data_lib
 from core.present import compare, estimate, forms, train_view
+from core.present import layers as layers_view
 from core.present import runs as runs_view
 from core.settings.architectures import ARCHITECTURES
 from core.settings.config import AUGMENTATION_SETTINGS, SETTINGS
 from core.settings.recipes import recipe
-from pages import common, train_live, widgets
+from pages import common, layer_table, train_live, widgets
 
 OPTIMISATION = ("optimizer", "learning_rate", "schedule", "weight_decay", "clipnorm", "label_smoothing")
 OPTIMIZER_EXTRAS = {"sgd": ("momentum", "nesterov"), "rmsprop": ("momentum",)}
@@ -64,12 +65,31 @@ def model_inputs() -> dict:
     """Architecture, its own parameters and the dropout (a TrainConfig setting of its own)."""
     arch = widgets.setting_input(SETTINGS["arch"], PREFIX + "arch", format_func=lambda a: ARCHITECTURES[a].title)
     st.caption(ARCHITECTURES[arch].description)
+    if arch == "cnn":
+        cnn_preset()
     params = {p.name: p for p in ARCHITECTURES[arch].params}
     if not params:
         st.caption("This architecture has no parameters of its own.")
     values = widgets.inputs(params, list(params), train_view.param_prefix(arch), st.columns(3))
     arch_params, dropout = train_view.split_dropout(values)
     return {"arch": arch, "arch_params": arch_params, "dropout": dropout}
+
+
+def cnn_preset() -> None:
+    """The Configurable CNN's presets: choosing one fills its parameters; custom keeps what is typed."""
+    state = st.session_state
+    # before the selectbox is drawn: it says custom once a parameter differs from the preset's
+    state[train_view.PRESET_KEY] = train_view.preset_choice(state.get(train_view.PRESET_KEY),
+                                                            train_view.param_values_in(state, "cnn"))
+    st.selectbox("Preset", train_view.preset_options(), format_func=train_view.preset_title,
+                 key=train_view.PRESET_KEY, on_change=apply_cnn_preset,
+                 help="A classic layout to start from; it fills the parameters below, which you can then change.")
+
+
+def apply_cnn_preset() -> None:
+    """Fill the Configurable CNN's parameter widgets from the chosen preset (a callback: it runs
+    before the widgets are drawn)."""
+    st.session_state.update(train_view.preset_state(st.session_state[train_view.PRESET_KEY]))
 
 
 def optimisation_inputs() -> dict:
@@ -108,19 +128,24 @@ def augmentation_inputs() -> dict:
 # ----------------------------------------------------------------------------- before launch
 
 def launch_preview(config, split, num_classes: int) -> None:
-    """Parameter count, MACs and the expected time of the configured run."""
+    """Parameter count, MACs, the per-layer table and the expected time of the configured run."""
     cols = st.columns(4)
     try:
         with st.spinner("Building the model to count its parameters…"):
-            stats = common.model_stats(config.arch, config.image_size, config.channels, num_classes,
-                                       json.dumps(config.arch_params, sort_keys=True), config.dropout)
-    except Exception as exc:  # noqa: BLE001 - e.g. transfer weights missing: still allow a look
+            measures = common.model_measures(config.arch, config.image_size, config.channels, num_classes,
+                                             json.dumps(config.arch_params, sort_keys=True), config.dropout)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot be built: still allow a look
         st.warning(f"The model could not be built to measure it: {exc}")
-        stats = None
+        measures = None
+    stats = measures["stats"] if measures else None
     if stats:
         cols[0].metric("Trainable parameters", compare.format_count(stats["trainable_params"]))
         cols[1].metric("Total parameters", compare.format_count(stats["total_params"]))
         cols[2].metric("MACs per image", compare.format_count(stats["macs"]))
+        caption = layers_view.counts_caption(config.arch, config.arch_params)
+        if caption:
+            st.caption(caption)
+        layer_table.layers_expander(measures["layers"])
     images = {name: len(split.indices(name)) for name in ("train", "val", "test")}
     guess = estimate.estimate_run(config.to_dict(), estimate.past_runs(common.run_store()), images=images,
                                   macs=stats["macs"] if stats else None)

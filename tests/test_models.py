@@ -1,6 +1,7 @@
 """Tests for core/ml/models.py with real Keras (CPU, small inputs)."""
 
 import os
+import re
 
 import keras
 import numpy as np
@@ -9,12 +10,14 @@ from keras import layers
 
 from core.ml import models
 from core.settings import architectures
+from core.settings.config import TrainConfig
 
 NUM_CLASSES = 3
 
 # small widths where the defaults would only make the tests slower
 SMALL_PARAMS = {
     "seed_cnn": {"dense_units": 16},
+    "cnn": {"filters": [8, 16], "dense_layers": [16]},
     "deep_bn_cnn": {"width": 0.25, "dense_layers": [16, 8]},
     "resnet_small": {"width": 8, "blocks_per_stage": 1},
     "wide_cnn": {"filters": 16},
@@ -51,7 +54,7 @@ def assert_logits_then_softmax(model):
 
 
 def test_registry_is_complete_and_defaults_resolve():
-    expected = {"seed_cnn", "deep_bn_cnn", "resnet_small", "wide_cnn", "deep_cnn", "mlp", "logistic", "transfer"}
+    expected = {"seed_cnn", "cnn", "deep_bn_cnn", "resnet_small", "wide_cnn", "deep_cnn", "mlp", "logistic", "transfer"}
     assert set(architectures.ARCHITECTURES) == expected
     for name, arch in architectures.ARCHITECTURES.items():
         assert arch.name == name and arch.title and arch.description
@@ -258,3 +261,125 @@ def test_mixed_precision_outputs_float32():
         assert model.predict_on_batch(x).dtype == np.float32
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+# ----------------------------------------------------------------------------- the configurable CNN
+
+def layer_types(model) -> list[str]:
+    return [type(layer).__name__ for layer in models.all_layers(model)]
+
+
+def layer_rows_without_names(model) -> list[tuple]:
+    """Each layer's type, output shape, parameters and MACs (automatic names differ between builds)."""
+    return [(r["type"], r["output_shape"], r["params"], r["macs"]) for r in models.layer_table(model)]
+
+
+def final_map_size(image_size: int, blocks: int, pooling: str) -> int:
+    """Side of the last feature maps: "same" 2x2 pooling rounds up after every block."""
+    for _ in range(blocks if pooling != "none" else 0):
+        image_size = -(-image_size // 2)
+    return image_size
+
+
+SIZES = [32, pytest.param(64, marks=SLOW), pytest.param(128, marks=SLOW)]
+SMALL_CNN = {"filters": [8, 16], "dense_layers": [16], "kernel_size": 3}
+CNN_VARIANTS = [{"pooling": "none"}, {"pooling": "average"}, {"pooling": "max"}, {"head": "global_average"},
+                {"head": "flatten"}, {"batch_norm": True}, {"batch_norm": False}, {"convs_per_block": 1},
+                {"convs_per_block": 2}, {"convs_per_block": 3}, {"dense_layers": []},
+                {"dense_layers": [32, 16]}]
+
+
+@pytest.mark.parametrize("image_size", SIZES)
+@pytest.mark.parametrize("variant", CNN_VARIANTS, ids=lambda v: "-".join(f"{k}={v[k]}" for k in v))
+def test_the_configurable_cnn_builds_the_layers_its_parameters_say(image_size, variant):
+    params = architectures.resolve_params("cnn", {**SMALL_CNN, **variant})
+    model = models.build_model("cnn", image_size, 1, NUM_CLASSES, params)
+    assert tuple(model.output.shape) == (None, NUM_CLASSES)
+    assert_logits_then_softmax(model)
+    types = layer_types(model)
+    convs = len(params["filters"]) * params["convs_per_block"]
+    assert types.count("Conv2D") == convs
+    assert types.count("BatchNormalization") == (convs if params["batch_norm"] else 0)
+    pooling = {"max": "MaxPooling2D", "average": "AveragePooling2D"}
+    for kind, layer_type in pooling.items():
+        assert types.count(layer_type) == (len(params["filters"]) if params["pooling"] == kind else 0)
+    assert types.count("Flatten" if params["head"] == "flatten" else "GlobalAveragePooling2D") == 1
+    assert types.count("Dense") == len(params["dense_layers"]) + 1  # + the logits
+    assert types.count("Dropout") == max(1, len(params["dense_layers"]))
+    side = final_map_size(image_size, len(params["filters"]), params["pooling"])
+    last_conv = [l for l in models.all_layers(model) if isinstance(l, layers.Conv2D)][-1]
+    assert tuple(last_conv.output.shape[1:]) == (
+        final_map_size(image_size, len(params["filters"]) - 1, params["pooling"]),) * 2 + (16,)
+    head = next(l for l in model.layers if isinstance(l, (layers.Flatten, layers.GlobalAveragePooling2D)))
+    assert head.output.shape[-1] == (side * side * 16 if params["head"] == "flatten" else 16)
+
+
+@pytest.mark.parametrize("image_size", SIZES)
+@pytest.mark.parametrize("preset", list(architectures.CNN_PRESETS))
+def test_every_cnn_preset_builds(preset, image_size):
+    model = models.build_model("cnn", image_size, 1, NUM_CLASSES, architectures.preset_params(preset))
+    assert tuple(model.output.shape) == (None, NUM_CLASSES)
+    rows = models.layer_table(model)
+    assert sum(r["params"] for r in rows) == models.model_stats(model)["total_params"]
+
+
+def test_a_batchnorm_conv_has_no_bias_and_a_plain_conv_its_activation():
+    with_bn = models.build_model("cnn", 32, 1, 2, {"filters": [4], "batch_norm": True, "activation": "elu"})
+    conv = next(l for l in with_bn.layers if isinstance(l, layers.Conv2D))
+    assert not conv.use_bias and conv.activation is keras.activations.linear
+    assert layer_types(with_bn)[2:5] == ["Conv2D", "BatchNormalization", "Activation"]
+    plain = models.build_model("cnn", 32, 1, 2, {"filters": [4], "activation": "elu"})
+    conv = next(l for l in plain.layers if isinstance(l, layers.Conv2D))
+    assert conv.use_bias and conv.activation is keras.activations.elu and conv.padding == "same"
+
+
+@pytest.mark.parametrize("image_size", SIZES)
+@pytest.mark.parametrize("preset,classic", [("deep_bn", "deep_bn_cnn"), ("wide", "wide_cnn")])
+def test_presets_build_the_classic_architectures_layer_for_layer(preset, classic, image_size):
+    as_preset = models.build_model("cnn", image_size, 1, NUM_CLASSES, architectures.preset_params(preset))
+    as_classic = models.build_model(classic, image_size, 1, NUM_CLASSES)
+    assert layer_rows_without_names(as_preset) == layer_rows_without_names(as_classic)
+    assert models.model_stats(as_preset) == models.model_stats(as_classic)
+
+
+# Counts of deep_bn_cnn and wide_cnn (defaults, grayscale, 2 classes) measured with their builders
+# before they became calls of build_cnn: the same graph must keep giving them.
+CLASSIC_COUNTS = {
+    ("deep_bn_cnn", 32): (573_682, 574_930, 4_604_160),
+    ("deep_bn_cnn", 64): (573_682, 574_930, 18_317_568),
+    ("deep_bn_cnn", 128): (671_986, 673_234, 73_269_504),
+    ("wide_cnn", 32): (413_314, 413_314, 108_134_656),
+    ("wide_cnn", 128): (413_314, 413_314, 1_730_150_656),
+}
+
+
+@pytest.mark.parametrize("arch,image_size", list(CLASSIC_COUNTS))
+def test_the_classic_architectures_keep_their_counts(arch, image_size):
+    stats = models.model_stats(models.build_model(arch, image_size, 1, 2))
+    assert (stats["trainable_params"], stats["total_params"], stats["macs"]) == CLASSIC_COUNTS[arch, image_size]
+
+
+def test_wide_cnn_counts_by_hand():
+    stats = models.model_stats(models.build_model("wide_cnn", 32, 1, 2, {"filters": 8, "kernel_size": 5}))
+    # conv 5x5x1 -> 8 at 32x32, pool, conv 5x5x8 -> 8 at 16x16, pool, average, logits 8 -> 2
+    assert stats["total_params"] == (25 * 8 + 8) + (25 * 8 * 8 + 8) + (8 * 2 + 2)
+    assert stats["macs"] == 32 * 32 * 25 * 8 + 16 * 16 * 25 * 8 * 8 + 8 * 2
+
+
+@pytest.mark.parametrize("filters", [0, 2000, "abc", [], [0], [16, 2000], ["abc"]])
+def test_bad_filters_are_refused_with_a_clear_message(filters):
+    config = TrainConfig(arch="cnn", arch_params={"filters": filters})
+    with pytest.raises(ValueError, match=r"filters must be a non-empty list of whole numbers between 1 and 1,024; "
+                                         r"got " + re.escape(repr(filters))):
+        config.validate()
+
+
+def test_presets_are_complete_copies():
+    for name, preset in architectures.CNN_PRESETS.items():
+        params = architectures.preset_params(name)
+        assert preset.title and set(params) == set(architectures.default_params("cnn"))
+        assert params == {**architectures.default_params("cnn"), **preset.params}
+    architectures.preset_params("vgg")["filters"].append(1)
+    assert architectures.preset_params("vgg")["filters"] == [32, 64, 128]
+    with pytest.raises(ValueError, match="Unknown CNN preset 'vgg16'.*seed, vgg, deep_bn"):
+        architectures.preset_params("vgg16")

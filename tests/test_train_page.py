@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from core.present.compare import format_count
 from core.store.runs import ACTIVE_STATES, RunStore
 from tests.apptest_support import assert_clean, assert_no_exception, open_page, texts
 from tests.synthetic import make_chest_folder
@@ -239,3 +240,58 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(app_env, store, tmp_path
     caption = texts(at)
     assert "resumed at epoch 1" in caption and "peak memory" in caption.lower() and "images/s" in caption
     assert not [b for b in at.button if b.key == f"train_resume_{run.id}_button"]
+
+
+# ----------------------------------------------------------------------------- the model's size and layers
+
+LAYERS_TITLE = "Layers: output shape, parameters and MACs"
+
+
+def layers_frame(at):
+    [expander] = [e for e in at.expander if e.label == LAYERS_TITLE]
+    return expander.dataframe[0].value
+
+
+def test_the_layers_of_the_configured_model_are_listed_under_its_counts(app_env):
+    at = open_page("pages/train.py", small_dataset())  # seed_cnn at 32 px
+    assert_clean(at)
+    frame = layers_frame(at)
+    assert frame["Type"].tolist()[:3] == ["InputLayer", "Rescaling", "Conv2D"]
+    assert frame.iloc[1]["Output shape"] == "32 x 32 x 1"
+    total = frame.iloc[-1]
+    assert total["Layer"].startswith("Total (")
+    assert total["MACs per image"] == metric(at, "MACs per image")
+    assert format_count(int(total["Parameters"].replace(",", ""))) == metric(at, "Total parameters")
+
+
+def test_a_cnn_preset_fills_the_parameters_and_turns_custom_when_one_changes(app_env):
+    at = open_page("pages/train.py", small_dataset())
+    at.selectbox(key="train_arch").set_value("cnn").run()
+    assert_clean(at)
+    preset = at.selectbox(key="train_cnn_preset")
+    assert preset.value == "seed"  # the defaults are the seed layout
+    preset.set_value("wide").run()
+    assert_clean(at)
+    assert at.text_input(key="train_p_cnn_filters").value == "128, 128"
+    assert at.number_input(key="train_p_cnn_kernel_size").value == 5
+    assert at.text_input(key="train_p_cnn_dense_layers").value == ""
+    assert at.selectbox(key="train_p_cnn_head").value == "global_average"
+    assert at.number_input(key="train_p_cnn_dropout").value == 0.3
+    assert "GlobalAveragePooling2D" in layers_frame(at)["Type"].tolist()
+    assert at.selectbox(key="train_cnn_preset").value == "wide"
+    at.number_input(key="train_p_cnn_kernel_size").set_value(3).run()
+    assert_clean(at)
+    assert at.selectbox(key="train_cnn_preset").value == "custom"
+    assert at.number_input(key="train_p_cnn_kernel_size").value == 3  # what was typed is kept
+    assert at.text_input(key="train_p_cnn_filters").value == "128, 128"
+    at.text_input(key="train_p_cnn_filters").set_value("").run()
+    assert any("filters must be a non-empty list of whole numbers" in e.value for e in at.error)
+
+
+def test_a_pretrained_transfer_model_is_measured_without_its_weights(app_env):
+    at = open_page("pages/train.py", small_dataset())
+    at.selectbox(key="train_arch").set_value("transfer").run()
+    assert_clean(at)
+    assert not [w for w in at.warning if "could not be built" in w.value]
+    assert "measured with random weights" in texts(at)
+    assert any(name.startswith("mobilenetv2") for name in layers_frame(at)["Layer"])

@@ -1,6 +1,7 @@
 """What the Train page says and how a saved config fills its form (core.present.train_view)."""
 from core.present import train_view
 from core.present.estimate import SAME_MODEL, RunEstimate
+from core.settings import architectures
 from core.settings.config import TrainConfig
 from core.settings.recipes import recipe
 
@@ -83,3 +84,41 @@ def test_the_time_preview():
     assert train_view.epoch_time(guess) == "≈ 20 s"
     caption = train_view.time_caption(guess, 3, 1234)
     assert caption.startswith("About 1 min 10 s for 3 epochs on 1,234 training images, including about 10 s")
+
+
+# ----------------------------------------------------------------------------- presets of the configurable CNN
+
+def test_a_preset_fills_every_cnn_parameter_widget():
+    state = train_view.preset_state("wide")
+    assert state == {"train_p_cnn_filters": "128, 128", "train_p_cnn_kernel_size": 5,
+                     "train_p_cnn_convs_per_block": 1, "train_p_cnn_batch_norm": False,
+                     "train_p_cnn_pooling": "max", "train_p_cnn_activation": "relu", "train_p_cnn_dropout": 0.3,
+                     "train_p_cnn_dense_layers": "", "train_p_cnn_head": "global_average"}
+    assert train_view.preset_state(train_view.CUSTOM_PRESET) == {}
+    assert train_view.preset_options()[0] == "custom"
+    assert set(train_view.preset_options()[1:]) == set(architectures.CNN_PRESETS)
+    assert train_view.preset_title("vgg") == "VGG-style (2 convs per block)"
+
+
+def test_the_widgets_values_read_back_as_the_presets_params():
+    for name in architectures.CNN_PRESETS:
+        assert train_view.param_values_in(train_view.preset_state(name), "cnn") == architectures.preset_params(name)
+    assert train_view.param_values_in({}, "cnn") == architectures.default_params("cnn")
+
+
+def test_the_preset_turns_custom_once_a_parameter_changes():
+    vgg = architectures.preset_params("vgg")
+    assert train_view.preset_choice("vgg", vgg) == "vgg"
+    assert train_view.preset_choice("vgg", {**vgg, "kernel_size": 5}) == "custom"
+    assert train_view.preset_choice("custom", vgg) == "custom"  # chosen custom stays custom
+    assert train_view.preset_choice("gone", vgg) == "custom"  # a preset of an older version
+    # at first: the preset the values are, if any
+    assert train_view.preset_choice(None, architectures.default_params("cnn")) == "seed"
+    assert train_view.preset_choice(None, {**vgg, "kernel_size": 5}) == "custom"
+
+
+def test_a_saved_cnn_config_fills_its_list_parameters():
+    config = TrainConfig(arch="cnn", arch_params={"filters": [16, 32], "dense_layers": []}).to_dict()
+    state = train_view.form_state(config, ("arch",))
+    assert state["train_p_cnn_filters"] == "16, 32" and state["train_p_cnn_dense_layers"] == ""
+    assert train_view.preset_choice("seed", train_view.param_values_in(state, "cnn")) == "custom"

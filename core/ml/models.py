@@ -13,7 +13,12 @@ import keras
 import numpy as np
 from keras import layers
 
-from core.settings.architectures import default_params, get_architecture, resolve_params
+from core.settings.architectures import (
+    default_params,
+    get_architecture,
+    resolve_params,
+    uses_pretrained_weights,
+)
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -43,21 +48,50 @@ def build_seed_cnn(pixels, activation, dropout, dense_units):
     return layers.Dense(dense_units, activation=activation)(x)
 
 
-def build_deep_bn_cnn(pixels, width, dense_layers, dropout, activation):
-    x = rescale_to_unit(pixels)
-    for filters in (16, 32, 64, 128, 128, 256):
-        x = layers.Conv2D(max(1, round(filters * width)), 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
-        x = layers.Activation(activation)(x)
-        # "same" pooling rounds up, so even a 32 px input survives six pools (32 -> 1)
-        x = layers.MaxPooling2D(padding="same")(x)
-    x = layers.Flatten()(x)
+POOLING_LAYERS = {"max": layers.MaxPooling2D, "average": layers.AveragePooling2D}
+HEAD_LAYERS = {"flatten": layers.Flatten, "global_average": layers.GlobalAveragePooling2D}
+
+
+def conv_block(x, filters, kernel_size, convs, batch_norm, pooling, activation):
+    """`convs` conv layers ("same" padding), each with BatchNorm before its activation or not, then
+    the pooling."""
+    for _ in range(convs):
+        if batch_norm:
+            x = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False)(x)  # BN has the bias
+            x = layers.BatchNormalization()(x)
+            x = layers.Activation(activation)(x)
+        else:
+            x = layers.Conv2D(filters, kernel_size, padding="same", activation=activation)(x)
+    if pooling != "none":
+        # "same" pooling rounds up, so even a 32 px input survives many blocks (32 -> 1 after 5)
+        x = POOLING_LAYERS[pooling](pool_size=2, padding="same")(x)
+    return x
+
+
+def classifier_head(x, head, dense_layers, dropout, activation):
+    """Feature maps -> a vector (flatten or global average), then dense layers, each after a dropout;
+    without dense layers the dropout comes just before the logits."""
+    x = HEAD_LAYERS[head]()(x)
     for units in dense_layers:
         x = layers.Dropout(dropout)(x)
         x = layers.Dense(units, activation=activation)(x)
     if not dense_layers:
         x = layers.Dropout(dropout)(x)
     return x
+
+
+def build_cnn(pixels, filters, kernel_size, convs_per_block, batch_norm, pooling, activation, dropout,
+              dense_layers, head):
+    x = rescale_to_unit(pixels)
+    for block_filters in filters:
+        x = conv_block(x, block_filters, kernel_size, convs_per_block, batch_norm, pooling, activation)
+    return classifier_head(x, head, dense_layers, dropout, activation)
+
+
+def build_deep_bn_cnn(pixels, width, dense_layers, dropout, activation):
+    filters = [max(1, round(f * width)) for f in (16, 32, 64, 128, 128, 256)]
+    return build_cnn(pixels, filters, kernel_size=3, convs_per_block=1, batch_norm=True, pooling="max",
+                     activation=activation, dropout=dropout, dense_layers=dense_layers, head="flatten")
 
 
 def conv_bn(x, filters, kernel_size, strides=1):
@@ -87,12 +121,9 @@ def build_resnet_small(pixels, width, blocks_per_stage, dropout):
 
 
 def build_wide_cnn(pixels, filters, kernel_size, dropout):
-    x = rescale_to_unit(pixels)
-    for _ in range(2):
-        x = layers.Conv2D(filters, kernel_size, padding="same", activation="relu")(x)
-        x = layers.MaxPooling2D(padding="same")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    return layers.Dropout(dropout)(x)
+    return build_cnn(pixels, [filters, filters], kernel_size, convs_per_block=1, batch_norm=False,
+                     pooling="max", activation="relu", dropout=dropout, dense_layers=[],
+                     head="global_average")
 
 
 def build_deep_cnn(pixels, depth, filters, batch_norm, dropout):
@@ -213,6 +244,20 @@ def build_model(arch, image_size, channels, num_classes, params=None, dropout=No
     return keras.Model(inputs, outputs, name=arch)
 
 
+def build_to_measure(arch, image_size, channels, num_classes, params=None, dropout=None):
+    """The model these settings build, to count its parameters and MACs without downloading: a
+    transfer base that would get ImageNet weights gets random ones (the same layers and counts) and
+    is frozen as the pretrained one would be."""
+    params = dict(params or {})
+    pretrained = uses_pretrained_weights(arch, params)
+    if pretrained:
+        params["weights"] = "none"
+    model = build_model(arch, image_size, channels, num_classes, params, dropout)
+    if pretrained:
+        transfer_base(model).trainable = False
+    return model
+
+
 # -----------------------------------------------------------------------------
 # Stats and fine-tuning
 
@@ -257,6 +302,28 @@ def model_stats(model):
         "total_params": count_weights(model.weights),
         "macs": int(sum(layer_macs(layer) for layer in all_layers(model))),
     }
+
+
+def output_shape_text(layer) -> str:
+    """'64 x 64 x 32': the output shape of one image (the batch dimension left out)."""
+    output = layer.output
+    if isinstance(output, (list, tuple)):  # a layer with several outputs: the first one's
+        output = output[0]
+    return " x ".join(str(d) for d in output.shape[1:]) or "1"
+
+
+def layer_table(model, prefix: str = "") -> list[dict]:
+    """One row per layer (nested models' layers under '<model name>/'): name, type, output shape,
+    parameters and MACs per image; the rows add up to model_stats(model)."""
+    rows = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            rows += layer_table(layer, f"{prefix}{layer.name}/")
+            continue
+        rows.append({"layer": prefix + layer.name, "type": type(layer).__name__,
+                     "output_shape": output_shape_text(layer), "params": count_weights(layer.weights),
+                     "macs": int(layer_macs(layer))})
+    return rows
 
 
 def transfer_base(model):

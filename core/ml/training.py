@@ -535,6 +535,7 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
         _compile(model, config, learning_rate_schedule(config, steps_per_epoch, config.epochs))
         resumed = _resume(run, model, config) if resume else None
     stats = models.model_stats(model)
+    run.write_layer_table(models.layer_table(model))
     control.progress.update(phase="training", epochs=total_epochs, batches=steps_per_epoch, model=stats,
                             epoch=resumed["epoch"] if resumed else 0)
     run.update_status(epochs=total_epochs)

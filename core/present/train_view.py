@@ -7,11 +7,18 @@ The form's widgets are keyed by the setting they draw: "train_" + a TrainConfig 
 from __future__ import annotations
 
 from core.present import compare, estimate, forms
-from core.settings.architectures import ARCHITECTURES, default_params
+from core.settings.architectures import (
+    ARCHITECTURES,
+    CNN_PRESETS,
+    default_params,
+    preset_params,
+)
 from core.settings.config import AUGMENTATION_SETTINGS, SETTINGS
 
 PREFIX = "train_"
 AUGMENTATION_PREFIX = "train_aug_"
+PRESET_KEY = "train_cnn_preset"  # the Configurable CNN's preset selectbox
+CUSTOM_PRESET = "custom"  # keep the parameters as typed
 # Progress phases of a running run, as the headline says them.
 PHASE_TEXT = {"loading data": "loading the images", "training": "training",
               "evaluating": "evaluating on the test split"}
@@ -51,6 +58,46 @@ def form_state(config: dict, fields) -> dict:
     for name, value in arch_param_values(config).items():
         state[param_prefix(config["arch"]) + name] = forms.to_widget(params[name], value)
     return state
+
+
+# ----------------------------------------------------------------------------- presets of the configurable CNN
+
+def preset_options() -> list[str]:
+    return [CUSTOM_PRESET, *CNN_PRESETS]
+
+
+def preset_title(name: str) -> str:
+    return "custom (keep what is typed)" if name == CUSTOM_PRESET else CNN_PRESETS[name].title
+
+
+def preset_state(name: str) -> dict:
+    """widget key -> value that shows preset `name` in the Configurable CNN's parameter widgets;
+    nothing for custom (the widgets keep what is typed)."""
+    if name == CUSTOM_PRESET:
+        return {}
+    params = {p.name: p for p in ARCHITECTURES["cnn"].params}
+    return {param_prefix("cnn") + name: forms.to_widget(params[name], value)
+            for name, value in preset_params(name).items()}
+
+
+def param_values_in(state, arch: str) -> dict:
+    """The architecture's parameters as its widgets in `state` (session state) hold them, typed;
+    defaults for the widgets not drawn yet."""
+    values = {}
+    for param in ARCHITECTURES[arch].params:
+        key = param_prefix(arch) + param.name
+        values[param.name] = forms.from_widget(param, state[key]) if key in state else param.default
+    return values
+
+
+def preset_choice(selected: str | None, values: dict) -> str:
+    """What the preset selectbox shows, given the CNN parameters `values`: the selected preset while
+    they still are its values, custom once one is changed; at first, the preset they match, if any."""
+    if selected is None:
+        return next((name for name in CNN_PRESETS if preset_params(name) == values), CUSTOM_PRESET)
+    if selected in CNN_PRESETS and preset_params(selected) == values:
+        return selected
+    return CUSTOM_PRESET
 
 
 # ----------------------------------------------------------------------------- before launch

@@ -9,6 +9,21 @@ from core.settings.declare import Setting
 
 Param = Setting  # an architecture's parameter: one more declared setting
 
+
+@dataclass(frozen=True)
+class NonEmptyListParam(Setting):
+    """A list parameter that needs at least one entry (a CNN needs at least one conv block)."""
+
+    def expected(self) -> str:
+        return "a non-empty " + super().expected().removeprefix("a ")
+
+    def check(self, value):
+        value = super().check(value)
+        if not value:
+            raise ValueError(f"{self.name} must be {self.expected()}; got {value!r}")
+        return value
+
+
 ACTIVATIONS = ("relu", "elu", "leaky_relu", "tanh", "sigmoid", "softmax")
 TRANSFER_BASE_NAMES = ("mobilenet_v2", "resnet50_v2", "efficientnet_b0")
 
@@ -22,8 +37,25 @@ class Architecture:
     builder: str  # the function of core.ml.models that builds it: builder(pixels_0_255, **params)
 
 
-def dropout_param(default):
-    return Param("dropout", default, "Dropout rate before the classifier.", min=0.0, max=0.9)
+def dropout_param(default, help="Dropout rate before the classifier."):
+    return Param("dropout", default, help, min=0.0, max=0.9)
+
+
+CNN_POOLINGS = ("max", "average", "none")
+CNN_HEADS = ("flatten", "global_average")
+CNN_PARAMS = (
+    NonEmptyListParam("filters", [32, 64, 64], "Filters of each conv block: one block per entry, each "
+                      "followed by the pooling.", min=1, max=1024),
+    Param("kernel_size", 3, "Kernel size of every conv layer.", min=1, max=11),
+    Param("convs_per_block", 1, "Conv layers in each block (all with the block's filters).", min=1, max=4),
+    Param("batch_norm", False, "BatchNormalization after every conv layer (which then has no bias)."),
+    Param("pooling", "max", "2x2 pooling after every block; none keeps the resolution.", choices=CNN_POOLINGS),
+    Param("activation", "relu", "Activation of the conv and dense layers.", choices=ACTIVATIONS),
+    dropout_param(0.25, "Dropout rate before each dense layer (before the logits when there is none)."),
+    Param("dense_layers", [64], "Units of each hidden dense layer; empty for none.", min=1, max=4096),
+    Param("head", "flatten", "How the last feature maps become a vector: flatten them, or average "
+          "each map (global average pooling: far fewer dense weights).", choices=CNN_HEADS),
+)
 
 
 ARCHITECTURES = {
@@ -40,6 +72,14 @@ ARCHITECTURES = {
                 Param("dense_units", 64, "Units of the hidden dense layer.", min=1, max=4096),
             ),
             "build_seed_cnn",
+        ),
+        Architecture(
+            "cnn",
+            "Configurable CNN",
+            "Conv blocks from a list of filters (conv layers, optional BatchNorm, pooling), then "
+            "flatten or global average pooling and dense layers. Presets give classic layouts.",
+            CNN_PARAMS,
+            "build_cnn",
         ),
         Architecture(
             "deep_bn_cnn",
@@ -162,3 +202,52 @@ def resolve_params(arch, params):
     for name, value in params.items():
         resolved[name] = valid[name].check(value)
     return resolved
+
+
+def uses_pretrained_weights(arch, params):
+    """Whether these settings start from downloaded ImageNet weights (a transfer base)."""
+    if "weights" not in default_params(arch):
+        return False
+    return resolve_params(arch, params)["weights"] == "imagenet"
+
+
+# ----------------------------------------------------------------------------- presets of the configurable CNN
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    title: str
+    params: dict  # overrides of the cnn defaults
+
+
+CNN_PRESETS = {
+    preset.name: preset
+    for preset in (
+        Preset("seed", "Seed CNN layout (3 conv layers)",
+               {"filters": [32, 64, 64], "dense_layers": [64], "dropout": 0.25}),
+        Preset("vgg", "VGG-style (2 convs per block)",
+               {"filters": [32, 64, 128], "convs_per_block": 2, "batch_norm": True}),
+        # the defaults of deep_bn_cnn and wide_cnn exactly: the same graph, layer for layer
+        Preset("deep_bn", "Deep BatchNorm CNN (as deep_bn_cnn)",
+               {"filters": [16, 32, 64, 128, 128, 256], "kernel_size": 3, "convs_per_block": 1,
+                "batch_norm": True, "pooling": "max", "activation": "relu", "dropout": 0.3,
+                "dense_layers": [128], "head": "flatten"}),
+        Preset("wide", "Wide (2 wide layers, as wide_cnn)",
+               {"filters": [128, 128], "kernel_size": 5, "convs_per_block": 1, "batch_norm": False,
+                "pooling": "max", "activation": "relu", "dropout": 0.3, "dense_layers": [],
+                "head": "global_average"}),
+        Preset("deep_thin", "Deep and thin (6 blocks of 2 x 16 filters)",
+               {"filters": [16] * 6, "convs_per_block": 2, "batch_norm": True, "dense_layers": [],
+                "head": "global_average", "dropout": 0.2}),
+        Preset("wide_deep", "Wide and deep (4 blocks of 2 convs, 64 to 512 filters)",
+               {"filters": [64, 128, 256, 512], "convs_per_block": 2, "batch_norm": True,
+                "dense_layers": [256], "head": "global_average", "dropout": 0.4}),
+    )
+}
+
+
+def preset_params(name):
+    """Every parameter of the configurable CNN under preset `name` (a fresh copy)."""
+    if name not in CNN_PRESETS:
+        raise ValueError(f"Unknown CNN preset {name!r}; choose one of: {', '.join(CNN_PRESETS)}")
+    return resolve_params("cnn", CNN_PRESETS[name].params)

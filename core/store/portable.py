@@ -23,7 +23,8 @@ from core.store.runs import RUN_ID, Run, RunStore, read_json, write_json
 
 FORMAT = "cxrlab-runs"
 RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "summary.json", "environment.json", "model.keras",
-             "predictions_val.npz", "predictions_test.npz", "ood.npz", "halving.json")
+             "predictions_val.npz", "predictions_test.npz", "ood.npz", "halving.json",
+             "layers.json")
 MAX_MEMBER_BYTES = 512 * 1024 * 1024
 MAX_TOTAL_BYTES = 2 * 1024 * 1024 * 1024
 MAX_RATIO = 200  # uncompressed / compressed: more than this looks like a zip bomb

@@ -5,6 +5,7 @@
     runs/<run_id>/metrics.jsonl      one JSON line per epoch
     runs/<run_id>/summary.json       final val/test metrics, model size, split report
     runs/<run_id>/environment.json   Python/TensorFlow/Keras versions, dataset content hash
+    runs/<run_id>/layers.json        the model's layers: output shape, parameters, MACs per image
     runs/<run_id>/model.keras        the best model
     runs/<run_id>/predictions_{val,test}.npz   probabilities, labels, patient ids, files
     runs/<run_id>/tensorboard/       event files: `tensorboard --logdir runs`
@@ -130,6 +131,8 @@ class Run:
     def stderr_path(self) -> Path: return self.path / "stderr.log"
     @property
     def checkpoint_dir(self) -> Path: return self.path / "checkpoint"
+    @property
+    def layers_path(self) -> Path: return self.path / "layers.json"
 
     def predictions_path(self, split: str) -> Path:
         return self.path / f"predictions_{split}.npz"
@@ -222,6 +225,15 @@ class Run:
 
     def environment(self) -> dict:
         return read_json(self.environment_path, {})
+
+    def write_layer_table(self, rows: list[dict]) -> None:
+        """The model's layers (name, type, output shape, params, MACs), written once it is built."""
+        write_json(self.layers_path, rows)
+
+    def layer_table(self) -> list[dict]:
+        """The saved per-layer table; [] for runs from before it was saved (or not built yet)."""
+        rows = read_json(self.layers_path, [])
+        return rows if isinstance(rows, list) else []
 
     def save_predictions(self, split: str, probabilities, labels, patient_ids, files, class_names) -> None:
         with atomic_path(self.predictions_path(split)) as tmp:
