@@ -40,6 +40,7 @@ bench: venv
 	$(PY) bench/clear_session.py
 	$(PY) bench/ray_dispatch.py
 	$(PY) bench/large_dataset.py
+	$(PY) bench/studies.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

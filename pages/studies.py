@@ -12,7 +12,7 @@ from core.present import sweeps as sweep_view
 from core.present.sweeps import METRIC_TITLES
 from core.settings.studies import VARIANTS, get_study
 from core.store.sweeps import submit_sweep
-from pages import common, sweep_form
+from pages import common, layer_table, sweep_form
 
 STUDY_KEY = "study_key"
 GALLERY_COLUMNS = 3
@@ -49,8 +49,8 @@ def gallery(store) -> str:
             st.markdown(f"**{card['title']}**")
             st.caption(card["question"])
             latest = card["latest"]
-            status = f"Last run: {studies_view.sweep_title(latest)}" if latest else "Not run here yet"
-            if st.button("Open", key=f"study_open_{card['key']}", icon=":material/science:", help=status,
+            st.caption(f"Last run: {studies_view.sweep_title(latest)}" if latest else "Not run here yet")
+            if st.button("Open", key=f"study_open_{card['key']}", icon=":material/science:",
                          type="primary" if card["key"] == st.session_state[STUDY_KEY] else "secondary"):
                 st.session_state[STUDY_KEY] = card["key"]
                 st.query_params["study"] = card["key"]
@@ -144,6 +144,8 @@ def results(store, record: dict, metric: str, live: bool) -> None:
     metrics = studies_view.table_metrics(record, metric)
     st.dataframe(studies_view.table(record, frame, metrics), hide_index=True, width="stretch",
                  key="study_results_table")
+    for label, rows in studies_view.layer_tables(store, record):
+        layer_table.layers_expander(rows, title=f"Layers of {label}: output shape, parameters and MACs")
     failed = studies_view.failure_reasons(store, record)
     if failed:
         st.warning(failed, icon=":material/error:")

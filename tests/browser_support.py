@@ -170,3 +170,27 @@ def type_into(page, label: str, text: str) -> None:
     field.fill(text)
     field.press("Enter")
     settle(page)
+
+
+def grid_rows(page, table) -> list[list[str]]:
+    """The cells of an st.dataframe as its grid's accessibility table has them (the rows and columns
+    in view); the first row is the header."""
+    return table.locator("tr").evaluate_all(
+        "rows => rows.map(r => Array.from(r.querySelectorAll('th, td')).map(c => c.innerText.trim()))")
+
+
+def show_column(page, table, title: str) -> None:
+    """Scroll the grid sideways until the column `title` is in view, as a person would."""
+    for _ in range(30):
+        if title in grid_rows(page, table)[0]:
+            return
+        table.locator(".dvn-scroller").evaluate("s => s.scrollBy(300, 0)")
+        page.wait_for_timeout(200)
+    raise AssertionError(f"no column {title!r} in {grid_rows(page, table)[0]}")
+
+
+def column(page, table, title: str) -> list[str]:
+    show_column(page, table, title)
+    rows = grid_rows(page, table)
+    index = rows[0].index(title)
+    return [row[index] for row in rows[1:] if len(row) > index]

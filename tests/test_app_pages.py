@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 from core.store.runs import RunStore
 from tests.apptest_support import APP, TIMEOUT, assert_clean, open_page, texts  # noqa: F401 - shared
 
-PAGES = ("pages/home.py", "pages/dataset.py", "pages/train.py", "pages/sweeps.py", "pages/runs.py",
+PAGES = ("pages/home.py", "pages/dataset.py", "pages/train.py", "pages/sweeps.py", "pages/studies.py", "pages/runs.py",
          "pages/evaluate.py", "pages/diagnose.py")
 
 

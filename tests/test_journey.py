@@ -42,7 +42,8 @@ TRAINING_TIMEOUT_S = 600  # a 3-epoch 32 px run takes seconds on an idle 2-core 
 CHART = '[data-testid="stVegaLiteChart"]'
 UPLOAD = 'input[type="file"]'
 NAVIGATION = {"Home": ("/", "CXR Lab"), "Dataset": ("/dataset", "Dataset"), "Train": ("/train", "Train"),
-              "Sweeps": ("/sweeps", "Sweeps"), "Runs & Compare": ("/runs", "Runs & Compare"),
+              "Sweeps": ("/sweeps", "Sweeps"), "Studies": ("/studies", "Studies"),
+              "Runs & Compare": ("/runs", "Runs & Compare"),
               "Evaluate": ("/evaluate", "Evaluate"), "Diagnose": ("/diagnose", "Diagnose")}
 BASELINE, VARIANT, STOPPED = "journey-baseline", "journey-elu", "journey-stopped"
 

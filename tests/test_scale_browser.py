@@ -32,6 +32,7 @@ from tests.browser_support import (
     VIEWPORT,
     app_tab,
     choose,
+    column,
     go_to,
     launch_chromium,
     requires_chromium,
@@ -179,28 +180,6 @@ def snap(page, shots: Path, name: str, key: bool = True) -> None:
         shutil.copy(shots / f"{name}.png", KEY_SHOTS)
 
 
-def grid_rows(page, table) -> list[list[str]]:
-    """The cells of an st.dataframe as its grid's accessibility table has them (the rows and columns
-    in view); the first row is the header."""
-    return table.locator("tr").evaluate_all(
-        "rows => rows.map(r => Array.from(r.querySelectorAll('th, td')).map(c => c.innerText.trim()))")
-
-
-def show_column(page, table, title: str) -> None:
-    """Scroll the grid sideways until the column `title` is in view, as a person would."""
-    for _ in range(30):
-        if title in grid_rows(page, table)[0]:
-            return
-        table.locator(".dvn-scroller").evaluate("s => s.scrollBy(300, 0)")
-        page.wait_for_timeout(200)
-    raise AssertionError(f"no column {title!r} in {grid_rows(page, table)[0]}")
-
-
-def column(page, table, title: str) -> list[str]:
-    show_column(page, table, title)
-    rows = grid_rows(page, table)
-    index = rows[0].index(title)
-    return [row[index] for row in rows[1:] if len(row) > index]
 
 
 # ----------------------------------------------------------------------------- 1. a sweep on the cluster

@@ -164,3 +164,26 @@ def test_a_quick_study_runs_end_to_end_on_tiny_settings(manager, chest_folder):
     report = studies_view.report(manager.store, record, "test_accuracy")
     assert report.run_ids == [entry["run_id"] for entry in record["runs"]]
     assert sentence in study_report.report_html(report)
+
+
+def test_a_study_of_model_shapes_shows_each_models_layers_and_size(store):
+    accuracies = {label: [0.8, 0.82] for label in get_study("wide_deep").labels}
+    record = constructed_study(store, "wide_deep", accuracies)
+    sizes = {}
+    for i, entry in enumerate(record["runs"]):
+        run = store.get(entry["run_id"])
+        params = 1000 * (1 + i // 2)  # the same model for both seeds of a value
+        run.write_layer_table([{"layer": "conv2d", "type": "Conv2D", "output_shape": "64 x 64 x 8",
+                                "params": params, "macs": 10 * params}])
+        summary = run.summary()
+        summary["model"] = {"trainable_params": params, "total_params": params, "macs": 10 * params}
+        write_json(run.path / "summary.json", summary)
+        sizes[json.dumps(entry["point"])] = params
+    tables = studies_view.layer_tables(store, record)
+    assert [label for label, _ in tables] == list(get_study("wide_deep").labels)
+    assert [rows[0]["params"] for _, rows in tables] == [1000, 2000, 3000]
+    frame = studies_view.results_for(store, record)
+    table = studies_view.table(record, frame, ["test_accuracy"])
+    assert table["trainable parameters"].tolist() == ["1.00 k", "2.00 k", "3.00 k"]
+    assert studies_view.layer_tables(store, constructed_study(store, "dropout", {
+        label: [0.8] for label in ("0.2", "0.4", "0.6", "0.8")})) == []

@@ -161,6 +161,31 @@ def failure_reasons(store: RunStore, record: dict) -> str | None:
     return " ".join(f"{n} run(s) failed: {reason}" for reason, n in reasons.items())
 
 
+MODEL_SETTINGS = ("arch", "arch_params.filters", "arch_params.batch_norm", "image_size")
+
+
+def layer_tables(store: RunStore, record: dict) -> list[tuple[str, list[dict]]]:
+    """For a study whose values change the model: each value's per-layer table (its first run that
+    saved one), in axis order; [] for the other studies."""
+    axis = record["axes"][0]
+    if axis["setting"] not in MODEL_SETTINGS:
+        return []
+    tables = []
+    for value, label in zip(axis["values"], axis_labels(axis)):
+        members = [e["run_id"] for e in record["runs"] if e["point"] == {axis["setting"]: value}]
+        rows = next((rows for run_id in members for rows in [_layers_of(store, run_id)] if rows), None)
+        if rows:
+            tables.append((label, rows))
+    return tables
+
+
+def _layers_of(store: RunStore, run_id: str) -> list[dict]:
+    try:
+        return store.get(run_id).layer_table()
+    except KeyError:
+        return []
+
+
 def _count(value) -> str:
     from core.present.compare import format_count
     return "—" if value is None or pd.isna(value) else format_count(int(value))
