@@ -15,6 +15,7 @@ from core.store.runs import RunStore
 from core.store.sweeps import list_sweeps
 from tests.browser_support import (
     app_tab,
+    choose,
     column,
     go_to,
     launch_chromium,
@@ -22,6 +23,7 @@ from tests.browser_support import (
     serve_dashboard,
     settle,
     snap,
+    type_into,
 )
 from tests.test_journey import assert_no_error
 
@@ -85,3 +87,26 @@ def test_the_batch_size_study_runs_from_the_gallery_and_answers_with_speed_and_m
         html = report.read_text()
         assert "Batch size: speed and memory (quick)" in html and html.count("<svg") >= 3
         assert "research tool, not for clinical use" in html and "http://" not in html and "https://" not in html
+
+
+def test_the_train_page_builds_a_cnn_from_a_preset_and_shows_it_layer_by_layer(app, browser):
+    with app_tab(browser, app["url"]) as page:
+        go_to(page, "Train", "Train")
+        choose(page, "Architecture", "Configurable CNN")
+        choose(page, "Preset", "VGG-style (2 convs per block)")
+        assert page.get_by_label("Filters", exact=True).input_value() == "32, 64, 128"
+        assert page.get_by_label("Convs per block", exact=True).input_value() == "2"
+        page.get_by_text("Layers: output shape, parameters and MACs").first.click()
+        settle(page)
+        table = page.locator('[data-testid="stExpander"] [data-testid="stDataFrame"]').first
+        table.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        layers = column(page, table, "Type")
+        assert layers[:6] == ["InputLayer", "Rescaling", "Conv2D", "BatchNormalization", "Activation", "Conv2D"]
+        summary = page.get_by_text(re.compile(r"^\d+ layers · [\d,]+ parameters · [\d.]+ M MACs per image")).first
+        assert summary.is_visible()
+        type_into(page, "Filters", "16, 32")  # a layer fewer: the preset becomes custom, the table follows
+        assert page.get_by_role("combobox", name="Preset", exact=True).input_value() == "custom (keep what is typed)"
+        assert page.get_by_label("Convs per block", exact=True).input_value() == "2"  # the rest is kept
+        assert_no_error(page)
+        snap(page, "studies_3_train_cnn_layers")
