@@ -38,6 +38,7 @@ def run_study(store_dir: Path, key: str) -> dict:
     metric = studies_view.get_study(key).metric
     return {"key": key, "runs": len(states), "done": states.count("done"), "seconds": seconds,
             "answer": studies_view.answer(record, frame, metric),
+            "failures": [studies_view.failure_reasons(manager.store, record)] if "failed" in states else [],
             "means": {label: (mean, std) for label, mean, std in
                       zip(frame["label"], frame[f"{metric}_mean"], frame[f"{metric}_std"])}}
 
@@ -55,7 +56,9 @@ def main() -> None:
               f"({verdict} the {TARGET_S // 60}-minute target)")
         print(f"  {result['answer']}")
         for label, (mean, std) in result["means"].items():
-            print(f"  {label}: {mean:.3f} ± {std:.3f}")
+            print(f"  {label}: " + ("no finished run" if mean != mean or mean is None else f"{mean:.3f} ± {std:.3f}"))
+        for reason in result["failures"]:
+            print(f"  failed: {reason}")
         sys.stdout.flush()
 
 

@@ -112,7 +112,7 @@ STUDIES = {study.key: study for study in (
           "reduce-on-plateau?",
           "schedule", ("constant", "step", "exponential", "cosine", "one_cycle", "plateau"),
           settings={"decay_rate": 0.5},
-          quick=Variant(settings={"epochs": 4, "step_epochs": 1, "plateau_patience": 1}),
+          quick=Variant(settings={"step_epochs": 1, "plateau_patience": 1}),
           full=Variant(settings={"early_stopping": False, "step_epochs": 10})),
     Study("batch_norm", "BatchNorm", "Does BatchNormalization after every convolution help?",
           "arch_params.batch_norm", (False, True), labels=("without BatchNorm", "with BatchNorm"),
