@@ -189,3 +189,14 @@ def test_a_study_of_model_shapes_shows_each_models_layers_and_size(store):
     assert table["trainable parameters"].tolist() == ["1.00 k", "2.00 k", "3.00 k"]
     assert studies_view.layer_tables(store, constructed_study(store, "dropout", {
         label: [0.8] for label in ("0.2", "0.4", "0.6", "0.8")})) == []
+
+
+def test_the_command_line_lists_the_studies_and_refuses_an_unknown_one(capsys):
+    from core.cli.sweep import main
+    assert main(["--list-studies"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == len(STUDIES) and listed[0].startswith("activation: Which activation")
+    assert main(["--study", "nope"]) == 2
+    assert "unknown study 'nope'; choose one of: activation" in capsys.readouterr().err
+    assert main([]) == 2
+    assert "give a sweep file or --study KEY" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import altair as alt
 import pandas as pd
 
 from core.present import study_report
+from core.present.compare import format_count
 from core.present.sweeps import (
     METRIC_TITLES,
     display_frame,
@@ -21,7 +22,7 @@ from core.present.sweeps import (
     sweep_chart,
     value_label,
 )
-from core.settings.studies import STUDIES, VARIANTS, Study, get_study, study_spec
+from core.settings.studies import STUDIES, Study, get_study, study_spec
 from core.store.runs import RunStore
 from core.store.sweeps import Sweep, list_sweeps, sweep_results
 
@@ -187,7 +188,6 @@ def _layers_of(store: RunStore, run_id: str) -> list[dict]:
 
 
 def _count(value) -> str:
-    from core.present.compare import format_count
     return "—" if value is None or pd.isna(value) else format_count(int(value))
 
 
@@ -227,6 +227,3 @@ def report(store: RunStore, record: dict, metric: str) -> study_report.StudyRepo
         results=study_report.results_numbers({METRIC_TITLES[m]: points(frame, record["axes"][0]["setting"], m)
                                                for m in metrics}, setting_label=setting_label(study)))
 
-
-__all__ = ["VARIANTS", "gallery", "variant_sweep", "plan_text", "latest_sweeps", "study_sweeps", "results_for",
-           "points", "answer", "table", "charts", "report"]
