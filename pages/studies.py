@@ -5,9 +5,8 @@ a report. The logic is in core.present.studies and core.settings.studies.
 """
 import streamlit as st
 
-from core.present import estimate, sweep_plan
+from core.present import estimate, study_report, sweep_plan
 from core.present import studies as studies_view
-from core.present import study_report
 from core.present import sweeps as sweep_view
 from core.present.sweeps import METRIC_TITLES
 from core.settings.studies import VARIANTS, get_study

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-
 VARIANTS = ("quick", "full")
 # What every study starts from: the configurable CNN on the built-in set, binary task.
 COMMON = {"data_source": "builtin", "task": "binary", "arch": "cnn", "optimizer": "adam",
