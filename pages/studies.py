@@ -5,6 +5,7 @@ a report. The logic is in core.present.studies and core.settings.studies.
 """
 import streamlit as st
 
+from core.data.datasets import TASK_TITLES
 from core.present import estimate, study_report, sweep_plan
 from core.present import studies as studies_view
 from core.present import sweeps as sweep_view
@@ -61,10 +62,15 @@ def gallery(store) -> str:
 
 def launch_section(store, study) -> None:
     common.init_widget("study_variant", "quick")
-    variant = st.radio("Variant", VARIANTS, key="study_variant", horizontal=True,
-                       format_func=studies_view.VARIANT_TITLES.get)
+    common.init_widget("study_task", "binary")
+    cols = st.columns(2)
+    variant = cols[0].radio("Variant", VARIANTS, key="study_variant", horizontal=True,
+                            format_func=studies_view.VARIANT_TITLES.get)
+    task = cols[1].radio("Classes", studies_view.TASKS, key="study_task", horizontal=True,
+                         format_func=TASK_TITLES.get,
+                         help="The built-in set's two tasks: pneumonia or not, or its two kinds.")
     try:
-        sweep = studies_view.variant_sweep(study.key, variant)
+        sweep = studies_view.variant_sweep(study.key, variant, task)
     except ValueError as exc:
         st.error(f"This study cannot run: {exc}")
         return

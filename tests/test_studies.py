@@ -200,3 +200,9 @@ def test_the_command_line_lists_the_studies_and_refuses_an_unknown_one(capsys):
     assert "unknown study 'nope'; choose one of: activation" in capsys.readouterr().err
     assert main([]) == 2
     assert "give a sweep file or --study KEY" in capsys.readouterr().err
+
+
+def test_every_study_also_runs_on_the_three_class_task():
+    for key in STUDIES:
+        sweep = studies_view.variant_sweep(key, "quick", "subtype")
+        assert {config.task for config in sweep.configs()} == {"subtype"}, key

@@ -30,6 +30,7 @@ LOWER_IS_BETTER = ("best_val_loss", "wall_s", "peak_memory_mb", "peak_gpu_memory
 SCORE_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", "best_val_loss")
 # What the speed and memory studies chart against their setting, when the runs recorded it.
 RESOURCE_CHARTS = ("images_per_sec", "peak_memory_mb", "peak_gpu_memory_mb")
+TASKS = ("binary", "subtype")  # the built-in set's tasks
 VARIANT_TITLES = {"quick": "Quick (about 10 minutes on a 2-core CPU)", "full": "Full (for a GPU)"}
 
 
