@@ -206,3 +206,18 @@ def test_every_study_also_runs_on_the_three_class_task():
     for key in STUDIES:
         sweep = studies_view.variant_sweep(key, "quick", "subtype")
         assert {config.task for config in sweep.configs()} == {"subtype"}, key
+
+
+def test_the_studies_page_shows_a_finished_studys_answer_chart_table_and_report(app_env, store):
+    from tests.apptest_support import assert_clean, open_page
+    constructed_study(store, "dropout", {"0.2": [0.80, 0.84], "0.4": [0.90, 0.92],
+                                         "0.6": [0.89, 0.91], "0.8": [0.70, 0.71]})
+    at = open_page("pages/studies.py", {"study_key": "dropout"})
+    assert_clean(at)
+    assert [h.value for h in at.header] == ["Dropout"]
+    assert at.info[0].value.startswith("Dropout 0.4 scores best (test accuracy 0.910 ± 0.014, 2 seeds)")
+    assert len(at.get("vega_lite_chart")) == 1, "the chart with error bars"
+    table = at.dataframe[0].value
+    assert table["dropout"].tolist() == ["0.2", "0.4", "0.6", "0.8"]
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels == ["Report (HTML)", "Report (Markdown + charts, zip)"]
