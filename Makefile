@@ -45,10 +45,11 @@ bench: venv
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
 
-# The README's screenshots, taken by the real-browser journey suite (tests/test_journey.py).
+# The README's screenshots, taken by the real-browser suites (tests/test_journey.py, test_studies_browser.py).
 README_SHOTS := 01_home 02_dataset 03_train_live 07_train_stopped 08_runs_compare 09_evaluate_gradcam \
-	10_diagnose_xray_heatmap 11_diagnose_photo_ood_warning 14_sweep_done
+	10_diagnose_xray_heatmap 11_diagnose_photo_ood_warning 14_sweep_done studies_2_batch_size_answered \
+	studies_3_train_cnn_layers
 .PHONY: screenshots
 screenshots: venv
-	$(PY) -m pytest tests/test_journey.py -q
+	$(PY) -m pytest tests/test_journey.py tests/test_studies_browser.py -q
 	for shot in $(README_SHOTS); do cp test-artifacts/screenshots/$$shot.png docs/screenshots/; done
