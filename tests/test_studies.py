@@ -121,7 +121,7 @@ def test_the_answer_reads_the_studys_labels_and_says_when_nothing_stands_out(sto
     record = constructed_study(store, "batch_norm", {"without BatchNorm": [0.85, 0.90],
                                                      "with BatchNorm": [0.86, 0.88]})
     sentence = studies_view.answer(record, studies_view.results_for(store, record), "test_accuracy")
-    assert sentence.startswith("No value of batch norm stands out: both are within one standard deviation")
+    assert sentence.startswith("No value stands out: both are within one standard deviation")
     assert "(without BatchNorm, test accuracy 0.875 ± 0.035, 2 seeds)" in sentence
 
 
@@ -137,7 +137,7 @@ def test_the_results_table_and_the_report_carry_the_labels_and_the_answer(store)
     report = studies_view.report(store, record, "test_accuracy")
     html = study_report.report_html(report)
     assert "Augmentation (quick)" in html and "mild (rotate 7°" in html and "<svg" in html
-    assert report.conclusion.startswith("Augmentation mild (rotate 7°, zoom 10%, shift 5%) scores best")
+    assert report.conclusion.startswith("Mild (rotate 7°, zoom 10%, shift 5%) scores best")
 
 
 # ----------------------------------------------------------------------------- a real study

@@ -311,3 +311,13 @@ def test_a_bad_report_says_what_is_wrong(report, change, message):
               "table": report.table} | change
     with pytest.raises(ValueError, match=message):
         StudyReport(**fields)
+
+
+def test_labels_that_say_what_they_are_need_no_setting_name():
+    points = [{"label": "MLP", "value": "mlp", "mean": 0.89, "std": 0.005, "n": 3},
+              {"label": "CNN", "value": "cnn", "mean": 0.93, "std": 0.008, "n": 3}]
+    assert conclusion(points, setting_label="", metric_title="Test accuracy").startswith(
+        "CNN scores best (test accuracy 0.930 ± 0.008, 3 seeds), more than one standard deviation ahead")
+    points[1]["mean"] = 0.893
+    assert conclusion(points, setting_label="", metric_title="Test accuracy").startswith(
+        "No value stands out: both are within one standard deviation of the best (CNN,")

@@ -111,7 +111,7 @@ def answer(record: dict, frame: pd.DataFrame, metric: str) -> str:
     """The study's question answered in one sentence (two for the speed and memory studies)."""
     study = get_study(record["study"])
     setting = study.setting
-    label = setting_label(study)
+    label = "" if study.labels else setting_label(study)  # labels say what they are: "3 conv layers"
     sentence = study_report.conclusion(points(frame, setting, metric), setting_label=label,
                                        metric_title=METRIC_TITLES.get(metric, metric),
                                        higher_is_better=metric not in LOWER_IS_BETTER,

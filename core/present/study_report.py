@@ -128,7 +128,7 @@ def conclusion(points, *, setting_label: str, metric_title: str, higher_is_bette
     if len(finished) == 1:
         only = finished[0]
         waiting = [p.label for p in parsed if not p.finished]
-        return _sentence(f"only {setting_label} {only.label} has finished runs so far ({words.score(only)}); "
+        return _sentence(f"only {_subject(setting_label, only.label)} has finished runs so far ({words.score(only)}); "
                          f"{_and(waiting)} {'has' if len(waiting) == 1 else 'have'} none yet, so nothing can be "
                          f"compared{_runs_note(parsed, [only], unfinished=False)}.")
     best = (max if higher_is_better else min)(finished, key=lambda p: p.mean)
@@ -140,9 +140,9 @@ def conclusion(points, *, setting_label: str, metric_title: str, higher_is_bette
         if len(finished) < len(parsed):
             everyone = everyone.replace(" are", " values with results are")
         extreme = "best" if higher_is_better else "lowest"
-        return _sentence(f"no value of {setting_label} stands out: {everyone} within one standard deviation "
+        return _sentence(f"no value{_of(setting_label)} stands out: {everyone} within one standard deviation "
                          f"of the {extreme} ({best.label}, {words.score(best)}){_runs_note(parsed, finished)}.")
-    head = f"{setting_label} {best.label} {words.verb} ({words.score(best)})"
+    head = f"{_subject(setting_label, best.label)} {words.verb} ({words.score(best)})"
     if tied:
         group = _tied_group(parsed, best, tied)
         return _sentence(f"{head}; {group} within one standard deviation of it, so the data cannot tell "
@@ -186,7 +186,7 @@ def _single_runs(parsed: list[Point], finished: list[Point], best: Point, words:
     equal = [p for p in finished if p.mean == best.mean]
     extreme = "best" if words.higher_is_better else "lowest"
     who = f"{_and([p.label for p in equal])} tie for {extreme}" if len(equal) > 1 else f"{best.label} {words.verb}"
-    head = f"{words.setting} {who} ({words.metric} {words.number(best.mean)}"
+    head = f"{_subject(words.setting, who)} ({words.metric} {words.number(best.mean)}"
     rest = [p for p in finished if p.mean != best.mean]
     runner_up = _runner_up(rest, words.higher_is_better) if rest else None
     head += f"; next: {runner_up.label}, {words.number(runner_up.mean)})" if runner_up else ")"
@@ -265,10 +265,10 @@ def trend_conclusion(points_by_metric: Mapping, *, setting_label: str) -> str:
 
 
 def _trend_clause(name: str, unit: str, setting_label: str, low: Point, high: Point, where: bool) -> str:
-    at_low = f" at {setting_label} {low.label}" if where else ""
+    at_low = f" at {_subject(setting_label, low.label)}" if where else ""
     at_high = f" at {high.label}" if where else ""
     if within_noise(low, high):
-        span = f" from {setting_label} {low.label} to {high.label}" if where else ""
+        span = f" from {_subject(setting_label, low.label)} to {high.label}" if where else ""
         return (f"{name} stays within one standard deviation{span} "
                 f"({_quantity(low.mean, unit)} to {_quantity(high.mean, unit)})")
     verb = "rises" if high.mean > low.mean else "falls"
@@ -279,7 +279,7 @@ def _trend_clause(name: str, unit: str, setting_label: str, low: Point, high: Po
 def _trend_missing(name: str, setting_label: str, finished: list[Point]) -> str:
     if not finished:
         return f"{name}: no run has finished yet"
-    return f"{name}: only {setting_label} {finished[0].label} has finished runs so far"
+    return f"{name}: only {_subject(setting_label, finished[0].label)} has finished runs so far"
 
 
 def _factor(low: float, high: float) -> str:
@@ -311,6 +311,15 @@ def magnitude_text(x: float) -> str:
 
 
 # ----------------------------------------------------------------------------- words
+
+def _subject(setting_label: str, label: str) -> str:
+    """'dropout 0.4'; the label alone when the study's labels say what they are ('3 conv layers')."""
+    return f"{setting_label} {label}" if setting_label else label
+
+
+def _of(setting_label: str) -> str:
+    return f" of {setting_label}" if setting_label else ""
+
 
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
