@@ -104,7 +104,8 @@ STUDIES = {study.key: study for study in (
           "image_size", (32, 64, 96, 128), measures_resources=True,
           quick=Variant(settings={"epochs": 2}), full=Variant(settings={"epochs": 10, "early_stopping": False})),
     Study("test_fraction", "Train/test proportion",
-          "How does the share of patients held out for the test change the score and its uncertainty?",
+          "How does the share of patients held out for the test change the score and its uncertainty? "
+          "(Each share scores on test patients of its own: the other studies share theirs.)",
           "test_fraction", (0.1, 0.2, 0.3, 0.4)),
     Study("schedule", "Learning-rate schedules",
           "Which learning-rate schedule trains best: constant, step, exponential, cosine, one-cycle or "
