@@ -221,3 +221,12 @@ def test_the_studies_page_shows_a_finished_studys_answer_chart_table_and_report(
     assert table["dropout"].tolist() == ["0.2", "0.4", "0.6", "0.8"]
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels == ["Report (HTML)", "Report (Markdown + charts, zip)"]
+
+
+def test_the_plan_names_what_every_run_shares_and_leaves_out_what_the_study_varies():
+    assert studies_view.plan_text(studies_view.variant_sweep("dropout", "quick")) == \
+        "4 values × 2 seeds = 8 runs of 3 epochs at 64 px on 50% of the training patients"
+    assert studies_view.plan_text(studies_view.variant_sweep("train_fraction", "full")) == \
+        "4 values × 3 seeds = 12 runs of 30 epochs at 128 px"
+    assert studies_view.plan_text(studies_view.variant_sweep("kfold", "quick")) == \
+        "2 values × 3 folds = 6 runs of 3 epochs at 64 px on 50% of the training patients"

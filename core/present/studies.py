@@ -37,10 +37,10 @@ VARIANT_TITLES = {"quick": "Quick (about 10 minutes on a 2-core CPU)", "full": "
 # ----------------------------------------------------------------------------- the gallery
 
 def gallery(store: RunStore) -> list[dict]:
-    """One card per study: its title, question, what it varies, and its latest sweep here."""
+    """One card per study: its title, question and its latest sweep here."""
     latest = latest_sweeps(store)
-    return [{"key": study.key, "title": study.title, "question": study.question,
-             "varies": varies_text(study), "latest": latest.get(study.key)} for study in STUDIES.values()]
+    return [{"key": study.key, "title": study.title, "question": study.question, "latest": latest.get(study.key)}
+            for study in STUDIES.values()]
 
 
 def varies_text(study: Study) -> str:
@@ -55,14 +55,16 @@ def variant_sweep(key: str, variant: str, task: str = "binary") -> Sweep:
 
 
 def plan_text(sweep: Sweep) -> str:
-    """'4 values × 2 seeds = 8 runs of 3 epochs at 64 px on 50% of the training patients'."""
-    values, base = len(sweep.axes[0].values), sweep.base
+    """'4 values × 2 seeds = 8 runs of 3 epochs at 64 px on 50% of the training patients'; what the
+    study varies is left out ('... runs at 64 px on 50% of ...' for the epochs study)."""
+    values, base, swept = len(sweep.axes[0].values), sweep.base, sweep.axes[0].setting
     repeats = f"{sweep.cv_folds} folds" if sweep.cv_folds else f"{sweep.repeats} seed{'s' * (sweep.repeats > 1)}"
     runs = values * (sweep.cv_folds or sweep.repeats)
     share = "all" if base.train_fraction >= 1 else f"{base.train_fraction:.0%} of"
-    epochs = "epochs as the study sets" if sweep.axes[0].setting == "epochs" else f"{base.epochs} epochs"
-    size = "the study's image sizes" if sweep.axes[0].setting == "image_size" else f"{base.image_size} px"
-    return f"{values} values × {repeats} = {runs} runs of {epochs} at {size} on {share} the training patients"
+    parts = {"epochs": f" of {base.epochs} epochs", "image_size": f" at {base.image_size} px",
+             "train_fraction": f" on {share} the training patients"}
+    return f"{values} values × {repeats} = {runs} runs" + "".join(
+        text for setting, text in parts.items() if setting != swept)
 
 
 def latest_sweeps(store: RunStore) -> dict[str, dict]:
