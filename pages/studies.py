@@ -76,7 +76,7 @@ def launch_section(store, study) -> None:
         return
     st.caption(studies_view.plan_text(sweep))
     if study.needs_imagenet_weights:
-        missing = weights_missing(sweep.base.image_size)
+        missing = weights_missing(sweep.base.arch_params["base"], sweep.base.image_size)
         if missing:
             st.warning(missing, icon=":material/cloud_off:")
     configs = [config.to_dict() for config in sweep.configs()]
@@ -96,15 +96,15 @@ def launch_section(store, study) -> None:
         st.toast(f"{len(configs)} runs queued: the results fill in below.")
 
 
-def weights_missing(image_size: int) -> str | None:
+def weights_missing(base: str, image_size: int) -> str | None:
     """Why the transfer study's runs would fail here (no ImageNet weights), or None."""
     import os
 
     from core.ml import models
-    path = os.path.join(models.keras_models_dir(), models.imagenet_weights_file("mobilenet_v2", image_size))
+    path = models.imagenet_weights_path(base, image_size)
     if os.path.exists(path):
         return None
-    return (f"The ImageNet weights of MobileNetV2 are not on this machine ({path}), and Keras downloads "
+    return (f"The ImageNet weights of {base} are not on this machine ({path}), and Keras downloads "
             "them from the internet: without it the study's runs end failed with that message. Copy the "
             "file there from a machine with internet access (or run once online), then run the study.")
 

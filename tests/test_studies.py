@@ -230,3 +230,14 @@ def test_the_plan_names_what_every_run_shares_and_leaves_out_what_the_study_vari
         "4 values × 3 seeds = 12 runs of 30 epochs at 128 px"
     assert studies_view.plan_text(studies_view.variant_sweep("kfold", "quick")) == \
         "2 values × 3 folds = 6 runs of 3 epochs at 64 px on 50% of the training patients"
+
+
+def test_the_transfer_study_warns_before_launch_when_the_imagenet_weights_are_missing(app_env, monkeypatch, tmp_path):
+    from tests.apptest_support import assert_no_exception, open_page
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # no weights there
+    at = open_page("pages/studies.py", {"study_key": "transfer"})
+    assert_no_exception(at)
+    warning = " ".join(w.value for w in at.warning)
+    assert "The ImageNet weights of mobilenet_v2 are not on this machine" in warning
+    assert str(tmp_path / "keras" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5") \
+        in warning

@@ -186,6 +186,11 @@ def imagenet_weights_file(base, image_size):
     return "efficientnetb0_notop.h5"
 
 
+def imagenet_weights_path(base, image_size):
+    """Where Keras keeps (or would download) the notop ImageNet weights of `base`."""
+    return os.path.join(keras_models_dir(), imagenet_weights_file(base, image_size))
+
+
 def make_transfer_base(base, weights, image_size):
     constructor = getattr(keras.applications, TRANSFER_BASES[base][0])
     input_shape = (image_size, image_size, 3)
