@@ -45,7 +45,7 @@ def gallery(store: RunStore) -> list[dict]:
 
 def varies_text(study: Study) -> str:
     """'dropout: 0.2, 0.4, 0.6, 0.8'."""
-    return f"{study.setting.split('.')[-1].replace('_', ' ')}: " + ", ".join(
+    return f"{setting_label(study)}: " + ", ".join(
         study.labels or [value_label(v) for v in study.values])
 
 
