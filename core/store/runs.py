@@ -6,6 +6,11 @@
     runs/<run_id>/summary.json       final val/test metrics, model size, split report
     runs/<run_id>/environment.json   Python/TensorFlow/Keras versions, dataset content hash
     runs/<run_id>/layers.json        the model's layers: output shape, parameters, MACs per image
+    runs/<run_id>/annotations.json   what the user says of the run: display name, notes, tags, star
+    runs/<run_id>/batches.json       the first epoch batch by batch: loss, accuracy, learning rate
+    runs/<run_id>/external/<name>.json   evaluations on other labelled X-rays (external validation)
+    runs/<run_id>/model_card.md      the model card: data, split, model, metrics with intervals, use
+    runs/<run_id>/saved_model/, model.tflite   exports of model.keras (on request)
     runs/<run_id>/model.keras        the best model
     runs/<run_id>/predictions_{val,test}.npz   probabilities, labels, patient ids, files
     runs/<run_id>/tensorboard/       event files: `tensorboard --logdir runs`
@@ -133,6 +138,18 @@ class Run:
     def checkpoint_dir(self) -> Path: return self.path / "checkpoint"
     @property
     def layers_path(self) -> Path: return self.path / "layers.json"
+    @property
+    def annotations_path(self) -> Path: return self.path / "annotations.json"
+    @property
+    def batches_path(self) -> Path: return self.path / "batches.json"
+    @property
+    def external_dir(self) -> Path: return self.path / "external"
+    @property
+    def model_card_path(self) -> Path: return self.path / "model_card.md"
+    @property
+    def saved_model_dir(self) -> Path: return self.path / "saved_model"
+    @property
+    def tflite_path(self) -> Path: return self.path / "model.tflite"
 
     def predictions_path(self, split: str) -> Path:
         return self.path / f"predictions_{split}.npz"
@@ -163,6 +180,17 @@ class Run:
             except json.JSONDecodeError:
                 continue
         return rows
+
+    def first_epoch_batches(self) -> list[dict]:
+        """The first epoch batch by batch ([] for runs from before it was saved)."""
+        rows = read_json(self.batches_path, [])
+        return rows if isinstance(rows, list) else []
+
+    def external_results(self) -> list[dict]:
+        """Saved evaluations on other labelled datasets (external/<name>.json), newest first."""
+        results = [read_json(path) for path in sorted(self.external_dir.glob("*.json"))]
+        results = [r for r in results if isinstance(r, dict)]
+        return sorted(results, key=lambda r: r.get("evaluated") or 0, reverse=True)
 
     def predictions(self, split: str = "test") -> dict | None:
         path = self.predictions_path(split)
