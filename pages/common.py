@@ -249,6 +249,23 @@ def show_chart(chart, where=None) -> None:
     (where or st).altair_chart(chart, width="stretch", height=display_height(chart))
 
 
+def follow_run_link(runs, linked_key: str):
+    """The run a ?run=<id> link names (the Runs page's Evaluate and Diagnose buttons), once per link:
+    after that the page's boxes are the user's again. `linked_key` remembers the link followed."""
+    wanted = st.query_params.get("run")
+    if wanted == st.session_state.get(linked_key):
+        return None
+    st.session_state[linked_key] = wanted
+    return next((run for run in runs if run.id == wanted), None)
+
+
+def link_to_run(run_id: str, linked_key: str) -> None:
+    """Keep ?run= on the chosen run, so the address reopens it."""
+    if st.query_params.get("run") != run_id:
+        st.query_params["run"] = run_id
+    st.session_state[linked_key] = run_id
+
+
 def no_runs_yet(message: str = "No runs yet: go to **Train** to launch one.") -> None:
     st.info(message, icon=":material/info:")
     st.page_link(PAGE_PATHS["train"], label="Go to Train", icon=":material/model_training:")

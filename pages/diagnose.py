@@ -18,6 +18,7 @@ PREDICTED = "(predicted class)"
 CLINICAL_NOTE = "Research tool, not for clinical use: this is not a medical diagnosis."
 # Digests of the images whose empty Grad-CAM the user replaced by Grad-CAM++ (not a widget: no diag_ prefix).
 PLUS_PLUS_KEY = "diagnose_gradcam_plus_plus"
+LINKED_RUN_KEY = "diagnose_linked_run"  # the ?run= already followed (not a widget: no diag_ prefix)
 
 
 @st.cache_resource(show_spinner="Loading the model and its explainer…", max_entries=4)
@@ -40,6 +41,10 @@ def cached_heatmap(run_dir: str, model_mtime: float, digest: str, method: str, c
 
 def choose_run(runs):
     tasks = present.tasks_of(runs)
+    linked = common.follow_run_link(runs, LINKED_RUN_KEY)
+    if linked is not None:  # the Runs page's Diagnose button: that run, in its task
+        st.session_state["diag_task"] = linked.config().get("task", "binary")
+        st.session_state["diag_run"] = linked.id
     reset_stale_choice("diag_task", tasks, present.default_task(tasks))
     in_task = present.runs_of_task(runs, st.selectbox("Task", tasks, key="diag_task"))
     best = dx.best_run(in_task)
@@ -47,6 +52,7 @@ def choose_run(runs):
     reset_stale_choice("diag_run", ids, best.id)  # the remembered run may belong to another task
     labels = {run.id: present.run_label(run, dx.state_note(run), run is best) for run in in_task}
     run_id = st.selectbox("Run (default: best test AUC)", ids, key="diag_run", format_func=labels.get)
+    common.link_to_run(run_id, LINKED_RUN_KEY)
     return next(run for run in in_task if run.id == run_id)
 
 

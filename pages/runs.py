@@ -1,44 +1,112 @@
-"""Runs & Compare: every run in a sortable, filterable table (delete, CSV export), and 2-6 runs
-side by side: curves, metrics, config diff, confusion matrices, ROC and parallel coordinates
-(the comparison is pages/compare_view.py; the logic core.present.compare and core.present.runs)."""
+"""Runs & Compare: every run in a sortable, filterable table (star, tags, notes, rename; filter by any
+setting or metric; group by sweep; open in Evaluate or Diagnose; delete, CSV export; the TensorBoard
+command), and 2-6 runs side by side: curves, metrics, config diff, confusion matrices, ROC and parallel
+coordinates (the comparison is pages/compare_view.py; the logic core.present.compare and
+core.present.runs)."""
 import streamlit as st
 
 from core.present import compare
 from core.present import runs as runs_view
+from core.store import sweeps as sweeps_lib
+from core.store import ui_state
 from core.store.runs import STATES
-from pages import common, compare_view, layer_table, tables
+from pages import common, compare_view, layer_table, model_card_view, tables
 
 COMPARE_KEY = "runs_compare_ids"
 LAST_SELECTION_KEY = "runs_last_selection"
 CONFIRM_DELETE_KEY = "runs_confirm_delete"
 RESUME_REPORT_KEY = "resume_report"  # no form prefix: a message, not a setting to keep
+CONFIRM_SWEEP_DELETE_KEY = "confirm_sweep_delete"  # the sweep id waiting for "Yes, delete"
+ANNOTATE_REPORT_KEY = "annotate_report"  # (ok, text) after saving annotations or a bulk change
+SWEEP_REPORT_KEY = "sweep_delete_report"  # (ok, text) after deleting a sweep
+FILTERS_RESTORED_KEY = "_runs_filters_restored"
+FILTERS_SAVED_KEY = "_runs_filters_saved"
+QUERY_HELP = (f"Conditions `column operator value` joined by `and`, e.g. `{compare.QUERY_EXAMPLE}`. Operators: "
+              f"{', '.join(compare.QUERY_OPERATORS)}. Columns: any column of the table (e.g. `test_auc`, `arch`, "
+              "`starred`, `tags`) and any setting (e.g. `optimizer`, `augmentation.zoom`, `arch_params.width`). "
+              "Quote text with spaces; empty cells never match.")
+
+
+# ----------------------------------------------------------------------------- filters, kept on disk
+
+def filters_path():
+    return ui_state.settings_path().with_name(runs_view.FILTERS_FILE)
+
+
+def restore_filters() -> None:
+    """Once per session, put back the filters saved by the last session (reload or server restart)."""
+    state = st.session_state
+    if FILTERS_RESTORED_KEY in state:
+        return
+    state[FILTERS_RESTORED_KEY] = True
+    saved = ui_state.load(filters_path())
+    for key in runs_view.FILTER_KEYS:
+        if key in saved and key not in state:
+            state[key] = saved[key]
+    state[FILTERS_SAVED_KEY] = saved
+
+
+def save_filters() -> None:
+    state = st.session_state
+    values = {key: state[key] for key in runs_view.FILTER_KEYS if key in state}
+    if values != state.get(FILTERS_SAVED_KEY):
+        ui_state.save(values, filters_path())
+        state[FILTERS_SAVED_KEY] = values
+
+
+def forget_stale_filters(table, sweep_ids: list[str]) -> None:
+    """Drop remembered choices the table no longer offers (e.g. after runs were deleted)."""
+    state = st.session_state
+    for key, options in (("runs_filter_archs", set(table["arch"].dropna())),
+                         ("runs_filter_tags", set(compare.all_tags(table)))):
+        if key in state:
+            state[key] = runs_view.known_choices(state[key], options)
+    if state.get("runs_filter_sweep") not in ("", None, *sweep_ids):
+        state["runs_filter_sweep"] = ""
+
+
+def filters(table, configs: dict, sweep_names: dict):
+    sweep_ids = sorted(set(table["sweep_id"].dropna()), reverse=True)
+    forget_stale_filters(table, sweep_ids)
+    cols = st.columns([2, 2, 3, 3])
+    states = cols[0].multiselect("State", STATES, key="runs_filter_states", placeholder="all states")
+    archs = cols[1].multiselect("Architecture", sorted(table["arch"].dropna().unique()),
+                                key="runs_filter_archs", placeholder="all architectures")
+    sweep = cols[2].selectbox("Sweep", ["", *sweep_ids], key="runs_filter_sweep",
+                              format_func=lambda s: sweep_names.get(s, s) if s else "all runs")
+    text = cols[3].text_input("Name contains", key="runs_filter_text")
+    cols = st.columns([3, 1.3, 6], vertical_alignment="bottom")
+    tags = cols[0].multiselect("Tags", compare.all_tags(table), key="runs_filter_tags", placeholder="any tags")
+    starred = cols[1].checkbox("Starred only", key="runs_filter_starred")
+    query = cols[2].text_input("Filter by any setting or metric", key="runs_filter_query", help=QUERY_HELP,
+                               placeholder=compare.QUERY_EXAMPLE)
+    shown = compare.filter_runs(table, states, archs, text, tags=tags, starred=starred, sweep=sweep)
+    try:
+        return compare.query_runs(shown, query, compare.query_frame(shown, configs))
+    except compare.QueryError as exc:
+        st.error(f"Filter not applied: {exc}", icon=":material/filter_alt_off:")
+        return shown
 
 
 # ----------------------------------------------------------------------------- the table
 
-def filters(table):
-    cols = st.columns([2, 2, 3])
-    states = cols[0].multiselect("State", STATES, key="runs_filter_states", placeholder="all states")
-    archs = cols[1].multiselect("Architecture", sorted(table["arch"].dropna().unique()),
-                                key="runs_filter_archs", placeholder="all architectures")
-    text = cols[2].text_input("Name contains", key="runs_filter_text")
-    return compare.filter_runs(table, states, archs, text)
-
-
 def selected_runs(table) -> list[str]:
     """The table; selecting rows picks runs to compare. Returns the selected run ids."""
     event = tables.runs_table(table, key="runs_table")
-    return [table.iloc[i]["run_id"] for i in (event.selection.rows if event else [])]
+    rows = event.selection.rows if event else []
+    return [table.iloc[i]["run_id"] for i in rows if i < len(table)]  # a filter may have removed the row
 
 
 def table_actions(table, selected: list[str]) -> None:
     store = common.run_store()
-    cols = st.columns([1, 1, 3])
+    cols = st.columns([1, 1, 1, 1, 3])
     cols[0].download_button("Export CSV", compare.table_csv(table), file_name="cxr_runs.csv",
                             mime="text/csv", icon=":material/download:")
     if selected and cols[1].button(f"Delete {len(selected)} selected", icon=":material/delete:", key="runs_delete_button"):
         st.session_state[CONFIRM_DELETE_KEY] = list(selected)
-    if len(selected) == 1 and cols[2].button("Re-run: open its settings in Train", icon=":material/replay:",
+    if len(selected) == 1:
+        open_in_page(store.get(selected[0]), cols[2], cols[3])
+    if len(selected) == 1 and cols[4].button("Re-run: open its settings in Train", icon=":material/replay:",
                                               key="runs_rerun_button"):
         st.session_state[common.RERUN_CONFIG_KEY] = store.get(selected[0]).config()
         st.switch_page(common.PAGE_PATHS["train"])
@@ -52,6 +120,131 @@ def table_actions(table, selected: list[str]) -> None:
         (st.error if report["failed"] else st.success)(report["text"])
     if st.session_state.get(CONFIRM_DELETE_KEY):
         confirm_delete(st.session_state[CONFIRM_DELETE_KEY])
+
+
+def open_in_page(run, evaluate_column, diagnose_column) -> None:
+    """Evaluate and Diagnose buttons that open those pages with this run chosen (?run=<id>)."""
+    if evaluate_column.button("Evaluate", icon=":material/fact_check:", key="runs_evaluate_button",
+                              disabled=not runs_view.can_evaluate(run), help="Open this run in Evaluate"):
+        st.switch_page(common.PAGE_PATHS["evaluate"], query_params={"run": run.id})
+    if diagnose_column.button("Diagnose", icon=":material/stethoscope:", key="runs_diagnose_button",
+                              disabled=not runs_view.can_diagnose(run), help="Open this run in Diagnose"):
+        st.switch_page(common.PAGE_PATHS["diagnose"], query_params={"run": run.id})
+
+
+# ----------------------------------------------------------------------------- name, notes, tags, star
+
+def annotate(run_ids: list[str]) -> None:
+    """One selected run: a form for its name, tags, notes and star; several: tags and star in bulk."""
+    report = st.session_state.pop(ANNOTATE_REPORT_KEY, None)
+    if report:
+        (st.success if report[0] else st.error)(report[1])
+    runs = [common.run_store().get(run_id) for run_id in run_ids]
+    if len(runs) == 1:
+        annotate_one(runs[0])
+    elif runs:
+        annotate_several(runs)
+
+
+def annotate_one(run) -> None:
+    saved = run.annotations()
+    with st.expander(f"Name, tags, notes and star of {runs_view.run_name(run)}", icon=":material/edit:"):
+        with st.form(f"annotate_{run.id}", border=False):
+            name = st.text_input("Name", runs_view.run_name(run), key=f"annotate_name_{run.id}",
+                                 help="Empty: the name it was trained under")
+            tags = st.text_input("Tags, separated by commas", ", ".join(saved.get("tags", [])),
+                                 key=f"annotate_tags_{run.id}", help="Short words, e.g. baseline, augmented")
+            notes = st.text_area("Notes", saved.get("notes", ""), key=f"annotate_notes_{run.id}")
+            starred = st.checkbox("Starred", bool(saved.get("starred")), key=f"annotate_star_{run.id}")
+            if st.form_submit_button("Save", icon=":material/save:"):
+                save_annotations(run, name=name.strip() or None, tags=tags, notes=notes, starred=starred)
+
+
+def save_annotations(run, **changes) -> None:
+    try:
+        run.annotate(**changes)
+    except ValueError as exc:
+        st.error(f"Not saved: {exc}")
+        return
+    st.session_state[ANNOTATE_REPORT_KEY] = (True, f"Saved the name, tags, notes and star of {run.id}.")
+    st.rerun()
+
+
+def annotate_several(runs) -> None:
+    with st.expander(f"Tags and star of the {len(runs)} selected runs", icon=":material/sell:"):
+        cols = st.columns([3, 1, 1, 1, 1], vertical_alignment="bottom")
+        cols[0].text_input("Tag", key="annotate_bulk_tag", placeholder="e.g. baseline")
+        tag = st.session_state.get("annotate_bulk_tag", "")
+        cols[1].button("Add tag", key="annotate_add_button", on_click=retag, args=(runs,), kwargs={"add": [tag]},
+                       disabled=not tag.strip())
+        cols[2].button("Remove tag", key="annotate_remove_button", on_click=retag, args=(runs,),
+                       kwargs={"remove": [tag]}, disabled=not tag.strip())
+        cols[3].button("Star", icon=":material/star:", key="annotate_star_button", on_click=retag, args=(runs,),
+                       kwargs={"starred": True})
+        cols[4].button("Unstar", key="annotate_unstar_button", on_click=retag, args=(runs,),
+                       kwargs={"starred": False})
+
+
+def retag(runs, **changes) -> None:
+    """Button callback: change tags or star of every selected run."""
+    try:
+        runs_view.retag(runs, **changes)
+    except ValueError as exc:
+        st.session_state[ANNOTATE_REPORT_KEY] = (False, f"Not changed: {exc}")
+        return
+    st.session_state[ANNOTATE_REPORT_KEY] = (True, f"Changed {len(runs)} runs.")
+
+
+# ----------------------------------------------------------------------------- a sweep's runs
+
+def sweep_actions(sweep_id: str, sweep_names: dict) -> None:
+    """With a sweep chosen in the filter: delete all its runs (after a confirmation)."""
+    report = st.session_state.pop(SWEEP_REPORT_KEY, None)
+    if report:
+        (st.success if report[0] else st.error)(report[1])
+    if not sweep_id:
+        return
+    store = common.run_store()
+    count = len(sweeps_lib.sweep_run_ids(store, sweep_id))
+    label = sweep_names.get(sweep_id, sweep_id)
+    if st.session_state.get(CONFIRM_SWEEP_DELETE_KEY) != sweep_id:
+        st.button(f"Delete all {count} runs of sweep {label}", icon=":material/delete_sweep:",
+                  key="runs_delete_sweep_button", on_click=ask_to_delete_sweep, args=(sweep_id,))
+        return
+    st.warning(f"Delete all {count} runs of sweep {label}, their files and the sweep's record? "
+               "This cannot be undone.")
+    cols = st.columns([1, 1, 4])
+    cols[0].button("Yes, delete the sweep", type="primary", key="runs_confirm_sweep_button",
+                   on_click=delete_sweep, args=(sweep_id,))
+    cols[1].button("Keep it", key="runs_keep_sweep_button", on_click=keep_sweep)
+
+
+def ask_to_delete_sweep(sweep_id: str) -> None:
+    st.session_state[CONFIRM_SWEEP_DELETE_KEY] = sweep_id
+
+
+def keep_sweep() -> None:
+    st.session_state.pop(CONFIRM_SWEEP_DELETE_KEY, None)
+
+
+def delete_sweep(sweep_id: str) -> None:
+    """Button callback: delete the sweep's runs and record, then show all runs again."""
+    state = st.session_state
+    state.pop(CONFIRM_SWEEP_DELETE_KEY, None)
+    try:
+        deleted = sweeps_lib.delete_sweep(common.run_store(), sweep_id)
+    except (KeyError, RuntimeError) as exc:
+        state[SWEEP_REPORT_KEY] = (False, str(exc).strip("'\""))
+        return
+    state["runs_filter_sweep"] = ""
+    state.pop(COMPARE_KEY, None)
+    state[SWEEP_REPORT_KEY] = (True, f"Deleted sweep {sweep_id} and its {len(deleted)} runs.")
+
+
+def tensorboard_hint() -> None:
+    st.caption("Open every run in TensorBoard: run this where the dashboard runs, then browse "
+               f"http://localhost:{runs_view.TENSORBOARD_PORT}")
+    st.code(runs_view.tensorboard_command(common.run_store().root), language="bash")
 
 
 def resume(run_ids: list[str]) -> None:
@@ -73,8 +266,9 @@ def failure_reasons(run_ids: list[str]) -> None:
                 st.code(status["stderr_tail"], language=None)
 
 
-def run_layers(run_ids: list[str]) -> None:
-    """The saved per-layer table of the one selected run (runs from before it was saved have none)."""
+def one_run_details(run_ids: list[str]) -> None:
+    """For one selected run: its saved per-layer table (runs from before it was saved have none), and
+    once it has predictions its model card and the SavedModel / TFLite export."""
     if len(run_ids) != 1:
         return
     run = common.run_store().get(run_ids[0])
@@ -82,6 +276,8 @@ def run_layers(run_ids: list[str]) -> None:
     if rows:
         layer_table.layers_expander(rows, title=f"Layers of {runs_view.run_name(run)}: output shape, "
                                                 "parameters and MACs")
+    if run.predictions_path("test").exists():
+        model_card_view.model_card_and_export(run)
 
 
 def confirm_delete(run_ids: list[str]) -> None:
@@ -120,23 +316,32 @@ def choose_runs(table, selected: list[str]) -> list[str]:
 
 def main() -> None:
     st.title("Runs & Compare")
-    runs = common.run_store().list()
+    store = common.run_store()
+    runs = store.list()
     if not runs:
+        sweep_actions("", {})
         common.no_runs_yet()
         return
-    table = compare.runs_table([compare.run_row(run.describe(), run.config()) for run in runs])
-    shown = filters(table)
+    restore_filters()
+    sweep_names = runs_view.sweep_names(sweeps_lib.list_sweeps(store))
+    configs = {run.id: run.config() for run in runs}
+    table = compare.runs_table([compare.run_row(run.describe(), configs[run.id], sweep_names) for run in runs])
+    shown = filters(table, configs, sweep_names)
+    save_filters()
+    sweep_actions(st.session_state.get("runs_filter_sweep", ""), sweep_names)
     selected = selected_runs(shown)
     table_actions(shown, selected)
+    annotate(selected)
     failure_reasons(selected)
-    run_layers(selected)
+    one_run_details(selected)
+    tensorboard_hint()
     st.divider()
     st.header("Compare")
     chosen = choose_runs(table, selected)
     if len(chosen) < 2:
         st.info("Pick at least two runs to compare (select rows in the table or use the box above).")
         return
-    compare_view.comparison([common.run_store().get(r) for r in chosen])
+    compare_view.comparison([store.get(r) for r in chosen])
 
 
 main()

@@ -5,20 +5,30 @@ Plain Python + pandas on what the run store returns (`Run.describe()`, `Run.conf
 """
 from __future__ import annotations
 
+import difflib
+import re
+from dataclasses import dataclass
+
+import numpy as np
 import pandas as pd
 
 TABLE_COLUMNS = ("name", "state", "arch", "task", "image_size", "epochs", "epoch", "optimizer",
                  "learning_rate", "batch_size", "dropout", "activation", "augmentation", "best_val_loss",
                  "val_accuracy", "test_accuracy", "test_macro_f1", "test_auc", "duration_s", "peak_memory_mb",
-                 "images_per_sec", "device", "node", "created",
-                 "error", "run_id")
+                 "images_per_sec", "device", "node", "sweep", "created", "starred", "tags", "notes",
+                 "error", "run_id", "sweep_id")
+# The runs table on screen: the star and tags beside the name, as in W&B; sweep_id only filters.
+SHOWN_COLUMNS = ("starred", "name", "tags", *(c for c in TABLE_COLUMNS if c not in ("starred", "name", "tags",
+                                                                                 "sweep_id")))
 # Config keys that never make two runs "differ" in a meaningful way.
 IGNORED_DIFF_KEYS = ("name",)
 METRIC_ROWS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "macro_ovr_auc", "average_precision",
                "log_loss", "brier")
 # How the runs tables (Runs & Compare, Home) show a column: (label, printf format or None, help or None).
 RUN_COLUMNS = {
+    "starred": ("★", None, "Starred runs (star them below the table)"),
     "name": ("name", None, None),
+    "tags": ("tags", None, None),
     "learning_rate": ("lr", "%.0e", None),
     "best_val_loss": ("best val loss", "%.4f", None),
     "val_accuracy": ("val acc", "%.3f", None),
@@ -30,6 +40,8 @@ RUN_COLUMNS = {
     "images_per_sec": ("images/s", "%.0f", "Training speed (median of the epochs after the first)"),
     "device": ("device", None, None),
     "node": ("node", None, "The machine that trained the run: a Ray node's host name, or the worker's own"),
+    "sweep": ("sweep", None, "The sweep that queued the run"),
+    "notes": ("notes", None, "The first line of the run's notes"),
 }
 CREATED_FORMAT = "%Y-%m-%d %H:%M"  # the 'created' column (UTC)
 MISSING = "—"  # an empty cell, in every table shown as text
@@ -61,10 +73,13 @@ def augmentation_label(config: dict) -> str:
 
 # ----------------------------------------------------------------------------- the runs table
 
-def run_row(description: dict, config: dict) -> dict:
-    """One table row: `Run.describe()` plus the settings people ablate."""
+def run_row(description: dict, config: dict, sweep_names: dict[str, str] | None = None) -> dict:
+    """One table row: `Run.describe()` plus the settings people ablate; tags as 'a, b' and the
+    sweep by its name (`sweep_names`: sweep id -> name)."""
     params = config.get("arch_params") or {}
-    return {**description,
+    sweep_id = description.get("sweep_id")
+    return {**description, "tags": ", ".join(description.get("tags") or []),
+            "sweep": (sweep_names or {}).get(sweep_id, sweep_id) if sweep_id else None,
             "optimizer": config.get("optimizer"), "learning_rate": config.get("learning_rate"),
             "batch_size": config.get("batch_size"), "dropout": config.get("dropout"),
             "activation": params.get("activation"), "augmentation": augmentation_label(config),
@@ -81,19 +96,36 @@ def runs_table(rows: list[dict]) -> pd.DataFrame:
     return frame[list(TABLE_COLUMNS)]
 
 
-def filter_runs(table: pd.DataFrame, states=(), archs=(), text: str = "") -> pd.DataFrame:
-    """Rows whose state and architecture are among those chosen (none chosen = all) and whose
-    name or run id contains `text` (case-insensitive)."""
+def filter_runs(table: pd.DataFrame, states=(), archs=(), text: str = "", tags=(), starred: bool = False,
+                sweep: str = "") -> pd.DataFrame:
+    """Rows whose state and architecture are among those chosen (none chosen = all), with any of
+    `tags`, starred (with `starred`), of the sweep `sweep` (its id) and whose name or run id contains
+    `text` (case-insensitive)."""
     keep = pd.Series(True, index=table.index)
     if states:
         keep &= table["state"].isin(list(states))
     if archs:
         keep &= table["arch"].isin(list(archs))
+    if tags:
+        keep &= table["tags"].map(lambda cell: bool(tag_set(cell) & set(tags)))
+    if starred:
+        keep &= table["starred"].fillna(False).astype(bool)
+    if sweep:
+        keep &= table["sweep_id"] == sweep
     if text.strip():
         needle = text.strip().lower()
         keep &= (table["name"].astype(str).str.lower().str.contains(needle, regex=False)
                  | table["run_id"].astype(str).str.lower().str.contains(needle, regex=False))
     return table[keep]
+
+
+def tag_set(cell) -> set[str]:
+    """The tags of a table cell ('a, b')."""
+    return {tag.strip() for tag in cell.split(",") if tag.strip()} if isinstance(cell, str) else set()
+
+
+def all_tags(table: pd.DataFrame) -> list[str]:
+    return sorted(set().union(*(tag_set(cell) for cell in table["tags"]))) if len(table) else []
 
 
 def runs_as_text(table: pd.DataFrame, columns) -> pd.DataFrame:
@@ -104,6 +136,8 @@ def runs_as_text(table: pd.DataFrame, columns) -> pd.DataFrame:
             return MISSING
         if column == "created":
             return value.strftime(CREATED_FORMAT)
+        if column == "starred":
+            return "★" if value else ""
         number_format = RUN_COLUMNS.get(column, (None, None, None))[1]
         if number_format:
             return number_format % value
@@ -113,6 +147,177 @@ def runs_as_text(table: pd.DataFrame, columns) -> pd.DataFrame:
 
 def table_csv(table: pd.DataFrame) -> bytes:
     return table.to_csv(index=False).encode()
+
+
+# ----------------------------------------------------------------------------- the query line
+
+QUERY_OPERATORS = (">=", "<=", "!=", "==", ">", "<", "contains")
+ORDER_OPERATORS = (">=", "<=", ">", "<")
+QUERY_EXAMPLE = 'test_auc >= 0.98 and arch == "seed_cnn"'
+# A condition: column, operator, value; "=" and similar slips are caught to name them.
+_CONDITION = re.compile(r"^(?P<column>[A-Za-z_][\w.]*)\s*(?P<op>[<>=!]=?|=+|contains\b)\s*(?P<value>.*)$",
+                        re.IGNORECASE | re.DOTALL)
+_PIECES = re.compile(r'"[^"]*"|\'[^\']*\'|\band\b|[^"\'a]+|a', re.IGNORECASE)
+
+
+class QueryError(ValueError):
+    """A query line that cannot be read; the message names the column, operator or value at fault."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    column: str
+    op: str
+    value: object   # a number, True/False, or text
+    text: str       # the value as written (without quotes)
+    quoted: bool
+
+
+def query_frame(table: pd.DataFrame, configs: dict[str, dict]) -> pd.DataFrame:
+    """The runs table plus every flattened setting of each run's config (e.g. 'augmentation.zoom'),
+    the columns a query may name; the table's own columns win (its 'name' is the display name)."""
+    flat = pd.DataFrame([flatten(configs.get(run_id) or {}) for run_id in table["run_id"]], index=table.index)
+    extra = [column for column in flat.columns if column not in table.columns]
+    return pd.concat([table, flat[extra]], axis=1) if extra else table
+
+
+def query_runs(table: pd.DataFrame, query: str, columns: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The rows of `table` meeting every condition of `query` ('column op value' joined by 'and');
+    `columns` (query_frame) holds what the conditions may name, by default the table itself. An
+    empty cell meets no condition. QueryError for a query that cannot be read."""
+    columns = table if columns is None else columns
+    keep = pd.Series(True, index=table.index)
+    for condition in parse_query(query, list(columns.columns)):
+        keep &= matches(columns[condition.column], condition)
+    return table[keep]
+
+
+def parse_query(query: str, columns: list[str]) -> list[Condition]:
+    """The conditions of a query line; QueryError names what is wrong."""
+    return [parse_condition(part, columns) for part in split_conditions(query)] if query.strip() else []
+
+
+def split_conditions(query: str) -> list[str]:
+    """`query` cut at each 'and' outside quotes."""
+    if query.count('"') % 2 or _unclosed_single_quote(query):
+        raise QueryError("a quote is not closed: write text values as \"text\" or 'text'")
+    parts, current = [], ""
+    for piece in _PIECES.findall(query):
+        if piece.lower() == "and":
+            parts.append(current)
+            current = ""
+        else:
+            current += piece
+    parts.append(current)
+    for part in parts:
+        if not part.strip():
+            raise QueryError(f"a condition is missing around 'and': write e.g. {QUERY_EXAMPLE}")
+    return [part.strip() for part in parts]
+
+
+def _unclosed_single_quote(query: str) -> bool:
+    return bool(re.sub(r'"[^"]*"', "", query).count("'") % 2)
+
+
+def parse_condition(text: str, columns: list[str]) -> Condition:
+    found = _CONDITION.match(text)
+    if not found:
+        raise QueryError(f"{text!r}: a condition is a column, an operator and a value, e.g. {QUERY_EXAMPLE}")
+    column, op, raw = found["column"], found["op"].lower(), found["value"].strip()
+    if column not in columns:
+        raise QueryError(f"unknown column {column!r}{_did_you_mean(column, columns)}")
+    if op not in QUERY_OPERATORS:
+        raise QueryError(f"{text!r}: unknown operator {op!r}; use one of {', '.join(QUERY_OPERATORS)}")
+    if not raw:
+        raise QueryError(f"{text!r}: no value to compare {column} with")
+    quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'"
+    value_text = raw[1:-1] if quoted else raw
+    return Condition(column, op, value_text if quoted else _plain_value(raw), value_text, quoted)
+
+
+def _plain_value(raw: str):
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    try:
+        return float(raw)
+    except ValueError:
+        return raw
+
+
+def _did_you_mean(column: str, columns: list[str]) -> str:
+    same_letters = [c for c in columns if c.lower() == column.lower()]
+    close = same_letters or difflib.get_close_matches(column, columns, n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else f" (columns: {', '.join(sorted(columns))})"
+
+
+def column_kind(values: pd.Series) -> str:
+    """'number', 'bool', 'time' or 'text', from the column's non-empty cells ('empty' when none)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return "time"
+    kinds = {_cell_kind(v) for v in values if not _is_empty(v)}
+    return kinds.pop() if len(kinds) == 1 else "text" if kinds else "empty"
+
+
+def _cell_kind(value) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    return "number" if isinstance(value, (int, float, np.integer, np.floating)) else "text"
+
+
+def matches(values: pd.Series, condition: Condition) -> pd.Series:
+    """Which cells of one column meet `condition` (empty cells never do)."""
+    kind = column_kind(values)
+    present = values.map(lambda v: not _is_empty(v)).astype(bool)
+    if kind == "empty":
+        return present
+    target = _target(kind, condition)
+    if kind == "text":
+        cells = values.map(lambda v: "" if _is_empty(v) else str(v))
+        if condition.op == "contains":
+            result = cells.str.lower().str.contains(target.lower(), regex=False)
+        else:
+            result = _compare(cells, condition.op, target)
+    elif kind == "time":
+        result = _compare(values, condition.op, target)
+    else:
+        cells = values.map(lambda v: None if _is_empty(v) else float(v) if kind == "number" else bool(v))
+        result = _compare(cells, condition.op, target)
+    return present & result.fillna(False).astype(bool)
+
+
+def _target(kind: str, condition: Condition):
+    """The condition's value as the column's kind, or QueryError saying why it cannot be compared."""
+    column, op = condition.column, condition.op
+    if kind == "text":
+        if op in ORDER_OPERATORS:
+            raise QueryError(f"{column} holds text: compare it with ==, != or contains, not {op}")
+        return condition.text
+    if op == "contains":
+        raise QueryError(f"{column} holds {KIND_NAMES[kind]}: contains works on text columns only")
+    if kind == "number":
+        if condition.quoted or not _is_number(condition.value):
+            raise QueryError(f"{column} holds numbers: {condition.text!r} is not a number")
+        return condition.value
+    if kind == "bool":
+        if op in ORDER_OPERATORS or not isinstance(condition.value, bool):
+            raise QueryError(f"{column} is true or false: write {column} == true or {column} == false")
+        return condition.value
+    try:
+        return pd.Timestamp(condition.text, tz="UTC")
+    except ValueError:
+        raise QueryError(f"{column} holds times: {condition.text!r} is not a date like 2026-01-31") from None
+
+
+KIND_NAMES = {"number": "numbers", "bool": "true or false", "time": "times"}
+
+
+def _compare(cells: pd.Series, op: str, target) -> pd.Series:
+    compare_to = {">=": cells.ge, "<=": cells.le, ">": cells.gt, "<": cells.lt, "==": cells.eq, "!=": cells.ne}[op]
+    return compare_to(target)
+
+
+def _is_empty(value) -> bool:
+    return value is None or (not isinstance(value, (str, bool, list, tuple, dict)) and bool(pd.isna(value)))
 
 
 # ----------------------------------------------------------------------------- comparison

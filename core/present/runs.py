@@ -1,7 +1,11 @@
 """What the pages say about runs, without Streamlit: names, the queue, why a run failed, resuming
-several runs, and which runs to compare."""
+several runs, which runs to compare, annotating runs, the run browser's filters and the TensorBoard
+command."""
 from __future__ import annotations
 
+import shlex
+import sys
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
@@ -13,7 +17,56 @@ STOPPED_STATES = ("failed", "interrupted")
 
 
 def run_name(run: Run) -> str:
-    return run.config().get("name") or run.id
+    """The name the user gave the run, else its config's name, else its id."""
+    return run.annotations().get("name") or run.config().get("name") or run.id
+
+
+# ----------------------------------------------------------------------------- the run browser
+
+# The Runs page's filters, kept on disk (core.store.ui_state) across reloads and server restarts.
+FILTER_KEYS = ("runs_filter_states", "runs_filter_archs", "runs_filter_text", "runs_filter_query",
+               "runs_filter_tags", "runs_filter_starred", "runs_filter_sweep")
+FILTERS_FILE = ".runs_filters.json"
+TENSORBOARD_PORT = 6006
+
+
+def sweep_names(records: list[dict]) -> dict[str, str]:
+    """Sweep id -> how the runs table names it: 'name (id)', or the id of an unnamed sweep."""
+    return {r["id"]: f"{r['name']} ({r['id']})" if r.get("name") else r["id"] for r in records if r.get("id")}
+
+
+def retag(runs: list[Run], add=(), remove=(), starred: bool | None = None) -> None:
+    """Add and remove tags (and star or unstar, when `starred` is given) on every run; each run's
+    other annotations stay. ValueError (e.g. a bad tag) before any run is changed."""
+    from core.store.runs import check_tags
+    add, remove = check_tags(list(add)), set(check_tags(list(remove)))
+    for run in runs:
+        kept = [tag for tag in run.annotations().get("tags", []) if tag not in remove]
+        changes = {"tags": kept + [tag for tag in add if tag not in kept]}
+        run.annotate(**changes, **({} if starred is None else {"starred": starred}))
+
+
+def can_evaluate(run: Run) -> bool:
+    """Whether the Evaluate page offers the run: it saved predictions."""
+    return run.predictions_path("test").exists() or run.predictions_path("val").exists()
+
+
+def can_diagnose(run: Run) -> bool:
+    """Whether the Diagnose page offers the run: a saved model, no longer queued or running."""
+    return run.has_model() and run.state() not in ACTIVE_STATES
+
+
+def known_choices(chosen, options) -> list:
+    """The remembered choices still offered (a filter saved before runs were deleted)."""
+    return [value for value in chosen or [] if value in options]
+
+
+def tensorboard_command(runs_root: str | Path, python: str | Path = sys.executable) -> str:
+    """The command that opens TensorBoard on the run store (this machine only, port 6006): the
+    `tensorboard` script beside `python` when there is one, else `python -m tensorboard.main`."""
+    script = Path(python).parent / "tensorboard"
+    program = shlex.quote(str(script)) if script.is_file() else f"{shlex.quote(str(python))} -m tensorboard.main"
+    return f"{program} --logdir {shlex.quote(str(Path(runs_root).resolve()))} --port {TENSORBOARD_PORT}"
 
 
 def active_runs(store: RunStore) -> list[Run]:

@@ -24,11 +24,13 @@ from core.store.runs import RUN_ID, Run, RunStore, read_json, write_json
 FORMAT = "cxrlab-runs"
 RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "summary.json", "environment.json", "model.keras",
              "predictions_val.npz", "predictions_test.npz", "ood.npz", "halving.json",
-             "layers.json")
+             "layers.json", "annotations.json", "batches.json", "model_card.md")
 MAX_MEMBER_BYTES = 512 * 1024 * 1024
 MAX_TOTAL_BYTES = 2 * 1024 * 1024 * 1024
 MAX_RATIO = 200  # uncompressed / compressed: more than this looks like a zip bomb
 _EVENT_FILE = re.compile(r"^tensorboard/(train|validation)/events\.out\.tfevents\.[\w.-]+$")
+_EXTERNAL_FILE = re.compile(r"^external/[A-Za-z0-9][\w.-]{0,120}\.json$")  # external validation results
+MAX_MODEL_CARD_CHARS = 1_000_000
 
 
 class ImportRefused(ValueError):
@@ -55,6 +57,9 @@ def export_runs(store: RunStore, run_ids: list[str], destination: str | Path, sw
 
 def _exportable_files(run: Run) -> list[Path]:
     files = [run.path / name for name in RUN_FILES if (run.path / name).exists()]
+    if run.external_dir.is_dir():
+        files += [p for p in sorted(run.external_dir.iterdir())
+                  if p.is_file() and _EXTERNAL_FILE.fullmatch(p.relative_to(run.path).as_posix())]
     if run.tensorboard_dir.exists():
         files += [p for p in sorted(run.tensorboard_dir.rglob("*"))
                   if p.is_file() and _EVENT_FILE.fullmatch(p.relative_to(run.path).as_posix())]
@@ -89,7 +94,8 @@ def check_archive(archive: zipfile.ZipFile) -> tuple[dict, dict[str, list[zipfil
         if name == "manifest.json":
             continue
         run_id, _, inner = name.partition("/")
-        if not RUN_ID.fullmatch(run_id) or not (inner in RUN_FILES or _EVENT_FILE.fullmatch(inner)):
+        if not RUN_ID.fullmatch(run_id) or not (inner in RUN_FILES or _EVENT_FILE.fullmatch(inner)
+                                                 or _EXTERNAL_FILE.fullmatch(inner)):
             raise ImportRefused(f"{name}: not a file a CXR Lab run contains")
         members.setdefault(run_id, []).append(info)
     manifest = _parse_manifest(archive.read("manifest.json"))
@@ -205,6 +211,7 @@ def _verify_run(folder: Path) -> None:
         TrainConfig.from_dict(read_json(folder / "config.json"))
     except (TypeError, ValueError) as exc:
         raise ImportRefused(f"{folder.name}/config.json is not a valid run config ({exc})") from None
+    _verify_user_and_result_files(folder)
     if (folder / "metrics.jsonl").exists():
         try:
             [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line]
@@ -222,6 +229,33 @@ def _verify_run(folder: Path) -> None:
             keras.models.load_model(folder / "model.keras", safe_mode=True, compile=False)
         except Exception as exc:  # noqa: BLE001
             raise ImportRefused(f"{folder.name}/model.keras does not load in Keras safe mode ({exc})") from None
+
+
+def _verify_user_and_result_files(folder: Path) -> None:
+    """What the user said of the run, the first epoch's batches, external results and the model card."""
+    from core.store.runs import check_annotations
+    if (folder / "annotations.json").exists():
+        annotations = read_json(folder / "annotations.json")
+        if not isinstance(annotations, dict):
+            raise ImportRefused(f"{folder.name}/annotations.json is not a JSON object")
+        try:
+            check_annotations(annotations)
+        except ValueError as exc:
+            raise ImportRefused(f"{folder.name}/annotations.json: {exc}") from None
+    batches = read_json(folder / "batches.json") if (folder / "batches.json").exists() else []
+    if not (isinstance(batches, list) and all(isinstance(row, dict) for row in batches)):
+        raise ImportRefused(f"{folder.name}/batches.json is not a JSON list of batches")
+    for result in sorted((folder / "external").glob("*.json")):
+        if not isinstance(read_json(result), dict):
+            raise ImportRefused(f"{folder.name}/external/{result.name} is not a JSON object")
+    if (folder / "model_card.md").exists():
+        try:
+            card = (folder / "model_card.md").read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ImportRefused(f"{folder.name}/model_card.md is not UTF-8 text") from None
+        if len(card) > MAX_MODEL_CARD_CHARS or "\0" in card:
+            raise ImportRefused(f"{folder.name}/model_card.md is not a model card (binary or over "
+                                f"{MAX_MODEL_CARD_CHARS} characters)")
 
 
 def _move_into_store(store: RunStore, folder: Path, digest: str) -> str:

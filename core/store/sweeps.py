@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.settings.config import SETTINGS, TrainConfig, setting_for
-from core.store.runs import RunStore, read_json, write_json
+from core.store.runs import ACTIVE_STATES, RUN_ID, RunStore, read_json, write_json
 
 RESULT_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", "best_val_loss",
                   "peak_memory_mb", "peak_gpu_memory_mb", "images_per_sec", "wall_s")
@@ -254,3 +254,34 @@ def model_size(described: list[dict]) -> dict:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+# ----------------------------------------------------------------------------- deleting
+
+def sweep_run_ids(store: RunStore, sweep_id: str) -> list[str]:
+    """The runs of a sweep still in the store: those its record lists and any whose config names it
+    (e.g. imported without the record)."""
+    if not RUN_ID.fullmatch(sweep_id or ""):
+        raise KeyError(f"invalid sweep id {sweep_id!r}")
+    record = read_json(sweeps_dir(store) / f"{sweep_id}.json") or {}
+    listed = [entry.get("run_id") for entry in record.get("runs", []) if isinstance(entry, dict)]
+    named = [run.id for run in store.list() if run.config().get("sweep_id") == sweep_id]
+    return [run_id for run_id in dict.fromkeys(listed + named) if run_id and (store.root / run_id).is_dir()]
+
+
+def delete_sweep(store: RunStore, sweep_id: str) -> list[str]:
+    """Delete every run of the sweep and its record; returns the deleted run ids. Nothing is deleted
+    while any of its runs is queued or running (RuntimeError naming them); KeyError for a sweep that
+    is neither recorded nor named by any run."""
+    record_path = sweeps_dir(store) / f"{sweep_id}.json"
+    run_ids = sweep_run_ids(store, sweep_id)
+    if not run_ids and not record_path.exists():
+        raise KeyError(f"no sweep {sweep_id!r}")
+    active = [run_id for run_id in run_ids if store.get(run_id).state() in ACTIVE_STATES]
+    if active:
+        raise RuntimeError(f"sweep {sweep_id} still has {len(active)} queued or running run(s) "
+                           f"({', '.join(active)}): stop them before deleting the sweep")
+    for run_id in run_ids:
+        store.delete(run_id)
+    record_path.unlink(missing_ok=True)
+    return run_ids
