@@ -8,7 +8,7 @@ from core.ml import metrics as metrics_lib
 from core.present import charts, compare
 from core.present import runs as runs_view
 from core.store.runs import ACTIVE_STATES
-from pages import common
+from pages import common, train_live
 
 COMMON_RESULTS_KEY = "compare_common_test_results"  # {selection key: result}, kept for the session
 COMPARE_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", "best_val_loss",
@@ -36,7 +36,8 @@ def comparison(runs) -> None:
 
 
 def curves(runs, labels) -> None:
-    """Loss and accuracy overlaid; refreshed every 2 s while one of the runs is training."""
+    """The runs' curves overlaid (loss and accuracy at first; any curve, smoothed, on a log scale);
+    refreshed every 2 s while one of the runs is training."""
     live = any(r.state() in ACTIVE_STATES for r in runs)
 
     @st.fragment(run_every=2 if live else None)
@@ -45,9 +46,8 @@ def curves(runs, labels) -> None:
         if not any(histories.values()):
             st.info("No finished epochs yet in these runs.")
             return
-        left, right = st.columns(2)
-        common.show_chart(charts.compare_history_chart(histories, "loss"), left)
-        common.show_chart(charts.compare_history_chart(histories, "accuracy"), right)
+        batches = {label: run.first_epoch_batches() for run, label in zip(runs, labels)}
+        train_live.curves(histories, batches, "runs_compare")
 
     st.subheader("Training curves")
     draw()

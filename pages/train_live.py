@@ -86,12 +86,28 @@ def live_view() -> None:
         finished_result(run)
     history = progress.get("history") or run.history()
     if history:
-        left, right = st.columns(2)
-        common.show_chart(charts.history_chart(history, "loss"), left)
-        common.show_chart(charts.history_chart(history, "accuracy"), right)
+        curves({runs_view.run_name(run): history}, {runs_view.run_name(run): run.first_epoch_batches()}, "live")
     elif state in ("queued", "running"):
         st.caption("The curves appear when the first epoch ends.")
     queue_list(store, run.id, ended=state not in ("queued", "running"))
+
+
+def curves(histories: dict, batches: dict, key: str) -> None:
+    """Two charts of the runs' curves, each with its choice of curve, under one smoothing slider
+    and one log-scale toggle (also the Runs & Compare page's curves)."""
+    options = train_view.curve_options(list(histories.values()), any(batches.values()))
+    controls = st.columns([3, 3, 3, 2], vertical_alignment="bottom")
+    chosen = [controls[side].selectbox(f"{'Left' if side == 0 else 'Right'} chart", options,
+                                       index=train_view.default_curve(options, side), format_func=charts.metric_title,
+                                       key=f"{key}_curve_{side}") for side in (0, 1)]
+    smoothing = controls[2].slider("Smoothing", 0.0, charts.SMOOTHING_MAX, 0.0, 0.01, key=f"{key}_curve_smoothing",
+                                   help=train_view.SMOOTHING_HELP)
+    log_scale = controls[3].toggle("Log scale", key=f"{key}_curve_log", help=train_view.LOG_SCALE_HELP)
+    for column, metric in zip(st.columns(2), chosen):
+        common.show_chart(charts.curve_chart(metric, histories, batches, smoothing, log_scale), column)
+    note = train_view.missing_curves_note(options)
+    if note:
+        st.caption(note)
 
 
 def live_progress(progress: dict) -> None:

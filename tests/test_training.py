@@ -102,6 +102,10 @@ def test_same_config_and_seed_give_the_same_metrics(manager, chest_folder):
     assert manager.wait(first, 120) == manager.wait(second, 120) == "done"
     a, b = (manager.store.get(r) for r in (first, second))
     assert [row["loss"] for row in a.history()] == [row["loss"] for row in b.history()]
+    per_epoch_validation = ("val_loss", "val_accuracy", "val_auc", "val_macro_f1")
+    assert [[row[k] for k in per_epoch_validation] for row in a.history()] == \
+        [[row[k] for k in per_epoch_validation] for row in b.history()]
+    assert a.first_epoch_batches() == b.first_epoch_batches() != []
     np.testing.assert_array_equal(a.predictions("test")["probabilities"], b.predictions("test")["probabilities"])
 
 

@@ -109,7 +109,7 @@ def render_progress(progress: dict) -> str:
 
 
 def epoch_line(row: dict) -> str:
-    keys = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+    keys = ("loss", "accuracy", "val_loss", "val_accuracy", "val_auc", "val_macro_f1", "learning_rate")
     return f"epoch {row['epoch']}: " + " ".join(f"{k} {row[k]:.4g}" for k in keys if row.get(k) is not None)
 
 

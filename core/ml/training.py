@@ -258,12 +258,103 @@ def configure_devices():
 
 # ----------------------------------------------------------------------------- the callback
 
+@dataclass
+class ValidationScorer:
+    """The validation pass of each epoch: one prediction of the validation rows, with the final
+    predictions' pipeline (predict_rows), gives Keras' val_loss and val_accuracy and the val_auc and
+    val_macro_f1 of classification_metrics. It replaces Keras' own validation pass (fit gets no
+    validation_data), so the two extra metrics cost no second pass over the validation images."""
+    dataset: data_lib.Dataset
+    rows: np.ndarray
+    batch_size: int
+    pipeline: str
+
+    def __call__(self, model) -> dict:
+        if len(self.rows) == 0:
+            return {}
+        probabilities = predict_rows(model, self.dataset, self.rows, self.batch_size, self.pipeline)
+        labels = self.dataset.labels[self.rows]
+        return {**keras_validation_logs(model, probabilities, labels),
+                **epoch_validation_metrics(probabilities, labels, self.dataset.class_names)}
+
+
+def keras_validation_logs(model, probabilities: np.ndarray, labels: np.ndarray) -> dict:
+    """{"val_loss", "val_accuracy"} as Keras' validation pass logs them: the compiled loss (label
+    smoothing included; the models add no regularisation losses) and the categorical accuracy,
+    both means over the images."""
+    one_hot = np.eye(probabilities.shape[1], dtype=np.float32)[labels]
+    loss = model.loss(one_hot, probabilities.astype(np.float32))
+    accuracy = np.mean(np.argmax(probabilities, axis=1) == np.asarray(labels))
+    return {"val_loss": float(np.asarray(loss)), "val_accuracy": float(accuracy)}  # NaN stays NaN, as in Keras
+
+
+def epoch_validation_metrics(probabilities, labels, class_names) -> dict:
+    """{"val_auc", "val_macro_f1"}: classification_metrics' "auc" and "macro_f1" of these predictions."""
+    from core.ml import metrics as metrics_lib
+    scores = metrics_lib.classification_metrics(probabilities, labels, class_names)
+    return {"val_auc": scores["auc"], "val_macro_f1": scores["macro_f1"]}
+
+
+def batch_sizes(examples: int, batch_size: int) -> list[int]:
+    """The size of each batch of an epoch over `examples` (the last one may be short)."""
+    return [min(batch_size, examples - start) for start in range(0, examples, batch_size)]
+
+
+def own_batch_values(running_means, sizes) -> list[float]:
+    """Each batch's own value from Keras' running means of the epoch (weighted by batch size).
+
+    Keras logs mean_k = sum(n_i * v_i, i <= k) / sum(n_i, i <= k); so
+    v_k = (mean_k * N_k - mean_(k-1) * N_(k-1)) / n_k, with N_k the examples seen up to batch k.
+    """
+    means, sizes = np.asarray(running_means, dtype=np.float64), np.asarray(sizes, dtype=np.float64)
+    totals = means * np.cumsum(sizes)
+    return list(np.diff(totals, prepend=0.0) / sizes)
+
+
+def learning_rate_at(learning_rate, step: int) -> float | None:
+    """The rate the optimizer applies at `step` (a float, or a schedule evaluated at that step)."""
+    if learning_rate is None:
+        return None
+    return float(np.asarray(learning_rate(step))) if callable(learning_rate) else float(learning_rate)
+
+
+def first_epoch_rows(logged: dict[int, dict], examples: int, batch_size: int, learning_rate,
+                     class_weighted: bool) -> list[dict]:
+    """batches.json's rows from the first epoch's batch logs {batch: {loss, accuracy}} (running means).
+
+    Accuracy is recovered only without class weights: Keras then weights the accuracy by the class
+    weights of the batch's images, which the logs do not tell, while the loss stays weighted by size.
+    """
+    done = sorted(logged)
+    sizes = batch_sizes(examples, batch_size)[:len(done)]
+    running_loss = [logged[b]["loss"] for b in done]
+    loss = own_batch_values(running_loss, sizes)
+    accuracy = None if class_weighted or any(logged[b]["accuracy"] is None for b in done) else \
+        own_batch_values([logged[b]["accuracy"] for b in done], sizes)
+    return [{"batch": b + 1, "loss": _as_float(loss[i]), "running_loss": running_loss[i],
+             "accuracy": _as_float(accuracy[i]) if accuracy is not None else None,
+             "learning_rate": learning_rate_at(learning_rate, b)}
+            for i, b in enumerate(done)]
+
+
+@dataclass
+class EpochScoring:
+    """What the job callback needs beyond progress: the validation scorer and the first epoch's batches."""
+    validation: ValidationScorer | None = None
+    train_examples: int = 0
+    learning_rate: object = None  # a float or a keras LearningRateSchedule
+    class_weighted: bool = False
+
+
 def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batch_size: int,
-                       total_epochs: int, monitor: str, resumed: dict | None = None):
+                       total_epochs: int, monitor: str, resumed: dict | None = None,
+                       scoring: EpochScoring | None = None):
     import keras
+    scoring = scoring or EpochScoring()
 
     class JobCallback(keras.callbacks.Callback):
-        """Per-batch progress and stop checks; per-epoch metrics file and best model (model.keras)."""
+        """Per-batch progress and stop checks; per-epoch metrics file and best model (model.keras);
+        the first epoch batch by batch (batches.json)."""
 
         # Batch hooks only record numbers under a lock, so Keras may call them from its thread
         # pool: a synchronous batch hook would make every training step wait for the logs.
@@ -278,6 +369,7 @@ def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batc
             self.cancelled = False
             self.train_started = time.perf_counter()
             self._lock = threading.Lock()
+            self.first_epoch_logs: dict[int, dict] = {}
 
         def on_epoch_begin(self, epoch, logs=None):
             with self._lock:
@@ -297,6 +389,9 @@ def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batc
                 steady = done - self.first_batch_index
                 elapsed = now - self.first_batch_done
                 epochs_left = total_epochs - self.epoch - 1
+                if self.epoch == 0:
+                    self.first_epoch_logs[batch] = {"loss": _as_float((logs or {}).get("loss")),
+                                                    "accuracy": _as_float((logs or {}).get("accuracy"))}
             per_batch = elapsed / steady if steady > 0 and elapsed > 0 else None
             control.progress.update(
                 batch=done, images_per_sec=batch_size / per_batch if per_batch else None,
@@ -307,15 +402,24 @@ def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batc
                 self.model.stop_training = True
 
         def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
+            logs = {} if logs is None else logs
+            if scoring.validation is not None:
+                # Into Keras' own logs, as its validation pass would: the TensorBoard, halving, early
+                # stopping and plateau callbacks after this one read them there. An AUC that does not
+                # exist (one class in the validation split) is left out: TensorBoard cannot log None.
+                logs.update({k: v for k, v in scoring.validation(self.model).items() if v is not None})
             seconds = time.perf_counter() - self.epoch_started
+            if epoch == 0 and self.first_epoch_logs:
+                write_json(run.batches_path, first_epoch_rows(self.first_epoch_logs, scoring.train_examples or
+                                                              steps_per_epoch * batch_size, batch_size,
+                                                              scoring.learning_rate, scoring.class_weighted))
             row = {"epoch": epoch + 1, **{k: _as_float(v) for k, v in logs.items()},
                    "learning_rate": current_learning_rate(self.model.optimizer),
                    "seconds": round(seconds, 3),
                    "images_per_sec": control.progress.snapshot()["images_per_sec"]}
             row.pop("lr", None)
             if self.cancelled:
-                row["partial"] = True  # stopped mid-epoch; Keras still validated what was learned
+                row["partial"] = True  # stopped mid-epoch; what was learned is still validated
                 row["batches_done"] = self.batches_done
             run.append_metrics(row)
             control.progress.add_epoch(row)
@@ -493,19 +597,31 @@ def execute_run(run: Run, config: TrainConfig, control: RunControl | None = None
         return {}
     state = "cancelled" if summary.get("cancelled") else "done"
     run.update_status(state=state, finished=time.time(), error=None)
+    write_model_card(run)
     control.progress.update(phase=state)
     return summary
+
+
+def write_model_card(run: Run) -> None:
+    """model_card.md beside the model; a card that cannot be written is noted, the run stays done."""
+    from core.ml import model_card
+    try:
+        model_card.write_model_card(run)
+    except Exception as exc:  # noqa: BLE001 - the trained model matters more than its card
+        run.update_status(model_card_error=f"{type(exc).__name__}: {exc}")
 
 
 def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = False) -> dict:
     """The training itself. Raises on error; `execute_run` turns errors into a failed status."""
     import keras
 
-    from core.ml import halving, models
+    from core.ml import halving, hparams, models
     from core.ml import metrics as metrics_lib
 
     config.validate()
     started = time.perf_counter()
+    if not resume:  # a resumed run's settings are already there
+        hparams.write_settings(run.tensorboard_dir, config, trial_id=run.id)
     control.progress.update(phase="loading data")
     try:
         dataset, split = load_data(config, control.progress, cancel=control.should_stop)
@@ -527,12 +643,12 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
     keras.utils.set_random_seed(config.seed)
     strategy = configure_devices()
     train_ds = split_batches(dataset, split.train, num_classes, config.batch_size, True, config.seed, pipeline)
-    val_ds = split_batches(dataset, split.val, num_classes, config.batch_size, False, config.seed, pipeline)
     with strategy.scope():
         model = models.build_model(config.arch, config.image_size, config.channels, num_classes,
                                    params=config.arch_params, dropout=config.dropout,
                                    augmentation=build_augmentation(config.augmentation, config.seed))
-        _compile(model, config, learning_rate_schedule(config, steps_per_epoch, config.epochs))
+        learning_rate = learning_rate_schedule(config, steps_per_epoch, config.epochs)
+        _compile(model, config, learning_rate)
         resumed = _resume(run, model, config) if resume else None
     stats = models.model_stats(model)
     run.write_layer_table(models.layer_table(model))
@@ -540,8 +656,11 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
                             epoch=resumed["epoch"] if resumed else 0)
     run.update_status(epochs=total_epochs)
 
+    class_weight = class_weight_map(y_train, num_classes, config.class_weights)
+    scoring = EpochScoring(ValidationScorer(dataset, split.val, config.batch_size, pipeline), len(y_train),
+                           learning_rate, class_weight is not None)
     job_callback = _make_job_callback(run, control, steps_per_epoch, config.batch_size, total_epochs,
-                                      config.monitor, resumed)
+                                      config.monitor, resumed, scoring)
     callbacks = [job_callback, epoch_tensorboard(run.tensorboard_dir)]
     halver = halving.halving_callback(run, config)  # successive halving in a sweep; before early stopping
     callbacks += [halver] if halver else []
@@ -551,10 +670,9 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.plateau_factor,
                                                            patience=config.plateau_patience,
                                                            min_lr=config.min_learning_rate))
-    class_weight = class_weight_map(y_train, num_classes, config.class_weights)
     epochs_done = resumed["epoch"] if resumed else 0
     if not resumed or resumed.get("phase") == "train":
-        model.fit(train_ds, validation_data=val_ds, initial_epoch=epochs_done, epochs=config.epochs,
+        model.fit(train_ds, initial_epoch=epochs_done, epochs=config.epochs,
                   callbacks=callbacks, class_weight=class_weight, shuffle=False, verbose=0)  # tf.data shuffles
         epochs_done = len(run.history())
         if fine_tune_epochs and not job_callback.cancelled and not model.stop_training:
@@ -563,7 +681,7 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
     else:  # resumed during fine-tuning
         job_callback.phase, job_callback.fine_tune_start = "fine_tune", resumed["fine_tune_start"]
     if job_callback.phase == "fine_tune":
-        model.fit(train_ds, validation_data=val_ds, initial_epoch=epochs_done,
+        model.fit(train_ds, initial_epoch=epochs_done,
                   epochs=job_callback.fine_tune_start + fine_tune_epochs, callbacks=callbacks,
                   class_weight=class_weight, shuffle=False, verbose=0)
     epochs_run = len(run.history())
@@ -597,6 +715,7 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
                                                     if r.get("images_per_sec") and not r.get("partial")],
                                           strategy)
     run.write_summary(summary)
+    hparams.write_final_metrics(run.tensorboard_dir, summary, step=epochs_run)
     return summary
 
 

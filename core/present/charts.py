@@ -5,6 +5,9 @@ Class colours are defined once here (`class_color`) so NORMAL is the same blue o
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import altair as alt
 import pandas as pd
 
@@ -72,47 +75,170 @@ def class_counts_chart(counts: dict[str, dict[str, int]], title: str = "Images p
 
 # ----------------------------------------------------------------------------- training curves
 
+@dataclass(frozen=True)
+class Curve:
+    """A per-epoch curve: its title, (split, metrics.jsonl key) of each series, log axis by default."""
+    title: str
+    series: tuple[tuple[str, str], ...]
+    log_by_default: bool = False
+
+
+CURVES = {
+    "loss": Curve("Loss", (("train", "loss"), ("val", "val_loss"))),
+    "accuracy": Curve("Accuracy", (("train", "accuracy"), ("val", "val_accuracy"))),
+    "val_auc": Curve("Validation AUC", (("val", "val_auc"),)),
+    "val_macro_f1": Curve("Validation macro-F1", (("val", "val_macro_f1"),)),
+    "learning_rate": Curve("Learning rate", (("train", "learning_rate"),), log_by_default=True),
+}
+FIRST_EPOCH_BATCHES = "first_epoch_batches"  # the first epoch's loss batch by batch (batches.json)
+CURVE_TITLES = {**{name: curve.title for name, curve in CURVES.items()},
+                FIRST_EPOCH_BATCHES: "First-epoch loss per batch"}
+SMOOTHING_MAX = 0.99
+RAW_OPACITY = 0.25  # the unsmoothed curve, faint behind the smoothed one (as TensorBoard draws it)
+SPLIT_COLORS = {"train": "#4C78A8", "val": "#F58518"}
+EPOCH_AXIS = alt.Axis(tickMinStep=1, format="d")
+
+
+def smoothed(values, weight: float) -> list:
+    """TensorBoard's smoothing: an exponential moving average debiased for its zero start, so the
+    first points are not pulled toward 0. Weight 0 gives the values back; missing or non-finite
+    values stay as they are and do not enter the average."""
+    if not 0 <= weight <= SMOOTHING_MAX:
+        raise ValueError(f"smoothing must be between 0 and {SMOOTHING_MAX}, got {weight}")
+    result, last, steps = [], 0.0, 0
+    for value in values:
+        if value is None or not math.isfinite(value):
+            result.append(value)
+            continue
+        last, steps = last * weight + (1 - weight) * value, steps + 1
+        result.append(last / (1 - weight ** steps))
+    return result
+
+
 def history_frame(history: list[dict], metric: str) -> pd.DataFrame:
-    """Long frame (epoch, split, value) of `metric` and `val_<metric>` from per-epoch rows."""
+    """Long frame (epoch, split, value) of a curve of CURVES, or of `metric` and `val_<metric>`,
+    from per-epoch rows; rows without the value (e.g. runs from before it was recorded) are left out."""
+    series = CURVES[metric].series if metric in CURVES else (("train", metric), ("val", f"val_{metric}"))
     rows = []
     for row in history:
-        for split, key in (("train", metric), ("val", f"val_{metric}")):
+        for split, key in series:
             if row.get(key) is not None:
                 rows.append({"epoch": row["epoch"], "split": split, "value": row[key]})
     return pd.DataFrame(rows, columns=["epoch", "split", "value"])
 
 
+def batches_frame(batches: list[dict]) -> pd.DataFrame:
+    """Long frame (batch, series, value) of batches.json: each batch's own loss and Keras' running mean."""
+    rows = [{"batch": row["batch"], "series": series, "value": row[key]}
+            for row in batches for series, key in (("batch loss", "loss"), ("running mean", "running_loss"))
+            if row.get(key) is not None]
+    return pd.DataFrame(rows, columns=["batch", "series", "value"])
+
+
 def metric_title(metric: str) -> str:
-    return {"loss": "Loss", "accuracy": "Accuracy", "learning_rate": "Learning rate"}.get(metric, metric)
+    return CURVE_TITLES.get(metric, metric)
 
 
-def history_chart(history: list[dict], metric: str = "loss", title: str | None = None) -> alt.Chart:
-    """Train vs validation curve of one run."""
+def available_curves(histories: list[list[dict]], with_batches: bool = False) -> list[str]:
+    """The curves of CURVES some of these histories have values for (in CURVES' order), and the
+    first epoch's batches when some run saved them."""
+    present = {key for history in histories for row in history for key, value in row.items() if value is not None}
+    names = [name for name, curve in CURVES.items() if any(key in present for _, key in curve.series)]
+    return names + ([FIRST_EPOCH_BATCHES] if with_batches else [])
+
+
+def log_scale_default(metric: str) -> bool:
+    return metric in CURVES and CURVES[metric].log_by_default
+
+
+def _with_smoothing(frame: pd.DataFrame, by: list[str], order: str, weight: float) -> pd.DataFrame:
+    """The frame with a 'smoothed' column: each series (`by`) smoothed along `order`."""
+    frame = frame.sort_values([*by, order]).reset_index(drop=True)
+    frame["smoothed"] = pd.Series(dtype=float) if frame.empty else \
+        frame.groupby(by, sort=False)["value"].transform(lambda v: pd.Series(smoothed(list(v), weight), index=v.index))
+    return frame
+
+
+def _curve_chart(frame: pd.DataFrame, *, x: alt.X, y_title: str, title: str, encodings: dict, by: list[str],
+                 tooltip: list, smoothing: float, log_scale: bool) -> alt.Chart:
+    """Lines of `frame` (x, value, series columns): raw with points, or raw faint behind the
+    smoothed line; a log y axis drops values that are not positive (a log axis cannot show them)."""
+    order = x.shorthand.split(":")[0]
+    frame = frame.astype({"value": float, order: float})  # typed even when empty (old runs, no values)
+    if log_scale:
+        frame = frame[frame["value"] > 0]
+    frame = _with_smoothing(frame, by, order, smoothing)
+    # A log axis fitted to the data, not widened to whole powers of ten (AUCs would lie flat).
+    y_scale = alt.Scale(type="log", nice=False) if log_scale else alt.Scale(zero=False)
+    base = alt.Chart(frame).encode(x=x, **encodings)
+    value_tip = alt.Tooltip("value:Q", format=".4g")
+    if not smoothing:
+        return base.mark_line(point=True).encode(
+            y=alt.Y("value:Q", title=y_title, scale=y_scale), tooltip=[*tooltip, value_tip]).properties(
+            title=title, height=CHART_HEIGHT)
+    raw = base.mark_line(opacity=RAW_OPACITY).encode(
+        y=alt.Y("value:Q", title=y_title, scale=y_scale), tooltip=[*tooltip, value_tip])
+    line = base.mark_line().encode(
+        y=alt.Y("smoothed:Q", title=y_title, scale=y_scale),
+        tooltip=[*tooltip, alt.Tooltip("smoothed:Q", format=".4g"), value_tip])
+    return alt.layer(raw, line).properties(title=f"{title} · smoothed {smoothing:.2f}", height=CHART_HEIGHT)
+
+
+def history_chart(history: list[dict], metric: str = "loss", title: str | None = None,
+                  smoothing: float = 0.0, log_scale: bool | None = None) -> alt.Chart:
+    """Train vs validation curve of one run (or the one series a curve has)."""
     frame = history_frame(history, metric)
-    return alt.Chart(frame, title=title or f"{metric_title(metric)}: train vs validation",
-                     height=CHART_HEIGHT).mark_line(point=True).encode(
-        x=alt.X("epoch:Q", title="Epoch", axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y("value:Q", title=metric_title(metric), scale=alt.Scale(zero=False)),
-        color=alt.Color("split:N", title="Split", scale=alt.Scale(domain=["train", "val"],
-                                                                   range=["#4C78A8", "#F58518"])),
-        tooltip=["epoch", "split", alt.Tooltip("value:Q", format=".4f")],
-    )
+    splits = [split for split, _ in CURVES[metric].series] if metric in CURVES else ["train", "val"]
+    default_title = f"{metric_title(metric)}: train vs validation" if len(splits) > 1 else metric_title(metric)
+    colors = alt.Scale(domain=splits, range=[SPLIT_COLORS[split] for split in splits])
+    return _curve_chart(frame, x=alt.X("epoch:Q", title="Epoch", axis=EPOCH_AXIS), y_title=metric_title(metric),
+                        title=title or default_title, by=["split"],
+                        encodings={"color": alt.Color("split:N", title="Split", scale=colors)},
+                        tooltip=["epoch:Q", "split:N"], smoothing=smoothing,
+                        log_scale=log_scale_default(metric) if log_scale is None else log_scale)
 
 
-def compare_history_chart(histories: dict[str, list[dict]], metric: str = "loss") -> alt.Chart:
+def compare_history_chart(histories: dict[str, list[dict]], metric: str = "loss", smoothing: float = 0.0,
+                          log_scale: bool | None = None) -> alt.Chart:
     """Curves of several runs overlaid: colour = run, dash = train/val."""
     frames = [history_frame(rows, metric).assign(run=name) for name, rows in histories.items()]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["epoch", "split", "value", "run"])
-    return alt.Chart(frame, title=f"{metric_title(metric)} per epoch (solid: train, dashed: val)",
-                     height=CHART_HEIGHT).mark_line(point=True).encode(
-        x=alt.X("epoch:Q", title="Epoch", axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y("value:Q", title=metric_title(metric), scale=alt.Scale(zero=False)),
-        color=alt.Color("run:N", title="Run", scale=SERIES_SCALE),
-        strokeDash=alt.StrokeDash("split:N", title="Split", scale=alt.Scale(
-            domain=list(SPLIT_DASH), range=list(SPLIT_DASH.values()))),
-        tooltip=["run", "epoch", "split", alt.Tooltip("value:Q", format=".4f")],
-    )
+    two_splits = metric not in CURVES or len(CURVES[metric].series) > 1
+    title = f"{metric_title(metric)} per epoch" + (" (solid: train, dashed: val)" if two_splits else "")
+    dash = alt.StrokeDash("split:N", title="Split", scale=alt.Scale(domain=list(SPLIT_DASH),
+                                                                    range=list(SPLIT_DASH.values())))
+    return _curve_chart(frame, x=alt.X("epoch:Q", title="Epoch", axis=EPOCH_AXIS), y_title=metric_title(metric),
+                        title=title, by=["run", "split"],
+                        encodings={"color": alt.Color("run:N", title="Run", scale=SERIES_SCALE), "strokeDash": dash},
+                        tooltip=["run:N", "epoch:Q", "split:N"], smoothing=smoothing,
+                        log_scale=log_scale_default(metric) if log_scale is None else log_scale)
+
+
+def batches_chart(batches_by_run: dict[str, list[dict]], smoothing: float = 0.0, log_scale: bool = False) -> alt.Chart:
+    """The first epoch's loss batch by batch, of one run or several: each batch's own loss (solid)
+    and Keras' running mean of the epoch (dashed), which is what the epoch's loss ends at."""
+    frames = [batches_frame(rows).assign(run=name) for name, rows in batches_by_run.items()]
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["batch", "series", "value", "run"])
+    dash = alt.StrokeDash("series:N", title="Series", scale=alt.Scale(domain=["batch loss", "running mean"],
+                                                                      range=[[1, 0], [6, 3]]))
+    return _curve_chart(frame, x=alt.X("batch:Q", title="Batch of the first epoch", axis=EPOCH_AXIS),
+                        y_title="Loss", title="First-epoch loss per batch",
+                        by=["run", "series"],
+                        encodings={"color": alt.Color("run:N", title="Run", scale=SERIES_SCALE), "strokeDash": dash},
+                        tooltip=["run:N", "batch:Q", "series:N"], smoothing=smoothing, log_scale=log_scale)
+
+
+def curve_chart(metric: str, histories: dict[str, list[dict]], batches: dict[str, list[dict]],
+                smoothing: float = 0.0, log_scale: bool = False) -> alt.Chart:
+    """The chart of curve `metric` (of CURVES or FIRST_EPOCH_BATCHES) for one run or several, by
+    run name; curves with a log axis by default (the learning rate) always get one."""
+    log_scale = log_scale or log_scale_default(metric)
+    if metric == FIRST_EPOCH_BATCHES:
+        return batches_chart({name: rows for name, rows in batches.items() if rows}, smoothing, log_scale)
+    if len(histories) == 1:
+        return history_chart(next(iter(histories.values())), metric, smoothing=smoothing, log_scale=log_scale)
+    return compare_history_chart(histories, metric, smoothing, log_scale)
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -6,7 +6,7 @@ The form's widgets are keyed by the setting they draw: "train_" + a TrainConfig 
 """
 from __future__ import annotations
 
-from core.present import compare, estimate, forms
+from core.present import charts, compare, estimate, forms
 from core.settings.architectures import (
     ARCHITECTURES,
     CNN_PRESETS,
@@ -204,3 +204,32 @@ def queue_state_text(state: str, resume: bool, checkpoint_epoch: int | None) -> 
     if state == "queued" and resume:
         return f"queued to resume from epoch {checkpoint_epoch}"
     return state
+
+
+# ----------------------------------------------------------------------------- curves
+
+CURVE_SIDES = ("loss", "accuracy")  # what the two charts show at first
+SMOOTHING_HELP = ("As TensorBoard smooths: an exponential moving average (debiased at the start), "
+                  "0 = the raw values; the raw curve stays faint behind the smoothed one.")
+LOG_SCALE_HELP = "A logarithmic y axis, for losses that fall by orders of magnitude. The learning rate is always on one."
+
+
+def curve_options(histories: list[list[dict]], with_batches: bool) -> list[str]:
+    """The curves the charts can show for these runs: only those some run has values for."""
+    return charts.available_curves(histories, with_batches)
+
+
+def default_curve(options: list[str], side: int) -> int:
+    """The index in `options` of what chart `side` (0 left, 1 right) shows at first."""
+    wanted = CURVE_SIDES[side]
+    return options.index(wanted) if wanted in options else min(side, len(options) - 1)
+
+
+def missing_curves_note(options: list[str]) -> str | None:
+    """Why the per-epoch validation AUC / macro-F1 or the first epoch's batches are not offered."""
+    missing = [charts.metric_title(name) for name in ("val_auc", "val_macro_f1", charts.FIRST_EPOCH_BATCHES)
+               if name not in options]
+    if not missing:
+        return None
+    return (f"Not recorded for these runs: {', '.join(missing)} (runs trained before they were saved, "
+            "or the first epoch has not ended yet).")
