@@ -5,11 +5,12 @@
     python -m core sweep ...      run a sweep from a JSON spec
     python -m core evaluate ...   a finished run's metrics as JSON
     python -m core predict ...    predict images with a run, one JSON line each
+    python -m core export ...     a run's model card, SavedModel and TFLite exports
 """
 import importlib
 import sys
 
-COMMANDS = ("train", "worker", "sweep", "evaluate", "predict")
+COMMANDS = ("train", "worker", "sweep", "evaluate", "predict", "export")
 
 
 def main(argv: list[str]) -> int:

@@ -108,8 +108,10 @@ def test_evaluate_page_threshold_slider_updates_the_metrics(mixed_runs):
     at.slider(key=next(s.key for s in at.slider if s.key.startswith("eval_threshold_"))).set_value(0.99).run()
     after = next(m for m in at.metric if m.label == "Accuracy").value
     assert before != after  # at 0.99 nearly everything is called NORMAL
-    # These runs were written without a model file: only the config can be downloaded.
-    assert [b.label for b in at.get("download_button")] == ["Download config"]
+    # These runs were written without a model file: the config and the model card, no model or export.
+    assert [b.label for b in at.get("download_button")] == ["Download config", "Model card (.md)",
+                                                            "Model card (.html)"]
+    assert next(b for b in at.button if b.label == "Export SavedModel + TFLite").disabled
 
 
 def test_evaluate_page_opens_the_run_named_in_the_url(mixed_runs):

@@ -511,3 +511,118 @@ def test_bootstrap_resamples_patients_and_rejects_bad_settings(binary_run):
         metrics.patient_bootstrap_ci(probabilities, labels, names, one_patient, n_resamples=1)
     with pytest.raises(ValueError, match="confidence"):
         metrics.patient_bootstrap_ci(probabilities, labels, names, one_patient, confidence=1.5)
+
+
+# ----------------------------------------------------------------------------- bootstrap intervals
+
+def patient_predictions(n_patients, images_per_patient=3, seed=0):
+    """Binary predictions where each patient's images share one noisy score (correlated within patients)."""
+    rng = np.random.default_rng(seed)
+    truth = np.arange(n_patients) % 2
+    score = np.clip(0.5 + (truth - 0.5) * 0.6 + rng.normal(0, 0.3, n_patients), 0.01, 0.99)
+    per_image = np.repeat(score, images_per_patient)
+    probabilities = np.c_[1 - per_image, per_image]
+    return probabilities, np.repeat(truth, images_per_patient), np.repeat([f"p{i}" for i in range(n_patients)],
+                                                                          images_per_patient)
+
+
+def test_bootstrap_intervals_contain_the_estimate_and_narrow_with_more_patients():
+    names = ["NORMAL", "PNEUMONIA"]
+    probabilities, labels, patients = patient_predictions(30)
+    small = metrics.bootstrap_intervals(probabilities, labels, names, patients)
+    # the same 30 patients' results seen 20 times over (600 patients): same estimates, ~sqrt(20)x narrower
+    large = metrics.bootstrap_intervals(np.tile(probabilities, (20, 1)), np.tile(labels, 20), names,
+                                        [f"{p}-{k}" for k in range(20) for p in patients])
+    point = metrics.classification_metrics(probabilities, labels, names)
+    assert set(small["intervals"]) == {"accuracy", "balanced_accuracy", "macro_f1", "auc", "average_precision",
+                                       "sensitivity", "specificity", "recall:NORMAL", "recall:PNEUMONIA"}
+    for name, entry in small["intervals"].items():
+        assert entry["low"] <= entry["value"] <= entry["high"], name
+        width = lambda result: result["intervals"][name]["high"] - result["intervals"][name]["low"]  # noqa: E731
+        assert width(large) < width(small) / 2, name
+        assert large["intervals"][name]["value"] == pytest.approx(entry["value"]), name
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "auc", "average_precision"):
+        assert small["intervals"][key]["value"] == pytest.approx(point[key])
+    assert small["intervals"]["recall:PNEUMONIA"]["value"] == pytest.approx(point["recall_per_class"]["PNEUMONIA"])
+    assert (small["n_images"], small["n_patients"], small["n_resamples"]) == (90, 30, 1000)
+
+
+def test_bootstrap_draws_patients_not_images():
+    # 40 patients of 5 identical images each: drawing images would treat 200 independent cases and give a
+    # narrower interval; drawing patients matches the spread of 40 cases, exactly as if each had one image.
+    names = ["NORMAL", "PNEUMONIA"]
+    grouped = patient_predictions(40, images_per_patient=5)
+    one_each = patient_predictions(40, images_per_patient=1)
+    by_patient = metrics.bootstrap_intervals(*grouped[:2], names, grouped[2], seed=3)["intervals"]
+    single = metrics.bootstrap_intervals(*one_each[:2], names, one_each[2], seed=3)["intervals"]
+    by_image = metrics.bootstrap_intervals(*grouped[:2], names, np.arange(200), seed=3)["intervals"]
+    for key in ("accuracy", "auc"):
+        assert by_patient[key]["low"] == pytest.approx(single[key]["low"])
+        assert by_patient[key]["high"] == pytest.approx(single[key]["high"])
+        assert by_image[key]["high"] - by_image[key]["low"] < 0.7 * (by_patient[key]["high"] - by_patient[key]["low"])
+
+
+def test_bootstrap_intervals_of_three_classes_and_undefined_resamples(three_class_run):
+    probabilities, labels, names = three_class_run
+    patients = np.arange(len(labels)) // 2
+    result = metrics.bootstrap_intervals(probabilities, labels, names, patients, n_resamples=200)
+    point = metrics.classification_metrics(probabilities, labels, names)
+    assert result["intervals"]["macro_ovr_auc"]["value"] == pytest.approx(point["macro_ovr_auc"])
+    # two patients of one class each: resamples with a single class have no AUC and are skipped
+    tiny = metrics.bootstrap_intervals([[0.8, 0.2], [0.3, 0.7]], [0, 1], ["NORMAL", "PNEUMONIA"], ["a", "b"])
+    assert tiny["intervals"]["auc"] == {"value": 1.0, "low": 1.0, "high": 1.0}
+    with pytest.raises(ValueError, match="patient_ids has 1 entries"):
+        metrics.bootstrap_intervals(probabilities, labels, names, ["x"])
+
+
+# ----------------------------------------------------------------------------- temperature scaling
+
+def overconfident(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    logits = rng.normal(size=(n, 3))
+    logits[np.arange(n), labels] += 1.0
+    logits *= 4  # far too sure of itself
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return probabilities, labels
+
+
+def test_temperature_scaling_lowers_validation_nll_and_keeps_accuracy():
+    probabilities, labels = overconfident()
+    names = ["a", "b", "c"]
+    temperature = metrics.fit_temperature(probabilities, labels)
+    assert 2.0 < temperature < 8.0  # the logits were sharpened by 4
+    scaled = metrics.apply_temperature(probabilities, temperature)
+    assert np.allclose(scaled.sum(axis=1), 1.0)
+    before = metrics.classification_metrics(probabilities, labels, names)
+    after = metrics.classification_metrics(scaled, labels, names)
+    assert after["log_loss"] < before["log_loss"]
+    assert after["accuracy"] == before["accuracy"]
+    test = overconfident(seed=1)
+    report = metrics.temperature_report({"probabilities": probabilities, "labels": labels, "class_names": names},
+                                        {"probabilities": test[0], "labels": test[1], "class_names": names})
+    assert report["temperature"] == pytest.approx(temperature)
+    assert report["val"]["nll"]["after"] < report["val"]["nll"]["before"]
+    assert report["test"]["ece"]["after"] < report["test"]["ece"]["before"]
+    assert report["reliability"]["before"]["ece"] == report["test"]["ece"]["before"]
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        metrics.apply_temperature(probabilities, 0)
+
+
+# ----------------------------------------------------------------------------- referral
+
+def test_referral_curve_at_full_coverage_is_the_accuracy_and_keeps_the_surest(binary_run):
+    probabilities, labels, names = binary_run
+    curve = metrics.referral_curve(probabilities, labels, names)
+    assert curve["coverage"][-1] == 1.0
+    assert curve["accuracy"][-1] == pytest.approx(metrics.classification_metrics(probabilities, labels, names)["accuracy"])
+    # at 50% coverage: accuracy of exactly the half with the highest winning probability
+    half = curve["coverage"].index(0.5)
+    kept = np.argsort(-np.asarray(probabilities).max(axis=1), kind="stable")[:curve["kept"][half]]
+    correct = np.asarray(probabilities).argmax(axis=1) == np.asarray(labels)
+    assert curve["accuracy"][half] == pytest.approx(correct[kept].mean())
+    with_threshold = metrics.referral_curve(probabilities, labels, names, threshold=0.3)
+    assert with_threshold["sureness"] == "distance of the disease score from the threshold"
+    assert with_threshold["sensitivity"][-1] == pytest.approx(
+        metrics.bootstrap_intervals(probabilities, labels, names, np.arange(len(labels)), threshold=0.3,
+                                    n_resamples=10)["intervals"]["sensitivity"]["value"])

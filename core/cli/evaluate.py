@@ -2,6 +2,12 @@
 
     python -m core evaluate runs/<run_id>                 # test split, argmax decisions
     python -m core evaluate runs/<run_id> --split val --threshold 0.4 --curves
+    python -m core evaluate runs/<run_id> --data other_xrays/   # external validation (folder or .zip)
+
+With --data the run's model predicts every image of another labelled dataset (same class folders),
+and the JSON holds its metrics with 95% patient-bootstrap intervals, the share of images the
+out-of-distribution check flags, and the run's own test split beside them; it is also saved in the
+run folder as external/<name>.json. Research tool, not for clinical use.
 """
 from __future__ import annotations
 
@@ -28,6 +34,15 @@ def evaluate_run(run_dir, split: str = "test", threshold: float | None = None, c
             "best_f1_threshold": best["best_threshold"] if best else None}
 
 
+def evaluate_external_data(run_dir, data_path) -> dict:
+    """External validation of a run on a labelled folder or zip (saved in the run folder too)."""
+    run = Run(Path(run_dir))
+    if not run.config_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
+    from core.ml.external import evaluate_external  # TensorFlow runs inside
+    return {"run_id": run.id, **evaluate_external(run, data_path)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,9 +50,14 @@ def main(argv=None) -> int:
     parser.add_argument("--split", choices=("test", "val"), default="test")
     parser.add_argument("--threshold", type=float, help="decision threshold on the pneumonia score")
     parser.add_argument("--curves", action="store_true", help="include ROC, PR, F1-threshold, calibration")
+    parser.add_argument("--data", metavar="FOLDER_OR_ZIP",
+                        help="external validation on this labelled folder or .zip (the run's class folders)")
     args = parser.parse_args(argv)
     try:
-        result = evaluate_run(args.run_dir, args.split, args.threshold, args.curves)
+        if args.data:
+            result = evaluate_external_data(args.run_dir, args.data)
+        else:
+            result = evaluate_run(args.run_dir, args.split, args.threshold, args.curves)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

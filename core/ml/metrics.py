@@ -300,27 +300,34 @@ def classification_metrics(probabilities, labels, class_names, threshold=None) -
 # ---------------------------------------------------------------- uncertainty
 
 
-def _headline_auc(probs, labels, names):
-    binary_truth, scores = _binary_view(probs, labels, names)
-    if scores is None:
-        return _macro_ovr_auc(probs, labels)
-    return _binary_auc(binary_truth, scores)
-
-
-def _interval(values, confidence):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    tail = (1 - confidence) / 2 * 100
-    return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
-
-
 def patient_bootstrap_ci(probabilities, labels, class_names, patient_ids, threshold=None,
                          n_resamples=500, confidence=0.95, seed=0) -> dict:
-    """Bootstrap confidence intervals of accuracy and the headline AUC, resampling PATIENTS.
+    """Bootstrap confidence intervals of accuracy and the headline AUC, resampling PATIENTS
+    (bootstrap_intervals, reduced to the two numbers the common-split comparison shows).
 
-    Images of one patient are correlated, so whole patients are drawn with replacement.
     Returns {"accuracy": [low, high], "auc": [low, high] or None, "n_resamples", "confidence"}.
+    """
+    result = bootstrap_intervals(probabilities, labels, class_names, patient_ids, threshold,
+                                 n_resamples, confidence, seed)
+    spans = {name: None if entry["low"] is None else [entry["low"], entry["high"]]
+             for name, entry in result["intervals"].items()}
+    return {"accuracy": spans["accuracy"], "auc": spans["auc"], "n_resamples": n_resamples,
+            "confidence": confidence}
+
+
+# Resamples evaluated at once: (chunk, N) weight matrices stay small for large test sets.
+BOOTSTRAP_CHUNK = 250
+
+
+def bootstrap_intervals(probabilities, labels, class_names, patient_ids, threshold=None,
+                        n_resamples=1000, confidence=0.95, seed=0) -> dict:
+    """Percentile bootstrap intervals of every headline metric, resampling PATIENTS.
+
+    Images of one patient are correlated, so whole patients are drawn with replacement; a drawn
+    patient's images all enter the resample (as integer weights). A resample where a metric is
+    undefined (e.g. AUC with one class) is skipped for that metric. "value" is the estimate on all
+    the data. Metrics: accuracy, balanced_accuracy, macro_f1, auc, macro_ovr_auc (3+ classes),
+    average_precision, sensitivity and specificity (binary view at the threshold), recall:<class>.
     """
     if n_resamples < 10:
         raise ValueError(f"n_resamples must be at least 10, got {n_resamples}")
@@ -328,19 +335,262 @@ def patient_bootstrap_ci(probabilities, labels, class_names, patient_ids, thresh
         raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
     probs, labels, names = _validated(probabilities, labels, class_names)
     patients = np.asarray(patient_ids).astype(str)
-    if len(patients) != len(labels):
+    if patients.shape != labels.shape:
         raise ValueError(f"patient_ids has {len(patients)} entries but labels has {len(labels)}")
-    correct = predict_with_threshold(probs, names, threshold) == labels
-    groups, inverse = np.unique(patients, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(len(groups))]
+    evaluate = _WeightedMetrics(probs, labels, names, threshold)
+    point = evaluate(np.ones((1, len(labels))))
+    _, inverse = np.unique(patients, return_inverse=True)
+    n_patients = int(inverse.max()) + 1
     rng = np.random.default_rng(seed)
-    accuracies, aucs = [], []
-    for _ in range(n_resamples):
-        idx = np.concatenate([members[g] for g in rng.integers(0, len(groups), len(groups))])
-        accuracies.append(correct[idx].mean())
-        aucs.append(_headline_auc(probs[idx], labels[idx], names))
-    return {"accuracy": _interval(accuracies, confidence), "auc": _interval(aucs, confidence),
-            "n_resamples": n_resamples, "confidence": confidence}
+    samples = {name: [] for name in point}
+    for start in range(0, n_resamples, BOOTSTRAP_CHUNK):
+        size = min(BOOTSTRAP_CHUNK, n_resamples - start)
+        # How often each patient is drawn in n_patients draws with replacement.
+        counts = rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=size)
+        for name, values in evaluate(counts[:, inverse].astype(float)).items():
+            samples[name].append(values)
+    intervals = {name: _percentile_interval(point[name][0], np.concatenate(samples[name]), confidence)
+                 for name in point}
+    return {"intervals": intervals, "n_images": int(len(labels)), "n_patients": n_patients,
+            "n_resamples": int(n_resamples), "confidence": float(confidence)}
+
+
+def _percentile_interval(value, samples, confidence) -> dict:
+    defined = samples[np.isfinite(samples)]
+    value = float(value) if np.isfinite(value) else None
+    if value is None or not len(defined):
+        return {"value": value, "low": None, "high": None}
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(defined, [tail, 100 - tail])
+    return {"value": value, "low": float(low), "high": float(high)}
+
+
+class _WeightedMetrics:
+    """The headline metrics of fixed predictions under rows of per-image weights (B, N): a resample
+    that draws an image k times gives it weight k, so each row's metric equals sklearn's on the
+    resample, and all rows are computed at once. Undefined values are NaN."""
+
+    def __init__(self, probs, labels, names, threshold):
+        self.probs, self.labels, self.names = probs, labels, names
+        self.predicted = predict_with_threshold(probs, names, threshold)
+        self.truth, self.scores = _binary_view(probs, labels, names)
+        self.onehot_true = labels[:, None] == np.arange(len(names))[None, :]
+        self.onehot_pred = self.predicted[:, None] == np.arange(len(names))[None, :]
+
+    def __call__(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        correct = (self.predicted == self.labels).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            support = weights @ self.onehot_true                       # (B, C)
+            hits = weights @ (self.onehot_true & self.onehot_pred)      # true positives per class
+            predicted = weights @ self.onehot_pred
+            recall = hits / support
+            f1_terms = support + predicted                              # 2tp + fp + fn
+            f1 = np.where(f1_terms > 0, 2 * hits / f1_terms, np.nan)
+            out = {"accuracy": weights @ correct / weights.sum(axis=1),
+                   "balanced_accuracy": _row_nanmean(np.where(support > 0, recall, np.nan)),
+                   "macro_f1": _row_nanmean(f1)}
+            ovr = self._macro_ovr_auc(weights, support)
+            out["auc"] = ovr if self.scores is None else _weighted_auc(self.scores, self.truth, weights)
+            if len(self.names) > 2:
+                out["macro_ovr_auc"] = ovr
+            if self.scores is not None:
+                out.update(self._binary_view_metrics(weights))
+            for i, name in enumerate(self.names):
+                out[f"recall:{name}"] = recall[:, i]
+        return out
+
+    def _macro_ovr_auc(self, weights, support):
+        per_class = np.stack([_weighted_auc(self.probs[:, i], self.onehot_true[:, i].astype(int), weights)
+                              for i in range(len(self.names))], axis=1)
+        present = support > 0
+        per_class = np.where(present, per_class, np.nan)
+        return np.where(present.sum(axis=1) >= 2, _row_nanmean(per_class), np.nan)
+
+    def _binary_view_metrics(self, weights):
+        positive_prediction = predict_positive(self.predicted, self.names).astype(float)
+        positives = weights @ self.truth
+        negatives = weights @ (1 - self.truth)
+        return {"average_precision": _weighted_average_precision(self.scores, self.truth, weights),
+                "sensitivity": (weights @ (self.truth * positive_prediction)) / positives,
+                "specificity": (weights @ ((1 - self.truth) * (1 - positive_prediction))) / negatives}
+
+
+def _row_nanmean(values):
+    """Mean of each row over its defined entries; NaN for a row with none (without numpy's warning)."""
+    defined = np.isfinite(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(defined, values, 0.0).sum(axis=1) / defined.sum(axis=1)
+
+
+def predict_positive(predicted, class_names) -> np.ndarray:
+    """0/1 per predicted class index: 1 when it is a disease class in the binary view."""
+    names = _validated_class_names(class_names)
+    predicted = np.asarray(predicted)
+    if _binary_view_kind(names) == "two_class":
+        return (predicted == 1).astype(int)
+    return (predicted != _normal_index(names)).astype(int)
+
+
+def _tie_groups(sorted_scores):
+    """For scores sorted ascending: the first and last position of each position's tie group."""
+    starts_new = np.r_[True, sorted_scores[1:] != sorted_scores[:-1]]
+    group = np.cumsum(starts_new) - 1
+    firsts = np.flatnonzero(starts_new)
+    lasts = np.r_[firsts[1:] - 1, len(sorted_scores) - 1]
+    return firsts[group], lasts[group]
+
+
+def _weighted_auc(scores, truth, weights):
+    """ROC AUC per weight row (Mann-Whitney, ties count half); NaN without both classes."""
+    order = np.argsort(scores, kind="stable")
+    first, last = _tie_groups(scores[order])
+    w = weights[:, order]
+    is_pos = truth[order].astype(float)
+    cum_neg = np.cumsum(w * (1 - is_pos), axis=1)
+    below = np.where(first > 0, cum_neg[:, np.maximum(first - 1, 0)], 0.0)
+    equal = cum_neg[:, last] - below
+    pos_w, neg_w = (w * is_pos).sum(axis=1), cum_neg[:, -1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (w * is_pos * (below + 0.5 * equal)).sum(axis=1) / (pos_w * neg_w)
+
+
+def _weighted_average_precision(scores, truth, weights):
+    """sklearn's average precision (sum of recall steps times precision) per weight row."""
+    order = np.argsort(-scores, kind="stable")
+    _, last = _tie_groups(-scores[order])
+    is_end = np.r_[last[:-1] != last[1:], True]  # last position of each threshold's tie group
+    w = weights[:, order]
+    tp = np.cumsum(w * truth[order], axis=1)[:, is_end]
+    seen = np.cumsum(w, axis=1)[:, is_end]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(seen > 0, tp / seen, 0.0)
+        recall = tp / tp[:, -1:]
+        steps = np.diff(np.c_[np.zeros(len(w)), recall], axis=1)
+        both_classes = (tp[:, -1] > 0) & (seen[:, -1] > tp[:, -1])  # as classification_metrics: None otherwise
+        return np.where(both_classes, (steps * precision).sum(axis=1), np.nan)
+
+
+# ---------------------------------------------------------------- temperature scaling
+
+TEMPERATURE_RANGE = (0.05, 20.0)
+_LOG_FLOOR = 1e-12
+
+
+def apply_temperature(probabilities, temperature: float) -> np.ndarray:
+    """softmax(log p / T): T > 1 softens, T < 1 sharpens; the ranking of classes never changes."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    logits = np.log(np.clip(np.asarray(probabilities, dtype=float), _LOG_FLOOR, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    scaled = np.exp(logits)
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def _nll(probabilities, labels) -> float:
+    picked = np.clip(probabilities[np.arange(len(labels)), labels], _LOG_FLOOR, 1.0)
+    return float(-np.log(picked).mean())
+
+
+def fit_temperature(probabilities, labels) -> float:
+    """The temperature in TEMPERATURE_RANGE minimising the negative log-likelihood of softmax(log p / T)
+    on these (validation) predictions."""
+    from scipy.optimize import minimize_scalar
+    probs = _validated_probabilities(probabilities, [str(i) for i in range(np.shape(probabilities)[1])])
+    labels = _validated_labels(labels, probs.shape[1])
+    if len(labels) != len(probs):
+        raise ValueError(f"labels has {len(labels)} entries but probabilities has {len(probs)} rows")
+    # Searched in log T: the likelihood changes as much from 0.1 to 0.2 as from 10 to 20.
+    low, high = np.log(TEMPERATURE_RANGE)
+    found = minimize_scalar(lambda log_t: _nll(apply_temperature(probs, np.exp(log_t)), labels),
+                            bounds=(low, high), method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(found.x))
+
+
+def top_label_reliability(probabilities, labels, n_bins=10) -> dict:
+    """Reliability of the most likely class: per confidence bin the mean confidence, the accuracy and
+    the count; ECE is the count-weighted gap (works for any number of classes)."""
+    probs, labels = np.asarray(probabilities, dtype=float), np.asarray(labels)
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(float)
+    bins = np.clip(np.searchsorted(np.linspace(0, 1, n_bins + 1)[1:-1], confidence, side="right"), 0, n_bins - 1)
+    counts = np.bincount(bins, minlength=n_bins)
+    kept = counts > 0
+    mean_conf = np.bincount(bins, confidence, n_bins)[kept] / counts[kept]
+    accuracy = np.bincount(bins, correct, n_bins)[kept] / counts[kept]
+    ece = float(np.sum(counts[kept] / len(labels) * np.abs(accuracy - mean_conf)))
+    return json_ready({"confidence": mean_conf, "accuracy": accuracy, "counts": counts[kept], "ece": ece})
+
+
+def _multiclass_brier(probabilities, labels) -> float:
+    onehot = np.eye(probabilities.shape[1])[labels]
+    return float(((probabilities - onehot) ** 2).sum(axis=1).mean())
+
+
+def _calibration_numbers(probs, labels, temperature) -> dict:
+    scaled = apply_temperature(probs, temperature)
+    return {"nll": {"before": _nll(probs, labels), "after": _nll(scaled, labels)},
+            "ece": {"before": top_label_reliability(probs, labels)["ece"],
+                    "after": top_label_reliability(scaled, labels)["ece"]},
+            "brier": {"before": _multiclass_brier(probs, labels), "after": _multiclass_brier(scaled, labels)}}
+
+
+def temperature_report(val: dict, test: dict) -> dict:
+    """Temperature scaling fitted on `val`, applied to `test` (each {probabilities, labels, class_names}):
+    {"temperature", "val" and "test": {nll, ece, brier: {before, after}}, "reliability": {before,
+    after} (top-label curves of test)}. ECE is top-label; Brier sums over classes."""
+    val_probs, val_labels, names = _validated(val["probabilities"], val["labels"], val["class_names"])
+    test_probs, test_labels, test_names = _validated(test["probabilities"], test["labels"], test["class_names"])
+    if test_names != names:
+        raise ValueError(f"val and test have different classes: {names} and {test_names}")
+    temperature = fit_temperature(val_probs, val_labels)
+    return json_ready({
+        "temperature": temperature,
+        "val": _calibration_numbers(val_probs, val_labels, temperature),
+        "test": _calibration_numbers(test_probs, test_labels, temperature),
+        "reliability": {"before": top_label_reliability(test_probs, test_labels),
+                        "after": top_label_reliability(apply_temperature(test_probs, temperature), test_labels)},
+    })
+
+
+# ---------------------------------------------------------------- referral
+
+
+REFERRAL_COVERAGE = np.round(np.arange(0.05, 1.0001, 0.05), 2)
+
+
+def sureness(probabilities, class_names, threshold=None) -> np.ndarray:
+    """How sure each decision is: the disease score's distance from the threshold when a threshold
+    decides (binary view), else the winning class's probability."""
+    names = _validated_class_names(class_names)
+    probs = _validated_probabilities(probabilities, names)
+    scores = positive_scores(probs, names)
+    if threshold is None or scores is None:
+        return probs.max(axis=1)
+    return np.abs(scores - threshold)
+
+
+def referral_curve(probabilities, labels, class_names, threshold=None) -> dict:
+    """Accuracy (and sensitivity, with a binary view) on the cases kept when the least sure are
+    referred to a human, at each coverage (share kept) of REFERRAL_COVERAGE; the kept cases are
+    always the surest ones. {"coverage", "kept", "accuracy", "sensitivity" (None without a binary
+    view; a None entry when no disease case is kept), "sureness": how sureness was measured}."""
+    probs, labels, names = _validated(probabilities, labels, class_names)
+    predicted = predict_with_threshold(probs, names, threshold)
+    order = np.argsort(-sureness(probs, names, threshold), kind="stable")
+    correct = (predicted == labels)[order]
+    kept = np.maximum(1, np.ceil(REFERRAL_COVERAGE * len(labels) - 1e-9).astype(int))
+    accuracy = np.cumsum(correct)[kept - 1] / kept
+    truth = positive_labels(labels, names)
+    sensitivity = None
+    if truth is not None:
+        caught = np.cumsum((truth * predict_positive(predicted, names))[order])[kept - 1]
+        positives = np.cumsum(truth[order])[kept - 1]
+        sensitivity = [float(c / p) if p else None for c, p in zip(caught, positives)]
+    decided_by_threshold = threshold is not None and truth is not None
+    return json_ready({"coverage": REFERRAL_COVERAGE, "kept": kept, "accuracy": accuracy,
+                       "sensitivity": sensitivity,
+                       "sureness": "distance of the disease score from the threshold" if decided_by_threshold
+                       else "probability of the predicted class"})
 
 
 # ---------------------------------------------------------------- explaining one decision

@@ -1,5 +1,6 @@
-"""Looking at a run's mistakes: which images were misclassified at a threshold, their pixels and
-their Grad-CAM overlays (`explanation_overlay`, for the Evaluate page's gallery).
+"""Looking at a run's decisions: which images were misclassified at a threshold, the images behind a
+confusion-matrix cell, their pixels and their Grad-CAM overlays (`explanation_overlay`, for the
+Evaluate page's galleries).
 """
 from __future__ import annotations
 
@@ -23,6 +24,24 @@ def misclassified(predictions: dict, threshold: float | None = None, limit: int 
     return [{"file": str(predictions["files"][i]), "patient_id": str(predictions["patient_ids"][i]),
              "true": names[labels[i]], "predicted": names[predicted[i]],
              "confidence": float(probs[i, predicted[i]])} for i in order]
+
+
+def cell_cases(predictions: dict, true: str, predicted: str, threshold: float | None = None,
+               limit: int = 24) -> list[dict]:
+    """The images behind one confusion-matrix cell (true class, predicted class), most confident first:
+    [{file, patient_id, true, predicted, confidence}]."""
+    probs = np.asarray(predictions["probabilities"])
+    labels = np.asarray(predictions["labels"])
+    names = list(predictions["class_names"])
+    if true not in names or predicted not in names:
+        raise ValueError(f"no cell {true} → {predicted}: the classes are {', '.join(names)}")
+    decided = metrics_lib.predict_with_threshold(probs, names, threshold)
+    rows = np.flatnonzero((labels == names.index(true)) & (decided == names.index(predicted)))
+    confidence = probs[rows, names.index(predicted)]
+    order = rows[np.argsort(-confidence, kind="stable")][:limit]
+    return [{"file": str(predictions["files"][i]), "patient_id": str(predictions["patient_ids"][i]),
+             "true": true, "predicted": predicted, "confidence": float(probs[i, names.index(predicted)])}
+            for i in order]
 
 
 def images_by_file(files: np.ndarray, images: np.ndarray, wanted: list[str]) -> dict[str, np.ndarray]:

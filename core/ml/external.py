@@ -1,0 +1,134 @@
+"""External validation: a trained run evaluated on another labelled dataset (a folder of class
+folders, a zip of one, or a MedMNIST .npz), with the same metrics, patient-bootstrap intervals and
+the share of images the out-of-distribution check flags, side by side with the run's own test split.
+
+The result is saved as `run.external_dir/<slug>.json` and listed by `Run.external_results()`.
+"""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core.data import datasets as data_lib
+from core.ml import metrics as metrics_lib
+from core.ml import ood
+from core.settings.config import TrainConfig
+from core.store.files import json_ready
+from core.store.runs import Run, write_json
+
+Progress = Callable[[str, float], None]  # (message, share done 0-1)
+PREDICT_CHUNK = 256  # images predicted between two progress reports / cancel checks
+N_RESAMPLES = 1000
+
+
+class ExternalDataError(data_lib.DataError):
+    """The external dataset cannot be evaluated with this run (missing, unreadable, other classes)."""
+
+
+def source_of(data_path) -> tuple[str, Path]:
+    """("folder" | "zip" | "npz", path) for a labelled dataset path; a clear error otherwise."""
+    path = Path(data_path).expanduser()
+    if not path.exists():
+        raise ExternalDataError(f"{path} does not exist: give a folder of class folders or a .zip of one")
+    if path.is_dir():
+        return "folder", path
+    if path.suffix.lower() in (".zip", ".npz"):
+        return path.suffix.lower()[1:], path
+    raise ExternalDataError(f"{path} is neither a folder nor a .zip/.npz file of labelled X-rays")
+
+
+def slug(name: str) -> str:
+    """A file-name-safe version of a dataset's name: 'My X-rays (2024)' -> 'my-x-rays-2024'."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "external"
+
+
+def check_classes(run_classes, data_classes, path) -> None:
+    if list(run_classes) != list(data_classes):
+        raise ExternalDataError(
+            f"{path} has the classes {', '.join(data_classes)} but run tells apart "
+            f"{', '.join(run_classes)}: an external set needs the same class folders")
+
+
+def predict_with_features(model, images: np.ndarray, batch_size: int, progress: Progress | None = None,
+                          cancel=None) -> tuple[np.ndarray, np.ndarray]:
+    """(penultimate features (N, D), probabilities (N, C)) of uint8 images, a chunk at a time."""
+    features_model = ood.features_model(model)
+    features, probabilities = [], []
+    for start in range(0, len(images), PREDICT_CHUNK):
+        if cancel is not None and (cancel() if callable(cancel) else cancel.is_set()):
+            raise data_lib.LoadCancelled("external evaluation was cancelled")
+        chunk = np.asarray(images[start:start + PREDICT_CHUNK], dtype=np.float32)
+        feats, probs = features_model.predict(chunk, batch_size=batch_size, verbose=0)
+        features.append(np.asarray(feats, dtype=np.float64).reshape(len(chunk), -1))
+        probabilities.append(np.asarray(probs, dtype=np.float64))
+        if progress:
+            done = min(start + PREDICT_CHUNK, len(images))
+            progress(f"Predicting {done} of {len(images)} images", 0.5 + 0.35 * done / len(images))
+    return np.concatenate(features), np.concatenate(probabilities)
+
+
+def ood_rate(run: Run, model, features: np.ndarray) -> tuple[float | None, str | None]:
+    """(share of images whose features lie beyond the run's out-of-distribution limit, None) or
+    (None, why the check is off)."""
+    try:
+        reference = ood.reference_for_run(run, ood.features_model(model))
+    except Exception as exc:  # noqa: BLE001 - e.g. the training data moved: the rest of the evaluation stands
+        return None, f"the out-of-distribution check is off: its training data could not be used ({exc})"
+    return float(np.mean(reference.distances(features) > reference.threshold)), None
+
+
+def scored(probabilities, labels, class_names, patients, threshold) -> dict:
+    """{"metrics", "intervals"} of one set of predictions at the run's threshold."""
+    return {"metrics": metrics_lib.classification_metrics(probabilities, labels, class_names, threshold),
+            "intervals": metrics_lib.bootstrap_intervals(probabilities, labels, class_names, patients, threshold,
+                                                         n_resamples=N_RESAMPLES)}
+
+
+def internal_test(run: Run, threshold) -> dict | None:
+    saved = run.predictions("test")
+    if saved is None:
+        return None
+    return scored(saved["probabilities"], saved["labels"], saved["class_names"], saved["patient_ids"], threshold)
+
+
+def evaluate_external(run, data_path, progress: Progress | None = None, cancel=None) -> dict:
+    """Evaluate `run` (a Run or its folder) on the labelled dataset at `data_path`; save and return
+    the result (see the module doc). Raises ExternalDataError / DataError with a clear message."""
+    from core.ml.inference import Predictor
+    run = run if isinstance(run, Run) else Run(Path(run))
+    source, path = source_of(data_path)
+    predictor = Predictor(run.path)
+    config = TrainConfig.from_dict(run.config())
+    report = (lambda done, total: progress(f"Reading images ({done} of {total or '?'})",
+                                           0.5 * done / total if total else 0.0)) if progress else None
+    dataset = data_lib.load_dataset(source, path, config.task, config.image_size, config.channels,
+                                    progress=report, cancel=cancel)
+    check_classes(predictor.class_names, dataset.class_names, path)
+    features, probabilities = predict_with_features(predictor.model, dataset.images, config.batch_size,
+                                                    progress, cancel)
+    if progress:
+        progress("Checking for out-of-distribution images", 0.85)
+    rate, ood_error = ood_rate(run, predictor.model, features)
+    if progress:
+        progress("Bootstrapping patients for the intervals", 0.9)
+    external = scored(probabilities, dataset.labels, predictor.class_names, dataset.patient_ids, predictor.threshold)
+    name = path.stem if path.is_file() else path.name
+    result = json_ready({
+        "name": name, "source": str(path.resolve()), "evaluated": time.time(),
+        "n_images": len(dataset.labels), "n_patients": external["intervals"]["n_patients"],
+        "class_names": list(predictor.class_names), "threshold": predictor.threshold,
+        "metrics": external["metrics"], "intervals": external["intervals"],
+        "ood_rate": rate, "ood_error": ood_error, "skipped": len(dataset.report.skipped),
+        "internal_test": internal_test(run, predictor.threshold),
+    })
+    write_json(run.external_dir / f"{slug(name)}.json", result)
+    if run.model_card_path.exists():  # the card lists external results: keep it up to date
+        from core.ml import model_card
+        model_card.write_model_card(run)
+    if progress:
+        progress("Done", 1.0)
+    return result

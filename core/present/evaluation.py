@@ -1,0 +1,226 @@
+"""What the Evaluate page shows beyond the plain metrics, without Streamlit: headline numbers with
+their patient-bootstrap intervals, the clickable confusion matrix, the referral curve and its
+sentence, calibration before and after temperature scaling, and external validation side by side
+with the internal test split."""
+from __future__ import annotations
+
+import datetime
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from core.present.charts import confusion_frame
+
+CLINICAL_NOTE = "Research tool, not for clinical use: these numbers describe a model, not a diagnosis."
+CELL_SELECTION = "cell"  # the confusion chart's point selection (its name in the selection event)
+
+
+# ---------------------------------------------------------------- headline numbers with intervals
+
+def headline_metrics(class_names, disease_view: bool) -> list[tuple[str, str]]:
+    """(label, key of bootstrap_intervals) of the headline numbers, in the order shown; with 3+ classes
+    also macro one-vs-rest AUC, because a disease-vs-normal AUC can hide a class never predicted."""
+    multi_class = len(class_names) > 2
+    shown = [("Accuracy", "accuracy"), ("Balanced accuracy", "balanced_accuracy"), ("Macro-F1", "macro_f1")]
+    if not multi_class:
+        shown.append(("AUC", "auc"))
+    elif disease_view:
+        shown += [("AUC (disease vs normal)", "auc"), ("Macro one-vs-rest AUC", "macro_ovr_auc")]
+    else:
+        shown.append(("AUC (macro one-vs-rest)", "macro_ovr_auc"))
+    if disease_view:
+        shown += [("Average precision", "average_precision"), ("Sensitivity", "sensitivity"),
+                  ("Specificity", "specificity")]
+    return shown
+
+
+def number(value) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def interval_text(entry: dict | None) -> str:
+    """'95% CI 0.887–0.934', or why there is none."""
+    if not entry or entry.get("low") is None:
+        return "no interval (undefined on resamples)"
+    return f"95% CI {entry['low']:.3f}–{entry['high']:.3f}"
+
+
+def value_with_interval(entry: dict | None) -> str:
+    """'0.912 (0.887–0.934)' for tables."""
+    if not entry or entry.get("value") is None:
+        return "—"
+    if entry.get("low") is None:
+        return number(entry["value"])
+    return f"{entry['value']:.3f} ({entry['low']:.3f}–{entry['high']:.3f})"
+
+
+def intervals_caption(result: dict) -> str:
+    share = round(result["confidence"] * 100)
+    return (f"{share}% confidence intervals from {result['n_resamples']} bootstrap resamples of the "
+            f"{result['n_patients']} patients ({result['n_images']} images): whole patients are drawn, "
+            "because images of one patient are not independent.")
+
+
+# ---------------------------------------------------------------- the clickable confusion matrix
+
+def confusion_selection_chart(matrix, class_names, title: str = "Confusion matrix (counts): click a cell"):
+    """The counts heatmap with a point selection on its cells (for on_select='rerun')."""
+    frame = confusion_frame(matrix, class_names)
+    names = [str(n) for n in class_names]
+    size = max(160, 70 * len(names))
+    pick = alt.selection_point(name=CELL_SELECTION, fields=["true", "predicted"], on="click")
+    base = alt.Chart(frame).encode(
+        x=alt.X("predicted:N", title="Predicted class", sort=names, axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("true:N", title="True class", sort=names))
+    cells = base.mark_rect(stroke="black").encode(
+        color=alt.Color("value:Q", title="Images", scale=alt.Scale(scheme="blues")),
+        strokeWidth=alt.condition(pick, alt.value(3), alt.value(0)),
+        tooltip=["true", "predicted", alt.Tooltip("value:Q", format=".0f")]).add_params(pick)
+    # The counts are written on the cells by a second layer that ignores the pointer, so a click on a
+    # number still lands on its cell.
+    threshold = frame["value"].max() / 2 if len(frame) else 0
+    text = base.mark_text(fontSize=14, aria=False).encode(
+        text=alt.Text("value:Q", format=".0f"),
+        color=alt.condition(alt.datum.value > threshold, alt.value("white"), alt.value("black")))
+    return (cells + text).properties(title=title, width=size, height=size)
+
+
+def cell_label(true: str, predicted: str, count: int) -> str:
+    return f"true {true} → predicted {predicted} ({count} images)"
+
+
+def cell_choices(matrix, class_names) -> dict[str, tuple[str, str]]:
+    """Selectbox label -> (true, predicted) for every non-empty cell, mistakes first."""
+    counts = np.asarray(matrix)
+    names = [str(n) for n in class_names]
+    cells = [(t, p) for t in range(len(names)) for p in range(len(names)) if counts[t, p] > 0]
+    cells.sort(key=lambda cell: cell[0] == cell[1])  # stable: off-diagonal (mistakes) first
+    return {cell_label(names[t], names[p], int(counts[t, p])): (names[t], names[p]) for t, p in cells}
+
+
+def clicked_cell(selection) -> tuple[str, str] | None:
+    """(true, predicted) of the clicked cell from st.altair_chart's selection state, or None."""
+    points = (selection or {}).get(CELL_SELECTION) or []
+    if not points or "true" not in points[0] or "predicted" not in points[0]:
+        return None
+    return str(points[0]["true"]), str(points[0]["predicted"])
+
+
+# ---------------------------------------------------------------- referral
+
+def referral_frame(curve: dict) -> pd.DataFrame:
+    rows = [{"coverage": c, "measure": "accuracy", "value": a} for c, a in zip(curve["coverage"], curve["accuracy"])]
+    if curve.get("sensitivity"):
+        rows += [{"coverage": c, "measure": "sensitivity", "value": s}
+                 for c, s in zip(curve["coverage"], curve["sensitivity"]) if s is not None]
+    return pd.DataFrame(rows)
+
+
+def referral_chart(curve: dict) -> alt.Chart:
+    """Accuracy (and sensitivity) on the kept cases against the share kept."""
+    return alt.Chart(referral_frame(curve)).mark_line(point=True).encode(
+        x=alt.X("coverage:Q", title="Share of cases the model decides (the rest referred)",
+                scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+        y=alt.Y("value:Q", title="On the cases it decides", scale=alt.Scale(zero=False)),
+        color=alt.Color("measure:N", title=None),
+        tooltip=[alt.Tooltip("coverage:Q", format=".0%"), "measure", alt.Tooltip("value:Q", format=".3f")],
+    ).properties(title="Accuracy vs coverage (referring the least sure cases)", height=280)
+
+
+def referral_sentence(curve: dict, referred: float = 0.10) -> str:
+    """'Referring the 10% least sure cases raises accuracy from 0.91 to 0.96.'"""
+    coverage = np.asarray(curve["coverage"], dtype=float)
+    kept = int(np.argmin(np.abs(coverage - (1 - referred))))
+    everything, after = curve["accuracy"][-1], curve["accuracy"][kept]
+    share = f"{round(referred * 100)}%"
+    if round(after, 2) == round(everything, 2):
+        return f"Referring the {share} least sure cases leaves accuracy at {everything:.2f}."
+    verb = "raises" if after > everything else "lowers"
+    return f"Referring the {share} least sure cases {verb} accuracy from {everything:.2f} to {after:.2f}."
+
+
+# ---------------------------------------------------------------- calibration
+
+def reliability_chart(report: dict) -> alt.Chart:
+    """Top-label reliability before and after temperature scaling, with the diagonal."""
+    rows = [{"confidence": c, "accuracy": a, "when": f"{when} (ECE {curve['ece']:.3f})"}
+            for when, curve in (("before", report["reliability"]["before"]),
+                                (f"after T = {report['temperature']:.2f}", report["reliability"]["after"]))
+            for c, a in zip(curve["confidence"], curve["accuracy"])]
+    diagonal = alt.Chart(pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0]})).mark_line(
+        strokeDash=[4, 4], color="gray").encode(x="x:Q", y="y:Q")
+    lines = alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
+        x=alt.X("confidence:Q", title="Confidence of the predicted class", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("accuracy:Q", title="Share correct", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("when:N", title=None),
+        tooltip=[alt.Tooltip("confidence:Q", format=".2f"), alt.Tooltip("accuracy:Q", format=".2f"), "when"])
+    return (diagonal + lines).properties(title="Calibration before and after temperature scaling", height=280)
+
+
+def calibration_rows(report: dict, split_label: str) -> list[dict]:
+    """One row per measure: before and after, on validation (where T was fitted) and the shown split."""
+    rows = []
+    for key, title in (("nll", "Negative log-likelihood"), ("ece", "Expected calibration error"),
+                       ("brier", "Brier score")):
+        rows.append({"measure": title,
+                     "validation before": report["val"][key]["before"], "validation after": report["val"][key]["after"],
+                     f"{split_label} before": report["test"][key]["before"],
+                     f"{split_label} after": report["test"][key]["after"]})
+    return rows
+
+
+def temperature_sentence(report: dict) -> str:
+    t = report["temperature"]
+    kind = "overconfident, so it softens them" if t > 1 else "underconfident, so it sharpens them"
+    return (f"Temperature T = {t:.2f}, fitted on the validation split: the model's probabilities were {kind}. "
+            "The most likely class never changes, so accuracy at argmax is the same.")
+
+
+# ---------------------------------------------------------------- external validation
+
+def side_by_side(result: dict) -> list[dict]:
+    """Rows metric | external (95% CI) | internal test (95% CI), for every headline number."""
+    external = result["intervals"]["intervals"]
+    internal = ((result.get("internal_test") or {}).get("intervals") or {}).get("intervals") or {}
+    names = result["class_names"]
+    disease_view = "sensitivity" in external
+    shown = headline_metrics(names, disease_view) + [(f"Recall: {n}", f"recall:{n}") for n in names]
+    rows = [{"metric": label, f"external: {result['name']}": value_with_interval(external.get(key)),
+             "internal test": value_with_interval(internal.get(key))} for label, key in shown]
+    rows.append({"metric": "Images (patients)",
+                 f"external: {result['name']}": f"{result['n_images']} ({result['n_patients']})",
+                 "internal test": _size(result.get("internal_test"))})
+    rows.append({"metric": "Flagged out-of-distribution", f"external: {result['name']}": ood_text(result),
+                 "internal test": "—"})
+    return rows
+
+
+def _size(internal: dict | None) -> str:
+    if not internal:
+        return "—"
+    return f"{internal['intervals']['n_images']} ({internal['intervals']['n_patients']})"
+
+
+def ood_text(result: dict) -> str:
+    if result.get("ood_rate") is None:
+        return "not checked"
+    return f"{result['ood_rate']:.0%}"
+
+
+def external_sentence(result: dict) -> str:
+    """How the external accuracy compares with the internal test split's."""
+    external = result["metrics"].get("accuracy")
+    internal = ((result.get("internal_test") or {}).get("metrics") or {}).get("accuracy")
+    flagged = ("" if result.get("ood_rate") is None else
+               f" The out-of-distribution check flags {result['ood_rate']:.0%} of its images.")
+    if internal is None:
+        return f"Accuracy {external:.3f} on {result['name']}.{flagged}"
+    change = "lower than" if external < internal else "higher than" if external > internal else "equal to"
+    return (f"Accuracy {external:.3f} on {result['name']}, {change} {internal:.3f} on the internal test split."
+            f"{flagged}")
+
+
+def past_result_label(result: dict) -> str:
+    when = datetime.datetime.fromtimestamp(result.get("evaluated") or 0).strftime("%Y-%m-%d %H:%M")
+    return f"{result.get('name', '?')} · {result.get('n_images', '?')} images · {when}"

@@ -1,0 +1,92 @@
+"""The Evaluate page in Debian's Chromium, entered through the sidebar: a real trained run (a copy of the
+session's tiny_run) shows its headline numbers with 95% patient-bootstrap intervals; a click on a
+confusion-matrix cell opens that cell's images; external validation on a small labelled folder fills the
+side-by-side table. Screenshots go to test-artifacts/screenshots/."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.browser_support import (
+    app_tab,
+    go_to,
+    launch_chromium,
+    requires_chromium,
+    serve_dashboard,
+    settle,
+    snap,
+)
+from tests.conftest import copy_run
+from tests.synthetic import make_chest_folder
+from tests.test_journey import assert_no_error
+
+pytestmark = [requires_chromium, pytest.mark.slow]
+
+CHART = '[data-testid="stVegaLiteChart"]'
+CELL_SHOWN = r"(true \S+ → predicted \S+ \(\d+ images\)): the \d+ most confident shown"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, tiny_run):
+    folder = tmp_path_factory.mktemp("evaluate")
+    run = copy_run(tiny_run, folder / "runs")
+    env = {"CXR_RUNS_DIR": str(folder / "runs"), "CXR_UPLOADS_DIR": str(folder / "uploads")}
+    with serve_dashboard(folder / "streamlit.log", env) as url:
+        yield {"url": url, "run": run, "external": make_chest_folder(folder / "hospital_b", n_patients=3)}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with launch_chromium() as chromium:
+        yield chromium
+
+
+def click_a_cell(page) -> str:
+    """Click across the confusion chart until a cell is selected; the chosen cell's label."""
+    chart = page.locator(CHART).first
+    chart.scroll_into_view_if_needed()
+    box = chart.bounding_box()
+    for fy in (0.35, 0.5, 0.65, 0.8):
+        for fx in (0.3, 0.45, 0.6, 0.75):
+            page.mouse.click(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+            settle(page)
+            chosen = re.search(CELL_SHOWN, page.locator('[data-testid="stMain"]').inner_text())
+            if chosen:
+                return chosen.group(1)
+    raise AssertionError("no click on the confusion chart selected a cell")
+
+
+def test_intervals_a_clicked_cell_and_external_validation(app, browser):
+    with app_tab(browser, app["url"]) as page:
+        go_to(page, "Evaluate", "Evaluate")
+        main = page.locator('[data-testid="stMain"]')
+        main.get_by_text(re.compile(r"bootstrap resamples of the \d+ patients \(\d+ images\)")).wait_for()
+        assert "Research tool, not for clinical use" in main.inner_text()
+        assert len(re.findall(r"95% CI \d\.\d{3}–\d\.\d{3}", main.inner_text())) >= 4
+        assert_no_error(page)
+        snap(page, "evaluate_1_intervals")
+
+        images_before = page.locator('[data-testid="stImage"]').count()
+        chosen = click_a_cell(page)
+        assert chosen in page.locator('[data-testid="stMain"]').inner_text()
+        assert page.locator('[data-testid="stImage"]').count() > images_before
+        assert_no_error(page)
+        snap(page, "evaluate_2_cell_images")
+
+        field = page.get_by_label("Folder or .zip of labelled X-rays on the server", exact=True)
+        field.fill(str(app["external"]))
+        field.press("Enter")
+        settle(page)
+        page.get_by_role("button", name=re.compile("Evaluate on this dataset")).click()
+        page.get_by_text(re.compile(r"on hospital_b, (lower than|higher than|equal to) \d\.\d{3} on the internal")
+                         ).wait_for()
+        settle(page)
+        assert_no_error(page)
+        assert app["run"].external_results()[0]["n_images"] == 12
+        table = page.locator('[data-testid="stDataFrame"]').last
+        table.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        header = table.locator("tr").first.inner_text()
+        assert "external: hospital_b" in header and "internal test" in header
+        snap(page, "evaluate_3_external")

@@ -1,0 +1,107 @@
+"""Evaluation beyond the plain metrics: the view helpers (core.present.evaluation, core.present.review)
+and the Evaluate page through app.py (intervals, confusion cells, referral, calibration, external)."""
+import numpy as np
+import pytest
+
+from core.ml import metrics as metrics_lib
+from core.present import evaluation as view
+from core.present import review
+from tests.apptest_support import assert_clean, open_page, texts
+from tests.conftest import fake_predictions
+from tests.synthetic import make_chest_folder
+
+NAMES = ["NORMAL", "PNEUMONIA"]
+
+
+def predictions_dict(n=60, seed=0, skill=1.5):
+    probabilities, labels, patients, files = fake_predictions(n, NAMES, seed, skill)
+    return {"probabilities": probabilities, "labels": labels, "patient_ids": patients, "files": files,
+            "class_names": NAMES}
+
+
+# ----------------------------------------------------------------------------- view helpers
+
+def test_referral_sentence_reads_the_curve():
+    curve = {"coverage": [0.8, 0.9, 1.0], "accuracy": [0.99, 0.96, 0.91]}
+    assert view.referral_sentence(curve) == "Referring the 10% least sure cases raises accuracy from 0.91 to 0.96."
+    assert view.referral_sentence({"coverage": [0.9, 1.0], "accuracy": [0.8, 0.9]}) == (
+        "Referring the 10% least sure cases lowers accuracy from 0.90 to 0.80.")
+    assert view.referral_sentence({"coverage": [0.9, 1.0], "accuracy": [0.9, 0.9]}) == (
+        "Referring the 10% least sure cases leaves accuracy at 0.90.")
+
+
+def test_confusion_cells_list_mistakes_first_and_a_click_names_its_cell():
+    choices = view.cell_choices([[5, 2], [0, 7]], NAMES)
+    assert list(choices) == ["true NORMAL → predicted PNEUMONIA (2 images)", "true NORMAL → predicted NORMAL (5 images)",
+                             "true PNEUMONIA → predicted PNEUMONIA (7 images)"]
+    assert view.clicked_cell({"cell": [{"true": "NORMAL", "predicted": "PNEUMONIA"}]}) == ("NORMAL", "PNEUMONIA")
+    assert view.clicked_cell({"cell": []}) is None and view.clicked_cell(None) is None
+    spec = view.confusion_selection_chart([[5, 2], [0, 7]], NAMES).to_dict()
+    assert [p["name"] for p in spec["params"]] == ["cell"]
+
+
+def test_cell_cases_are_exactly_the_images_of_that_cell():
+    p = predictions_dict()
+    decided = metrics_lib.predict_with_threshold(p["probabilities"], NAMES, 0.5)
+    cases = review.cell_cases(p, "PNEUMONIA", "NORMAL", threshold=0.5, limit=1000)
+    expected = {str(p["files"][i]) for i in np.flatnonzero((p["labels"] == 1) & (decided == 0))}
+    assert {c["file"] for c in cases} == expected and expected
+    assert [c["confidence"] for c in cases] == sorted((c["confidence"] for c in cases), reverse=True)
+    with pytest.raises(ValueError, match="no cell"):
+        review.cell_cases(p, "COVID", "NORMAL")
+
+
+def test_side_by_side_puts_external_beside_internal_with_intervals():
+    p = predictions_dict()
+    scored = {"metrics": metrics_lib.classification_metrics(p["probabilities"], p["labels"], NAMES),
+              "intervals": metrics_lib.bootstrap_intervals(p["probabilities"], p["labels"], NAMES, p["patient_ids"],
+                                                           n_resamples=50)}
+    result = {"name": "hospital_b", "class_names": NAMES, "n_images": 60, "n_patients": 30, "ood_rate": 0.25,
+              **scored, "internal_test": scored}
+    rows = {row["metric"]: row for row in view.side_by_side(result)}
+    accuracy = scored["intervals"]["intervals"]["accuracy"]
+    expected = f"{accuracy['value']:.3f} ({accuracy['low']:.3f}–{accuracy['high']:.3f})"
+    assert rows["Accuracy"] == {"metric": "Accuracy", "external: hospital_b": expected, "internal test": expected}
+    assert rows["Flagged out-of-distribution"]["external: hospital_b"] == "25%"
+    assert "Recall: PNEUMONIA" in rows and "Sensitivity" in rows
+    assert view.external_sentence(result).startswith(f"Accuracy {scored['metrics']['accuracy']:.3f} on hospital_b, "
+                                                      "equal to")
+
+
+# ----------------------------------------------------------------------------- the page
+
+def test_evaluate_page_shows_intervals_referral_and_calibration(make_run):
+    run = make_run(name="fake")
+    at = open_page("pages/evaluate.py")
+    assert_clean(at)
+    page = texts(at)
+    assert "Research tool, not for clinical use" in page
+    assert "bootstrap resamples of the 20 patients (40 images)" in page
+    assert "95% CI" in page
+    assert "Referring the 10% least sure cases" in page
+    assert "Temperature T = " in page
+    assert run.external_results() == []  # no model: external validation is offered only with one
+    assert "no saved model" in page
+
+
+@pytest.mark.slow
+def test_a_cell_opens_its_images_and_external_validation_fills_the_table(tiny_run_copy, tmp_path):
+    folder = make_chest_folder(tmp_path / "hospital_b", n_patients=3)
+    at = open_page("pages/evaluate.py")
+    assert_clean(at)
+    choices = at.selectbox(key="eval_cell").options
+    mistake = next(c for c in choices if "NORMAL → predicted PNEUMONIA" in c or "PNEUMONIA → predicted NORMAL" in c)
+    images_before = len(at.get("image"))
+    at.selectbox(key="eval_cell").set_value(mistake).run()
+    assert_clean(at)
+    assert len(at.get("image")) > images_before
+    at.text_input(key="eval_ext_path").set_value(str(folder)).run()
+    at.button(key="eval_ext_button").click().run()
+    assert_clean(at)
+    assert tiny_run_copy.external_results()[0]["n_images"] == 12
+    table = at.dataframe[-1].value
+    assert list(table.columns) == ["external: hospital_b", "internal test"]
+    assert "(" in table.loc["Accuracy", "external: hospital_b"]
+    at.text_input(key="eval_ext_path").set_value(str(tmp_path / "nowhere")).run()
+    at.button(key="eval_ext_button").click().run()
+    assert any("does not exist" in e.value for e in at.error)

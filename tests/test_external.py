@@ -1,0 +1,99 @@
+"""External validation (core.ml.external, `python -m core.evaluate RUN --data ...`) with a real model."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from core.__main__ import main as core_main
+from core.ml import metrics as metrics_lib
+from core.ml.diagnosis import Diagnoser
+from core.ml.external import ExternalDataError, evaluate_external
+from core.store.runs import write_json
+from tests.conftest import PROJECT, copy_run
+from tests.synthetic import make_chest_folder
+
+pytestmark = pytest.mark.slow  # loads a Keras model and predicts; the session trains tiny_run
+
+KEYS = {"name", "source", "evaluated", "n_images", "n_patients", "class_names", "metrics", "intervals",
+        "ood_rate", "internal_test"}
+
+
+@pytest.fixture
+def run(tiny_run, runs_dir):
+    return copy_run(tiny_run, runs_dir)
+
+
+@pytest.fixture(scope="module")
+def external_folder(tmp_path_factory):
+    return make_chest_folder(tmp_path_factory.mktemp("external") / "hospital_b", n_patients=5)
+
+
+def predictor_metrics(run, folder) -> dict:
+    """Metrics of what `python -m core predict` (the Diagnoser) says about every file of the folder."""
+    diagnoser = Diagnoser(run.path)
+    files = sorted(folder.rglob("*.jpeg"))
+    probabilities = np.array([list(diagnoser.diagnose(f.read_bytes(), f.name).probabilities.values())
+                              for f in files])
+    labels = np.array([diagnoser.class_names.index(f.parent.name) for f in files])
+    return metrics_lib.classification_metrics(probabilities, labels, diagnoser.class_names, diagnoser.threshold)
+
+
+def test_external_evaluation_agrees_with_the_predictor_and_is_saved(run, external_folder):
+    steps = []
+    result = evaluate_external(run, external_folder, progress=lambda message, share: steps.append(share))
+    assert KEYS <= set(result)
+    assert result["n_images"] == 20 and result["n_patients"] == 10
+    expected = predictor_metrics(run, external_folder)
+    assert result["metrics"]["accuracy"] == expected["accuracy"]
+    assert result["metrics"]["log_loss"] == pytest.approx(expected["log_loss"], rel=1e-4)
+    assert result["metrics"]["confusion_matrix"] == expected["confusion_matrix"]
+    for name, entry in result["intervals"]["intervals"].items():
+        if entry["low"] is not None:
+            assert entry["low"] <= entry["value"] <= entry["high"], name
+    assert 0.0 <= result["ood_rate"] <= 1.0
+    internal = run.predictions("test")
+    assert result["internal_test"]["metrics"]["n"] == len(internal["labels"])
+    assert steps[-1] == 1.0 and steps == sorted(steps)
+    saved = run.external_results()
+    assert len(saved) == 1 and saved[0]["metrics"] == result["metrics"] and saved[0]["name"] == "hospital_b"
+    assert (run.external_dir / "hospital-b.json").exists()
+
+
+def test_a_dataset_with_other_classes_is_refused_with_a_clear_message(run, tmp_path):
+    # The same model, recorded as trained with task "classes" on NORMAL/PNEUMONIA folders.
+    write_json(run.config_path, {**run.config(), "task": "classes"})
+    folder = make_chest_folder(tmp_path / "three", n_patients=2)
+    (folder / "COVID").mkdir()
+    (folder / "COVID" / "a.jpeg").write_bytes((folder / "NORMAL").glob("*.jpeg").__next__().read_bytes())
+    with pytest.raises(ExternalDataError, match="has the classes COVID, NORMAL, PNEUMONIA but run tells "
+                                                "apart NORMAL, PNEUMONIA"):
+        evaluate_external(run, folder)
+    assert not run.external_dir.exists()
+
+
+def test_a_missing_path_is_a_clear_error(run, tmp_path):
+    with pytest.raises(ExternalDataError, match="does not exist"):
+        evaluate_external(run, tmp_path / "nowhere")
+
+
+def test_the_cli_prints_the_json_both_ways(run, external_folder, tmp_path, capsys):
+    assert core_main(["evaluate", str(run.path), "--data", str(external_folder)]) == 0
+    in_process = json.loads(capsys.readouterr().out)
+    assert in_process["run_id"] == run.id and KEYS <= set(in_process)
+    done = subprocess.run([sys.executable, "-m", "core.evaluate", str(run.path), "--data", str(external_folder)],
+                          cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["metrics"] == in_process["metrics"]
+    assert printed["intervals"] == in_process["intervals"]
+
+
+def test_the_cli_exits_2_with_the_message_on_a_bad_path(run, tmp_path, capsys):
+    assert core_main(["evaluate", str(run.path), "--data", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    not_a_dataset = tmp_path / "notes.txt"
+    not_a_dataset.write_text("hello")
+    assert core_main(["evaluate", str(run.path), "--data", str(not_a_dataset)]) == 2
+    assert "neither a folder nor a .zip" in capsys.readouterr().err
