@@ -41,6 +41,8 @@ bench: venv
 	$(PY) bench/ray_dispatch.py
 	$(PY) bench/large_dataset.py
 	$(PY) bench/studies.py
+	$(PY) bench/epoch_metrics.py
+	$(PY) bench/external_validation.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
@@ -48,8 +50,10 @@ clean:
 # The README's screenshots, taken by the real-browser suites (tests/test_journey.py, test_studies_browser.py).
 README_SHOTS := 01_home 02_dataset 03_train_live 07_train_stopped 08_runs_compare 09_evaluate_gradcam \
 	10_diagnose_xray_heatmap 11_diagnose_photo_ood_warning 14_sweep_done studies_2_batch_size_answered \
-	studies_3_train_cnn_layers
+	studies_3_train_cnn_layers runs_browser_2_filtered evaluate_1_intervals evaluate_4_model_card_export \
+	curves_train_live
 .PHONY: screenshots
 screenshots: venv
-	$(PY) -m pytest tests/test_journey.py tests/test_studies_browser.py -q
+	$(PY) -m pytest tests/test_journey.py tests/test_studies_browser.py tests/test_runs_browser.py \
+		tests/test_evaluate_browser.py tests/test_curves.py -q
 	for shot in $(README_SHOTS); do cp test-artifacts/screenshots/$$shot.png docs/screenshots/; done

@@ -55,6 +55,7 @@ def run_export(run: Run) -> bool:
         bar.empty()
         st.error(f"Export failed: {exc}")
         return False
+    bar.empty()
     return True
 
 

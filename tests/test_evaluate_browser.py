@@ -90,3 +90,17 @@ def test_intervals_a_clicked_cell_and_external_validation(app, browser):
         header = table.locator("tr").first.inner_text()
         assert "external: hospital_b" in header and "internal test" in header
         snap(page, "evaluate_3_external")
+
+        # The model card lists the external result just made; the export writes SavedModel + TFLite.
+        page.get_by_text("Model card", exact=True).first.click()
+        card = page.locator('[data-testid="stExpander"]').filter(has_text="Intended use")
+        card.get_by_text(re.compile("hospital_b")).first.wait_for()
+        assert "not for clinical use" in card.inner_text().lower()
+        page.get_by_role("button", name=re.compile("Export SavedModel \\+ TFLite")).click()
+        page.get_by_text(re.compile("Exported; model_card.md written")).wait_for(timeout=120_000)
+        settle(page)
+        assert_no_error(page)
+        assert page.get_by_role("button", name=re.compile("TFLite model")).count() == 1
+        assert app["run"].tflite_path.exists() and (app["run"].saved_model_dir / "saved_model.pb").exists()
+        assert "hospital_b" in app["run"].model_card_path.read_text()
+        snap(page, "evaluate_4_model_card_export")

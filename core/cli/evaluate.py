@@ -12,10 +12,10 @@ run folder as external/<name>.json. Research tool, not for clinical use.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from core.cli import print_json
 from core.ml import metrics
 from core.store.runs import Run
 
@@ -53,16 +53,10 @@ def main(argv=None) -> int:
     parser.add_argument("--data", metavar="FOLDER_OR_ZIP",
                         help="external validation on this labelled folder or .zip (the run's class folders)")
     args = parser.parse_args(argv)
-    try:
-        if args.data:
-            result = evaluate_external_data(args.run_dir, args.data)
-        else:
-            result = evaluate_run(args.run_dir, args.split, args.threshold, args.curves)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2))
-    return 0
+    if args.data:
+        return print_json(lambda: evaluate_external_data(args.run_dir, args.data), (FileNotFoundError, ValueError))
+    return print_json(lambda: evaluate_run(args.run_dir, args.split, args.threshold, args.curves),
+                      (FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

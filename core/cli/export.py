@@ -9,10 +9,10 @@ probabilities and model.keras's on the first images of the run's test split.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from core.cli import print_json
 from core.data.datasets import DataError
 from core.ml.model_card import write_model_card
 from core.store.runs import Run
@@ -50,13 +50,8 @@ def main(argv=None) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("--card-only", action="store_true", help="write model_card.md only, no exports")
     args = parser.parse_args(argv)
-    try:
-        result = export_command(args.run_dir, args.card_only)
-    except (FileNotFoundError, RuntimeError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2))
-    return 0
+    return print_json(lambda: export_command(args.run_dir, args.card_only),
+                      (FileNotFoundError, RuntimeError, ValueError))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@
     runs/<run_id>/saved_model/, model.tflite   exports of model.keras (on request)
     runs/<run_id>/model.keras        the best model
     runs/<run_id>/predictions_{val,test}.npz   probabilities, labels, patient ids, files
-    runs/<run_id>/tensorboard/       event files: `tensorboard --logdir runs`
+    runs/<run_id>/tensorboard/       event files: `tensorboard --logdir runs` (curves; HParams: settings, final metrics)
     runs/<run_id>/progress.json      live progress of the training process (phase, batch, ETA)
     runs/<run_id>/checkpoint/        last completed epoch: weights, optimizer state (for resuming)
     runs/<run_id>/stderr.log         what the training process printed
