@@ -228,3 +228,11 @@ def test_the_component_says_why_a_run_cannot_be_exported(make_run, monkeypatch):
     at = component(run, monkeypatch)
     assert at.button(key=f"export-{run.id}").disabled
     assert any("has no model.keras" in caption.value for caption in at.caption)
+
+
+def test_a_finished_training_leaves_its_card_saying_done(tiny_run):
+    """execute_run writes the card before the run is marked done, so the card is there and says done."""
+    assert tiny_run.state() == "done"
+    written = tiny_run.model_card_path.read_text()
+    assert "| State | done |" in written
+    assert f"| Run id | {tiny_run.id} |" in written

@@ -80,7 +80,7 @@ def test_rename_tag_star_filter_open_and_delete_a_sweep(app):
         page.get_by_label("Tags, separated by commas", exact=True).fill("Paper, best")
         page.get_by_label("Notes", exact=True).fill("the model for the paper")
         page.get_by_text("Starred", exact=True).click()
-        page.get_by_role("button", name="Save").click()
+        page.get_by_role("button", name="Save", exact=True).click()
         settle(page)
         assert_no_error(page)
         assert store.get(trained.id).annotations() == {"name": "chosen one", "tags": ["paper", "best"],

@@ -92,6 +92,8 @@ def main(argv=None) -> int:
         for entry in record["runs"]:
             manager.cancel(entry["run_id"])
         return 130
+    finally:  # let the slots finish their last run's bookkeeping (on Ray: before the driver disconnects)
+        manager.shutdown()
     axes, rows = [a.setting for a in sweep.axes], sweep_results(manager.store, sweep_id)
     print(format_table(rows, axes, args.metric, halving=bool(sweep.halving_rate)), file=sys.stderr)
     summary = halving_summary(record, results_frame(rows, axes))

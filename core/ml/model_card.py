@@ -129,6 +129,20 @@ def architecture_title(arch) -> str:
 
 # ----------------------------------------------------------------------------- the sections
 
+def final_state(status: dict, summary: dict) -> str | None:
+    """The run's state; the card of a run that just finished is written before its status says so."""
+    if status.get("state") == "running" and summary:
+        return "cancelled (its best epoch kept)" if summary.get("cancelled") else "done"
+    return status.get("state")
+
+
+def trained_at(run: Run, status: dict, summary: dict) -> float | None:
+    """When training ended: status' finished time, else when the summary was written."""
+    if status.get("finished"):
+        return status["finished"]
+    return run.summary_path.stat().st_mtime if summary and run.summary_path.exists() else status.get("created")
+
+
 def model_details(run: Run, config: dict, summary: dict) -> list:
     model, status = summary.get("model") or {}, run.status()
     channels = {"grayscale": 1, "rgb": 3}.get(config.get("color_mode"))
@@ -136,8 +150,8 @@ def model_details(run: Run, config: dict, summary: dict) -> list:
     layers = run.layer_table()
     params = resolved_params(config)
     return [Heading("Model details"), facts([
-        ("Name", config.get("name") or run.id), ("Run id", run.id),
-        ("Trained", when(status.get("finished") or status.get("created"))), ("State", status.get("state")),
+        ("Name", run.annotations().get("name") or config.get("name") or run.id), ("Run id", run.id),
+        ("Trained", when(trained_at(run, status, summary))), ("State", final_state(status, summary)),
         ("Architecture", architecture_title(config.get("arch"))),
         ("Architecture parameters", "; ".join(f"{k} = {text(v)}" for k, v in params.items()) or "none"),
         ("Trainable parameters", count(model.get("trainable_params"))),

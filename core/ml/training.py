@@ -596,8 +596,8 @@ def execute_run(run: Run, config: TrainConfig, control: RunControl | None = None
         control.progress.update(phase="failed")
         return {}
     state = "cancelled" if summary.get("cancelled") else "done"
+    write_model_card(run)  # before the final state: whoever sees a run done finds all its files
     run.update_status(state=state, finished=time.time(), error=None)
-    write_model_card(run)
     control.progress.update(phase=state)
     return summary
 

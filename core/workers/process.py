@@ -46,7 +46,9 @@ def warm_up() -> None:
     import tensorflow  # noqa: F401
 
     from core.ml import (
+        hparams,  # noqa: F401
         metrics,  # noqa: F401
+        model_card,  # noqa: F401
         models,  # noqa: F401
         training,  # noqa: F401
     )
