@@ -334,7 +334,7 @@ def calibration_chart(cal: dict) -> alt.Chart:
         y=alt.Y("observed:Q", title="Observed share of positives", scale=alt.Scale(domain=[0, 1])),
         tooltip=[alt.Tooltip("predicted:Q", format=".3f"), alt.Tooltip("observed:Q", format=".3f"), "images"])
     ece = cal.get("ece")
-    title = f"Calibration (ECE {ece:.3f})" if ece is not None else "Calibration"
+    title = f"Calibration of the disease score (ECE {ece:.3f})" if ece is not None else "Calibration of the disease score"
     return (_diagonal("Mean predicted probability", "Observed share of positives") + points).properties(
         title=title, height=CHART_HEIGHT + 40)
 

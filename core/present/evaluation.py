@@ -155,13 +155,14 @@ def reliability_chart(report: dict) -> alt.Chart:
         y=alt.Y("accuracy:Q", title="Share correct", scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("when:N", title=None),
         tooltip=[alt.Tooltip("confidence:Q", format=".2f"), alt.Tooltip("accuracy:Q", format=".2f"), "when"])
-    return (diagonal + lines).properties(title="Calibration before and after temperature scaling", height=280)
+    return (diagonal + lines).properties(title="Predicted-class calibration, before and after T",
+                                         height=280)
 
 
 def calibration_rows(report: dict, split_label: str) -> list[dict]:
     """One row per measure: before and after, on validation (where T was fitted) and the shown split."""
     rows = []
-    for key, title in (("nll", "Negative log-likelihood"), ("ece", "Expected calibration error"),
+    for key, title in (("nll", "Negative log-likelihood"), ("ece", "Expected calibration error (predicted class)"),
                        ("brier", "Brier score")):
         rows.append({"measure": title,
                      "validation before": report["val"][key]["before"], "validation after": report["val"][key]["after"],
