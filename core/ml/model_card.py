@@ -150,7 +150,7 @@ def model_details(run: Run, config: dict, summary: dict) -> list:
     layers = run.layer_table()
     params = resolved_params(config)
     return [Heading("Model details"), facts([
-        ("Name", run.annotations().get("name") or config.get("name") or run.id), ("Run id", run.id),
+        ("Name", run.display_name()), ("Run id", run.id),
         ("Trained", when(trained_at(run, status, summary))), ("State", final_state(status, summary)),
         ("Architecture", architecture_title(config.get("arch"))),
         ("Architecture parameters", "; ".join(f"{k} = {text(v)}" for k, v in params.items()) or "none"),

@@ -17,8 +17,7 @@ STOPPED_STATES = ("failed", "interrupted")
 
 
 def run_name(run: Run) -> str:
-    """The name the user gave the run, else its config's name, else its id."""
-    return run.annotations().get("name") or run.config().get("name") or run.id
+    return run.display_name()
 
 
 # ----------------------------------------------------------------------------- the run browser

@@ -285,7 +285,7 @@ class Run:
         started, finished = status.get("started"), status.get("finished")
         annotations = self.annotations()
         return {
-            "run_id": self.id, "name": annotations.get("name") or config.get("name") or self.id,
+            "run_id": self.id, "name": _display_name(self.id, config, annotations),
             "starred": bool(annotations.get("starred")), "tags": list(annotations.get("tags", [])),
             "notes": short_text(annotations.get("notes", "")), "sweep_id": config.get("sweep_id") or None,
             "state": status.get("state"),
@@ -301,6 +301,10 @@ class Run:
             "node": (status.get("node") or {}).get("host"),
             "error": status.get("error"),
         }
+
+    def display_name(self) -> str:
+        """The name the user gave the run, else its config's name, else its id."""
+        return _display_name(self.id, self.config(), self.annotations())
 
     def annotations(self) -> dict:
         """What the user said of the run: {"name", "notes", "tags", "starred"} (only those ever set);
@@ -396,6 +400,10 @@ def short_text(text: str, limit: int = SHORT_NOTES_CHARS) -> str:
     first = text.strip().splitlines()[0] if text.strip() else ""
     cut = first if len(first) <= limit else first[:limit - 1].rstrip() + "…"
     return cut + (" …" if first != text.strip() and cut == first else "")
+
+
+def _display_name(run_id: str, config: dict, annotations: dict) -> str:
+    return annotations.get("name") or config.get("name") or run_id
 
 
 def _metric(summary: dict, split: str, key: str):
