@@ -95,7 +95,7 @@ def live_view() -> None:
 def curves(histories: dict, batches: dict, key: str) -> None:
     """Two charts of the runs' curves, each with its choice of curve, under one smoothing slider
     and one log-scale toggle (also the Runs & Compare page's curves)."""
-    options = train_view.curve_options(list(histories.values()), any(batches.values()))
+    options = charts.available_curves(list(histories.values()), any(batches.values()))
     controls = st.columns([3, 3, 3, 2], vertical_alignment="bottom")
     chosen = [controls[side].selectbox(f"{'Left' if side == 0 else 'Right'} chart", options,
                                        index=train_view.default_curve(options, side), format_func=charts.metric_title,

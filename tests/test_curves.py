@@ -100,14 +100,14 @@ def test_first_epoch_batches_chart_shows_each_batchs_loss_and_the_running_mean()
 
 def test_runs_from_before_have_only_the_curves_they_recorded_and_no_error():
     old = [{"epoch": 1, "loss": 0.7, "val_loss": 0.8, "accuracy": 0.5, "val_accuracy": 0.5, "learning_rate": 1e-3}]
-    options = train_view.curve_options([old], with_batches=False)
+    options = charts.available_curves([old], with_batches=False)
     assert options == ["loss", "accuracy", "learning_rate"]
     assert "Validation AUC" in train_view.missing_curves_note(options)
     assert "First-epoch loss per batch" in train_view.missing_curves_note(options)
     assert charts.history_frame(old, "val_auc").empty  # asked anyway: an empty chart, not an error
     charts.curve_chart("val_auc", {"old": old, "new": old}, {}).to_dict()
     new = [{**old[0], "val_auc": 0.9, "val_macro_f1": 0.8}]
-    both = train_view.curve_options([old, new], with_batches=True)
+    both = charts.available_curves([old, new], with_batches=True)
     assert both == ["loss", "accuracy", "val_auc", "val_macro_f1", "learning_rate", charts.FIRST_EPOCH_BATCHES]
     assert train_view.missing_curves_note(both) is None
     assert [both[train_view.default_curve(both, side)] for side in (0, 1)] == ["loss", "accuracy"]
@@ -287,5 +287,5 @@ def test_compare_curves_mix_an_old_run_and_a_new_one_with_every_control(app_env,
     at.toggle(key="runs_compare_curve_log").set_value(True)
     at.run()
     assert_clean(at)
-    assert train_view.missing_curves_note(train_view.curve_options([new.history()], True)) is None
+    assert train_view.missing_curves_note(charts.available_curves([new.history()], True)) is None
     assert "Not recorded" not in texts(at)  # the new run has them all, so every curve is offered

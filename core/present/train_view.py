@@ -214,11 +214,6 @@ SMOOTHING_HELP = ("As TensorBoard smooths: an exponential moving average (debias
 LOG_SCALE_HELP = "A logarithmic y axis, for losses that fall by orders of magnitude. The learning rate is always on one."
 
 
-def curve_options(histories: list[list[dict]], with_batches: bool) -> list[str]:
-    """The curves the charts can show for these runs: only those some run has values for."""
-    return charts.available_curves(histories, with_batches)
-
-
 def default_curve(options: list[str], side: int) -> int:
     """The index in `options` of what chart `side` (0 left, 1 right) shows at first."""
     wanted = CURVE_SIDES[side]
