@@ -248,8 +248,10 @@ def confusion_frame(matrix, class_names) -> pd.DataFrame:
                          for i, t in enumerate(class_names) for j, p in enumerate(class_names)])
 
 
-def confusion_matrix_chart(matrix, class_names, normalized: bool = False, title: str | None = None) -> alt.Chart:
-    """Heatmap with the count (or row share) written in each cell."""
+def confusion_matrix_chart(matrix, class_names, normalized: bool = False, title: str | None = None,
+                           selection: str | None = None) -> alt.Chart:
+    """Heatmap with the count (or row share) written in each cell; with `selection` (a name), a click
+    selects a cell (for st.altair_chart's on_select) and outlines it."""
     frame = confusion_frame(matrix, class_names)
     fmt = ".2f" if normalized else ".0f"
     title = title or ("Confusion matrix (share of each true class)" if normalized else "Confusion matrix (counts)")
@@ -259,13 +261,17 @@ def confusion_matrix_chart(matrix, class_names, normalized: bool = False, title:
         x=alt.X("predicted:N", title="Predicted class", sort=names, axis=alt.Axis(labelAngle=0)),
         y=alt.Y("true:N", title="True class", sort=names),
     )
-    cells = base.mark_rect().encode(
+    cells = base.mark_rect(**({"stroke": "black"} if selection else {})).encode(
         color=alt.Color("value:Q", title="Share" if normalized else "Images",
                         scale=alt.Scale(scheme="blues")),
         tooltip=["true", "predicted", alt.Tooltip("value:Q", format=fmt)])
-    # Dark cells get white text so the number stays readable.
+    if selection:
+        pick = alt.selection_point(name=selection, fields=["true", "predicted"], on="click")
+        cells = cells.encode(strokeWidth=alt.condition(pick, alt.value(3), alt.value(0))).add_params(pick)
+    # Dark cells get white text so the number stays readable; the text ignores the pointer, so a
+    # click on a number still lands on its cell.
     threshold = frame["value"].max() / 2 if len(frame) else 0
-    text = base.mark_text(fontSize=14).encode(
+    text = base.mark_text(fontSize=14, **({"aria": False} if selection else {})).encode(
         text=alt.Text("value:Q", format=fmt),
         color=alt.condition(alt.datum.value > threshold, alt.value("white"), alt.value("black")))
     return (cells + text).properties(title=title, width=size, height=size)

@@ -10,7 +10,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from core.present.charts import confusion_frame
+from core.present.charts import confusion_matrix_chart
 
 CLINICAL_NOTE = "Research tool, not for clinical use: these numbers describe a model, not a diagnosis."
 CELL_SELECTION = "cell"  # the confusion chart's point selection (its name in the selection event)
@@ -66,24 +66,7 @@ def intervals_caption(result: dict) -> str:
 
 def confusion_selection_chart(matrix, class_names, title: str = "Confusion matrix (counts): click a cell"):
     """The counts heatmap with a point selection on its cells (for on_select='rerun')."""
-    frame = confusion_frame(matrix, class_names)
-    names = [str(n) for n in class_names]
-    size = max(160, 70 * len(names))
-    pick = alt.selection_point(name=CELL_SELECTION, fields=["true", "predicted"], on="click")
-    base = alt.Chart(frame).encode(
-        x=alt.X("predicted:N", title="Predicted class", sort=names, axis=alt.Axis(labelAngle=0)),
-        y=alt.Y("true:N", title="True class", sort=names))
-    cells = base.mark_rect(stroke="black").encode(
-        color=alt.Color("value:Q", title="Images", scale=alt.Scale(scheme="blues")),
-        strokeWidth=alt.condition(pick, alt.value(3), alt.value(0)),
-        tooltip=["true", "predicted", alt.Tooltip("value:Q", format=".0f")]).add_params(pick)
-    # The counts are written on the cells by a second layer that ignores the pointer, so a click on a
-    # number still lands on its cell.
-    threshold = frame["value"].max() / 2 if len(frame) else 0
-    text = base.mark_text(fontSize=14, aria=False).encode(
-        text=alt.Text("value:Q", format=".0f"),
-        color=alt.condition(alt.datum.value > threshold, alt.value("white"), alt.value("black")))
-    return (cells + text).properties(title=title, width=size, height=size)
+    return confusion_matrix_chart(matrix, class_names, title=title, selection=CELL_SELECTION)
 
 
 def cell_label(true: str, predicted: str, count: int) -> str:
