@@ -179,14 +179,24 @@ def grid_rows(page, table) -> list[list[str]]:
         "rows => rows.map(r => Array.from(r.querySelectorAll('th, td')).map(c => c.innerText.trim()))")
 
 
+def header_row(page, table, timeout_ms: int = 15000) -> list[str]:
+    """The grid's header cells, once it has drawn them: a grid that has just mounted has no rows yet."""
+    for _ in range(timeout_ms // 200):
+        rows = grid_rows(page, table)
+        if rows and rows[0]:
+            return rows[0]
+        page.wait_for_timeout(200)
+    raise AssertionError(f"the grid drew no rows within {timeout_ms / 1000:g} s")
+
+
 def show_column(page, table, title: str) -> None:
     """Scroll the grid sideways until the column `title` is in view, as a person would."""
     for _ in range(30):
-        if title in grid_rows(page, table)[0]:
+        if title in header_row(page, table):
             return
         table.locator(".dvn-scroller").evaluate("s => s.scrollBy(300, 0)")
         page.wait_for_timeout(200)
-    raise AssertionError(f"no column {title!r} in {grid_rows(page, table)[0]}")
+    raise AssertionError(f"no column {title!r} in {header_row(page, table)}")
 
 
 def column(page, table, title: str) -> list[str]:
