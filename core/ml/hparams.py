@@ -13,7 +13,7 @@ import math
 from contextlib import contextmanager
 
 from core.settings.architectures import resolve_params
-from core.settings.config import TrainConfig
+from core.settings.config import TrainConfig, flatten_settings
 
 # The final metrics, as "hparams/<split>_<name>" scalars: name -> key in classification_metrics.
 FINAL_METRICS = {"accuracy": "accuracy", "auc": "auc", "macro_f1": "macro_f1", "loss": "log_loss"}
@@ -24,13 +24,7 @@ def flat_settings(config: TrainConfig) -> dict[str, bool | int | float | str]:
     """The run's settings as HParams values: nested ones as "augmentation.zoom" and
     "arch_params.width" (the architecture's defaults included), lists as JSON text; unset (None)
     settings are left out."""
-    values = {**config.to_dict(), "arch_params": resolve_params(config.arch, config.arch_params)}
-    flat = {}
-    for name, value in values.items():
-        if isinstance(value, dict):
-            flat.update({f"{name}.{key}": inner for key, inner in value.items()})
-        else:
-            flat[name] = value
+    flat = flatten_settings({**config.to_dict(), "arch_params": resolve_params(config.arch, config.arch_params)})
     return {name: hparam_value(value) for name, value in sorted(flat.items()) if value is not None}
 
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from core.settings.config import flatten_settings
+
 TABLE_COLUMNS = ("name", "state", "arch", "task", "image_size", "epochs", "epoch", "optimizer",
                  "learning_rate", "batch_size", "dropout", "activation", "augmentation", "best_val_loss",
                  "val_accuracy", "test_accuracy", "test_macro_f1", "test_auc", "duration_s", "peak_memory_mb",
@@ -51,18 +53,10 @@ DEFAULT_POSITION = -0.2
 
 # ----------------------------------------------------------------------------- flattening
 
-def flatten(values: dict, prefix: str = "") -> dict:
+def flatten(values: dict) -> dict:
     """{'arch_params': {'width': 2}} -> {'arch_params.width': 2}; lists become 'a, b' strings."""
-    flat = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        elif isinstance(value, (list, tuple)):
-            flat[name] = ", ".join(str(v) for v in value)
-        else:
-            flat[name] = value
-    return flat
+    return {name: ", ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
+            for name, value in flatten_settings(values).items()}
 
 
 def augmentation_label(config: dict) -> str:

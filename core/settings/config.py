@@ -196,6 +196,19 @@ SETTINGS: dict[str, Setting] = declared(TrainConfig)
 AUGMENTATION_SETTINGS: dict[str, Setting] = declared(Augmentation)
 
 
+def flatten_settings(values: dict, prefix: str = "") -> dict:
+    """{'arch_params': {'width': 2}} -> {'arch_params.width': 2}: the dotted keys `setting_for`
+    reads; values (lists too) as they are."""
+    flat = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_settings(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
 def setting_for(key: str, arch: str | None = None) -> Setting | None:
     """The declaration behind a config key: 'epochs', 'augmentation.zoom' or 'arch_params.width'
     (of `arch`); None when nothing declares it."""
