@@ -3,6 +3,10 @@ TFLite interpreter give model.keras's probabilities, for the tiny run and for ev
 (augmentation layers included, which must stay inactive); clear errors for runs without a model."""
 import io
 import json
+import subprocess
+import sys
+import threading
+import time
 import zipfile
 
 import numpy as np
@@ -12,6 +16,7 @@ from core.cli import export as export_cli
 from core.ml import export
 from core.settings.architectures import ARCHITECTURES, TRANSFER_BASE_NAMES
 from core.settings.config import Augmentation, TrainConfig
+from core.store.files import exclusive
 from core.store.runs import Run
 from tests.conftest import copy_run
 
@@ -21,8 +26,9 @@ EVERY_AUGMENTATION = Augmentation(rotation_degrees=10, zoom=0.1, shift=0.1, hori
 
 
 def leftovers(run: Run) -> list[str]:
-    """Temp files or folders an export left in the run folder."""
-    return sorted(path.name for path in run.path.iterdir() if path.name.startswith("."))
+    """Temp files or folders an export left in the run folder (its lock file stays, empty)."""
+    return sorted(path.name for path in run.path.iterdir()
+                  if path.name.startswith(".") and path.name != export.EXPORT_LOCK)
 
 
 def test_the_tiny_runs_exports_give_the_keras_probabilities(tiny_run, runs_dir):
@@ -50,6 +56,36 @@ def test_exporting_again_replaces_the_exports(tiny_run, runs_dir):
     assert leftovers(run) == []
     with zipfile.ZipFile(io.BytesIO(export.saved_model_zip(run))) as archive:
         assert "saved_model/saved_model.pb" in archive.namelist()
+
+
+def test_an_export_waits_for_one_of_the_same_run_under_way(tiny_run, runs_dir):
+    run = copy_run(tiny_run, runs_dir)
+    steps = []
+    with exclusive(run.path / export.EXPORT_LOCK):  # as another export of this run holds it
+        worker = threading.Thread(target=export.export_run,
+                                  kwargs={"run": run, "progress": lambda fraction, text: steps.append(text)})
+        worker.start()
+        deadline = time.monotonic() + 120
+        while steps != ["Loading model.keras"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert steps == ["Loading model.keras"] and not run.saved_model_dir.exists()
+    worker.join(timeout=300)
+    assert steps[-1] == "Exported" and (run.saved_model_dir / "saved_model.pb").exists()
+
+
+@pytest.mark.slow
+def test_two_exports_of_one_run_at_once_both_succeed(tiny_run, runs_dir):
+    """The page's Export button and `python -m core export` on the same run at the same moment."""
+    run = copy_run(tiny_run, runs_dir)
+    command = [sys.executable, "-m", "core", "export", str(run.path)]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], [err[-2000:] for _, err in outputs]
+    for out, _ in outputs:
+        assert json.loads(out)["agreement"]["tflite_max_abs_diff"] < TOLERANCE
+    assert leftovers(run) == []
 
 
 def test_a_run_without_a_model_is_refused(make_run):

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core.store.files import atomic_path
+from core.store.files import atomic_path, exclusive
 from core.store.runs import ACTIVE_STATES, Run
 
 SERVING_ENDPOINT = "serve"
+EXPORT_LOCK = ".export.lock"
 
 
 class ExportError(RuntimeError):
@@ -105,10 +106,12 @@ def export_run(run: Run, progress=None) -> dict:
     check_exportable(run)
     report(0.0, "Loading model.keras")
     model = run.load_model()
-    report(0.2, "Exporting the SavedModel")
-    export_saved_model(run, model)
-    report(0.6, "Converting to TFLite")
-    export_tflite(run)
+    # Two exports of one run (two tabs, the CLI beside the page) would swap folders under each other.
+    with exclusive(run.path / EXPORT_LOCK):
+        report(0.2, "Exporting the SavedModel")
+        export_saved_model(run, model)
+        report(0.6, "Converting to TFLite")
+        export_tflite(run)
     report(1.0, "Exported")
     return exported_files(run)
 

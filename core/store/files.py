@@ -1,8 +1,9 @@
 """The one way files are written: to a unique temp file beside the target, then renamed over it, so
 a reader never sees half a file and two writers never share a temp file. And the one way results
-become JSON: `json_ready`."""
+become JSON: `json_ready`. `exclusive` serialises work that replaces several files at once."""
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
 from contextlib import contextmanager
@@ -25,6 +26,20 @@ def atomic_path(path: Path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextmanager
+def exclusive(lock_path: Path):
+    """Hold an exclusive lock on `lock_path` (created if missing) for the block: other processes and
+    threads asking for it wait; the OS releases it if the holder dies."""
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def json_ready(value):
