@@ -218,8 +218,9 @@ def calibration_section(run, split: str) -> None:
     left, right = st.columns(2)
     common.show_chart(evaluation_view.reliability_chart(report), left)
     split_label = {"test": "test", "val": "validation"}[split]
-    right.dataframe(pd.DataFrame(evaluation_view.calibration_rows(report, split_label)).set_index("measure")
+    right.dataframe(pd.DataFrame(evaluation_view.calibration_rows(report, split_label)).set_index("predictions")
                     .style.format("{:.4f}"))
+    right.caption(evaluation_view.CALIBRATION_LEGEND)
 
 
 def external_source() -> str | None:

@@ -80,6 +80,9 @@ def test_evaluate_page_shows_intervals_referral_and_calibration(make_run):
     assert "95% CI" in page
     assert "Referring the 10% least sure cases" in page
     assert "Temperature T = " in page
+    calibration = next(frame.value for frame in at.dataframe if list(frame.value.columns) == ["NLL", "ECE", "Brier"])
+    assert list(calibration.index) == ["validation before", "validation after", "test before", "test after"]
+    assert calibration.loc["validation after", "NLL"] <= calibration.loc["validation before", "NLL"]
     assert run.external_results() == []  # no model: external validation is offered only with one
     assert "no saved model" in page
 

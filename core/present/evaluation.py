@@ -127,31 +127,32 @@ def referral_sentence(curve: dict, referred: float = 0.10) -> str:
 
 def reliability_chart(report: dict) -> alt.Chart:
     """Top-label reliability before and after temperature scaling, with the diagonal."""
-    rows = [{"confidence": c, "accuracy": a, "when": f"{when} (ECE {curve['ece']:.3f})"}
-            for when, curve in (("before", report["reliability"]["before"]),
-                                (f"after T = {report['temperature']:.2f}", report["reliability"]["after"]))
-            for c, a in zip(curve["confidence"], curve["accuracy"])]
+    curves = {f"{when} (ECE {curve['ece']:.3f})": curve
+              for when, curve in (("before", report["reliability"]["before"]),
+                                  (f"after T = {report['temperature']:.2f}", report["reliability"]["after"]))}
+    rows = [{"confidence": c, "accuracy": a, "when": when}
+            for when, curve in curves.items() for c, a in zip(curve["confidence"], curve["accuracy"])]
     diagonal = alt.Chart(pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0]})).mark_line(
         strokeDash=[4, 4], color="gray").encode(x="x:Q", y="y:Q")
     lines = alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
         x=alt.X("confidence:Q", title="Confidence of the predicted class", scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("accuracy:Q", title="Share correct", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("when:N", title=None),
+        color=alt.Color("when:N", title=None, sort=list(curves)),  # "before" first in the legend
         tooltip=[alt.Tooltip("confidence:Q", format=".2f"), alt.Tooltip("accuracy:Q", format=".2f"), "when"])
     return (diagonal + lines).properties(title="Predicted-class calibration, before and after T",
                                          height=280)
 
 
+CALIBRATION_MEASURES = (("nll", "NLL"), ("ece", "ECE"), ("brier", "Brier"))
+CALIBRATION_LEGEND = ("NLL: negative log-likelihood; ECE: expected calibration error of the predicted class; "
+                      "Brier: Brier score. Lower is better for all three.")
+
+
 def calibration_rows(report: dict, split_label: str) -> list[dict]:
-    """One row per measure: before and after, on validation (where T was fitted) and the shown split."""
-    rows = []
-    for key, title in (("nll", "Negative log-likelihood"), ("ece", "Expected calibration error (predicted class)"),
-                       ("brier", "Brier score")):
-        rows.append({"measure": title,
-                     "validation before": report["val"][key]["before"], "validation after": report["val"][key]["after"],
-                     f"{split_label} before": report["test"][key]["before"],
-                     f"{split_label} after": report["test"][key]["after"]})
-    return rows
+    """One row per split and moment (validation, where T was fitted, and the shown split; before and
+    after T), one short column per measure, so the table fits beside the chart."""
+    return [{"predictions": f"{label} {when}", **{title: report[split][key][when] for key, title in CALIBRATION_MEASURES}}
+            for split, label in (("val", "validation"), ("test", split_label)) for when in ("before", "after")]
 
 
 def temperature_sentence(report: dict) -> str:
