@@ -8,7 +8,6 @@ import streamlit as st
 from core.present import compare
 from core.present import runs as runs_view
 from core.store import sweeps as sweeps_lib
-from core.store import ui_state
 from core.store.runs import STATES
 from pages import common, compare_view, layer_table, model_card_view, tables
 
@@ -19,40 +18,13 @@ RESUME_REPORT_KEY = "resume_report"  # no form prefix: a message, not a setting 
 CONFIRM_SWEEP_DELETE_KEY = "confirm_sweep_delete"  # the sweep id waiting for "Yes, delete"
 ANNOTATE_REPORT_KEY = "annotate_report"  # (ok, text) after saving annotations or a bulk change
 SWEEP_REPORT_KEY = "sweep_delete_report"  # (ok, text) after deleting a sweep
-FILTERS_RESTORED_KEY = "_runs_filters_restored"
-FILTERS_SAVED_KEY = "_runs_filters_saved"
 QUERY_HELP = (f"Conditions `column operator value` joined by `and`, e.g. `{compare.QUERY_EXAMPLE}`. Operators: "
               f"{', '.join(compare.QUERY_OPERATORS)}. Columns: any column of the table (e.g. `test_auc`, `arch`, "
               "`starred`, `tags`) and any setting (e.g. `optimizer`, `augmentation.zoom`, `arch_params.width`). "
               "Quote text with spaces; empty cells never match.")
 
 
-# ----------------------------------------------------------------------------- filters, kept on disk
-
-def filters_path():
-    return ui_state.settings_path().with_name(runs_view.FILTERS_FILE)
-
-
-def restore_filters() -> None:
-    """Once per session, put back the filters saved by the last session (reload or server restart)."""
-    state = st.session_state
-    if FILTERS_RESTORED_KEY in state:
-        return
-    state[FILTERS_RESTORED_KEY] = True
-    saved = ui_state.load(filters_path())
-    for key in runs_view.FILTER_KEYS:
-        if key in saved and key not in state:
-            state[key] = saved[key]
-    state[FILTERS_SAVED_KEY] = saved
-
-
-def save_filters() -> None:
-    state = st.session_state
-    values = {key: state[key] for key in runs_view.FILTER_KEYS if key in state}
-    if values != state.get(FILTERS_SAVED_KEY):
-        ui_state.save(values, filters_path())
-        state[FILTERS_SAVED_KEY] = values
-
+# ----------------------------------------------------------------------------- filters (saved with the forms: session_keys.RUNS_FILTER_KEYS)
 
 def forget_stale_filters(table, sweep_ids: list[str]) -> None:
     """Drop remembered choices the table no longer offers (e.g. after runs were deleted)."""
@@ -322,12 +294,10 @@ def main() -> None:
         sweep_actions("", {})
         common.no_runs_yet()
         return
-    restore_filters()
     sweep_names = runs_view.sweep_names(sweeps_lib.list_sweeps(store))
     configs = {run.id: run.config() for run in runs}
     table = compare.runs_table([compare.run_row(run.describe(), configs[run.id], sweep_names) for run in runs])
     shown = filters(table, configs, sweep_names)
-    save_filters()
     sweep_actions(st.session_state.get("runs_filter_sweep", ""), sweep_names)
     selected = selected_runs(shown)
     table_actions(shown, selected)

@@ -12,7 +12,10 @@ TIMEOUT = 180  # the first Train page run imports TensorFlow and builds a model
 
 
 def open_page(page: str, session: dict | None = None, timeout: float = TIMEOUT) -> AppTest:
-    """`page` (e.g. "pages/diagnose.py") opened through app.py, with `session` values set first."""
+    """`page` (e.g. "pages/diagnose.py") opened through app.py's navigation, with `session` values set
+    first. Streamlit 1.67's AppTest runs a switched-to page's file without running app.py again, so
+    what app.py does around every page (keeping and saving settings) is tested on the Home run here
+    and in the browser tests."""
     at = AppTest.from_file(APP, default_timeout=timeout)
     for key, value in (session or {}).items():
         at.session_state[key] = value

@@ -15,7 +15,7 @@ import pytest
 
 from core.present import compare
 from core.present import runs as runs_view
-from core.store import sweeps
+from core.store import sweeps, ui_state
 from core.store.portable import ImportRefused, export_runs, import_archive
 from core.store.runs import MAX_NOTES_CHARS, MAX_TAGS, Run, RunStore, write_json
 from tests.apptest_support import assert_clean, assert_no_exception, open_page
@@ -362,12 +362,15 @@ def test_the_page_filters_and_keeps_its_filters_for_a_new_session(app_env, store
     at.run()
     assert_clean(at)
     assert shown_names(at) == ["fast"]
+    # app.py saves them after every page run; AppTest runs a switched-to page without app.py, so let
+    # a run of app.py (on Home) save this session's filters, as every run does in a browser.
+    open_page("pages/home.py", session={key: at.session_state[key] for key in FILTERS})
+    saved = json.loads((app_env / ui_state.FILE_NAME).read_text())
+    assert {key: saved[key] for key in FILTERS} == FILTERS
     again = open_page("pages/runs.py")  # a new browser session (reload); the file outlives a server restart
     assert_clean(again)
     assert {key: again.session_state[key] for key in FILTERS} == FILTERS
     assert shown_names(again) == ["fast"]
-    saved = json.loads((app_env / runs_view.FILTERS_FILE).read_text())
-    assert {key: saved[key] for key in FILTERS} == FILTERS
 
 
 def test_a_bad_query_says_why_and_leaves_the_table_unfiltered(app_env, browsed):

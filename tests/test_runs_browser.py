@@ -1,6 +1,6 @@
 """The run browser in Debian's Chromium, entered through app.py's sidebar as a person does: rename, tag
-and star a run, filter the table by a metric, open the run in Evaluate and in Diagnose (the chosen run is
-the one shown), and delete all runs of a sweep. Screenshots go to test-artifacts/screenshots/."""
+and star a run, filter the table by a metric (kept over a reload), open the run in Evaluate and in
+Diagnose (the chosen run is the one shown), and delete all runs of a sweep. Screenshots go to test-artifacts/screenshots/."""
 from __future__ import annotations
 
 import re
@@ -97,6 +97,12 @@ def test_rename_tag_star_filter_open_and_delete_a_sweep(app):
         assert sorted(column(page, runs_grid(page), "name")) == expected == ["chosen one"]
         assert_no_error(page)
         snap(page, "runs_browser_2_filtered")
+
+        page.reload()  # a new session: the filter comes back from the settings file
+        page.get_by_role("heading", name="Runs & Compare").first.wait_for()
+        settle(page)
+        assert page.get_by_label("Filter by any setting or metric", exact=True).input_value() == query
+        assert column(page, runs_grid(page), "name") == ["chosen one"]
 
         click_row(page, "chosen one")
         page.get_by_role("button", name="Evaluate").click()

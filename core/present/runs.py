@@ -22,10 +22,6 @@ def run_name(run: Run) -> str:
 
 # ----------------------------------------------------------------------------- the run browser
 
-# The Runs page's filters, kept on disk (core.store.ui_state) across reloads and server restarts.
-FILTER_KEYS = ("runs_filter_states", "runs_filter_archs", "runs_filter_text", "runs_filter_query",
-               "runs_filter_tags", "runs_filter_starred", "runs_filter_sweep")
-FILTERS_FILE = ".runs_filters.json"
 TENSORBOARD_PORT = 6006
 
 

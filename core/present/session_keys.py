@@ -12,6 +12,9 @@ UNSETTABLE_SUFFIXES = ("_button", "_table")
 # sweep and internal flags are not worth keeping.
 SAVED_PREFIXES = ("ds_", "train_", "sweep_")
 NOT_SAVED = ("train_from_run", "train_queue_was_active", "sweep_base_run", "sweep_view_id", "sweep_launched_id")
+# The Runs page's filters are saved too; its other keys (selections, confirmations) are not.
+RUNS_FILTER_KEYS = ("runs_filter_states", "runs_filter_archs", "runs_filter_text", "runs_filter_query",
+                    "runs_filter_tags", "runs_filter_starred", "runs_filter_sweep")
 
 
 def is_kept(key) -> bool:
@@ -22,6 +25,7 @@ def is_kept(key) -> bool:
 
 
 def is_saved(key) -> bool:
-    """Settings that also survive a browser reload: the Dataset, Train and Sweeps forms."""
-    return key == DATASET_SETTINGS_KEY or (is_kept(key) and key.startswith(SAVED_PREFIXES)
-                                          and key not in NOT_SAVED)
+    """Settings that also survive a browser reload and a server restart: the Dataset, Train and
+    Sweeps forms and the Runs page's filters."""
+    return key == DATASET_SETTINGS_KEY or key in RUNS_FILTER_KEYS or (
+        is_kept(key) and key.startswith(SAVED_PREFIXES) and key not in NOT_SAVED)
