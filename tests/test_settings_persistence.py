@@ -71,6 +71,14 @@ def test_which_keys_are_kept(key, kept):
     assert session_keys.is_kept(key) is kept
 
 
+@pytest.mark.parametrize("key, saved", [("train_epochs", True), ("dataset_settings", True),
+                                        ("runs_filter_query", True), ("runs_filter_tags", True),
+                                        ("runs_compare_ids", False), ("runs_confirm_delete", False),
+                                        ("train_from_run", False), ("eval_split", False), ("diag_method", False)])
+def test_which_keys_are_saved_to_disk(key, saved):
+    assert session_keys.is_saved(key) is saved
+
+
 def widget_keys(source: str):
     """(widget function name, key) of every st.<widget>(..., key="...") call with a literal or f-string key."""
     for node in ast.walk(ast.parse(source)):
