@@ -1,22 +1,21 @@
 """Runs & Compare: every run in a sortable, filterable table (star, tags, notes, rename; filter by any
 setting or metric; group by sweep; open in Evaluate or Diagnose; delete, CSV export; the TensorBoard
 command), and 2-6 runs side by side: curves, metrics, config diff, confusion matrices, ROC and parallel
-coordinates (the comparison is pages/compare_view.py; the logic core.present.compare and
-core.present.runs)."""
+coordinates (the comparison is pages/compare_view.py, the annotation form pages/run_annotations.py; the
+logic core.present.compare and core.present.runs)."""
 import streamlit as st
 
 from core.present import compare
 from core.present import runs as runs_view
 from core.store import sweeps as sweeps_lib
 from core.store.runs import STATES
-from pages import common, compare_view, layer_table, model_card_view, tables
+from pages import common, compare_view, layer_table, model_card_view, run_annotations, tables
 
 COMPARE_KEY = "runs_compare_ids"
 LAST_SELECTION_KEY = "runs_last_selection"
 CONFIRM_DELETE_KEY = "runs_confirm_delete"
 RESUME_REPORT_KEY = "resume_report"  # no form prefix: a message, not a setting to keep
 CONFIRM_SWEEP_DELETE_KEY = "confirm_sweep_delete"  # the sweep id waiting for "Yes, delete"
-ANNOTATE_REPORT_KEY = "annotate_report"  # (ok, text) after saving annotations or a bulk change
 SWEEP_REPORT_KEY = "sweep_delete_report"  # (ok, text) after deleting a sweep
 QUERY_HELP = (f"Conditions `column operator value` joined by `and`, e.g. `{compare.QUERY_EXAMPLE}`. Operators: "
               f"{', '.join(compare.QUERY_OPERATORS)}. Columns: any column of the table (e.g. `test_auc`, `arch`, "
@@ -102,69 +101,6 @@ def open_in_page(run, evaluate_column, diagnose_column) -> None:
     if diagnose_column.button("Diagnose", icon=":material/stethoscope:", key="runs_diagnose_button",
                               disabled=not runs_view.can_diagnose(run), help="Open this run in Diagnose"):
         st.switch_page(common.PAGE_PATHS["diagnose"], query_params={"run": run.id})
-
-
-# ----------------------------------------------------------------------------- name, notes, tags, star
-
-def annotate(run_ids: list[str]) -> None:
-    """One selected run: a form for its name, tags, notes and star; several: tags and star in bulk."""
-    report = st.session_state.pop(ANNOTATE_REPORT_KEY, None)
-    if report:
-        (st.success if report[0] else st.error)(report[1])
-    runs = [common.run_store().get(run_id) for run_id in run_ids]
-    if len(runs) == 1:
-        annotate_one(runs[0])
-    elif runs:
-        annotate_several(runs)
-
-
-def annotate_one(run) -> None:
-    saved = run.annotations()
-    with st.expander(f"Name, tags, notes and star of {runs_view.run_name(run)}", icon=":material/edit:"):
-        with st.form(f"annotate_{run.id}", border=False):
-            name = st.text_input("Name", runs_view.run_name(run), key=f"annotate_name_{run.id}",
-                                 help="Empty: the name it was trained under")
-            tags = st.text_input("Tags, separated by commas", ", ".join(saved.get("tags", [])),
-                                 key=f"annotate_tags_{run.id}", help="Short words, e.g. baseline, augmented")
-            notes = st.text_area("Notes", saved.get("notes", ""), key=f"annotate_notes_{run.id}")
-            starred = st.checkbox("Starred", bool(saved.get("starred")), key=f"annotate_star_{run.id}")
-            if st.form_submit_button("Save", icon=":material/save:"):
-                save_annotations(run, name=name.strip() or None, tags=tags, notes=notes, starred=starred)
-
-
-def save_annotations(run, **changes) -> None:
-    try:
-        run.annotate(**changes)
-    except ValueError as exc:
-        st.error(f"Not saved: {exc}")
-        return
-    st.session_state[ANNOTATE_REPORT_KEY] = (True, f"Saved the name, tags, notes and star of {run.id}.")
-    st.rerun()
-
-
-def annotate_several(runs) -> None:
-    with st.expander(f"Tags and star of the {len(runs)} selected runs", icon=":material/sell:"):
-        cols = st.columns([3, 1, 1, 1, 1], vertical_alignment="bottom")
-        cols[0].text_input("Tag", key="annotate_bulk_tag", placeholder="e.g. baseline")
-        tag = st.session_state.get("annotate_bulk_tag", "")
-        cols[1].button("Add tag", key="annotate_add_button", on_click=retag, args=(runs,), kwargs={"add": [tag]},
-                       disabled=not tag.strip())
-        cols[2].button("Remove tag", key="annotate_remove_button", on_click=retag, args=(runs,),
-                       kwargs={"remove": [tag]}, disabled=not tag.strip())
-        cols[3].button("Star", icon=":material/star:", key="annotate_star_button", on_click=retag, args=(runs,),
-                       kwargs={"starred": True})
-        cols[4].button("Unstar", key="annotate_unstar_button", on_click=retag, args=(runs,),
-                       kwargs={"starred": False})
-
-
-def retag(runs, **changes) -> None:
-    """Button callback: change tags or star of every selected run."""
-    try:
-        runs_view.retag(runs, **changes)
-    except ValueError as exc:
-        st.session_state[ANNOTATE_REPORT_KEY] = (False, f"Not changed: {exc}")
-        return
-    st.session_state[ANNOTATE_REPORT_KEY] = (True, f"Changed {len(runs)} runs.")
 
 
 # ----------------------------------------------------------------------------- a sweep's runs
@@ -301,7 +237,7 @@ def main() -> None:
     sweep_actions(st.session_state.get("runs_filter_sweep", ""), sweep_names)
     selected = selected_runs(shown)
     table_actions(shown, selected)
-    annotate(selected)
+    run_annotations.annotate([store.get(run_id) for run_id in selected])
     failure_reasons(selected)
     one_run_details(selected)
     tensorboard_hint()
