@@ -204,3 +204,15 @@ def column(page, table, title: str) -> list[str]:
     rows = grid_rows(page, table)
     index = rows[0].index(title)
     return [row[index] for row in rows[1:] if len(row) > index]
+
+
+def column_once(page, table, title: str, shows, timeout_ms: int = 20000) -> list[str]:
+    """The column `title` once `shows(values)` is true: after a click the page reruns and redraws the
+    grid a moment later. Returns the last values read either way, for the test's own assertion."""
+    values = column(page, table, title)
+    for _ in range(timeout_ms // 250):
+        if shows(values):
+            break
+        page.wait_for_timeout(250)
+        values = column(page, table, title)
+    return values

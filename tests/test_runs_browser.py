@@ -14,6 +14,7 @@ from tests.browser_support import (
     app_tab,
     choose,
     column,
+    column_once,
     go_to,
     launch_chromium,
     requires_chromium,
@@ -85,7 +86,7 @@ def test_rename_tag_star_filter_open_and_delete_a_sweep(app):
         assert_no_error(page)
         assert store.get(trained.id).annotations() == {"name": "chosen one", "tags": ["paper", "best"],
                                                        "notes": "the model for the paper", "starred": True}
-        assert "chosen one" in column(page, runs_grid(page), "name")
+        assert "chosen one" in column_once(page, runs_grid(page), "name", lambda names: "chosen one" in names)
         snap(page, "runs_browser_1_annotated")
         click_row(page, "chosen one")  # untick it before filtering
 
@@ -94,7 +95,8 @@ def test_rename_tag_star_filter_open_and_delete_a_sweep(app):
         type_into(page, "Filter by any setting or metric", query)
         expected = sorted(r.describe()["name"] for r in store.list()
                           if (r.describe()["test_auc"] or 0) >= threshold and r.config()["image_size"] <= 64)
-        assert sorted(column(page, runs_grid(page), "name")) == expected == ["chosen one"]
+        assert expected == ["chosen one"]
+        assert column_once(page, runs_grid(page), "name", lambda names: names == expected) == expected
         assert_no_error(page)
         snap(page, "runs_browser_2_filtered")
 
@@ -102,7 +104,7 @@ def test_rename_tag_star_filter_open_and_delete_a_sweep(app):
         page.get_by_role("heading", name="Runs & Compare").first.wait_for()
         settle(page)
         assert page.get_by_label("Filter by any setting or metric", exact=True).input_value() == query
-        assert column(page, runs_grid(page), "name") == ["chosen one"]
+        assert column_once(page, runs_grid(page), "name", lambda names: names == expected) == expected
 
         click_row(page, "chosen one")
         page.get_by_role("button", name="Evaluate").click()
@@ -124,7 +126,7 @@ def test_rename_tag_star_filter_open_and_delete_a_sweep(app):
         go_to(page, "Runs & Compare", "Runs & Compare")
         type_into(page, "Filter by any setting or metric", "")
         choose(page, "Sweep", f"lr study ({SWEEP_ID})")
-        assert sorted(column(page, runs_grid(page), "name")) == ["lr-0", "lr-1"]
+        assert sorted(column_once(page, runs_grid(page), "name", lambda names: len(names) == 2)) == ["lr-0", "lr-1"]
         page.get_by_role("button", name=re.compile("Delete all 2 runs of sweep lr study")).click()
         settle(page)
         snap(page, "runs_browser_5_confirm_sweep_delete")
@@ -133,5 +135,6 @@ def test_rename_tag_star_filter_open_and_delete_a_sweep(app):
         page.get_by_text(f"Deleted sweep {SWEEP_ID} and its 2 runs.").wait_for()
         assert_no_error(page)
         assert sweeps.list_sweeps(store) == [] and len(store.list()) == 3
-        assert sorted(column(page, runs_grid(page), "name")) == ["chosen one", "other-a", "other-b"]
+        remaining = column_once(page, runs_grid(page), "name", lambda names: len(names) == 3)
+        assert sorted(remaining) == ["chosen one", "other-a", "other-b"]
         snap(page, "runs_browser_6_sweep_deleted")

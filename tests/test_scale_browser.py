@@ -33,6 +33,7 @@ from tests.browser_support import (
     app_tab,
     choose,
     column,
+    column_once,
     go_to,
     launch_chromium,
     requires_chromium,
@@ -271,7 +272,7 @@ def test_a_sweep_with_successive_halving_trains_on_the_ray_cluster(page, app, sh
     with step(page, app, shots, "runs_node"):
         go_to(page, "Runs & Compare", "Runs & Compare")
         table = page.locator('[data-testid="stDataFrame"]').first
-        names = column(page, table, "name")
+        names = column_once(page, table, "name", lambda shown: len(shown) == 3)
         nodes = column(page, table, "node")
         assert len(names) == 3 and nodes == [host] * 3, list(zip(names, nodes))
         snap(page, shots, "04_runs_node_column")
