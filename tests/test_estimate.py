@@ -79,6 +79,34 @@ def test_an_unseen_model_is_scaled_by_its_cost_from_other_runs_and_marked_rough(
     assert guess.epoch_seconds == pytest.approx(6.0) and guess.seconds == pytest.approx(6.0 * 3 + 6.0)
 
 
+TINY = {"train": 28, "val": 6, "test": 6}
+
+
+def test_one_epoch_runs_are_passed_over_while_a_run_with_a_steady_epoch_can_tell():
+    # What a user met after the test suite's tiny runs: one epoch of 40 images, 5 s of it tracing.
+    # Scaled to the 1,000 images of the planned run, that read as 120 s per epoch.
+    tiny = [past([5.0], duration=9.0, images=TINY, macs=1_000, data_source="folder", data_path="/tiny")
+            for _ in range(10)]
+    guess = estimate.estimate_run(config(epochs=10), tiny, images=IMAGES, macs=1_000)
+    assert guess.epoch_seconds == pytest.approx(5.0 * 1000 / 40) and guess.first_epochs_only
+    # With a steady run of another model on the same data, that run is the guide, scaled by cost.
+    steady = past([4.0, 1.0, 1.0], duration=12.0, macs=500, arch="mlp")
+    guess = estimate.estimate_run(config(epochs=10), tiny + [steady], images=IMAGES, macs=1_000)
+    assert guess.basis == estimate.SCALED and guess.epoch_seconds == pytest.approx(2.0)
+    assert not guess.first_epochs_only
+    # And a steady run of the same model beats any number of one-epoch runs of it on the same data.
+    same = [past([5.0], duration=9.0, images=IMAGES) for _ in range(5)] + [past([4.0, 2.0, 2.0], duration=14.0)]
+    assert estimate.estimate_run(config(epochs=10), same).epoch_seconds == pytest.approx(2.0)
+
+
+def test_with_only_one_epoch_runs_the_estimate_says_it_is_likely_too_long():
+    runs = [past([5.0], duration=9.0)]
+    guess = estimate.estimate_run(config(epochs=3), runs)
+    assert guess.seconds == pytest.approx(3 * 5.0 + 4.0) and guess.rough and guess.first_epochs_only
+    assert "likely too long" in estimate.basis_text([guess]) and estimate.hedge([guess]) == "≤ "
+    assert "likely too long" not in estimate.basis_text([estimate.estimate_run(config(), [past([5.0, 2.0], 9.0)])])
+
+
 def test_no_finished_run_means_no_estimate():
     assert estimate.estimate_run(config(), [], macs=1e6).seconds is None
     assert estimate.estimate_sweep([config(), config()], []).total_seconds is None

@@ -9,8 +9,12 @@ and validation), and the overhead is everything else a run spends: loading the i
 the model, tracing the first epoch's graph and the final evaluation (its duration minus its
 steady epochs). Both come from finished runs of the same architecture and image size when there
 are some; otherwise from all finished runs, scaled by the model's cost (MACs per image x images)
-and marked rough. With no finished run at all there is no estimate: the live view's ETA knows
-after the first epoch.
+and marked rough. A run of one epoch tells little: its only epoch includes tracing the graph,
+which on small data is most of it, and scaled to a larger dataset it gave estimates of hours per
+epoch. So runs with a steady epoch (a second one) are used whenever any can give an estimate, even
+scaled from another model; runs of one epoch only when there is nothing else, and then the estimate
+says so. With no finished run at all there is no estimate: the live view's ETA knows after the
+first epoch.
 
 Plain Python (no TensorFlow, no Streamlit); MACs are passed in by the caller.
 """
@@ -48,7 +52,8 @@ class RunEstimate:
     epoch_seconds: float | None = None
     overhead_seconds: float | None = None
     basis: str = NO_BASIS                # SAME_MODEL, SCALED or NO_BASIS
-    rough: bool = False                  # learned from other models or other data
+    rough: bool = False                  # learned from other models, other data or first epochs only
+    first_epochs_only: bool = False      # every basis run had one epoch, tracing included: too long
 
 
 @dataclass
@@ -94,6 +99,11 @@ def steady_epoch_seconds(history: list[dict]) -> float | None:
     """Median seconds of an epoch, leaving out the first when possible (it includes graph tracing)."""
     seconds = full_epochs(history)
     return float(statistics.median(seconds[1:] or seconds)) if seconds else None
+
+
+def has_steady_epoch(past: PastRun) -> bool:
+    """Whether the run finished a second epoch, whose time has no graph tracing in it."""
+    return len(full_epochs(past.history)) >= 2
 
 
 def overhead_seconds(past: PastRun) -> float | None:
@@ -165,7 +175,18 @@ def estimate_run(config: dict, past: list[PastRun], images: dict | None = None,
     """Seconds for all of a run's epochs plus its overhead (early stopping may end it sooner).
 
     `images`: images per split when the caller knows them (else taken from runs on the same data);
-    `macs`: the model's MACs per image (needed to learn from runs of other models)."""
+    `macs`: the model's MACs per image (needed to learn from runs of other models). Runs with a
+    steady epoch first; runs of one epoch only when those give nothing (see the module's note)."""
+    steady = estimate_from(config, [p for p in past if has_steady_epoch(p)], images, macs)
+    if steady.seconds is not None or all(has_steady_epoch(p) for p in past):
+        return steady
+    guess = estimate_from(config, past, images, macs)
+    if guess.seconds is not None:
+        guess.rough = guess.first_epochs_only = True
+    return guess
+
+
+def estimate_from(config: dict, past: list[PastRun], images: dict | None, macs: float | None) -> RunEstimate:
     basis, same_data = same_model(config, past)
     if basis:
         use_macs = macs is not None and all(p.macs for p in basis)
@@ -205,9 +226,21 @@ def estimate_sweep(configs: list[dict], past: list[PastRun],
     return SweepEstimate(total, estimates)
 
 
+def hedge(estimates: list[RunEstimate]) -> str:
+    """What goes before the time: '≤ ' when learned from first epochs only (likely too long), '≈ '
+    when rough, nothing when learned from runs of the same model on the same data."""
+    given = [e for e in estimates if e.seconds is not None]
+    if any(e.first_epochs_only for e in given):
+        return "≤ "
+    return "≈ " if any(e.rough for e in given) else ""
+
+
 def basis_text(estimates: list[RunEstimate]) -> str:
     """Where the estimate comes from, for a caption."""
     kinds = {e.basis for e in estimates if e.seconds is not None}
+    if any(e.first_epochs_only for e in estimates if e.seconds is not None):
+        return ("a rough guide, likely too long: the finished runs it is learned from trained one epoch "
+                "each, and a first epoch includes tracing the model's graph")
     if SCALED in kinds:
         return ("a rough guide: no finished run of this model yet, so it is scaled by the model's cost "
                 "(MACs per image x images) from other finished runs on this machine")

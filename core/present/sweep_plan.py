@@ -147,7 +147,7 @@ def preview(configs: list[dict], mode: str, count: int, past: list[estimate.Past
                        "Time: no finished run on this machine to learn from yet; the first run's live view "
                        "(Train page) shows the time left after its first epoch.", note)
     total = compare.format_seconds(guess.total_seconds)
-    return Preview(points, len(configs), help_text, ("≈ " if guess.rough else "") + total,
+    return Preview(points, len(configs), help_text, estimate.hedge(guess.runs) + total,
                    f"About {total} for {len(configs)} runs, one after another, "
                    f"{estimate.basis_text(guess.runs)} (less if early stopping ends runs sooner).", note)
 

@@ -103,10 +103,11 @@ def preset_choice(selected: str | None, values: dict) -> str:
 # ----------------------------------------------------------------------------- before launch
 
 def epoch_time(guess) -> str:
-    """The 'Time per epoch' metric: '≈ 12 s' for a rough guess, 'after epoch 1' when unknown."""
+    """The 'Time per epoch' metric: '≈ 12 s' for a rough guess ('≤ ' from first epochs only),
+    'after epoch 1' when unknown."""
     if guess.seconds is None:
         return "after epoch 1"
-    return ("≈ " if guess.rough else "") + compare.format_seconds(guess.epoch_seconds)
+    return estimate.hedge([guess]) + compare.format_seconds(guess.epoch_seconds)
 
 
 def time_caption(guess, epochs: int, train_images: int) -> str:
