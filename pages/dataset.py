@@ -143,9 +143,7 @@ def sample_grid(dataset, seed: int) -> None:
 
 def load_report(dataset) -> None:
     report = dataset.report
-    origin = "from the cache" if report.from_cache else "decoded"
-    with st.expander(f"Load report: {report.n_images:,} images {origin} in {report.seconds:.1f} s, "
-                     f"{len(report.skipped)} skipped", expanded=bool(report.skipped)):
+    with st.expander(f"Load report: {data_lib.load_summary(report)}", expanded=bool(report.skipped)):
         st.caption(f"Source: `{report.source}`")
         if not report.skipped:
             st.write("No file was skipped.")

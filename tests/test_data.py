@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from core.data import datasets as data
-from core.data.datasets import DataError, load_dataset, make_split
+from core.data.datasets import DataError, load_dataset, load_summary, make_split
 from tests.synthetic import jpeg_bytes, make_chest_folder
 
 # ----------------------------------------------------------------------------- file names
@@ -47,6 +47,25 @@ def test_a_second_load_reads_the_cache_and_decodes_nothing(tmp_path, private_cac
     assert decoded[-1] == len(first) == 24 and decoded_again == []
     assert again.report.from_cache and not first.report.from_cache and list(private_cache.glob("*.npy"))
     np.testing.assert_array_equal(again.images, first.images)
+    # The report of the cached load still names the decoding that filled the cache.
+    decoding = first.report.decode_seconds
+    assert again.report.decode_seconds == decoding and 0 < decoding <= first.report.seconds
+    assert load_summary(first.report) == f"24 images, decoded in {first.report.seconds:.1f} s, 0 skipped"
+    assert load_summary(again.report) == (f"24 images, decoded in {first.report.decode_seconds:.1f} s and read "
+                                          f"from the cache in {again.report.seconds:.1f} s, 0 skipped")
+
+
+def test_a_cache_written_before_decode_times_were_kept_still_loads(tmp_path, private_cache):
+    root = make_chest_folder(tmp_path / "xrays")
+    first = load_dataset("folder", root, image_size=32)
+    (meta_file,) = private_cache.glob("*.meta.npz")
+    with np.load(meta_file, allow_pickle=False) as saved:
+        older = {key: saved[key] for key in saved.files if key != "decode_seconds"}
+    np.savez(meta_file, **older)
+    again = load_dataset("folder", root, image_size=32)
+    assert again.report.from_cache and again.report.decode_seconds is None
+    assert load_summary(again.report).startswith("24 images, read from the cache in ")
+    np.testing.assert_array_equal(again.labels, first.labels)
 
 
 @pytest.mark.slow  # decodes the 4,488 built-in images in RGB at 64 px, a size no other test uses

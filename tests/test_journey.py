@@ -196,6 +196,8 @@ def test_01_home_and_dataset(page, app):
         page.get_by_text("Overlap check passed").wait_for()
         page.get_by_text(re.compile(r"Ready to train on: .*32 px grayscale · val 20% / test 10%")).wait_for()
         page.locator(CHART).first.wait_for()
+        # The page decodes into the cache, then reads it: the report still says how long decoding took.
+        page.get_by_text(re.compile(r"Load report: 4,488 images, decoded in \d+\.\d s")).wait_for()
         snap_clean(page, "02_dataset")
 
 
