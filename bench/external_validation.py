@@ -5,7 +5,8 @@ held-out test patients, read from the original 128 px JPEGs and written as a lab
   1. as they are: external evaluation must reproduce the internal test split's numbers exactly
      (same patients, same pixels: a check of the external path);
   2. as if from another scanner (simulated): lower contrast, a little blur, brighter and a shifted
-     crop; how much the numbers drop and how many images the out-of-distribution check flags.
+     crop; how much the numbers drop, how many images the out-of-distribution check flags, and how
+     far the set's brightness and contrast moved from the training images'.
 Prints each with 95% patient-bootstrap intervals, the referral curve at 90% / 80% coverage, the
 temperature fitted on validation with ECE before/after, and the time each step took.
 
@@ -67,6 +68,10 @@ def interval(entry: dict | None) -> str:
 def print_result(title: str, result: dict, seconds: float) -> None:
     print(f"\n== {title}: {result['n_images']} images of {result['n_patients']} patients "
           f"(evaluated in {seconds:.1f} s; out-of-distribution: {result['ood_rate']:.1%})")
+    for name, values in (result.get("shift") or {}).items():
+        print(f"  {name:<12} median {values['external_median']:.0f} vs {values['training_median']:.0f} in training "
+              f"(percentile {values['median_percentile']:.0f} of the training images); "
+              f"{values['outside_share']:.0%} beyond their 1st-99th percentile")
     internal = result["internal_test"]["intervals"]["intervals"]
     for key in SHOWN:
         print(f"  {key:<12} external {interval(result['intervals']['intervals'].get(key)):<26} "

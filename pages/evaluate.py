@@ -271,9 +271,17 @@ def run_external(run, source: str) -> None:
 
 def show_external(result: dict) -> None:
     st.markdown(evaluation_view.external_sentence(result))
-    st.dataframe(pd.DataFrame(evaluation_view.side_by_side(result)).set_index("metric"), width="stretch")
+    rows = evaluation_view.side_by_side(result)
+    st.dataframe(pd.DataFrame(rows).set_index("metric"), width="stretch", height="content")  # every row in view
     if result.get("ood_error"):
         st.caption(result["ood_error"])
+    shift, shifted = evaluation_view.shift_sentences(result)
+    if shifted:
+        st.warning("These images differ from the training images in brightness or contrast, as another scanner "
+                   "or protocol would make them. Check the threshold on this site's own labelled cases before "
+                   f"relying on the numbers above.\n\n{shift}", icon=":material/compare:")
+    elif shift or result.get("shift_error"):
+        st.caption(shift or result["shift_error"])
     st.caption(f"Source: `{result['source']}` · {result['n_images']} images of {result['n_patients']} patients · "
                "values with their 95% patient-bootstrap intervals.")
 

@@ -89,6 +89,10 @@ def test_intervals_a_clicked_cell_and_external_validation(app, browser):
         page.wait_for_timeout(500)
         header = table.locator("tr").first.inner_text()
         assert "external: hospital_b" in header and "internal test" in header
+        # Synthetic images beside real X-rays: a whole-set shift the page names (flat images: contrast).
+        shift = page.locator('[data-testid="stAlertContentWarning"]').filter(has_text="brightness or contrast")
+        assert re.search(r"Contrast: median \d+ here, the training images' \d+(st|nd|rd|th) percentile",
+                         shift.inner_text())
         snap(page, "evaluate_3_external")
 
         # The model card lists the external result just made; the export writes SavedModel + TFLite.

@@ -68,6 +68,38 @@ def test_side_by_side_puts_external_beside_internal_with_intervals():
                                                       "equal to")
 
 
+def scanner_shifted(images: np.ndarray) -> np.ndarray:
+    """The images as another scanner might give them: flatter contrast, then brighter (the bench's
+    simulated shift, on the decoded pixels)."""
+    from PIL import Image, ImageEnhance
+    shifted = [ImageEnhance.Brightness(ImageEnhance.Contrast(Image.fromarray(image[..., 0])).enhance(0.6)).enhance(1.25)
+               for image in images]
+    return np.stack([np.asarray(image)[..., None] for image in shifted])
+
+
+def test_a_scanner_shift_moves_brightness_and_contrast_and_the_same_source_does_not():
+    from core.data.datasets import load_dataset, make_split
+    from core.ml.external import acquisition_shift
+    dataset = load_dataset("builtin", image_size=32)
+    split = make_split(dataset, 0.15, 0.15, seed=42)
+    train, test = dataset.images[split.train], dataset.images[split.test]
+    same = acquisition_shift(test, train)  # other patients, same hospital
+    assert all(30 <= v["median_percentile"] <= 70 and v["outside_share"] < 0.05 for v in same.values()), same
+    other = acquisition_shift(scanner_shifted(test), train)
+    assert other["brightness"]["median_percentile"] > 90 and other["contrast"]["median_percentile"] < 10, other
+    assert view.shift_sentences({"shift": same})[1] is False
+    sentence, shifted = view.shift_sentences({"shift": other})
+    assert shifted and sentence.startswith(f"- Brightness: median {other['brightness']['external_median']:.0f} here, "
+                                           f"the training images' "
+                                           f"{view.ordinal(round(other['brightness']['median_percentile']))} percentile")
+    assert view.shift_sentences({"name": "saved before the check"}) == (None, False)
+
+
+def test_ordinals():
+    assert [view.ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 50, 93, 99)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "50th", "93rd", "99th"]
+
+
 # ----------------------------------------------------------------------------- the page
 
 def test_evaluate_page_shows_intervals_referral_and_calibration(make_run):

@@ -53,6 +53,9 @@ def test_external_evaluation_agrees_with_the_predictor_and_is_saved(run, externa
         if entry["low"] is not None:
             assert entry["low"] <= entry["value"] <= entry["high"], name
     assert 0.0 <= result["ood_rate"] <= 1.0
+    assert set(result["shift"]) == {"brightness", "contrast"} and result["shift_error"] is None
+    assert all(0.0 <= v["outside_share"] <= 1.0 and 0.0 <= v["median_percentile"] <= 100.0
+               for v in result["shift"].values())
     internal = run.predictions("test")
     assert result["internal_test"]["metrics"]["n"] == len(internal["labels"])
     assert steps[-1] == 1.0 and steps == sorted(steps)

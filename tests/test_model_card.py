@@ -102,6 +102,9 @@ def test_external_results_enter_the_card(tiny_run, runs_dir, chest_folder):
     assert f"### {result['name']}" in external
     assert f"{result['n_images']:,} images" in external
     assert f"out-of-distribution rate {result['ood_rate']:.1%}" in external
+    contrast = result["shift"]["contrast"]
+    assert (f"contrast median {contrast['external_median']:.0f} vs {contrast['training_median']:.0f} in training "
+            f"(percentile {contrast['median_percentile']:.0f} of the training images)") in external
     accuracy = result["intervals"]["intervals"]["accuracy"]
     assert f"| Accuracy | {interval_text(accuracy)} |" in external
 

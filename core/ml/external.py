@@ -1,6 +1,8 @@
 """External validation: a trained run evaluated on another labelled dataset (a folder of class
 folders, a zip of one, or a MedMNIST .npz), with the same metrics, patient-bootstrap intervals and
-the share of images the out-of-distribution check flags, side by side with the run's own test split.
+the share of images the out-of-distribution check flags, side by side with the run's own test split,
+and how the images' brightness and contrast compare with the training images' (a whole-set shift,
+such as another scanner's, that the per-image check can miss).
 
 The result is saved as `run.external_dir/<slug>.json` and listed by `Run.external_results()`.
 """
@@ -23,6 +25,7 @@ from core.store.runs import Run, write_json
 Progress = Callable[[str, float], None]  # (message, share done 0-1)
 PREDICT_CHUNK = 256  # images predicted between two progress reports / cancel checks
 N_RESAMPLES = 1000
+SHIFT_RANGE = (1.0, 99.0)  # percentiles of the training images' brightness and contrast
 
 
 class ExternalDataError(data_lib.DataError):
@@ -81,6 +84,51 @@ def ood_rate(run: Run, model, features: np.ndarray) -> tuple[float | None, str |
     return float(np.mean(reference.distances(features) > reference.threshold)), None
 
 
+def image_statistics(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image: brightness (mean grey level, 0-255) and contrast (standard deviation of the grey
+    levels), a chunk at a time so a large set is never copied as floats whole."""
+    parts = {"brightness": [], "contrast": []}
+    for start in range(0, len(images), PREDICT_CHUNK):
+        pixels = np.asarray(images[start:start + PREDICT_CHUNK], dtype=np.float32).reshape(
+            min(PREDICT_CHUNK, len(images) - start), -1)
+        parts["brightness"].append(pixels.mean(axis=1))
+        parts["contrast"].append(pixels.std(axis=1))
+    return {name: np.concatenate(values) if values else np.zeros(0) for name, values in parts.items()}
+
+
+def acquisition_shift(external_images: np.ndarray, training_images: np.ndarray) -> dict:
+    """How the external images' brightness and contrast compare with the training images': both
+    medians, where the external median falls among the training images (its percentile: about 50
+    for images from the same source) and the share of external images outside the training images'
+    SHIFT_RANGE percentiles (about 2% from the same source). A scanner or protocol change moves a
+    whole set, which a per-image feature check can miss."""
+    external, training = image_statistics(external_images), image_statistics(training_images)
+    shift = {}
+    for name in ("brightness", "contrast"):
+        low, high = np.percentile(training[name], SHIFT_RANGE)
+        outside = (external[name] < low) | (external[name] > high)
+        median = float(np.median(external[name]))
+        shift[name] = {"external_median": median, "training_median": float(np.median(training[name])),
+                       "median_percentile": float(100 * np.mean(training[name] < median)),
+                       "training_range": [float(low), float(high)], "outside_share": float(outside.mean())}
+    return shift
+
+
+def training_images_of(run: Run) -> np.ndarray:
+    """A fixed sample of the run's training images (as the out-of-distribution reference takes)."""
+    from core.ml.training import load_data
+    dataset, split = load_data(TrainConfig.from_dict(run.config()))
+    return dataset.images[ood.subsample(split.train, ood.MAX_TRAIN_IMAGES)]
+
+
+def shift_against_training(run: Run, external_images: np.ndarray) -> tuple[dict | None, str | None]:
+    """(acquisition_shift, None), or (None, why it could not be measured)."""
+    try:
+        return acquisition_shift(external_images, training_images_of(run)), None
+    except (data_lib.DataError, OSError, ValueError) as exc:  # e.g. the training data moved
+        return None, f"the brightness and contrast check is off: the training images could not be read ({exc})"
+
+
 def scored(probabilities, labels, class_names, patients, threshold) -> dict:
     """{"metrics", "intervals"} of one set of predictions at the run's threshold."""
     return {"metrics": metrics_lib.classification_metrics(probabilities, labels, class_names, threshold),
@@ -113,6 +161,7 @@ def evaluate_external(run, data_path, progress: Progress | None = None, cancel=N
     if progress:
         progress("Checking for out-of-distribution images", 0.85)
     rate, ood_error = ood_rate(run, predictor.model, features)
+    shift, shift_error = shift_against_training(run, dataset.images)
     if progress:
         progress("Bootstrapping patients for the intervals", 0.9)
     external = scored(probabilities, dataset.labels, predictor.class_names, dataset.patient_ids, predictor.threshold)
@@ -122,7 +171,8 @@ def evaluate_external(run, data_path, progress: Progress | None = None, cancel=N
         "n_images": len(dataset.labels), "n_patients": external["intervals"]["n_patients"],
         "class_names": list(predictor.class_names), "threshold": predictor.threshold,
         "metrics": external["metrics"], "intervals": external["intervals"],
-        "ood_rate": rate, "ood_error": ood_error, "skipped": len(dataset.report.skipped),
+        "ood_rate": rate, "ood_error": ood_error, "shift": shift, "shift_error": shift_error,
+        "skipped": len(dataset.report.skipped),
         "internal_test": internal_test(run, predictor.threshold),
     })
     write_json(run.external_dir / f"{slug(name)}.json", result)

@@ -303,9 +303,18 @@ def external_validation(run: Run) -> list:
         blocks += [Heading(f"{result.get('name', 'unnamed')}", 3),
                    Paragraph(f"{count(result.get('n_images'))} images, evaluated "
                              f"{when(result.get('evaluated'))}; out-of-distribution rate "
-                             f"{NOT_RECORDED if rate is None else f'{rate:.1%}'}."),
+                             f"{NOT_RECORDED if rate is None else f'{rate:.1%}'}; against the training images, "
+                             f"{shift_text(result.get('shift'))}."),
                    Table(("Metric", "External (95% CI)"), metric_rows({"external": found}))]
     return blocks
+
+
+def shift_text(shift: dict | None) -> str:
+    """'brightness median 157 vs 123 in training (percentile 95 of the training images), contrast ...'."""
+    if not shift:
+        return f"brightness and contrast {NOT_RECORDED}"
+    return ", ".join(f"{name} median {v['external_median']:.0f} vs {v['training_median']:.0f} in training "
+                     f"(percentile {v['median_percentile']:.0f} of the training images)" for name, v in shift.items())
 
 
 def intended_use(config: dict, summary: dict) -> list:

@@ -206,6 +206,36 @@ def external_sentence(result: dict) -> str:
             f"{flagged}")
 
 
+SHIFT_WARNING_SHARE = 0.10  # outside the training range (1st-99th percentile): ~2% from the same source
+SHIFT_TYPICAL_PERCENTILES = (10.0, 90.0)  # where the median image of a set from the same source falls
+
+
+def shift_sentences(result: dict) -> tuple[str | None, bool]:
+    """('- Brightness: median 157 here, the training images' 95th percentile (theirs: 123); 31% of the
+    images beyond their 1st-99th percentile\n- Contrast: ...', shifted): markdown lines comparing
+    brightness and contrast with the training images, and whether the set moved (its median image
+    outside the training images' 10th-90th percentile, or more than SHIFT_WARNING_SHARE of its images
+    beyond their range). (None, False) for results saved before the check existed or when it could
+    not run."""
+    shift = result.get("shift")
+    if not shift:
+        return None, False
+    low, high = SHIFT_TYPICAL_PERCENTILES
+    lines = [f"- {name.capitalize()}: median {v['external_median']:.0f} here, the training images' "
+             f"{ordinal(round(v['median_percentile']))} percentile (theirs: {v['training_median']:.0f}); "
+             f"{v['outside_share']:.0%} of the images beyond their 1st-99th percentile"
+             for name, v in shift.items()]
+    shifted = any(not low <= v["median_percentile"] <= high or v["outside_share"] > SHIFT_WARNING_SHARE
+                  for v in shift.values())
+    return "\n".join(lines + ["", "About 2% of images from the training images' own source lie beyond that range."]), shifted
+
+
+def ordinal(number: int) -> str:
+    """1 -> '1st', 22 -> '22nd', 13 -> '13th'."""
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
 def past_result_label(result: dict) -> str:
     when = datetime.datetime.fromtimestamp(result.get("evaluated") or 0).strftime("%Y-%m-%d %H:%M")
     return f"{result.get('name', '?')} · {result.get('n_images', '?')} images · {when}"
