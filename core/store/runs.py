@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +41,9 @@ from core.store.files import atomic_path, json_ready
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 ACTIVE_STATES = ("queued", "running")
 HOST = socket.gethostname()
+# status.json is read, changed and written back: threads of one process take turns (a training
+# process's parent watch must not have its "interrupted" overwritten by the epoch's own update).
+STATUS_LOCK = threading.RLock()
 # What a run (or sweep) id may be: a safe folder name (fullmatch: "$" would let a final newline in).
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}")
 
@@ -235,8 +239,9 @@ class Run:
 
     # writing
     def update_status(self, **fields) -> dict:
-        status = {**read_json(self.status_path, {}), **fields, "updated": time.time()}
-        write_json(self.status_path, status)
+        with STATUS_LOCK:
+            status = {**read_json(self.status_path, {}), **fields, "updated": time.time()}
+            write_json(self.status_path, status)
         return status
 
     def append_metrics(self, row: dict) -> None:

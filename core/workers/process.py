@@ -71,9 +71,11 @@ def watch_parent(current: dict) -> None:
     orphan_error = os.environ.get("CXR_ORPHAN_ERROR")
 
     def watch() -> None:
+        from core.store.runs import STATUS_LOCK
         while os.getppid() == parent:
             time.sleep(PARENT_POLL_S)
         run = current["run"]
+        STATUS_LOCK.acquire()  # held until exit: the training thread cannot write its status after ours
         if run is not None and run.state() == "running":
             if orphan_error:
                 run.update_status(state="failed", finished=time.time(), error=orphan_error)
