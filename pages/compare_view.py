@@ -16,7 +16,7 @@ COMPARE_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy",
 
 
 def comparison(runs) -> None:
-    labels = compare.unique_names([runs_view.run_name(r) for r in runs])
+    labels = compare.unique_names([r.display_name() for r in runs])
     for run, label in zip(runs, labels):
         status = run.status()
         reason = runs_view.failure(label, status)

@@ -13,7 +13,6 @@ from core.data.imaging import displayable
 from core.ml import metrics as metrics_lib
 from core.present import charts, forms, review
 from core.present import evaluation as evaluation_view
-from core.present import runs as runs_view
 from pages import common, model_card_view
 
 RUN_KEY = "eval_run"
@@ -61,7 +60,7 @@ def choose_run(store):
         st.session_state[RUN_KEY] = linked.id
     if st.session_state.get(RUN_KEY) not in ids:
         st.session_state[RUN_KEY] = ids[0]
-    names = {r.id: runs_view.run_name(r) for r in runs}
+    names = {r.id: r.display_name() for r in runs}
     run_id = st.selectbox("Run", ids, key=RUN_KEY, format_func=lambda r: f"{names[r]} ({r})")
     common.link_to_run(run_id, LINKED_RUN_KEY)
     return store.get(run_id)

@@ -20,9 +20,9 @@ def annotate(runs: list) -> None:
 
 def annotate_one(run) -> None:
     saved = run.annotations()
-    with st.expander(f"Name, tags, notes and star of {runs_view.run_name(run)}", icon=":material/edit:"):
+    with st.expander(f"Name, tags, notes and star of {run.display_name()}", icon=":material/edit:"):
         with st.form(f"annotate_{run.id}", border=False):
-            name = st.text_input("Name", runs_view.run_name(run), key=f"annotate_name_{run.id}",
+            name = st.text_input("Name", run.display_name(), key=f"annotate_name_{run.id}",
                                  help="Empty: the name it was trained under")
             tags = st.text_input("Tags, separated by commas", ", ".join(saved.get("tags", [])),
                                  key=f"annotate_tags_{run.id}", help="Short words, e.g. baseline, augmented")

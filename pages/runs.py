@@ -164,7 +164,7 @@ def failure_reasons(run_ids: list[str]) -> None:
     """Why each selected run failed or was interrupted, with what its training process printed last."""
     for run_id in run_ids:
         run = common.run_store().get(run_id)
-        status, name = run.status(), runs_view.run_name(run)
+        status, name = run.status(), run.display_name()
         reason = runs_view.failure(name, status)
         if reason is None:
             continue
@@ -182,7 +182,7 @@ def one_run_details(run_ids: list[str]) -> None:
     run = common.run_store().get(run_ids[0])
     rows = run.layer_table()
     if rows:
-        layer_table.layers_expander(rows, title=f"Layers of {runs_view.run_name(run)}: output shape, "
+        layer_table.layers_expander(rows, title=f"Layers of {run.display_name()}: output shape, "
                                                 "parameters and MACs")
     if run.predictions_path("test").exists():
         model_card_view.model_card_and_export(run)

@@ -59,7 +59,7 @@ def base_editor(store) -> dict | None:
     run_config = None
     if source == "run":
         run_id = cols[1].selectbox("Run", list(runs), key="sweep_base_run",
-                                   format_func=lambda r: f"{runs_view.run_name(runs[r])} ({r})")
+                                   format_func=lambda r: f"{runs[r].display_name()} ({r})")
         run_config = runs[run_id].config()
     try:
         start = sweep_plan.starting_base(source, st.session_state.get(TRAIN_CONFIG_KEY),

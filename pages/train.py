@@ -11,7 +11,6 @@ import streamlit as st
 from core.data import datasets as data_lib
 from core.present import compare, estimate, forms, train_view
 from core.present import layers as layers_view
-from core.present import runs as runs_view
 from core.settings.architectures import ARCHITECTURES
 from core.settings.config import AUGMENTATION_SETTINGS, SETTINGS
 from core.settings.recipes import recipe
@@ -51,7 +50,7 @@ def starting_point(store) -> None:
                    on_click=fill_form, args=(recipe(common.dataset_settings()["task"]).to_dict(),),
                    help="A deep BatchNorm CNN at 96 px with a one-cycle schedule: a good first run.")
     if runs:
-        names = {r.id: f"{runs_view.run_name(r)} ({r.id})" for r in runs}
+        names = {r.id: f"{r.display_name()} ({r.id})" for r in runs}
         chosen = cols[1].selectbox("…or start from an earlier run's settings", list(names), index=None,
                                    format_func=names.get, key="train_from_run", placeholder="choose a run")
         if chosen:

@@ -77,7 +77,7 @@ def live_view() -> None:
     manager = common.job_manager()
     progress = manager.progress(run.id)
     state = run.state()
-    st.markdown(train_view.headline(runs_view.run_name(run), run.id, state, progress.get("phase"),
+    st.markdown(train_view.headline(run.display_name(), run.id, state, progress.get("phase"),
                                     run.status().get("resumed_at_epochs")))
     if state in ("queued", "running"):
         live_progress(progress)
@@ -86,7 +86,7 @@ def live_view() -> None:
         finished_result(run)
     history = progress.get("history") or run.history()
     if history:
-        curves({runs_view.run_name(run): history}, {runs_view.run_name(run): run.first_epoch_batches()}, "live")
+        curves({run.display_name(): history}, {run.display_name(): run.first_epoch_batches()}, "live")
     elif state in ("queued", "running"):
         st.caption("The curves appear when the first epoch ends.")
     queue_list(store, run.id, ended=state not in ("queued", "running"))
@@ -191,7 +191,7 @@ def interrupted_notice(store) -> None:
     cut_off = [run for run in store.list() if run.state() == "interrupted" and run.can_resume()]
     if not cut_off:
         return
-    st.warning(train_view.interrupted_text([runs_view.run_name(run) for run in cut_off]),
+    st.warning(train_view.interrupted_text([run.display_name() for run in cut_off]),
                icon=":material/restart_alt:")
     st.button(f"Resume {len(cut_off)} interrupted run(s)", key="train_resume_interrupted_button",
               icon=":material/play_circle:", on_click=resume_all, args=([run.id for run in cut_off],))
@@ -207,7 +207,7 @@ def queue_list(store, shown_id: str, ended: bool) -> None:
         return
     if ended:  # the shown run is over; the queue goes on without it
         following = next((r for r in others if r.state() == "running"), others[0])
-        st.button(f"Watch next run: {runs_view.run_name(following)} ({following.state()})",
+        st.button(f"Watch next run: {following.display_name()} ({following.state()})",
                   key="train_watch_next_button", type="primary", icon=":material/skip_next:",
                   on_click=watch, args=(following.id,))
     st.markdown("**Queue**")
@@ -217,7 +217,7 @@ def queue_list(store, shown_id: str, ended: bool) -> None:
         cols = st.columns([4, 1, 1])
         resuming = bool(run.status().get("resume"))
         text = train_view.queue_state_text(state, resuming, run.checkpoint_epoch() if resuming else None)
-        cols[0].write(f"{runs_view.run_name(run)} — {text}")
+        cols[0].write(f"{run.display_name()} — {text}")
         cols[1].button("Watch", key=f"watch_{run.id}", on_click=watch, args=(run.id,))
         if manager.stop_requested(run.id):
             cols[2].caption("stopping…")

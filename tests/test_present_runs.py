@@ -12,8 +12,8 @@ from core.present import runs as runs_view
 def test_names_and_the_queue_in_running_order(store, make_run):
     first, done = make_run("queued", name="first"), make_run("done")
     second = make_run("running", name="second", epochs=4)
-    assert runs_view.run_name(first) == "first"
-    assert runs_view.run_name(store.create({"name": ""}, name="")) == store.list()[0].id  # no name: its id
+    assert first.display_name() == "first"
+    assert store.create({"name": ""}, name="").display_name() == store.list()[0].id  # no name: its id
     assert [r.id for r in runs_view.active_runs(store)][:2] == [first.id, second.id]
     assert done.id not in [r.id for r in runs_view.active_runs(store)]
 

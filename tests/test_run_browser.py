@@ -35,7 +35,7 @@ def test_annotations_round_trip_and_leave_the_config_alone(store):
     described = again.describe()
     assert (described["name"], described["tags"], described["starred"]) == ("Best so far", ["baseline", "aug"], True)
     assert described["notes"] == "Looks good. …"
-    assert runs_view.run_name(again) == "Best so far"
+    assert again.display_name() == "Best so far"
     assert run.config_path.read_bytes() == config_bytes
 
 
@@ -45,14 +45,14 @@ def test_annotating_one_thing_keeps_the_others_and_none_forgets_the_name(store):
     run.annotate(starred=True)
     assert run.annotations() == {"name": "renamed", "tags": ["a"], "starred": True}
     run.annotate(name=None)
-    assert runs_view.run_name(run) == "trained-name" and run.describe()["name"] == "trained-name"
+    assert run.display_name() == "trained-name" and run.describe()["name"] == "trained-name"
     assert run.annotations() == {"tags": ["a"], "starred": True}
 
 
 def test_a_run_without_annotations_is_named_by_its_config_then_its_id(store):
     named, unnamed = write_run(store, "done", name="cfg"), write_run(store, "done")
     write_json(unnamed.config_path, {**unnamed.config(), "name": ""})
-    assert runs_view.run_name(named) == "cfg" and runs_view.run_name(unnamed) == unnamed.id
+    assert named.display_name() == "cfg" and unnamed.display_name() == unnamed.id
     assert unnamed.describe()["tags"] == [] and unnamed.describe()["starred"] is False
 
 

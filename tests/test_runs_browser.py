@@ -7,6 +7,7 @@ import re
 import time
 
 import pytest
+from playwright.sync_api import expect
 
 from core.store import sweeps
 from core.store.runs import RunStore, write_json
@@ -103,7 +104,7 @@ def test_rename_tag_star_filter_open_and_delete_a_sweep(app):
         page.reload()  # a new session: the filter comes back from the settings file
         page.get_by_role("heading", name="Runs & Compare").first.wait_for()
         settle(page)
-        assert page.get_by_label("Filter by any setting or metric", exact=True).input_value() == query
+        expect(page.get_by_label("Filter by any setting or metric", exact=True)).to_have_value(query, timeout=20000)
         assert column_once(page, runs_grid(page), "name", lambda names: names == expected) == expected
 
         click_row(page, "chosen one")
@@ -114,7 +115,7 @@ def test_rename_tag_star_filter_open_and_delete_a_sweep(app):
         snap(page, "runs_browser_3_evaluate")
 
         go_to(page, "Runs & Compare", "Runs & Compare")
-        assert page.get_by_label("Filter by any setting or metric", exact=True).input_value() == query  # kept
+        expect(page.get_by_label("Filter by any setting or metric", exact=True)).to_have_value(query, timeout=20000)  # kept
         click_row(page, "chosen one")
         page.get_by_role("button", name="Diagnose").click()
         page.get_by_role("heading", name="Diagnose").first.wait_for()

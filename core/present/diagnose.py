@@ -10,7 +10,6 @@ from typing import Callable
 import altair as alt
 import pandas as pd
 
-from core.present.runs import run_name
 
 PREDICTED_COLOR, OTHER_COLOR = "#d62728", "#4c78a8"
 DISPLAY_MAX_SIDE = 1600  # overlays of huge uploads are drawn on a copy this large, for speed
@@ -48,7 +47,7 @@ def display_copy(image):
 def run_label(run, state_note: str, best: bool) -> str:
     """'name · arch · 128 px · <state note> · best' for the run picker."""
     config = run.config()
-    return " · ".join([run_name(run), str(config.get("arch")), f"{config.get('image_size')} px",
+    return " · ".join([run.display_name(), str(config.get("arch")), f"{config.get('image_size')} px",
                        *([state_note] if state_note else []), *(["best"] if best else [])])
 
 

@@ -16,10 +16,6 @@ MAX_COMPARE = 6
 STOPPED_STATES = ("failed", "interrupted")
 
 
-def run_name(run: Run) -> str:
-    return run.display_name()
-
-
 # ----------------------------------------------------------------------------- the run browser
 
 TENSORBOARD_PORT = 6006
@@ -125,7 +121,7 @@ def queue_entry(run: Run, progress: dict, stopping: bool) -> tuple[str, float | 
         detail = f" (to resume from epoch {run.checkpoint_epoch()})"
     else:
         detail = ""
-    label = f"**{run_name(run)}** — {state}{detail}"
+    label = f"**{run.display_name()}** — {state}{detail}"
     epoch, epochs = progress.get("epoch") or 0, progress.get("epochs") or 0
     if state == "running" and epochs:
         return f"{label}, epoch {epoch + 1} of {epochs}", min(1.0, (epoch + 1) / epochs)
