@@ -16,7 +16,7 @@ from core.cli import export as export_cli
 from core.ml import export
 from core.settings.architectures import ARCHITECTURES, TRANSFER_BASE_NAMES
 from core.settings.config import Augmentation, TrainConfig
-from core.store.files import exclusive
+from core.store.files import locked
 from core.store.runs import Run
 from tests.conftest import copy_run
 
@@ -61,7 +61,7 @@ def test_exporting_again_replaces_the_exports(tiny_run, runs_dir):
 def test_an_export_waits_for_one_of_the_same_run_under_way(tiny_run, runs_dir):
     run = copy_run(tiny_run, runs_dir)
     steps = []
-    with exclusive(run.path / export.EXPORT_LOCK):  # as another export of this run holds it
+    with locked(run.path / export.EXPORT_LOCK):  # as another export of this run holds it
         worker = threading.Thread(target=export.export_run,
                                   kwargs={"run": run, "progress": lambda fraction, text: steps.append(text)})
         worker.start()
@@ -72,6 +72,29 @@ def test_an_export_waits_for_one_of_the_same_run_under_way(tiny_run, runs_dir):
         assert steps == ["Loading model.keras"] and not run.saved_model_dir.exists()
     worker.join(timeout=300)
     assert steps[-1] == "Exported" and (run.saved_model_dir / "saved_model.pb").exists()
+
+
+def test_reading_the_saved_model_waits_for_an_export_under_way(tiny_run, runs_dir):
+    """The SavedModel is a folder of files: a reader that started while an export swapped it would
+    mix the old graph with the new variables, so readers wait for the export's lock."""
+    run = copy_run(tiny_run, runs_dir)
+    export.export_run(run)
+    images = export.sample_test_images(run, 2)
+    results = {}
+    readers = [threading.Thread(target=lambda: results.update(probs=export.saved_model_probabilities(run, images))),
+               threading.Thread(target=lambda: results.update(zipped=export.saved_model_zip(run)))]
+    with locked(run.path / export.EXPORT_LOCK):  # as another export of this run holds it
+        for reader in readers:
+            reader.start()
+        time.sleep(1.5)
+        assert results == {}, "a reader went ahead while an export held the lock"
+    for reader in readers:
+        reader.join(timeout=300)
+    np.testing.assert_allclose(results["probs"].sum(axis=1), 1.0, atol=TOLERANCE)
+    with zipfile.ZipFile(io.BytesIO(results["zipped"])) as archive:
+        assert "saved_model/saved_model.pb" in archive.namelist()
+    with locked(run.path / export.EXPORT_LOCK, shared=True), locked(run.path / export.EXPORT_LOCK, shared=True):
+        pass  # readers do not wait for each other
 
 
 @pytest.mark.slow

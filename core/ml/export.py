@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.store.files import atomic_path, exclusive
+from core.store.files import atomic_path, locked
 from core.store.runs import ACTIVE_STATES, Run
 
 SERVING_ENDPOINT = "serve"
@@ -107,7 +107,7 @@ def export_run(run: Run, progress=None) -> dict:
     report(0.0, "Loading model.keras")
     model = run.load_model()
     # Two exports of one run (two tabs, the CLI beside the page) would swap folders under each other.
-    with exclusive(run.path / EXPORT_LOCK):
+    with locked(run.path / EXPORT_LOCK):
         report(0.2, "Exporting the SavedModel")
         export_saved_model(run, model)
         report(0.6, "Converting to TFLite")
@@ -135,7 +135,8 @@ def saved_model_probabilities(run: Run, images: np.ndarray) -> np.ndarray:
     """Probabilities from the SavedModel's serving signature, as a server would get them."""
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(run.saved_model_dir))
+    with locked(run.path / EXPORT_LOCK, shared=True):  # not while an export swaps the folder mid-read
+        loaded = tf.saved_model.load(str(run.saved_model_dir))
     serve = loaded.signatures.get("serving_default") or getattr(loaded, SERVING_ENDPOINT)
     output = serve(tf.constant(np.asarray(images, dtype=np.float32)))
     if isinstance(output, dict):  # a signature returns {output name: tensor}
@@ -183,8 +184,9 @@ def sample_test_images(run: Run, count: int = 8) -> np.ndarray:
 def saved_model_zip(run: Run) -> bytes:
     """The SavedModel folder as a zip (saved_model/...), for a download."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(run.saved_model_dir.rglob("*")):
-            if path.is_file():
-                archive.write(path, Path("saved_model") / path.relative_to(run.saved_model_dir))
+    with locked(run.path / EXPORT_LOCK, shared=True):  # one export's files, not half of two
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(run.saved_model_dir.rglob("*")):
+                if path.is_file():
+                    archive.write(path, Path("saved_model") / path.relative_to(run.saved_model_dir))
     return buffer.getvalue()

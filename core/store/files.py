@@ -1,6 +1,7 @@
 """The one way files are written: to a unique temp file beside the target, then renamed over it, so
 a reader never sees half a file and two writers never share a temp file. And the one way results
-become JSON: `json_ready`. `exclusive` serialises work that replaces several files at once."""
+become JSON: `json_ready`. `locked` keeps readers of several files (a SavedModel folder) apart from
+the work that replaces them."""
 from __future__ import annotations
 
 import fcntl
@@ -29,13 +30,15 @@ def atomic_path(path: Path):
 
 
 @contextmanager
-def exclusive(lock_path: Path):
-    """Hold an exclusive lock on `lock_path` (created if missing) for the block: other processes and
-    threads asking for it wait; the OS releases it if the holder dies."""
+def locked(lock_path: Path, shared: bool = False):
+    """Hold a lock on `lock_path` (created if missing) for the block: exclusive for a writer, or
+    `shared` for a reader (any number of readers at once, never beside a writer). Other processes
+    and threads wait; the OS releases it if the holder dies. Not re-entrant: a holder that asks
+    again on another handle waits for itself."""
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         try:
             yield
         finally:
