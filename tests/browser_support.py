@@ -200,10 +200,13 @@ def show_column(page, table, title: str) -> None:
 
 
 def column(page, table, title: str) -> list[str]:
-    show_column(page, table, title)
-    rows = grid_rows(page, table)
-    index = rows[0].index(title)
-    return [row[index] for row in rows[1:] if len(row) > index]
+    for _ in range(3):  # a rerun can redraw the grid between finding the column and reading it
+        show_column(page, table, title)
+        rows = grid_rows(page, table)
+        if rows and title in rows[0]:
+            index = rows[0].index(title)
+            return [row[index] for row in rows[1:] if len(row) > index]
+    raise AssertionError(f"the grid kept redrawing before its column {title!r} could be read")
 
 
 def column_once(page, table, title: str, shows, timeout_ms: int = 20000) -> list[str]:
