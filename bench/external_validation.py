@@ -6,11 +6,18 @@ held-out test patients, read from the original 128 px JPEGs and written as a lab
      (same patients, same pixels: a check of the external path);
   2. as if from another scanner (simulated): lower contrast, a little blur, brighter and a shifted
      crop; how much the numbers drop, how many images the out-of-distribution check flags, and how
-     far the set's brightness and contrast moved from the training images'.
+     far the set's brightness and contrast moved from the training images';
+  3. images the run has seen: its training and validation patients re-saved as PNG at twice the
+     size: the overlap check must find every one.
+First, how the overlap check tells one picture from another: the distances between all the built-in
+X-rays' thumbnails against the distances of re-saved, resized and re-exposed copies to their originals.
 Prints each with 95% patient-bootstrap intervals, the referral curve at 90% / 80% coverage, the
 temperature fitted on validation with ECE before/after, and the time each step took.
 
-    .venv/bin/python bench/external_validation.py [--seed 42]
+    .venv/bin/python bench/external_validation.py [--seed 42] [--quick]
+
+--quick trains a 3-epoch seed CNN at 64 px instead of the recipe (the overlap figures do not depend on
+the model).
 """
 from __future__ import annotations
 
@@ -22,13 +29,15 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.data.datasets import BUILTIN_ZIP  # noqa: E402
+from core.data.datasets import BUILTIN_ZIP, load_dataset, patient_id  # noqa: E402
 from core.ml import metrics  # noqa: E402
-from core.ml.external import evaluate_external  # noqa: E402
+from core.ml.external import SAME_PICTURE_DISTANCE, evaluate_external, run_data, thumbnails  # noqa: E402
+from core.settings.config import TrainConfig  # noqa: E402
 from core.settings.recipes import recipe  # noqa: E402
 from core.store.runs import RunStore  # noqa: E402
 from core.workers.manager import JobManager  # noqa: E402
@@ -44,17 +53,62 @@ def other_scanner(image: Image.Image) -> Image.Image:
     return shifted.crop((6, 10, w, h)).resize((w, h))
 
 
-def write_test_patients(files, folder: Path, transform=None) -> Path:
-    """The test split's original JPEGs as CLASS/name.jpeg (names keep the patient ids)."""
+def resaved(image: Image.Image) -> Image.Image:
+    """The same picture as another copy of it: twice the size (saved as PNG by the caller)."""
+    return image.resize((image.width * 2, image.height * 2), Image.BICUBIC)
+
+
+def write_members(files, folder: Path, transform=None, suffix: str = ".jpeg") -> Path:
+    """Members of the built-in zip as CLASS/name (names keep the patient ids), optionally transformed."""
     with zipfile.ZipFile(BUILTIN_ZIP) as archive:
         for member in files:
-            target = folder / Path(member).parent.name / Path(member).name
+            target = folder / Path(member).parent.name / (Path(member).stem + suffix)
             target.parent.mkdir(parents=True, exist_ok=True)
-            if transform is None:  # the very bytes: the same pixels as the internal test split
+            if transform is None:  # the very bytes
                 target.write_bytes(archive.read(member))
             else:
-                transform(Image.open(io.BytesIO(archive.read(member)))).save(target, "JPEG", quality=90)
+                transform(Image.open(io.BytesIO(archive.read(member)))).save(target, **({"quality": 90} if suffix == ".jpeg" else {}))
     return folder
+
+
+def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """RMS differences between every thumbnail of `a` and every one of `b`."""
+    squared = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None] - 2 * a @ b.T
+    return np.sqrt(np.maximum(squared, 0) / a.shape[1])
+
+
+def picture_distances(size: int = 64) -> None:
+    """How far apart the thumbnails of different X-rays are, and how close re-saved copies stay."""
+    started = time.perf_counter()
+    dataset = load_dataset("builtin", image_size=size)
+    thumbs = thumbnails(dataset.images)
+    patients = np.asarray([patient_id(f) for f in dataset.files])
+    closest_other, duplicates = np.inf, []
+    for start in range(0, len(thumbs), 512):
+        block = distances(thumbs[start:start + 512], thumbs)
+        rows = np.arange(len(block))
+        block[rows, start + rows] = np.inf  # not itself
+        other_patient = patients[start:start + 512, None] != patients[None]
+        closest_other = min(closest_other, float(block[other_patient].min()))
+        duplicates += [float(d) for d in block[~other_patient & (block < SAME_PICTURE_DISTANCE)]]
+    print(f"thumbnails of all {len(thumbs):,} built-in X-rays at {size} px against each other "
+          f"({time.perf_counter() - started:.1f} s): two of different patients never closer than {closest_other:.3f}; "
+          f"{len(duplicates) // 2} pairs of one patient's duplicate files at {min(duplicates, default=0):.2f}-"
+          f"{max(duplicates, default=0):.2f}; the same-picture threshold is {SAME_PICTURE_DISTANCE}")
+    with zipfile.ZipFile(BUILTIN_ZIP) as archive:
+        originals = [Image.open(io.BytesIO(archive.read(str(f)))).convert("L") for f in dataset.files[::45]]
+    def at_size(image):
+        return np.asarray(image.convert("L").resize((size, size), Image.BILINEAR))[None, ..., None]
+    def jpeg(image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=50)
+        return Image.open(buffer)
+    copies = {"JPEG quality 50": jpeg, "upscaled 2x": resaved,
+              "contrast x1.2, brightness x1.1": lambda i: ImageEnhance.Brightness(ImageEnhance.Contrast(i)
+                                                                                    .enhance(1.2)).enhance(1.1)}
+    for title, make in copies.items():
+        gaps = [float(distances(thumbnails(at_size(make(o))), thumbnails(at_size(o)))[0, 0]) for o in originals]
+        print(f"  {len(originals)} copies, {title}: distance to their original at most {max(gaps):.3f}")
 
 
 def interval(entry: dict | None) -> str:
@@ -72,6 +126,9 @@ def print_result(title: str, result: dict, seconds: float) -> None:
         print(f"  {name:<12} median {values['external_median']:.0f} vs {values['training_median']:.0f} in training "
               f"(percentile {values['median_percentile']:.0f} of the training images); "
               f"{values['outside_share']:.0%} beyond their 1st-99th percentile")
+    seen = result.get("seen") or {}
+    print(f"  seen by the run: {seen.get('seen')} (the same picture as a training or validation image: "
+          f"{seen.get('same_pictures')}; a patient id of theirs: {seen.get('same_patient_ids')})")
     internal = result["internal_test"]["intervals"]["intervals"]
     for key in SHOWN:
         print(f"  {key:<12} external {interval(result['intervals']['intervals'].get(key)):<26} "
@@ -81,11 +138,14 @@ def print_result(title: str, result: dict, seconds: float) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--quick", action="store_true", help="a 3-epoch seed CNN at 64 px instead of the recipe")
     args = parser.parse_args()
+    picture_distances()
     with tempfile.TemporaryDirectory() as tmp:
         store = RunStore(Path(tmp) / "runs")
         manager = JobManager(store)
-        config = recipe("binary")
+        config = (TrainConfig(arch="seed_cnn", image_size=64, epochs=3, seed=args.seed) if args.quick
+                  else recipe("binary"))
         config.seed = args.seed
         started = time.perf_counter()
         run = store.get(manager.submit(config))
@@ -113,10 +173,14 @@ def main() -> int:
               f"{report['test']['ece']['before']:.3f} -> {report['test']['ece']['after']:.3f}, test NLL "
               f"{report['test']['nll']['before']:.3f} -> {report['test']['nll']['after']:.3f}")
 
-        for title, transform in (("held-out test patients, as they are", None),
-                                 ("the same patients, simulated other scanner", other_scanner)):
-            folder = write_test_patients(test["files"], Path(tmp) / title.split(",")[0].replace(" ", "_")
-                                         / ("shifted" if transform else "same"), transform)
+        _, split = run_data(run)
+        dataset_files = load_dataset("builtin", image_size=config.image_size).files
+        seen_files = [dataset_files[i] for i in np.concatenate([split.train, split.val])]
+        for title, files, transform, suffix in (
+                ("held-out test patients, as they are", test["files"], None, ".jpeg"),
+                ("the same patients, simulated other scanner", test["files"], other_scanner, ".jpeg"),
+                ("training and validation patients, re-saved as PNG at twice the size", seen_files, resaved, ".png")):
+            folder = write_members(files, Path(tmp) / title.split(",")[0].replace(" ", "_"), transform, suffix)
             started = time.perf_counter()
             result = evaluate_external(run, folder)
             print_result(title, result, time.perf_counter() - started)

@@ -274,6 +274,11 @@ def show_external(result: dict) -> None:
     st.dataframe(pd.DataFrame(rows).set_index("metric"), width="stretch", height="content")  # every row in view
     if result.get("ood_error"):
         st.caption(result["ood_error"])
+    seen, any_seen = evaluation_view.seen_sentence(result)
+    if any_seen:
+        st.warning(seen, icon=":material/content_copy:")
+    elif seen:
+        st.caption(seen)
     shift, shifted = evaluation_view.shift_sentences(result)
     if shifted:
         st.warning("These images differ from the training images in brightness or contrast, as another scanner "

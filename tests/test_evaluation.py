@@ -95,6 +95,70 @@ def test_a_scanner_shift_moves_brightness_and_contrast_and_the_same_source_does_
     assert view.shift_sentences({"name": "saved before the check"}) == (None, False)
 
 
+def real_xrays(count: int, size: int = 64) -> tuple[list, np.ndarray]:
+    """`count` X-rays of different patients from the built-in zip, as PIL images and (N, size, size, 1)."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from core.data.datasets import BUILTIN_ZIP, patient_id
+    pictures, patients = [], set()
+    with zipfile.ZipFile(BUILTIN_ZIP) as archive:
+        for name in sorted(archive.namelist())[::7]:
+            if name.endswith(".jpeg") and patient_id(name) not in patients and len(pictures) < count:
+                patients.add(patient_id(name))
+                pictures.append(Image.open(io.BytesIO(archive.read(name))).convert("L"))
+    return pictures, np.stack([np.asarray(p.resize((size, size), Image.BILINEAR))[..., None] for p in pictures])
+
+
+def test_the_same_picture_is_found_through_resaving_resizing_and_exposure_and_other_xrays_are_not():
+    import io
+
+    from PIL import Image, ImageEnhance
+
+    from core.ml.external import same_pictures, thumbnails
+    pictures, originals = real_xrays(160)
+    def resaved(picture, how):
+        if how == "jpeg":  # recompressed hard
+            buffer = io.BytesIO()
+            picture.save(buffer, format="JPEG", quality=50)
+            return Image.open(buffer)
+        if how == "upscaled":
+            return picture.resize((300, 300), Image.BICUBIC)
+        return ImageEnhance.Brightness(ImageEnhance.Contrast(picture).enhance(1.2)).enhance(1.1)  # re-exposed
+    ways = ("jpeg", "upscaled", "exposure")
+    copies = np.stack([np.asarray(resaved(pictures[i], ways[i % 3]).convert("L").resize((64, 64), Image.BILINEAR))[..., None]
+                       for i in range(30)])
+    reference = thumbnails(originals[:100], chunk=16)  # in chunks, as a memory-mapped set is read
+    assert same_pictures(thumbnails(copies), reference).tolist() == list(range(30))
+    assert (same_pictures(thumbnails(originals[100:]), reference) == -1).all()  # 60 other patients' X-rays
+    assert same_pictures(thumbnails(copies), reference[:0]).tolist() == [-1] * 30
+
+
+def test_the_seen_sentence_warns_of_images_the_run_has_seen():
+    result = {"name": "hospital_b", "n_images": 60}
+    seen = {"compared_with": 3816, "same_pictures": 0, "same_patient_ids": 0, "seen": 0, "examples": []}
+    sentence, warn = view.seen_sentence({**result, "seen": seen})
+    assert not warn and sentence.startswith("None of these images is one of the run's 3,816 training and validation")
+    seen = {**seen, "same_pictures": 2, "same_patient_ids": 3, "seen": 4, "examples": ["a.png = NORMAL/b.jpeg"]}
+    sentence, warn = view.seen_sentence({**result, "seen": seen})
+    assert warn and sentence.startswith("The run has seen 4 of these 60 images: 2 are the same picture as a training "
+                                        "or validation image (e.g. `a.png = NORMAL/b.jpeg`), and 3 are named as one "
+                                        "of their patients")
+    assert view.seen_sentence(result) == (None, False)  # saved before the check existed
+    rows = {row["metric"]: row for row in view.side_by_side({**result, "seen": seen, **scored_pair()})}
+    assert rows["Seen in training or validation"]["external: hospital_b"] == "4 of 60"
+
+
+def scored_pair() -> dict:
+    p = predictions_dict()
+    scored = {"metrics": metrics_lib.classification_metrics(p["probabilities"], p["labels"], NAMES),
+              "intervals": metrics_lib.bootstrap_intervals(p["probabilities"], p["labels"], NAMES, p["patient_ids"],
+                                                           n_resamples=20)}
+    return {"class_names": NAMES, "n_patients": 30, "ood_rate": None, **scored, "internal_test": scored}
+
+
 def test_ordinals():
     assert [view.ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 50, 93, 99)] == [
         "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "50th", "93rd", "99th"]

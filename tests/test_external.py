@@ -64,6 +64,39 @@ def test_external_evaluation_agrees_with_the_predictor_and_is_saved(run, externa
     assert (run.external_dir / "hospital-b.json").exists()
 
 
+def test_images_the_run_trained_on_are_found_in_an_external_set(run, tmp_path):
+    """Four of the run's own training X-rays re-saved as PNG under new names, and two under their own
+    names, among a synthetic folder: the result counts them, and the page's sentence warns."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    from core.data.datasets import BUILTIN_ZIP, patient_id
+    from core.ml.external import run_data
+    from core.present.evaluation import seen_sentence
+    folder = make_chest_folder(tmp_path / "mixed", n_patients=2)
+    dataset, split = run_data(run)
+    with zipfile.ZipFile(BUILTIN_ZIP) as archive:
+        for k, row in enumerate(split.train[:6]):
+            member = str(dataset.files[row])
+            name = f"copy{k}.png" if k < 4 else member.split("/")[-1]
+            target = folder / dataset.class_names[dataset.labels[row]] / name
+            Image.open(io.BytesIO(archive.read(member))).save(target)
+    result = evaluate_external(run, folder)
+    seen = result["seen"]
+    assert seen["compared_with"] == len(split.train) + len(split.val)
+    assert seen["same_pictures"] == 6 and len(seen["examples"]) == 3
+    seen_patients = set(dataset.patient_ids[split.train]) | set(dataset.patient_ids[split.val])
+    named = sum(patient_id(f.name) in seen_patients for f in folder.rglob("*.*"))
+    assert named >= 2 and seen["same_patient_ids"] == named
+    assert seen["seen"] == len({f.name for f in folder.rglob("*.*")
+                                if f.name.startswith("copy") or patient_id(f.name) in seen_patients})
+    sentence, warn = seen_sentence(result)
+    assert warn and sentence.startswith(f"The run has seen {seen['seen']} of these {result['n_images']} images: "
+                                        "6 are the same picture as a training or validation image")
+
+
 def test_a_dataset_with_other_classes_is_refused_with_a_clear_message(run, tmp_path):
     # The same model, recorded as trained with task "classes" on NORMAL/PNEUMONIA folders.
     write_json(run.config_path, {**run.config(), "task": "classes"})

@@ -107,6 +107,8 @@ def test_external_results_enter_the_card(tiny_run, runs_dir, chest_folder):
             f"(percentile {contrast['median_percentile']:.0f} of the training images)") in external
     accuracy = result["intervals"]["intervals"]["accuracy"]
     assert f"| Accuracy | {interval_text(accuracy)} |" in external
+    assert card.seen_text(result["seen"]) in external
+    assert card.seen_text({"seen": 0}) == "none of its images seen in training or validation"
 
 
 def test_an_older_run_reads_not_recorded_where_files_are_missing(make_run):

@@ -304,7 +304,7 @@ def external_validation(run: Run) -> list:
                    Paragraph(f"{count(result.get('n_images'))} images, evaluated "
                              f"{when(result.get('evaluated'))}; out-of-distribution rate "
                              f"{NOT_RECORDED if rate is None else f'{rate:.1%}'}; against the training images, "
-                             f"{shift_text(result.get('shift'))}."),
+                             f"{shift_text(result.get('shift'))}; {seen_text(result.get('seen'))}."),
                    Table(("Metric", "External (95% CI)"), metric_rows({"external": found}))]
     return blocks
 
@@ -315,6 +315,16 @@ def shift_text(shift: dict | None) -> str:
         return f"brightness and contrast {NOT_RECORDED}"
     return ", ".join(f"{name} median {v['external_median']:.0f} vs {v['training_median']:.0f} in training "
                      f"(percentile {v['median_percentile']:.0f} of the training images)" for name, v in shift.items())
+
+
+def seen_text(seen: dict | None) -> str:
+    """'none of its images seen in training or validation', or how many were (the same picture or patient)."""
+    if seen is None:
+        return f"overlap with the training and validation images {NOT_RECORDED}"
+    if not seen["seen"]:
+        return "none of its images seen in training or validation"
+    return (f"{seen['seen']} of its images seen in training or validation ({seen['same_pictures']} the same "
+            f"picture, {seen['same_patient_ids']} a patient id of theirs): these results are optimistic")
 
 
 def intended_use(config: dict, summary: dict) -> list:

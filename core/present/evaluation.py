@@ -178,7 +178,37 @@ def side_by_side(result: dict) -> list[dict]:
                  "internal test": _size(result.get("internal_test"))})
     rows.append({"metric": "Flagged out-of-distribution", f"external: {result['name']}": ood_text(result),
                  "internal test": "—"})
+    rows.append({"metric": "Seen in training or validation", f"external: {result['name']}": seen_text(result),
+                 "internal test": "0 (patient-grouped split)"})
     return rows
+
+
+def seen_text(result: dict) -> str:
+    seen = result.get("seen")
+    return "not checked" if seen is None else f"{seen['seen']} of {result['n_images']}"
+
+
+def seen_sentence(result: dict) -> tuple[str | None, bool]:
+    """(what the overlap check found, whether the run has seen any of the images); (None, False) for
+    results saved before the check existed or when it could not run."""
+    seen = result.get("seen")
+    if seen is None:
+        return None, False
+    if not seen["seen"]:
+        return (f"None of these images is one of the run's {seen['compared_with']:,} training and validation "
+                "images (compared as standardised thumbnails, so re-saved, resized or re-exposed copies count), "
+                "and none is named as one of their patients."), False
+    parts = []
+    if seen["same_pictures"]:
+        examples = "; ".join(f"`{example}`" for example in seen["examples"])
+        parts.append(f"{seen['same_pictures']} are the same picture as a training or validation image "
+                     f"(e.g. {examples})")
+    if seen["same_patient_ids"]:
+        parts.append(f"{seen['same_patient_ids']} are named as one of their patients (the same file-name "
+                     "scheme: the same patients, if the two sets come from one source)")
+    return (f"The run has seen {seen['seen']} of these {result['n_images']} images: " + ", and ".join(parts) +
+            ". Numbers on images a model trained or was tuned on are optimistic: leave them out for an "
+            "external validation."), True
 
 
 def _size(internal: dict | None) -> str:
