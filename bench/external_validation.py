@@ -36,7 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.data.datasets import BUILTIN_ZIP, load_dataset, patient_id  # noqa: E402
 from core.ml import metrics  # noqa: E402
-from core.ml.external import SAME_PICTURE_DISTANCE, evaluate_external, run_data, thumbnails  # noqa: E402
+from core.ml.external import (  # noqa: E402
+    SAME_PICTURE_DISTANCE,
+    evaluate_external,
+    run_data,
+    thumbnail_distances,
+    thumbnails,
+)
 from core.settings.config import TrainConfig  # noqa: E402
 from core.settings.recipes import recipe  # noqa: E402
 from core.store.runs import RunStore  # noqa: E402
@@ -71,12 +77,6 @@ def write_members(files, folder: Path, transform=None, suffix: str = ".jpeg") ->
     return folder
 
 
-def distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """RMS differences between every thumbnail of `a` and every one of `b`."""
-    squared = (a ** 2).sum(1)[:, None] + (b ** 2).sum(1)[None] - 2 * a @ b.T
-    return np.sqrt(np.maximum(squared, 0) / a.shape[1])
-
-
 def picture_distances(size: int = 64) -> None:
     """How far apart the thumbnails of different X-rays are, and how close re-saved copies stay."""
     started = time.perf_counter()
@@ -85,7 +85,7 @@ def picture_distances(size: int = 64) -> None:
     patients = np.asarray([patient_id(f) for f in dataset.files])
     closest_other, duplicates = np.inf, []
     for start in range(0, len(thumbs), 512):
-        block = distances(thumbs[start:start + 512], thumbs)
+        block = thumbnail_distances(thumbs[start:start + 512], thumbs)
         rows = np.arange(len(block))
         block[rows, start + rows] = np.inf  # not itself
         other_patient = patients[start:start + 512, None] != patients[None]
@@ -107,7 +107,8 @@ def picture_distances(size: int = 64) -> None:
               "contrast x1.2, brightness x1.1": lambda i: ImageEnhance.Brightness(ImageEnhance.Contrast(i)
                                                                                     .enhance(1.2)).enhance(1.1)}
     for title, make in copies.items():
-        gaps = [float(distances(thumbnails(at_size(make(o))), thumbnails(at_size(o)))[0, 0]) for o in originals]
+        gaps = [float(thumbnail_distances(thumbnails(at_size(make(o))), thumbnails(at_size(o)))[0, 0])
+                for o in originals]
         print(f"  {len(originals)} copies, {title}: distance to their original at most {max(gaps):.3f}")
 
 
@@ -173,9 +174,8 @@ def main() -> int:
               f"{report['test']['ece']['before']:.3f} -> {report['test']['ece']['after']:.3f}, test NLL "
               f"{report['test']['nll']['before']:.3f} -> {report['test']['nll']['after']:.3f}")
 
-        _, split = run_data(run)
-        dataset_files = load_dataset("builtin", image_size=config.image_size).files
-        seen_files = [dataset_files[i] for i in np.concatenate([split.train, split.val])]
+        dataset, split = run_data(run)
+        seen_files = dataset.files[np.concatenate([split.train, split.val])]
         for title, files, transform, suffix in (
                 ("held-out test patients, as they are", test["files"], None, ".jpeg"),
                 ("the same patients, simulated other scanner", test["files"], other_scanner, ".jpeg"),

@@ -144,17 +144,21 @@ def thumbnails(images: np.ndarray, rows: np.ndarray | None = None, chunk: int = 
     return np.concatenate(parts) if parts else np.zeros((0, THUMBNAIL_SIDE ** 2), np.float32)
 
 
+def thumbnail_distances(thumbs: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(len(thumbs), len(reference)) RMS differences between thumbnails, without a difference array."""
+    squared = (thumbs ** 2).sum(axis=1)[:, None] + (reference ** 2).sum(axis=1)[None, :] - 2 * thumbs @ reference.T
+    return np.sqrt(np.maximum(squared, 0) / thumbs.shape[1])
+
+
 def same_pictures(thumbs: np.ndarray, reference: np.ndarray, chunk: int = 512) -> np.ndarray:
     """For each thumbnail, the row of `reference` that is the same picture (closest, within
     SAME_PICTURE_DISTANCE), or -1."""
     matches = np.full(len(thumbs), -1)
     if not len(reference):
         return matches
-    reference_norms = (reference ** 2).sum(axis=1)
     for start in range(0, len(thumbs), chunk):
         block = thumbs[start:start + chunk]
-        squared = (block ** 2).sum(axis=1)[:, None] + reference_norms[None, :] - 2 * block @ reference.T
-        distance = np.sqrt(np.maximum(squared, 0) / thumbs.shape[1])
+        distance = thumbnail_distances(block, reference)
         nearest = distance.argmin(axis=1)
         close = distance[np.arange(len(block)), nearest] < SAME_PICTURE_DISTANCE
         matches[start:start + chunk] = np.where(close, nearest, -1)
