@@ -211,6 +211,11 @@ def tiny_folder_config(folder, **overrides) -> TrainConfig:
     return TrainConfig(**{**TINY_FOLDER_RUN, **overrides}, data_source="folder", data_path=str(folder))
 
 
+def trained_a_batch(progress: dict) -> bool:
+    """A training process's progress (run.progress()) says it is training, past a first batch."""
+    return progress.get("phase") == "training" and (progress.get("batch", 0) >= 1 or progress.get("epoch", 0) >= 1)
+
+
 def wait_until(condition, timeout: float = 120, what: str = "condition"):
     """Poll `condition` until it returns something true (returned), or fail after `timeout` s."""
     deadline = time.monotonic() + timeout

@@ -17,7 +17,7 @@ import pytest
 from core.settings.config import TrainConfig
 from core.store.runs import Run, RunStore, process_alive
 from core.workers.manager import JobManager
-from tests.conftest import tiny_folder_config, wait_until
+from tests.conftest import tiny_folder_config, trained_a_batch, wait_until
 
 PROJECT = Path(__file__).resolve().parents[1]
 CLUSTER_CPUS = 2
@@ -107,7 +107,7 @@ def test_stop_a_killed_ray_worker_and_resume_on_ray(on_ray, store, chest_folder)
     assert manager.cluster is not None and manager.max_concurrent == CLUSTER_CPUS  # 1 CPU a run
     try:
         doomed = manager.submit(tiny(chest_folder, epochs=30, name="doomed"))
-        stopped = manager.submit(tiny(chest_folder, epochs=300, name="stopped"))
+        stopped = manager.submit(tiny(chest_folder, epochs=500, name="stopped"))
         waiting = manager.submit(tiny(chest_folder, name="waiting"))
         # Both slots are taken: the third run waits in the queue, and Stop cancels it there.
         wait_until(lambda: store.get(stopped).status().get("node"), what="the second run on a node")
@@ -126,11 +126,10 @@ def test_stop_a_killed_ray_worker_and_resume_on_ray(on_ray, store, chest_folder)
         # Its training process does not go on unsupervised.
         wait_until(lambda: not process_alive(trainer["pid"], trainer["pid_start"]), 30, "the orphan to exit")
 
-        # A running run (300 epochs: still training) stops after its current batch, asked through
+        # A running run (500 epochs: still training) stops after its current batch, asked through
         # the shared runs folder.
         running = store.get(stopped)
-        wait_until(lambda: running.progress().get("phase") == "training" and running.progress().get("batch", 0) >= 1,
-                   what="the run to train")
+        wait_until(lambda: trained_a_batch(running.progress()), what="the run to train")
         assert manager.cancel(stopped)
         assert manager.wait(stopped, 60) == "cancelled"
 

@@ -194,6 +194,25 @@ def test_stop_is_offered_only_while_stopping_still_helps():
     assert stop_option("done", "done", False) == "none"
 
 
+def test_the_progress_file_catches_up_with_a_change_that_came_too_soon(tmp_path):
+    """Short epochs: the batches after an epoch's start come within the write interval. The file
+    must still show them once the interval is up, not the epoch's batch 0 until the next epoch."""
+    from core.ml.training import Progress
+    from core.store.runs import read_json
+    path = tmp_path / "progress.json"
+    progress = Progress(epochs=300, path=path)
+    progress.update(phase="training", epoch=4, batch=0, batches=3)  # a new phase: written at once
+    assert read_json(path)["batch"] == 0
+    for batch in (1, 2, 3):
+        progress.update(batch=batch)
+    assert read_json(path)["batch"] == 0  # throttled: at most twice a second
+    time.sleep(Progress.WRITE_INTERVAL_S + 0.3)
+    assert read_json(path)["batch"] == 3
+    progress.update(phase="evaluating")
+    time.sleep(Progress.WRITE_INTERVAL_S + 0.3)
+    assert read_json(path)["phase"] == "evaluating"
+
+
 @pytest.mark.slow
 def test_restore_best_evaluates_and_saves_the_best_epoch_not_the_last(manager, chest_folder):
     # A high learning rate makes the validation loss jump about, so the best epoch is not the last.

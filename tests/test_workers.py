@@ -13,7 +13,7 @@ import pytest
 from core.settings.config import TrainConfig
 from core.store.runs import RunStore
 from core.workers.manager import JobManager
-from tests.conftest import tiny_folder_config, wait_until
+from tests.conftest import tiny_folder_config, trained_a_batch, wait_until
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -30,8 +30,7 @@ def spare_process(monkeypatch):
 def training_pid(store: RunStore, run_id: str) -> int:
     """The pid of the process training `run_id`, once it is in its training loop."""
     run = store.get(run_id)
-    wait_until(lambda: run.progress().get("phase") == "training" and run.progress().get("batch", 0) >= 1,
-               what=f"{run_id} to train")
+    wait_until(lambda: trained_a_batch(run.progress()), what=f"{run_id} to train")
     return run.status()["trainer"]["pid"]
 
 
