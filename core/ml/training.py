@@ -127,13 +127,25 @@ def make_tf_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, ba
     """uint8 images + int labels -> batches of (float32 pixels 0-255, one-hot labels), prefetched."""
     import tensorflow as tf
     ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+    return shuffled_batches(ds, len(labels), batch_size, shuffle, seed,
+                            lambda x, y: to_model_inputs(x, y, num_classes))
+
+
+def shuffled_batches(ds, count: int, batch_size: int, shuffle: bool, seed: int, to_model):
+    """`count` elements -> batches (shuffled anew every epoch if `shuffle`) mapped by `to_model`
+    in order, prefetched. The pipeline both the in-memory and the streamed data go through."""
+    import tensorflow as tf
     if shuffle:
-        ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    # Casting after batching keeps the shuffle buffer in uint8 (4x smaller).
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    # Mapping after batching keeps the shuffle buffer in uint8 (4x smaller than float32).
+    ds = ds.batch(batch_size).map(to_model, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def to_model_inputs(images, labels, num_classes: int):
+    """A batch of uint8 images and int labels as the model takes them: float32 pixels 0-255, one-hot."""
+    import tensorflow as tf
+    return tf.cast(images, tf.float32), tf.one_hot(labels, num_classes)
 
 
 def machine_memory_bytes() -> int:
@@ -169,13 +181,9 @@ def make_streamed_dataset(dataset: data_lib.Dataset, rows: np.ndarray, num_class
         x, y = tf.numpy_function(read, [positions], (tf.uint8, tf.int32), stateful=False)
         x.set_shape(image_shape)
         y.set_shape((None,))
-        return tf.cast(x, tf.float32), tf.one_hot(y, num_classes)
+        return to_model_inputs(x, y, num_classes)
 
-    ds = tf.data.Dataset.range(len(rows))
-    if shuffle:
-        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(to_model, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return shuffled_batches(tf.data.Dataset.range(len(rows)), len(rows), batch_size, shuffle, seed, to_model)
 
 
 def split_batches(dataset: data_lib.Dataset, rows: np.ndarray, num_classes: int, batch_size: int,
