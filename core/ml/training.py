@@ -137,7 +137,7 @@ def shuffled_batches(ds, count: int, batch_size: int, shuffle: bool, seed: int, 
     import tensorflow as tf
     if shuffle:
         ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    # Mapping after batching keeps the shuffle buffer in uint8 (4x smaller than float32).
+    # Mapping after batching keeps float32 pixels out of the shuffle buffer (uint8 images or row positions).
     ds = ds.batch(batch_size).map(to_model, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
