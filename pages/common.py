@@ -6,11 +6,9 @@ it inside functions, and `core.ml.models` is imported inside cached functions.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
-import threading
 
 import streamlit as st
 
@@ -20,6 +18,7 @@ from core.present import runs as runs_view
 from core.present.session_keys import DATASET_SETTINGS_KEY, is_kept, is_saved
 from core.store import ui_state
 from core.store.runs import RunStore, default_runs_dir
+from core.workers import service
 
 RESTORED_KEY = "_settings_restored"
 SAVED_SNAPSHOT_KEY = "_settings_saved"
@@ -91,22 +90,16 @@ enter_through_app()
 
 # ----------------------------------------------------------------------------- cached resources
 
-@st.cache_resource(show_spinner=False)
-def _job_manager(runs_root: str):
-    # core.ml.training comes with it, still without TensorFlow
-    from core.workers.manager import JobManager
-    return JobManager(RunStore(runs_root))
-
-
 def resume_runs(run_ids: list[str]) -> tuple[list[str], list[str]]:
     """Queue runs again to go on from their last completed epoch: (resumed ids, problems)."""
     return runs_view.resume_runs(run_ids, job_manager().resume)
 
 
 def job_manager():
-    """The process-wide job manager for the current runs folder (`CXR_RUNS_DIR` or runs/)."""
+    """The process-wide job manager for the current runs folder (`CXR_RUNS_DIR` or runs/): the one the
+    server started with (core/workers/service.py), or started now (under AppTest)."""
     try:
-        return _job_manager(str(default_runs_dir()))
+        return service.shared_manager(str(default_runs_dir()))
     except (ConnectionError, ValueError) as exc:  # e.g. $CXR_RAY_ADDRESS names no reachable cluster
         st.error(f"No runs can be trained: {exc}", icon=":material/cloud_off:")
         st.stop()
@@ -114,26 +107,6 @@ def job_manager():
 
 def run_store() -> RunStore:
     return job_manager().store
-
-
-# What the warm-up imports, in this order: what pages import first, then Keras (which also
-# imports scikit-learn and narwhals). Two threads importing shared modules in different orders can
-# deadlock (Python raises _DeadlockError); measured here: Keras in the warm-up thread against
-# altair in a page's thread, both reaching narwhals.
-WARM_UP_MODULES = ("pandas", "altair", "sklearn", "keras")
-
-
-@st.cache_resource(show_spinner=False)
-def warm_up_models() -> threading.Thread:
-    """Import Keras in the background once per process, so the Train page
-    is quick when the user gets there while the first paint of any page stays fast."""
-    def import_all() -> None:
-        for name in WARM_UP_MODULES:
-            importlib.import_module(name)
-
-    thread = threading.Thread(target=import_all, name="cxr-warm-up", daemon=True)
-    thread.start()
-    return thread
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -29,6 +29,7 @@ from core.ml import metrics as metrics_lib
 from core.settings.config import TrainConfig
 from core.store import runs
 from core.store.runs import Run, RunStore
+from core.workers import service
 from core.workers.manager import JobManager
 from tests.synthetic import make_chest_folder
 
@@ -115,6 +116,17 @@ def no_spare_training_process(monkeypatch):
     """Job managers made by tests (and by pages under AppTest) start no idle spare process; the
     worker tests and the served dashboards use one."""
     monkeypatch.setenv("CXR_SPARE_PROCESS", "0")
+
+
+@pytest.fixture(autouse=True)
+def job_managers_end_with_their_test():
+    """Pages under AppTest start the process's job manager (core/workers/service.py): it is shut down
+    at the end of the test that started it (its training processes killed), and no test may leave a
+    manager's slot threads running, as a cached manager once did: its runs trained into later tests."""
+    yield
+    service.shutdown_all(cancel_running=False)
+    leaked = [thread.name for thread in threading.enumerate() if thread.name.startswith("cxr-job-slot")]
+    assert not leaked, f"a job manager outlived its test (shut it down, or use the `manager` fixture): {leaked}"
 
 
 @pytest.fixture(autouse=True)
@@ -307,7 +319,7 @@ def make_run(store):
 
 
 # Threads the dashboard starts that run TensorFlow code and then end by themselves.
-WARM_UP_THREADS = ("cxr-warm-up", "diagnose-warm-up")
+WARM_UP_THREADS = ("diagnose-warm-up",)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -138,8 +138,17 @@ def shuffled_batches(ds, count: int, batch_size: int, shuffle: bool, seed: int, 
     if shuffle:
         ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     # Mapping after batching keeps float32 pixels out of the shuffle buffer (uint8 images or row positions).
-    ds = ds.batch(batch_size).map(to_model, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size).map(without_autograph(to_model), num_parallel_calls=tf.data.AUTOTUNE,
+                                  deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def without_autograph(function):
+    """`function` as tf.data and tf.function trace it, but not rewritten by AutoGraph, which parses its
+    Python source: in a dashboard thread that can break a page compiled at the same moment on CPython
+    3.11 before 3.11.8 (gh-106905). Our mapped functions are plain TensorFlow ops: nothing to rewrite."""
+    import tensorflow as tf
+    return tf.autograph.experimental.do_not_convert(function)
 
 
 def to_model_inputs(images, labels, num_classes: int):
@@ -791,7 +800,8 @@ def predict_rows(model, dataset: data_lib.Dataset, rows: np.ndarray, batch_size:
     if pipeline == "memory" or len(rows) == 0:
         return predict_probabilities(model, dataset.images[rows], batch_size)
     batches = make_streamed_dataset(dataset, rows, model.output_shape[-1], batch_size, False, 0)
-    return np.asarray(model.predict(batches.map(lambda x, y: x), verbose=0), dtype=np.float32)
+    images_only = batches.map(without_autograph(lambda x, y: x))
+    return np.asarray(model.predict(images_only, verbose=0), dtype=np.float32)
 
 
 def environment_versions() -> dict:
