@@ -151,6 +151,7 @@ def test_dataset_settings_carry_over_to_the_train_page(app_env):
 
 # ----------------------------------------------------------------------------- training
 
+@pytest.mark.slow
 def test_launching_a_tiny_training_from_the_train_page_creates_a_run(app_env):
     at = open_page("pages/train.py", small_dataset())
     assert_clean(at)

@@ -23,7 +23,7 @@ from tests.browser_support import (
     snap,
 )
 
-pytestmark = requires_chromium
+pytestmark = [requires_chromium, pytest.mark.slow]
 TINY = dict(arch="seed_cnn", batch_size=128, epochs=2, arch_params={"dense_units": 8}, early_stopping=False)
 RUNS = (("small", dict(image_size=32, seed=1)),
         ("larger", dict(image_size=40, seed=1, split_seed=2, dropout=0.3)),

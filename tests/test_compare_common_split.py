@@ -48,6 +48,7 @@ def test_identical_test_settings_have_no_differences():
     assert common_split.test_set_differences({"a": a, "b": b}) == []
 
 
+@pytest.mark.slow
 def test_common_set_holds_only_patients_no_run_trained_or_validated_on(trained):
     configs = {label: run.config() for label, run in trained.items()}
     test_set = common_split.common_test_set(configs, "small")
@@ -66,12 +67,14 @@ def test_common_set_holds_only_patients_no_run_trained_or_validated_on(trained):
     assert f"{len(test_set.files)} images of {len(test_set.patients)} patients" in test_set.describe()
 
 
+@pytest.mark.slow
 def test_runs_sharing_a_split_keep_the_whole_reference_test_set(trained):
     configs = {"small": trained["small"].config(), "again": dict(trained["small"].config(), image_size=40)}
     test_set = common_split.common_test_set(configs, "small")
     assert len(test_set.files) == test_set.reference_images and not test_set.removed_patients
 
 
+@pytest.mark.slow
 def test_scores_every_run_on_the_same_images_at_its_own_size(trained):
     messages = []
     result = common_split.score_runs(trained, "small", lambda text, share: messages.append((text, share)),
@@ -99,6 +102,7 @@ def test_scores_every_run_on_the_same_images_at_its_own_size(trained):
     assert {"recall viral", "macro OvR AUC", "accuracy 95% CI", "patients"} <= set(rows[2])
 
 
+@pytest.mark.slow
 def test_unknown_reference_and_a_run_without_model_are_refused(trained, tmp_path):
     with pytest.raises(common_split.CommonSplitError, match="not among the runs"):
         common_split.common_test_set({"a": trained["small"].config()}, "b")
@@ -108,6 +112,7 @@ def test_unknown_reference_and_a_run_without_model_are_refused(trained, tmp_path
         common_split.score_runs({"small": trained["small"], "no-model": empty}, "small")
 
 
+@pytest.mark.slow
 def test_nothing_left_is_a_clear_error(tmp_path_factory, monkeypatch):
     # Eight different split seeds leave no test patient unseen by all of them (splits need no model).
     monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "dataset-cache"))
@@ -152,6 +157,7 @@ def trained_app(trained, monkeypatch, tmp_path_factory, tmp_path):
     return trained
 
 
+@pytest.mark.slow
 def test_compare_page_warns_and_scores_on_one_common_split(trained_app):
     from tests.apptest_support import assert_clean, open_page, texts
     ids = [trained_app[label].id for label in ("small", "larger", "subtype")]
@@ -173,6 +179,7 @@ def test_compare_page_warns_and_scores_on_one_common_split(trained_app):
     assert "Common test set:" in texts(at)
 
 
+@pytest.mark.slow
 def test_evaluate_gallery_captions_say_what_decided(trained_app):
     from tests.apptest_support import assert_clean, open_page
     at = open_page("pages/evaluate.py", {"eval_run": trained_app["small"].id})

@@ -59,6 +59,7 @@ def test_a_selected_failed_run_shows_why_and_what_its_process_printed(app_env, m
     assert not [b for b in at.button if b.key == "runs_resume_button"]  # it never completed an epoch
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_is_resumed_from_the_runs_page(app_env, store, make_run, tmp_path, monkeypatch):
     make_run("done", name="other")
     run = interrupted_after_one_epoch(store, tmp_path, monkeypatch)

@@ -80,6 +80,7 @@ def test_bad_values_show_an_error_and_lose_nothing(app_env, tiny_base):
     assert any("not valid JSON" in e for e in errors(at))
 
 
+@pytest.mark.slow
 def test_launch_view_compare_export_and_import(app_env, tiny_base, tmp_path, monkeypatch):
     at = set_up(open_page(), tiny_base, "0.2, 0.4", seeds=1, name="dropout study")
     at.button(key="sweep_launch_button").click().run()
@@ -130,6 +131,7 @@ def test_a_refused_import_shows_why(app_env):
     assert any("runs.zip was not imported: not a zip file" in e for e in errors(at)), errors(at)
 
 
+@pytest.mark.slow
 def test_a_running_sweep_can_be_stopped(app_env, tiny_base):
     at = set_up(open_page(), {**tiny_base, "epochs": 200, "early_stopping": False}, "0.2, 0.4")
     at.button(key="sweep_launch_button").click().run()

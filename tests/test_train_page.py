@@ -89,6 +89,7 @@ def test_a_run_of_another_process_reads_running_not_a_phase(app_env, make_run):
     assert run.id in headline
 
 
+@pytest.mark.slow
 def test_a_stopped_run_stays_in_view_while_the_next_one_trains(app_env):
     at = open_page("pages/train.py", small_dataset())
     at.number_input(key="train_epochs").set_value(3)
@@ -131,6 +132,7 @@ def wait_for_an_empty_queue(store) -> None:
 
 # ----------------------------------------------------------------------------- worker processes
 
+@pytest.mark.slow
 def test_the_memory_cap_reaches_the_submitted_run(app_env):
     at = open_page("pages/train.py", {**small_dataset(), "train_epochs": 1, "train_name": "capped"})
     at.number_input(key="train_memory_cap_mb").set_value(100).run()
@@ -218,6 +220,7 @@ def interrupted_after_one_epoch(store, tmp_path, monkeypatch):
     return run
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_from_its_checkpoint(app_env, store, tmp_path, monkeypatch):
     run = interrupted_after_one_epoch(store, tmp_path, monkeypatch)
     at = open_page("pages/train.py", {**small_dataset(), "watch_run_id": run.id})
