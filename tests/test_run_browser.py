@@ -183,8 +183,13 @@ def test_the_query_compares_numbers_as_numbers(store, browsed):
 @pytest.mark.parametrize("query, message", [
     ("test_aux >= 0.9", "unknown column 'test_aux' (did you mean test_auc"),
     ("nonsense_column == 1", "unknown column 'nonsense_column' (columns: "),
-    ("test_auc = 0.9", "unknown operator '='; use one of >=, <=, !=, ==, >, <, contains"),
-    ("test_auc => 0.9", "unknown operator '='"),
+    ("test_auc = 0.9", "unknown operator '=' (did you mean ==?); use one of >=, <=, !=, ==, >, <, contains"),
+    ("test_auc => 0.9", "unknown operator '=>' (did you mean >=?)"),
+    # operator slips name the operator, not the value that follows it
+    ("test_auc >>= x", "'test_auc >>= x': unknown operator '>>=' (did you mean >=?)"),
+    ("test_auc > = 0.9", "unknown operator '> =' (did you mean >=?)"),
+    ("test_auc =< 0.9", "unknown operator '=<' (did you mean <=?)"),
+    ("test_auc <> 0.9", "unknown operator '<>'; use one of"),
     ("test_auc >=", "no value to compare test_auc with"),
     ("test_auc >= high", "test_auc holds numbers: 'high' is not a number"),
     ('test_auc >= "0.9"', "test_auc holds numbers: '0.9' is not a number"),
