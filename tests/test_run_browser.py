@@ -387,6 +387,35 @@ def test_a_bad_query_says_why_and_leaves_the_table_unfiltered(app_env, browsed):
     assert shown_names(at) == ["broken", "fast", "mlp-run", "zoomed"]
 
 
+def selection_names(at) -> list[str]:
+    """The runs the table's selection points at, by name (its rows are positions in the rows shown)."""
+    table = at.dataframe(key="runs_table").value
+    rows = at.session_state["runs_table"]["selection"]["rows"]
+    return sorted(table.iloc[i]["name"] if i < len(table) else f"row {i} not shown" for i in rows)
+
+
+def test_a_filter_keeps_the_selection_on_the_same_runs_and_the_compare_box_agrees(app_env, store, browsed):
+    fast, mlp = browsed["fast"], browsed["mlp"]
+    at = select(open_page("pages/runs.py"), [fast.id, mlp.id])
+    assert selection_names(at) == ["fast", "mlp-run"]
+    assert sorted(at.multiselect(key="runs_compare_ids").value) == sorted([fast.id, mlp.id])
+    # Hiding the mlp run moves the other rows up: the selection must not slide onto other runs.
+    at.multiselect(key="runs_filter_archs").set_value(["seed_cnn"]).run()
+    assert_no_exception(at)
+    assert selection_names(at) == ["fast"]
+    assert at.multiselect(key="runs_compare_ids").value == [fast.id]
+    assert [e.label for e in at.expander][:1] == ["Name, tags, notes and star of fast"]
+    at.multiselect(key="runs_filter_archs").set_value([]).run()  # shown again: the same run still selected
+    assert selection_names(at) == ["fast"] and at.multiselect(key="runs_compare_ids").value == [fast.id]
+
+
+def test_empty_cells_of_the_runs_table_read_a_dash_as_on_home(app_env, browsed):
+    at = open_page("pages/runs.py")
+    table = at.dataframe(key="runs_table")
+    assert table.value.set_index("name").loc["broken", ["test_auc", "duration_s"]].isna().any()
+    assert table.proto.placeholder == compare.MISSING == "—"
+
+
 def test_a_remembered_tag_that_no_run_has_any_more_is_dropped(app_env, store, browsed):
     at = open_page("pages/runs.py")
     at.multiselect(key="runs_filter_tags").set_value(["augmented"]).run()

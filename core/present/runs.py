@@ -104,6 +104,12 @@ def compare_choice(current: list[str] | None, selected: list[str], last_selectio
     return [r for r in current if r in known]
 
 
+def rows_of(run_ids: list[str], shown: list[str]) -> list[int]:
+    """The positions in `shown` (a table's run ids, in order) of the runs `run_ids` still there."""
+    wanted = set(run_ids)
+    return [i for i, run_id in enumerate(shown) if run_id in wanted]
+
+
 def common_split_key(runs: list[Run], reference: Run) -> tuple:
     """What a common-split score depends on: the runs, their model files' times and the reference."""
     def model_time(run: Run) -> float:
