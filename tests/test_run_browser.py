@@ -404,7 +404,7 @@ def test_a_filter_keeps_the_selection_on_the_same_runs_and_the_compare_box_agree
     assert_no_exception(at)
     assert selection_names(at) == ["fast"]
     assert at.multiselect(key="runs_compare_ids").value == [fast.id]
-    assert [e.label for e in at.expander][:1] == ["Name, tags, notes and star of fast"]
+    assert [e.label for e in at.expander][:1] == ["Name, tags and notes of fast"]
     at.multiselect(key="runs_filter_archs").set_value([]).run()  # shown again: the same run still selected
     assert selection_names(at) == ["fast"] and at.multiselect(key="runs_compare_ids").value == [fast.id]
 
@@ -426,19 +426,33 @@ def test_a_remembered_tag_that_no_run_has_any_more_is_dropped(app_env, store, br
     assert again.session_state["runs_filter_tags"] == [] and len(shown_names(again)) == 4
 
 
-def test_one_selected_run_is_renamed_tagged_and_starred_from_its_form(app_env, store, browsed):
+def test_one_selected_run_is_renamed_and_tagged_from_its_form(app_env, store, browsed):
     run = browsed["mlp"]
     at = select(open_page("pages/runs.py"), [run.id])
     at.text_input(key=f"annotate_name_{run.id}").set_value("final model")
     at.text_input(key=f"annotate_tags_{run.id}").set_value("Paper, best")
     at.text_area(key=f"annotate_notes_{run.id}").set_value("chosen for the paper")
-    at.checkbox(key=f"annotate_star_{run.id}").check()
     next(b for b in at.button if b.label == "Save").click().run()
     assert_clean(at)
     assert Run(run.path).annotations() == {"name": "final model", "tags": ["paper", "best"],
-                                           "notes": "chosen for the paper", "starred": True}
+                                           "notes": "chosen for the paper"}
     row = at.dataframe(key="runs_table").value.set_index("run_id").loc[run.id]
-    assert (row["name"], row["tags"], bool(row["starred"])) == ("final model", "paper, best", True)
+    assert (row["name"], row["tags"]) == ("final model", "paper, best")
+
+
+def test_the_star_of_the_selected_run_toggles_with_one_click(app_env, store, browsed):
+    run = browsed["mlp"]
+    at = select(open_page("pages/runs.py"), [run.id])
+    star = at.button(key="runs_star_button")
+    assert star.label == "Star"
+    star.click().run()
+    assert_clean(at)
+    assert Run(run.path).annotations() == {"starred": True}
+    assert bool(at.dataframe(key="runs_table").value.set_index("run_id").loc[run.id, "starred"])
+    assert at.button(key="runs_star_button").label == "Unstar"  # still selected: the same button undoes it
+    at.button(key="runs_star_button").click().run()
+    assert Run(run.path).annotations() == {"starred": False}
+    assert not at.dataframe(key="runs_table").value.set_index("run_id").loc[run.id, "starred"]
 
 
 def test_a_bad_tag_in_the_form_is_refused_and_nothing_is_saved(app_env, store, browsed):
@@ -456,7 +470,8 @@ def test_several_selected_runs_are_tagged_and_starred_together(app_env, store, b
     at = select(open_page("pages/runs.py"), chosen)
     at.text_input(key="annotate_bulk_tag").set_value("review").run()
     at.button(key="annotate_add_button").click().run()
-    at.button(key="annotate_star_button").click().run()
+    assert at.button(key="runs_star_button").label == "Star 2 selected"
+    at.button(key="runs_star_button").click().run()
     assert_no_exception(at)
     assert {e.value for e in at.error} == {"**broken** failed: out of memory"}  # why it failed, nothing else
     assert [Run(store.get(r).path).annotations() for r in chosen] == [{"tags": ["review"], "starred": True}] * 2

@@ -28,7 +28,7 @@ METRIC_ROWS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "macro_ovr_au
                "log_loss", "brier")
 # How the runs tables (Runs & Compare, Home) show a column: (label, printf format or None, help or None).
 RUN_COLUMNS = {
-    "starred": ("★", None, "Starred runs (star them below the table)"),
+    "starred": ("★", None, "Starred runs (on Runs & Compare: select rows, press Star)"),
     "name": ("name", None, None),
     "tags": ("tags", None, None),
     "learning_rate": ("lr", "%.0e", None),

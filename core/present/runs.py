@@ -32,9 +32,16 @@ def retag(runs: list[Run], add=(), remove=(), starred: bool | None = None) -> No
     from core.store.runs import check_tags
     add, remove = check_tags(list(add)), set(check_tags(list(remove)))
     for run in runs:
-        kept = [tag for tag in run.annotations().get("tags", []) if tag not in remove]
-        changes = {"tags": kept + [tag for tag in add if tag not in kept]}
-        run.annotate(**changes, **({} if starred is None else {"starred": starred}))
+        changes = {} if starred is None else {"starred": starred}
+        if add or remove:
+            kept = [tag for tag in run.annotations().get("tags", []) if tag not in remove]
+            changes["tags"] = kept + [tag for tag in add if tag not in kept]
+        run.annotate(**changes)
+
+
+def star_target(runs: list[Run]) -> bool:
+    """What the star button does to the runs: star them (True) unless every one is starred already."""
+    return not all(run.annotations().get("starred") for run in runs)
 
 
 def can_evaluate(run: Run) -> bool:
