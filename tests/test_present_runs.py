@@ -18,6 +18,20 @@ def test_names_and_the_queue_in_running_order(store, make_run):
     assert done.id not in [r.id for r in runs_view.active_runs(store)]
 
 
+def test_a_launched_run_never_takes_a_name_another_run_goes_by(store, make_run):
+    from core.settings.config import TrainConfig
+    make_run("done", name="baseline")
+    make_run("done", name="baseline-2")
+    make_run("done", name="old").annotate(name="renamed")  # the name people see counts, not the config's
+    config, note = runs_view.named_uniquely(TrainConfig(name="baseline"), store)
+    assert (config.name, note) == ("baseline-3", "A run named baseline exists: this one is named baseline-3.")
+    assert runs_view.named_uniquely(TrainConfig(name="baseline-2"), store)[0].name == "baseline-3"
+    assert runs_view.named_uniquely(TrainConfig(name="renamed"), store)[0].name == "renamed-2"
+    fresh = TrainConfig(name="old")
+    assert runs_view.named_uniquely(fresh, store) == (fresh, None)  # its run goes by 'renamed' now
+    assert runs_view.unique_name("", {""}) == ""  # no name: the run is named by its unique id
+
+
 def test_a_queue_line_says_state_epoch_and_stopping(make_run):
     run = make_run("running", name="live", epochs=4)
     assert runs_view.queue_entry(run, {"state": "running", "epoch": 1, "epochs": 4}, False) == \

@@ -3,6 +3,8 @@ several runs, which runs to compare, annotating runs, the run browser's filters 
 command."""
 from __future__ import annotations
 
+import dataclasses
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -42,6 +44,27 @@ def retag(runs: list[Run], add=(), remove=(), starred: bool | None = None) -> No
 def star_target(runs: list[Run]) -> bool:
     """What the star button does to the runs: star them (True) unless every one is starred already."""
     return not all(run.annotations().get("starred") for run in runs)
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """`name`, or the first of 'name-2', 'name-3'... (counting on from a number it already ends in)
+    that no run goes by; an empty name stays empty (such a run is named by its unique id)."""
+    if not name or name not in taken:
+        return name
+    numbered = re.fullmatch(r"(?P<base>.+)-(?P<n>\d+)", name)
+    base, n = (numbered["base"], int(numbered["n"]) + 1) if numbered else (name, 2)
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+def named_uniquely(config, store: RunStore):
+    """(the config to launch, what to tell or None): renamed with unique_name when a run of the store
+    already goes by its name, so two runs never share one name in the tables."""
+    name = unique_name(config.name, {run.display_name() for run in store.list()})
+    if name == config.name:
+        return config, None
+    return dataclasses.replace(config, name=name), f"A run named {config.name} exists: this one is named {name}."
 
 
 def can_evaluate(run: Run) -> bool:
