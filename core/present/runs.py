@@ -7,11 +7,14 @@ import dataclasses
 import re
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
+from core.present import estimate
+from core.present.compare import format_seconds
 from core.store.runs import ACTIVE_STATES, Run, RunStore
 
 MAX_COMPARE = 6
@@ -145,6 +148,37 @@ def common_split_key(runs: list[Run], reference: Run) -> tuple:
     def model_time(run: Run) -> float:
         return run.model_path.stat().st_mtime if run.has_model() else 0.0
     return tuple(sorted((run.id, model_time(run)) for run in runs)), reference.id
+
+
+def queue_times(active: list[Run], progress: dict[str, dict], past: list, slots: int = 1,
+                now: float | None = None) -> dict[str, float | None]:
+    """Seconds until each active run ends (None: not known yet), the running runs first, then the
+    queue oldest first on `slots` worker slots (core.present.estimate.finish_times). `progress`: each
+    run's JobManager.progress; `past`: estimate.past_runs of the store."""
+    now = time.time() if now is None else now
+    ordered = sorted(active, key=lambda r: (progress[r.id].get("state") != "running",
+                                            r.status().get("created") or 0))
+    left = [estimate.time_left(estimate.estimate_run(r.config(), past).seconds, progress[r.id],
+                               r.status().get("started"), now) for r in ordered]
+    running = sum(progress[r.id].get("state") == "running" for r in ordered)
+    return dict(zip([r.id for r in ordered], estimate.finish_times(left, max(slots, running))))
+
+
+def time_left_text(seconds: float | None) -> str:
+    """'about 3 min 5 s left', or when it will be known."""
+    if seconds is None:
+        return "time left known once it trains"
+    return f"about {format_seconds(seconds)} left"
+
+
+def queue_summary(ends: dict[str, float | None]) -> str:
+    """Home's line under the queue: when the last of its runs should end."""
+    count = f"{len(ends)} run{'s' if len(ends) != 1 else ''}"
+    if not ends or any(seconds is None for seconds in ends.values()):
+        return (f"{count} queued or running; the time left is known once each trains, or once a run of "
+                "the same model has finished on this machine.")
+    return (f"{count} queued or running: the last should end in about {format_seconds(max(ends.values()))} "
+            "(estimated from the runs finished on this machine).")
 
 
 def queue_entry(run: Run, progress: dict, stopping: bool) -> tuple[str, float | None]:
