@@ -43,12 +43,16 @@ def test_the_time_left_of_each_run_in_the_queue(store, make_run):
     ends = runs_view.queue_times(active, progress, estimate.past_runs(store))
     assert ends == pytest.approx({live.id: 95.0, queued.id: 95.0 + 3 * 2 + 24, later.id: 125.0 + 5 * 2 + 24})
     assert runs_view.time_left_text(ends[queued.id]) == "about 2 min 5 s left"
+    # A group of runs (a study) ends with its last one; a finished member has no time left to add.
+    assert runs_view.last_end(ends, [live.id, queued.id, "finished-run"]) == pytest.approx(125.0)
+    assert runs_view.last_end(ends, ["finished-run"]) is None
     assert runs_view.queue_summary(ends).startswith("3 runs queued or running: the last should end in about 2 min 39 s")
     two_slots = runs_view.queue_times(active, progress, estimate.past_runs(store), slots=2)
     assert two_slots[later.id] == pytest.approx(3 * 2 + 24 + 5 * 2 + 24)  # the queued pair shares one slot
     no_past = runs_view.queue_times(active, progress, [])
     assert no_past == {live.id: 95.0, queued.id: None, later.id: None}
     assert runs_view.time_left_text(None) == "time left known once it trains"
+    assert runs_view.last_end(no_past, [live.id, queued.id]) is None
     assert "the time left is known once each trains" in runs_view.queue_summary(no_past)
 
 

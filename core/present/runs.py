@@ -164,6 +164,13 @@ def queue_times(active: list[Run], progress: dict[str, dict], past: list, slots:
     return dict(zip([r.id for r in ordered], estimate.finish_times(left, max(slots, running))))
 
 
+def last_end(ends: dict[str, float | None], run_ids) -> float | None:
+    """When the last active run of `run_ids` (e.g. a study's) should end, from queue_times' `ends`
+    (every run queued ahead counts); None when one of them has no time yet, or none is active."""
+    mine = [ends[run_id] for run_id in run_ids if run_id in ends]
+    return None if not mine or None in mine else max(mine)
+
+
 def time_left_text(seconds: float | None) -> str:
     """'about 3 min 5 s left', or when it will be known."""
     if seconds is None:
