@@ -90,16 +90,16 @@ def keep_selection_on_the_same_runs(shown: list[str]) -> None:
 
 def table_actions(table, selected: list[str]) -> None:
     store = common.run_store()
-    cols = st.columns([1, 1, 1, 1, 1, 3])
-    cols[0].download_button("Export CSV", compare.table_csv(table), file_name="cxr_runs.csv",
-                            mime="text/csv", icon=":material/download:")
-    run_annotations.star_button([store.get(run_id) for run_id in selected], cols[1])
-    if selected and cols[2].button(f"Delete {len(selected)} selected", icon=":material/delete:", key="runs_delete_button"):
+    row = st.container(horizontal=True)  # buttons as wide as their labels, wrapping when the page is narrow
+    row.download_button("Export CSV", compare.table_csv(table), file_name="cxr_runs.csv",
+                        mime="text/csv", icon=":material/download:")
+    run_annotations.star_button([store.get(run_id) for run_id in selected], row)
+    if selected and row.button(f"Delete {len(selected)} selected", icon=":material/delete:", key="runs_delete_button"):
         st.session_state[CONFIRM_DELETE_KEY] = list(selected)
     if len(selected) == 1:
-        open_in_page(store.get(selected[0]), cols[3], cols[4])
-    if len(selected) == 1 and cols[5].button("Re-run: open its settings in Train", icon=":material/replay:",
-                                              key="runs_rerun_button"):
+        open_in_page(store.get(selected[0]), row, row)
+    if len(selected) == 1 and row.button("Re-run: open its settings in Train", icon=":material/replay:",
+                                         key="runs_rerun_button"):
         st.session_state[common.RERUN_CONFIG_KEY] = store.get(selected[0]).config()
         st.switch_page(common.PAGE_PATHS["train"])
     resumable = [r for r in selected if store.get(r).can_resume()]

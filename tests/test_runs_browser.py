@@ -90,7 +90,8 @@ def test_rename_tag_star_filter_open_and_delete_a_sweep(app):
                                                        "notes": "the model for the paper", "starred": True}
         assert "chosen one" in column_once(page, runs_grid(page), "name", lambda names: "chosen one" in names)
         snap(page, "runs_browser_1_annotated")
-        click_row(page, "chosen one")  # untick it before filtering
+        click_row(page, "other-b")  # two selected; the filter below hides other-b and moves the rows
+        page.get_by_role("button", name="Star 2 selected").wait_for()
 
         threshold = round(store.get(trained.id).describe()["test_auc"] - 0.0005, 4)
         query = f"test_auc >= {threshold} and image_size <= 64"
@@ -100,6 +101,10 @@ def test_rename_tag_star_filter_open_and_delete_a_sweep(app):
         assert expected == ["chosen one"]
         assert column_once(page, runs_grid(page), "name", lambda names: names == expected) == expected
         assert_no_error(page)
+        # The selection stays on the run that is still shown, alone: its buttons and form name it.
+        page.get_by_role("button", name="Unstar", exact=True).wait_for()
+        expect(page.get_by_role("button", name="Delete 1 selected")).to_be_visible()
+        expect(page.get_by_text("Name, tags and notes of chosen one")).to_be_visible()
         snap(page, "runs_browser_2_filtered")
 
         page.reload()  # a new session: the filter comes back from the settings file
