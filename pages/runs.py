@@ -12,6 +12,9 @@ from core.store.runs import STATES
 from pages import common, compare_view, layer_table, model_card_view, run_annotations, tables
 
 COMPARE_KEY = "runs_compare_ids"
+TABLE_KEY = "runs_table"
+TABLE_ROWS_KEY = "runs_table_run_ids"  # the run ids of the table's rows, in order, when last drawn
+SELECTED_KEY = "runs_selected_ids"  # the runs selected in the table when last drawn
 LAST_SELECTION_KEY = "runs_last_selection"
 CONFIRM_DELETE_KEY = "runs_confirm_delete"
 RESUME_REPORT_KEY = "resume_report"  # no form prefix: a message, not a setting to keep
@@ -62,23 +65,41 @@ def filters(table, configs: dict, sweep_names: dict):
 # ----------------------------------------------------------------------------- the table
 
 def selected_runs(table) -> list[str]:
-    """The table; selecting rows picks runs to compare. Returns the selected run ids."""
-    event = tables.runs_table(table, key="runs_table")
+    """The table; selecting rows picks runs to compare. Returns the selected run ids.
+
+    Streamlit keeps a table's selection as row positions, whatever rows it is drawn with next; so
+    when the rows shown change (a filter, a deletion), the selection is set again to the same runs
+    where they are still shown, and the table, its actions and the Compare box name the same runs."""
+    shown = table["run_id"].tolist()
+    keep_selection_on_the_same_runs(shown)
+    event = tables.runs_table(table, key=TABLE_KEY)
     rows = event.selection.rows if event else []
-    return [table.iloc[i]["run_id"] for i in rows if i < len(table)]  # a filter may have removed the row
+    selected = [shown[i] for i in rows if i < len(shown)]
+    st.session_state[SELECTED_KEY], st.session_state[TABLE_ROWS_KEY] = selected, shown
+    return selected
+
+
+def keep_selection_on_the_same_runs(shown: list[str]) -> None:
+    state = st.session_state
+    if TABLE_KEY not in state:  # a table not drawn in the last run (the page was just opened): none selected
+        state.pop(SELECTED_KEY, None)
+    elif state.get(TABLE_ROWS_KEY) != shown:
+        rows = runs_view.rows_of(state.get(SELECTED_KEY, []), shown)
+        state[TABLE_KEY] = {"selection": {"rows": rows, "columns": [], "cells": []}}
 
 
 def table_actions(table, selected: list[str]) -> None:
     store = common.run_store()
-    cols = st.columns([1, 1, 1, 1, 3])
-    cols[0].download_button("Export CSV", compare.table_csv(table), file_name="cxr_runs.csv",
-                            mime="text/csv", icon=":material/download:")
-    if selected and cols[1].button(f"Delete {len(selected)} selected", icon=":material/delete:", key="runs_delete_button"):
+    row = st.container(horizontal=True)  # buttons as wide as their labels, wrapping when the page is narrow
+    row.download_button("Export CSV", compare.table_csv(table), file_name="cxr_runs.csv",
+                        mime="text/csv", icon=":material/download:")
+    run_annotations.star_button([store.get(run_id) for run_id in selected], row)
+    if selected and row.button(f"Delete {len(selected)} selected", icon=":material/delete:", key="runs_delete_button"):
         st.session_state[CONFIRM_DELETE_KEY] = list(selected)
     if len(selected) == 1:
-        open_in_page(store.get(selected[0]), cols[2], cols[3])
-    if len(selected) == 1 and cols[4].button("Re-run: open its settings in Train", icon=":material/replay:",
-                                              key="runs_rerun_button"):
+        open_in_page(store.get(selected[0]), row, row)
+    if len(selected) == 1 and row.button("Re-run: open its settings in Train", icon=":material/replay:",
+                                         key="runs_rerun_button"):
         st.session_state[common.RERUN_CONFIG_KEY] = store.get(selected[0]).config()
         st.switch_page(common.PAGE_PATHS["train"])
     resumable = [r for r in selected if store.get(r).can_resume()]

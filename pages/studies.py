@@ -7,6 +7,7 @@ import streamlit as st
 
 from core.data.datasets import TASK_TITLES
 from core.present import estimate, study_report, sweep_plan
+from core.present import runs as runs_view
 from core.present import studies as studies_view
 from core.present import sweeps as sweep_view
 from core.present.sweeps import METRIC_TITLES
@@ -120,7 +121,8 @@ def results_section(store, study) -> None:
     common.init_widget("study_metric", study.metric)
     metric = st.selectbox("Score", studies_view.SCORE_METRICS, key="study_metric", format_func=METRIC_TITLES.get)
     active = sweep_view.is_active(store, record)
-    st.fragment(results, run_every=2.0 if active else None)(store, record, metric, active)
+    past = estimate.past_runs(store) if active else []  # once a page run, not every refresh
+    st.fragment(results, run_every=2.0 if active else None)(store, record, metric, active, past)
     report_section(store, record, metric, active)
 
 
@@ -134,15 +136,17 @@ def pick_record(study, records: list[dict]) -> dict:
     return ids[chosen]
 
 
-def results(store, record: dict, metric: str, live: bool) -> None:
-    """Progress, the answer, the charts and the table; re-drawn every 2 s while its runs train."""
+def results(store, record: dict, metric: str, live: bool, past: list) -> None:
+    """Progress (with the time left while its runs train), the answer, the charts and the table;
+    re-drawn every 2 s while its runs train. `past`: the finished runs times are estimated from."""
     frame = studies_view.results_for(store, record)
     counts = sweep_view.progress_counts(frame)
     if live and not counts["active"]:
         st.rerun()  # the study just ended: stop the timer, refresh the page (and the report)
     ended = counts["done"] + counts["stopped"]
+    left = f" · {runs_view.time_left_text(study_time_left(store, record, past))}" if counts["active"] else ""
     st.progress(ended / max(1, counts["runs"]), text=f"{ended} of {counts['runs']} runs ended"
-                + (f" ({counts['stopped']} failed or cancelled)" if counts["stopped"] else ""))
+                + (f" ({counts['stopped']} failed or cancelled)" if counts["stopped"] else "") + left)
     st.info(studies_view.answer(record, frame, metric), icon=":material/lightbulb:")
     for title, chart in studies_view.charts(record, frame, metric):
         st.altair_chart(chart, width="stretch", key=f"study_chart_{title}")
@@ -154,6 +158,15 @@ def results(store, record: dict, metric: str, live: bool) -> None:
     failed = studies_view.failure_reasons(store, record)
     if failed:
         st.warning(failed, icon=":material/error:")
+
+
+def study_time_left(store, record: dict, past: list) -> float | None:
+    """Seconds until the study's last run should end, the runs queued ahead of its own included."""
+    manager = common.job_manager()
+    active = runs_view.active_runs(store)
+    ends = runs_view.queue_times(active, {run.id: manager.progress(run.id) for run in active}, past,
+                                 slots=manager.max_concurrent)
+    return runs_view.last_end(ends, [entry["run_id"] for entry in record["runs"]])
 
 
 def report_section(store, record: dict, metric: str, active: bool) -> None:

@@ -24,9 +24,10 @@ def column_config(numbers: bool) -> dict:
 
 
 def runs_table(table, key: str):
-    """Every run (sortable numbers; empty cells read 'None'), rows selectable; returns the selection event."""
+    """Every run (sortable numbers; empty cells read '—' as on Home), rows selectable; returns the selection event."""
     return st.dataframe(table, hide_index=True, column_config=column_config(numbers=True), on_select="rerun",
-                        selection_mode="multi-row", key=key, column_order=compare.SHOWN_COLUMNS)
+                        selection_mode="multi-row", key=key, column_order=compare.SHOWN_COLUMNS,
+                        placeholder=compare.MISSING)
 
 
 def recent_runs_table(table) -> None:

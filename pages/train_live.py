@@ -43,7 +43,11 @@ def watched_run(store):
 
 
 def launch(config) -> None:
-    """Queue the run; watch it unless another active run is being watched (it then waits in the queue)."""
+    """Queue the run (renamed when its name is taken); watch it unless another active run is being
+    watched (it then waits in the queue)."""
+    config, renamed = runs_view.named_uniquely(config, common.run_store())
+    if renamed:
+        st.info(renamed, icon=":material/edit:")
     try:
         run_id = common.job_manager().submit(config)
     except ValueError as exc:

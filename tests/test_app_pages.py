@@ -65,6 +65,18 @@ def test_home_lists_the_queue_and_recent_runs(mixed_runs):
     assert recent.loc["relu", "test_accuracy"] == f"{mixed_runs['done_a'].describe()['test_accuracy']:.3f}"
 
 
+def test_home_says_the_time_left_of_each_run_and_of_the_queue(mixed_runs, make_run):
+    from core.store.runs import write_json
+    write_json(mixed_runs["running"].progress_path, {"phase": "training", "eta_s": 95.0})
+    make_run("queued", name="next", epochs=3, image_size=32)  # as the finished runs: 3 epochs of 2 s in 30 s
+    at = open_page("pages/home.py")
+    assert_clean(at)
+    shown = texts(at)
+    assert "**live** — running, epoch 3 of 4 · about 1 min 35 s left" in shown
+    assert "**next** — queued · about 2 min 5 s left" in shown
+    assert "2 runs queued or running: the last should end in about 2 min 5 s" in shown
+
+
 def test_runs_page_table_and_default_comparison(mixed_runs):
     at = open_page("pages/runs.py")
     assert_clean(at)  # the failed run is not compared by default, so no error shows yet

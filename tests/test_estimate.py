@@ -144,3 +144,22 @@ def test_split_images_come_from_the_summary_split_report():
     summary = {"split": {"counts": {"train": {"A": 3, "B": 4}, "val": {"A": 1, "B": 1}, "test": {"A": 2, "B": 0}}}}
     assert estimate.split_images(summary) == {"train": 7, "val": 2, "test": 2}
     assert estimate.split_images({}) == {}
+
+
+# ----------------------------------------------------------------------------- time left
+
+def test_a_running_run_has_its_own_eta_and_a_queued_one_its_estimate():
+    assert estimate.time_left(300.0, {"state": "running", "eta_s": 42.0}, started=1000.0, now=1100.0) == 42.0
+    # Before its first batches the training process has no ETA: the estimate less the time it has run.
+    assert estimate.time_left(300.0, {"state": "running", "eta_s": None}, started=1000.0, now=1100.0) == 200.0
+    assert estimate.time_left(300.0, {"state": "running"}, started=1000.0, now=2000.0) == 0.0  # overran
+    assert estimate.time_left(300.0, {"state": "queued"}, started=None, now=1100.0) == 300.0
+    assert estimate.time_left(None, {"state": "queued"}, started=None, now=1100.0) is None
+
+
+def test_the_queue_ends_one_run_after_another_on_each_free_slot():
+    assert estimate.finish_times([60.0, 30.0, 10.0]) == [60.0, 90.0, 100.0]
+    assert estimate.finish_times([60.0, 30.0, 10.0, 50.0], slots=2) == [60.0, 30.0, 40.0, 90.0]
+    # A run of unknown length: neither it nor any run after it can be given a time.
+    assert estimate.finish_times([60.0, None, 10.0]) == [60.0, None, None]
+    assert estimate.finish_times([]) == []

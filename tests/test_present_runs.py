@@ -18,6 +18,44 @@ def test_names_and_the_queue_in_running_order(store, make_run):
     assert done.id not in [r.id for r in runs_view.active_runs(store)]
 
 
+def test_a_launched_run_never_takes_a_name_another_run_goes_by(store, make_run):
+    from core.settings.config import TrainConfig
+    make_run("done", name="baseline")
+    make_run("done", name="baseline-2")
+    make_run("done", name="old").annotate(name="renamed")  # the name people see counts, not the config's
+    config, note = runs_view.named_uniquely(TrainConfig(name="baseline"), store)
+    assert (config.name, note) == ("baseline-3", "A run named baseline exists: this one is named baseline-3.")
+    assert runs_view.named_uniquely(TrainConfig(name="baseline-2"), store)[0].name == "baseline-3"
+    assert runs_view.named_uniquely(TrainConfig(name="renamed"), store)[0].name == "renamed-2"
+    fresh = TrainConfig(name="old")
+    assert runs_view.named_uniquely(fresh, store) == (fresh, None)  # its run goes by 'renamed' now
+    assert runs_view.unique_name("", {""}) == ""  # no name: the run is named by its unique id
+
+
+def test_the_time_left_of_each_run_in_the_queue(store, make_run):
+    from core.present import estimate
+    make_run("done", name="finished")  # 3 epochs of 2 s in a 30 s run: 24 s of loading and evaluating
+    live = make_run("running", name="live", epochs=4)
+    queued, later = make_run("queued", name="next", epochs=3), make_run("queued", name="later", epochs=5)
+    progress = {live.id: {"state": "running", "eta_s": 95.0}, queued.id: {"state": "queued"},
+                later.id: {"state": "queued"}}
+    active = runs_view.active_runs(store)
+    ends = runs_view.queue_times(active, progress, estimate.past_runs(store))
+    assert ends == pytest.approx({live.id: 95.0, queued.id: 95.0 + 3 * 2 + 24, later.id: 125.0 + 5 * 2 + 24})
+    assert runs_view.time_left_text(ends[queued.id]) == "about 2 min 5 s left"
+    # A group of runs (a study) ends with its last one; a finished member has no time left to add.
+    assert runs_view.last_end(ends, [live.id, queued.id, "finished-run"]) == pytest.approx(125.0)
+    assert runs_view.last_end(ends, ["finished-run"]) is None
+    assert runs_view.queue_summary(ends).startswith("3 runs queued or running: the last should end in about 2 min 39 s")
+    two_slots = runs_view.queue_times(active, progress, estimate.past_runs(store), slots=2)
+    assert two_slots[later.id] == pytest.approx(3 * 2 + 24 + 5 * 2 + 24)  # the queued pair shares one slot
+    no_past = runs_view.queue_times(active, progress, [])
+    assert no_past == {live.id: 95.0, queued.id: None, later.id: None}
+    assert runs_view.time_left_text(None) == "time left known once it trains"
+    assert runs_view.last_end(no_past, [live.id, queued.id]) is None
+    assert "the time left is known once each trains" in runs_view.queue_summary(no_past)
+
+
 def test_a_queue_line_says_state_epoch_and_stopping(make_run):
     run = make_run("running", name="live", epochs=4)
     assert runs_view.queue_entry(run, {"state": "running", "epoch": 1, "epochs": 4}, False) == \

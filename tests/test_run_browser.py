@@ -183,8 +183,13 @@ def test_the_query_compares_numbers_as_numbers(store, browsed):
 @pytest.mark.parametrize("query, message", [
     ("test_aux >= 0.9", "unknown column 'test_aux' (did you mean test_auc"),
     ("nonsense_column == 1", "unknown column 'nonsense_column' (columns: "),
-    ("test_auc = 0.9", "unknown operator '='; use one of >=, <=, !=, ==, >, <, contains"),
-    ("test_auc => 0.9", "unknown operator '='"),
+    ("test_auc = 0.9", "unknown operator '=' (did you mean ==?); use one of >=, <=, !=, ==, >, <, contains"),
+    ("test_auc => 0.9", "unknown operator '=>' (did you mean >=?)"),
+    # operator slips name the operator, not the value that follows it
+    ("test_auc >>= x", "'test_auc >>= x': unknown operator '>>=' (did you mean >=?)"),
+    ("test_auc > = 0.9", "unknown operator '> =' (did you mean >=?)"),
+    ("test_auc =< 0.9", "unknown operator '=<' (did you mean <=?)"),
+    ("test_auc <> 0.9", "unknown operator '<>'; use one of"),
     ("test_auc >=", "no value to compare test_auc with"),
     ("test_auc >= high", "test_auc holds numbers: 'high' is not a number"),
     ('test_auc >= "0.9"', "test_auc holds numbers: '0.9' is not a number"),
@@ -382,6 +387,35 @@ def test_a_bad_query_says_why_and_leaves_the_table_unfiltered(app_env, browsed):
     assert shown_names(at) == ["broken", "fast", "mlp-run", "zoomed"]
 
 
+def selection_names(at) -> list[str]:
+    """The runs the table's selection points at, by name (its rows are positions in the rows shown)."""
+    table = at.dataframe(key="runs_table").value
+    rows = at.session_state["runs_table"]["selection"]["rows"]
+    return sorted(table.iloc[i]["name"] if i < len(table) else f"row {i} not shown" for i in rows)
+
+
+def test_a_filter_keeps_the_selection_on_the_same_runs_and_the_compare_box_agrees(app_env, store, browsed):
+    fast, mlp = browsed["fast"], browsed["mlp"]
+    at = select(open_page("pages/runs.py"), [fast.id, mlp.id])
+    assert selection_names(at) == ["fast", "mlp-run"]
+    assert sorted(at.multiselect(key="runs_compare_ids").value) == sorted([fast.id, mlp.id])
+    # Hiding the mlp run moves the other rows up: the selection must not slide onto other runs.
+    at.multiselect(key="runs_filter_archs").set_value(["seed_cnn"]).run()
+    assert_no_exception(at)
+    assert selection_names(at) == ["fast"]
+    assert at.multiselect(key="runs_compare_ids").value == [fast.id]
+    assert [e.label for e in at.expander][:1] == ["Name, tags and notes of fast"]
+    at.multiselect(key="runs_filter_archs").set_value([]).run()  # shown again: the same run still selected
+    assert selection_names(at) == ["fast"] and at.multiselect(key="runs_compare_ids").value == [fast.id]
+
+
+def test_empty_cells_of_the_runs_table_read_a_dash_as_on_home(app_env, browsed):
+    at = open_page("pages/runs.py")
+    table = at.dataframe(key="runs_table")
+    assert table.value.set_index("name").loc["broken", ["test_auc", "duration_s"]].isna().any()
+    assert table.proto.placeholder == compare.MISSING == "—"
+
+
 def test_a_remembered_tag_that_no_run_has_any_more_is_dropped(app_env, store, browsed):
     at = open_page("pages/runs.py")
     at.multiselect(key="runs_filter_tags").set_value(["augmented"]).run()
@@ -392,19 +426,33 @@ def test_a_remembered_tag_that_no_run_has_any_more_is_dropped(app_env, store, br
     assert again.session_state["runs_filter_tags"] == [] and len(shown_names(again)) == 4
 
 
-def test_one_selected_run_is_renamed_tagged_and_starred_from_its_form(app_env, store, browsed):
+def test_one_selected_run_is_renamed_and_tagged_from_its_form(app_env, store, browsed):
     run = browsed["mlp"]
     at = select(open_page("pages/runs.py"), [run.id])
     at.text_input(key=f"annotate_name_{run.id}").set_value("final model")
     at.text_input(key=f"annotate_tags_{run.id}").set_value("Paper, best")
     at.text_area(key=f"annotate_notes_{run.id}").set_value("chosen for the paper")
-    at.checkbox(key=f"annotate_star_{run.id}").check()
     next(b for b in at.button if b.label == "Save").click().run()
     assert_clean(at)
     assert Run(run.path).annotations() == {"name": "final model", "tags": ["paper", "best"],
-                                           "notes": "chosen for the paper", "starred": True}
+                                           "notes": "chosen for the paper"}
     row = at.dataframe(key="runs_table").value.set_index("run_id").loc[run.id]
-    assert (row["name"], row["tags"], bool(row["starred"])) == ("final model", "paper, best", True)
+    assert (row["name"], row["tags"]) == ("final model", "paper, best")
+
+
+def test_the_star_of_the_selected_run_toggles_with_one_click(app_env, store, browsed):
+    run = browsed["mlp"]
+    at = select(open_page("pages/runs.py"), [run.id])
+    star = at.button(key="runs_star_button")
+    assert star.label == "Star"
+    star.click().run()
+    assert_clean(at)
+    assert Run(run.path).annotations() == {"starred": True}
+    assert bool(at.dataframe(key="runs_table").value.set_index("run_id").loc[run.id, "starred"])
+    assert at.button(key="runs_star_button").label == "Unstar"  # still selected: the same button undoes it
+    at.button(key="runs_star_button").click().run()
+    assert Run(run.path).annotations() == {"starred": False}
+    assert not at.dataframe(key="runs_table").value.set_index("run_id").loc[run.id, "starred"]
 
 
 def test_a_bad_tag_in_the_form_is_refused_and_nothing_is_saved(app_env, store, browsed):
@@ -422,7 +470,8 @@ def test_several_selected_runs_are_tagged_and_starred_together(app_env, store, b
     at = select(open_page("pages/runs.py"), chosen)
     at.text_input(key="annotate_bulk_tag").set_value("review").run()
     at.button(key="annotate_add_button").click().run()
-    at.button(key="annotate_star_button").click().run()
+    assert at.button(key="runs_star_button").label == "Star 2 selected"
+    at.button(key="runs_star_button").click().run()
     assert_no_exception(at)
     assert {e.value for e in at.error} == {"**broken** failed: out of memory"}  # why it failed, nothing else
     assert [Run(store.get(r).path).annotations() for r in chosen] == [{"tags": ["review"], "starred": True}] * 2

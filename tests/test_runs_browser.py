@@ -76,12 +76,13 @@ def test_rename_tag_star_filter_open_and_delete_a_sweep(app):
         go_to(page, "Runs & Compare", "Runs & Compare")
         page.get_by_text(re.compile("tensorboard --logdir")).first.wait_for()
         click_row(page, trained.config()["name"])
-        page.get_by_text(re.compile("Name, tags, notes and star of")).first.click()
+        page.get_by_role("button", name="Star", exact=True).click()  # one click, beside the table
+        settle(page)
+        page.get_by_text(re.compile("Name, tags and notes of")).first.click()
         settle(page)
         page.get_by_label("Name", exact=True).fill("chosen one")
         page.get_by_label("Tags, separated by commas", exact=True).fill("Paper, best")
         page.get_by_label("Notes", exact=True).fill("the model for the paper")
-        page.get_by_text("Starred", exact=True).click()
         page.get_by_role("button", name="Save", exact=True).click()
         settle(page)
         assert_no_error(page)
@@ -89,7 +90,8 @@ def test_rename_tag_star_filter_open_and_delete_a_sweep(app):
                                                        "notes": "the model for the paper", "starred": True}
         assert "chosen one" in column_once(page, runs_grid(page), "name", lambda names: "chosen one" in names)
         snap(page, "runs_browser_1_annotated")
-        click_row(page, "chosen one")  # untick it before filtering
+        click_row(page, "other-b")  # two selected; the filter below hides other-b and moves the rows
+        page.get_by_role("button", name="Star 2 selected").wait_for()
 
         threshold = round(store.get(trained.id).describe()["test_auc"] - 0.0005, 4)
         query = f"test_auc >= {threshold} and image_size <= 64"
@@ -99,6 +101,10 @@ def test_rename_tag_star_filter_open_and_delete_a_sweep(app):
         assert expected == ["chosen one"]
         assert column_once(page, runs_grid(page), "name", lambda names: names == expected) == expected
         assert_no_error(page)
+        # The selection stays on the run that is still shown, alone: its buttons and form name it.
+        page.get_by_role("button", name="Unstar", exact=True).wait_for()
+        expect(page.get_by_role("button", name="Delete 1 selected")).to_be_visible()
+        expect(page.get_by_text("Name, tags and notes of chosen one")).to_be_visible()
         snap(page, "runs_browser_2_filtered")
 
         page.reload()  # a new session: the filter comes back from the settings file

@@ -223,6 +223,20 @@ def test_the_studies_page_shows_a_finished_studys_answer_chart_table_and_report(
     assert labels == ["Report (HTML)", "Report (Markdown + charts, zip)"]
 
 
+def test_a_running_study_says_the_time_left_until_its_last_run_ends(app_env, store):
+    from core.store import runs as runs_lib
+    from tests.apptest_support import assert_clean, open_page, texts
+    record = constructed_study(store, "dropout", {"0.2": [0.80, 0.84], "0.4": [0.90, 0.92],
+                                                  "0.6": [0.89, 0.91], "0.8": [0.70, 0.71]})
+    running, queued = (store.get(entry["run_id"]) for entry in record["runs"][-2:])
+    running.update_status(state="running", trainer=runs_lib.this_process(), worker=runs_lib.this_process())
+    write_json(running.progress_path, {"phase": "training", "eta_s": 60.0})
+    queued.update_status(state="queued")  # as its finished siblings: 3 epochs of 2 s in a 30 s run
+    at = open_page("pages/studies.py", {"study_key": "dropout"})
+    assert_clean(at)
+    assert "6 of 8 runs ended · about 1 min 30 s left" in texts(at)
+
+
 def test_the_plan_names_what_every_run_shares_and_leaves_out_what_the_study_varies():
     assert studies_view.plan_text(studies_view.variant_sweep("dropout", "quick")) == \
         "4 values × 2 seeds = 8 runs of 3 epochs at 64 px on 50% of the training patients"

@@ -2,6 +2,7 @@
 constructed results whose answer is known."""
 import html
 import io
+import math
 import re
 import zipfile
 from datetime import datetime
@@ -321,3 +322,62 @@ def test_labels_that_say_what_they_are_need_no_setting_name():
     points[1]["mean"] = 0.893
     assert conclusion(points, setting_label="", metric_title="Test accuracy").startswith(
         "No value stands out: both are within one standard deviation of the best (CNN,")
+
+
+# ----------------------------------------------------------------------------- the charts as drawn in a report
+
+def category_chart(labels: list[str]) -> alt.LayerChart:
+    """The Studies page's chart of a study over named values (core.present.sweeps.sweep_chart)."""
+    from core.present.sweeps import sweep_chart
+    frame = pd.DataFrame({"arch": labels, "test_auc_mean": [0.8 + 0.01 * i for i in range(len(labels))],
+                          "test_auc_std": [0.01] * len(labels), "test_auc_n": [3] * len(labels)})
+    return sweep_chart(frame, [{"setting": "arch", "values": labels}], "test_auc")
+
+
+def chart_report(chart) -> StudyReport:
+    return StudyReport(title="Architecture study", question="q", conclusion="c", setting="arch",
+                       base_settings={}, table=pd.DataFrame({"arch": ["MLP"]}), charts=[("Test AUC", chart)])
+
+
+def label_positions(svg: str, labels: list[str]) -> dict[str, tuple[float, float, float]]:
+    """Each axis label's (x, y, rotation in degrees) as drawn in the SVG."""
+    found = {}
+    for attributes, text in re.findall(r"<text([^>]*)>([^<]*)</text>", svg):
+        if text in labels:
+            x, y = map(float, re.search(r"translate\(([-\d.]+),([-\d.]+)\)", attributes).groups())
+            rotation = re.search(r"rotate\(([-\d.]+)\)", attributes)
+            found[text] = (x, y, float(rotation.group(1)) if rotation else 0.0)
+    return found
+
+
+def png_size(png: bytes) -> tuple[int, int]:
+    assert png.startswith(PNG_SIGNATURE)
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+def test_report_charts_are_drawn_at_a_readable_size_with_level_labels_apart():
+    labels = ["MLP", "CNN"]
+    report = chart_report(category_chart(labels))
+    svg = re.search(r"<svg[^>]*>.*?</svg>", report_html(report), re.DOTALL).group(0)
+    width, height = (float(re.search(fr'<svg[^>]*\b{side}="([\d.]+)"', svg).group(1)) for side in ("width", "height"))
+    assert width >= 640 and height >= 360, (width, height)  # it was 148 x 384: a strip
+    (x_mlp, y_mlp, angle_mlp), (x_cnn, y_cnn, angle_cnn) = (label_positions(svg, labels)[label] for label in labels)
+    assert angle_mlp == angle_cnn == 0 and y_mlp == y_cnn
+    assert x_cnn - x_mlp > 3 * 7 + 20  # centres far more than a label's width apart (20 px: they read 'MLPCNN')
+    _, images = report_markdown(report)
+    png_width, png_height = png_size(images["charts/chart-1.png"])
+    assert png_width >= 2 * 640 and png_height >= 2 * 360  # drawn at twice the size for sharpness
+
+
+def test_long_labels_are_slanted_so_neighbours_do_not_overlap():
+    labels = ["ImageNet weights, frozen", "ImageNet weights, fine-tuned", "from scratch, random init",
+              "from scratch, wider", "from scratch, deeper", "from scratch, smaller"]
+    svg = report_html(chart_report(category_chart(labels)))
+    drawn = label_positions(svg, labels)
+    assert list(drawn) == labels  # each drawn, in the axis order
+    xs = [drawn[label][0] for label in labels]
+    angle = drawn[labels[0]][2]
+    assert angle != 0 and all(drawn[label][2] == angle for label in labels)
+    # Slanted parallel labels a step apart are step * sin(angle) apart: more than a 10 px line of text.
+    step = min(b - a for a, b in zip(xs, xs[1:]))
+    assert step * abs(math.sin(math.radians(angle))) > 12, (step, angle)

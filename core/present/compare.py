@@ -28,7 +28,7 @@ METRIC_ROWS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "macro_ovr_au
                "log_loss", "brier")
 # How the runs tables (Runs & Compare, Home) show a column: (label, printf format or None, help or None).
 RUN_COLUMNS = {
-    "starred": ("★", None, "Starred runs (star them below the table)"),
+    "starred": ("★", None, "Starred runs (on Runs & Compare: select rows, press Star)"),
     "name": ("name", None, None),
     "tags": ("tags", None, None),
     "learning_rate": ("lr", "%.0e", None),
@@ -148,8 +148,9 @@ def table_csv(table: pd.DataFrame) -> bytes:
 QUERY_OPERATORS = (">=", "<=", "!=", "==", ">", "<", "contains")
 ORDER_OPERATORS = (">=", "<=", ">", "<")
 QUERY_EXAMPLE = 'test_auc >= 0.98 and arch == "seed_cnn"'
-# A condition: column, operator, value; "=" and similar slips are caught to name them.
-_CONDITION = re.compile(r"^(?P<column>[A-Za-z_][\w.]*)\s*(?P<op>[<>=!]=?|=+|contains\b)\s*(?P<value>.*)$",
+# A condition: column, operator, value. The operator is every operator character in a row (spaces
+# between them too), so a slip such as '>>=' or '> =' is named as the operator, not read as a value.
+_CONDITION = re.compile(r"^(?P<column>[A-Za-z_][\w.]*)\s*(?P<op>[<>=!](?:\s*[<>=!])*|contains\b)\s*(?P<value>.*)$",
                         re.IGNORECASE | re.DOTALL)
 _PIECES = re.compile(r'"[^"]*"|\'[^\']*\'|\band\b|[^"\'a]+|a', re.IGNORECASE)
 
@@ -221,12 +222,19 @@ def parse_condition(text: str, columns: list[str]) -> Condition:
     if column not in columns:
         raise QueryError(f"unknown column {column!r}{_did_you_mean(column, columns)}")
     if op not in QUERY_OPERATORS:
-        raise QueryError(f"{text!r}: unknown operator {op!r}; use one of {', '.join(QUERY_OPERATORS)}")
+        raise QueryError(f"{text!r}: unknown operator {op!r}{_operator_hint(op)}; use one of "
+                         f"{', '.join(QUERY_OPERATORS)}")
     if not raw:
         raise QueryError(f"{text!r}: no value to compare {column} with")
     quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'"
     value_text = raw[1:-1] if quoted else raw
     return Condition(column, op, value_text if quoted else _plain_value(raw), value_text, quoted)
+
+
+def _operator_hint(op: str) -> str:
+    """' (did you mean >=?)' for an operator written with the right characters in a wrong way ('=>', '>>=')."""
+    close = [known for known in QUERY_OPERATORS if known != "contains" and set(known) == set(op.replace(" ", ""))]
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _plain_value(raw: str):

@@ -247,3 +247,33 @@ def basis_text(estimates: list[RunEstimate]) -> str:
     if any(e.rough for e in estimates):
         return "a rough guide: from runs of the same model on another dataset"
     return "from finished runs of the same model and image size on this machine"
+
+
+# ----------------------------------------------------------------------------- time left
+
+def time_left(estimated_seconds: float | None, progress: dict, started: float | None, now: float) -> float | None:
+    """Seconds until an active run ends: while it trains, its training process's own ETA (the batches
+    left at its measured speed); before that, its estimated time less the time since it started;
+    None when neither is known."""
+    if progress.get("state") == "running" and progress.get("eta_s") is not None:
+        return float(progress["eta_s"])
+    if estimated_seconds is None:
+        return None
+    elapsed = now - started if started and progress.get("state") == "running" else 0.0
+    return max(0.0, estimated_seconds - elapsed)
+
+
+def finish_times(seconds_left: list[float | None], slots: int = 1) -> list[float | None]:
+    """When each run of the queue ends, in seconds from now: the runs in queue order (running ones
+    first), each on the first worker slot to come free. A run whose time is unknown, and every run
+    after it, gets None: nothing honest can be said of them."""
+    free = [0.0] * max(1, slots)
+    ends: list[float | None] = []
+    for seconds in seconds_left:
+        if seconds is None or (ends and ends[-1] is None):
+            ends.append(None)
+            continue
+        slot = free.index(min(free))
+        free[slot] += seconds
+        ends.append(free[slot])
+    return ends

@@ -460,11 +460,61 @@ def chart_file(index: int) -> str:
     return f"charts/chart-{index + 1}.png"
 
 
+# ----------------------------------------------------------------------------- charts, drawn offline
+
+# The plot's size in a report. Without a width, a categorical axis gets Vega-Lite's 20 px per value,
+# and labels such as MLP and CNN ran together under a 176 px wide chart.
+REPORT_CHART_WIDTH, REPORT_CHART_HEIGHT = 640, 360
+LABEL_CHAR_PX = 7.0   # a generous width of one character of an axis label (10 px sans-serif)
+LABEL_GAP_PX = 8      # room left between two labels set level
+SLANTED_ANGLE = -35   # labels too long to sit level are slanted, each below its own value
+SLANTED_LIMIT_PX = 180
+
+
+def report_spec(chart) -> dict:
+    """The chart's Vega-Lite spec as a report draws it: REPORT_CHART_WIDTH x REPORT_CHART_HEIGHT, the
+    labels of a categorical x axis level when they fit their share of the width, else slanted."""
+    spec = chart.to_dict()
+    spec["width"], spec["height"] = REPORT_CHART_WIDTH, REPORT_CHART_HEIGHT
+    for view in [spec, *spec.get("layer", [])]:
+        x = (view.get("encoding") or {}).get("x")
+        if x and x.get("type") in ("nominal", "ordinal") and x.get("field"):
+            x["axis"] = {**(x.get("axis") or {}), **category_axis(_values_of(spec, view, x))}
+    return spec
+
+
+def category_axis(labels: list) -> dict:
+    """Axis settings that keep the labels of a categorical axis apart on a REPORT_CHART_WIDTH plot."""
+    share = REPORT_CHART_WIDTH / max(1, len(labels)) - LABEL_GAP_PX  # one value's width on the axis
+    longest = max((len(str(label)) for label in labels), default=0) * LABEL_CHAR_PX
+    if longest <= share:
+        return {"labelAngle": 0, "labelLimit": share}
+    return {"labelAngle": SLANTED_ANGLE, "labelAlign": "right", "labelBaseline": "middle",
+            "labelLimit": SLANTED_LIMIT_PX}
+
+
+def _values_of(spec: dict, view: dict, x: dict) -> list:
+    """The x axis's values: its sort order when it lists them, else the distinct values in the data."""
+    if isinstance(x.get("sort"), list):
+        return x["sort"]
+    rows = [row for data in (view.get("data"), spec.get("data")) if isinstance(data, dict)
+            for row in (data.get("values") or spec.get("datasets", {}).get(data.get("name"), []))]
+    return list(dict.fromkeys(row.get(x["field"]) for row in rows if isinstance(row, dict)))
+
+
+def chart_png(chart) -> bytes:
+    return vl_convert.vegalite_to_png(report_spec(chart), scale=2)
+
+
+def chart_svg(chart) -> str:
+    return vl_convert.vegalite_to_svg(report_spec(chart))
+
+
 # ----------------------------------------------------------------------------- Markdown
 
 def report_markdown(report: StudyReport) -> tuple[str, dict[str, bytes]]:
     """report.md's text and its charts as PNG files ({relative path: bytes}), which it references."""
-    images = {chart_file(i): vl_convert.vegalite_to_png(chart.to_dict(), scale=2)
+    images = {chart_file(i): chart_png(chart)
               for i, (_, chart) in enumerate(report.charts)}
     lines = [f"# {_md_text(report.title)}", "", f"*{_md_text(_meta_line(report))}*", "",
              f"**Question.** {_md_text(report.question)}", "",
@@ -562,7 +612,7 @@ def report_html(report: StudyReport) -> str:
 
 def inline_svg(chart) -> str:
     """The chart as SVG markup to put inside HTML, without the namespace URLs HTML does not need."""
-    return re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", vl_convert.vegalite_to_svg(chart.to_dict()))
+    return re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", chart_svg(chart))
 
 
 def _html_table(header: list, rows) -> str:
