@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -19,7 +18,6 @@ import pytest
 
 from core.data import datasets
 from core.data.archives import DATASET_ZIP, ZipLimits
-from core.settings.config import TrainConfig
 from core.store import files, portable
 from core.store.portable import ImportRefused, export_runs, import_archive
 from core.store.runs import Run, RunStore, segment_time, write_json
@@ -130,6 +128,9 @@ def test_wall_time_adds_up_the_training_segments_not_the_gaps_between_them():
     found = segment_time({"state": "running", "segment_started": 1000.0}, {"state": "interrupted",
                                                                            "finished": 1010.0}, now=9000.0)
     assert found["trained_s"] == 10.0
+    # The training process says when its own work began (the worker's hand-over came just before).
+    assert segment_time({"state": "queued"}, {"state": "running", "segment_started": 990.0}, now=1000.0) == \
+        {"segment_started": 990.0}
 
 
 @pytest.mark.slow

@@ -611,7 +611,9 @@ def execute_run(run: Run, config: TrainConfig, control: RunControl | None = None
         run.update_status(state="cancelled", finished=time.time(), error=None)
         control.progress.update(phase="cancelled")
         return {}
-    fields = {"state": "running", "epochs": config.epochs, "finished": None, "error": None}
+    # This segment of the run's wall time starts here (the worker's hand-over came a moment before).
+    fields = {"state": "running", "epochs": config.epochs, "finished": None, "error": None,
+              "segment_started": time.time()}
     if not resume:
         fields.update(started=time.time(), epoch=0, trained_s=0.0)
     run.update_status(**fields)

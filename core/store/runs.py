@@ -392,10 +392,11 @@ def unreadable_status(reason: str) -> dict:
 
 def segment_time(old: dict, fields: dict, now: float) -> dict:
     """A run trains in segments (its first start, then each resume). Entering `running` starts one
-    (segment_started); leaving it, whoever records that, adds the segment to `trained_s`."""
+    (segment_started; the training process sets its own start when its work begins); leaving it,
+    whoever records that, adds the segment to `trained_s`."""
     was, becomes = old.get("state"), fields.get("state", old.get("state"))
     if was != "running" and becomes == "running":
-        return {"segment_started": now}
+        return {"segment_started": fields.get("segment_started", now)}
     if was == "running" and becomes != "running" and old.get("segment_started"):
         base = fields.get("trained_s", old.get("trained_s")) or 0.0
         ended = fields.get("finished") or now
