@@ -44,7 +44,11 @@ bench: venv
 	$(PY) bench/epoch_metrics.py
 	$(PY) bench/external_validation.py
 
+# Uploads live in data/uploads (runs were trained on them); older versions kept them in .cache/uploads:
+# those move over first, under the same names, where runs that name the old place find them.
 clean:
+	if [ -d .cache/uploads ]; then mkdir -p data/uploads && find .cache/uploads -maxdepth 1 -type f \
+		-exec mv -n {} data/uploads/ \; ; fi
 	rm -rf $(VENV) .cache .pytest_cache
 
 # The README's screenshots, taken by the real-browser suites (tests/test_journey.py, test_studies_browser.py).

@@ -1,5 +1,7 @@
 """Dataset: choose the source, task, image size, colour and split; see counts, patients, samples
 and the load report. The settings carry over to the Train page (st.session_state)."""
+import html
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -135,7 +137,7 @@ def sample_grid(dataset, seed: int) -> None:
             continue
         chosen = rng.choice(members, size=min(SAMPLES_PER_CLASS, len(members)), replace=False)
         color = charts.class_color(name, index)
-        st.markdown(f"<span style='color:{color};font-weight:600'>■ {name}</span> "
+        st.markdown(f"<span style='color:{color};font-weight:600'>■ {html.escape(name)}</span> "  # a folder's name
                     f"({len(members):,} images)", unsafe_allow_html=True)
         images = [displayable(dataset.images[i]) for i in chosen]
         st.image(images, width=96, caption=[str(dataset.patient_ids[i]) for i in chosen])

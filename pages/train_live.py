@@ -168,13 +168,13 @@ def failure(status: dict) -> None:
 # ----------------------------------------------------------------------------- resume
 
 def resume_control(run) -> None:
-    """'Resume from epoch N' for a run that ended early with a checkpoint."""
+    """'Resume from epoch N' for a run that ended early with a checkpoint (N: the epoch after it)."""
     if not run.can_resume():
         return
-    epoch = run.checkpoint_epoch()
-    st.button(f"Resume from epoch {epoch}", key=f"train_resume_{run.id}_button", type="primary",
+    done = run.checkpoint_epoch()
+    st.button(f"Resume from epoch {run.resume_epoch()}", key=f"train_resume_{run.id}_button", type="primary",
               icon=":material/play_circle:", on_click=resume_all, args=([run.id],),
-              help=f"Queue this run again: it goes on from its last completed epoch ({epoch}) with the "
+              help=f"Queue this run again: it goes on after its last completed epoch ({done}) with the "
                    "weights and optimizer state saved then.")
     problem = st.session_state.pop(RESUME_ERROR_KEY, None)
     if problem:
@@ -220,7 +220,7 @@ def queue_list(store, shown_id: str, ended: bool) -> None:
         state = run.state()
         cols = st.columns([4, 1, 1])
         resuming = bool(run.status().get("resume"))
-        text = train_view.queue_state_text(state, resuming, run.checkpoint_epoch() if resuming else None)
+        text = train_view.queue_state_text(state, resuming, run.resume_epoch() if resuming else None)
         cols[0].write(f"{run.display_name()} — {text}")
         cols[1].button("Watch", key=f"watch_{run.id}", on_click=watch, args=(run.id,))
         if manager.stop_requested(run.id):

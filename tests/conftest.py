@@ -36,7 +36,7 @@ from tests.synthetic import make_chest_folder
 CHEST_CLASSES = ("NORMAL", "PNEUMONIA")
 PROJECT = Path(__file__).resolve().parents[1]
 # Where the app writes when no CXR_* folder is set: a test run must leave them as it found them.
-PROJECT_OUTPUTS = (".cache", "runs")
+PROJECT_OUTPUTS = (".cache", "runs", "data/uploads")
 # The one tiny run of the session: seed_cnn, 1 epoch at 32 px on the built-in set.
 TINY_RUN = dict(name="tiny", arch="seed_cnn", image_size=32, epochs=1, batch_size=64)
 

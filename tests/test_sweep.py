@@ -1,4 +1,5 @@
 """Sweeps, repeats, patient-grouped k-fold, training fraction, and portable runs (export / import)."""
+import dataclasses
 import io
 import json
 import zipfile
@@ -210,7 +211,7 @@ def test_huge_member_and_zip_bomb_are_refused_without_unpacking(tmp_path, monkey
         zf.writestr("r1/metrics.jsonl", b"\0" * (50 * 2**20))  # 50 MiB of zeros compress ~1000:1
     with pytest.raises(ImportRefused, match="zip bomb"):
         import_runs(RunStore(tmp_path / "runs"), bomb)
-    monkeypatch.setattr(portable, "MAX_MEMBER_BYTES", 1024)
+    monkeypatch.setattr(portable, "LIMITS", dataclasses.replace(portable.LIMITS, member_bytes=1024))
     big = write_zip(tmp_path / "big.zip", {"r1/config.json": "{}", "r1/metrics.jsonl": "x" * 5000})
     with pytest.raises(ImportRefused, match="larger than the limit"):
         import_runs(RunStore(tmp_path / "runs2"), big)

@@ -53,7 +53,9 @@ def start_worker(store: RunStore, *args: str) -> subprocess.Popen:
 
 # ----------------------------------------------------------------------------- a training process dies
 
-@pytest.mark.parametrize("how, words", [(signal.SIGKILL, "killed by SIGKILL, most likely out of memory"),
+# A kill -9 on a machine with memory to spare is not called out of memory (core.workers.oom).
+@pytest.mark.parametrize("how, words", [(signal.SIGKILL, "killed by SIGKILL (by another process or the user; "
+                                                         "memory was not short: peak "),
                                         (signal.SIGSEGV, "segmentation fault")])
 def test_a_killed_training_process_fails_its_run_with_the_reason_and_the_queue_goes_on(store, chest_folder,
                                                                                           how, words):
@@ -65,7 +67,9 @@ def test_a_killed_training_process_fails_its_run_with_the_reason_and_the_queue_g
         assert manager.wait(doomed, 60) == "failed"
         status = store.get(doomed).status()
         assert words in status["error"] and status["exit_code"] == -how
-        assert "stderr_tail" in status  # what the process printed last (may be only TensorFlow's banner)
+        assert "out of memory" not in status["error"]
+        # What the process printed last, without TensorFlow's start-up banner (may leave nothing).
+        assert "stderr_tail" in status and "cuda" not in status["stderr_tail"].lower()
         assert status["resources"]["peak_memory_mb"] > 100  # the kernel's account of the dead process
         assert manager.wait(after, 120) == "done"  # the same manager trains the next run
     finally:

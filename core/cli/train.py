@@ -200,7 +200,8 @@ def resume(args: argparse.Namespace) -> int:
         print(run.id)
         return 0
     run.clear_live_files()  # a Stop that ended the last attempt must not end this one
-    print(f"resuming {run.id} from epoch {run.checkpoint_epoch()}", file=sys.stderr)
+    print(f"resuming {run.id} from epoch {run.resume_epoch()} (epoch {run.checkpoint_epoch()} is done)",
+          file=sys.stderr)
     return report(run, train_here(run, config, resume=True, quiet=args.quiet))
 
 

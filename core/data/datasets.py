@@ -33,6 +33,7 @@ from core.data.imaging import (
     stretch_to_uint8,
     to_model_array,
 )
+from core.data.archives import DATASET_ZIP, NPZ_FILE, UnsafeArchive, check_zip
 from core.settings.config import SETTINGS
 from core.store.files import atomic_path
 
@@ -164,8 +165,27 @@ def cache_dir() -> Path:
 
 
 def uploads_dir() -> Path:
-    """Where uploaded datasets are kept: `CXR_UPLOADS_DIR`, else `uploads/` next to the dataset cache."""
-    return Path(os.environ.get("CXR_UPLOADS_DIR", cache_dir().parent / "uploads"))
+    """Where uploaded datasets are kept: `CXR_UPLOADS_DIR`, else `data/uploads/` in the project. Not
+    under .cache (which `make clean` removes): runs were trained on them."""
+    return Path(os.environ.get("CXR_UPLOADS_DIR", PROJECT_ROOT / "data" / "uploads"))
+
+
+# Where uploads were kept before: runs trained then name files there (see find_upload).
+LEGACY_UPLOADS_DIR = PROJECT_ROOT / ".cache" / "uploads"
+
+
+def find_upload(path: Path) -> Path:
+    """`path` itself, or, for an upload of the old folder (.cache/uploads) that is gone from there,
+    the same file in the uploads folder (an upload's name is its content's hash, so the same name
+    is the same file; `make clean` moves old uploads over)."""
+    if path.exists() or path.parent.resolve() != LEGACY_UPLOADS_DIR.resolve():
+        return path
+    moved = uploads_dir() / path.name
+    if moved.exists():
+        return moved
+    raise DataError(f"{path} was an upload kept in the old uploads folder (.cache/uploads), which is gone "
+                    f"(`make clean` removes .cache). Upload the same file again: it is kept in {uploads_dir()} "
+                    "under the same name, and this run's settings find it there")
 
 
 def data_root() -> Path | None:
@@ -180,7 +200,8 @@ def check_data_root(path: Path) -> None:
     if root is None:
         return
     resolved = path.resolve()
-    if not any(resolved.is_relative_to(allowed) for allowed in (root, uploads_dir().resolve())):
+    uploads = (uploads_dir().resolve(), LEGACY_UPLOADS_DIR.resolve())
+    if not any(resolved.is_relative_to(allowed) for allowed in (root, *uploads)):
         raise DataError(f"{path} is outside the data folder {root}: this dashboard is shared on a network, "
                         f"so it reads server paths only inside that folder (CXR_DATA_ROOT)")
 
@@ -191,7 +212,7 @@ def resolve_source_path(source: str, path: str | os.PathLike | None) -> Path:
         return BUILTIN_ZIP
     if not path:
         raise DataError(f"data source {source!r} needs a path")
-    resolved = Path(path).expanduser()
+    resolved = find_upload(Path(path).expanduser())
     check_data_root(resolved)
     if not resolved.exists():
         raise DataError(f"{resolved} does not exist")
@@ -260,9 +281,11 @@ class _ZipReader:
         self.path, self._local, self._handles, self._lock = path, threading.local(), [], threading.Lock()
         try:
             with zipfile.ZipFile(path) as archive:
-                self.names = [info.filename for info in archive.infolist() if not info.is_dir()]
+                self.names = [info.filename for info in check_zip(archive, DATASET_ZIP) if not info.is_dir()]
         except zipfile.BadZipFile:
             raise DataError(f"{path.name} is not a valid zip file") from None
+        except UnsafeArchive as exc:
+            raise DataError(f"{path.name} is refused: {exc}") from None
 
     def entries(self) -> dict[str, Callable[[], bytes]]:
         return {name: (lambda name=name: self.read(name)) for name in self.names}
@@ -416,8 +439,11 @@ def _load_npz(path: Path, task: str, sink, image_size: int, channels: int, watch
     if task != "classes":
         raise DataError(f"an .npz dataset has its own classes: use task 'classes', not {task!r}")
     try:
+        if zipfile.is_zipfile(path):  # an .npz is a zip: the same guard before an array is unpacked
+            with zipfile.ZipFile(path) as zipped:
+                check_zip(zipped, NPZ_FILE)
         archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:  # UnsafeArchive is a ValueError
         raise DataError(f"{path.name} is not a readable .npz file ({exc})") from None
     with archive:
         keys = set(archive.files)

@@ -553,8 +553,9 @@ def early_stopping(config: TrainConfig, resumed: dict | None):
     return callback
 
 
-def resources_used(started: float, images_per_sec: list[float], strategy=None) -> dict:
-    """Peak memory of this process (and of its GPUs, summed), steady images/s, wall time, device,
+def resources_used(wall_s: float, images_per_sec: list[float], strategy=None) -> dict:
+    """Peak memory of this process (and of its GPUs, summed), steady images/s, wall time (all the
+    run's segments: Run.wall_seconds), device,
     the replicas training in sync (MirroredStrategy: one per GPU) and the precision policy."""
     import resource
 
@@ -574,7 +575,7 @@ def resources_used(started: float, images_per_sec: list[float], strategy=None) -
     return {"peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "peak_gpu_memory_mb": peak_gpu,
             "images_per_sec": round(float(np.median(steady)), 1) if steady else None,
-            "wall_s": round(time.perf_counter() - started, 2), "device": device,
+            "wall_s": wall_s, "device": device,
             "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
             "precision": keras.mixed_precision.global_policy().name}
 
@@ -619,9 +620,11 @@ def execute_run(run: Run, config: TrainConfig, control: RunControl | None = None
         run.update_status(state="cancelled", finished=time.time(), error=None)
         control.progress.update(phase="cancelled")
         return {}
-    fields = {"state": "running", "epochs": config.epochs, "finished": None, "error": None}
+    # This segment of the run's wall time starts here (the worker's hand-over came a moment before).
+    fields = {"state": "running", "epochs": config.epochs, "finished": None, "error": None,
+              "segment_started": time.time()}
     if not resume:
-        fields.update(started=time.time(), epoch=0)
+        fields.update(started=time.time(), epoch=0, trained_s=0.0)
     run.update_status(**fields)
     try:
         summary = train(run, config, control, resume=resume)
@@ -750,7 +753,8 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
             best = metrics_lib.f1_vs_threshold(probabilities, dataset.labels[idx], dataset.class_names)
             summary["threshold"] = best["best_threshold"] if best else None
     summary["seconds"] = round(time.perf_counter() - started, 2)
-    summary["resources"] = resources_used(started, [r["images_per_sec"] for r in run.history()
+    wall_s = run.wall_seconds() or summary["seconds"]  # None when train() runs outside execute_run
+    summary["resources"] = resources_used(wall_s, [r["images_per_sec"] for r in run.history()
                                                     if r.get("images_per_sec") and not r.get("partial")],
                                           strategy)
     run.write_summary(summary)

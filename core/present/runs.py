@@ -195,7 +195,7 @@ def queue_entry(run: Run, progress: dict, stopping: bool) -> tuple[str, float | 
     if stopping:
         detail = " (stopping after the current batch)"
     elif state == "queued" and run.status().get("resume"):
-        detail = f" (to resume from epoch {run.checkpoint_epoch()})"
+        detail = f" (to resume from epoch {run.resume_epoch()})"
     else:
         detail = ""
     label = f"**{run.display_name()}** — {state}{detail}"

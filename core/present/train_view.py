@@ -200,10 +200,10 @@ def interrupted_text(names: list[str]) -> str:
             "Each can go on from its last completed epoch.")
 
 
-def queue_state_text(state: str, resume: bool, checkpoint_epoch: int | None) -> str:
-    """'running', 'queued' or 'queued to resume from epoch 3'."""
+def queue_state_text(state: str, resume: bool, resume_epoch: int | None) -> str:
+    """'running', 'queued' or 'queued to resume from epoch 3' (Run.resume_epoch: epoch 2 is done)."""
     if state == "queued" and resume:
-        return f"queued to resume from epoch {checkpoint_epoch}"
+        return f"queued to resume from epoch {resume_epoch}"
     return state
 
 

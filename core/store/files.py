@@ -1,5 +1,6 @@
-"""The one way files are written: to a unique temp file beside the target, then renamed over it, so
-a reader never sees half a file and two writers never share a temp file. And the one way results
+"""The one way files are written: to a unique temp file beside the target, flushed to disk, then
+renamed over it, so a reader never sees half a file (nor, after a crash, an empty one) and two
+writers never share a temp file. And the one way results
 become JSON: `json_ready`. `locked` keeps readers of several files (a SavedModel folder) apart from
 the work that replaces them."""
 from __future__ import annotations
@@ -23,10 +24,22 @@ def atomic_path(path: Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        _flush_to_disk(tmp)  # else a crash soon after the rename can leave an empty file in its place
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _flush_to_disk(path: str) -> None:
+    """fsync a file (a folder, e.g. a SavedModel, is left to the OS)."""
+    if os.path.isdir(path):
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextmanager

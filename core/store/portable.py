@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from core.data.archives import RUN_EXPORT, UnsafeArchive, check_zip
 from core.store.files import atomic_path
 from core.store.runs import RUN_ID, Run, RunStore, read_json, write_json
 
@@ -25,9 +27,7 @@ FORMAT = "cxrlab-runs"
 RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "summary.json", "environment.json", "model.keras",
              "predictions_val.npz", "predictions_test.npz", "ood.npz", "halving.json",
              "layers.json", "annotations.json", "batches.json", "model_card.md")
-MAX_MEMBER_BYTES = 512 * 1024 * 1024
-MAX_TOTAL_BYTES = 2 * 1024 * 1024 * 1024
-MAX_RATIO = 200  # uncompressed / compressed: more than this looks like a zip bomb
+LIMITS = RUN_EXPORT  # member size, total, count, compression ratio: core.data.archives
 _EVENT_FILE = re.compile(r"^tensorboard/(train|validation)/events\.out\.tfevents\.[\w.-]+$")
 _EXTERNAL_FILE = re.compile(r"^external/[A-Za-z0-9][\w.-]{0,120}\.json$")  # external validation results
 MAX_MODEL_CARD_CHARS = 1_000_000
@@ -71,27 +71,18 @@ def _exportable_files(run: Run) -> list[Path]:
 def check_archive(archive: zipfile.ZipFile) -> tuple[dict, dict[str, list[zipfile.ZipInfo]]]:
     """The manifest and members grouped by run id; raises ImportRefused for anything unexpected."""
     members: dict[str, list[zipfile.ZipInfo]] = {}
-    total = 0
     names = [info.filename for info in archive.infolist()]
     if "manifest.json" not in names:
         raise ImportRefused("not a CXR Lab export: manifest.json is missing")
-    for info in archive.infolist():
-        name = info.filename
+    for name in names:
         _check_member_name(name)
-        if info.is_dir():
-            continue
-        if (info.external_attr >> 16) & 0o170000 == 0o120000:
-            raise ImportRefused(f"{name}: symbolic links are not allowed")
-        if info.file_size > MAX_MEMBER_BYTES:
-            raise ImportRefused(f"{name}: {info.file_size} bytes is larger than the limit "
-                                f"({MAX_MEMBER_BYTES // 2**20} MiB)")
-        if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 2**20:
-            raise ImportRefused(f"{name}: compressed {info.file_size // info.compress_size}:1, "
-                                "refused as a possible zip bomb")
-        total += info.file_size
-        if total > MAX_TOTAL_BYTES:
-            raise ImportRefused(f"the archive unpacks to more than {MAX_TOTAL_BYTES // 2**30} GiB")
-        if name == "manifest.json":
+    try:
+        infos = check_zip(archive, LIMITS)
+    except UnsafeArchive as exc:
+        raise ImportRefused(str(exc)) from None
+    for info in infos:
+        name = info.filename
+        if info.is_dir() or name == "manifest.json":
             continue
         run_id, _, inner = name.partition("/")
         if not RUN_ID.fullmatch(run_id) or not (inner in RUN_FILES or _EVENT_FILE.fullmatch(inner)
@@ -259,15 +250,22 @@ def _verify_user_and_result_files(folder: Path) -> None:
 
 
 def _move_into_store(store: RunStore, folder: Path, digest: str) -> str:
-    run_id = folder.name if not (store.root / folder.name).exists() else store.new_run_id(folder.name)
-    shutil.move(str(folder), str(store.root / run_id))
-    run = Run(store.root / run_id)
-    status = run.status()
+    """Give the staged run its status here, then rename it into the store in one step (under a
+    new id if its own is taken): no reader sees it before its status is written."""
+    status = Run(folder).status()
     if status.get("state") in ("queued", "running"):
         status["state"] = "interrupted"  # it was exported mid-run: nothing here will finish it
-    write_json(run.status_path, {**status, "imported": time.time(), "pid": None, "owner": None,
-                                 "imported_from": folder.name, "content_hash": digest})
-    return run_id
+    write_json(folder / "status.json", {**status, "imported": time.time(), "pid": None, "owner": None,
+                                        "imported_from": folder.name, "content_hash": digest})
+    run_id = folder.name
+    while True:
+        try:
+            os.rename(folder, store.root / run_id)  # never into an existing folder, unlike shutil.move
+            return run_id
+        except OSError:
+            if not (store.root / run_id).exists():
+                raise
+            run_id = store.new_run_id(folder.name)
 
 
 def _import_sweep(store: RunStore, sweep: dict, placed: dict[str, str]) -> tuple[str | None, bool]:

@@ -36,14 +36,26 @@ from pathlib import Path
 import numpy as np
 
 from core.data.datasets import PROJECT_ROOT
-from core.store.files import atomic_path, json_ready
+from core.store.files import atomic_path, json_ready, locked
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 ACTIVE_STATES = ("queued", "running")
 HOST = socket.gethostname()
 # status.json is read, changed and written back: threads of one process take turns (a training
-# process's parent watch must not have its "interrupted" overwritten by the epoch's own update).
+# process's parent watch must not have its "interrupted" overwritten by the epoch's own update), and
+# processes too (a file lock beside it: the manager, the training process, a dashboard's Stop).
 STATUS_LOCK = threading.RLock()
+STATUS_FILE_LOCK = ".status.lock"
+DELETING_PREFIX = ".deleting-"  # a run being deleted: renamed away first, then removed
+# What TensorFlow prints at every start (CUDA probes on a CPU machine, CPU instruction sets, oneDNN):
+# never the reason a run failed, so left out of the last lines shown with a failure.
+STARTUP_NOISE = re.compile("|".join((
+    r"All log messages before absl::InitializeLog\(\) is called", r"oneDNN custom operations are on",
+    r"Could not find cuda drivers", r"failed call to cuInit", r"cpu_feature_guard",
+    r"This TensorFlow binary is optimized", r"To enable the following instructions",
+    r"Unable to register cu(DNN|FFT|BLAS) factory", r"computation placer already registered",
+    r"TF-TRT Warning", r"Could not find TensorRT", r"Skipping registering GPU devices",
+)))
 # What a run (or sweep) id may be: a safe folder name (fullmatch: "$" would let a final newline in).
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,120}")
 
@@ -66,9 +78,10 @@ def write_text(path: Path, text: str) -> None:
 
 
 def read_json(path: Path, default=None):
+    """The file's JSON, or `default` when it is missing or not JSON (bad bytes included)."""
     try:
         return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return default
 
 
@@ -163,7 +176,15 @@ class Run:
         return read_json(self.config_path, {})
 
     def status(self) -> dict:
-        return read_json(self.status_path, {"state": "interrupted", "error": "status.json is missing"})
+        """What status.json says; a missing file reads as interrupted, an unreadable one (bad bytes,
+        not a JSON object) as failed with `unreadable` set and the reason."""
+        try:
+            status = json.loads(self.status_path.read_bytes())
+        except FileNotFoundError:
+            return {"state": "interrupted", "error": "status.json is missing"}
+        except (OSError, ValueError) as exc:  # JSON and UTF-8 decoding errors are ValueErrors
+            return unreadable_status(f"{type(exc).__name__}: {exc}")
+        return status if isinstance(status, dict) else unreadable_status(f"a JSON {type(status).__name__}")
 
     def state(self) -> str:
         return self.status().get("state", "interrupted")
@@ -224,25 +245,50 @@ class Run:
         """The last completed epoch saved for resuming (0: none)."""
         return int(read_json(self.checkpoint_dir / "state.json", {}).get("epoch", 0))
 
+    def resume_epoch(self) -> int:
+        """The epoch a resume starts with: the one after the last completed epoch."""
+        return self.checkpoint_epoch() + 1
+
     def can_resume(self) -> bool:
         return self.state() in ("interrupted", "failed", "cancelled") and self.checkpoint_epoch() > 0
 
     def stderr_tail(self, lines: int = 20) -> str:
-        """The last lines the training process printed (TensorFlow's native errors land here)."""
+        """The last lines the training process printed (TensorFlow's native errors land here),
+        without TensorFlow's start-up messages (STARTUP_NOISE)."""
         try:
             with open(self.stderr_path, "rb") as handle:
                 handle.seek(max(0, handle.seek(0, 2) - 64_000))
                 text = handle.read().decode("utf-8", "replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+        meaningful = [line for line in text.splitlines() if line.strip() and not STARTUP_NOISE.search(line)]
+        return "\n".join(meaningful[-lines:])
 
     # writing
     def update_status(self, **fields) -> dict:
-        with STATUS_LOCK:
-            status = {**read_json(self.status_path, {}), **fields, "updated": time.time()}
+        """Change these fields of status.json (read, changed, written back under a lock every thread
+        and process takes); an unreadable file is replaced. Keeps the run's wall time (segment_time)."""
+        with STATUS_LOCK, locked(self.path / STATUS_FILE_LOCK):
+            old = read_json(self.status_path, {})
+            old = old if isinstance(old, dict) else {}
+            now = time.time()
+            status = {**old, **fields, **segment_time(old, fields, now), "updated": now}
             write_json(self.status_path, status)
         return status
+
+    def last_sign_of_life(self) -> float:
+        """When the run's files last changed (status or live progress): when a process that died
+        unseen last trained it."""
+        times = [path.stat().st_mtime for path in (self.status_path, self.progress_path) if path.exists()]
+        return max(times, default=time.time())
+
+    def wall_seconds(self) -> float | None:
+        """Wall time the run has trained, all its segments (first start, each resume) together."""
+        status = self.status()
+        if not status.get("segment_started") and status.get("trained_s") is None:
+            return None
+        ongoing = time.time() - status["segment_started"] if status.get("segment_started") else 0.0
+        return round((status.get("trained_s") or 0.0) + ongoing, 2)
 
     def append_metrics(self, row: dict) -> None:
         # Rewriting the whole (small) file keeps every write atomic.
@@ -287,7 +333,6 @@ class Run:
     def describe(self) -> dict:
         """One flat dict for tables: name, state, settings, best metrics, duration."""
         config, status, summary = self.config(), self.status(), self.summary()
-        started, finished = status.get("started"), status.get("finished")
         annotations = self.annotations()
         return {
             "run_id": self.id, "name": _display_name(self.id, config, annotations),
@@ -301,7 +346,7 @@ class Run:
             "test_accuracy": _metric(summary, "test", "accuracy"),
             "test_macro_f1": _metric(summary, "test", "macro_f1"),
             "test_auc": _metric(summary, "test", "auc"),
-            "duration_s": round(finished - started, 1) if started and finished else None,
+            "duration_s": _duration(status),
             **self.resources(),
             "node": (status.get("node") or {}).get("host"),
             "error": status.get("error"),
@@ -338,6 +383,25 @@ class Run:
         """What the run used: peak memory of its process, peak GPU memory, images/s, device."""
         recorded = {**self.summary().get("resources", {}), **self.status().get("resources", {})}
         return {key: recorded.get(key) for key in RESOURCE_KEYS}
+
+
+def unreadable_status(reason: str) -> dict:
+    """How a run whose status.json cannot be read reads: failed, saying why."""
+    return {"state": "failed", "unreadable": True, "error": f"status.json is unreadable ({reason})"}
+
+
+def segment_time(old: dict, fields: dict, now: float) -> dict:
+    """A run trains in segments (its first start, then each resume). Entering `running` starts one
+    (segment_started; the training process sets its own start when its work begins); leaving it,
+    whoever records that, adds the segment to `trained_s`."""
+    was, becomes = old.get("state"), fields.get("state", old.get("state"))
+    if was != "running" and becomes == "running":
+        return {"segment_started": fields.get("segment_started", now)}
+    if was == "running" and becomes != "running" and old.get("segment_started"):
+        base = fields.get("trained_s", old.get("trained_s")) or 0.0
+        ended = fields.get("finished") or now
+        return {"trained_s": round(base + max(0.0, ended - old["segment_started"]), 2), "segment_started": None}
+    return {}
 
 
 RESOURCE_KEYS = ("peak_memory_mb", "peak_gpu_memory_mb", "images_per_sec", "wall_s", "device")
@@ -411,6 +475,17 @@ def _display_name(run_id: str, config: dict, annotations: dict) -> str:
     return annotations.get("name") or config.get("name") or run_id
 
 
+def _duration(status: dict) -> float | None:
+    """Seconds an ended run trained: its segments together (segment_time), else, for runs from
+    before they were kept, start to finish."""
+    started, finished = status.get("started"), status.get("finished")
+    if not finished:
+        return None
+    if status.get("trained_s") is not None and not status.get("segment_started"):
+        return round(status["trained_s"], 1)
+    return round(finished - started, 1) if started else None
+
+
 def _metric(summary: dict, split: str, key: str):
     return (summary.get(split) or {}).get(key)
 
@@ -451,23 +526,32 @@ class RunStore:
         return run
 
     def list(self) -> list[Run]:
-        """Runs newest first; folders without a config (half-created, foreign) are left out."""
-        runs = [Run(p) for p in self.root.iterdir() if p.is_dir() and (p / "config.json").exists()]
+        """Runs newest first; folders without a config (half-created, foreign) or not named like a
+        run (one being imported or deleted) are left out."""
+        runs = [Run(p) for p in self.root.iterdir()
+                if RUN_ID.fullmatch(p.name) and p.is_dir() and (p / "config.json").exists()]
         return sorted(runs, key=lambda r: (r.status().get("created") or 0, r.id), reverse=True)
 
     def delete(self, run_id: str) -> None:
+        """Remove a finished run: renamed out of the store in one step, then its files removed, so
+        no reader ever sees half a run."""
         run = self.get(run_id)
         if run.state() in ACTIVE_STATES:
             raise RuntimeError(f"run {run_id} is {run.state()}: cancel it before deleting")
-        shutil.rmtree(run.path)
+        doomed = self.root / f"{DELETING_PREFIX}{run_id}-{os.getpid()}-{time.monotonic_ns()}"
+        os.rename(run.path, doomed)
+        shutil.rmtree(doomed)
 
     # ------------------------------------------------------------------------- the queue
 
     def queued(self) -> list[Run]:
-        """Runs waiting for a worker, first submitted first."""
-        waiting = [Run(p.parent) for p in self.root.glob("*/queued")]
-        waiting = [run for run in waiting if run.state() == "queued"]
-        return sorted(waiting, key=lambda r: (r.status().get("created") or 0, r.id))
+        """Runs waiting for a worker, first submitted first; also those whose status.json cannot be
+        read, so that a worker claims each once and records why it failed (`unreadable`)."""
+        waiting = [Run(p.parent) for p in self.root.glob("*/queued") if RUN_ID.fullmatch(p.parent.name)]
+        statuses = {run.id: run.status() for run in waiting}
+        waiting = [run for run in waiting if statuses[run.id].get("state") == "queued"
+                   or statuses[run.id].get("unreadable")]
+        return sorted(waiting, key=lambda r: (statuses[r.id].get("created") or 0, r.id))
 
     def claim(self, run: Run, worker_id: str) -> bool:
         """Take a queued run for `worker_id`; exactly one of any number of claimants succeeds."""
@@ -501,17 +585,23 @@ class RunStore:
         `interrupted` (resumable from its last checkpoint); a run claimed by a worker that died before
         starting it goes back to the queue. Runs of other machines are left alone. Returns the ids
         of the interrupted runs."""
+        self._remove_half_deleted()
         interrupted = []
         for run in self.list():
             status = run.status()
             if status.get("state") == "running" and _died_here(status.get("trainer")) \
                     and _died_here(status.get("worker")):
-                run.update_status(state="interrupted", finished=time.time(),
+                run.update_status(state="interrupted", finished=run.last_sign_of_life(),
                                   error="the process training this run stopped before it finished")
                 interrupted.append(run.id)
             elif status.get("state") == "queued":
                 self._release_stale_claims(run)
         return interrupted
+
+    def _remove_half_deleted(self) -> None:
+        """Finish deletions a process did not (it died between the rename and the removal)."""
+        for doomed in self.root.glob(f"{DELETING_PREFIX}*"):
+            shutil.rmtree(doomed, ignore_errors=True)
 
     def _release_stale_claims(self, run: Run) -> None:
         for claim in run.path.glob("claim.*"):

@@ -19,6 +19,7 @@ Stop, failure reasons, resources and resume are the same. Each run records the n
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from core.settings.config import TrainConfig
 from core.store.runs import (
@@ -38,7 +40,9 @@ from core.store.runs import (
     this_process,
     worker_id,
 )
+from core.workers.oom import OomWatch, memory_facts
 
+log = logging.getLogger(__name__)
 # Phases (progress "phase") in which Stop still saves time; after training the run only evaluates and saves.
 STOPPABLE_PHASES = ("queued", "loading data", "training")
 MEMORY_POLL_S = 0.2
@@ -64,13 +68,18 @@ def memory_cap_mb(config: dict) -> int:
     return int(config.get("memory_cap_mb") or os.environ.get("CXR_MEMORY_CAP_MB") or 0)
 
 
-def exit_reason(returncode: int, capped_at_mb: float | None = None, cap_mb: int = 0) -> str:
-    """Why a training process ended without finishing its run, in plain words."""
+def exit_reason(returncode: int, capped_at_mb: float | None = None, cap_mb: int = 0,
+                oom: str | None = None, memory: str = "") -> str:
+    """Why a training process ended without finishing its run, in plain words. `oom`: why memory
+    was likely short (OomWatch.verdict), else None; `memory`: its peak and the memory available."""
     if capped_at_mb is not None:
         return (f"stopped at {capped_at_mb:.0f} MB: above this run's memory cap of {cap_mb} MB. "
                 "Try a smaller batch size or image size, or raise the cap")
+    if returncode == -signal.SIGKILL and oom:
+        return f"killed by SIGKILL, most likely out of memory ({oom}): try a smaller batch size or image size"
     if returncode == -signal.SIGKILL:
-        return "killed by SIGKILL, most likely out of memory: try a smaller batch size or image size"
+        return ("killed by SIGKILL (by another process or the user; memory was not short"
+                + (f": {memory})" if memory else ")"))
     if returncode == -signal.SIGSEGV:
         return "crashed with a segmentation fault (SIGSEGV) inside native code (TensorFlow)"
     if returncode == -signal.SIGABRT:
@@ -137,10 +146,21 @@ class TrainingProcess:
             self.popen.kill()
 
 
-def watch_memory(process: TrainingProcess, cap_mb: int) -> tuple[int, float | None, float | None]:
-    """Wait for the process, killing it if it goes over the memory cap; (return code, peak MB, MB
-    at which it was capped or None)."""
-    capped_at = None
+class ProcessEnd(NamedTuple):
+    """How a training process ended: its return code, peak resident memory (MB), the MB at which
+    its memory cap stopped it (or None), why memory was likely short (or None) and what is known of
+    its memory ('peak 954 MB, 22,000 MB available')."""
+    returncode: int
+    peak_mb: float | None
+    capped_at: float | None = None
+    oom: str | None = None
+    memory: str = ""
+
+
+def watch_memory(process: TrainingProcess, cap_mb: int) -> ProcessEnd:
+    """Wait for the process, killing it if it goes over the memory cap; then ask the kernel whether
+    memory explains its end."""
+    capped_at, oom_watch = None, OomWatch.start()
     if cap_mb:
         while process.alive():
             rss = resident_mb(process.pid)
@@ -150,7 +170,7 @@ def watch_memory(process: TrainingProcess, cap_mb: int) -> tuple[int, float | No
                 break
             time.sleep(MEMORY_POLL_S)
     returncode, peak_mb = process.wait()
-    return returncode, peak_mb, capped_at
+    return ProcessEnd(returncode, peak_mb, capped_at, oom_watch.verdict(peak_mb), memory_facts(peak_mb))
 
 
 def connect_cluster():
@@ -283,43 +303,72 @@ class JobManager:
 
     # ------------------------------------------------------------------ the slots
     def _work(self) -> None:
+        """A slot: claim a run, train it, again; idle, look for runs of managers that died. Nothing
+        that goes wrong here ends the slot: it is logged (and its run failed), and the slot goes on."""
         last_recovery = time.monotonic()
         while not self._closing.is_set():
-            with self._lock:
-                self._busy_slots += 1
             try:
-                run = self._claim_next()
-                if run is not None:
-                    self._train_safely(run)
-            finally:
-                with self._lock:
-                    self._busy_slots -= 1
+                if self._claim_and_train():
+                    continue
+                self._start_spare_when_due()
+                self._wake.wait(IDLE_POLL_S)
+                self._wake.clear()
+                if time.monotonic() - last_recovery > 10 * IDLE_POLL_S:  # claims of managers that died
+                    last_recovery = time.monotonic()
+                    self.store.recover()
+            except Exception:  # noqa: BLE001 - e.g. the runs folder went away for a moment
+                log.exception("job slot %s: unexpected error; it goes on", threading.current_thread().name)
+                self._wake.wait(IDLE_POLL_S)
+
+    def _claim_and_train(self) -> bool:
+        """Claim the next queued run and train it; False when there was none."""
+        with self._lock:
+            self._busy_slots += 1
+        try:
+            run = self._claim_next()
             if run is not None:
-                continue
-            self._start_spare_when_due()
-            self._wake.wait(IDLE_POLL_S)
-            self._wake.clear()
-            if time.monotonic() - last_recovery > 10 * IDLE_POLL_S:  # claims of managers that died
-                self.store.recover()
-                last_recovery = time.monotonic()
+                self._train_safely(run)
+            return run is not None
+        finally:
+            with self._lock:
+                self._busy_slots -= 1
 
     def _claim_next(self) -> Run | None:
         for run in self.store.queued():
             if self._closing.is_set():
                 return None
-            if self.store.claim(run, self.worker_id):
-                return run
+            try:
+                if self.store.claim(run, self.worker_id):
+                    return run
+            except Exception as exc:  # noqa: BLE001 - one broken run folder must not stop the queue
+                self._fail_unclaimable(run, exc)
         return None
+
+    def _fail_unclaimable(self, run: Run, exc: Exception) -> None:
+        """A queued run that could not be claimed: logged, taken out of the queue and failed with the reason."""
+        log.error("run %s could not be claimed: %s: %s", run.id, type(exc).__name__, exc)
+        try:
+            run.queued_marker.unlink(missing_ok=True)
+            run.update_status(state="failed", finished=time.time(),
+                              error=f"a worker could not claim this run: {type(exc).__name__}: {exc}")
+        except Exception:  # noqa: BLE001 - e.g. the folder is not writable: logged, the queue goes on
+            log.exception("run %s could not be marked failed either", run.id)
 
     def _train_safely(self, run: Run) -> None:
         try:
             self._train(run)
         except Exception as exc:  # noqa: BLE001 - e.g. no process could be started: the slot goes on
+            log.exception("run %s failed in its worker", run.id)
             run.update_status(state="failed", finished=time.time(), error=f"{type(exc).__name__}: {exc}")
 
     def _train(self, run: Run) -> None:
         """Train a claimed run in a process of its own (here, or through Ray on a node of the cluster)
         and record how that process ended."""
+        status = run.status()
+        if status.get("unreadable"):  # bad bytes in status.json: claimed, so failed once, saying why
+            log.error("run %s: %s", run.id, status["error"])
+            run.update_status(state="failed", finished=time.time(), error=status["error"])
+            return
         try:
             config = TrainConfig.from_dict(run.config()).validate()
         except (TypeError, ValueError) as exc:
@@ -342,11 +391,11 @@ class JobManager:
         try:
             if not process.give(run):
                 process.kill()
-            returncode, peak_mb, capped_at = watch_memory(process, cap_mb)
+            end = watch_memory(process, cap_mb)
         finally:
             with self._lock:
                 self._training.pop(run.id, None)
-        self._record_exit(run, returncode, peak_mb, capped_at, cap_mb)
+        self._record_exit(run, end, cap_mb)
 
     def _train_on_cluster(self, run: Run, cap_mb: int) -> None:
         """A Ray task trains the run on some node; it records the node and its training process there."""
@@ -367,7 +416,8 @@ class JobManager:
         if outcome.get("error"):  # the node could not reach the run: nothing was trained
             run.update_status(state="failed", finished=time.time(), node=outcome["node"], error=outcome["error"])
             return
-        self._record_exit(run, outcome["returncode"], outcome["peak_mb"], outcome["capped_at"], cap_mb)
+        self._record_exit(run, ProcessEnd(**{key: outcome[key] for key in ProcessEnd._fields if key in outcome}),
+                          cap_mb)
 
     def _start_spare_when_due(self) -> None:
         with self._lock:
@@ -390,8 +440,8 @@ class JobManager:
                 self._spare = TrainingProcess()
         return process
 
-    def _record_exit(self, run: Run, returncode: int, peak_mb: float | None, capped_at: float | None,
-                     cap_mb: int) -> None:
+    def _record_exit(self, run: Run, end: ProcessEnd, cap_mb: int) -> None:
+        returncode, peak_mb = end.returncode, end.peak_mb
         status = run.status()
         resources = {**status.get("resources", {}), "peak_memory_mb": round(peak_mb, 1) if peak_mb else None}
         if status.get("state") not in ACTIVE_STATES:  # the process recorded how the run ended
@@ -402,7 +452,8 @@ class JobManager:
                               error="its worker shut down: resume it to go on from its last completed epoch")
             return
         run.update_status(state="failed", finished=time.time(), exit_code=returncode, resources=resources,
-                          error=exit_reason(returncode, capped_at, cap_mb), stderr_tail=run.stderr_tail())
+                          error=exit_reason(returncode, end.capped_at, cap_mb, end.oom, end.memory),
+                          stderr_tail=run.stderr_tail())
 
     def _record_lost(self, run: Run, reason: str) -> None:
         """The Ray task training the run died with its worker or node (or was cancelled by shutdown)."""

@@ -83,7 +83,7 @@ class RayTraining:
         self.run = run
 
     def outcome(self) -> dict:
-        """What the task returned: returncode, peak_mb, capped_at, node; or error (the node could
+        """What the task returned: how its process ended (manager.ProcessEnd) and node; or error (the node could
         not train it). Raises TrainingLost when the task itself died."""
         try:
             return ray.get(self.ref)
@@ -176,8 +176,7 @@ def train_on_node(run_path: str, cap_mb: int) -> dict:
                                           "pid_start": process_start(process.pid)})
     if not process.give(run):
         process.kill()
-    returncode, peak_mb, capped_at = watch_memory(process, cap_mb)
-    return {"returncode": returncode, "peak_mb": peak_mb, "capped_at": capped_at, "node": node}
+    return {**watch_memory(process, cap_mb)._asdict(), "node": node}
 
 
 def this_node() -> dict:
