@@ -16,6 +16,7 @@ from core.cli import export as export_cli
 from core.ml import export
 from core.settings.architectures import ARCHITECTURES, TRANSFER_BASE_NAMES
 from core.settings.config import Augmentation, TrainConfig
+from core.store import runs
 from core.store.files import locked
 from core.store.runs import Run
 from tests.conftest import copy_run
@@ -26,9 +27,9 @@ EVERY_AUGMENTATION = Augmentation(rotation_degrees=10, zoom=0.1, shift=0.1, hori
 
 
 def leftovers(run: Run) -> list[str]:
-    """Temp files or folders an export left in the run folder (its lock file stays, empty)."""
+    """Temp files or folders an export left in the run folder (the lock files stay, empty)."""
     return sorted(path.name for path in run.path.iterdir()
-                  if path.name.startswith(".") and path.name != export.EXPORT_LOCK)
+                  if path.name.startswith(".") and path.name not in (export.EXPORT_LOCK, runs.STATUS_FILE_LOCK))
 
 
 def test_the_tiny_runs_exports_give_the_keras_probabilities(tiny_run, runs_dir):
