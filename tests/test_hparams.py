@@ -36,6 +36,14 @@ def test_settings_are_flattened_to_values_hparams_accepts():
     assert "augmentation" not in flat and "arch_params" not in flat
 
 
+def test_hparams_show_one_dropout_the_one_the_model_used():
+    from tests.test_settings import OLD_CONFIG_WITH_TWO_DROPOUTS
+    flat = hparams.flat_settings(TrainConfig.from_dict(OLD_CONFIG_WITH_TWO_DROPOUTS))
+    assert flat["dropout"] == 0.5 and "arch_params.dropout" not in flat
+    assert hparams.flat_settings(TrainConfig(arch="cnn"))["dropout"] == default_params("cnn")["dropout"]
+    assert "dropout" not in hparams.flat_settings(TrainConfig(arch="logistic", dropout=0.5))  # it has none
+
+
 def test_hparam_values_make_numpy_numbers_plain_and_anything_else_text():
     assert hparams.hparam_value(np.float32(0.5)) == 0.5 and type(hparams.hparam_value(np.int64(3))) is int
     assert hparams.hparam_value(True) is True

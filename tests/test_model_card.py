@@ -122,6 +122,22 @@ def test_an_older_run_reads_not_recorded_where_files_are_missing(make_run):
     assert interval_text(bootstrapped(run, "test")["accuracy"]) == table_row(text, "Accuracy")[2]
 
 
+def test_an_older_run_with_two_dropouts_on_record_shows_the_one_its_model_used(make_run):
+    from tests.test_settings import OLD_CONFIG_WITH_TWO_DROPOUTS
+    run = make_run("done", name="two-dropouts")
+    run.config_path.write_text(json.dumps({**run.config(), **OLD_CONFIG_WITH_TWO_DROPOUTS}))
+    text = card.model_card(run)
+    assert table_row(text, "Dropout")[1] == "0.5"
+    assert "dropout" not in table_row(text, "Architecture parameters")[1]
+    assert table_row(text, "Architecture parameters")[1] == "activation = relu; dense_units = 16"
+
+
+def test_a_card_names_the_architectures_default_dropout_as_such(make_run):
+    assert table_row(card.model_card(make_run("done")), "Dropout")[1] == "0.25 (the architecture's default)"
+    assert table_row(card.model_card(make_run("done", arch="logistic")), "Dropout")[1] == \
+        "none (the architecture has no dropout)"
+
+
 def test_a_run_without_results_still_gets_a_card(make_run):
     run = make_run("failed", name="broken", error="boom")
     text = card.model_card(run)

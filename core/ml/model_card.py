@@ -15,6 +15,7 @@ from pathlib import Path
 
 from core.ml import metrics as metrics_lib
 from core.settings import architectures
+from core.settings.config import with_used_dropout
 from core.store.runs import Run, write_text
 
 NOT_RECORDED = "not recorded"
@@ -115,11 +116,24 @@ def temperature(run: Run) -> dict | None:
 
 
 def resolved_params(config: dict) -> dict:
-    """The architecture's parameters as the run built it (defaults filled in)."""
+    """The architecture's parameters as the run built it (defaults filled in), but the dropout: the
+    card names that once, under the training procedure."""
+    config = with_used_dropout(config)
     try:
-        return architectures.resolve_params(config.get("arch"), config.get("arch_params"))
+        params = architectures.resolve_params(config.get("arch"), config.get("arch_params"))
     except ValueError:  # an architecture or parameter this version no longer knows
-        return dict(config.get("arch_params") or {})
+        params = dict(config.get("arch_params") or {})
+    params.pop("dropout", None)
+    return params
+
+
+def dropout_text(config: dict) -> str:
+    """The dropout rate the model was built with, and where it came from."""
+    used = with_used_dropout(config)["dropout"]
+    if used is None:
+        return "none (the architecture has no dropout)"
+    own = config.get("dropout") is not None or "dropout" in (config.get("arch_params") or {})
+    return text(float(used)) if own else f"{text(float(used))} (the architecture's default)"
 
 
 def architecture_title(arch) -> str:
@@ -221,8 +235,7 @@ def training_procedure(config: dict, summary: dict) -> list:
     return [Heading("Training procedure"), facts([
         ("Optimizer", config.get("optimizer")), ("Learning rate", config.get("learning_rate")),
         ("Schedule", config.get("schedule")), ("Weight decay", config.get("weight_decay")),
-        ("Batch size", config.get("batch_size")), ("Dropout", config.get("dropout") if config.get("dropout")
-                                                   is not None else "the architecture's own"),
+        ("Batch size", config.get("batch_size")), ("Dropout", dropout_text(config)),
         ("Label smoothing", config.get("label_smoothing")),
         ("Epochs", f"{text(summary.get('epochs_run'))} run of {text(config.get('epochs'))}"),
         ("Best epoch (kept)", summary.get("best_epoch")), ("Early stopping", stopping),

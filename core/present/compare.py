@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core.settings.config import flatten_settings
+from core.settings.config import flatten_settings, with_used_dropout
 
 TABLE_COLUMNS = ("name", "state", "arch", "task", "image_size", "epochs", "epoch", "optimizer",
                  "learning_rate", "batch_size", "dropout", "activation", "augmentation", "best_val_loss",
@@ -75,7 +75,7 @@ def run_row(description: dict, config: dict, sweep_names: dict[str, str] | None 
     return {**description, "tags": ", ".join(description.get("tags") or []),
             "sweep": (sweep_names or {}).get(sweep_id, sweep_id) if sweep_id else None,
             "optimizer": config.get("optimizer"), "learning_rate": config.get("learning_rate"),
-            "batch_size": config.get("batch_size"), "dropout": config.get("dropout"),
+            "batch_size": config.get("batch_size"), "dropout": with_used_dropout(config)["dropout"],
             "activation": params.get("activation"), "augmentation": augmentation_label(config),
             "created": pd.to_datetime(description.get("created"), unit="s", utc=True)
             if description.get("created") else None}
@@ -318,7 +318,7 @@ def _is_empty(value) -> bool:
 
 def config_diff(configs: dict[str, dict]) -> pd.DataFrame:
     """Settings (flattened) whose value differs between the runs: one row per setting, one column per run."""
-    flat = {name: flatten(config) for name, config in configs.items()}
+    flat = {name: flatten(with_used_dropout(config)) for name, config in configs.items()}
     keys = sorted({key for values in flat.values() for key in values} - set(IGNORED_DIFF_KEYS))
     rows = {}
     for key in keys:
@@ -400,7 +400,7 @@ def parallel_coordinates_frame(configs: dict[str, dict], metric_values: dict[str
     the numbers: it sits apart at DEFAULT_POSITION, below the scale, labelled "default".
     By default the axes are the settings that differ between the runs; the metric is the last axis.
     """
-    flat = {name: flatten(config) for name, config in configs.items()}
+    flat = {name: flatten(with_used_dropout(config)) for name, config in configs.items()}
     if settings is None:
         settings = list(config_diff(configs).index)
     columns = {axis: [flat[name].get(axis) for name in flat] for axis in settings}
@@ -430,9 +430,12 @@ def _axis_positions(values: list) -> list[float]:
 
 
 def _setting_label(key: str, value) -> str:
-    """A missing architecture parameter (or dropout None) means the architecture's default."""
-    if value is None and (key.startswith("arch_params.") or key == "dropout"):
+    """A missing architecture parameter means the architecture's default; a dropout of None, that
+    the architecture has none (with_used_dropout)."""
+    if value is None and key.startswith("arch_params."):
         return "default"
+    if value is None and key == "dropout":
+        return "none"
     if value is None and key == "split_seed":
         return "= seed"
     return _label(value)
