@@ -57,6 +57,9 @@ def test_final_metrics_take_what_the_summary_has():
         "hparams/val_accuracy": 0.9, "hparams/val_macro_f1": 0.8, "hparams/val_loss": 0.3,
         "hparams/test_accuracy": 0.85, "hparams/test_auc": 0.95, "hparams/test_macro_f1": 0.84}
     assert hparams.final_metric_values({"val": None, "test": None}) == {}
+    at_threshold = {"test": {"accuracy": 0.85, "threshold": 0.43}}  # the decision the accuracy was at, named
+    assert hparams.final_metric_values(at_threshold) == {"hparams/test_accuracy": 0.85,
+                                                         "hparams/decision_threshold": 0.43}
 
 
 # ----------------------------------------------------------------------------- the real dashboard

@@ -43,8 +43,12 @@ def hparam_value(value) -> bool | int | float | str:
 
 def final_metric_values(summary: dict) -> dict[str, float]:
     """{"hparams/test_auc": 0.97, ...}: accuracy, AUC, macro-F1 and log loss of the val and test
-    splits, as far as the summary has them (finite numbers only)."""
+    splits, as far as the summary has them (finite numbers only), and the decision threshold the
+    accuracies and macro-F1 were computed at ("hparams/decision_threshold"; absent: argmax)."""
     values = {}
+    threshold = (summary.get("test") or summary.get("val") or {}).get("threshold")
+    if isinstance(threshold, (int, float)):
+        values[f"{METRIC_PREFIX}decision_threshold"] = float(threshold)
     for split in ("val", "test"):
         scores = summary.get(split) or {}
         for name, key in FINAL_METRICS.items():
