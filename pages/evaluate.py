@@ -85,11 +85,9 @@ def headline(metrics: dict, bootstrap: dict, class_names, disease_view: bool, ru
     with its threshold), then every class's recall: a disease-vs-normal AUC can look excellent while
     one class is never predicted."""
     st.caption(decision_sentence(bootstrap["threshold"], run_threshold))
-    shown = evaluation_view.labelled_headline(class_names, disease_view, bootstrap["threshold"])
     found = bootstrap["intervals"]
-    headline_count = len(shown) - len(class_names)
-    for row in (shown[:headline_count], shown[headline_count:]):
-        for col, (label, key) in zip(st.columns(len(row)), row):
+    for row in evaluation_view.headline_rows(class_names, disease_view, bootstrap["threshold"]):
+        for col, (label, key) in zip(st.columns(4), row):
             col.metric(label, evaluation_view.number((found.get(key) or {}).get("value")),
                        help=evaluation_view.interval_text(found.get(key)))
             col.caption(evaluation_view.interval_text(found.get(key)))

@@ -51,6 +51,16 @@ def test_cell_cases_are_exactly_the_images_of_that_cell():
         review.cell_cases(p, "COVID", "NORMAL")
 
 
+def test_headline_rows_name_the_threshold_on_every_number_that_needs_one():
+    rows = view.headline_rows(["normal", "bacterial", "viral"], True, 0.43)
+    assert [label for label, _ in rows[0]] == ["Accuracy @ threshold 0.43", "Balanced accuracy @ threshold 0.43",
+                                               "Macro-F1 @ threshold 0.43", "Sensitivity @ threshold 0.43"]
+    assert all(len(row) <= 4 for row in rows) and sum(len(row) for row in rows) == 11
+    assert all(label.endswith("@ threshold 0.43") for row in rows[:-1] for label, _ in row)
+    assert [key for _, key in rows[-1]] == ["auc", "macro_ovr_auc", "average_precision"]  # no threshold needed
+    assert rows[-1][0][0] == "AUC (disease vs normal)"
+
+
 def test_side_by_side_puts_external_beside_internal_with_intervals():
     p = predictions_dict()
     scored = {"metrics": metrics_lib.classification_metrics(p["probabilities"], p["labels"], NAMES),

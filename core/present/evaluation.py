@@ -10,7 +10,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from core.ml.decisions import decision_rule, metric_label
+from core.ml.decisions import THRESHOLD_FREE, decision_rule, metric_label
 from core.ml.metrics import interval_bounds, no_interval_reason
 from core.present.charts import confusion_matrix_chart
 
@@ -42,6 +42,15 @@ def labelled_headline(class_names, disease_view: bool, threshold) -> list[tuple[
     rule it was computed at ('Accuracy @ threshold 0.43')."""
     shown = headline_metrics(class_names, disease_view) + [(f"Recall: {n}", f"recall:{n}") for n in class_names]
     return [(metric_label(label, key, threshold), key) for label, key in shown]
+
+
+def headline_rows(class_names, disease_view: bool, threshold, per_row: int = 4) -> list[list[tuple[str, str]]]:
+    """labelled_headline in rows for the page: the numbers at the threshold, `per_row` at a time so
+    their labels (which name it) show in full, then those that need no threshold (AUC ...)."""
+    shown = labelled_headline(class_names, disease_view, threshold)
+    decided = [item for item in shown if item[1] not in THRESHOLD_FREE]
+    free = [item for item in shown if item[1] in THRESHOLD_FREE]
+    return [decided[i:i + per_row] for i in range(0, len(decided), per_row)] + ([free] if free else [])
 
 
 def number(value) -> str:
