@@ -72,7 +72,9 @@ def side_by_side_metrics(runs, labels) -> None:
         st.warning(line, icon=":material/visibility_off:")
     frame = compare.metrics_side_by_side(summaries, split)
     st.dataframe(compare.as_text(frame, 4, whole_rows=("best_epoch", "seconds")))
-    st.caption("auc: disease vs normal where the classes have that view (else macro one-vs-rest); "
+    st.caption("decided at: each run's decision rule, at which its accuracy, balanced accuracy, macro-F1 and "
+               "recalls were computed (the threshold chosen on its validation split, as on Evaluate and in its "
+               "model card, or argmax); auc: disease vs normal where the classes have that view (else macro one-vs-rest); "
                "macro_ovr_auc: each class against the rest, averaged, so a class the model never "
                "finds pulls it down; recall: the share of each class that was found.")
 

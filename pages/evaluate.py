@@ -11,6 +11,7 @@ import streamlit as st
 from core.data import datasets as data_lib
 from core.data.imaging import displayable
 from core.ml import metrics as metrics_lib
+from core.ml.decisions import decision_sentence
 from core.present import charts, forms, review
 from core.present import evaluation as evaluation_view
 from pages import common, model_card_view
@@ -79,21 +80,21 @@ def threshold_input(run, split: str, f1) -> float | None:
                           f" ({best_on_val:.2f})." if best_on_val is not None else None)
 
 
-def headline(metrics: dict, bootstrap: dict, class_names, disease_view: bool) -> None:
-    """The headline numbers with their 95% intervals, then every class's recall: a disease-vs-normal
-    AUC can look excellent while one class is never predicted."""
-    shown = evaluation_view.headline_metrics(class_names, disease_view)
+def headline(metrics: dict, bootstrap: dict, class_names, disease_view: bool, run_threshold) -> None:
+    """The decision rule, the headline numbers with their 95% intervals (each thresholded one named
+    with its threshold), then every class's recall: a disease-vs-normal AUC can look excellent while
+    one class is never predicted."""
+    st.caption(decision_sentence(bootstrap["threshold"], run_threshold))
     found = bootstrap["intervals"]
-    for col, (label, key) in zip(st.columns(len(shown)), shown):
-        col.metric(label, evaluation_view.number(found.get(key, {}).get("value")),
-                   help=evaluation_view.interval_text(found.get(key)))
-        col.caption(evaluation_view.interval_text(found.get(key)))
-    cols = st.columns(len(class_names))
-    for col, name in zip(cols, class_names):
-        entry = found.get(f"recall:{name}")
-        col.metric(f"Recall: {name}", evaluation_view.number(entry["value"]))
-        col.caption(evaluation_view.interval_text(entry))
+    for row in evaluation_view.headline_rows(class_names, disease_view, bootstrap["threshold"]):
+        for col, (label, key) in zip(st.columns(4), row):
+            col.metric(label, evaluation_view.number((found.get(key) or {}).get("value")),
+                       help=evaluation_view.interval_text(found.get(key)))
+            col.caption(evaluation_view.interval_text(found.get(key)))
     st.caption(evaluation_view.intervals_caption(bootstrap))
+    small = metrics_lib.small_set_warning(bootstrap)
+    if small:
+        st.warning(small, icon=":material/warning:")
     for note in metrics_lib.never_predicted_notes(metrics):
         st.warning(note, icon=":material/visibility_off:")
 
@@ -233,7 +234,7 @@ def external_source() -> str | None:
     return path.strip() or None
 
 
-def external_validation(run) -> None:
+def external_validation(run, threshold: float | None) -> None:
     st.subheader("External validation")
     st.caption("The run's model on another labelled dataset: the same metrics and intervals, and how many "
                "images the out-of-distribution check flags, beside the internal test split.")
@@ -252,7 +253,7 @@ def external_validation(run) -> None:
     if past:
         labels = [evaluation_view.past_result_label(r) for r in past]
         chosen = st.selectbox("Results", range(len(past)), format_func=labels.__getitem__, key="eval_ext_result")
-        show_external(past[chosen])
+        show_external(past[chosen], threshold)
 
 
 def run_external(run, source: str) -> None:
@@ -268,10 +269,16 @@ def run_external(run, source: str) -> None:
     st.session_state["eval_ext_result"] = 0  # the newest result
 
 
-def show_external(result: dict) -> None:
+def show_external(result: dict, slider: float | None) -> None:
+    """A saved external result beside the internal test split; `slider` is the page's threshold,
+    which the saved result (at the run's own threshold) does not follow: the caption says so."""
     st.markdown(evaluation_view.external_sentence(result))
     rows = evaluation_view.side_by_side(result)
     st.dataframe(pd.DataFrame(rows).set_index("metric"), width="stretch", height="content")  # every row in view
+    st.caption(evaluation_view.external_threshold_note(result, slider))
+    small = metrics_lib.small_set_warning(result["intervals"])
+    if small:
+        st.warning(small, icon=":material/warning:")
     if result.get("ood_error"):
         st.caption(result["ood_error"])
     seen, any_seen = evaluation_view.seen_sentence(result)
@@ -319,13 +326,14 @@ def main() -> None:
     metrics = metrics_lib.classification_metrics(predictions["probabilities"], predictions["labels"],
                                                  predictions["class_names"], threshold)
     bootstrap = intervals(str(run.path), split, threshold, run.predictions_path(split).stat().st_mtime)
-    headline(metrics, bootstrap, predictions["class_names"], results["f1_threshold"] is not None)
+    headline(metrics, bootstrap, predictions["class_names"], results["f1_threshold"] is not None,
+             run.summary().get("threshold"))
     confusion_and_classes(run, predictions, metrics, threshold)
     curve_charts(results, threshold)
     referral(predictions, threshold)
     calibration_section(run, split)
     gallery(run, predictions, threshold)
-    external_validation(run)
+    external_validation(run, threshold)
     st.subheader("Model card and export")
     model_card_view.model_card_and_export(run)
 

@@ -5,7 +5,7 @@ import streamlit as st
 from core.present import compare
 
 # Home's glance at the latest runs.
-RECENT_COLUMNS = ("name", "state", "arch", "image_size", "epochs", "val_accuracy", "test_accuracy",
+RECENT_COLUMNS = ("name", "state", "arch", "image_size", "epochs", "decision", "val_accuracy", "test_accuracy",
                   "test_macro_f1", "test_auc", "duration_s", "created")
 
 

@@ -303,11 +303,10 @@ def _fake_results(class_names: tuple, seed: int) -> tuple[dict, dict]:
     threshold search alone takes a third of a second and pages' tests write many runs."""
     predictions = {split: fake_predictions(40, class_names, seed + offset)
                    for offset, split in enumerate(("val", "test"))}
-    metrics = {split: metrics_lib.classification_metrics(*predictions[split][:2], class_names)
+    threshold = metrics_lib.decision_threshold(*predictions["val"][:2], class_names)  # as training does
+    metrics = {split: metrics_lib.classification_metrics(*predictions[split][:2], class_names, threshold)
                for split in predictions}
-    best = metrics_lib.f1_vs_threshold(*predictions["val"][:2], class_names)
-    metrics["threshold"] = best["best_threshold"] if best else None
-    return predictions, metrics
+    return predictions, {**metrics, "threshold": threshold}
 
 
 @pytest.fixture

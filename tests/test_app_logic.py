@@ -28,7 +28,18 @@ def test_config_diff_keeps_only_differing_settings():
     diff = compare.config_diff({"a": a, "b": b})
     assert set(diff.index) == {"arch_params.activation", "dropout", "augmentation.zoom"}
     assert diff.loc["arch_params.activation"].tolist() == ["relu", "elu"]
-    assert diff.loc["dropout"].tolist() == ["default", "0.3"]
+    assert diff.loc["dropout"].tolist() == ["0.25", "0.3"]  # seed_cnn's own 0.25: the rate its model used
+
+
+def test_runs_table_and_diff_show_the_dropout_the_model_used(make_run):
+    from tests.test_settings import OLD_CONFIG_WITH_TWO_DROPOUTS
+    old = make_run("done", name="old")
+    old.config_path.write_text(json.dumps({**old.config(), **OLD_CONFIG_WITH_TWO_DROPOUTS}))
+    assert compare.run_row(old.describe(), old.config())["dropout"] == 0.5
+    default = make_run("done", name="default")
+    assert compare.run_row(default.describe(), default.config())["dropout"] == 0.25  # seed_cnn's own
+    diff = compare.config_diff({"old": old.config(), "default": default.config()})
+    assert diff.loc["dropout"].tolist() == ["0.5", "0.25"] and "arch_params.dropout" not in diff.index
 
 
 def test_config_diff_of_identical_configs_is_empty():
@@ -74,13 +85,14 @@ def test_parallel_coordinates_scales_numeric_and_categorical_axes():
 
 
 def test_parallel_coordinates_keeps_a_numeric_axis_numeric_next_to_a_default():
-    configs = {"a": TrainConfig(dropout=None).to_dict(), "b": TrainConfig(dropout=0.2).to_dict(),
-               "c": TrainConfig(dropout=0.6).to_dict()}
+    configs = {"a": TrainConfig(arch_params={"activation": "elu"}).to_dict(),
+               "b": TrainConfig(arch_params={"activation": "relu", "dense_units": 32}).to_dict(),
+               "c": TrainConfig(arch_params={"activation": "relu", "dense_units": 64}).to_dict()}
     frame = compare.parallel_coordinates_frame(configs, {"a": 0.8, "b": 0.6, "c": 0.9})
-    dropout = frame[frame["axis"] == "dropout"].set_index("run")
-    assert dropout.loc["b", "position"] == 0 and dropout.loc["c", "position"] == 1  # scaled as numbers
-    assert dropout.loc["a", "position"] == compare.DEFAULT_POSITION < 0  # apart, below the scale
-    assert dropout.loc["a", "label"] == "default" and dropout["off_scale"].tolist() == [True, False, False]
+    units = frame[frame["axis"] == "arch_params.dense_units"].set_index("run")
+    assert units.loc["b", "position"] == 0 and units.loc["c", "position"] == 1  # scaled as numbers
+    assert units.loc["a", "position"] == compare.DEFAULT_POSITION < 0  # apart, below the scale
+    assert units.loc["a", "label"] == "default" and units["off_scale"].tolist() == [True, False, False]
     spec = _spec(charts.parallel_coordinates_chart(frame, "test_accuracy"))
     assert any(layer["mark"].get("type") == "rect" for layer in spec["layer"])  # the off-scale band
 

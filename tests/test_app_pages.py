@@ -115,10 +115,10 @@ def test_evaluate_page_threshold_slider_updates_the_metrics(mixed_runs):
     at = open_page("pages/evaluate.py")
     assert_clean(at)
     assert at.selectbox(key="eval_run").value in {mixed_runs["done_a"].id, mixed_runs["done_b"].id}
-    accuracy = next(m for m in at.metric if m.label == "Accuracy")
+    accuracy = next(m for m in at.metric if m.label.startswith("Accuracy @ threshold "))  # the run's own
     before = accuracy.value
     at.slider(key=next(s.key for s in at.slider if s.key.startswith("eval_threshold_"))).set_value(0.99).run()
-    after = next(m for m in at.metric if m.label == "Accuracy").value
+    after = next(m for m in at.metric if m.label == "Accuracy @ threshold 0.99").value  # the label follows
     assert before != after  # at 0.99 nearly everything is called NORMAL
     # These runs were written without a model file: the config and the model card, no model or export.
     assert [b.label for b in at.get("download_button")] == ["Download config", "Model card (.md)",
@@ -182,7 +182,7 @@ def test_launching_a_tiny_training_from_the_train_page_creates_a_run(app_env):
     assert run.state() == "done", run.status()
     assert len(run.history()) == 1 and run.summary()["test"]["accuracy"] > 0.5
     at.run()  # the live view now shows the finished run and its curves
-    assert any(m.label == "Test accuracy" for m in at.metric)
+    assert any(m.label.startswith("Test accuracy @ threshold ") for m in at.metric)  # the run's own, named
     assert len(at.get("vega_lite_chart")) >= 2
     # The real run on the Evaluate page: its misclassified images, plain and with Grad-CAM.
     at.switch_page("pages/evaluate.py").run()

@@ -126,6 +126,21 @@ def test_predict_warns_about_a_photo_but_not_about_real_xrays(trained_run, tmp_p
     assert (run_dir / "ood.npz").exists()  # the same reference the Diagnose page builds and reuses
 
 
+def test_evaluate_decides_at_the_runs_threshold_and_says_so(make_run, capsys):
+    from core.__main__ import main as core_main
+    run = make_run("done", name="decided")
+    summary = run.summary()
+    assert core_main(["evaluate", str(run.path)]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["decided_at"] == f"threshold {summary['threshold']:.2f}"
+    assert evaluated["metrics"]["accuracy"] == summary["test"]["accuracy"]  # the summary's (and Runs') number
+    assert core_main(["evaluate", str(run.path), "--argmax"]) == 0
+    argmax = json.loads(capsys.readouterr().out)
+    assert argmax["decided_at"] == "argmax" and argmax["metrics"]["threshold"] is None
+    assert core_main(["evaluate", str(run.path), "--split", "val", "--threshold", "0.7", "--curves"]) == 0
+    assert json.loads(capsys.readouterr().out)["decided_at"] == "threshold 0.70"
+
+
 def test_bad_cli_input_gives_a_message_not_a_traceback(tmp_path):
     result = cli("core", "train", "--arch", "no_such_net", "--runs-dir", str(tmp_path), check=False)
     assert result.returncode == 2 and "no_such_net" in result.stderr and "Traceback" not in result.stderr

@@ -241,6 +241,12 @@ def test_empty_missing_and_single_class_datasets_are_clear_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images found"):
         load_dataset("folder", tmp_path / "empty", task="classes")
+    flat = make_chest_folder(tmp_path / "tree", n_patients=2)  # then flattened: NORMAL/a.jpeg -> NORMAL__a.jpeg
+    for image in list(flat.rglob("*.jpeg")):
+        image.rename(tmp_path / "tree" / f"{image.parent.name}__{image.name}")
+    with pytest.raises(DataError, match=r"found 8 images, but none inside a class folder.*CLASS__ prefix.*"
+                                        r"\(NORMAL, PNEUMONIA\).*into (NORMAL|PNEUMONIA)/"):
+        load_dataset("folder", flat, task="binary")
     only = tmp_path / "only" / "NORMAL"
     only.mkdir(parents=True)
     for i in range(3):

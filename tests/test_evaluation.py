@@ -51,6 +51,16 @@ def test_cell_cases_are_exactly_the_images_of_that_cell():
         review.cell_cases(p, "COVID", "NORMAL")
 
 
+def test_headline_rows_name_the_threshold_on_every_number_that_needs_one():
+    rows = view.headline_rows(["normal", "bacterial", "viral"], True, 0.43)
+    assert [label for label, _ in rows[0]] == ["Accuracy @ threshold 0.43", "Balanced accuracy @ threshold 0.43",
+                                               "Macro-F1 @ threshold 0.43", "Sensitivity @ threshold 0.43"]
+    assert all(len(row) <= 4 for row in rows) and sum(len(row) for row in rows) == 11
+    assert all(label.endswith("@ threshold 0.43") for row in rows[:-1] for label, _ in row)
+    assert [key for _, key in rows[-1]] == ["auc", "macro_ovr_auc", "average_precision"]  # no threshold needed
+    assert rows[-1][0][0] == "AUC (disease vs normal)"
+
+
 def test_side_by_side_puts_external_beside_internal_with_intervals():
     p = predictions_dict()
     scored = {"metrics": metrics_lib.classification_metrics(p["probabilities"], p["labels"], NAMES),
@@ -61,11 +71,13 @@ def test_side_by_side_puts_external_beside_internal_with_intervals():
     rows = {row["metric"]: row for row in view.side_by_side(result)}
     accuracy = scored["intervals"]["intervals"]["accuracy"]
     expected = f"{accuracy['value']:.3f} ({accuracy['low']:.3f}–{accuracy['high']:.3f})"
-    assert rows["Accuracy"] == {"metric": "Accuracy", "external: hospital_b": expected, "internal test": expected}
+    # scored without a threshold: every thresholded row says argmax decided
+    assert rows["Accuracy @ argmax"] == {"metric": "Accuracy @ argmax", "external: hospital_b": expected,
+                                         "internal test": expected}
     assert rows["Flagged out-of-distribution"]["external: hospital_b"] == "25%"
-    assert "Recall: PNEUMONIA" in rows and "Sensitivity" in rows
-    assert view.external_sentence(result).startswith(f"Accuracy {scored['metrics']['accuracy']:.3f} on hospital_b, "
-                                                      "equal to")
+    assert "Recall: PNEUMONIA @ argmax" in rows and "Sensitivity @ argmax" in rows and "AUC" in rows
+    assert view.external_sentence(result).startswith(
+        f"Accuracy @ argmax: {scored['metrics']['accuracy']:.3f} on hospital_b, equal to")
 
 
 def scanner_shifted(images: np.ndarray) -> np.ndarray:
@@ -183,6 +195,63 @@ def test_evaluate_page_shows_intervals_referral_and_calibration(make_run):
     assert "no saved model" in page
 
 
+def card_row(markdown: str, label: str) -> list[str]:
+    """The cells of the model card's table row labelled `label`."""
+    rows = [[c.strip() for c in line.strip().strip("|").split(" | ")] for line in markdown.splitlines()
+            if line.startswith("|")]
+    return next(cells for cells in rows if cells[0] == label)
+
+
+def test_one_run_shows_one_accuracy_under_one_label_on_runs_evaluate_and_its_card(app_env, make_run):
+    run, other = make_run("done", name="a", seed=1), make_run("done", name="b", seed=2)
+    threshold = run.summary()["threshold"]
+    label = f"Accuracy @ threshold {threshold:.2f}"  # the run's own threshold, chosen on validation
+    runs_page = open_page("pages/runs.py")
+    assert_clean(runs_page)
+    row = runs_page.dataframe(key="runs_table").value.set_index("name").loc["a"]
+    assert row["decision"] == f"threshold {threshold:.2f}"
+    compared = next(d.value for d in runs_page.dataframe if "decided at" in d.value.index)
+    assert compared.loc["decided at", "a"] == f"threshold {threshold:.2f}"
+    assert float(compared.loc["accuracy", "a"]) == pytest.approx(row["test_accuracy"], abs=5e-5)
+
+    evaluate = open_page("pages/evaluate.py", {"eval_run": run.id})
+    assert_clean(evaluate)
+    shown = {m.label: m.value for m in evaluate.metric}
+    assert f"Decisions at threshold {threshold:.2f} on the disease score: the run's own" in texts(evaluate)
+    assert shown[label] == f"{row['test_accuracy']:.3f}"  # the Runs table's number, under the named label
+    assert "Accuracy" not in shown and "AUC" in shown  # no unnamed accuracy; AUC needs no threshold
+    card = next(m.value for m in evaluate.markdown if m.value.startswith("# Model card"))
+    assert card_row(card, label)[2].startswith(f"{row['test_accuracy']:.3f} (")  # the test column
+    assert f"Decisions use the threshold {threshold:.2f} on the disease score" in card
+
+
+def test_a_small_external_set_gets_honest_intervals_and_names_its_threshold(app_env, tiny_run_copy):
+    from core.ml.external import internal_test, scored
+    from core.store.files import json_ready
+    from core.store.runs import write_json
+    run, threshold = tiny_run_copy, tiny_run_copy.summary()["threshold"]
+    # 24 images of 24 patients the model gets all right, scored at the run's threshold as evaluate_external does
+    scores = np.r_[np.full(12, 0.02), np.full(12, 0.98)]
+    labels = np.r_[np.zeros(12, int), np.ones(12, int)]
+    perfect = scored(np.c_[1 - scores, scores], labels, NAMES, [f"p{i}" for i in range(24)], threshold)
+    write_json(run.external_dir / "small-site.json", json_ready({
+        "name": "small_site", "source": "/data/small_site", "evaluated": 1.0, "n_images": 24, "n_patients": 24,
+        "class_names": NAMES, "threshold": threshold, **perfect, "ood_rate": None,
+        "internal_test": internal_test(run, threshold)}))
+    at = open_page("pages/evaluate.py", {"eval_run": run.id})
+    assert_clean(at)
+    table = next(d.value for d in at.dataframe if "external: small_site" in d.value.columns)
+    rule = f"threshold {threshold:.2f}"
+    assert table.loc[f"Accuracy @ {rule}", "external: small_site"] == "1.000 (0.858–1.000)"  # not 1.000-1.000
+    assert table.loc["AUC", "external: small_site"].startswith("1.000 (no interval: the same on every resample")
+    assert not any("(1.000–1.000)" in cell for cell in table["external: small_site"])
+    page = texts(at)
+    assert "Only 24 images of 24 patients" in page
+    assert f"Both columns at {rule}, the run's own threshold when this result was saved" in page
+    at.slider(key=f"eval_threshold_{run.id}_test").set_value(0.9).run()
+    assert "the threshold slider above (threshold 0.90) does not change them" in texts(at)
+
+
 @pytest.mark.slow
 def test_a_cell_opens_its_images_and_external_validation_fills_the_table(tiny_run_copy, tmp_path):
     folder = make_chest_folder(tmp_path / "hospital_b", n_patients=3)
@@ -200,7 +269,16 @@ def test_a_cell_opens_its_images_and_external_validation_fills_the_table(tiny_ru
     assert tiny_run_copy.external_results()[0]["n_images"] == 12
     table = at.dataframe[-1].value
     assert list(table.columns) == ["external: hospital_b", "internal test"]
-    assert "(" in table.loc["Accuracy", "external: hospital_b"]
+    accuracy = next(label for label in table.index if label.startswith("Accuracy @ threshold "))  # the run's own
+    assert "(" in table.loc[accuracy, "external: hospital_b"]
+    assert "Only 12 images of 6 patients" in texts(at)  # a small set says so
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for image in folder.rglob("*.jpeg"):  # CLASS__name.jpeg in one folder: the layout is explained
+        (flat / f"{image.parent.name}__{image.name}").write_bytes(image.read_bytes())
+    at.text_input(key="eval_ext_path").set_value(str(flat)).run()
+    at.button(key="eval_ext_button").click().run()
+    assert any("none inside a class folder" in e.value and "CLASS__" in e.value for e in at.error)
     at.text_input(key="eval_ext_path").set_value(str(tmp_path / "nowhere")).run()
     at.button(key="eval_ext_button").click().run()
     assert any("does not exist" in e.value for e in at.error)

@@ -36,6 +36,14 @@ def test_settings_are_flattened_to_values_hparams_accepts():
     assert "augmentation" not in flat and "arch_params" not in flat
 
 
+def test_hparams_show_one_dropout_the_one_the_model_used():
+    from tests.test_settings import OLD_CONFIG_WITH_TWO_DROPOUTS
+    flat = hparams.flat_settings(TrainConfig.from_dict(OLD_CONFIG_WITH_TWO_DROPOUTS))
+    assert flat["dropout"] == 0.5 and "arch_params.dropout" not in flat
+    assert hparams.flat_settings(TrainConfig(arch="cnn"))["dropout"] == default_params("cnn")["dropout"]
+    assert "dropout" not in hparams.flat_settings(TrainConfig(arch="logistic", dropout=0.5))  # it has none
+
+
 def test_hparam_values_make_numpy_numbers_plain_and_anything_else_text():
     assert hparams.hparam_value(np.float32(0.5)) == 0.5 and type(hparams.hparam_value(np.int64(3))) is int
     assert hparams.hparam_value(True) is True
@@ -49,6 +57,9 @@ def test_final_metrics_take_what_the_summary_has():
         "hparams/val_accuracy": 0.9, "hparams/val_macro_f1": 0.8, "hparams/val_loss": 0.3,
         "hparams/test_accuracy": 0.85, "hparams/test_auc": 0.95, "hparams/test_macro_f1": 0.84}
     assert hparams.final_metric_values({"val": None, "test": None}) == {}
+    at_threshold = {"test": {"accuracy": 0.85, "threshold": 0.43}}  # the decision the accuracy was at, named
+    assert hparams.final_metric_values(at_threshold) == {"hparams/test_accuracy": 0.85,
+                                                         "hparams/decision_threshold": 0.43}
 
 
 # ----------------------------------------------------------------------------- the real dashboard

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import (
     accuracy_score,
@@ -503,10 +504,13 @@ def test_bootstrap_resamples_patients_and_rejects_bad_settings(binary_run):
     probabilities, labels, names = binary_run
     one_patient = np.array(["p"] * len(labels))
     result = metrics.patient_bootstrap_ci(probabilities, labels, names, one_patient, n_resamples=20)
-    # one patient: every resample is the whole set, so the interval collapses onto the estimate
+    # one patient: every resample is the whole set, so the bootstrap says nothing, and one patient is
+    # little evidence: accuracy keeps the exact interval of one case, the AUC gets none (never a
+    # collapsed interval that reads as certain)
     point = metrics.classification_metrics(probabilities, labels, names)
-    assert result["accuracy"] == pytest.approx([point["accuracy"]] * 2)
-    assert result["auc"] == pytest.approx([point["auc"]] * 2)
+    low, high = result["accuracy"]
+    assert low < point["accuracy"] < high and high - low > 0.9
+    assert result["auc"] is None
     with pytest.raises(ValueError, match="n_resamples"):
         metrics.patient_bootstrap_ci(probabilities, labels, names, one_patient, n_resamples=1)
     with pytest.raises(ValueError, match="confidence"):
@@ -568,11 +572,62 @@ def test_bootstrap_intervals_of_three_classes_and_undefined_resamples(three_clas
     result = metrics.bootstrap_intervals(probabilities, labels, names, patients, n_resamples=200)
     point = metrics.classification_metrics(probabilities, labels, names)
     assert result["intervals"]["macro_ovr_auc"]["value"] == pytest.approx(point["macro_ovr_auc"])
-    # two patients of one class each: resamples with a single class have no AUC and are skipped
+    # two patients of one class each: resamples with a single class have no AUC and are skipped; the
+    # rest all give 1.0, which is no interval (1.000-1.000 would read as certainty)
     tiny = metrics.bootstrap_intervals([[0.8, 0.2], [0.3, 0.7]], [0, 1], ["NORMAL", "PNEUMONIA"], ["a", "b"])
-    assert tiny["intervals"]["auc"] == {"value": 1.0, "low": 1.0, "high": 1.0}
+    assert tiny["intervals"]["auc"] == {"value": 1.0, "low": None, "high": None, "same_on_every_resample": True}
     with pytest.raises(ValueError, match="patient_ids has 1 entries"):
         metrics.bootstrap_intervals(probabilities, labels, names, ["x"])
+
+
+def test_a_small_perfect_set_gets_an_honest_interval_not_certainty():
+    # 24 images of 24 patients, every one right: the percentile bootstrap alone gave 1.000 (1.000-1.000)
+    scores = np.r_[np.full(12, 0.1), np.full(12, 0.9)]
+    labels, patients = np.r_[np.zeros(12, int), np.ones(12, int)], [f"p{i}" for i in range(24)]
+    result = metrics.bootstrap_intervals(np.c_[1 - scores, scores], labels, BINARY_NAMES, patients, threshold=0.5)
+    found = result["intervals"]
+    exact_24, exact_12 = (binomtest(n, n).proportion_ci(0.95, "exact") for n in (24, 12))
+    assert (found["accuracy"]["low"], found["accuracy"]["high"]) == pytest.approx((exact_24.low, 1.0))  # 0.858
+    assert found["sensitivity"]["low"] == pytest.approx(exact_12.low) and found["sensitivity"]["high"] == 1.0
+    assert found["auc"]["low"] is None and found["auc"]["same_on_every_resample"]
+    assert "too few patients" in metrics.no_interval_reason(found["auc"])
+    assert "Only 24 images of 24 patients" in metrics.small_set_warning(result)
+    assert metrics.interval_bounds({"value": 1.0, "low": 1.0, "high": 1.0}) is None  # as older results saved it
+    assert all(entry["low"] is None or entry["low"] < entry["high"] for entry in found.values())
+
+
+def test_exact_bounds_count_patients_not_their_images():
+    scores = np.r_[np.full(12, 0.1), np.full(12, 0.9)]
+    labels = np.r_[np.zeros(12, int), np.ones(12, int)]
+    three_images_each = [f"p{i // 3}" for i in range(24)]  # 8 patients
+    found = metrics.bootstrap_intervals(np.c_[1 - scores, scores], labels, BINARY_NAMES, three_images_each,
+                                        threshold=0.5)["intervals"]
+    assert found["accuracy"]["low"] == pytest.approx(binomtest(8, 8).proportion_ci(0.95, "exact").low)
+
+
+def test_bootstrap_values_are_the_summarys_own_numbers(binary_run):
+    probabilities, labels, names = binary_run
+    result = metrics.bootstrap_intervals(probabilities, labels, names, np.arange(len(labels)), threshold=0.3,
+                                         n_resamples=50)
+    point = metrics.classification_metrics(probabilities, labels, names, threshold=0.3)
+    assert result["threshold"] == point["threshold"] == 0.3
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "auc", "average_precision", "sensitivity",
+                "specificity"):
+        assert result["intervals"][key]["value"] == point[key], key  # the same computation, not a copy
+    assert point["sensitivity"] == point["recall_per_class"]["PNEUMONIA"]
+    assert point["specificity"] == point["recall_per_class"]["NORMAL"]
+
+
+def test_the_decision_rule_is_named_in_every_thresholded_label(binary_run):
+    from core.ml.decisions import decision_rule, metric_label
+    probabilities, labels, names = binary_run
+    threshold = metrics.decision_threshold(probabilities, labels, names)
+    assert threshold == metrics.f1_vs_threshold(probabilities, labels, names)["best_threshold"]
+    assert metrics.decision_threshold(probabilities[:, [0, 1, 1]] / probabilities[:, [0, 1, 1]].sum(1, keepdims=True),
+                                      labels, ["a", "b", "c"]) is None  # no disease-vs-normal view: argmax
+    assert metric_label("Accuracy", "accuracy", 0.43) == "Accuracy @ threshold 0.43"
+    assert metric_label("Accuracy", "accuracy", None) == "Accuracy @ argmax"
+    assert metric_label("AUC", "auc", 0.43) == "AUC" and decision_rule(None) == "argmax"
 
 
 # ----------------------------------------------------------------------------- temperature scaling

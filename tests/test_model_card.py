@@ -67,11 +67,14 @@ def test_the_split_section_has_patients_images_and_the_leak_check(tiny_run, tiny
 
 def test_metrics_carry_the_patient_bootstrap_intervals(tiny_run, tiny_card):
     val, test = bootstrapped(tiny_run, "val"), bootstrapped(tiny_run, "test")
-    for key, label in (("accuracy", "Accuracy"), ("auc", "AUC"), ("macro_f1", "Macro F1"),
-                       ("sensitivity", "Sensitivity (disease recall)"), ("specificity", "Specificity (normal recall)")):
-        assert table_row(tiny_card, label) == [label, interval_text(val[key]), interval_text(test[key])]
-    # threshold-free figures are summary.json's own
     summary = tiny_run.summary()
+    rule = f" @ threshold {summary['threshold']:.2f}"  # every number that depends on it names the threshold
+    for key, label in (("accuracy", "Accuracy" + rule), ("auc", "AUC"), ("macro_f1", "Macro F1" + rule),
+                       ("sensitivity", "Sensitivity (disease recall)" + rule),
+                       ("specificity", "Specificity (normal recall)" + rule)):
+        assert table_row(tiny_card, label) == [label, interval_text(val[key]), interval_text(test[key])]
+    assert test["accuracy"]["value"] == summary["test"]["accuracy"]  # the summary's own number, as on Runs
+    # threshold-free figures are summary.json's own
     assert test["auc"]["value"] == pytest.approx(summary["test"]["auc"])
     assert table_row(tiny_card, "Log loss") == ["Log loss", f"{summary['val']['log_loss']:.3f}",
                                                 f"{summary['test']['log_loss']:.3f}"]
@@ -107,7 +110,7 @@ def test_external_results_enter_the_card(tiny_run, runs_dir, chest_folder):
     assert (f"contrast median {contrast['external_median']:.0f} vs {contrast['training_median']:.0f} in training "
             f"(percentile {contrast['median_percentile']:.0f} of the training images)") in external
     accuracy = result["intervals"]["intervals"]["accuracy"]
-    assert f"| Accuracy | {interval_text(accuracy)} |" in external
+    assert f"| Accuracy @ threshold {result['threshold']:.2f} | {interval_text(accuracy)} |" in external
     assert card.seen_text(result["seen"]) in external
     assert card.seen_text({"seen": 0}) == "none of its images seen in training or validation"
 
@@ -120,7 +123,24 @@ def test_an_older_run_reads_not_recorded_where_files_are_missing(make_run):
     assert table_row(text, "Images")[1] == card.NOT_RECORDED
     assert table_row(text, "Files")[1] == "no model saved"
     # its predictions are there: intervals all the same
-    assert interval_text(bootstrapped(run, "test")["accuracy"]) == table_row(text, "Accuracy")[2]
+    label = f"Accuracy @ threshold {run.summary()['threshold']:.2f}"
+    assert interval_text(bootstrapped(run, "test")["accuracy"]) == table_row(text, label)[2]
+
+
+def test_an_older_run_with_two_dropouts_on_record_shows_the_one_its_model_used(make_run):
+    from tests.test_settings import OLD_CONFIG_WITH_TWO_DROPOUTS
+    run = make_run("done", name="two-dropouts")
+    run.config_path.write_text(json.dumps({**run.config(), **OLD_CONFIG_WITH_TWO_DROPOUTS}))
+    text = card.model_card(run)
+    assert table_row(text, "Dropout")[1] == "0.5"
+    assert "dropout" not in table_row(text, "Architecture parameters")[1]
+    assert table_row(text, "Architecture parameters")[1] == "activation = relu; dense_units = 16"
+
+
+def test_a_card_names_the_architectures_default_dropout_as_such(make_run):
+    assert table_row(card.model_card(make_run("done")), "Dropout")[1] == "0.25 (the architecture's default)"
+    assert table_row(card.model_card(make_run("done", arch="logistic")), "Dropout")[1] == \
+        "none (the architecture has no dropout)"
 
 
 def test_a_run_without_results_still_gets_a_card(make_run):

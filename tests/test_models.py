@@ -247,6 +247,13 @@ def test_dropout_argument_overrides_architecture_param():
     assert dropout_rates(models.build_model("logistic", 32, 1, 2, dropout=0.5)) == []  # no dropout: ignored
 
 
+def test_the_dropout_on_record_is_the_one_the_built_model_uses():
+    from core.settings.config import with_used_dropout
+    from tests.test_settings import OLD_CONFIG_WITH_TWO_DROPOUTS as old
+    model = models.build_model(old["arch"], 32, 1, 2, params=old["arch_params"], dropout=old["dropout"])
+    assert dropout_rates(model) == [with_used_dropout(old)["dropout"]] * 2 == [0.5, 0.5]
+
+
 def test_mixed_precision_outputs_float32():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:

@@ -16,6 +16,7 @@ from core.settings.config import (
     Augmentation,
     TrainConfig,
     setting_for,
+    with_used_dropout,
 )
 from core.store.sweeps import Sweep, SweepAxis
 
@@ -108,3 +109,27 @@ def test_one_command_line_dispatches_to_each_command():
         result = subprocess.run([sys.executable, "-m", "core", command, "--help"], cwd=ROOT,
                                 capture_output=True, text=True)
         assert result.returncode == 0 and f"python -m core {command}" in result.stdout, command
+
+
+# ----------------------------------------------------------------------------- one dropout per run
+
+# An older run's config.json: the form saved the architecture's dropout among its parameters and the
+# run's own beside it; the model was built with the run's own (models.build_model lets it override).
+OLD_CONFIG_WITH_TWO_DROPOUTS = {"arch": "seed_cnn", "arch_params": {"dense_units": 16, "dropout": 0.25},
+                                "dropout": 0.5}
+
+
+def test_a_config_holds_one_dropout_the_one_its_model_is_built_with():
+    config = TrainConfig.from_dict(OLD_CONFIG_WITH_TWO_DROPOUTS)
+    assert config.dropout == 0.5 and config.arch_params == {"dense_units": 16}
+    assert "dropout" not in config.to_dict()["arch_params"]
+    assert TrainConfig(arch_params={"dropout": 0.3}).dropout == 0.3  # set only among the parameters: moved
+    assert config.with_overrides({"arch_params.dropout": 0.1}).dropout == 0.1  # a sweep axis or --set
+
+
+def test_a_saved_config_reads_as_the_dropout_its_model_used():
+    assert with_used_dropout(OLD_CONFIG_WITH_TWO_DROPOUTS)["dropout"] == 0.5
+    assert "dropout" not in with_used_dropout(OLD_CONFIG_WITH_TWO_DROPOUTS)["arch_params"]
+    assert with_used_dropout({"arch": "seed_cnn", "arch_params": {}, "dropout": None})["dropout"] == 0.25
+    assert with_used_dropout({"arch": "logistic", "arch_params": {}, "dropout": 0.5})["dropout"] is None
+    assert with_used_dropout({"arch": "gone_arch", "dropout": 0.2})["dropout"] == 0.2  # unknown: as saved

@@ -50,9 +50,12 @@ def test_progress_bars_and_metrics():
 
 
 def test_scores_of_a_finished_run():
-    summary = {"test": {"accuracy": 0.91234, "macro_f1": 0.9, "auc": None}, "best_epoch": 3}
-    assert train_view.score_metrics(summary) == [("Test accuracy", "0.912"), ("Test macro-F1", "0.900"),
+    summary = {"test": {"accuracy": 0.91234, "macro_f1": 0.9, "auc": None, "threshold": 0.43}, "best_epoch": 3}
+    assert train_view.score_metrics(summary) == [("Test accuracy @ threshold 0.43", "0.912"),
+                                                 ("Test macro-F1 @ threshold 0.43", "0.900"),
                                                  ("Test AUC", "—"), ("Best epoch", 3)]
+    older = {"test": {"accuracy": 0.9, "macro_f1": 0.9, "auc": 0.95, "threshold": None}}  # argmax figures
+    assert train_view.score_metrics(older)[0] == ("Test accuracy @ argmax", "0.900")
 
 
 def test_the_result_caption_lists_what_the_run_used():

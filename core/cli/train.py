@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+from core.ml.decisions import decision_rule
 from core.settings.config import SETTINGS, TrainConfig
 from core.store.runs import Run, RunStore, this_process, write_text
 
@@ -209,7 +210,7 @@ def _headline(metrics: dict | None) -> dict | None:
     if not metrics:
         return None
     keys = ("n", "accuracy", "balanced_accuracy", "macro_f1", "auc", "average_precision")
-    return {k: metrics.get(k) for k in keys} | {
+    return {"decided_at": decision_rule(metrics.get("threshold"))} | {k: metrics.get(k) for k in keys} | {
         f"recall_{name}": values["recall"] for name, values in metrics.get("per_class", {}).items()}
 
 

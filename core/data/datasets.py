@@ -341,6 +341,22 @@ def _parse_layout(rel_paths: list[str]) -> tuple[list[tuple[str, str, str]], lis
     return parsed, skipped
 
 
+def _no_labelled_images(image_paths: list[str]) -> str:
+    """Why a tree gave no labelled images: the layout it needs, and what it holds instead (a flat
+    folder of 'CLASS__name.jpeg' files says how to move them)."""
+    layout = "one folder per class (optionally inside train/ val/ test/), with JPEG or PNG files"
+    if not image_paths:
+        return f"no images found: expected {layout}"
+    names = [path.rsplit("/", 1)[-1] for path in image_paths]
+    found = f"found {len(names)} images, but none inside a class folder: the class is the folder's name"
+    if all("__" in name for name in names):
+        classes = sorted({name.split("__", 1)[0] for name in names})
+        shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+        return (f"{found}, not a CLASS__ prefix of the file name ({shown}). Move each image into a folder named "
+                f"after its class, e.g. {names[0]} into {names[0].split('__', 1)[0]}/; expected {layout}")
+    return f"{found}. Expected {layout}, e.g. NORMAL/x.jpeg and PNEUMONIA/y.jpeg"
+
+
 def _labels_for_task(parsed, task: str) -> tuple[list[str], list[int | None], list[str]]:
     """Class names and one label per parsed entry (None = skipped, with the reason)."""
     folders = sorted({entry[2] for entry in parsed})
@@ -399,8 +415,7 @@ def _load_image_tree(entries, task, sink, image_size, channels, watch: _Watch) -
     parsed, skipped = _parse_layout(image_paths)
     report_skipped += skipped
     if not parsed:
-        raise DataError("no images found: expected one folder per class (optionally inside "
-                        "train/ val/ test/), with JPEG or PNG files")
+        raise DataError(_no_labelled_images(image_paths))
     class_names, labels, reasons = _labels_for_task(parsed, task)
     keep = [i for i, label in enumerate(labels) if label is not None]
     report_skipped += [{"file": parsed[i][0], "reason": reasons[i]}

@@ -12,7 +12,7 @@ import json
 import math
 from contextlib import contextmanager
 
-from core.settings.architectures import resolve_params
+from core.settings.architectures import built_params
 from core.settings.config import TrainConfig, flatten_settings
 
 # The final metrics, as "hparams/<split>_<name>" scalars: name -> key in classification_metrics.
@@ -22,9 +22,11 @@ METRIC_PREFIX = "hparams/"
 
 def flat_settings(config: TrainConfig) -> dict[str, bool | int | float | str]:
     """The run's settings as HParams values: nested ones as "augmentation.zoom" and
-    "arch_params.width" (the architecture's defaults included), lists as JSON text; unset (None)
-    settings are left out."""
-    flat = flatten_settings({**config.to_dict(), "arch_params": resolve_params(config.arch, config.arch_params)})
+    "arch_params.width" (the architecture's defaults included), lists as JSON text; one "dropout",
+    the rate the model was built with; unset (None) settings are left out."""
+    params = built_params(config.arch, config.arch_params, config.dropout)
+    dropout = params.pop("dropout", None)
+    flat = flatten_settings({**config.to_dict(), "arch_params": params, "dropout": dropout})
     return {name: hparam_value(value) for name, value in sorted(flat.items()) if value is not None}
 
 
@@ -41,8 +43,12 @@ def hparam_value(value) -> bool | int | float | str:
 
 def final_metric_values(summary: dict) -> dict[str, float]:
     """{"hparams/test_auc": 0.97, ...}: accuracy, AUC, macro-F1 and log loss of the val and test
-    splits, as far as the summary has them (finite numbers only)."""
+    splits, as far as the summary has them (finite numbers only), and the decision threshold the
+    accuracies and macro-F1 were computed at ("hparams/decision_threshold"; absent: argmax)."""
     values = {}
+    threshold = (summary.get("test") or summary.get("val") or {}).get("threshold")
+    if isinstance(threshold, (int, float)):
+        values[f"{METRIC_PREFIX}decision_threshold"] = float(threshold)
     for split in ("val", "test"):
         scores = summary.get(split) or {}
         for name, key in FINAL_METRICS.items():

@@ -176,6 +176,17 @@ def predict_with_threshold(probabilities, class_names, threshold=None) -> np.nda
     return np.where(is_positive, disease_only.argmax(axis=1), normal)
 
 
+# ---------------------------------------------------------------- the run's decision
+
+def decision_threshold(probabilities, labels, class_names) -> float | None:
+    """A run's decision threshold, chosen on its validation predictions: the disease-score threshold
+    with the best F1 (f1_vs_threshold); None, i.e. argmax, for classes without a disease-vs-normal
+    view. A run's summary, Evaluate, the model card and the CLI decide with it by default; their
+    labels name it (core.ml.decisions)."""
+    best = f1_vs_threshold(probabilities, labels, class_names)
+    return best["best_threshold"] if best else None
+
+
 # ---------------------------------------------------------------- metrics
 
 
@@ -261,11 +272,24 @@ def _binary_brier(binary_truth, scores):
     return brier_score_loss(binary_truth, scores, labels=[0, 1])
 
 
+def _sensitivity_specificity(binary_truth, predicted, class_names) -> dict:
+    """Recall of disease and of normal in the binary view, at the decisions made; {} without one."""
+    if binary_truth is None:
+        return {}
+    positive = predict_positive(predicted, class_names)
+    found = {"sensitivity": (binary_truth, positive), "specificity": (1 - binary_truth, 1 - positive)}
+    return {name: float((truth * decided).sum() / truth.sum()) if truth.sum() else None
+            for name, (truth, decided) in found.items()}
+
+
 def classification_metrics(probabilities, labels, class_names, threshold=None) -> dict:
-    """Headline metrics, per-class report and confusion matrices for one set of predictions.
+    """Headline metrics, per-class report and confusion matrices for one set of predictions, with
+    decisions at `threshold` on the disease score (None: argmax). "threshold" in the result is the
+    one that decided (None when the classes have no disease-vs-normal view, which ignores it).
 
     macro_f1 averages over the classes that occur in labels or predictions (sklearn's default);
-    per_class lists every class, with zeros and support 0 for absent ones.
+    per_class lists every class, with zeros and support 0 for absent ones. This is the one
+    computation of these numbers: bootstrap_intervals takes its values from here.
     """
     probs, labels, names = _validated(probabilities, labels, class_names)
     predicted = predict_with_threshold(probs, names, threshold)
@@ -291,6 +315,7 @@ def classification_metrics(probabilities, labels, class_names, threshold=None) -
         "auc": macro_ovr_auc if scores is None else _binary_auc(binary_truth, scores),
         "macro_ovr_auc": macro_ovr_auc,
         "average_precision": _binary_average_precision(binary_truth, scores),
+        **_sensitivity_specificity(binary_truth, predicted, names),
         "log_loss": _log_loss(probs, labels, len(names)),
         "brier": _binary_brier(binary_truth, scores),
     }
@@ -317,6 +342,9 @@ def patient_bootstrap_ci(probabilities, labels, class_names, patient_ids, thresh
 
 # Resamples evaluated at once: (chunk, N) weight matrices stay small for large test sets.
 BOOTSTRAP_CHUNK = 250
+# Fewer patients than this and a bootstrap interval says little (a perfect score on every resample
+# gives 1.000-1.000): small_set_warning says so.
+SMALL_SET_PATIENTS = 50
 
 
 def bootstrap_intervals(probabilities, labels, class_names, patient_ids, threshold=None,
@@ -325,9 +353,16 @@ def bootstrap_intervals(probabilities, labels, class_names, patient_ids, thresho
 
     Images of one patient are correlated, so whole patients are drawn with replacement; a drawn
     patient's images all enter the resample (as integer weights). A resample where a metric is
-    undefined (e.g. AUC with one class) is skipped for that metric. "value" is the estimate on all
-    the data. Metrics: accuracy, balanced_accuracy, macro_f1, auc, macro_ovr_auc (3+ classes),
-    average_precision, sensitivity and specificity (binary view at the threshold), recall:<class>.
+    undefined (e.g. AUC with one class) is skipped for that metric. "value" is classification_metrics'
+    number on all the data. Metrics: accuracy, balanced_accuracy, macro_f1, auc, macro_ovr_auc (3+
+    classes), average_precision, sensitivity and specificity (binary view at the threshold), recall:<class>.
+
+    A proportion (accuracy, sensitivity, specificity, a recall) gets at least its exact Clopper-Pearson
+    interval, counting patients: n the patients among its cases, k its value times n (one image per
+    patient: the plain exact interval). So a small set never reads as certain (24 of 24 right:
+    0.858-1.000), and a patient's images never count as independent evidence. Any other metric that
+    is the same on every resample gets no interval ("same_on_every_resample"); small_set_warning
+    speaks for a set of fewer than SMALL_SET_PATIENTS patients.
     """
     if n_resamples < 10:
         raise ValueError(f"n_resamples must be at least 10, got {n_resamples}")
@@ -338,7 +373,8 @@ def bootstrap_intervals(probabilities, labels, class_names, patient_ids, thresho
     if patients.shape != labels.shape:
         raise ValueError(f"patient_ids has {len(patients)} entries but labels has {len(labels)}")
     evaluate = _WeightedMetrics(probs, labels, names, threshold)
-    point = evaluate(np.ones((1, len(labels))))
+    point = _point_values(classification_metrics(probs, labels, names, threshold),
+                          evaluate(np.ones((1, len(labels)))))
     _, inverse = np.unique(patients, return_inverse=True)
     n_patients = int(inverse.max()) + 1
     rng = np.random.default_rng(seed)
@@ -349,17 +385,67 @@ def bootstrap_intervals(probabilities, labels, class_names, patient_ids, thresho
         counts = rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=size)
         for name, values in evaluate(counts[:, inverse].astype(float)).items():
             samples[name].append(values)
-    intervals = {name: _percentile_interval(point[name][0], np.concatenate(samples[name]), confidence)
+    intervals = {name: _percentile_interval(point[name], np.concatenate(samples[name]), confidence)
                  for name in point}
-    return {"intervals": intervals, "n_images": int(len(labels)), "n_patients": n_patients,
-            "n_resamples": int(n_resamples), "confidence": float(confidence)}
+    for name, cases in evaluate.proportion_cases().items():
+        intervals[name] = _with_exact_bounds(intervals[name], len(np.unique(inverse[cases])), confidence)
+    decided_at = threshold if _binary_view_kind(names) is not None else None
+    return {"intervals": intervals, "threshold": decided_at, "n_images": int(len(labels)),
+            "n_patients": n_patients, "n_resamples": int(n_resamples), "confidence": float(confidence)}
+
+
+def _with_exact_bounds(entry: dict, n: int, confidence: float) -> dict:
+    """A proportion's bootstrap interval widened to contain the exact (Clopper-Pearson) interval of
+    its value over `n` cases (beta quantiles, so k = value * n need not be whole)."""
+    from scipy.stats import beta
+    value = entry["value"]
+    if value is None or n == 0:
+        return entry
+    k, tail = value * n, (1 - confidence) / 2
+    exact_low = 0.0 if value <= 0 else float(beta.ppf(tail, k, n - k + 1))
+    exact_high = 1.0 if value >= 1 else float(beta.ppf(1 - tail, k + 1, n - k))
+    low = exact_low if entry["low"] is None else min(entry["low"], exact_low)
+    high = exact_high if entry["high"] is None else max(entry["high"], exact_high)
+    return {"value": value, "low": float(low), "high": float(high)}
+
+
+def interval_bounds(entry: dict | None) -> tuple[float, float] | None:
+    """(low, high) of a bootstrap_intervals entry that has an interval; None when it has none, or
+    when it is zero-width (saved before such intervals were dropped: it would read as certainty)."""
+    if not entry or entry.get("low") is None or entry.get("high") is None or entry["low"] >= entry["high"]:
+        return None
+    return entry["low"], entry["high"]
+
+
+def no_interval_reason(entry: dict | None) -> str:
+    """Why a bootstrap_intervals entry has no interval, as the pages and the model card say it."""
+    if entry and (entry.get("same_on_every_resample") or entry.get("low") is not None):
+        return "no interval: the same on every resample, too few patients to bound it"
+    return "no interval: undefined on resamples"
+
+
+def small_set_warning(result: dict) -> str | None:
+    """A warning for bootstrap_intervals of a small set; None for a set large enough."""
+    if result.get("n_patients", SMALL_SET_PATIENTS) >= SMALL_SET_PATIENTS:
+        return None
+    return (f"Only {result['n_images']} images of {result['n_patients']} patients: every interval is wide "
+            f"and rough, and a perfect score on so few cases is weak evidence. Proportions (accuracy, "
+            f"sensitivity, specificity, recalls) carry at least their exact Clopper-Pearson interval.")
+
+
+def _point_values(metrics: dict, weighted: dict) -> dict:
+    """Each bootstrapped metric's value on all the data, as classification_metrics gives it (so a
+    number reads the same here as in a run's summary); None where it is undefined."""
+    found = {**metrics, **{f"recall:{name}": value for name, value in metrics["recall_per_class"].items()}}
+    return {name: found.get(name) if np.isfinite(values[0]) else None for name, values in weighted.items()}
 
 
 def _percentile_interval(value, samples, confidence) -> dict:
     defined = samples[np.isfinite(samples)]
-    value = float(value) if np.isfinite(value) else None
     if value is None or not len(defined):
         return {"value": value, "low": None, "high": None}
+    if np.all(defined == defined[0]):  # e.g. a perfect AUC on few patients: 1.000-1.000 is no certainty
+        return {"value": value, "low": None, "high": None, "same_on_every_resample": True}
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(defined, [tail, 100 - tail])
     return {"value": value, "low": float(low), "high": float(high)}
@@ -398,6 +484,14 @@ class _WeightedMetrics:
             for i, name in enumerate(self.names):
                 out[f"recall:{name}"] = recall[:, i]
         return out
+
+    def proportion_cases(self) -> dict[str, np.ndarray]:
+        """Each metric that is a share of images: which images it is a share of."""
+        found = {"accuracy": np.ones(len(self.labels), dtype=bool)}
+        found.update({f"recall:{name}": self.labels == i for i, name in enumerate(self.names)})
+        if self.scores is not None:
+            found.update(sensitivity=self.truth == 1, specificity=self.truth == 0)
+        return found
 
     def _macro_ovr_auc(self, weights, support):
         per_class = np.stack([_weighted_auc(self.probs[:, i], self.onehot_true[:, i].astype(int), weights)

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.ml import metrics as metrics_lib
+from core.ml.decisions import VALIDATION_CHOSEN, metric_label
 from core.settings import architectures
+from core.settings.config import with_used_dropout
 from core.store.runs import Run, write_text
 
 NOT_RECORDED = "not recorded"
@@ -86,9 +88,10 @@ def with_interval(entry: dict | None) -> str:
     """'0.845 (0.814-0.871)' from a bootstrap_intervals entry."""
     if not entry or entry.get("value") is None:
         return NOT_RECORDED
-    if entry.get("low") is None:
-        return f"{number(entry['value'])} (no interval: undefined on resamples)"
-    return f"{number(entry['value'])} ({number(entry['low'])}-{number(entry['high'])})"
+    bounds = metrics_lib.interval_bounds(entry)
+    if bounds is None:
+        return f"{number(entry['value'])} ({metrics_lib.no_interval_reason(entry)})"
+    return f"{number(entry['value'])} ({number(bounds[0])}-{number(bounds[1])})"
 
 
 def when(timestamp) -> str:
@@ -115,11 +118,24 @@ def temperature(run: Run) -> dict | None:
 
 
 def resolved_params(config: dict) -> dict:
-    """The architecture's parameters as the run built it (defaults filled in)."""
+    """The architecture's parameters as the run built it (defaults filled in), but the dropout: the
+    card names that once, under the training procedure."""
+    config = with_used_dropout(config)
     try:
-        return architectures.resolve_params(config.get("arch"), config.get("arch_params"))
+        params = architectures.resolve_params(config.get("arch"), config.get("arch_params"))
     except ValueError:  # an architecture or parameter this version no longer knows
-        return dict(config.get("arch_params") or {})
+        params = dict(config.get("arch_params") or {})
+    params.pop("dropout", None)
+    return params
+
+
+def dropout_text(config: dict) -> str:
+    """The dropout rate the model was built with, and where it came from."""
+    used = with_used_dropout(config)["dropout"]
+    if used is None:
+        return "none (the architecture has no dropout)"
+    own = config.get("dropout") is not None or "dropout" in (config.get("arch_params") or {})
+    return text(float(used)) if own else f"{text(float(used))} (the architecture's default)"
 
 
 def architecture_title(arch) -> str:
@@ -221,8 +237,7 @@ def training_procedure(config: dict, summary: dict) -> list:
     return [Heading("Training procedure"), facts([
         ("Optimizer", config.get("optimizer")), ("Learning rate", config.get("learning_rate")),
         ("Schedule", config.get("schedule")), ("Weight decay", config.get("weight_decay")),
-        ("Batch size", config.get("batch_size")), ("Dropout", config.get("dropout") if config.get("dropout")
-                                                   is not None else "the architecture's own"),
+        ("Batch size", config.get("batch_size")), ("Dropout", dropout_text(config)),
         ("Label smoothing", config.get("label_smoothing")),
         ("Epochs", f"{text(summary.get('epochs_run'))} run of {text(config.get('epochs'))}"),
         ("Best epoch (kept)", summary.get("best_epoch")), ("Early stopping", stopping),
@@ -232,7 +247,9 @@ def training_procedure(config: dict, summary: dict) -> list:
     ])]
 
 
-def metric_rows(by_split: dict[str, dict | None]) -> tuple:
+def metric_rows(by_split: dict[str, dict | None], threshold) -> tuple:
+    """One row per bootstrapped metric, labelled with the decision rule it depends on ('Accuracy @
+    threshold 0.43'), one column per split."""
     keys = []
     for result in by_split.values():
         keys += [k for k in (result or {}).get("intervals", {}) if k not in keys]
@@ -240,17 +257,17 @@ def metric_rows(by_split: dict[str, dict | None]) -> tuple:
     if "sensitivity" in keys and len(recalls) == 2:  # two classes: the recalls are sensitivity and specificity
         keys = [k for k in keys if k not in recalls]
     label = {**METRIC_LABELS, **{k: f"Recall of {k.split(':', 1)[1]}" for k in recalls}}
-    return tuple((label.get(k, k), *(with_interval((r or {}).get("intervals", {}).get(k)) for r in by_split.values()))
-                 for k in keys)
+    return tuple((metric_label(label.get(k, k), k, threshold),
+                  *(with_interval((r or {}).get("intervals", {}).get(k)) for r in by_split.values())) for k in keys)
 
 
 def evaluation(run: Run, summary: dict) -> list:
     threshold = summary.get("threshold")
     by_split = {split: intervals(run, split, threshold) for split in ("val", "test")}
     blocks = [Heading("Evaluation")]
-    decision = (f"Decisions use the threshold {number(threshold, 2)} on the disease score, chosen on the "
-                "validation split (best F1)." if threshold is not None
-                else "Decisions take the most likely class (no decision threshold was recorded).")
+    decided_at = next((r["threshold"] for r in by_split.values() if r), threshold)  # None: no binary view
+    decision = (f"Decisions use the threshold {number(decided_at, 2)} on the disease score, {VALIDATION_CHOSEN}."
+                if decided_at is not None else "Decisions take the most likely class (argmax).")
     if not any(by_split.values()):
         return blocks + [Paragraph(f"Predictions: {NOT_RECORDED}; the summary's figures follow, without "
                                    "intervals."), summary_only(summary)]
@@ -258,7 +275,7 @@ def evaluation(run: Run, summary: dict) -> list:
              for s, r in by_split.items() if r]
     blocks += [Paragraph(f"{decision} Intervals: {CONFIDENCE:.0%} percentile bootstrap over patients "
                          f"({N_RESAMPLES} resamples; {'; '.join(sizes)})."),
-               Table(("Metric", "Validation (95% CI)", "Test (95% CI)"), metric_rows(by_split))]
+               Table(("Metric", "Validation (95% CI)", "Test (95% CI)"), metric_rows(by_split, decided_at))]
     return blocks + [threshold_free(summary)]
 
 
@@ -270,9 +287,13 @@ def threshold_free(summary: dict) -> Table:
 
 
 def summary_only(summary: dict) -> Table:
-    rows = tuple((METRIC_LABELS[key], *(number((summary.get(s) or {}).get(key)) for s in ("val", "test")))
+    """The summary's own figures, labelled with the rule they were decided at (argmax in runs
+    saved before their figures were at the validation-chosen threshold)."""
+    figures = summary.get("test") or summary.get("val")
+    rows = tuple((metric_label(METRIC_LABELS[key], key, figures["threshold"]) if figures else METRIC_LABELS[key],
+                  *(number((summary.get(s) or {}).get(key)) for s in ("val", "test")))
                  for key in ("accuracy", "balanced_accuracy", "macro_f1", "auc", "average_precision"))
-    return Table(("Metric (most likely class)", "Validation", "Test"), rows)
+    return Table(("Metric", "Validation", "Test"), rows)
 
 
 def calibration(run: Run) -> list:
@@ -305,7 +326,8 @@ def external_validation(run: Run) -> list:
                              f"{when(result.get('evaluated'))}; out-of-distribution rate "
                              f"{NOT_RECORDED if rate is None else f'{rate:.1%}'}; against the training images, "
                              f"{shift_text(result.get('shift'))}; {seen_text(result.get('seen'))}."),
-                   Table(("Metric", "External (95% CI)"), metric_rows({"external": found}))]
+                   Table(("Metric", "External (95% CI)"),
+                         metric_rows({"external": found}, (result.get("metrics") or {}).get("threshold")))]
     return blocks
 
 

@@ -14,9 +14,8 @@ import numpy as np
 from keras import layers
 
 from core.settings.architectures import (
-    default_params,
+    built_params,
     get_architecture,
-    resolve_params,
     uses_pretrained_weights,
 )
 
@@ -242,10 +241,7 @@ def build_model(arch, image_size, channels, num_classes, params=None, dropout=No
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    params = dict(params or {})
-    if dropout is not None and "dropout" in default_params(arch):  # logistic has no dropout
-        params["dropout"] = dropout
-    params = resolve_params(arch, params)
+    params = built_params(arch, params, dropout)
 
     inputs = keras.Input(shape=(int(image_size), int(image_size), channels), name="pixels")
     x = augmentation(inputs) if augmentation is not None else inputs

@@ -742,16 +742,19 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
         summary["best_val_loss"] = min((r.get("val_loss") for r in run.history() if r.get("val_loss") is not None),
                                        default=None)
     summary["data_pipeline"] = pipeline
+    predicted = {}
     for split_name in ("val", "test"):
         idx = split.indices(split_name)
         probabilities = predict_rows(model, dataset, idx, config.batch_size, pipeline)
         run.save_predictions(split_name, probabilities, dataset.labels[idx], dataset.patient_ids[idx],
                              dataset.files[idx], dataset.class_names)
-        summary[split_name] = metrics_lib.classification_metrics(probabilities, dataset.labels[idx],
-                                                                 dataset.class_names)
-        if split_name == "val":
-            best = metrics_lib.f1_vs_threshold(probabilities, dataset.labels[idx], dataset.class_names)
-            summary["threshold"] = best["best_threshold"] if best else None
+        predicted[split_name] = (probabilities, dataset.labels[idx])
+    # The run decides at the threshold chosen on validation: its figures are at that threshold, as
+    # Evaluate, the model card and the CLI show them by default.
+    summary["threshold"] = metrics_lib.decision_threshold(*predicted["val"], dataset.class_names)
+    for split_name, (probabilities, labels) in predicted.items():
+        summary[split_name] = metrics_lib.classification_metrics(probabilities, labels, dataset.class_names,
+                                                                 summary["threshold"])
     summary["seconds"] = round(time.perf_counter() - started, 2)
     wall_s = run.wall_seconds() or summary["seconds"]  # None when train() runs outside execute_run
     summary["resources"] = resources_used(wall_s, [r["images_per_sec"] for r in run.history()

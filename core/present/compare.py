@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core.settings.config import flatten_settings
+from core.ml.decisions import decision_rule
+from core.settings.config import flatten_settings, with_used_dropout
 
 TABLE_COLUMNS = ("name", "state", "arch", "task", "image_size", "epochs", "epoch", "optimizer",
                  "learning_rate", "batch_size", "dropout", "activation", "augmentation", "best_val_loss",
-                 "val_accuracy", "test_accuracy", "test_macro_f1", "test_auc", "duration_s", "peak_memory_mb",
+                 "decision", "val_accuracy", "test_accuracy", "test_macro_f1", "test_auc", "duration_s", "peak_memory_mb",
                  "images_per_sec", "device", "node", "sweep", "created", "starred", "tags", "notes",
                  "error", "run_id", "sweep_id")
 # The runs table on screen: the star and tags beside the name, as in W&B; sweep_id only filters.
@@ -26,6 +27,10 @@ SHOWN_COLUMNS = ("starred", "name", "tags", *(c for c in TABLE_COLUMNS if c not 
 IGNORED_DIFF_KEYS = ("name",)
 METRIC_ROWS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "macro_ovr_auc", "average_precision",
                "log_loss", "brier")
+DECISION_HELP = ("How the run's accuracies and macro-F1 decide: at the threshold on the disease score chosen on "
+                 "its validation split (best F1), as Evaluate and the model card show them by default, or argmax "
+                 "(the most likely class) where the classes have no disease-vs-normal view, or in runs saved "
+                 "before their figures were at the threshold")
 # How the runs tables (Runs & Compare, Home) show a column: (label, printf format or None, help or None).
 RUN_COLUMNS = {
     "starred": ("★", None, "Starred runs (on Runs & Compare: select rows, press Star)"),
@@ -33,9 +38,10 @@ RUN_COLUMNS = {
     "tags": ("tags", None, None),
     "learning_rate": ("lr", "%.0e", None),
     "best_val_loss": ("best val loss", "%.4f", None),
-    "val_accuracy": ("val acc", "%.3f", None),
-    "test_accuracy": ("test acc", "%.3f", None),
-    "test_macro_f1": ("test macro-F1", "%.3f", None),
+    "decision": ("decided at", None, DECISION_HELP),
+    "val_accuracy": ("val acc", "%.3f", "Validation accuracy at the run's decision (column 'decided at')"),
+    "test_accuracy": ("test acc", "%.3f", "Test accuracy at the run's decision (column 'decided at')"),
+    "test_macro_f1": ("test macro-F1", "%.3f", "Test macro-F1 at the run's decision (column 'decided at')"),
     "test_auc": ("test AUC", "%.3f", None),
     "duration_s": ("duration (s)", "%.0f", None),
     "peak_memory_mb": ("peak memory (MB)", "%.0f", "Peak resident memory of the run's training process"),
@@ -72,10 +78,12 @@ def run_row(description: dict, config: dict, sweep_names: dict[str, str] | None 
     sweep by its name (`sweep_names`: sweep id -> name)."""
     params = config.get("arch_params") or {}
     sweep_id = description.get("sweep_id")
+    has_results = description.get("test_accuracy") is not None or description.get("val_accuracy") is not None
     return {**description, "tags": ", ".join(description.get("tags") or []),
+            "decision": decision_rule(description.get("decision_threshold")) if has_results else None,
             "sweep": (sweep_names or {}).get(sweep_id, sweep_id) if sweep_id else None,
             "optimizer": config.get("optimizer"), "learning_rate": config.get("learning_rate"),
-            "batch_size": config.get("batch_size"), "dropout": config.get("dropout"),
+            "batch_size": config.get("batch_size"), "dropout": with_used_dropout(config)["dropout"],
             "activation": params.get("activation"), "augmentation": augmentation_label(config),
             "created": pd.to_datetime(description.get("created"), unit="s", utc=True)
             if description.get("created") else None}
@@ -326,7 +334,7 @@ def _is_empty(value) -> bool:
 
 def config_diff(configs: dict[str, dict]) -> pd.DataFrame:
     """Settings (flattened) whose value differs between the runs: one row per setting, one column per run."""
-    flat = {name: flatten(config) for name, config in configs.items()}
+    flat = {name: flatten(with_used_dropout(config)) for name, config in configs.items()}
     keys = sorted({key for values in flat.values() for key in values} - set(IGNORED_DIFF_KEYS))
     rows = {}
     for key in keys:
@@ -341,6 +349,8 @@ def config_diff(configs: dict[str, dict]) -> pd.DataFrame:
 
 def metrics_side_by_side(summaries: dict[str, dict], split: str = "test") -> pd.DataFrame:
     """Headline metrics of `split`, recall per class (plus best epoch and run time): one column per run.
+    The first row, "decided at", names each run's decision rule, at which its accuracies, macro-F1
+    and recalls were computed ('threshold 0.43' or 'argmax').
 
     "auc" is disease vs normal when the classes have that view; "macro_ovr_auc" averages one
     class against the rest over every class, so a class the model never finds pulls it down.
@@ -348,7 +358,8 @@ def metrics_side_by_side(summaries: dict[str, dict], split: str = "test") -> pd.
     columns = {}
     for name, summary in summaries.items():
         metrics = summary.get(split) or {}
-        column = {metric: metrics.get(metric) for metric in METRIC_ROWS}
+        column = {"decided at": decision_rule(metrics.get("threshold")) if metrics else None}
+        column.update({metric: metrics.get(metric) for metric in METRIC_ROWS})
         for class_name, row in (metrics.get("per_class") or {}).items():
             column[f"recall: {class_name}"] = row.get("recall")
         column["best_val_loss"] = summary.get("best_val_loss")
@@ -408,7 +419,7 @@ def parallel_coordinates_frame(configs: dict[str, dict], metric_values: dict[str
     the numbers: it sits apart at DEFAULT_POSITION, below the scale, labelled "default".
     By default the axes are the settings that differ between the runs; the metric is the last axis.
     """
-    flat = {name: flatten(config) for name, config in configs.items()}
+    flat = {name: flatten(with_used_dropout(config)) for name, config in configs.items()}
     if settings is None:
         settings = list(config_diff(configs).index)
     columns = {axis: [flat[name].get(axis) for name in flat] for axis in settings}
@@ -438,9 +449,12 @@ def _axis_positions(values: list) -> list[float]:
 
 
 def _setting_label(key: str, value) -> str:
-    """A missing architecture parameter (or dropout None) means the architecture's default."""
-    if value is None and (key.startswith("arch_params.") or key == "dropout"):
+    """A missing architecture parameter means the architecture's default; a dropout of None, that
+    the architecture has none (with_used_dropout)."""
+    if value is None and key.startswith("arch_params."):
         return "default"
+    if value is None and key == "dropout":
+        return "none"
     if value is None and key == "split_seed":
         return "= seed"
     return _label(value)

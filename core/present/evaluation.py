@@ -10,6 +10,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from core.ml.decisions import THRESHOLD_FREE, decision_rule, metric_label
+from core.ml.metrics import interval_bounds, no_interval_reason
 from core.present.charts import confusion_matrix_chart
 
 CLINICAL_NOTE = "Research tool, not for clinical use: these numbers describe a model, not a diagnosis."
@@ -35,31 +37,48 @@ def headline_metrics(class_names, disease_view: bool) -> list[tuple[str, str]]:
     return shown
 
 
+def labelled_headline(class_names, disease_view: bool, threshold) -> list[tuple[str, str]]:
+    """headline_metrics, then every class's recall, each thresholded one labelled with the decision
+    rule it was computed at ('Accuracy @ threshold 0.43')."""
+    shown = headline_metrics(class_names, disease_view) + [(f"Recall: {n}", f"recall:{n}") for n in class_names]
+    return [(metric_label(label, key, threshold), key) for label, key in shown]
+
+
+def headline_rows(class_names, disease_view: bool, threshold, per_row: int = 4) -> list[list[tuple[str, str]]]:
+    """labelled_headline in rows for the page: the numbers at the threshold, `per_row` at a time so
+    their labels (which name it) show in full, then those that need no threshold (AUC ...)."""
+    shown = labelled_headline(class_names, disease_view, threshold)
+    decided = [item for item in shown if item[1] not in THRESHOLD_FREE]
+    free = [item for item in shown if item[1] in THRESHOLD_FREE]
+    return [decided[i:i + per_row] for i in range(0, len(decided), per_row)] + ([free] if free else [])
+
+
 def number(value) -> str:
     return "—" if value is None else f"{value:.3f}"
 
 
 def interval_text(entry: dict | None) -> str:
     """'95% CI 0.887–0.934', or why there is none."""
-    if not entry or entry.get("low") is None:
-        return "no interval (undefined on resamples)"
-    return f"95% CI {entry['low']:.3f}–{entry['high']:.3f}"
+    bounds = interval_bounds(entry)
+    return no_interval_reason(entry) if bounds is None else f"95% CI {bounds[0]:.3f}–{bounds[1]:.3f}"
 
 
 def value_with_interval(entry: dict | None) -> str:
-    """'0.912 (0.887–0.934)' for tables."""
+    """'0.912 (0.887–0.934)' for tables; '1.000 (no interval: ...)' when there is none."""
     if not entry or entry.get("value") is None:
         return "—"
-    if entry.get("low") is None:
-        return number(entry["value"])
-    return f"{entry['value']:.3f} ({entry['low']:.3f}–{entry['high']:.3f})"
+    bounds = interval_bounds(entry)
+    if bounds is None:
+        return f"{number(entry['value'])} ({no_interval_reason(entry)})"
+    return f"{entry['value']:.3f} ({bounds[0]:.3f}–{bounds[1]:.3f})"
 
 
 def intervals_caption(result: dict) -> str:
     share = round(result["confidence"] * 100)
     return (f"{share}% confidence intervals from {result['n_resamples']} bootstrap resamples of the "
             f"{result['n_patients']} patients ({result['n_images']} images): whole patients are drawn, "
-            "because images of one patient are not independent.")
+            "because images of one patient are not independent. Proportions (accuracy, sensitivity, "
+            "specificity, recalls) are at least as wide as their exact Clopper-Pearson interval over the patients.")
 
 
 # ---------------------------------------------------------------- the clickable confusion matrix
@@ -164,13 +183,18 @@ def temperature_sentence(report: dict) -> str:
 
 # ---------------------------------------------------------------- external validation
 
+def external_threshold(result: dict):
+    """The decision threshold both columns of an external result were computed at (None: argmax)."""
+    return (result.get("metrics") or {}).get("threshold")
+
+
 def side_by_side(result: dict) -> list[dict]:
-    """Rows metric | external (95% CI) | internal test (95% CI), for every headline number."""
+    """Rows metric | external (95% CI) | internal test (95% CI), for every headline number; both
+    columns at the run's own threshold when the result was saved, which the labels name."""
     external = result["intervals"]["intervals"]
     internal = ((result.get("internal_test") or {}).get("intervals") or {}).get("intervals") or {}
-    names = result["class_names"]
     disease_view = "sensitivity" in external
-    shown = headline_metrics(names, disease_view) + [(f"Recall: {n}", f"recall:{n}") for n in names]
+    shown = labelled_headline(result["class_names"], disease_view, external_threshold(result))
     rows = [{"metric": label, f"external: {result['name']}": value_with_interval(external.get(key)),
              "internal test": value_with_interval(internal.get(key))} for label, key in shown]
     rows.append({"metric": "Images (patients)",
@@ -224,16 +248,28 @@ def ood_text(result: dict) -> str:
 
 
 def external_sentence(result: dict) -> str:
-    """How the external accuracy compares with the internal test split's."""
+    """How the external accuracy compares with the internal test split's, at the threshold it names."""
     external = result["metrics"].get("accuracy")
     internal = ((result.get("internal_test") or {}).get("metrics") or {}).get("accuracy")
+    label = metric_label("Accuracy", "accuracy", external_threshold(result))
     flagged = ("" if result.get("ood_rate") is None else
                f" The out-of-distribution check flags {result['ood_rate']:.0%} of its images.")
     if internal is None:
-        return f"Accuracy {external:.3f} on {result['name']}.{flagged}"
+        return f"{label}: {external:.3f} on {result['name']}.{flagged}"
     change = "lower than" if external < internal else "higher than" if external > internal else "equal to"
-    return (f"Accuracy {external:.3f} on {result['name']}, {change} {internal:.3f} on the internal test split."
+    return (f"{label}: {external:.3f} on {result['name']}, {change} {internal:.3f} on the internal test split."
             f"{flagged}")
+
+
+def external_threshold_note(result: dict, slider) -> str:
+    """Which threshold the external comparison used, and that the slider above does not move it."""
+    used = external_threshold(result)
+    if used is None:
+        return "Both columns decide by argmax (the most likely class)."
+    moved = ("" if slider is None or round(slider, 2) == round(used, 2)
+             else f"; the threshold slider above ({decision_rule(slider)}) does not change them")
+    return (f"Both columns at {decision_rule(used)}, the run's own threshold when this result was saved "
+            f"(chosen on its validation split){moved}.")
 
 
 SHIFT_WARNING_SHARE = 0.10  # outside the training range (1st-99th percentile): ~2% from the same source

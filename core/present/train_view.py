@@ -6,6 +6,7 @@ The form's widgets are keyed by the setting they draw: "train_" + a TrainConfig 
 """
 from __future__ import annotations
 
+from core.ml.decisions import metric_label
 from core.present import charts, compare, estimate, forms
 from core.settings.architectures import (
     ARCHITECTURES,
@@ -156,9 +157,12 @@ def progress_metrics(progress: dict) -> list[tuple[str, str]]:
 
 
 def score_metrics(summary: dict) -> list[tuple[str, object]]:
-    """(label, value) of a finished run's test scores and best epoch."""
+    """(label, value) of a finished run's test scores and best epoch; accuracy and macro-F1 name the
+    decision rule they were computed at ('Test accuracy @ threshold 0.43')."""
     test = summary["test"]
-    return [("Test accuracy", f"{test['accuracy']:.3f}"), ("Test macro-F1", f"{test['macro_f1']:.3f}"),
+    rule = test.get("threshold")
+    return [(metric_label("Test accuracy", "accuracy", rule), f"{test['accuracy']:.3f}"),
+            (metric_label("Test macro-F1", "macro_f1", rule), f"{test['macro_f1']:.3f}"),
             ("Test AUC", f"{test['auc']:.3f}" if test.get("auc") is not None else "—"),
             ("Best epoch", summary.get("best_epoch") or "—")]
 

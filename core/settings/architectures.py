@@ -204,6 +204,16 @@ def resolve_params(arch, params):
     return resolved
 
 
+def built_params(arch, params, dropout=None):
+    """Every parameter of `arch` as its model is built: the defaults overlaid with `params`, and
+    the run's own dropout (TrainConfig.dropout), when it sets one, in place of the architecture's.
+    An architecture without a dropout parameter (logistic) ignores it."""
+    params = dict(params or {})
+    if dropout is not None and "dropout" in default_params(arch):
+        params["dropout"] = dropout
+    return resolve_params(arch, params)
+
+
 def uses_pretrained_weights(arch, params):
     """Whether these settings start from downloaded ImageNet weights (a transfer base)."""
     if "weights" not in default_params(arch):

@@ -126,6 +126,15 @@ class TrainConfig:
                                          "dataset) or auto (disk when the decoded images would fill more than a "
                                          "quarter of this machine's memory).", choices=("auto", "memory", "disk"))
 
+    def __post_init__(self):
+        # One dropout per run: an architecture's dropout parameter lives in `dropout`, the rate the
+        # model is built with (it overrides arch_params), so a value left in arch_params would be stale.
+        if isinstance(self.arch_params, dict) and "dropout" in self.arch_params:
+            params = dict(self.arch_params)
+            moved = params.pop("dropout")
+            self.dropout = moved if self.dropout is None else self.dropout
+            self.arch_params = params
+
     @property
     def channels(self) -> int:
         return 1 if self.color_mode == "grayscale" else 3
@@ -138,6 +147,7 @@ class TrainConfig:
         """A copy with settings replaced; dotted keys reach into arch_params and augmentation."""
         values = self.to_dict()
         for key, value in overrides.items():
+            key = "dropout" if key == "arch_params.dropout" else key  # the one dropout (see __post_init__)
             target = values
             *parents, leaf = key.split(".")
             for parent in parents:
@@ -207,6 +217,20 @@ def flatten_settings(values: dict, prefix: str = "") -> dict:
         else:
             flat[name] = value
     return flat
+
+
+def with_used_dropout(config: dict) -> dict:
+    """A saved config with exactly one dropout: `dropout` is the rate its model was built with (the
+    architecture's default when the run set none; None when the architecture has no dropout) and
+    arch_params holds none. Older configs with a dropout in both places read as the one used."""
+    params = dict(config.get("arch_params") or {})
+    in_params = params.pop("dropout", None)
+    dropout = config.get("dropout") if config.get("dropout") is not None else in_params
+    try:
+        dropout = architectures.built_params(config.get("arch"), {}, dropout).get("dropout")
+    except ValueError:  # an architecture this version no longer knows: the value as saved
+        pass
+    return {**config, "arch_params": params, "dropout": dropout}
 
 
 def setting_for(key: str, arch: str | None = None) -> Setting | None:

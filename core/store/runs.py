@@ -342,6 +342,7 @@ class Run:
             "created": status.get("created"), "arch": config.get("arch"), "task": config.get("task"),
             "image_size": config.get("image_size"), "epochs": config.get("epochs"),
             "epoch": status.get("epoch"), "best_val_loss": summary.get("best_val_loss"),
+            "decision_threshold": _metric(summary, "test", "threshold"),  # what the accuracies were decided at
             "val_accuracy": _metric(summary, "val", "accuracy"),
             "test_accuracy": _metric(summary, "test", "accuracy"),
             "test_macro_f1": _metric(summary, "test", "macro_f1"),
