@@ -83,7 +83,14 @@ def graph_layer(inner):
         def __init__(self, wrapped, **kwargs):
             super().__init__(name=f"{wrapped.name}_graph", **kwargs)
             self.wrapped = wrapped
-            self.run_graph = tf.function(lambda x: wrapped(x, training=False), reduce_retracing=True)
+
+            def run_in_inference_mode(x):
+                return wrapped(x, training=False)
+
+            # autograph=False: the function has no Python control flow to convert, and autograph would
+            # parse its source in whichever thread traces it first (a warm-up thread), which can corrupt
+            # CPython 3.11's parser state while Streamlit compiles a page (CPython issue 106905).
+            self.run_graph = tf.function(run_in_inference_mode, autograph=False, reduce_retracing=True)
 
         def call(self, x):
             return self.run_graph(x)
