@@ -100,7 +100,8 @@ def test_diagnose_through_the_sidebar_upload_photo_and_run_switch(dashboard, tra
         expect(page.get_by_text(f"{xray.name}: predicted").first).to_be_visible()
         settle(page)
         expect(page.get_by_text("notes.jpg: cannot be diagnosed").first).to_be_visible()
-        expect(page.get_by_text("Grad-CAM for").first).to_be_visible()
+        expect(page.get_by_text("Grad-CAM of").first).to_be_visible()
+        expect(page.get_by_text("map changes when the model is randomised").first).to_be_visible()
         expect(page.get_by_text("Research tool, not for clinical use").first).to_be_visible()
         assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 1  # the probabilities
         assert page.locator('[data-testid="stImage"] img').count() >= 2  # the original and the overlay
