@@ -338,13 +338,13 @@ class FeatureGrid:
     size: int
 
     def on_input(self, cam: np.ndarray) -> np.ndarray:
-        """The (cells) map interpolated onto the (size, size) input grid; zero where no cell looks."""
+        """The (cells) map interpolated bilinearly onto the (size, size) input grid; beyond the outer
+        cells' centres it fades to zero over one cell (no cell is centred there), without a hard edge."""
         from scipy.ndimage import map_coordinates
         axes = [(np.arange(self.size) - first) / step for first, step in zip(self.first, self.step)]
         rows, cols = np.meshgrid(*axes, indexing="ij")
-        values = map_coordinates(np.asarray(cam, np.float32), [rows, cols], order=1, mode="nearest")
-        covered = [(ax >= -0.5) & (ax <= n - 0.5) for ax, n in zip(axes, self.cells)]
-        return (values * covered[0][:, None] * covered[1][None, :]).astype(np.float32)
+        return map_coordinates(np.asarray(cam, np.float32), [rows, cols], order=1, mode="grid-constant",
+                               cval=0.0).astype(np.float32)
 
 
 def stretched_grid(cells: tuple[int, int], size: int) -> FeatureGrid:
@@ -607,7 +607,7 @@ class SanityCheck:
 
     def verdict(self) -> str:
         """'map changes when the model is randomised: yes (ρ = 0.12)'."""
-        value = "its map is empty" if self.rho is None else f"ρ = {self.rho:.2f}"
+        value = "the randomised model's map is empty" if self.rho is None else f"ρ = {self.rho:.2f}"
         return f"map changes when the model is randomised: {'yes' if self.changed else 'no'} ({value})"
 
     def sentence(self) -> str:
