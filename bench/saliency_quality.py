@@ -3,12 +3,14 @@ they pass the model-randomisation sanity check, on real test images of a real ru
 
     .venv/bin/python bench/saliency_quality.py [--run runs/<id>] [--images 150]
 
+About 6 minutes for 150 images on 2 shared cores (SmoothGrad's 20 samples per map dominate).
+
 Uses the given run, or trains a 3-epoch 64 px seed_cnn on the built-in set (under a minute) in a
 temporary folder. For each method it prints, over evenly spaced test images and the predicted class:
 the share of empty maps (also per predicted class), the share of the map's mass inside two lung-field
 boxes (rows 15-75 %, columns 10-45 % and 55-90 %; a map spread evenly scores the box area, printed
-first), for class-activation maps once stretched over the whole image (the placement before
-FeatureGrid) and once placed where their cells look; and the randomisation check (median Spearman rho
+first), for class-activation maps once with the cells tiling the whole image (as before FeatureGrid,
+but fading past the outer cells like the placed map) and once placed where their cells look; and the randomisation check (median Spearman rho
 with the randomised-head model's map, and the share of maps that change). For a two-class model it
 also prints how often exactly one of the two classes' Grad-CAM maps is empty (the mirror effect).
 """
