@@ -123,7 +123,7 @@ def test_diagnose_through_the_sidebar_upload_photo_and_run_switch(dashboard, tra
         expect(box).to_have_value(re.compile("mlp"))
         expect(page.get_by_text(f"{xray.name}: predicted").first).to_be_visible()  # the files stayed
         expect(page.get_by_text("building.jpg: predicted").first).to_be_visible()
-        expect(page.get_by_text("Vanilla saliency for").first).to_be_visible()
+        expect(page.get_by_text("Vanilla saliency of").first).to_be_visible()
         # the method box shows what is drawn (the mlp has no Grad-CAM), not the stale choice
         expect(page.get_by_role("combobox", name="Heatmap method")).to_have_value("Vanilla saliency")
         expect(page.get_by_text("notes.jpg: cannot be diagnosed").first).to_be_visible()
