@@ -16,9 +16,11 @@ from pages import common
 
 PREDICTED = "(predicted class)"
 CLINICAL_NOTE = "Research tool, not for clinical use: this is not a medical diagnosis."
-# Digests of the images whose empty Grad-CAM the user replaced by Grad-CAM++ (not a widget: no diag_ prefix).
-PLUS_PLUS_KEY = "diagnose_gradcam_plus_plus"
 LINKED_RUN_KEY = "diagnose_linked_run"  # the ?run= already followed (not a widget: no diag_ prefix)
+SANITY_HELP = ("Adebayo et al. (2018), \"Sanity checks for saliency maps\": the same map is computed for a copy "
+               "of the model whose classifier head has random weights, and the two maps are compared by their "
+               f"Spearman rank correlation ρ. A map that stays alike (ρ ≥ {explain.SANITY_RHO_LIMIT}) does not "
+               "depend on what the model learned: it shows the image's structure, not evidence.")
 
 
 @st.cache_resource(show_spinner="Loading the model and its explainer…", max_entries=4)
@@ -31,10 +33,11 @@ def load_diagnoser(run_dir: str, model_mtime: float) -> dx.Diagnoser:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def cached_heatmap(run_dir: str, model_mtime: float, digest: str, method: str, class_name: str,
-                   feature_layer: str | None, _diagnosis):
-    """The map for one image, method, class and layer (the underscore argument is not hashed)."""
-    return load_diagnoser(run_dir, model_mtime).heatmap(_diagnosis, method, class_name, feature_layer)
+def cached_explanation(run_dir: str, model_mtime: float, digest: str, method: str, class_name: str,
+                       feature_layer: str | None, _diagnosis) -> explain.Explanation:
+    """The map (with its fallback and sanity check) for one image, method, class and layer (the
+    underscore argument is not hashed)."""
+    return load_diagnoser(run_dir, model_mtime).explanation(_diagnosis, method, class_name, feature_layer)
 
 
 # ----------------------------------------------------------------------------- controls
@@ -110,7 +113,7 @@ def choose_explanation(diagnoser: dx.Diagnoser):
 
 # ----------------------------------------------------------------------------- results
 
-def show_result(run_key: tuple, result: dx.Diagnosis, digest: str, controls: present.Controls, index: int) -> None:
+def show_result(run_key: tuple, result: dx.Diagnosis, digest: str, controls: present.Controls) -> None:
     if not result.ok:
         st.error(f"**{result.file}**: cannot be diagnosed: {result.error}", icon=":material/block:")
         return
@@ -122,32 +125,28 @@ def show_result(run_key: tuple, result: dx.Diagnosis, digest: str, controls: pre
     shown = present.display_copy(result.image)
     left.image(shown, caption=f"Original ({result.image.width}x{result.image.height})", width="stretch")
     with right:
-        show_heatmap(run_key, result, digest, controls, shown, index)
+        show_heatmap(run_key, result, digest, controls, shown)
     st.altair_chart(present.probability_chart(result), width="stretch")
 
 
-def show_heatmap(run_key: tuple, result: dx.Diagnosis, digest: str, controls: present.Controls, shown, index: int) -> None:
-    """The overlay; for an empty map, why it is empty and (for Grad-CAM) a switch to Grad-CAM++."""
+def show_heatmap(run_key: tuple, result: dx.Diagnosis, digest: str, controls: present.Controls, shown) -> None:
+    """The overlay, captioned with its method and class (and why another method stands in for an empty
+    one), and the randomisation sanity check; for a map that stays empty, why."""
     target = controls.class_name or result.predicted
-    method, switched = present.shown_method(controls.method, digest, st.session_state.get(PLUS_PLUS_KEY, set()))
     try:
-        heatmap = cached_heatmap(*run_key, digest, method, target, controls.feature_layer, result)
+        explanation = cached_explanation(*run_key, digest, controls.method, target, controls.feature_layer, result)
     except explain.ExplainError as exc:
         st.info(str(exc), icon=":material/info:")
         return
-    if explain.is_empty_map(heatmap):
-        st.info(explain.empty_map_message(method), icon=":material/info:")
-        if method == "gradcam":
-            st.button("Show Grad-CAM++ for this image", key=f"diag_plus_plus_{index}_button",
-                      on_click=use_plus_plus_for, args=(digest,))
+    if explanation.empty:
+        st.info(explain.empty_map_message(explanation.requested, target, list(result.probabilities)),
+                icon=":material/info:")
         return
-    st.image(explain.overlay(shown, heatmap, controls.opacity), width="stretch",
-             caption=present.heatmap_caption(explain.METHODS[method], target, switched))
-
-
-def use_plus_plus_for(digest: str) -> None:
-    """Button callback: show Grad-CAM++ instead of the empty Grad-CAM for this image."""
-    st.session_state[PLUS_PLUS_KEY] = st.session_state.get(PLUS_PLUS_KEY, set()) | {digest}
+    st.image(explain.overlay(shown, explanation.heatmap, controls.opacity), width="stretch",
+             caption=explanation.caption(result.predicted))
+    if explanation.method != explanation.requested:
+        st.caption(explain.empty_map_message(explanation.requested, target, list(result.probabilities)))
+    st.markdown(explanation.sanity.sentence(), help=SANITY_HELP)
 
 
 def results_table(results: list[dx.Diagnosis]) -> None:
@@ -176,7 +175,7 @@ def show_results(run_key: tuple, diagnosed: list[tuple], controls: present.Contr
         results_table([result for result, _ in diagnosed])
     for index, (result, digest) in enumerate(diagnosed):
         with st.expander(result.file, expanded=index < 3 or not result.ok):
-            show_result(run_key, result, digest, controls, index)
+            show_result(run_key, result, digest, controls)
 
 
 # ----------------------------------------------------------------------------- the page

@@ -100,7 +100,8 @@ def test_diagnose_through_the_sidebar_upload_photo_and_run_switch(dashboard, tra
         expect(page.get_by_text(f"{xray.name}: predicted").first).to_be_visible()
         settle(page)
         expect(page.get_by_text("notes.jpg: cannot be diagnosed").first).to_be_visible()
-        expect(page.get_by_text("Grad-CAM for").first).to_be_visible()
+        expect(page.get_by_text("Grad-CAM of").first).to_be_visible()
+        expect(page.get_by_text("map changes when the model is randomised").first).to_be_visible()
         expect(page.get_by_text("Research tool, not for clinical use").first).to_be_visible()
         assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 1  # the probabilities
         assert page.locator('[data-testid="stImage"] img').count() >= 2  # the original and the overlay
@@ -122,7 +123,7 @@ def test_diagnose_through_the_sidebar_upload_photo_and_run_switch(dashboard, tra
         expect(box).to_have_value(re.compile("mlp"))
         expect(page.get_by_text(f"{xray.name}: predicted").first).to_be_visible()  # the files stayed
         expect(page.get_by_text("building.jpg: predicted").first).to_be_visible()
-        expect(page.get_by_text("Vanilla saliency for").first).to_be_visible()
+        expect(page.get_by_text("Vanilla saliency of").first).to_be_visible()
         # the method box shows what is drawn (the mlp has no Grad-CAM), not the stale choice
         expect(page.get_by_role("combobox", name="Heatmap method")).to_have_value("Vanilla saliency")
         expect(page.get_by_text("notes.jpg: cannot be diagnosed").first).to_be_visible()

@@ -1,6 +1,7 @@
 """The Diagnose page through Streamlit's AppTest, with real (tiny) trained runs: uploads of real
 X-rays, of bad files and of several files at once, the run choice (also after an upload, and through
-app.py's navigation), an empty Grad-CAM map and the switch to Grad-CAM++, and the controls."""
+app.py's navigation), an empty Grad-CAM map and the automatic switch to HiResCAM, the sanity check,
+and the controls."""
 import base64
 import io
 import zipfile
@@ -82,7 +83,8 @@ def test_uploading_an_xray_shows_prediction_heatmap_and_probability_chart(page):
     assert "predicted **" in texts(page)
     assert not page.error
     assert any(c.startswith("Original") for c in captions(page))
-    assert any(c.startswith("Grad-CAM for") for c in captions(page)) or "Grad-CAM map is empty" in texts(page)
+    assert any(c.startswith(("Grad-CAM of", "HiResCAM of")) for c in captions(page)), captions(page)
+    assert "Sanity check: map changes when the model is randomised: **" in texts(page)  # yes or no, with rho
     assert page.get("vega_lite_chart")  # the Altair probability chart
     assert "Research tool, not for clinical use" in " ".join(c.value for c in page.caption)  # by the diagnosis
 
@@ -113,7 +115,7 @@ def test_gradcam_can_be_pointed_at_another_feature_map(page):
     page.selectbox(key="diag_layer").set_value(first_conv).run()
     page.file_uploader(key="diag_upload").set_value([xray_upload(2)]).run()
     assert not page.exception and not page.error
-    assert any(c.startswith("Grad-CAM for") for c in captions(page)) or "Grad-CAM map is empty" in texts(page)
+    assert any(c.startswith(("Grad-CAM of", "HiResCAM of")) for c in captions(page)), captions(page)
 
 
 def test_a_run_without_convolutions_offers_saliency_and_says_why_not_gradcam(page):
@@ -123,7 +125,7 @@ def test_a_run_without_convolutions_offers_saliency_and_says_why_not_gradcam(pag
     assert any("no convolutional layer" in i.value for i in page.info)
     assert "diag_layer" not in [box.key for box in page.selectbox]  # no feature map to choose
     page.file_uploader(key="diag_upload").set_value([xray_upload(3)]).run()
-    assert any(c.startswith("Vanilla saliency for") for c in captions(page)), captions(page)
+    assert any(c.startswith("Vanilla saliency of") for c in captions(page)), captions(page)
 
 
 def test_changing_the_run_after_an_upload_keeps_the_files_and_diagnoses_them_again(page):
@@ -134,7 +136,7 @@ def test_changing_the_run_after_an_upload_keeps_the_files_and_diagnoses_them_aga
     select_run(page, "mlp")  # raises on any exception, e.g. assigning to the uploader's state
     assert len(page.file_uploader(key="diag_upload").value) == 2  # the files stayed
     again = [str(m.value) for m in page.markdown if "predicted **" in str(m.value)]
-    assert len(again) == 2 and sum(c.startswith("Vanilla saliency for") for c in captions(page)) == 2
+    assert len(again) == 2 and sum(c.startswith("Vanilla saliency of") for c in captions(page)) == 2
     assert len(page.dataframe) == 1 and not page.error
     select_run(page, "seed_cnn")
     assert [str(m.value) for m in page.markdown if "predicted **" in str(m.value)] == first
@@ -152,22 +154,31 @@ def xray_with_empty_gradcam(runs_root) -> tuple:
         for name in names[::7][:400]:
             result = diagnoser.diagnose(archive.read(name), name)
             if is_empty_map(diagnoser.heatmap(result, "gradcam")):
-                assert not is_empty_map(diagnoser.heatmap(result, "gradcam++"))  # Grad-CAM++ is not empty
                 return name.rsplit("/", 1)[-1], archive.read(name), "image/jpeg"
     pytest.fail("no built-in X-ray with an empty Grad-CAM map for this run")
 
 
-def test_an_empty_gradcam_says_why_and_switches_to_gradcam_plus_plus_for_that_image(page, runs_root):
+def test_an_empty_gradcam_falls_back_to_hirescam_names_class_and_method_and_says_why(page, runs_root):
     upload = xray_with_empty_gradcam(runs_root)
     select_run(page, "seed_cnn").selectbox(key="diag_method").set_value("gradcam").run()
-    page.file_uploader(key="diag_upload").set_value([upload, xray_upload(0)]).run()
+    page.file_uploader(key="diag_upload").set_value([upload]).run()
     assert not page.exception, page.exception
-    assert "Grad-CAM map is empty" in texts(page) and "negative everywhere" in texts(page)
-    switch = next(b for b in page.button if b.label == "Show Grad-CAM++ for this image")
-    switch.click().run()
+    predicted = next(str(m.value) for m in page.markdown if "predicted **" in str(m.value)).split("**")[3]
+    assert f"HiResCAM of {predicted} (the predicted class); Grad-CAM of {predicted} was empty for this image, " \
+           f"so HiResCAM is shown" in captions(page)
+    assert f"The Grad-CAM map of {predicted} is empty for this image" in texts(page)
+    assert "mirror images" in texts(page)  # a two-class model: why one class's map is nearly always empty
+    sanity = next(str(m.value) for m in page.markdown if str(m.value).startswith("Sanity check:"))
+    assert "map changes when the model is randomised: **" in sanity and "ρ = " in sanity
+    assert page.selectbox(key="diag_method").value == "gradcam"  # the user's choice stays
+
+
+def test_the_explained_class_can_be_chosen_and_the_caption_names_it(page):
+    select_run(page, "seed_cnn").selectbox(key="diag_method").set_value("saliency").run()
+    page.selectbox(key="diag_class").set_value("NORMAL").run()
+    page.file_uploader(key="diag_upload").set_value([xray_upload()]).run()
     assert not page.exception, page.exception
-    assert any(c.startswith("Grad-CAM++ for") and "Grad-CAM was empty" in c for c in captions(page))
-    assert page.selectbox(key="diag_method").value == "gradcam"  # the other image keeps its method
+    assert any(c.startswith("Vanilla saliency of NORMAL") for c in captions(page)), captions(page)
 
 
 @pytest.mark.parametrize("case", ["text with a .jpg name", "truncated JPEG", "zero bytes", "decompression bomb",
@@ -289,14 +300,9 @@ def test_best_run_prefers_test_auc_then_macro_f1(tmp_path):
     assert dx.best_run([]) is None
 
 
-def test_the_evaluate_gallery_falls_back_to_gradcam_plus_plus_and_says_so(runs_root):
+def test_the_evaluate_gallery_falls_back_to_hirescam_and_says_so(runs_root):
     from core.data.imaging import displayable
-    from core.ml.explain import (
-        GRADCAM_FALLBACK_NOTE,
-        explainer_for_run,
-        is_empty_map,
-        predicted_class,
-    )
+    from core.ml.explain import explainer_for_run, is_empty_map, predicted_class
     from core.ml.training import TrainConfig, load_data
     from core.present import review
     from core.store.runs import RunStore
@@ -307,14 +313,19 @@ def test_the_evaluate_gallery_falls_back_to_gradcam_plus_plus_and_says_so(runs_r
     for index in split.test[:120]:
         image = displayable(dataset.images[index])  # (S, S), as the gallery passes it
         pixels = dataset.images[index]
-        empty = is_empty_map(explainer.heatmap(pixels, "gradcam", predicted_class(explainer, pixels)))
-        kinds.setdefault(empty, (str(dataset.files[index]), image))
+        predicted = predicted_class(explainer, pixels)
+        empty = is_empty_map(explainer.heatmap(pixels, "gradcam", predicted))
+        kinds.setdefault(empty, (str(dataset.files[index]), image, dataset.class_names[predicted]))
     assert set(kinds) == {True, False}, "expected images with and without an empty Grad-CAM"
-    shown = review.explanation_overlay(runs["seed_cnn"], *kinds[True])
-    assert shown.note == GRADCAM_FALLBACK_NOTE and shown.image.shape == (32, 32, 3)
-    shown = review.explanation_overlay(runs["seed_cnn"], *kinds[False])
-    assert shown.note is None and shown.image.shape == (32, 32, 3) and shown.image.dtype == np.uint8
-    shown = review.explanation_overlay(runs["mlp"], *kinds[False])
+    file, image, predicted = kinds[True]
+    shown = review.explanation_overlay(runs["seed_cnn"], file, image)
+    assert shown.note.startswith(f"HiResCAM of {predicted} (the predicted class); Grad-CAM of {predicted} was empty")
+    assert "map changes when the model is randomised: " in shown.note and shown.image.shape == (32, 32, 3)
+    file, image, predicted = kinds[False]
+    shown = review.explanation_overlay(runs["seed_cnn"], file, image)
+    assert shown.note.startswith(f"Grad-CAM of {predicted} (the predicted class) · map changes when the model is")
+    assert shown.image.shape == (32, 32, 3) and shown.image.dtype == np.uint8
+    shown = review.explanation_overlay(runs["mlp"], file, image)
     assert shown.image is None and "no convolutional layer" in shown.note
 
 

@@ -112,7 +112,8 @@ def test_transfer_models_use_the_nested_base_output(base):
     assert explainer.feature_layer == transfer_base(model).name
     pixels = np.random.default_rng(0).integers(0, 255, size=(64, 64, 1)).astype(np.uint8)
     heat = explainer.heatmap(pixels, "gradcam", 1)
-    assert heat.shape == (2, 2) and np.isfinite(heat).all()  # the bases downsample 32x
+    assert explainer.grid.cells == (2, 2)  # the bases downsample 32x
+    assert heat.shape == (64, 64) and np.isfinite(heat).all()  # placed on the input grid
 
 
 def test_transfer_at_a_size_with_a_1x1_feature_map_explains_why_gradcam_is_off():
@@ -204,10 +205,111 @@ def test_the_evaluate_gallery_overlay_comes_from_a_saved_run(square_model, tmp_p
 def test_empty_maps_are_recognised_and_explained():
     assert explain.is_empty_map(np.zeros((4, 4))) and explain.is_empty_map(np.full((4, 4), 0.3))
     assert not explain.is_empty_map(explain.normalise_map(np.arange(16.0).reshape(4, 4)))
-    message = explain.empty_map_message("gradcam")
-    assert "empty" in message and "ReLU" in message and "negative everywhere" in message and "Grad-CAM++" in message
-    assert explain.empty_map_message("saliency").startswith("The Vanilla saliency map is empty")
+    message = explain.empty_map_message("gradcam", "NORMAL", ["NORMAL", "PNEUMONIA"])
+    assert message.startswith("The Grad-CAM map of NORMAL is empty for this image")
+    assert "ReLU" in message and "mirror images" in message and "absence of what it calls PNEUMONIA" in message
+    three = explain.empty_map_message("gradcam", "COVID", ["NORMAL", "COVID", "PNEUMONIA"])
+    assert "ReLU" in three and "mirror" not in three  # the mirror argument holds for two classes only
+    assert explain.empty_map_message("saliency", "NORMAL", ["NORMAL", "PNEUMONIA"]).startswith(
+        "The Vanilla saliency map of NORMAL is empty")
 
+
+def test_captions_name_the_method_the_class_and_the_fallback():
+    shown = explain.Explanation(np.ones((2, 2)), "hirescam", "gradcam", "NORMAL", explain.SanityCheck(0.9))
+    assert shown.caption("NORMAL") == ("HiResCAM of NORMAL (the predicted class); Grad-CAM of NORMAL was empty "
+                                       "for this image, so HiResCAM is shown")
+    same = explain.Explanation(np.ones((2, 2)), "gradcam", "gradcam", "PNEUMONIA", None)
+    assert same.caption("NORMAL") == "Grad-CAM of PNEUMONIA"
+
+
+def test_the_sanity_verdict_says_yes_below_the_limit_and_no_above():
+    assert explain.SanityCheck(0.12).verdict() == "map changes when the model is randomised: yes (ρ = 0.12)"
+    assert explain.SanityCheck(0.94).verdict() == "map changes when the model is randomised: no (ρ = 0.94)"
+    assert explain.SanityCheck(None).changed and "map is empty" in explain.SanityCheck(None).verdict()
+    assert "**no**" in explain.SanityCheck(0.94).sentence() and "not read it as evidence" in explain.SanityCheck(0.94).sentence()
+
+
+# ----------------------------------------------------------------------------- a real model
+
+def empty_gradcam_image(explainer, dataset, rows):
+    """(pixels, predicted class) of the first image whose Grad-CAM for its predicted class is empty."""
+    for row in rows:
+        pixels = dataset.images[row]
+        predicted = explain.predicted_class(explainer, pixels)
+        if explain.is_empty_map(explainer.heatmap(pixels, "gradcam", predicted)):
+            return pixels, predicted
+    pytest.fail("no test image with an empty Grad-CAM for this run")
+
+
+@pytest.fixture(scope="module")
+def tiny_run_explained(tiny_run):
+    from core.ml.training import TrainConfig, load_data
+    dataset, split = load_data(TrainConfig.from_dict(tiny_run.config()))
+    return Explainer(tiny_run.load_model()), dataset, split.test[::3][:150]
+
+
+def test_an_empty_gradcam_of_a_trained_model_falls_back_to_hirescam(tiny_run_explained):
+    explainer, dataset, rows = tiny_run_explained
+    pixels, predicted = empty_gradcam_image(explainer, dataset, rows)
+    shown = explain.explain_image(explainer, pixels, "gradcam", predicted, dataset.class_names)
+    assert shown.method == "hirescam" and shown.requested == "gradcam" and not shown.empty
+    assert shown.target == dataset.class_names[predicted] and shown.heatmap.shape == pixels.shape[:2]
+    assert "was empty for this image, so HiResCAM is shown" in shown.caption()
+    assert shown.sanity is not None
+    chosen = explain.explain_image(explainer, pixels, "gradcam++", predicted, dataset.class_names)
+    assert chosen.requested == "gradcam++" and chosen.method in explain.CAM_METHODS
+
+
+def test_the_sanity_check_randomises_only_the_head_and_measures_the_rank_correlation(tiny_run_explained):
+    from scipy.stats import spearmanr
+    explainer, dataset, rows = tiny_run_explained
+    model, randomised = explainer.model, explainer.randomised().model
+    head = {layer.name for layer in explain.head_layers(model)}
+    assert len(head) == 2 and "logits" in head  # seed_cnn: flatten -> dense -> logits
+    for trained, copy in zip(model.layers, randomised.layers):
+        same = all(np.array_equal(a, b) for a, b in zip(trained.get_weights(), copy.get_weights()))
+        assert same == (trained.name not in head), trained.name
+    assert explainer.randomised() is explainer.randomised()  # built once
+    pixels = dataset.images[rows[0]]
+    heatmap = explainer.heatmap(pixels, "saliency", 1)
+    check = explain.sanity_check(explainer, pixels, "saliency", 1, heatmap)
+    expected = spearmanr(heatmap.ravel(), explainer.randomised().heatmap(pixels, "saliency", 1).ravel()).statistic
+    assert check.rho == pytest.approx(expected) and -1 <= check.rho < 1
+    assert explain.sanity_check(explainer, pixels, "saliency", 1, heatmap) == check  # seeded: repeatable
+
+
+def test_feature_maps_are_placed_where_their_cells_look():
+    from core.ml.models import build_model
+    valid = Explainer(build_model("seed_cnn", 64, 1, 2, params={"dense_units": 8}))
+    # conv 3x3 (valid) -> pool 2 -> conv -> pool -> conv: cell i of the 12x12 map is centred on pixel 8.5 + 4 i
+    assert valid.grid.cells == (12, 12)
+    assert valid.grid.first == pytest.approx((8.5, 8.5), abs=0.01) and valid.grid.step == pytest.approx((4, 4), abs=0.01)
+    one_cell = np.zeros((12, 12), np.float32)
+    one_cell[0, 0] = 1.0
+    placed = valid.grid.on_input(one_cell)
+    hottest = set(zip(*np.nonzero(placed == placed.max())))
+    assert hottest == {(8, 8), (8, 9), (9, 8), (9, 9)}  # around pixel 8.5, not (2, 2) where stretching put it
+    assert not placed[:5].any() and not placed[:, 57:].any()  # one cell beyond the outer centres: zero
+    same = Explainer(build_model("wide_cnn", SIZE, 1, 2, params={"filters": 4, "kernel_size": 3, "dropout": 0.0}))
+    stretched = explain.stretched_grid(same.grid.cells, SIZE)  # "same" padding: the cells tile the image
+    assert same.grid.first == pytest.approx(stretched.first, abs=0.6) and same.grid.step == pytest.approx(stretched.step, abs=0.1)
+
+
+def test_saliency_graphs_are_traced_without_parsing_python_source(monkeypatch):
+    """Autograph parses a function's source when it traces it, from whichever thread traces first (the
+    Diagnose warm-up), which can corrupt CPython 3.11's parser state while Streamlit compiles a page."""
+    import ast
+
+    from core.ml.models import build_model
+    parsed = []
+    real_parse = ast.parse
+    monkeypatch.setattr(ast, "parse", lambda *args, **kwargs: parsed.append(1) or real_parse(*args, **kwargs))
+    explainer = Explainer(build_model("seed_cnn", SIZE, 1, 2, params={"dense_units": 8}), smooth_samples=2)
+    pixels = np.zeros((SIZE, SIZE, 1), np.uint8)
+    for method in explainer.methods:
+        shown = explain.explain_image(explainer, pixels, method, 0, ["NORMAL", "PNEUMONIA"])
+        assert shown.heatmap.shape == (SIZE, SIZE)
+    assert parsed == []
 
 
 def test_run_explainers_are_built_once_across_threads_and_the_least_recent_is_dropped(tmp_path):

@@ -128,10 +128,6 @@ def test_what_the_diagnose_page_says(make_run):
                        predicted="PNEUMONIA", score=0.8)
     assert diagnose.headline(result, 0.5) == "**x.png**: predicted **PNEUMONIA** (disease score 0.800 vs threshold 0.50)"
     assert diagnose.headline(result, None) == "**x.png**: predicted **PNEUMONIA** (disease score 0.800)"
-    assert diagnose.shown_method("gradcam", "d1", {"d1"}) == ("gradcam++", True)
-    assert diagnose.shown_method("saliency", "d1", {"d1"}) == ("saliency", False)
-    assert diagnose.heatmap_caption("Grad-CAM++", "PNEUMONIA", True) == \
-        "Grad-CAM++ for PNEUMONIA (Grad-CAM was empty for this image)"
     assert diagnose.threshold_origin(None) == "The run saved no threshold, so it starts at 0.5."
     assert diagnose.threshold_origin(0.42) == "The run's best-F1 threshold on validation is 0.42."
     run = make_run("done", name="base", image_size=32)

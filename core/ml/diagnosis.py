@@ -158,13 +158,16 @@ class Diagnoser:
         return self._reference
 
     def warm_up(self) -> None:
-        """Build the OOD reference and trace the prediction and Grad-CAM graphs once, so that the
-        first real upload does not pay for them (run it in a background thread)."""
+        """Build the OOD reference and trace the prediction and first heatmap graphs once, for the
+        model and its randomised copy (the sanity check), so that the first real upload does not pay
+        for them (run it in a background thread: every graph is traced without autograph, so this
+        parses no Python source; see core.ml.explain.graph_layer)."""
         self.reference()
         blank = np.zeros((self.config.image_size, self.config.image_size, self.config.channels), np.uint8)
         try:
             self.features_model.predict_on_batch(blank[None].astype(np.float32))
-            self.explainer.heatmap(blank, self.explainer.methods[0], 0)
+            for explainer in (self.explainer, self.explainer.randomised()):
+                explainer.heatmap(blank, explainer.methods[0], 0)
         except Exception:  # noqa: BLE001 - only an optimisation: a real upload reports any real error
             pass
 
@@ -197,6 +200,15 @@ class Diagnoser:
         feature map or on `feature_layer` (raises ExplainError when the map is not defined)."""
         class_index = self.class_names.index(class_name or diagnosis.predicted)
         return self.explainer_for_layer(feature_layer).heatmap(diagnosis.pixels, method, class_index)
+
+    def explanation(self, diagnosis: Diagnosis, method: str, class_name: str | None = None,
+                    feature_layer: str | None = None):
+        """What the page shows: the map (an empty class-activation map replaced as explain.CAM_FALLBACKS
+        says), the method drawn, the class explained and the randomisation sanity check."""
+        from core.ml.explain import explain_image
+        class_index = self.class_names.index(class_name or diagnosis.predicted)
+        return explain_image(self.explainer_for_layer(feature_layer), diagnosis.pixels, method, class_index,
+                             self.class_names)
 
     def explainer_for_layer(self, feature_layer: str | None):
         from core.ml.explain import Explainer

@@ -1,11 +1,12 @@
-"""Where did the network look? Grad-CAM, Grad-CAM++, vanilla saliency and SmoothGrad maps
-(through tf-keras-vis) and their overlay on the original image.
+"""Where did the network look? Grad-CAM, HiResCAM, Grad-CAM++, vanilla saliency and SmoothGrad maps
+(through tf-keras-vis), their overlay on the original image, and a sanity check of each map.
 
-Everything is computed on the logits, never on the softmax: tf-keras-vis' `ReplaceToLinear`
-modifier does not work on Keras 3, but every model of the registry ends in
-`Dense(name="logits") -> Activation("softmax", name="probabilities")`, so
-`keras.Model(model.inputs, logits.output)` gives the logits and tf-keras-vis gets
-`model_modifier=None`.
+Everything is computed on the logits, never on the softmax (whose gradient vanishes for a confident
+prediction): tf-keras-vis' `ReplaceToLinear` modifier does not work on Keras 3, but every model of the
+registry ends in `Dense(name="logits") -> Activation("softmax", name="probabilities")`, so
+`keras.Model(model.inputs, logits.output)` gives the logits and tf-keras-vis gets `model_modifier=None`.
+(Measured on a 64 px seed_cnn: the log-odds of the class instead of its logit changes neither how
+often Grad-CAM is empty nor where it points; bench/saliency_quality.py.)
 
 Grad-CAM needs a feature map that is a layer output *of the graph it differentiates*. A transfer
 model's convolutional base is a nested keras.Model whose `.output` belongs to its own inner graph
@@ -16,11 +17,21 @@ the flat graph and is what tf-keras-vis differentiates. The same cut works for e
 Models without convolutions (mlp, logistic) have no feature map: Grad-CAM raises ExplainError with
 a message, and vanilla saliency / SmoothGrad (gradients on the input) still work.
 
+Why maps were empty or off the lungs (a 3-epoch 64 px seed_cnn, 150 test images): in a two-class model
+the two classes' Grad-CAM maps are near mirror images, so exactly one of them was empty for 99 % of
+images, NORMAL's for 81 % (the model reads NORMAL from the absence of pneumonia features); an empty map
+now falls back to HiResCAM (CAM_FALLBACKS) and says why. The feature map of a "valid"-padded CNN covers
+only the middle of the input, and stretching it over the whole image put its edge rows on the neck and
+abdomen: maps are placed where their cells look (FeatureGrid). And Grad-CAM's map kept a median rank
+correlation of 0.94 with the map of a model whose classifier head was randomised: it showed where the
+last convolution is active more than what the model learned, which is what `sanity_check` tells users.
+
 Speed and robustness: the tf-keras-vis objects are built once per model (`Explainer`, cached by
-`explainer_for` / `explainer_for_run`); the sub-models run inside tf.functions (`graph_layer`), so
-each image costs one traced graph call instead of eager op-by-op gradients; and each image is sent
-as a batch of two copies, because TensorFlow 2.21's oneDNN kernel for the eager gradient of a
-strided 1x1 convolution (resnet_small's shortcut) corrupts the heap for a batch of one.
+`explainer_for` / `explainer_for_run`); the sub-models run inside tf.functions (`graph_layer`, traced
+without autograph, so no Python source is parsed at run time), so each image costs one traced graph
+call instead of eager op-by-op gradients; and each image is sent as a batch of two copies, because
+TensorFlow 2.21's oneDNN kernel for the eager gradient of a strided 1x1 convolution (resnet_small's
+shortcut) corrupts the heap for a batch of one.
 
 TensorFlow and tf-keras-vis are imported inside functions so importing this module stays fast.
 """
@@ -30,6 +41,7 @@ import functools
 import threading
 import warnings
 import weakref
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -38,22 +50,28 @@ from core.data.imaging import displayable
 
 METHODS = {
     "gradcam": "Grad-CAM",
+    "hirescam": "HiResCAM",
     "gradcam++": "Grad-CAM++",
     "saliency": "Vanilla saliency",
     "smoothgrad": "SmoothGrad",
 }
-CAM_METHODS = ("gradcam", "gradcam++")
+CAM_METHODS = ("gradcam", "hirescam", "gradcam++")
+# What stands in for an empty class-activation map, in order: HiResCAM weights each location by its own
+# gradient, so evidence for the class at some places survives even when Grad-CAM's sum is negative everywhere.
+CAM_FALLBACKS = ("hirescam", "gradcam++")
 FEATURE_LAYER = "explain_feature_map"
 DEFAULT_OPACITY = 0.45
 NO_CONV_MESSAGE = ("Grad-CAM is not defined for this model: it has no convolutional layer, so there is "
                    "no spatial feature map to weight. Use vanilla saliency or SmoothGrad instead.")
-EMPTY_GRADCAM_MESSAGE = (
-    "The Grad-CAM map is empty for this image: Grad-CAM keeps only the feature-map evidence that raises "
-    "the class score (a ReLU drops the rest), and here the weighted sum is negative everywhere, so nothing "
-    "is left. That is typical for a class the model scores low, or for an image it gets wrong. "
-    "Grad-CAM++ weights the feature maps differently and usually still shows where the network looked.")
-EMPTY_MAP_MESSAGE = "The {method} map is empty for this image (no pixel has any positive evidence)."
-GRADCAM_FALLBACK_NOTE = "Grad-CAM was empty for this image; showing Grad-CAM++"
+EMPTY_CAM_REASON = (
+    "{method} keeps only feature-map evidence that raises the score of {target} (a ReLU drops the rest), "
+    "and here the weighted evidence speaks against {target} everywhere.")
+TWO_CLASS_REASON = (
+    " With two classes, evidence for one class is evidence against the other, so the two classes' maps "
+    "are close to mirror images and one of them is nearly always empty: the model reads {target} mostly "
+    "from the absence of what it calls {other}. An empty map says nothing about whether the prediction is right.")
+EMPTY_MAP_MESSAGE = "The {method} map of {target} is empty for this image (no pixel has any positive evidence)."
+SANITY_RHO_LIMIT = 0.5  # a map that keeps a rank correlation this high with a randomised model's map is suspect
 
 
 class ExplainError(ValueError):
@@ -83,7 +101,14 @@ def graph_layer(inner):
         def __init__(self, wrapped, **kwargs):
             super().__init__(name=f"{wrapped.name}_graph", **kwargs)
             self.wrapped = wrapped
-            self.run_graph = tf.function(lambda x: wrapped(x, training=False), reduce_retracing=True)
+
+            def run_in_inference_mode(x):
+                return wrapped(x, training=False)
+
+            # autograph=False: the function has no Python control flow to convert, and autograph would
+            # parse its source in whichever thread traces it first (a warm-up thread), which can corrupt
+            # CPython 3.11's parser state while Streamlit compiles a page (CPython issue 106905).
+            self.run_graph = tf.function(run_in_inference_mode, autograph=False, reduce_retracing=True)
 
         def call(self, x):
             return self.run_graph(x)
@@ -227,9 +252,12 @@ class Explainer:
                 raise
             self.cam_unavailable = str(exc)
         else:
-            self.gradcam = Gradcam(cam_model, model_modifier=None, clone=False)
-            self.gradcam_plus_plus = GradcamPlusPlus(cam_model, model_modifier=None, clone=False)
+            self.cam_visualizers = {"gradcam": Gradcam(cam_model, model_modifier=None, clone=False),
+                                    "hirescam": hirescam(cam_model),
+                                    "gradcam++": GradcamPlusPlus(cam_model, model_modifier=None, clone=False)}
             self.cam_layer = cam_model.get_layer(FEATURE_LAYER)
+            self.grid = feature_grid(model, self.feature_layer)
+        self._randomised, self._randomised_lock = None, threading.Lock()
 
     @property
     def methods(self) -> list[str]:
@@ -237,7 +265,8 @@ class Explainer:
         return [m for m in METHODS if m not in CAM_METHODS or self.cam_unavailable is None]
 
     def heatmap(self, pixels: np.ndarray, method: str = "gradcam", class_index: int = 0) -> np.ndarray:
-        """A float32 map in [0, 1] for one uint8 (S, S, C) model input, at feature-map or input size."""
+        """A float32 (S, S) map in [0, 1] for one uint8 (S, S, C) model input, on the input's pixel grid
+        (class-activation maps are placed where their feature-map cells look, see FeatureGrid)."""
         from tf_keras_vis.utils.scores import CategoricalScore
 
         if method not in METHODS:
@@ -251,19 +280,145 @@ class Explainer:
         with warnings.catch_warnings():
             # tf-keras-vis passes the single input as a one-element list, which Keras 3 warns about
             warnings.filterwarnings("ignore", message="The structure of `inputs`")
-            cam = self._raw_map(method, score, seed)
-        return normalise_map(np.asarray(cam)[0])
+            cam = np.asarray(self._raw_map(method, score, seed))[0]
+        if method in CAM_METHODS:
+            cam = self.grid.on_input(np.nan_to_num(cam.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0))
+        return normalise_map(cam)
 
     def _raw_map(self, method, score, seed):
         if method in CAM_METHODS:
-            visualizer = self.gradcam if method == "gradcam" else self.gradcam_plus_plus
-            # expand_cam=False: the map is resized once, straight to the original image's size.
-            return visualizer(score, seed, penultimate_layer=self.cam_layer, seek_penultimate_conv_layer=False,
-                              expand_cam=False, normalize_cam=False)
+            # expand_cam=False: the feature-map cells are placed on the input grid by self.grid instead.
+            return self.cam_visualizers[method](score, seed, penultimate_layer=self.cam_layer,
+                                                seek_penultimate_conv_layer=False, expand_cam=False,
+                                                normalize_cam=False)
         samples = self.smooth_samples if method == "smoothgrad" else 0
         return self.saliency(score, seed, smooth_samples=samples, smooth_noise=self.smooth_noise,
                              normalize_map=False)
 
+
+    def randomised(self) -> "Explainer":
+        """The same maps for a copy of the model whose classifier head is re-initialised (built once)."""
+        with self._randomised_lock:
+            if self._randomised is None:
+                self._randomised = Explainer(randomised_head_copy(self.model), feature_layer=self.feature_layer,
+                                             smooth_samples=self.smooth_samples, smooth_noise=self.smooth_noise)
+            return self._randomised
+
+
+def hirescam(cam_model):
+    """HiResCAM (Draelos & Carin 2020) on tf-keras-vis' Grad-CAM machinery.
+
+    Grad-CAM averages each channel's gradient over the map, which throws away *where* a flatten + dense
+    head reads the channel; its map then follows activation strength (bright mediastinum, spine,
+    diaphragm). HiResCAM multiplies gradient and activation at each location before summing the
+    channels: for such heads that is each location's exact first-order share of the class score, and
+    for a global-average head it equals Grad-CAM.
+    """
+    from tf_keras_vis.gradcam import Gradcam
+
+    class HiResCam(Gradcam):
+        def _calculate_cam(self, grads, penultimate_output, gradient_modifier, activation_modifier):
+            cam = np.sum(np.multiply(grads, penultimate_output), axis=-1)
+            return cam if activation_modifier is None else activation_modifier(cam)
+
+    return HiResCam(cam_model, model_modifier=None, clone=False)
+
+
+# ----------------------------------------------------------------------------- where the cells look
+
+@dataclass(frozen=True)
+class FeatureGrid:
+    """Where a feature map's cells sit on the model input: along each axis, cell i is centred on input
+    pixel first + i * step (pixel p spans p - 0.5 ... p + 0.5). A "valid"-padded CNN (seed_cnn) sees only the middle of its input: its
+    last 12x12 map of a 64 px image is centred on pixels 8.5 ... 52.5, so stretching the map over the
+    whole image drew its top row on the neck and its bottom row on the abdomen."""
+    cells: tuple[int, int]
+    first: tuple[float, float]
+    step: tuple[float, float]
+    size: int
+
+    def on_input(self, cam: np.ndarray) -> np.ndarray:
+        """The (cells) map interpolated bilinearly onto the (size, size) input grid; beyond the outer
+        cells' centres it fades to zero over one cell (no cell is centred there), without a hard edge."""
+        from scipy.ndimage import map_coordinates
+        axes = [(np.arange(self.size) - first) / step for first, step in zip(self.first, self.step)]
+        rows, cols = np.meshgrid(*axes, indexing="ij")
+        return map_coordinates(np.asarray(cam, np.float32), [rows, cols], order=1, mode="grid-constant",
+                               cval=0.0).astype(np.float32)
+
+
+def stretched_grid(cells: tuple[int, int], size: int) -> FeatureGrid:
+    """The usual assumption: the cells tile the whole input evenly."""
+    steps = tuple(size / n for n in cells)
+    return FeatureGrid(cells, tuple(step / 2 - 0.5 for step in steps), steps, size)
+
+
+def feature_grid(model, layer_name: str) -> FeatureGrid:
+    """Where the cells of `layer_name`'s feature map look, from the geometry (kernel, stride, padding)
+    of the layers between it and the input; the even tiling of `stretched_grid` when a layer on the way
+    changes the map's size in a way not modelled here."""
+    feature = _outer_output(model, model.get_layer(layer_name))
+    size, cells = int(model.input_shape[1]), (int(feature.shape[1]), int(feature.shape[2]))
+    placement = _placement(feature)
+    if placement is None:
+        return stretched_grid(cells, size)
+    (first_row, step_row), (first_col, step_col) = placement
+    return FeatureGrid(cells, (first_row, first_col), (step_row, step_col), size)
+
+
+def _placement(tensor):
+    """((first, step) of rows, (first, step) of columns): where cell i of `tensor` is centred in the
+    input of the graph that produced it, walking down through each layer's first input; None if unknown."""
+    import keras
+    placement = ((0.0, 1.0), (0.0, 1.0))
+    while getattr(tensor, "_keras_history", None) is not None:
+        layer, node_index, _ = tensor._keras_history
+        inputs = layer._inbound_nodes[node_index].input_tensors
+        if not inputs:  # the Input layer: we are on the input's own pixel grid
+            return placement
+        below = inputs[0]
+        if isinstance(layer, keras.Model):
+            inner = _placement(layer.outputs[0])
+            per_layer = inner
+        else:
+            per_layer = _layer_placement(layer, below.shape, tensor.shape)
+        if per_layer is None:
+            return None
+        placement = tuple((first * step_in + offset, step * step_in)
+                          for (first, step), (offset, step_in) in zip(placement, per_layer))
+        tensor = below
+    return placement
+
+
+def _layer_placement(layer, input_shape, output_shape):
+    """((offset, stride) of rows, of columns) of one layer: output cell o is centred on input pixel
+    o * stride + offset; None for a layer that changes the map's size in an unknown way."""
+    config = layer.get_config()
+    if len(input_shape) != 4 or len(output_shape) != 4:
+        return None
+    if "kernel_size" in config or "pool_size" in config:
+        kernel = config.get("kernel_size") or config.get("pool_size")
+        strides = config.get("strides") or kernel
+        dilation = config.get("dilation_rate", (1, 1))
+        result = []
+        for axis in (0, 1):
+            extent = (kernel[axis] - 1) * dilation[axis] + 1
+            size_in, stride = int(input_shape[axis + 1]), strides[axis]
+            pad = 0
+            if config.get("padding") == "same":  # TensorFlow pads the extra pixel after, not before
+                pad = max((-(-size_in // stride) - 1) * stride + extent - size_in, 0) // 2
+            result.append(((extent - 1) / 2 - pad, float(stride)))
+        return tuple(result)
+    if "padding" in config and layer.__class__.__name__ == "ZeroPadding2D":
+        return tuple((-float(before), 1.0) for before, _ in config["padding"])
+    if "cropping" in config:
+        return tuple((float(before), 1.0) for before, _ in config["cropping"])
+    if tuple(input_shape[1:3]) == tuple(output_shape[1:3]):
+        return ((0.0, 1.0), (0.0, 1.0))
+    return None
+
+
+# ----------------------------------------------------------------------------- empty maps, fallback
 
 def is_empty_map(heatmap: np.ndarray) -> bool:
     """True for a map without any signal (all zero or constant, which `normalise_map` makes all zero)."""
@@ -271,9 +426,26 @@ def is_empty_map(heatmap: np.ndarray) -> bool:
     return values.size == 0 or float(values.max()) <= float(values.min())
 
 
-def empty_map_message(method: str) -> str:
-    """Why the `method` map of an image is empty, in plain words."""
-    return EMPTY_GRADCAM_MESSAGE if method == "gradcam" else EMPTY_MAP_MESSAGE.format(method=METHODS[method])
+def empty_map_message(method: str, target: str, class_names) -> str:
+    """Why the `method` map of class `target` is empty, in plain words."""
+    if method not in CAM_METHODS:
+        return EMPTY_MAP_MESSAGE.format(method=METHODS[method], target=target)
+    message = f"The {METHODS[method]} map of {target} is empty for this image: " + EMPTY_CAM_REASON.format(
+        method=METHODS[method], target=target)
+    others = [name for name in class_names if name != target]
+    return message + (TWO_CLASS_REASON.format(target=target, other=others[0]) if len(others) == 1 else "")
+
+
+def fallback_note(requested: str, shown: str, target: str) -> str:
+    """'Grad-CAM of NORMAL was empty for this image, so HiResCAM is shown' ('' when nothing fell back)."""
+    if requested == shown:
+        return ""
+    return f"{METHODS[requested]} of {target} was empty for this image, so {METHODS[shown]} is shown"
+
+
+def method_caption(method: str, target: str, predicted: str | None = None) -> str:
+    """'HiResCAM of PNEUMONIA (the predicted class)': which method and which class a map shows."""
+    return f"{METHODS[method]} of {target}" + (" (the predicted class)" if target == predicted else "")
 
 
 def normalise_map(values: np.ndarray) -> np.ndarray:
@@ -379,12 +551,107 @@ def _explainer_for_model_file(run_folder: str, mtime: float) -> Explainer:
     return Explainer(Run(run_folder).load_model())
 
 
-def heatmap_with_fallback(explainer: Explainer, pixels: np.ndarray, class_index: int) -> tuple[np.ndarray, str]:
-    """(map, method): Grad-CAM, or Grad-CAM++ when the Grad-CAM map is empty (see EMPTY_GRADCAM_MESSAGE)."""
-    heatmap = explainer.heatmap(pixels, "gradcam", class_index)
-    if not is_empty_map(heatmap):
-        return heatmap, "gradcam"
-    return explainer.heatmap(pixels, "gradcam++", class_index), "gradcam++"
+def heatmap_with_fallback(explainer: Explainer, pixels: np.ndarray, class_index: int,
+                          method: str = "gradcam") -> tuple[np.ndarray, str]:
+    """(map, method shown): the `method` map, or for an empty class-activation map the first non-empty
+    one of CAM_FALLBACKS (the last one tried when all are empty)."""
+    tried = [method, *(m for m in CAM_FALLBACKS if m != method)] if method in CAM_METHODS else [method]
+    for shown in tried:
+        heatmap = explainer.heatmap(pixels, shown, class_index)
+        if not is_empty_map(heatmap):
+            break
+    return heatmap, shown
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """What a page shows for one image: the map, the method drawn (after any fallback), the one asked
+    for, the class explained, and the randomisation check (None for an empty map)."""
+    heatmap: np.ndarray
+    method: str
+    requested: str
+    target: str
+    sanity: "SanityCheck | None"
+
+    @property
+    def empty(self) -> bool:
+        return is_empty_map(self.heatmap)
+
+    def caption(self, predicted: str | None = None) -> str:
+        """'HiResCAM of NORMAL (the predicted class); Grad-CAM of NORMAL was empty ..., so HiResCAM is shown'."""
+        note = fallback_note(self.requested, self.method, self.target)
+        return method_caption(self.method, self.target, predicted) + (f"; {note}" if note else "")
+
+
+def explain_image(explainer: Explainer, pixels: np.ndarray, method: str, class_index: int,
+                  class_names) -> Explanation:
+    """The `method` map of class `class_index` with the automatic fallback and its sanity check."""
+    heatmap, shown = heatmap_with_fallback(explainer, pixels, class_index, method)
+    sanity = None if is_empty_map(heatmap) else sanity_check(explainer, pixels, shown, class_index, heatmap)
+    return Explanation(heatmap, shown, method, str(class_names[class_index]), sanity)
+
+
+# ----------------------------------------------------------------------------- sanity check
+
+@dataclass(frozen=True)
+class SanityCheck:
+    """Adebayo et al. (2018), "Sanity checks for saliency maps": a map that explains what the model
+    learned must change when the learned weights are replaced by random ones. rho is the Spearman rank
+    correlation between the map and the same map of the model with a re-initialised classifier head;
+    None when the randomised model's map is empty (it changed completely)."""
+    rho: float | None
+
+    @property
+    def changed(self) -> bool:
+        return self.rho is None or self.rho < SANITY_RHO_LIMIT
+
+    def verdict(self) -> str:
+        """'map changes when the model is randomised: yes (ρ = 0.12)'."""
+        value = "the randomised model's map is empty" if self.rho is None else f"ρ = {self.rho:.2f}"
+        return f"map changes when the model is randomised: {'yes' if self.changed else 'no'} ({value})"
+
+    def sentence(self) -> str:
+        """The verdict (markdown) and what it means, in one line."""
+        verdict = self.verdict().replace(": yes", ": **yes**").replace(": no", ": **no**")
+        meaning = ("it depends on what the model learned." if self.changed else
+                   "it shows the image's structure more than what the model learned; do not read it as evidence.")
+        return f"Sanity check: {verdict}: {meaning}"
+
+
+def sanity_check(explainer: Explainer, pixels: np.ndarray, method: str, class_index: int,
+                 heatmap: np.ndarray) -> SanityCheck:
+    """Compare `heatmap` (the `method` map of `class_index`) with the randomised-head model's map."""
+    from scipy.stats import spearmanr
+    randomised = explainer.randomised().heatmap(pixels, method, class_index)
+    if is_empty_map(randomised):
+        return SanityCheck(None)
+    return SanityCheck(float(spearmanr(np.ravel(heatmap), np.ravel(randomised)).statistic))
+
+
+def head_layers(model) -> list:
+    """The Dense layers after the model's last spatial (batch, h, w, c) output: the classifier head."""
+    import keras
+    last_spatial = max((i for i, layer in enumerate(model.layers)
+                        if len(_outer_output(model, layer).shape) == 4), default=-1)
+    return [layer for layer in model.layers[last_spatial + 1:] if isinstance(layer, keras.layers.Dense)]
+
+
+def randomised_head_copy(model, seed: int = 0):
+    """A copy of `model` with the trained weights, except the classifier head: Glorot-uniform kernels
+    and zero biases, as Keras initialises a Dense layer (seeded, so the check is repeatable)."""
+    import keras
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    rng = np.random.default_rng(seed)
+    for layer in head_layers(copy):
+        layer.set_weights([_glorot_uniform(rng, w.shape) if w.ndim >= 2 else np.zeros_like(w)
+                           for w in layer.get_weights()])
+    return copy
+
+
+def _glorot_uniform(rng, shape) -> np.ndarray:
+    limit = np.sqrt(6.0 / (int(np.prod(shape[:-1])) + int(shape[-1])))
+    return rng.uniform(-limit, limit, size=shape).astype(np.float32)
 
 
 def predicted_class(explainer: Explainer, pixels: np.ndarray) -> int:

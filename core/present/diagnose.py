@@ -1,5 +1,6 @@
 """What the Diagnose page says and draws, without Streamlit: run labels, the threshold's origin, a
-diagnosis's headline, which heatmap to show, the probability chart and the results table.
+diagnosis's headline, the probability chart and the results table (what a heatmap shows is said by
+core.ml.explain.Explanation).
 
 Plain Python, pandas and Altair on core.ml.diagnosis's Diagnosis (passed in, never imported here)."""
 from __future__ import annotations
@@ -63,16 +64,6 @@ def headline(result, threshold: float | None) -> str:
         versus = "" if threshold is None else f" vs threshold {threshold:.2f}"
         detail = f" (disease score {result.score:.3f}{versus})"
     return f"**{result.file}**: predicted **{result.predicted}**{detail}"
-
-
-def shown_method(chosen: str, digest: str, replaced: set) -> tuple[str, bool]:
-    """(method to draw, whether Grad-CAM++ stands in for an empty Grad-CAM the user replaced)."""
-    switched = chosen == "gradcam" and digest in replaced
-    return ("gradcam++" if switched else chosen), switched
-
-
-def heatmap_caption(method_title: str, target: str, switched: bool) -> str:
-    return f"{method_title} for {target}" + (" (Grad-CAM was empty for this image)" if switched else "")
 
 
 def probability_chart(result) -> alt.Chart:

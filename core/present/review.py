@@ -1,6 +1,6 @@
 """Looking at a run's decisions: which images were misclassified at a threshold, the images behind a
-confusion-matrix cell, their pixels and their Grad-CAM overlays (`explanation_overlay`, for the
-Evaluate page's galleries).
+confusion-matrix cell, their pixels and their heatmap overlays (`explanation_overlay`, for the
+Evaluate page's galleries: Grad-CAM, or HiResCAM when Grad-CAM is empty, with a sanity check).
 """
 from __future__ import annotations
 
@@ -58,11 +58,12 @@ class ExplainedImage:
 
 
 def explanation_overlay(run, file: str, image: np.ndarray) -> ExplainedImage:
-    """The Grad-CAM overlay (uint8 RGB at the model size) of a run's prediction for one dataset image.
+    """The heatmap overlay (uint8 RGB at the model size) of a run's prediction for one dataset image,
+    with a note naming the method and the class it explains, why another method stands in for an
+    empty Grad-CAM, and the randomisation sanity check.
 
     file: the image's name in the dataset (kept for the gallery's call; the pixels are given);
-    image: uint8 (S, S) or (S, S, C) model-input pixels. An empty Grad-CAM map falls back to
-    Grad-CAM++ and says so in the note; a model without Grad-CAM gives no overlay and the reason.
+    image: uint8 (S, S) or (S, S, C) model-input pixels. A model without Grad-CAM gives no overlay and the reason.
     """
     pixels = image[..., None] if image.ndim == 2 else image
     try:
@@ -71,11 +72,21 @@ def explanation_overlay(run, file: str, image: np.ndarray) -> ExplainedImage:
         return ExplainedImage(None, f"no Grad-CAM: the model cannot be loaded ({type(exc).__name__}: {exc})")
     if explainer.cam_unavailable:
         return ExplainedImage(None, explainer.cam_unavailable)
+    class_names = _class_names(run, explainer)
+    predicted = explain.predicted_class(explainer, pixels)
     try:
-        heatmap, method = explain.heatmap_with_fallback(explainer, pixels, explain.predicted_class(explainer, pixels))
+        shown = explain.explain_image(explainer, pixels, "gradcam", predicted, class_names)
     except explain.ExplainError as exc:
         return ExplainedImage(None, str(exc))
-    if explain.is_empty_map(heatmap):
-        return ExplainedImage(None, "Grad-CAM and Grad-CAM++ are both empty for this image")
-    return ExplainedImage(explain.overlay(pixels, heatmap),
-                          explain.GRADCAM_FALLBACK_NOTE if method == "gradcam++" else None)
+    if shown.empty:
+        return ExplainedImage(None, "every class-activation map of this image is empty: "
+                                    + explain.empty_map_message("gradcam", shown.target, class_names))
+    return ExplainedImage(explain.overlay(pixels, shown.heatmap),
+                          f"{shown.caption(shown.target)} · {shown.sanity.verdict()}")
+
+
+def _class_names(run, explainer) -> list[str]:
+    """The run's class names (from its summary), else 'class 0', 'class 1', ..."""
+    names = (run.summary() or {}).get("class_names")
+    count = int(explainer.model.output_shape[-1])
+    return list(names) if names and len(names) == count else [f"class {i}" for i in range(count)]
