@@ -12,6 +12,7 @@ import sys
 
 import streamlit as st
 
+from core.ast_guard import guard_ast_parsing
 from core.data.datasets import PROJECT_ROOT
 from core.present import forms
 from core.present import runs as runs_view
@@ -83,6 +84,7 @@ def limit_server_paths_when_shared() -> None:
         os.environ["CXR_DATA_ROOT"] = str(PROJECT_ROOT / "data")
 
 
+guard_ast_parsing()  # the server did it already (core/workers/service.py); not so under AppTest
 protect_background_training()
 limit_server_paths_when_shared()
 enter_through_app()

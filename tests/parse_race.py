@@ -10,7 +10,9 @@ Python code in the middle of building an AST, where the interpreter may switch t
 dashboard, TensorFlow's and Streamlit's objects play that part). Prints one JSON line:
 {"compiles": N, "errors": K, "first_error": "...", "parse_errors": P}; stops at the first page
 that fails to compile (P counts the background parses that failed).
-`--magic` forces Streamlit's magic on, the compile path that goes through a Python AST.
+`--magic` forces Streamlit's magic on, the compile path that goes through a Python AST;
+`--main-parses` parses the pages with `ast.parse` instead (two threads parsing, as numpy's header
+reader and AutoGraph do); `--guard` first installs the dashboard's lock (core/ast_guard.py).
 """
 from __future__ import annotations
 
@@ -50,8 +52,9 @@ def keep_making_garbage(done: threading.Event) -> None:
         time.sleep(0)
 
 
-def compile_pages(seconds: float) -> dict:
-    """Compile the pages for up to `seconds` with the background threads running."""
+def compile_pages(seconds: float, main_parses: bool = False) -> dict:
+    """Compile the pages for up to `seconds` with the background threads running (or, with
+    `main_parses`, parse them with `ast.parse` as numpy's header reader does in page threads)."""
     from streamlit.runtime.scriptrunner.script_cache import ScriptCache
     done = threading.Event()
     parse_failures: list[str] = []
@@ -68,7 +71,10 @@ def compile_pages(seconds: float) -> dict:
             cache = ScriptCache()  # a new server: nothing compiled yet
             for page in PAGES:
                 try:
-                    cache.get_bytecode(page)
+                    if main_parses:
+                        ast.parse(Path(page).read_text())
+                    else:
+                        cache.get_bytecode(page)
                     compiles += 1
                 except SystemError as error:
                     first_error = f"{Path(page).name}: {error}"
@@ -85,11 +91,16 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--magic", action="store_true", help="force runner.magicEnabled on")
+    parser.add_argument("--main-parses", action="store_true", help="ast.parse the pages instead of compiling them")
+    parser.add_argument("--guard", action="store_true", help="as the dashboard does: core.ast_guard")
     args = parser.parse_args(argv)
+    if args.guard:
+        from core.ast_guard import guard_ast_parsing
+        guard_ast_parsing()
     from streamlit import config
     if args.magic:
         config.set_option("runner.magicEnabled", True)
-    result = compile_pages(args.seconds)
+    result = compile_pages(args.seconds, args.main_parses)
     result["magic"] = config.get_option("runner.magicEnabled")
     print(json.dumps(result))
 

@@ -12,6 +12,7 @@ import importlib
 import logging
 import threading
 
+from core.ast_guard import guard_ast_parsing
 from core.store.runs import RunStore, default_runs_dir
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def warm_up() -> None:
 
 def start_dashboard() -> None:
     """What a dashboard process does before it serves: import, then start training the queue."""
+    guard_ast_parsing()
     warm_up()
     try:
         manager = shared_manager()
