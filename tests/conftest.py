@@ -9,8 +9,8 @@ Runs: `tiny_run`, one run trained for real once per session, read-only (`tiny_ru
 `copy_run` for a test that changes it); `write_run` / `make_run` for runs in any state written the
 way the trainer writes them, without training.
 
-Tiers: tests marked `slow` (real browser, training-heavy, worker processes) are left out by
-`make test-fast`; SLOW_TESTS and SLOW_FIXTURES name those of files that do not mark themselves.
+Tiers: tests marked `slow` (real browser, training-heavy, worker processes), in their own files
+(@pytest.mark.slow, or pytestmark for a whole file), are left out by `make test-fast`.
 """
 from __future__ import annotations
 
@@ -39,41 +39,6 @@ PROJECT = Path(__file__).resolve().parents[1]
 PROJECT_OUTPUTS = (".cache", "runs", "data/uploads")
 # The one tiny run of the session: seed_cnn, 1 epoch at 32 px on the built-in set.
 TINY_RUN = dict(name="tiny", arch="seed_cnn", image_size=32, epochs=1, batch_size=64)
-
-# Slow tests in files that do not mark themselves: file -> test names (None: the whole file), and
-# file -> fixtures that train runs of their own (every test using one is slow).
-SLOW_TESTS: dict[str, tuple[str, ...] | None] = {
-    "tests/test_browser_diagnose.py": None,
-    "tests/test_compare_browser.py": None,
-    "tests/test_compare_common_split.py": ("test_nothing_left_is_a_clear_error",),
-    "tests/test_sweep_page.py": ("test_launch_view_compare_export_and_import", "test_a_running_sweep_can_be_stopped"),
-    "tests/test_runs_page_resources.py": ("test_an_interrupted_run_is_resumed_from_the_runs_page",),
-    "tests/test_train_page.py": ("test_an_interrupted_run_resumes_from_its_checkpoint",
-                                 "test_a_stopped_run_stays_in_view_while_the_next_one_trains",
-                                 "test_the_memory_cap_reaches_the_submitted_run"),
-    "tests/test_app_pages.py": ("test_launching_a_tiny_training_from_the_train_page_creates_a_run",),
-}
-SLOW_FIXTURES: dict[str, tuple[str, ...]] = {
-    "tests/test_compare_common_split.py": ("trained",),
-    "tests/test_diagnose_page.py": ("runs_root",),
-}
-
-
-# ----------------------------------------------------------------------------- tiers
-
-def listed_as_slow(item) -> bool:
-    path = item.nodeid.split("::")[0]
-    names = SLOW_TESTS.get(path, ())
-    return names is None or item.originalname in names or bool(
-        set(SLOW_FIXTURES.get(path, ())) & set(getattr(item, "fixturenames", ())))
-
-
-def pytest_collection_modifyitems(config, items):
-    """Mark `slow` the tests that SLOW_TESTS and SLOW_FIXTURES name."""
-    for item in items:
-        if listed_as_slow(item):
-            item.add_marker(pytest.mark.slow)
-
 
 # ----------------------------------------------------------------------------- isolation
 

@@ -24,7 +24,7 @@ from tests.browser_support import (
     snap,
 )
 
-pytestmark = requires_chromium
+pytestmark = [requires_chromium, pytest.mark.slow]
 RUN_BOX = "Run (default: best test AUC)"
 
 

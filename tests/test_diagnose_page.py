@@ -13,23 +13,22 @@ from PIL import Image
 from core.ml import diagnosis as dx
 from core.ml.explain import METHODS
 from tests.apptest_support import open_page
+from tests.conftest import copy_run
 
 
 @pytest.fixture(scope="module")
-def runs_root(tmp_path_factory):
-    """A run store with finished 32 px mlp and seed_cnn runs (trained for real, one epoch each); the
-    decoded dataset is cached in a temporary folder for the whole module."""
+def runs_root(tmp_path_factory, tiny_run):
+    """A run store with finished 32 px runs trained for real, one epoch each: a copy of the session's
+    seed_cnn (tiny_run) and an mlp."""
     from core.ml.training import TrainConfig, execute_run
     from core.store.runs import RunStore
     root = tmp_path_factory.mktemp("runs")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        for arch in ("mlp", "seed_cnn"):  # the CNN is created last: newest
-            config = TrainConfig(arch=arch, image_size=32, epochs=1, batch_size=64, name=arch)
-            run = RunStore(root).create(config.to_dict(), name=arch)
-            execute_run(run, config)
-            assert run.state() == "done", run.status().get("error")
-        yield root
+    copy_run(tiny_run, root)
+    config = TrainConfig(arch="mlp", image_size=32, epochs=1, batch_size=64, name="mlp")
+    run = RunStore(root).create(config.to_dict(), name="mlp")
+    execute_run(run, config)
+    assert run.state() == "done", run.status().get("error")
+    return root
 
 
 @pytest.fixture
@@ -64,6 +63,7 @@ def texts(app) -> str:
                     for e in getattr(app, kind))
 
 
+@pytest.mark.slow  # trains an mlp (runs_root)
 def test_page_shows_the_clinical_use_note_and_the_best_run_by_default(page):
     assert "not for clinical use" in texts(page)
     assert not page.warning[1:]  # only the clinical-use note: no "default value set via Session State" warning
@@ -76,6 +76,7 @@ def test_page_shows_the_clinical_use_note_and_the_best_run_by_default(page):
     assert threshold.value == pytest.approx(run.summary()["threshold"])
 
 
+@pytest.mark.slow  # trains an mlp (runs_root)
 def test_uploading_an_xray_shows_prediction_heatmap_and_probability_chart(page):
     select_run(page, "seed_cnn").selectbox(key="diag_method").set_value("gradcam").run()
     page.file_uploader(key="diag_upload").set_value([xray_upload()]).run()
@@ -89,6 +90,7 @@ def test_uploading_an_xray_shows_prediction_heatmap_and_probability_chart(page):
     assert "Research tool, not for clinical use" in " ".join(c.value for c in page.caption)  # by the diagnosis
 
 
+@pytest.mark.slow  # trains an mlp (runs_root)
 def test_a_non_image_is_a_clear_error_and_the_page_keeps_working(page):
     page.file_uploader(key="diag_upload").set_value([("notes.jpg", b"this is not a picture", "image/jpeg"),
                                                      xray_upload(5)]).run()
@@ -97,6 +99,7 @@ def test_a_non_image_is_a_clear_error_and_the_page_keeps_working(page):
     assert "predicted **" in texts(page)  # the real X-ray next to it was still diagnosed
 
 
+@pytest.mark.slow  # trains an mlp (runs_root)
 def test_several_files_give_a_results_table_and_changing_controls_works(page):
     select_run(page, "seed_cnn")
     page.file_uploader(key="diag_upload").set_value([xray_upload(0), xray_upload(-1)]).run()
@@ -107,6 +110,7 @@ def test_several_files_give_a_results_table_and_changing_controls_works(page):
     assert not page.exception and not page.error
 
 
+@pytest.mark.slow  # trains an mlp (runs_root)
 def test_gradcam_can_be_pointed_at_another_feature_map(page):
     select_run(page, "seed_cnn").selectbox(key="diag_method").set_value("gradcam").run()
     layers = page.selectbox(key="diag_layer").options
@@ -118,6 +122,7 @@ def test_gradcam_can_be_pointed_at_another_feature_map(page):
     assert any(c.startswith(("Grad-CAM of", "HiResCAM of")) for c in captions(page)), captions(page)
 
 
+@pytest.mark.slow  # trains an mlp (runs_root)
 def test_a_run_without_convolutions_offers_saliency_and_says_why_not_gradcam(page):
     select_run(page, "seed_cnn").selectbox(key="diag_method").set_value("gradcam++").run()
     select_run(page, "mlp")  # Grad-CAM++ was chosen, and the mlp does not offer it
@@ -128,6 +133,7 @@ def test_a_run_without_convolutions_offers_saliency_and_says_why_not_gradcam(pag
     assert any(c.startswith("Vanilla saliency of") for c in captions(page)), captions(page)
 
 
+@pytest.mark.slow  # trains an mlp (runs_root)
 def test_changing_the_run_after_an_upload_keeps_the_files_and_diagnoses_them_again(page):
     select_run(page, "seed_cnn").selectbox(key="diag_method").set_value("saliency").run()
     page.file_uploader(key="diag_upload").set_value([xray_upload(4), xray_upload(-2)]).run()
@@ -158,6 +164,7 @@ def xray_with_empty_gradcam(runs_root) -> tuple:
     pytest.fail("no built-in X-ray with an empty Grad-CAM map for this run")
 
 
+@pytest.mark.slow  # trains an mlp (runs_root)
 def test_an_empty_gradcam_falls_back_to_hirescam_names_class_and_method_and_says_why(page, runs_root):
     upload = xray_with_empty_gradcam(runs_root)
     select_run(page, "seed_cnn").selectbox(key="diag_method").set_value("gradcam").run()
@@ -173,6 +180,7 @@ def test_an_empty_gradcam_falls_back_to_hirescam_names_class_and_method_and_says
     assert page.selectbox(key="diag_method").value == "gradcam"  # the user's choice stays
 
 
+@pytest.mark.slow  # trains an mlp (runs_root)
 def test_the_explained_class_can_be_chosen_and_the_caption_names_it(page):
     select_run(page, "seed_cnn").selectbox(key="diag_method").set_value("saliency").run()
     page.selectbox(key="diag_class").set_value("NORMAL").run()
@@ -183,6 +191,7 @@ def test_the_explained_class_can_be_chosen_and_the_caption_names_it(page):
 
 @pytest.mark.parametrize("case", ["text with a .jpg name", "truncated JPEG", "zero bytes", "decompression bomb",
                                   "RGBA PNG", "16-bit grayscale PNG"])
+@pytest.mark.slow  # trains an mlp (runs_root)
 def test_each_bad_or_odd_upload_gets_a_message_and_the_next_image_diagnoses(page, case):
     from tests.test_bad_inputs import ACCEPTED, REFUSED
     select_run(page, "seed_cnn")
@@ -197,6 +206,7 @@ def test_each_bad_or_odd_upload_gets_a_message_and_the_next_image_diagnoses(page
     assert not page.exception and not page.error and "predicted **" in texts(page)
 
 
+@pytest.mark.slow  # trains an mlp (runs_root)
 def test_a_run_with_a_damaged_model_is_a_message_not_a_crash(runs_root, tmp_path, monkeypatch):
     import shutil
 
@@ -222,6 +232,7 @@ def app_on_diagnose(runs_root, monkeypatch, uploads=None):
     return open_page("pages/diagnose.py")
 
 
+@pytest.mark.slow  # trains an mlp (runs_root)
 def test_through_app_navigation_an_upload_and_a_run_change_do_not_crash(runs_root, tmp_path, monkeypatch):
     """app.py re-assigns the kept widget keys before every page; the uploader and buttons must survive it."""
     app = app_on_diagnose(runs_root, monkeypatch, tmp_path / "uploads")
@@ -266,6 +277,7 @@ def test_on_equal_quality_the_default_is_a_model_with_gradcam(store):
     assert dx.best_run(dx.diagnosable_runs(store)).id == better.id  # quality first
 
 
+@pytest.mark.slow  # trains an mlp (runs_root)
 def test_a_cancelled_run_shows_up_in_the_page_with_its_state(runs_root, tmp_path, monkeypatch):
     import shutil
 
@@ -300,6 +312,7 @@ def test_best_run_prefers_test_auc_then_macro_f1(tmp_path):
     assert dx.best_run([]) is None
 
 
+@pytest.mark.slow  # trains an mlp (runs_root)
 def test_the_evaluate_gallery_falls_back_to_hirescam_and_says_so(runs_root):
     from core.data.imaging import displayable
     from core.ml.explain import explainer_for_run, is_empty_map, predicted_class
@@ -329,6 +342,7 @@ def test_the_evaluate_gallery_falls_back_to_hirescam_and_says_so(runs_root):
     assert shown.image is None and "no convolutional layer" in shown.note
 
 
+@pytest.mark.slow  # trains an mlp (runs_root)
 def test_an_interrupted_run_without_summary_still_diagnoses_with_its_dataset_classes(runs_root, tmp_path):
     import shutil
 
@@ -356,6 +370,7 @@ def test_results_rows_and_thumbnails():
     assert url.startswith("data:image/png;base64,") and max(thumb.size) == 64
 
 
+@pytest.mark.slow  # trains an mlp (runs_root)
 def test_threshold_decides_the_class(runs_root):
     from core.store.runs import RunStore
     diagnoser = dx.Diagnoser(dx.diagnosable_runs(RunStore(runs_root))[0].path)
