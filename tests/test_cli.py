@@ -146,3 +146,13 @@ def test_bad_cli_input_gives_a_message_not_a_traceback(tmp_path):
     assert result.returncode == 2 and "no_such_net" in result.stderr and "Traceback" not in result.stderr
     result = cli("core", "predict", str(tmp_path), "x.png", check=False)
     assert result.returncode == 2 and "not a run folder" in result.stderr
+
+
+def test_a_run_submitted_under_a_name_already_taken_is_renamed_and_told(tmp_path, capsys):
+    from core.cli.train import main
+    from core.store.runs import RunStore
+    for _ in range(2):
+        assert main(["--submit", "--name", "same", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert "A run named same exists: this one is named same-2." in capsys.readouterr().err
+    names = sorted(run.display_name() for run in RunStore(tmp_path / "runs").list())
+    assert names == ["same", "same-2"]

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from core.ml.decisions import decision_rule
+from core.present import runs as runs_view
 from core.settings.config import SETTINGS, TrainConfig
 from core.store.runs import Run, RunStore, this_process, write_text
 
@@ -177,6 +178,9 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     store = RunStore(args.runs_dir)
+    config, renamed = runs_view.named_uniquely(config, store)  # two runs never go by one name
+    if renamed:
+        print(renamed, file=sys.stderr)
     run = store.create(config.to_dict(), name=config.name or config.arch, queued=args.submit)
     if args.submit:
         print(run.id)
