@@ -1,12 +1,12 @@
 """Every dashboard page through Streamlit's AppTest: empty store, finished / failed / running runs,
 bad input, and a real (tiny) training launched from the Train page."""
-import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.store.runs import RunStore
 from tests.apptest_support import APP, TIMEOUT, assert_clean, open_page, texts  # noqa: F401 - shared
+from tests.conftest import wait_until
 
 PAGES = ("pages/home.py", "pages/dataset.py", "pages/train.py", "pages/sweeps.py", "pages/studies.py", "pages/runs.py",
          "pages/evaluate.py", "pages/diagnose.py")
@@ -176,9 +176,7 @@ def test_launching_a_tiny_training_from_the_train_page_creates_a_run(app_env):
     runs = RunStore(app_env).list()
     assert [r.config()["name"] for r in runs] == ["tiny"]
     run = runs[0]
-    deadline = time.monotonic() + 240
-    while run.state() in ("queued", "running") and time.monotonic() < deadline:
-        time.sleep(0.5)
+    wait_until(lambda: run.state() not in ("queued", "running"), 240, "the run to end")
     assert run.state() == "done", run.status()
     assert len(run.history()) == 1 and run.summary()["test"]["accuracy"] > 0.5
     at.run()  # the live view now shows the finished run and its curves

@@ -1,7 +1,6 @@
 """The Sweeps page, entered through app.py, in Streamlit's AppTest, with real runs:
 empty state, bad values, a real 2-point sweep launched, trained and viewed, export and import."""
 import json
-import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -11,6 +10,7 @@ from core.store.runs import ACTIVE_STATES, RunStore
 from core.store.sweeps import list_sweeps
 from tests import apptest_support
 from tests.synthetic import make_chest_folder
+from tests.conftest import wait_until
 
 TIMEOUT = 120  # launching imports Keras to validate every point
 
@@ -45,10 +45,8 @@ def set_up(at: AppTest, base: dict, values: str, seeds: int = 1, name: str = "")
 
 
 def wait_for(store: RunStore, run_ids: list[str], timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while any(store.get(r).state() in ACTIVE_STATES for r in run_ids):
-        assert time.monotonic() < deadline, "the sweep's runs did not finish in time"
-        time.sleep(0.5)
+    wait_until(lambda: not any(store.get(r).state() in ACTIVE_STATES for r in run_ids), timeout,
+               "the sweep's runs to finish")
 
 
 def results_table(at: AppTest):

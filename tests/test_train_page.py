@@ -1,13 +1,13 @@
 """The Train page through app.py: values restored into the session survive, the time estimate
 from finished runs, the live view's Stop / stopped / next-run states with a real queue, the memory
 cap, why a run failed, and resuming an interrupted run from its checkpoint."""
-import time
 
 import pytest
 
 from core.present.compare import format_count
 from core.store.runs import ACTIVE_STATES, RunStore
 from tests.apptest_support import assert_clean, assert_no_exception, open_page, texts
+from tests.conftest import wait_until
 from tests.synthetic import make_chest_folder
 from tests.test_app_pages import small_dataset
 
@@ -102,16 +102,13 @@ def test_a_stopped_run_stays_in_view_while_the_next_one_trains(app_env):
     store = RunStore(app_env)
     first = next(r for r in store.list() if r.config()["name"] == "first")
     assert "**first**" in texts(at)  # the view stays on the first run; the second waits in the queue
-    deadline = time.monotonic() + 240
-    while not first.history() and time.monotonic() < deadline:  # let it learn an epoch
-        time.sleep(0.5)
+    wait_until(first.history, 240, "the first run to learn an epoch")
     at.run()
     stop = next(b for b in at.button if b.key == f"stop_{first.id}")
     stop.click().run()
     assert "Stopping after the current batch" in texts(at)
     assert not [b for b in at.button if b.key == f"stop_{first.id}"]
-    while first.state() in ("queued", "running") and time.monotonic() < deadline:
-        time.sleep(0.5)
+    wait_until(lambda: first.state() not in ACTIVE_STATES, 240, "the stopped run to end")
     assert first.state() == "cancelled"
     at.run()
     assert_clean(at)
@@ -120,14 +117,12 @@ def test_a_stopped_run_stays_in_view_while_the_next_one_trains(app_env):
     assert "second" in watch_next.label
     watch_next.click().run()
     assert "**second**" in next(m.value for m in at.markdown if "state:" in m.value)
-    wait_for_an_empty_queue(store)
+    # The second run need not finish: the test's job manager is shut down with it (conftest).
 
 
 def wait_for_an_empty_queue(store) -> None:
-    """Let the second run end so the test leaves no training behind."""
-    deadline = time.monotonic() + 240
-    while any(r.state() in ("queued", "running") for r in store.list()) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    """Until every run of the store has ended."""
+    wait_until(lambda: not any(r.state() in ACTIVE_STATES for r in store.list()), 240, "an empty queue")
 
 
 # ----------------------------------------------------------------------------- worker processes
@@ -143,18 +138,7 @@ def test_the_memory_cap_reaches_the_submitted_run(app_env):
     at.button(key="launch_button").click().run()
     store = RunStore(app_env)
     [run] = store.list()
-    assert run.config()["memory_cap_mb"] == 1024
-    stop_and_wait(at, store, run)
-
-
-def stop_and_wait(at, store, run) -> None:
-    """Press the run's Stop in the live view and let it end, so no training outlives the test."""
-    at.run()
-    stop = [b for b in at.button if b.key == f"stop_{run.id}"]
-    if stop:
-        stop[0].click().run()
-    wait_for_an_empty_queue(store)
-    assert run.state() not in ACTIVE_STATES
+    assert run.config()["memory_cap_mb"] == 1024  # its training is ended with the test's job manager
 
 
 def test_a_failed_run_shows_its_reason_and_what_its_process_printed(app_env, make_run):
