@@ -83,11 +83,13 @@ class Curve:
     log_by_default: bool = False
 
 
+# Each epoch's model decides by argmax (the run's threshold is chosen on validation after training),
+# so the thresholded curves say so: the same label means the same number everywhere.
 CURVES = {
     "loss": Curve("Loss", (("train", "loss"), ("val", "val_loss"))),
-    "accuracy": Curve("Accuracy", (("train", "accuracy"), ("val", "val_accuracy"))),
+    "accuracy": Curve("Accuracy @ argmax", (("train", "accuracy"), ("val", "val_accuracy"))),
     "val_auc": Curve("Validation AUC", (("val", "val_auc"),)),
-    "val_macro_f1": Curve("Validation macro-F1", (("val", "val_macro_f1"),)),
+    "val_macro_f1": Curve("Validation macro-F1 @ argmax", (("val", "val_macro_f1"),)),
     "learning_rate": Curve("Learning rate", (("train", "learning_rate"),), log_by_default=True),
 }
 FIRST_EPOCH_BATCHES = "first_epoch_batches"  # the first epoch's loss batch by batch (batches.json)
