@@ -8,8 +8,9 @@ server compiles a page on its first view), with the options the served app reads
 Python source. A third thread frees cycles of objects with finalizers, so the garbage collector runs
 Python code in the middle of building an AST, where the interpreter may switch threads (in the
 dashboard, TensorFlow's and Streamlit's objects play that part). Prints one JSON line:
-{"compiles": N, "errors": K, "first_error": "...", "parse_errors": P}; stops at the first page
-that fails to compile (P counts the background parses that failed).
+{"compiles": N, "errors": K, "first_error": "...", "parse_errors": P, "first_parse_error": "..."};
+stops at the first failure on either side: a page that fails to compile (K), or a background parse
+that fails (P: the race hits whichever thread's AST is being built).
 `--magic` forces Streamlit's magic on, the compile path that goes through a Python AST;
 `--main-parses` parses the pages with `ast.parse` instead (two threads parsing, as numpy's header
 reader and AutoGraph do); `--guard` first installs the dashboard's lock (core/ast_guard.py).
@@ -67,7 +68,7 @@ def compile_pages(seconds: float, main_parses: bool = False) -> dict:
     compiles, first_error = 0, None
     deadline = time.monotonic() + seconds
     try:
-        while first_error is None and time.monotonic() < deadline:
+        while first_error is None and not parse_failures and time.monotonic() < deadline:
             cache = ScriptCache()  # a new server: nothing compiled yet
             for page in PAGES:
                 try:
@@ -84,7 +85,7 @@ def compile_pages(seconds: float, main_parses: bool = False) -> dict:
         for thread in threads:
             thread.join()
     return {"compiles": compiles, "errors": int(first_error is not None), "first_error": first_error,
-            "parse_errors": len(parse_failures)}
+            "parse_errors": len(parse_failures), "first_parse_error": parse_failures[0] if parse_failures else None}
 
 
 def main(argv=None) -> None:
