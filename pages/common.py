@@ -18,7 +18,7 @@ from core.present import forms
 from core.present import runs as runs_view
 from core.present.session_keys import DATASET_SETTINGS_KEY, is_kept, is_saved
 from core.store import ui_state
-from core.store.runs import RunStore, default_runs_dir
+from core.store.runs import RunStore
 from core.workers import service
 
 RESTORED_KEY = "_settings_restored"
@@ -101,7 +101,7 @@ def job_manager():
     """The process-wide job manager for the current runs folder (`CXR_RUNS_DIR` or runs/): the one the
     server started with (core/workers/service.py), or started now (under AppTest)."""
     try:
-        return service.shared_manager(str(default_runs_dir()))
+        return service.shared_manager()
     except (ConnectionError, ValueError) as exc:  # e.g. $CXR_RAY_ADDRESS names no reachable cluster
         st.error(f"No runs can be trained: {exc}", icon=":material/cloud_off:")
         st.stop()

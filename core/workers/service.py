@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 # Imported once, before the server takes its first request. Importing them parses Python source
 # (numpy.ma and TensorFlow's numpy API read builtins' text signatures with ast.parse); CPython 3.11
 # before 3.11.8 corrupts its AST state when two threads do that at once (gh-106905), so no page may
-# be running meanwhile. Order matters too: pages import the first three before Keras.
+# be running meanwhile.
 WARM_UP_MODULES = ("pandas", "altair", "sklearn", "keras")
 
 _managers: dict = {}  # runs folder -> its JobManager
@@ -37,12 +37,6 @@ def shared_manager(runs_root: str | None = None):
             from core.workers.manager import JobManager  # core.ml.training comes with it, still without TensorFlow
             manager = _managers[root] = JobManager(RunStore(root))
         return manager
-
-
-def managers() -> list:
-    """The job managers this process has started and not shut down."""
-    with _managers_lock:
-        return list(_managers.values())
 
 
 def shutdown_all(cancel_running: bool = False) -> None:
