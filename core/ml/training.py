@@ -131,16 +131,23 @@ def make_tf_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, ba
                             lambda x, y: to_model_inputs(x, y, num_classes))
 
 
-def shuffled_batches(ds, count: int, batch_size: int, shuffle: bool, seed: int, to_model):
+# Batches the disk pipeline reads ahead. A fixed number, not tf.data's autotuner: the streamed
+# pipeline is there to bound memory, and the autotuner sizes its buffers by timings (more under load).
+STREAMED_BATCHES_IN_FLIGHT = 2
+
+
+def shuffled_batches(ds, count: int, batch_size: int, shuffle: bool, seed: int, to_model,
+                     in_flight: int | None = None):
     """`count` elements -> batches (shuffled anew every epoch if `shuffle`) mapped by `to_model`
-    in order, prefetched. The pipeline both the in-memory and the streamed data go through."""
+    in order, prefetched (`in_flight` batches ahead, or as many as tf.data's autotuner chooses).
+    The pipeline both the in-memory and the streamed data go through."""
     import tensorflow as tf
+    ahead = in_flight or tf.data.AUTOTUNE
     if shuffle:
         ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     # Mapping after batching keeps float32 pixels out of the shuffle buffer (uint8 images or row positions).
-    ds = ds.batch(batch_size).map(without_autograph(to_model), num_parallel_calls=tf.data.AUTOTUNE,
-                                  deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(without_autograph(to_model), num_parallel_calls=ahead, deterministic=True)
+    return ds.prefetch(ahead)
 
 
 def without_autograph(function):
@@ -192,7 +199,8 @@ def make_streamed_dataset(dataset: data_lib.Dataset, rows: np.ndarray, num_class
         y.set_shape((None,))
         return to_model_inputs(x, y, num_classes)
 
-    return shuffled_batches(tf.data.Dataset.range(len(rows)), len(rows), batch_size, shuffle, seed, to_model)
+    return shuffled_batches(tf.data.Dataset.range(len(rows)), len(rows), batch_size, shuffle, seed, to_model,
+                            in_flight=STREAMED_BATCHES_IN_FLIGHT)
 
 
 def split_batches(dataset: data_lib.Dataset, rows: np.ndarray, num_classes: int, batch_size: int,
