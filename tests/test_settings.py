@@ -133,3 +133,24 @@ def test_a_saved_config_reads_as_the_dropout_its_model_used():
     assert with_used_dropout({"arch": "seed_cnn", "arch_params": {}, "dropout": None})["dropout"] == 0.25
     assert with_used_dropout({"arch": "logistic", "arch_params": {}, "dropout": 0.5})["dropout"] is None
     assert with_used_dropout({"arch": "gone_arch", "dropout": 0.2})["dropout"] == 0.2  # unknown: as saved
+
+
+def test_sgd_and_rmsprop_have_no_momentum_unless_it_is_set_as_in_keras():
+    import keras
+
+    from core.ml.training import make_optimizer
+    assert TrainConfig().momentum == 0.0 == keras.optimizers.SGD().momentum == keras.optimizers.RMSprop().momentum
+    assert make_optimizer(TrainConfig(optimizer="sgd"), 0.01).momentum == 0.0
+    assert make_optimizer(TrainConfig(optimizer="rmsprop", momentum=0.9), 0.001).momentum == 0.9
+
+
+def test_a_config_saved_without_momentum_reads_as_the_0_9_it_trained_with(store):
+    from core.settings.config import as_trained
+    from core.store.runs import write_json
+    old = {key: value for key, value in TrainConfig(optimizer="sgd").to_dict().items() if key != "momentum"}
+    run = store.create(TrainConfig().to_dict(), queued=False)
+    write_json(run.config_path, old)
+    assert run.config()["momentum"] == 0.9 and TrainConfig.from_dict(run.config()).momentum == 0.9
+    saved_since = TrainConfig(optimizer="sgd").to_dict()  # every config saved now holds every setting
+    assert as_trained(saved_since)["momentum"] == 0.0 and as_trained({}) == {}
+    assert TrainConfig.from_dict({"optimizer": "sgd"}).momentum == 0.0  # typed values: today's default

@@ -78,7 +78,8 @@ class TrainConfig:
     optimizer: str = setting("adam", "How the weights are updated.", choices=OPTIMIZERS)
     learning_rate: float = setting(1e-3, "Step size of the optimizer.", min=1e-6, max=1.0, step=1e-4,
                                    format="%.6f")
-    momentum: float = setting(0.9, "Momentum of SGD and RMSprop.", min=0.0, max=0.999, step=0.05)
+    momentum: float = setting(0.0, "Momentum of SGD and RMSprop; 0 (none) as in Keras.", min=0.0, max=0.999,
+                              step=0.05)
     nesterov: bool = setting(False, "Nesterov momentum (SGD).", label="Nesterov momentum")
     weight_decay: float = setting(0.0, "Decoupled (AdamW-style) weight decay.", min=0.0, max=1.0, step=1e-4,
                                   format="%.5f")
@@ -194,6 +195,17 @@ class TrainConfig:
                 raise ValueError(message)
         architectures.resolve_params(self.arch, self.arch_params)
         return self
+
+
+# Defaults that changed: a saved config without the setting was trained with the value it had then.
+EARLIER_DEFAULTS = {"momentum": 0.9}  # until SGD and RMSprop took Keras' default, no momentum
+
+
+def as_trained(saved: dict) -> dict:
+    """A saved config (a run's config.json) with the value each setting was trained with where its
+    default changed since: a config saved without `momentum` trained SGD and RMSprop with 0.9. Every
+    config saved since holds every setting, so this never reads a newer one differently."""
+    return {**EARLIER_DEFAULTS, **saved} if isinstance(saved, dict) and saved else saved
 
 
 def refuse_unknown(values: dict, cls, what: str) -> None:

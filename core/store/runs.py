@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.datasets import PROJECT_ROOT
+from core.settings.config import as_trained
 from core.store.files import atomic_path, json_ready, locked
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
@@ -173,7 +174,8 @@ class Run:
 
     # reading
     def config(self) -> dict:
-        return read_json(self.config_path, {})
+        """The run's settings as it trained with them (core.settings.config.as_trained)."""
+        return as_trained(read_json(self.config_path, {}))
 
     def status(self) -> dict:
         """What status.json says; a missing file reads as interrupted, an unreadable one (bad bytes,
