@@ -736,7 +736,8 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
                   class_weight=class_weight, shuffle=False, verbose=0)
     epochs_run = len(run.history())
 
-    if config.restore_best and job_callback.best_epoch and run.has_model():
+    restored = bool(config.restore_best and job_callback.best_epoch and run.has_model())
+    if restored:
         restore_best_model(run, model)
     run.save_model(model)
     control.progress.update(phase="evaluating")
@@ -746,6 +747,7 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
                and not job_callback.cancelled, "model": stats, "class_names": dataset.class_names,
                "dataset": data_lib.dataset_summary(dataset), "split": data_lib.split_report_dict(split.report)}
     summary.update(halving.summary_fields(halver))
+    summary["overfitting"] = fit_at_epoch(run.history(), job_callback.best_epoch if restored else epochs_run)
     if config.monitor != "val_loss":
         summary["best_val_loss"] = min((r.get("val_loss") for r in run.history() if r.get("val_loss") is not None),
                                        default=None)
@@ -771,6 +773,26 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
     run.write_summary(summary)
     hparams.write_final_metrics(run.tensorboard_dir, summary, step=epochs_run)
     return summary
+
+
+def fit_at_epoch(history: list[dict], epoch: int | None) -> dict:
+    """How much better the evaluated model fit its training images than the validation ones, at its
+    `epoch` (the best one when it was restored, else the last): train loss and accuracy as Keras logged
+    them over that epoch (dropout and augmentation on), validation's, and the gaps (train - validation
+    accuracy, validation - train loss; the larger, the more it overfits). Accuracies @ argmax, as the
+    per-epoch curves. {} when that epoch has no row."""
+    row = next((r for r in history if r.get("epoch") == epoch), None)
+    if row is None:
+        return {}
+    train_accuracy, val_accuracy = row.get("accuracy"), row.get("val_accuracy")
+    train_loss, val_loss = row.get("loss"), row.get("val_loss")
+    return {"epoch": epoch, "train_accuracy": train_accuracy, "train_loss": train_loss,
+            "val_accuracy": val_accuracy, "val_loss": val_loss,
+            "accuracy_gap": _difference(train_accuracy, val_accuracy), "loss_gap": _difference(val_loss, train_loss)}
+
+
+def _difference(a, b) -> float | None:
+    return None if a is None or b is None else float(a) - float(b)
 
 
 def _resume(run: Run, model, config: TrainConfig) -> dict:

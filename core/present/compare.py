@@ -17,12 +17,15 @@ from core.settings.config import flatten_settings, with_used_dropout
 
 TABLE_COLUMNS = ("name", "state", "arch", "task", "image_size", "epochs", "epoch", "optimizer",
                  "learning_rate", "batch_size", "dropout", "activation", "augmentation", "best_val_loss",
-                 "decision", "val_accuracy", "test_accuracy", "test_macro_f1", "test_auc", "duration_s", "peak_memory_mb",
+                 "decision", "val_accuracy", "test_accuracy", "test_macro_f1", "test_auc", "train_accuracy",
+                 "train_loss", "accuracy_gap", "duration_s", "peak_memory_mb",
                  "images_per_sec", "device", "node", "sweep", "created", "starred", "tags", "notes",
                  "error", "run_id", "sweep_id")
+# Overfitting at the evaluated epoch: in the table (CSV, query, the column menu), not shown at first.
+OPTIONAL_COLUMNS = ("train_accuracy", "train_loss", "accuracy_gap")
 # The runs table on screen: the star and tags beside the name, as in W&B; sweep_id only filters.
 SHOWN_COLUMNS = ("starred", "name", "tags", *(c for c in TABLE_COLUMNS if c not in ("starred", "name", "tags",
-                                                                                 "sweep_id")))
+                                                                                 "sweep_id", *OPTIONAL_COLUMNS)))
 # Config keys that never make two runs "differ" in a meaningful way.
 IGNORED_DIFF_KEYS = ("name",)
 METRIC_ROWS = ("accuracy", "balanced_accuracy", "macro_f1", "auc", "macro_ovr_auc", "average_precision",
@@ -43,6 +46,11 @@ RUN_COLUMNS = {
     "test_accuracy": ("test acc", "%.3f", "Test accuracy at the run's decision (column 'decided at')"),
     "test_macro_f1": ("test macro-F1", "%.3f", "Test macro-F1 at the run's decision (column 'decided at')"),
     "test_auc": ("test AUC", "%.3f", None),
+    "train_accuracy": ("train acc", "%.3f", "Training accuracy @ argmax at the evaluated (best) epoch, as Keras "
+                                            "logged it over that epoch (dropout and augmentation on)"),
+    "train_loss": ("train loss", "%.4f", "Training loss at the evaluated (best) epoch"),
+    "accuracy_gap": ("train − val acc", "%.3f", "Train minus validation accuracy @ argmax at the evaluated (best) "
+                                                "epoch: the larger, the more the model overfits its training images"),
     "duration_s": ("duration (s)", "%.0f", None),
     "peak_memory_mb": ("peak memory (MB)", "%.0f", "Peak resident memory of the run's training process"),
     "images_per_sec": ("images/s", "%.0f", "Training speed (median of the epochs after the first)"),

@@ -26,8 +26,9 @@ from core.settings.studies import STUDIES, Study, get_study, study_spec
 from core.store.runs import RunStore
 from core.store.sweeps import Sweep, list_sweeps, sweep_results
 
-LOWER_IS_BETTER = ("best_val_loss", "wall_s", "peak_memory_mb", "peak_gpu_memory_mb")
-SCORE_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", "best_val_loss")
+LOWER_IS_BETTER = ("best_val_loss", "accuracy_gap", "wall_s", "peak_memory_mb", "peak_gpu_memory_mb")
+SCORE_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", "best_val_loss", "train_accuracy",
+                 "accuracy_gap")
 # What the speed and memory studies chart against their setting, when the runs recorded it.
 RESOURCE_CHARTS = ("images_per_sec", "peak_memory_mb", "peak_gpu_memory_mb")
 TASKS = ("binary", "subtype")  # the built-in set's tasks

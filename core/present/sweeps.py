@@ -39,10 +39,14 @@ PRESETS = {
 PRESET_HELP = {"arch_params.activation": "for seed_cnn (and the other architectures with an activation)"}
 METRIC_TITLES = {"test_accuracy": "Test accuracy", "test_macro_f1": "Test macro-F1", "test_auc": "Test AUC",
                  "val_accuracy": "Validation accuracy", "best_val_loss": "Best validation loss",
+                 "train_accuracy": "Train accuracy @ argmax (best epoch)",
+                 "accuracy_gap": "Train − validation accuracy @ argmax (best epoch)",
                  "peak_memory_mb": "Peak memory (MB)",
                  "peak_gpu_memory_mb": "Peak GPU memory (MB)", "images_per_sec": "Images / s", "wall_s": "Wall time (s)"}
 # What a run used (Run.describe()): a sweep over batch or image size reads memory and speed too.
 RESOURCE_METRICS = ("peak_memory_mb", "peak_gpu_memory_mb", "images_per_sec", "wall_s")
+# Overfitting at the evaluated epoch (summary.json's "overfitting"), recorded by runs since it was added.
+FIT_METRICS = ("train_accuracy", "accuracy_gap")
 SWEEP_METRICS = RESULT_METRICS  # scores, losses and the resources (batch size vs memory: one sweep)
 # Digits in the results table: scores to 3, losses to 4, memory, speed and seconds whole.
 METRIC_DIGITS = {"best_val_loss": 4, "peak_memory_mb": 0, "peak_gpu_memory_mb": 0, "images_per_sec": 0, "wall_s": 0}
@@ -209,14 +213,14 @@ def display_frame(frame: pd.DataFrame, settings: list[str], metrics=SWEEP_METRIC
     """The results table as short text, so every column fits: setting labels, 'done/runs', with
     `halving` which runs successive halving stopped and at which epochs, and 'mean ± std' per metric
     (with '(n=k)' only where fewer runs than the done ones have the metric). A resource metric no
-    finished run recorded is left out."""
+    finished run recorded (or an overfitting one) is left out."""
     shown = pd.DataFrame({setting: [value_label(v) for v in frame[setting]] for setting in settings})
     shown["runs done"] = [f"{d}/{r}" for d, r in zip(frame["done"], frame["runs"])]
     if halving:
         shown[HALTED_COLUMN] = [halted_text(h, e, r) for h, e, r in
                                 zip(frame["halted"], frame["halted_epochs"], frame["runs"])]
     for metric in metrics:
-        if metric in RESOURCE_METRICS and not frame[f"{metric}_mean"].notna().any():
+        if metric in RESOURCE_METRICS + FIT_METRICS and not frame[f"{metric}_mean"].notna().any():
             continue
         digits = METRIC_DIGITS.get(metric, 3)
         shown[METRIC_TITLES.get(metric, metric)] = [

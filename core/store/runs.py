@@ -349,6 +349,8 @@ class Run:
             "test_accuracy": _metric(summary, "test", "accuracy"),
             "test_macro_f1": _metric(summary, "test", "macro_f1"),
             "test_auc": _metric(summary, "test", "auc"),
+            # overfitting, at the evaluated epoch (core.ml.training.fit_at_epoch)
+            **{key: _metric(summary, "overfitting", key) for key in ("train_accuracy", "train_loss", "accuracy_gap")},
             "duration_s": _duration(status),
             **self.resources(),
             "node": (status.get("node") or {}).get("host"),

@@ -27,6 +27,7 @@ from core.settings.config import SETTINGS, TrainConfig, setting_for
 from core.store.runs import ACTIVE_STATES, RUN_ID, RunStore, read_json, write_json
 
 RESULT_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", "best_val_loss",
+                  "train_accuracy", "accuracy_gap",
                   "peak_memory_mb", "peak_gpu_memory_mb", "images_per_sec", "wall_s")
 # Settings swept as a whole group of sub-settings (each value a dict), e.g. augmentation off / mild / strong.
 GROUP_AXES = ("augmentation",)
