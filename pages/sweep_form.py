@@ -25,6 +25,10 @@ def new_sweep(store) -> None:
     common.init_widget("sweep_two_axes", False)
     if st.checkbox("Vary a second setting too (a grid of both)", key="sweep_two_axes"):
         raw.append(axis_inputs(2))
+        common.init_widget("sweep_three_axes", False)
+        if st.checkbox("Vary a third setting too (the chart draws one panel per its value)",
+                       key="sweep_three_axes"):
+            raw.append(axis_inputs(3))
     mode, count = repeat_inputs()
     halving = halving_inputs()
     common.init_widget("sweep_name", "")

@@ -1,4 +1,4 @@
-"""Sweeps: the ablation table in one click. Vary one or two settings over a list of values, repeat
+"""Sweeps: the ablation table in one click. Vary one, two or three settings over a list of values, repeat
 every point over seeds or patient-grouped k-fold cross-validation, and read mean ± std per point
 as a table and a chart with error bars; optionally stop the worst runs early (successive halving) and
 read which were stopped, at which epoch. Also: export a sweep as a zip, and import runs or sweeps.
@@ -13,7 +13,7 @@ from pages import common, sweep_form, sweep_results
 
 def main() -> None:
     st.title("Sweeps")
-    st.caption("Vary one or two settings, repeat every point over seeds or folds, and read the "
+    st.caption("Vary one, two or three settings, repeat every point over seeds or folds, and read the "
                "ablation table with error bars.")
     store = common.run_store()
     with st.container(border=True):

@@ -141,6 +141,26 @@ def test_sweep_cli_runs_a_sweep_file(tmp_path, tiny_base):
     assert all(row["done"] == 1 for row in output["results"])
 
 
+@pytest.mark.slow
+def test_sweep_cli_trains_a_grid_of_three_settings(tmp_path, tiny_base):
+    import subprocess
+    import sys
+    from pathlib import Path
+    spec = tmp_path / "grid.json"
+    spec.write_text(json.dumps({"name": "cube", "base": tiny_base, "axes": [
+        {"setting": "optimizer", "values": ["adam", "sgd"]}, {"setting": "learning_rate", "values": [0.01, 0.001]},
+        {"setting": "batch_size", "values": [8, 16]}]}))
+    result = subprocess.run([sys.executable, "-m", "core", "sweep", str(spec), "--runs-dir", str(tmp_path / "r"),
+                             "--metric", "accuracy_gap"], cwd=Path(__file__).parents[1], capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads(result.stdout)["results"]
+    assert [(r["optimizer"], r["learning_rate"], r["batch_size"]) for r in rows] == [
+        (o, lr, b) for o in ("adam", "sgd") for lr in (0.01, 0.001) for b in (8, 16)]
+    assert all(r["done"] == 1 and r["accuracy_gap_n"] == 1 for r in rows)  # every run measured its overfitting
+    assert "optimizer | learning_rate | batch_size | accuracy_gap mean ± std | done/runs" in result.stderr
+
+
 # ----------------------------------------------------------------------------- portable runs
 
 @pytest.mark.slow

@@ -162,3 +162,45 @@ def test_grid_over_folds_from_an_existing_run(app_env, make_run):
     assert metrics["Estimated time"] not in ("unknown", "after the first epoch")  # learned from the finished run
     at.selectbox(key="sweep_axis2_setting").set_value("dropout").run()
     assert any("must differ" in e for e in errors(at))
+
+
+def finished_grid(store) -> dict:
+    """A finished 2 x 2 x 2 sweep (optimizer x learning rate x epochs), its runs as the trainer leaves them."""
+    import time
+
+    from core.store.runs import write_json
+    from core.store.sweeps import Sweep, sweeps_dir
+    from tests.conftest import write_run
+    sweep = Sweep.from_dict({"name": "grid", "base": {"arch": "seed_cnn"}, "axes": [
+        {"setting": "optimizer", "values": ["adam", "sgd"]}, {"setting": "learning_rate", "values": [0.01, 0.001]},
+        {"setting": "epochs", "values": [1, 2]}]})
+    record = {"id": "sweep-20260101-000000", "created": time.time(), **sweep.to_dict(), "runs": []}
+    for config in sweep.configs(record["id"]):
+        run = write_run(store, **{k: v for k, v in config.to_dict().items() if k not in ("name", "seed")})
+        point = {"optimizer": config.optimizer, "learning_rate": config.learning_rate, "epochs": config.epochs}
+        record["runs"].append({"run_id": run.id, "point": point, "seed": config.seed, "fold": 0})
+    write_json(sweeps_dir(store) / f"{record['id']}.json", record)
+    return record
+
+
+def test_a_three_setting_grid_is_planned_and_its_results_drawn_in_panels(app_env, store):
+    finished_grid(store)
+    at = open_page()
+    at.checkbox(key="sweep_two_axes").check().run()
+    at.checkbox(key="sweep_three_axes").check().run()
+    for index, (setting, values) in enumerate((("optimizer", "adam, sgd, rmsprop"), ("learning_rate", "0.01, 0.001"),
+                                               ("epochs", "2, 4")), 1):
+        at.selectbox(key=f"sweep_axis{index}_setting").set_value(setting).run()
+        at.text_input(key=f"sweep_axis{index}_values").set_value(values).run()
+    apptest_support.assert_clean(at)
+    planned = [m.value for m in at.metric][:2]  # the form's preview comes before the results' counts
+    assert planned == ["12", "36"]  # 3 x 2 x 2 points x 3 seeds
+    assert at.button(key="sweep_launch_button")
+    table = results_table(at)
+    assert list(table.columns[:3]) == ["optimizer", "learning_rate", "epochs"] and len(table) == 8
+    [chart] = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    assert chart["facet"]["field"] == "epochs" and chart["columns"] == 2
+    assert chart["title"] == ("Test accuracy against optimizer, one line per learning_rate, "
+                              "one panel per epochs")
+    at.selectbox(key="sweep_axis3_setting").set_value("optimizer").run()
+    assert "The three swept settings must differ." in errors(at)

@@ -7,6 +7,7 @@ import pytest
 from core.present import estimate, sweep_plan
 from core.settings.config import TrainConfig
 from core.settings.recipes import recipe
+from core.store.sweeps import Sweep
 
 
 def test_the_starting_points_on_offer():
@@ -84,3 +85,21 @@ def test_the_preview_counts_runs_and_says_how_long_they_take():
     assert known.time == "2 min 30 s"  # 6 runs x (2 epochs x 10 s + 5 s overhead), learned from the same model
     assert known.time_note.startswith("About 2 min 30 s for 6 runs, one after another, from finished runs")
     assert sweep_plan.queue_note(0) is None and sweep_plan.queue_note(2) == "2 run(s) already in the queue go first."
+
+
+def test_a_grid_of_three_settings_is_planned_and_a_fourth_refused():
+    base = TrainConfig(epochs=1).to_dict()
+    axes, problems = sweep_plan.parse_axes([("optimizer", "adam, sgd"), ("learning_rate", "0.01, 0.001"),
+                                            ("epochs", "2, 4")], base)
+    assert problems == [] and axes[2] == ("epochs", [2, 4])
+    configs = sweep_plan.planned_configs(base, axes, "seeds", 2)
+    assert len(configs) == 16
+    assert {(c["optimizer"], c["learning_rate"], c["epochs"]) for c in configs} == {
+        (o, lr, e) for o in ("adam", "sgd") for lr in (0.01, 0.001) for e in (2, 4)}
+    _, problems = sweep_plan.parse_axes([("epochs", "1"), ("dropout", "0.2"), ("epochs", "2")], base)
+    assert problems == ["The three swept settings must differ."]
+    four = [{"setting": s, "values": [v]} for s, v in (("dropout", 0.2), ("epochs", 1), ("optimizer", "sgd"),
+                                                        ("batch_size", 8))]
+    with pytest.raises(ValueError, match="a sweep varies one, two or three settings"):
+        Sweep.from_dict({"base": base, "axes": four})
+    assert len(Sweep.from_dict({"base": base, "axes": four[:3]}).configs()) == 1

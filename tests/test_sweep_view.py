@@ -316,3 +316,22 @@ def test_an_uploaded_zip_is_imported_or_refused(store, make_run, tmp_path):
     assert result.sweep_id == "sweep-m" and len(result.imported) == 3  # the deleted run is not in the zip
     with pytest.raises(ImportRefused, match="not a zip file"):
         sweep_view.import_zip_bytes(other, b"not a zip at all")
+
+
+def test_a_third_setting_draws_one_panel_per_value_readable_in_a_report():
+    from core.present import study_report
+    axes = GRID + [{"setting": "epochs", "values": [5, 10, 20, 40]}]
+    rows = [result_row({"dropout": d, "arch_params.activation": a, "epochs": e}, {"test_accuracy": 0.7 + e / 1000})
+            for d in GRID[0]["values"] for a in GRID[1]["values"] for e in axes[2]["values"]]
+    frame = sweep_view.results_frame(rows, [axis["setting"] for axis in axes])
+    spec = sweep_view.sweep_chart(frame, axes, "test_accuracy").to_dict()
+    assert spec["facet"] == {"field": "epochs", "type": "nominal", "title": "epochs", "sort": ["5", "10", "20", "40"],
+                             "header": {"labelFontSize": 12, "labelFontWeight": "bold", "titleFontSize": 12}}
+    assert spec["columns"] == 3  # four panels: three a row, the fourth below
+    assert spec["title"].endswith("one line per arch_params.activation, one panel per epochs")
+    assert set(marks(spec["spec"])) == {"errorbar", "line"}
+    assert "scale" not in spec.get("resolve", {})  # one y scale: panels compare at a glance
+    assert {row["epochs"] for row in chart_data(spec)} == {"5", "10", "20", "40"}
+    drawn = study_report.report_spec(sweep_view.sweep_chart(frame, axes, "test_accuracy"))
+    assert "width" not in drawn and drawn["spec"]["width"] == sweep_view.PANEL_WIDTH
+    assert study_report.chart_svg(sweep_view.sweep_chart(frame, axes, "test_accuracy")).startswith("<svg")

@@ -5,7 +5,7 @@
     python -m core sweep --study dropout [--variant quick|full]   # a study of the Studies page
     python -m core sweep --list-studies
 
-SWEEP.json is described in core.store.sweeps. --halving-rate turns on successive halving (or
+SWEEP.json is described in core.store.sweeps (one, two or three swept settings). --halving-rate turns on successive halving (or
 overrides the file's): at each rung the worst runs stop early; the table says which, at which epoch.
 """
 from __future__ import annotations

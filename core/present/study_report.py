@@ -472,20 +472,23 @@ SLANTED_LIMIT_PX = 180
 
 
 def report_spec(chart) -> dict:
-    """The chart's Vega-Lite spec as a report draws it: REPORT_CHART_WIDTH x REPORT_CHART_HEIGHT, the
-    labels of a categorical x axis level when they fit their share of the width, else slanted."""
+    """The chart's Vega-Lite spec as a report draws it: REPORT_CHART_WIDTH x REPORT_CHART_HEIGHT (each
+    panel of a chart in panels keeps its own size), the labels of a categorical x axis level when they
+    fit their share of the width, else slanted."""
     spec = chart.to_dict()
-    spec["width"], spec["height"] = REPORT_CHART_WIDTH, REPORT_CHART_HEIGHT
-    for view in [spec, *spec.get("layer", [])]:
+    plot = spec.get("spec", spec) if "facet" in spec else spec  # a chart in panels: sized per panel
+    if plot is spec:
+        spec["width"], spec["height"] = REPORT_CHART_WIDTH, REPORT_CHART_HEIGHT
+    for view in [plot, *plot.get("layer", [])]:
         x = (view.get("encoding") or {}).get("x")
         if x and x.get("type") in ("nominal", "ordinal") and x.get("field"):
-            x["axis"] = {**(x.get("axis") or {}), **category_axis(_values_of(spec, view, x))}
+            x["axis"] = {**(x.get("axis") or {}), **category_axis(_values_of(spec, view, x), plot["width"])}
     return spec
 
 
-def category_axis(labels: list) -> dict:
-    """Axis settings that keep the labels of a categorical axis apart on a REPORT_CHART_WIDTH plot."""
-    share = REPORT_CHART_WIDTH / max(1, len(labels)) - LABEL_GAP_PX  # one value's width on the axis
+def category_axis(labels: list, width: float = REPORT_CHART_WIDTH) -> dict:
+    """Axis settings that keep the labels of a categorical axis apart on a plot `width` pixels wide."""
+    share = width / max(1, len(labels)) - LABEL_GAP_PX  # one value's width on the axis
     longest = max((len(str(label)) for label in labels), default=0) * LABEL_CHAR_PX
     if longest <= share:
         return {"labelAngle": 0, "labelLimit": share}

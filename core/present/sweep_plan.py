@@ -21,13 +21,13 @@ from core.present.sweeps import (
 )
 from core.settings.config import TrainConfig
 from core.settings.recipes import recipe
-from core.store.sweeps import Sweep, SweepAxis, check_sweepable
+from core.store.sweeps import NUMBER_WORDS, Sweep, SweepAxis, check_sweepable
 
 BASE_SOURCES = {"train": "The Train page's current settings", "recipe": "The recommended recipe",
                 "defaults": "Default settings", "run": "An existing run's settings"}
 REPEAT_MODES = {"seeds": "Seeds (same split, different initialisation)",
                 "cv": "k-fold cross-validation (grouped by patient)"}
-DEFAULT_AXES = {1: "dropout", 2: "arch_params.activation"}
+DEFAULT_AXES = {1: "dropout", 2: "arch_params.activation", 3: "learning_rate"}
 HALVING_CHOICES = (0, 2, 3, 4)  # the form's offer; the JSON and the CLI take any rate the setting allows
 
 
@@ -88,8 +88,9 @@ def parse_axes(raw: list[tuple[str, str]], base: dict) -> tuple[list[tuple[str, 
             axes.append((setting, coerce_values(base, setting, parse_values(text))))
         except ValueError as exc:
             problems.append(f"Setting {index} ({setting or '?'}): {exc}")
-    if not problems and len(axes) == 2 and axes[0][0] == axes[1][0]:
-        problems.append("The two swept settings must differ.")
+    settings = [setting for setting, _ in axes]
+    if not problems and len(set(settings)) < len(settings):
+        problems.append(f"The {NUMBER_WORDS[len(settings)]} swept settings must differ.")
     return axes, problems
 
 

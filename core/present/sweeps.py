@@ -283,11 +283,16 @@ def field_name(setting: str) -> str:
     return re.sub(r"\W", "_", setting)
 
 
-def sweep_chart(frame: pd.DataFrame, axes: list[dict], metric: str = "test_accuracy") -> alt.LayerChart:
-    """Mean of `metric` against the first swept setting, one line per value of the second,
-    error bars of ±1 standard deviation. Points without a finished run are left out."""
-    x_axis, series_axis = axes[0], (axes[1] if len(axes) > 1 else None)
-    x, series = field_name(x_axis["setting"]), field_name(series_axis["setting"]) if series_axis else None
+PANEL_WIDTH, PANEL_HEIGHT, PANEL_COLUMNS = 260, 240, 3  # a third setting: one panel per value, 3 a row
+
+
+def sweep_chart(frame: pd.DataFrame, axes: list[dict], metric: str = "test_accuracy") -> alt.TopLevelMixin:
+    """Mean of `metric` against the first swept setting, one line per value of the second, error bars
+    of ±1 standard deviation; with a third setting, one panel per its value (the same y scale in every
+    panel, three panels a row). Points without a finished run are left out."""
+    x_axis, series_axis, panel_axis = (list(axes) + [None, None])[:3]
+    x = field_name(x_axis["setting"])
+    series = field_name(series_axis["setting"]) if series_axis else None
     numeric_x = is_numeric_axis(x_axis["values"])
     finished = frame[frame[f"{metric}_mean"].notna()]
     data = pd.DataFrame({
@@ -296,16 +301,18 @@ def sweep_chart(frame: pd.DataFrame, axes: list[dict], metric: str = "test_accur
         "std": finished[f"{metric}_std"].astype(float).fillna(0.0),
         "n": finished[f"{metric}_n"].astype(int)})
     data["lower"], data["upper"] = data["mean"] - data["std"], data["mean"] + data["std"]
-    if series_axis:
-        data[series] = [value_label(v) for v in finished[series_axis["setting"]]]
+    for axis in (series_axis, panel_axis):
+        if axis:
+            data[field_name(axis["setting"])] = [value_label(v) for v in finished[axis["setting"]]]
     title = METRIC_TITLES.get(metric, metric)
     encoding = {"x": _x_encoding(x, x_axis, numeric_x),
                 "tooltip": [alt.Tooltip(f"{x}:{'Q' if numeric_x else 'N'}", title=x_axis["setting"]),
+                            *[alt.Tooltip(f"{field_name(a['setting'])}:N", title=a["setting"])
+                              for a in (series_axis, panel_axis) if a],
                             alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("std:Q", format=".4f"), "n:Q"]}
     if series_axis:
         encoding["color"] = alt.Color(f"{series}:N", title=series_axis["setting"],
                                       sort=[value_label(v) for v in series_axis["values"]])
-        encoding["tooltip"].insert(1, alt.Tooltip(f"{series}:N", title=series_axis["setting"]))
     base = alt.Chart(data).encode(**encoding)
     # One colour when there is no second setting (else the error bars would be drawn black).
     colour = {} if series_axis else {"color": LINE_COLOR}
@@ -315,7 +322,14 @@ def sweep_chart(frame: pd.DataFrame, axes: list[dict], metric: str = "test_accur
     lines = base.mark_line(point=True, **colour).encode(
         y=alt.Y("mean:Q", title=f"{title} (mean ± 1 std)", scale=alt.Scale(zero=False)))
     by = f", one line per {series_axis['setting']}" if series_axis else ""
-    return (bars + lines).properties(title=f"{title} against {x_axis['setting']}{by}", height=CHART_HEIGHT)
+    if not panel_axis:
+        return (bars + lines).properties(title=f"{title} against {x_axis['setting']}{by}", height=CHART_HEIGHT)
+    panels = [value_label(v) for v in panel_axis["values"]]
+    return (bars + lines).properties(width=PANEL_WIDTH, height=PANEL_HEIGHT).facet(
+        facet=alt.Facet(f"{field_name(panel_axis['setting'])}:N", title=panel_axis["setting"], sort=panels,
+                        header=alt.Header(labelFontSize=12, titleFontSize=12, labelFontWeight="bold")),
+        columns=min(PANEL_COLUMNS, len(panels))).properties(
+        title=f"{title} against {x_axis['setting']}{by}, one panel per {panel_axis['setting']}")
 
 
 def _x_encoding(x: str, axis: dict, numeric: bool) -> alt.X:

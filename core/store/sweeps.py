@@ -1,10 +1,10 @@
-"""Sweeps: a grid of one or two settings, each point repeated over seeds or cross-validation folds.
+"""Sweeps: a grid of one, two or three settings, each point repeated over seeds or cross-validation folds.
 
     python -m core sweep SWEEP.json [--runs-dir runs]
 
 SWEEP.json:
     {"name": "dropout study", "base": {"arch": "seed_cnn", "epochs": 5},
-     "axes": [{"setting": "dropout", "values": [0.2, 0.4, 0.6, 0.8]}],
+     "axes": [{"setting": "dropout", "values": [0.2, 0.4, 0.6, 0.8]}],   # up to three settings
      "repeats": 3,          # seeds per point (seed, seed+1, ...); the split stays fixed
      "cv_folds": 0,         # or k >= 2: k-fold cross-validation grouped by patient per point
      "halving_rate": 0,     # or 2-8: successive halving stops the worst runs early (core.ml.halving)
@@ -31,6 +31,7 @@ RESULT_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", 
                   "peak_memory_mb", "peak_gpu_memory_mb", "images_per_sec", "wall_s")
 # Settings swept as a whole group of sub-settings (each value a dict), e.g. augmentation off / mild / strong.
 GROUP_AXES = ("augmentation",)
+MAX_AXES = 3  # e.g. optimizer x learning rate x epochs: lines, colours and panels of one chart
 
 
 SET_BY_THE_SWEEP = ("seed", "cv_fold", "cv_folds", "sweep_id", "name", "halving_rate", "halving_min_epochs")
@@ -39,6 +40,7 @@ INSTEAD = {"seed": "use repeats", "cv_fold": "use cv_folds", "cv_folds": "use cv
            "halving_rate": "use the sweep's successive halving option",
            "halving_min_epochs": "use the sweep's successive halving option"}
 HALVING_KEYS = ("halving_rate", "halving_min_epochs")
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
 
 
 @dataclass
@@ -91,10 +93,10 @@ class Sweep:
                 "axes": [axis.to_dict() for axis in self.axes]}
 
     def validate(self) -> None:
-        if not 1 <= len(self.axes) <= 2:
-            raise ValueError("a sweep varies one or two settings")
+        if not 1 <= len(self.axes) <= MAX_AXES:
+            raise ValueError("a sweep varies one, two or three settings")
         if len({a.setting for a in self.axes}) != len(self.axes):
-            raise ValueError("the two swept settings must differ")
+            raise ValueError(f"the {NUMBER_WORDS[len(self.axes)]} swept settings must differ")
         for axis in self.axes:
             if not axis.values:
                 raise ValueError(f"no values given for {axis.setting}")
