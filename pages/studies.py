@@ -1,7 +1,8 @@
 """Studies: the classic ablations of chest X-ray reports in one click. A gallery of studies, each a
-ready sweep on the built-in set repeated over seeds (or patient-grouped folds); its page answers the
-study's question in one sentence from the numbers, with the chart, error bars and table, and exports
-a report. The logic is in core.present.studies and core.settings.studies.
+ready sweep repeated over seeds (or patient-grouped folds), on the dataset loaded on the Dataset page
+when the study fits it (else the built-in set); its page answers the study's question in one sentence
+from the numbers, beside what such reports found, with the chart, error bars and table, and exports a
+report. The logic is in core.present.studies and core.settings.studies.
 """
 import streamlit as st
 
@@ -21,16 +22,19 @@ GALLERY_COLUMNS = 3
 
 def main() -> None:
     st.title("Studies")
-    st.caption("The classic ablations of chest X-ray reports, each a ready sweep on the built-in set with "
-               "seed repeats: run one, and read its answer with its uncertainty. Research tool, not for "
-               "clinical use.")
+    st.caption("The classic ablations of chest X-ray reports, each a ready sweep with seed repeats, on the "
+               "dataset you loaded when it fits: run one, and read its answer with its uncertainty beside what "
+               "such reports found. Research tool, not for clinical use.")
     store = common.run_store()
     chosen = gallery(store)
     study = get_study(chosen)
     st.divider()
     st.header(study.title, anchor="study")
     st.markdown(f"**{study.question}**")
-    st.caption(f"Varies {studies_view.varies_text(study)}.")
+    st.caption(f"Varies {studies_view.varies_text(study)}. Fits {studies_view.FITS[study.fits]}.")
+    reported = studies_view.reference_text(study)
+    if reported:
+        st.markdown(f"**What such reports found:** {reported}")
     with st.container(border=True):
         launch_section(store, study)
     results_section(store, study)
@@ -49,6 +53,7 @@ def gallery(store) -> str:
         with columns[i % GALLERY_COLUMNS].container(border=True):
             st.markdown(f"**{card['title']}**")
             st.caption(card["question"])
+            st.caption(f"Fits {card['fits']}")
             latest = card["latest"]
             st.caption(f"Last run: {studies_view.sweep_title(latest)}" if latest else "Not run here yet")
             if st.button("Open", key=f"study_open_{card['key']}", icon=":material/science:",
@@ -64,14 +69,21 @@ def gallery(store) -> str:
 def launch_section(store, study) -> None:
     common.init_widget("study_variant", "quick")
     common.init_widget("study_task", "binary")
+    loaded = common.dataset_settings()
     cols = st.columns(2)
     variant = cols[0].radio("Variant", VARIANTS, key="study_variant", horizontal=True,
                             format_func=studies_view.VARIANT_TITLES.get)
-    task = cols[1].radio("Classes", studies_view.TASKS, key="study_task", horizontal=True,
-                         format_func=TASK_TITLES.get,
-                         help="The built-in set's two tasks: pneumonia or not, or its two kinds.")
+    task = "binary"
+    if loaded["data_source"] == "builtin":
+        task = cols[1].radio("Classes", studies_view.TASKS, key="study_task", horizontal=True,
+                             format_func=TASK_TITLES.get,
+                             help="The built-in set's two tasks: pneumonia or not, or its two kinds.")
+    dataset, note = studies_view.study_dataset(study, loaded, task)
+    st.caption(f"Runs on: {studies_view.dataset_text(dataset)} (choose the dataset on the Dataset page).")
+    if note:
+        st.info(note, icon=":material/swap_horiz:")
     try:
-        sweep = studies_view.variant_sweep(study.key, variant, task)
+        sweep = studies_view.variant_sweep(study.key, variant, dataset=dataset)
     except ValueError as exc:
         st.error(f"This study cannot run: {exc}")
         return
@@ -87,7 +99,8 @@ def launch_section(store, study) -> None:
     cols = st.columns(3)
     cols[0].metric("Runs", shown.runs, help=shown.runs_help)
     cols[1].metric("Estimated time", shown.time)
-    cols[2].metric("Epochs per run", sweep.base.epochs if sweep.axes[0].setting != "epochs" else "varies")
+    cols[2].metric("Epochs per run", "varies" if "epochs" in {axis.setting for axis in sweep.axes}
+                   else sweep.base.epochs)
     st.caption(shown.time_note)
     if st.button(f"Run the {variant} study", type="primary", icon=":material/rocket_launch:",
                  key="study_launch_button"):
@@ -148,6 +161,11 @@ def results(store, record: dict, metric: str, live: bool, past: list) -> None:
     st.progress(ended / max(1, counts["runs"]), text=f"{ended} of {counts['runs']} runs ended"
                 + (f" ({counts['stopped']} failed or cancelled)" if counts["stopped"] else "") + left)
     st.info(studies_view.answer(record, frame, metric), icon=":material/lightbulb:")
+    figures = studies_view.beside(record, frame)
+    if figures is not None:
+        st.caption("Such reports' figures beside this run's (theirs are of their data: compare the trend, "
+                   "not the numbers):")
+        st.dataframe(figures, hide_index=True, width="stretch", key="study_beside_table")
     for title, chart in studies_view.charts(record, frame, metric):
         st.altair_chart(chart, width="stretch", key=f"study_chart_{title}")
     metrics = studies_view.table_metrics(record, metric)

@@ -1,6 +1,7 @@
 """The Studies gallery: every study is a valid sweep in both variants, its models build, a quick study
 runs end to end, and its answer follows the numbers of its runs."""
 import json
+import math
 import time
 
 import pytest
@@ -31,7 +32,8 @@ def test_every_study_is_a_valid_sweep_of_the_built_in_set(key, variant):
     values = sweep.axes[0].values
     assert sweep.study == key and sweep.variant == variant
     assert all(config.data_source == "builtin" for config in configs)
-    assert len(configs) == len(values) * (sweep.cv_folds or sweep.repeats)
+    points = math.prod(len(axis.values) for axis in sweep.axes)  # a grid study sweeps two or three settings
+    assert len(configs) == points * (sweep.cv_folds or sweep.repeats)
     assert sweep.cv_folds or sweep.repeats >= 2, "every study repeats its points: an answer with its uncertainty"
     assert all(value in study.values for value in values)
     if study.labels:
@@ -255,3 +257,132 @@ def test_the_transfer_study_warns_before_launch_when_the_imagenet_weights_are_mi
     assert "The ImageNet weights of mobilenet_v2 are not on this machine" in warning
     assert str(tmp_path / "keras" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5") \
         in warning
+
+
+# ----------------------------------------------------------------------------- issue 23: the classic studies
+
+def test_the_gallery_has_the_classic_studies_of_the_reports():
+    from core.settings.studies import FITS
+    new = {"learning_rate": "learning_rate", "optimizer_lr": "optimizer", "patience": "patience",
+           "width": "arch_params.filters", "dense_layers": "arch_params.dense_layers",
+           "class_weights": "class_weights", "momentum": "momentum"}
+    assert {key: STUDIES[key].setting for key in new} == new
+    assert all(study.fits in FITS for study in STUDIES.values())
+    patience = Sweep.from_dict(study_spec("patience", "quick")).base
+    assert patience.early_stopping and patience.epochs > max(get_study("patience").quick.values)
+    assert Sweep.from_dict(study_spec("class_weights", "quick")).axes[0].values == ["none", "balanced"]
+    assert get_study("class_weights").metric == "test_macro_f1"
+    widths = [config.arch_params["filters"] for config in Sweep.from_dict(study_spec("width", "full")).configs()]
+    assert sorted({tuple(f) for f in widths}) == [(8, 16, 16), (16, 32, 32), (32, 64, 64), (64, 128, 128)]
+
+
+def test_the_optimizer_studies_compare_plain_optimizers_and_momentum_is_its_own_study():
+    from core.settings.config import OPTIMIZERS
+    plain = Sweep.from_dict(study_spec("optimizer", "full"))
+    assert plain.axes[0].values == ["sgd", "rmsprop", "adam", "adagrad"] and set(plain.axes[0].values) <= set(OPTIMIZERS)
+    assert {config.momentum for config in plain.configs()} == {0.0}  # as Keras sets them up, explicitly
+    momentum = Sweep.from_dict(study_spec("momentum", "quick"))
+    assert momentum.base.optimizer == "sgd" and momentum.axes[0].values == [0.0, 0.5, 0.9, 0.99]
+
+
+def test_the_optimizer_by_learning_rate_grid_adds_epochs_in_its_full_variant():
+    quick, full = (Sweep.from_dict(study_spec("optimizer_lr", v)) for v in VARIANTS)
+    assert [a.setting for a in quick.axes] == ["optimizer", "learning_rate"]
+    assert [a.setting for a in full.axes] == ["optimizer", "learning_rate", "epochs"]
+    assert not full.base.early_stopping  # the epochs axis means what it says
+    assert len(full.configs()) == 4 * 3 * 2 * 3
+    assert studies_view.plan_text(quick) == "3 × 2 values × 2 seeds = 12 runs of 2 epochs at 64 px on 50% of the " \
+                                            "training patients"
+    assert studies_view.varies_text(get_study("optimizer_lr")).startswith(
+        "optimizer: sgd, rmsprop, adam, adagrad × learning rate: 0.01, 0.001")
+
+
+def test_every_study_names_what_such_reports_found_and_its_figures_match_its_values():
+    for study in STUDIES.values():
+        assert study.reference and study.reference.finding and study.reference.source, study.key
+        labels = {label for variant in VARIANTS for label in (study.axes(variant)[0].labels or ())}
+        for figure in study.reference.figures:
+            assert 0 < figure.value < 1 and set(figure.matches) <= labels, (study.key, figure)
+            assert study.reference.measured_on, "figures say what data they are of"
+    assert [f.value for f in get_study("wide_deep").reference.figures] == [0.76, 0.65, 0.74]
+    assert [f.value for f in get_study("transfer").reference.figures] == [0.910, 0.931]
+
+
+def test_a_study_runs_on_the_loaded_dataset_when_it_fits_else_on_the_built_in_set(store):
+    folder = {"data_source": "folder", "data_path": "/data/xrays", "task": "classes", "image_size": 224,
+              "color_mode": "rgb", "split": "own", "val_fraction": 0.2, "test_fraction": 0.2, "split_seed": 7}
+    dataset, note = studies_view.study_dataset(get_study("dropout"), folder)
+    assert note is None and dataset["data_path"] == "/data/xrays" and "image_size" not in dataset
+    sweep = studies_view.variant_sweep("dropout", "quick", dataset=dataset)
+    assert (sweep.base.data_source, sweep.base.task, sweep.base.split, sweep.base.image_size) == (
+        "folder", "classes", "own", 64)  # the variant keeps its own image size
+    dataset, note = studies_view.study_dataset(get_study("kfold"), folder)
+    assert dataset == {"task": "binary"} and note.startswith("k-fold cross-validation varies the patient split")
+    builtin = {"data_source": "builtin", "task": "binary", "split": "grouped", "test_fraction": 0.2}
+    dataset, note = studies_view.study_dataset(get_study("kfold"), builtin, task="subtype")
+    assert note is None and (dataset["task"], dataset["test_fraction"]) == ("subtype", 0.2)
+    assert studies_view.dataset_text(dataset).startswith("Built-in chest X-rays · ")
+    assert [card["fits"] for card in studies_view.gallery(store)][:1] == ["any image set"]
+
+
+def constructed_grid(store, key: str, accuracy):
+    """A finished grid study (quick), each run scoring accuracy(point), recorded as the study's sweep."""
+    sweep = Sweep.from_dict(study_spec(key, "quick"))
+    record = {"id": "sweep-20260102-000000", "created": time.time(), **sweep.to_dict(), "runs": []}
+    settings = [axis.setting for axis in sweep.axes]
+    for config in sweep.configs(record["id"]):
+        point = {s: config.to_dict()[s] for s in settings}
+        run = write_run(store, seed=config.seed - 42, **point)
+        summary = run.summary()
+        summary["test"]["accuracy"] = accuracy(point) + (config.seed - 42) / 1000
+        write_json(run.summary_path, summary)
+        record["runs"].append({"run_id": run.id, "point": point, "seed": config.seed, "fold": 0})
+    write_json(sweeps_dir(store) / f"{record['id']}.json", record)
+    return load_sweep(store, record["id"])
+
+
+def test_a_grid_study_answers_with_its_best_combination_table_chart_and_report(store):
+    record = constructed_grid(store, "optimizer_lr", lambda p: 0.9 if p == {"optimizer": "adam", "learning_rate": 0.001}
+                              else 0.7 + p["learning_rate"])
+    frame = studies_view.results_for(store, record)
+    assert frame["label"].tolist()[:2] == ["optimizer sgd, learning rate 0.01", "optimizer sgd, learning rate 0.001"]
+    sentence = studies_view.answer(record, frame, "test_accuracy")
+    assert sentence.startswith("Optimizer adam, learning rate 0.001 scores best (test accuracy 0.901 ± 0.001")
+    table = studies_view.table(record, frame, ["test_accuracy"])
+    assert list(table.columns[:2]) == ["optimizer", "learning rate"] and len(table) == 6
+    [(title, chart)] = studies_view.charts(record, frame, "test_accuracy")
+    assert chart.to_dict()["title"] == "Test accuracy against optimizer, one line per learning_rate"
+    report = studies_view.report(store, record, "test_accuracy")
+    html = study_report.report_html(report)
+    assert "Optimizer × learning rate (quick)" in html and "What such reports found" in html
+    assert "optimizer × learning rate is swept" in html and "Wilson et al., NeurIPS 2017" in html
+
+
+def test_the_report_puts_such_reports_figures_beside_this_runs(store):
+    record = constructed_study(store, "wide_deep", {"wide (2 layers of 96)": [0.80, 0.82],
+                                                    "deep (6 thin layers, 16 to 64)": [0.90, 0.92],
+                                                    "wide and deep (5 layers, 32 to 256)": [0.85, 0.85]})
+    frame = studies_view.results_for(store, record)
+    beside = studies_view.beside(record, frame)
+    assert beside["figure"].tolist() == ["0.760", "0.650", "0.740"]
+    assert beside["test accuracy here"].tolist() == ["0.810 ± 0.014", "0.910 ± 0.014", "0.850 ± 0.000"]
+    assert set(beside["on"]) == {"CIFAR-10 (test accuracy)"}
+    text, _ = study_report.report_markdown(studies_view.report(store, record, "test_accuracy"))
+    assert "**What such reports found.** The wide CNN scored best" in text
+    assert "| wide CNN | CIFAR-10 (test accuracy) | 0.760 | wide (2 layers of 96) | 0.810 ± 0.014 |" in text
+    assert studies_view.beside(constructed_study(store, "dropout", {label: [0.8] for label in
+                                                                      ("0.2", "0.4", "0.6", "0.8")}), frame) is None
+
+
+def test_the_studies_page_shows_such_reports_figures_beside_the_answer(app_env, store):
+    from tests.apptest_support import assert_clean, open_page, texts
+    constructed_study(store, "wide_deep", {"wide (2 layers of 96)": [0.80, 0.82],
+                                           "deep (6 thin layers, 16 to 64)": [0.90, 0.92],
+                                           "wide and deep (5 layers, 32 to 256)": [0.85, 0.85]})
+    at = open_page("pages/studies.py", {"study_key": "wide_deep"})
+    assert_clean(at)
+    assert "What such reports found:** The wide CNN scored best" in texts(at)
+    assert "Fits any image set" in texts(at) and "Runs on: Built-in chest X-rays · " in texts(at)
+    assert at.info[0].value.startswith("Deep (6 thin layers, 16 to 64) scores best")
+    beside = next(d.value for d in at.dataframe if "figure" in d.value.columns)
+    assert beside["figure"].tolist() == ["0.760", "0.650", "0.740"]

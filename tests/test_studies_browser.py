@@ -16,6 +16,7 @@ import time
 import pytest
 
 from core.present.studies import variant_sweep
+from core.settings.studies import STUDIES
 from core.store.runs import ACTIVE_STATES, RunStore, write_json
 from core.store.sweeps import _points_per_run, list_sweeps, sweeps_dir
 from tests.browser_support import (
@@ -56,7 +57,7 @@ def test_the_batch_size_study_launches_from_the_gallery(app, browser):
     store = RunStore(app["runs_dir"])
     with app_tab(browser, app["url"]) as page:
         go_to(page, "Studies", "Studies")
-        assert page.locator('[class*="st-key-study_open_"]').count() == 17, "a card per study"
+        assert page.locator('[class*="st-key-study_open_"]').count() == len(STUDIES), "a card per study"
         page.locator(".st-key-study_open_batch_size button").first.click()
         page.get_by_role("heading", name="Batch size: speed and memory").wait_for()
         settle(page)

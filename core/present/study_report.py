@@ -392,7 +392,8 @@ class StudyReport:
     every cell is written as `str(cell)`. `results` holds the numbers for results.csv
     (`results_numbers`); without it, results.csv is `table`. `repeats` reads after "over" in the
     footer: "3 seeds per point", "5-fold cross-validation grouped by patient". `charts` are
-    (caption, Altair chart) pairs."""
+    (caption, Altair chart) pairs. `reference` and `beside` put what such reports found next to the
+    conclusion."""
     title: str
     question: str
     conclusion: str
@@ -404,6 +405,8 @@ class StudyReport:
     run_ids: list = field(default_factory=list)
     created: datetime = field(default_factory=datetime.now)
     results: pd.DataFrame | None = None
+    reference: str = ""                 # what such reports found on the question, with its source
+    beside: pd.DataFrame | None = None  # their figures beside this run's (core.present.studies.beside)
 
     def __post_init__(self):
         if not isinstance(self.table, pd.DataFrame):
@@ -521,7 +524,7 @@ def report_markdown(report: StudyReport) -> tuple[str, dict[str, bytes]]:
               for i, (_, chart) in enumerate(report.charts)}
     lines = [f"# {_md_text(report.title)}", "", f"*{_md_text(_meta_line(report))}*", "",
              f"**Question.** {_md_text(report.question)}", "",
-             f"**Conclusion.** {_md_text(report.conclusion)}", "",
+             f"**Conclusion.** {_md_text(report.conclusion)}", "", *_md_reference(report),
              "## Results", "", *_md_table(list(report.table.columns), report.table.itertuples(index=False)), ""]
     if report.charts:
         lines += ["## Charts", ""]
@@ -533,6 +536,16 @@ def report_markdown(report: StudyReport) -> tuple[str, dict[str, bytes]]:
         lines += ["## Runs", "", ", ".join(f"`{_md_code(run_id)}`" for run_id in report.run_ids), ""]
     lines += ["---", "", _md_text(_footer(report)), ""]
     return "\n".join(lines), images
+
+
+def _md_reference(report: StudyReport) -> list[str]:
+    """'What such reports found', and their figures beside this run's, when the study names them."""
+    if not report.reference:
+        return []
+    lines = [f"**What such reports found.** {_md_text(report.reference)}", ""]
+    if report.beside is not None:
+        lines += [*_md_table(list(report.beside.columns), report.beside.itertuples(index=False)), ""]
+    return lines
 
 
 def report_zip(report: StudyReport) -> bytes:
@@ -599,7 +612,7 @@ def report_html(report: StudyReport) -> str:
              f"<title>{e(report.title)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>", "<main>",
              f"<h1>{e(report.title)}</h1>", f'<p class="meta">{e(_meta_line(report))}</p>',
              "<h2>Question</h2>", f"<p>{e(report.question)}</p>",
-             "<h2>Conclusion</h2>", f'<p class="conclusion">{e(report.conclusion)}</p>',
+             "<h2>Conclusion</h2>", f'<p class="conclusion">{e(report.conclusion)}</p>', *_html_reference(report),
              "<h2>Results</h2>", _html_table(list(report.table.columns), report.table.itertuples(index=False))]
     if report.charts:
         parts.append("<h2>Charts</h2>")
@@ -611,6 +624,15 @@ def report_html(report: StudyReport) -> str:
         parts += ["<h2>Runs</h2>", "<p>" + " ".join(f"<code>{e(str(i))}</code>" for i in report.run_ids) + "</p>"]
     parts += [f"<footer>{e(_footer(report))}</footer>", "</main>", "</body>", "</html>", ""]
     return "\n".join(parts)
+
+
+def _html_reference(report: StudyReport) -> list[str]:
+    if not report.reference:
+        return []
+    parts = ["<h2>What such reports found</h2>", f"<p>{html.escape(report.reference)}</p>"]
+    if report.beside is not None:
+        parts.append(_html_table(list(report.beside.columns), report.beside.itertuples(index=False)))
+    return parts
 
 
 def inline_svg(chart) -> str:
