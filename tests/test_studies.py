@@ -386,3 +386,14 @@ def test_the_studies_page_shows_such_reports_figures_beside_the_answer(app_env, 
     assert at.info[0].value.startswith("Deep (6 thin layers, 16 to 64) scores best")
     beside = next(d.value for d in at.dataframe if "figure" in d.value.columns)
     assert beside["figure"].tolist() == ["0.760", "0.650", "0.740"]
+
+
+def test_the_readme_lists_every_study_with_the_datasets_it_fits_and_its_question():
+    from pathlib import Path
+
+    from core.settings.studies import FITS
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for key, study in STUDIES.items():
+        row = next((line for line in readme.splitlines() if line.startswith(f"| {study.title} (`{key}`) |")), None)
+        assert row is not None, f"README's Studies table has no row for {key}"
+        assert f"| {FITS[study.fits]} |" in row and study.question in row, key
