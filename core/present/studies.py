@@ -26,7 +26,7 @@ from core.present.sweeps import (
     sweep_chart,
     value_label,
 )
-from core.present.forms import DATASET_FIELDS, dataset_label
+from core.present.forms import DATASET_FIELDS, complete_dataset_settings, dataset_label
 from core.settings.studies import FITS, STUDIES, Study, get_study, misfit, study_spec
 from core.store.runs import RunStore
 from core.store.sweeps import Sweep, list_sweeps, sweep_results
@@ -71,7 +71,6 @@ def study_dataset(study: Study, dataset: dict, task: str = "binary") -> tuple[di
 def dataset_text(settings: dict) -> str:
     """'Built-in chest X-rays · Normal vs pneumonia · val 15% / test 15%, split seed 42': the dataset
     a study runs on, without the image size (each variant sets its own)."""
-    from core.present.forms import complete_dataset_settings
     source, task, _size, split = dataset_label(complete_dataset_settings(settings)).split(" · ", 3)
     return " · ".join((source, task, split))
 
