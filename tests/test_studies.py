@@ -259,7 +259,7 @@ def test_the_transfer_study_warns_before_launch_when_the_imagenet_weights_are_mi
         in warning
 
 
-# ----------------------------------------------------------------------------- issue 23: the classic studies
+# ----------------------------------------------------------------------------- the classic reports' studies
 
 def test_the_gallery_has_the_classic_studies_of_the_reports():
     from core.settings.studies import FITS

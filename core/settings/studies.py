@@ -112,7 +112,7 @@ def _key(value) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-# Such reports' figures, as issue 23 summarises them (their data, not ours: a trend to compare).
+# Figures such reports published (their data, not ours: a trend to compare, not a target).
 WIDE_DEEP_CIFAR10 = (Figure("wide CNN", 0.76, ("wide (2 layers of 96)",)),
                      Figure("deep CNN", 0.65, ("deep (6 thin layers, 16 to 64)",)),
                      Figure("wide-and-deep CNN", 0.74, ("wide and deep (5 layers, 32 to 256)",)))
@@ -280,7 +280,7 @@ STUDIES = {study.key: study for study in (
           labels=("wide (2 layers of 96)", "deep (6 thin layers, 16 to 64)", "wide and deep (5 layers, 32 to 256)"),
           settings={"arch_params": {"head": "global_average", "dense_layers": []}},
           reference=Reference("The wide CNN scored best, the wide-and-deep one close behind and the deep, thin one "
-                              "last.", "classic CNN-shape reports, as issue 23 summarises them",
+                              "last.", "classic CNN-shape course reports on CIFAR-10",
                               figures=WIDE_DEEP_CIFAR10, measured_on="CIFAR-10 (test accuracy)")),
     Study("model_family", "Logistic regression vs MLP vs CNN vs ResNet",
           "How much do convolutions (and residual connections) add over a linear model and an MLP?",
@@ -300,7 +300,7 @@ STUDIES = {study.key: study for study in (
           full=Variant(values=(0, 10)),
           reference=Reference("With a ResNet50V2 base (not this study's MobileNetV2), the frozen base scored 91.0% "
                               "and fine-tuning its top raised it to 93.1%.",
-                              "classic transfer-learning reports, as issue 23 summarises them",
+                              "classic transfer-learning reports on the Kermany chest X-rays",
                               figures=RESNET50V2_KERMANY, measured_on="the Kermany chest X-rays (test accuracy)")),
     Study("kfold", "k-fold cross-validation",
           "Is the CNN better than the MLP when every patient is tested once (k-fold grouped by patient)?",
