@@ -364,3 +364,23 @@ def test_the_dataset_page_detects_a_keras_npz_typed_as_another_source(app_env, t
     assert "Detected: a Keras .npz" in page and "split is per image" in page
     assert "Overlap check passed" not in page
     assert at.selectbox(key="ds_npz_classes").value == "auto"
+
+
+def test_a_csv_images_folder_outside_the_shared_data_folder_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "inside").mkdir()
+    path = nih_csv(tmp_path / "inside")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    monkeypatch.setenv("CXR_DATA_ROOT", str(tmp_path / "inside"))
+    assert len(load_dataset("csv", path, "classes", 32, 1, use_cache=False)) == 18
+    with pytest.raises(DataError, match="outside the data folder"):
+        load_dataset("csv", path, "classes", 32, 1, options=FormatOptions(images_folder=str(outside)))
+
+
+def test_the_dataset_caption_names_a_format_setting_that_was_chosen():
+    from core.present import forms
+    settings = {**forms.default_dataset_settings(), "data_source": "csv", "data_path": "/d/train.csv",
+                "task": "classes", "label_column": "Pneumonia", "label_level": "coarse"}
+    label = forms.dataset_label(settings)
+    assert "CSV of labels (train.csv) · the dataset's own classes · Target (CSV): Pneumonia · 128 px" in label
+    assert "CIFAR" not in label  # a setting of another format is not named

@@ -38,7 +38,7 @@ BUILTIN_ZIP = PROJECT_ROOT / "assets" / "datasets" / "chest_xray_128.zip"
 TASK_TITLES = {
     "binary": "NORMAL vs PNEUMONIA",
     "subtype": "normal / bacterial / viral",
-    "classes": "one class per folder",
+    "classes": "the dataset's own classes",
 }
 SPLIT_NAMES = ("train", "val", "test")
 CACHE_VERSION = 2  # bump when decoding changes, so old caches are not reused

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from core.data.datasets import LIST_REPORT_EVERY, DataError
+from core.data.datasets import LIST_REPORT_EVERY, DataError, check_data_root
 from core.data.formats import FormatOptions, is_decodable_name
 
 FILE_COLUMNS = ("filename", "file", "file_name", "image", "image index", "image_index", "path", "image_path")
@@ -144,6 +144,7 @@ def patients_of(frame, files: list[str]) -> list[str]:
 
 def images_folder(csv_path: Path, options: FormatOptions) -> Path:
     folder = Path(options.images_folder).expanduser() if options.images_folder else csv_path.parent
+    check_data_root(folder)  # a shared dashboard reads images only inside its data folder, as for any path
     if not folder.is_dir():
         raise DataError(f"the images folder {folder} is not a folder")
     return folder

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from core.data import datasets as data_lib
 from core.data.formats import OWN_CLASSES, FormatOptions
-from core.settings.config import TrainConfig
+from core.settings.config import SETTINGS, TrainConfig
 from core.store.files import atomic_path
 
 # TrainConfig fields chosen on the Dataset page and carried over to the Train page.
@@ -57,7 +57,9 @@ def dataset_label(settings: dict) -> str:
     split = ("the dataset's own split" if settings["split"] == "own" else
              f"val {settings['val_fraction']:.0%} / test {settings['test_fraction']:.0%}, "
              f"split seed {settings['split_seed']}")
-    return (f"{source}{where} · {task} · {settings['image_size']} px {settings['color_mode']} · {split}")
+    chosen = FormatOptions.from_settings(settings).for_source(settings["data_source"])
+    own = "".join(f" · {SETTINGS[name].title}: {value}" for name, value in chosen.items())
+    return (f"{source}{where} · {task}{own} · {settings['image_size']} px {settings['color_mode']} · {split}")
 
 
 # ----------------------------------------------------------------------------- widgets of settings
