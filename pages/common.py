@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import astuple
 
 import streamlit as st
 
 from core.ast_guard import guard_ast_parsing
 from core.data.datasets import PROJECT_ROOT
+from core.data.formats import FormatOptions
 from core.present import forms
 from core.present import runs as runs_view
 from core.present.session_keys import DATASET_SETTINGS_KEY, is_kept, is_saved
@@ -133,32 +135,35 @@ def decode_into_cache(settings: dict, progress) -> None:
     when it is there already. A Streamlit rerun or Stop raised from `progress` ends the decoding and
     leaves no partial cache file (core.data.datasets cleans up on any exit)."""
     from core.data import datasets as data_lib
-    source, path, task, image_size, color_mode = dataset_args(settings)
+    source, path, task, image_size, color_mode, options = dataset_args(settings)
     data_lib.load_dataset(source, path or None, task, image_size, 1 if color_mode == "grayscale" else 3,
-                          progress=progress)
+                          progress=progress, options=FormatOptions(*options))
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def load_dataset(source: str, path: str, task: str, image_size: int, color_mode: str):
+def load_dataset(source: str, path: str, task: str, image_size: int, color_mode: str, options: tuple = ()):
     """A decoded dataset (its images memory-mapped from the disk cache, which training processes share;
-    raises core.data.datasets.DataError for unusable input)."""
+    raises core.data.datasets.DataError for unusable input). `options`: a format's settings, in
+    FormatOptions' order."""
     from core.data import datasets as data_lib
     channels = 1 if color_mode == "grayscale" else 3
-    return data_lib.load_dataset(source, path or None, task, int(image_size), channels)
+    return data_lib.load_dataset(source, path or None, task, int(image_size), channels,
+                                 options=FormatOptions(*options))
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def load_split(source: str, path: str, task: str, image_size: int, color_mode: str,
+def load_split(source: str, path: str, task: str, image_size: int, color_mode: str, options: tuple,
                val_fraction: float, test_fraction: float, seed: int, own: bool):
     from core.data import datasets as data_lib
-    dataset = load_dataset(source, path, task, image_size, color_mode)
+    dataset = load_dataset(source, path, task, image_size, color_mode, options)
     return data_lib.make_split(dataset, val_fraction, test_fraction, int(seed), use_own_split=own)
 
 
 def dataset_args(settings: dict) -> tuple:
-    """(source, path, task, image size, colour mode): what identifies a loaded dataset."""
+    """(source, path, task, image size, colour mode, a format's options): what identifies a loaded dataset."""
+    options = astuple(FormatOptions.from_settings(settings))
     return (settings["data_source"], settings.get("data_path") or "", settings["task"],
-            int(settings["image_size"]), settings["color_mode"])
+            int(settings["image_size"]), settings["color_mode"], options)
 
 
 def dataset_and_split(settings: dict):

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from core.data import datasets as data_lib
+from core.data import formats, label_csv
 from core.data.imaging import displayable
 from core.present import charts, forms
 from core.settings.config import SETTINGS, SOURCES, TASKS
@@ -15,6 +16,18 @@ from pages import common, widgets
 # The settings of the form, each drawn from its declaration under "ds_" + its name; the task's key
 # is per source, since each source offers its own tasks.
 FORM_FIELDS = ("image_size", "color_mode", "split", "val_fraction", "test_fraction", "split_seed")
+# A data format's own settings (CSV target, CIFAR-100 labels, ...), drawn for the source that reads them.
+FORMAT_FIELDS = tuple(formats.FormatOptions.__dataclass_fields__)
+UPLOAD_TYPES = {"zip": ["zip"], "npz": ["npz"], "cifar": ["gz", "tgz", "tar"]}
+PATH_HINTS = {
+    "folder": "one sub-folder per class (images, or DICOM .dcm files), optionally inside train/ val/ test/",
+    "zip": "…or the path of a zip already on the server",
+    "npz": "…or the path of an .npz already on the server: MedMNIST (train_images, ...) or Keras' mnist.npz "
+           "layout (x_train, y_train, x_test, y_test)",
+    "cifar": "…or the path of cifar-10-python.tar.gz or cifar-100-python.tar.gz on the server",
+    "csv": "a CSV of labels: filename,label[,patient_id], NIH's Data_Entry_2017.csv or CheXpert's train.csv; "
+           "its images in its folder (or the images folder set below)",
+}
 SPLIT_TITLES = {"grouped": "Grouped by patient", "own": "Dataset's own split"}
 SAMPLES_PER_CLASS = 8
 # The datasets this session has loaded (no progress bar needed for them again), and the one whose
@@ -33,22 +46,72 @@ def source_inputs(settings: dict) -> tuple[str, str]:
     if source == "builtin":
         return source, ""
     path = settings.get("data_path", "") if settings["data_source"] == source else ""
-    if source in ("zip", "npz"):
-        upload = st.file_uploader(f"Upload a .{source} file", type=[source], key=f"ds_upload_{source}")
+    if source in UPLOAD_TYPES:
+        upload = st.file_uploader(f"Upload a file ({forms.SOURCE_TITLES[source]})", type=UPLOAD_TYPES[source],
+                                  key=f"ds_upload_{source}")
         if upload is not None:
             saved = forms.save_upload(upload.getvalue(), upload.name)
             st.caption(f"Saved as `{saved}`; runs refer to it by this path.")
+            show_detected(source, str(saved))
             return source, str(saved)
-    hint = {"folder": "one sub-folder per class, optionally inside train/ val/ test/",
-            "zip": "…or the path of a zip already on the server",
-            "npz": "…or the path of an .npz already on the server (MedMNIST layout)"}[source]
     common.init_widget(f"ds_path_{source}", path)
-    path = st.text_input("Path on the server", placeholder="/data/my_xrays", help=hint, key=f"ds_path_{source}")
-    return source, path.strip()
+    path = st.text_input("Path on the server", placeholder="/data/my_xrays", help=PATH_HINTS[source],
+                         key=f"ds_path_{source}", on_change=follow_detected, args=(source,)).strip()
+    show_detected(source, path)
+    return source, path
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def detect(path: str, stamp: tuple) -> tuple[formats.Detected | None, str | None]:
+    """(what the file at `path` is, None) or (None, why it is none of the formats); `stamp` (size and
+    time) makes a changed file be looked at again."""
+    try:
+        return formats.detect(path), None
+    except data_lib.DataError as exc:
+        return None, str(exc)
+
+
+def detected(path: str) -> tuple[formats.Detected | None, str | None]:
+    try:
+        data_lib.check_data_root(data_lib.Path(path).expanduser())
+        stat = data_lib.Path(path).expanduser().stat()
+    except (OSError, data_lib.DataError):
+        return None, None  # the loader says why
+    return detect(path, (stat.st_size, stat.st_mtime_ns))
+
+
+def follow_detected(source: str) -> None:
+    """A path typed for one source that is a file of another: switch to that source (and its task)."""
+    path = st.session_state[f"ds_path_{source}"].strip()
+    found, _ = detected(path) if path else (None, None)
+    if found is not None and found.source != source:
+        use_detected(found, path)
+
+
+def use_detected(found: formats.Detected, path: str) -> None:
+    st.session_state["ds_source"] = found.source
+    st.session_state[f"ds_path_{found.source}"] = path
+    if found.task:
+        st.session_state[task_key(found.source)] = found.task
+
+
+def show_detected(source: str, path: str) -> None:
+    """Say what the file is; when it is another source's, offer to switch."""
+    found, problem = detected(path) if path else (None, None)
+    if problem:
+        st.warning(problem)
+    elif found is not None and found.source == source:
+        st.caption(f"Detected: {found.kind}.")
+    elif found is not None:
+        st.warning(f"Detected: {found.kind}, which the source {forms.SOURCE_TITLES[found.source]!r} reads.")
+        st.button(f"Use {forms.SOURCE_TITLES[found.source]}", key="ds_use_detected_button",
+                  on_click=use_detected, args=(found, path))
 
 
 def tasks_for(source: str) -> tuple[str, ...]:
-    return {"builtin": ("binary", "subtype"), "npz": ("classes",)}.get(source, TASKS)
+    if source in formats.OWN_CLASSES:
+        return ("classes",)
+    return {"builtin": ("binary", "subtype")}.get(source, TASKS)
 
 
 def task_key(source: str) -> str:
@@ -58,14 +121,17 @@ def task_key(source: str) -> str:
 def init_settings_widgets(settings: dict, source: str) -> None:
     """Give the form's widgets their values from the applied settings (once; then they keep theirs)."""
     widgets.start(SETTINGS["task"], task_key(source), settings["task"], tasks_for(source))
-    for name in FORM_FIELDS:
+    for name in FORM_FIELDS + FORMAT_FIELDS:
         widgets.start(SETTINGS[name], "ds_" + name, settings[name])
 
 
-def applied_settings(source: str, path: str) -> dict:
-    """The settings as last applied with the form (the form's widgets hold them in the session)."""
+def applied_settings(source: str, path: str, settings: dict) -> dict:
+    """The settings as last applied with the form (the form's widgets hold them in the session; a
+    format's setting not drawn for this source keeps its value in `settings`)."""
     state = st.session_state
     chosen = {name: forms.from_widget(SETTINGS[name], state["ds_" + name]) for name in FORM_FIELDS}
+    chosen |= {name: forms.from_widget(SETTINGS[name], state.get("ds_" + name, settings[name]))
+               for name in FORMAT_FIELDS}
     return {"data_source": source, "data_path": path, "task": state[task_key(source)], **chosen}
 
 
@@ -88,6 +154,9 @@ def settings_form(source: str, has_own_split: bool) -> None:
         widgets.setting_input(SETTINGS["split_seed"], "ds_split_seed", cols[3], label="Split seed",
                               help="Seeds the patient split shown here, which the Train page's runs use; "
                                    "their training seed is set there.")
+        own = formats.OPTIONS_OF.get(source, ())
+        for col, name in zip(st.columns(max(2, len(own))), own):
+            widgets.setting_input(SETTINGS[name], "ds_" + name, col)
         st.form_submit_button("Apply", type="primary", icon=":material/check:", key="ds_apply_button")
 
 
@@ -121,7 +190,7 @@ def patients_and_overlap(report) -> None:
     if report.leaks:
         st.error(f"Patient overlap between splits: {report.overlap}. Examples: "
                  f"{', '.join(report.overlap_examples)}")
-    else:
+    elif not report.per_image:  # without patient ids there is nothing to check (its warning says so)
         st.success("Overlap check passed: no patient appears in more than one split.")
     for warning in report.warnings:
         if not warning.startswith("patient leak"):
@@ -162,7 +231,7 @@ def main() -> None:
     with st.container(border=True):
         source, path = source_inputs(settings)
         init_settings_widgets(settings, source)
-        chosen = applied_settings(source, path)
+        chosen = applied_settings(source, path, settings)
         dataset, split, problem = load(chosen)
         if chosen["split"] == "own" and dataset is not None and not dataset.has_own_split:
             st.session_state["ds_split"] = chosen["split"] = "grouped"  # offered only where there is one
@@ -182,6 +251,9 @@ def main() -> None:
         st.error(f"This dataset cannot be used: {problem}")
         return
     st.success(f"Ready to train on: {forms.dataset_label(settings)}")
+    missing = label_csv.missing_summary(dataset.report.skipped)
+    if missing:
+        st.warning(missing)
     overview(dataset, split)
     sample_grid(dataset, settings["split_seed"])
     load_report(dataset)
@@ -225,8 +297,7 @@ def load(settings: dict):
             placeholder.empty()
             st.session_state[LOADED_KEY] = [*st.session_state.get(LOADED_KEY, []), args]
         with st.spinner("Loading the dataset…"):
-            dataset = common.load_dataset(settings["data_source"], settings["data_path"], settings["task"],
-                                          settings["image_size"], settings["color_mode"])
+            dataset = common.load_dataset(*args)
             return (*common.dataset_and_split(settings), None)
     except data_lib.DataError as exc:
         return dataset, None, str(exc)

@@ -285,7 +285,7 @@ def test_bad_settings_are_rejected():
         load_dataset(task="dogs")
     with pytest.raises(DataError, match="channels"):
         load_dataset(channels=2)
-    with pytest.raises(DataError, match="data_source must be one of builtin, folder, zip, npz; got .s3."):
+    with pytest.raises(DataError, match="data_source must be one of builtin, folder, zip, npz, cifar, csv; got .s3."):
         load_dataset("s3")
     with pytest.raises(DataError, match="needs a path"):
         load_dataset("folder")

@@ -5,6 +5,7 @@
     python -m core train --set augmentation.rotation_degrees=10 --set arch_params.width=0.5
     python -m core train --arch seed_cnn --submit      # queue it for the workers, print its id at once
     python -m core train --resume runs/<run_id>        # go on from the run's last completed epoch
+    python -m core train --data-path ~/data/mnist.npz --split own   # the source is detected from the file
 
 Without --submit the run trains here in the foreground (Ctrl-C stops it and keeps what it learned).
 """
@@ -79,7 +80,27 @@ def build_config(args: argparse.Namespace) -> TrainConfig:
     values = json.loads(args.config.read_text()) if args.config else {}
     given = {name: getattr(args, name) for name in SETTINGS if getattr(args, name, None) is not None}
     values.update(given)
+    values.update(detected_source(values))
     return TrainConfig.from_dict(values).with_overrides(parse_overrides(args.set)).validate()
+
+
+def detected_source(values: dict) -> dict:
+    """A --data-path without a source: the source (and the task a file's own classes need) detected
+    from the file, said on stderr; {} when the source is given."""
+    if not values.get("data_path") or values.get("data_source"):
+        return {}
+    from core.data.datasets import DataError
+    from core.data.formats import detect
+    try:
+        found = detect(values["data_path"])
+    except DataError as exc:
+        raise ValueError(str(exc)) from None
+    chosen = {"data_source": found.source}
+    if found.task and not values.get("task"):
+        chosen["task"] = found.task
+    print(f"detected {found.kind}: data source {found.source!r}"
+          + (f", task {chosen['task']!r}" if "task" in chosen else ""), file=sys.stderr)
+    return chosen
 
 
 def parse_overrides(items: list[str]) -> dict:

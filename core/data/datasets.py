@@ -1,4 +1,5 @@
-"""Load image datasets (built-in chest X-rays, folders, zips, MedMNIST .npz) and split them by patient.
+"""Load image datasets (built-in chest X-rays, folders, zips, .npz, CIFAR tarballs, CSVs of labels) and
+split them by patient. Which file is which format: core/data/formats.py.
 
 A dataset becomes numpy arrays: uint8 images (N, H, W, C), integer labels, patient ids and file
 names. Decoded images are written to an uncompressed .npy on disk while they are decoded (never all
@@ -25,14 +26,9 @@ from typing import Callable
 
 import numpy as np
 
-from core.data.imaging import (
-    ImageError,
-    displayable,
-    is_image_name,
-    resize_to_model,
-    stretch_to_uint8,
-    to_model_array,
-)
+from core.data import formats
+from core.data.formats import FormatOptions
+from core.data.imaging import ImageError, displayable, resize_to_model, stretch_to_uint8
 from core.data.archives import DATASET_ZIP, NPZ_FILE, UnsafeArchive, check_zip
 from core.settings.config import SETTINGS
 from core.store.files import atomic_path
@@ -42,7 +38,7 @@ BUILTIN_ZIP = PROJECT_ROOT / "assets" / "datasets" / "chest_xray_128.zip"
 TASK_TITLES = {
     "binary": "NORMAL vs PNEUMONIA",
     "subtype": "normal / bacterial / viral",
-    "classes": "one class per folder",
+    "classes": "the dataset's own classes",
 }
 SPLIT_NAMES = ("train", "val", "test")
 CACHE_VERSION = 2  # bump when decoding changes, so old caches are not reused
@@ -86,6 +82,7 @@ class Dataset:
     report: LoadReport
     image_file: str | None = None  # the .npy behind `images` when they come from the disk cache
     image_offset: int = 0          # where its pixels start
+    patients_per_image: bool = False  # the source names no patients: each image counts as its own
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -119,6 +116,7 @@ class SplitReport:
     overlap: dict[str, int]                 # "train/val" -> patients in both
     overlap_examples: list[str]
     warnings: list[str] = field(default_factory=list)
+    per_image: bool = False                 # no patient ids: split per image, nothing to check overlap with
 
     @property
     def leaks(self) -> bool:
@@ -218,13 +216,17 @@ def resolve_source_path(source: str, path: str | os.PathLike | None) -> Path:
         raise DataError(f"{resolved} does not exist")
     if source == "folder" and not resolved.is_dir():
         raise DataError(f"{resolved} is not a folder")
-    if source in ("zip", "npz") and not resolved.is_file():
+    if source in ("zip", "npz", "cifar", "csv") and not resolved.is_file():
         raise DataError(f"{resolved} is not a file")
     return resolved
 
 
-def content_hash(source: str, path: Path, watch: "_Watch | None" = None) -> str:
-    """Hash of the source's content: file bytes for zip/npz, names+sizes+mtimes for a folder."""
+def content_hash(source: str, path: Path, watch: "_Watch | None" = None, options: FormatOptions | None = None) -> str:
+    """Hash of the source's content: file bytes for zip/npz/cifar, names+sizes+mtimes for a folder, both
+    for a CSV (its bytes, its images folder's names+sizes+mtimes)."""
+    if source == "csv":
+        from core.data import label_csv
+        return label_csv.content_hash(path, options or FormatOptions())
     digest = hashlib.sha256()
     if source == "folder":
         for count, file in enumerate(sorted(p for p in path.rglob("*") if p.is_file()), 1):
@@ -378,27 +380,30 @@ def _labels_for_task(parsed, task: str) -> tuple[list[str], list[int | None], li
     return ["normal", "bacterial", "viral"], labels, reasons
 
 
-def _decode_into(sink, entries, paths, image_size, channels, watch: _Watch) -> list[str | None]:
-    """Decode images in parallel threads (Pillow releases the GIL while decoding), a chunk at a time,
-    appending each readable image to `sink` in order; returns one error (or None) per path."""
+def _decode_into(sink, entries, paths, image_size, channels, watch: _Watch) -> tuple[list[str | None], list[str]]:
+    """Decode images (DICOM too) in parallel threads (Pillow releases the GIL while decoding), a chunk at
+    a time, appending each readable image to `sink` in order; returns one error (or None) and one DICOM
+    PatientID ('' when none) per path."""
     def decode(path):
         try:
-            return to_model_array(entries[path](), image_size, channels), None
+            array, patient = formats.decode_member(path, entries[path](), image_size, channels)
+            return array, None, patient
         except ImageError as exc:
-            return None, str(exc)
+            return None, str(exc), ""
         except (OSError, zipfile.BadZipFile) as exc:
-            return None, f"could not be read ({exc})"
+            return None, f"could not be read ({exc})", ""
 
-    errors = []
+    errors, patients = [], []
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         for start in range(0, len(paths), DECODE_CHUNK):
             watch.check()
-            for array, error in pool.map(decode, paths[start:start + DECODE_CHUNK]):
+            for array, error, patient in pool.map(decode, paths[start:start + DECODE_CHUNK]):
                 if error is None:
                     sink.append(array)
                 errors.append(error)
+                patients.append(patient)
             watch.decoded(len(errors), len(paths))
-    return errors
+    return errors, patients
 
 
 def _load_image_tree(entries, task, sink, image_size, channels, watch: _Watch) -> dict:
@@ -408,7 +413,7 @@ def _load_image_tree(entries, task, sink, image_size, channels, watch: _Watch) -
     for rel in entries:
         if _is_junk(rel):
             continue
-        if is_image_name(rel):
+        if formats.is_decodable_name(rel):
             image_paths.append(rel)
         else:
             report_skipped.append({"file": rel, "reason": "not an image file extension"})
@@ -420,18 +425,19 @@ def _load_image_tree(entries, task, sink, image_size, channels, watch: _Watch) -
     keep = [i for i, label in enumerate(labels) if label is not None]
     report_skipped += [{"file": parsed[i][0], "reason": reasons[i]}
                        for i, label in enumerate(labels) if label is None]
-    errors = _decode_into(sink, entries, [parsed[i][0] for i in keep], image_size, channels, watch)
-    rows = []
-    for i, error in zip(keep, errors):
+    errors, tagged = _decode_into(sink, entries, [parsed[i][0] for i in keep], image_size, channels, watch)
+    rows, patients = [], []
+    for i, error, tag in zip(keep, errors, tagged):
         if error:
             report_skipped.append({"file": parsed[i][0], "reason": error})
         else:
             rows.append(i)
+            patients.append(tag or patient_id(parsed[i][0]))  # a DICOM's PatientID, else from the name
     files = [parsed[i][0] for i in rows]
     return {
         "labels": np.array([labels[i] for i in rows], dtype=np.int32),
         "class_names": class_names,
-        "patient_ids": np.array([patient_id(f) for f in files], dtype=str),
+        "patient_ids": np.array(patients, dtype=str),
         "files": np.array(files, dtype=str),
         "own_split": np.array([parsed[i][1] for i in rows], dtype=str),
         "skipped": report_skipped,
@@ -449,10 +455,31 @@ def _npz_to_uint8(images: np.ndarray) -> np.ndarray:
     return stretch_to_uint8(images)
 
 
-def _load_npz(path: Path, task: str, sink, image_size: int, channels: int, watch: _Watch) -> dict:
-    """MedMNIST layout: train_images / train_labels / val_... / test_... (or plain images / labels)."""
+def _npz_layout(keys: set, name: str) -> list[tuple[str, str, str]]:
+    """[(split, images key, labels key)]: MedMNIST's train_images / train_labels / val_... / test_...
+    (or plain images / labels), or Keras' x_train / y_train / x_test / y_test."""
+    if formats.is_keras_layout(keys):
+        return formats.keras_splits(keys, name)
+    layout = [(s, f"{s}_images", f"{s}_labels") for s in SPLIT_NAMES if f"{s}_images" in keys] or \
+        ([("", "images", "labels")] if "images" in keys else [])
+    if not layout:
+        raise DataError(f"{name} has no 'train_images'/'images' arrays (MedMNIST) nor 'x_train' (Keras) "
+                        f"(found: {sorted(keys)})")
+    for _, images, labels in layout:
+        if labels not in keys:
+            raise DataError(f"{name} has {images} but no {labels}")
+    return layout
+
+
+def _need_own_classes(task: str, what: str) -> None:
     if task != "classes":
-        raise DataError(f"an .npz dataset has its own classes: use task 'classes', not {task!r}")
+        raise DataError(f"{what} has its own classes: use task 'classes', not {task!r}")
+
+
+def _load_npz(path: Path, task: str, sink, image_size: int, channels: int, watch: _Watch,
+              options: FormatOptions) -> dict:
+    """The arrays of a MedMNIST or Keras .npz (`_npz_layout`); its own split is kept as `own_split`."""
+    _need_own_classes(task, "an .npz dataset")
     try:
         if zipfile.is_zipfile(path):  # an .npz is a zip: the same guard before an array is unpacked
             with zipfile.ZipFile(path) as zipped:
@@ -462,19 +489,13 @@ def _load_npz(path: Path, task: str, sink, image_size: int, channels: int, watch
         raise DataError(f"{path.name} is not a readable .npz file ({exc})") from None
     with archive:
         keys = set(archive.files)
-        splits = [s for s in ("train", "val", "test") if f"{s}_images" in keys]
-        prefixes = [f"{s}_" for s in splits] or ([""] if "images" in keys else [])
-        if not prefixes:
-            raise DataError(f"{path.name} has no 'train_images'/'images' arrays (found: {sorted(keys)})")
+        layout = _npz_layout(keys, path.name)
         parts = {name: [] for name in ("labels", "patient_ids", "files", "own_split")}
-        for prefix in prefixes:
-            if f"{prefix}labels" not in keys:
-                raise DataError(f"{path.name} has {prefix}images but no {prefix}labels")
+        ids_keys = [f"{split}_patient_ids" if split else "patient_ids" for split, _, _ in layout]
+        for (split, images_key, labels_key), ids_key in zip(layout, ids_keys):
             watch.check()
-            images = _npz_to_uint8(archive[f"{prefix}images"])
-            labels = archive[f"{prefix}labels"].reshape(len(images), -1)[:, 0].astype(np.int32)
-            split = prefix.rstrip("_")
-            ids_key = f"{prefix}patient_ids"
+            images = _npz_to_uint8(archive[images_key])
+            labels = archive[labels_key].reshape(len(images), -1)[:, 0].astype(np.int32)
             ids = archive[ids_key].astype(str) if ids_key in keys else \
                 np.array([f"{split or 'image'}-{i}" for i in range(len(images))])
             for image in images:
@@ -486,9 +507,58 @@ def _load_npz(path: Path, task: str, sink, image_size: int, channels: int, watch
             done = sum(len(p) for p in parts["labels"])
             watch.decoded(done, done)
         n_classes = int(max(int(p.max()) for p in parts["labels"] if len(p)) + 1)
-        names = [str(n) for n in archive["class_names"]] if "class_names" in keys else \
-            [f"class {i}" for i in range(n_classes)]
-    return {**{k: np.concatenate(v) for k, v in parts.items()}, "class_names": names, "skipped": []}
+        if "class_names" in keys:
+            names = [str(n) for n in archive["class_names"]]
+        elif formats.is_keras_layout(keys):
+            names = formats.keras_class_names(options.npz_classes, path.name, parts["labels"][0], n_classes)
+        else:
+            names = [f"class {i}" for i in range(n_classes)]
+    return {**{k: np.concatenate(v) for k, v in parts.items()}, "class_names": names, "skipped": [],
+            "patients_per_image": not any(key in keys for key in ids_keys)}
+
+
+def _load_cifar(path: Path, task: str, sink, image_size: int, channels: int, watch: _Watch,
+                options: FormatOptions) -> dict:
+    """A CIFAR-10/100 python tarball (core/data/cifar.py): its train and test batches as its own split."""
+    from core.data import cifar
+    _need_own_classes(task, "a CIFAR tarball")
+    batches, class_names = cifar.read(path, options.label_level, watch.check)
+    total, done = sum(len(b.labels) for b in batches), 0
+    for batch in batches:
+        if len(batch.labels) and (batch.labels.min() < 0 or batch.labels.max() >= len(class_names)):
+            raise DataError(f"{batch.member} has labels outside the {len(class_names)} classes of its meta")
+        for start in range(0, len(batch.images), DECODE_CHUNK):
+            watch.check()
+            for image in batch.images[start:start + DECODE_CHUNK]:
+                sink.append(_npz_image_to_model(image, image_size, channels))
+            done += len(batch.images[start:start + DECODE_CHUNK])
+            watch.decoded(done, total)
+    files = [f for b in batches for f in b.files]
+    return {"labels": np.concatenate([b.labels for b in batches]).astype(np.int32), "class_names": class_names,
+            "patient_ids": np.array(files, dtype=str), "files": np.array(files, dtype=str),
+            "own_split": np.array([b.split for b in batches for _ in b.files], dtype=str),
+            "skipped": [], "patients_per_image": True}
+
+
+def _load_csv(path: Path, task: str, sink, image_size: int, channels: int, watch: _Watch,
+              options: FormatOptions) -> dict:
+    """A CSV of labels and its images folder (core/data/label_csv.py); patients from its patient
+    column, else a DICOM's PatientID, else one per image."""
+    from core.data import label_csv
+    _need_own_classes(task, "a CSV of labels")
+    planned = label_csv.plan(path, options, watch.listed)
+    errors, tagged = _decode_into(sink, planned.entries, planned.files, image_size, channels, watch)
+    kept = [i for i, error in enumerate(errors) if error is None]
+    skipped = planned.skipped + [{"file": planned.files[i], "reason": error}
+                                 for i, error in enumerate(errors) if error is not None]
+    patients = [planned.patients[i] or tagged[i] for i in kept]
+    per_image = not any(patients)
+    return {"labels": np.array([planned.labels[i] for i in kept], dtype=np.int32),
+            "class_names": planned.class_names,
+            "patient_ids": np.array([p or planned.files[i] for p, i in zip(patients, kept)], dtype=str),
+            "files": np.array([planned.files[i] for i in kept], dtype=str),
+            "own_split": np.array(["" for _ in kept], dtype=str), "skipped": skipped,
+            "patients_per_image": per_image}
 
 
 def _npz_image_to_model(image: np.ndarray, image_size: int, channels: int) -> np.ndarray:
@@ -501,8 +571,9 @@ def _npz_image_to_model(image: np.ndarray, image_size: int, channels: int) -> np
 NPY_HEADER_BYTES = 128  # a fixed .npy header, so the row count can be written once decoding ends
 
 
-def _cache_key(source: str, digest: str, task: str, image_size: int, channels: int) -> str:
-    text = json.dumps([CACHE_VERSION, source, digest, task, image_size, channels])
+def _cache_key(source: str, digest: str, task: str, image_size: int, channels: int, options: dict | None = None) -> str:
+    # A format's options join the key only when set, so the keys of every other dataset stay as they were.
+    text = json.dumps([CACHE_VERSION, source, digest, task, image_size, channels] + ([options] if options else []))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -570,6 +641,7 @@ def _save_meta(path: Path, meta: dict) -> None:
             np.savez(handle, labels=meta["labels"], patient_ids=meta["patient_ids"], files=meta["files"],
                      own_split=meta["own_split"], class_names=np.array(meta["class_names"], dtype=str),
                      skipped=np.array(json.dumps(meta["skipped"])),
+                     patients_per_image=np.array(bool(meta.get("patients_per_image", False))),
                      decode_seconds=np.array(meta.get("decode_seconds", np.nan), dtype=np.float64))
 
 
@@ -582,6 +654,7 @@ def _read_cache(stem: Path) -> tuple[dict, np.memmap] | None:
         images = np.load(image_file, mmap_mode="r", allow_pickle=False)
         meta["class_names"] = [str(n) for n in meta["class_names"]]
         meta["skipped"] = json.loads(str(meta["skipped"]))
+        meta["patients_per_image"] = bool(meta.get("patients_per_image", False))  # older caches: unknown
         decoded = float(meta.pop("decode_seconds", np.nan))  # caches written before it was recorded: unknown
         meta["decode_seconds"] = decoded if np.isfinite(decoded) else None
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
@@ -592,10 +665,12 @@ def _read_cache(stem: Path) -> tuple[dict, np.memmap] | None:
 
 
 def is_cached(source: str = "builtin", path: str | os.PathLike | None = None, task: str = "binary",
-              image_size: int = 128, channels: int = 1) -> bool:
+              image_size: int = 128, channels: int = 1, options: FormatOptions | None = None) -> bool:
     """Whether these settings' decoded images are already in the disk cache (a load would decode nothing)."""
+    options = options or FormatOptions()
     resolved = resolve_source_path(source, path)
-    stem = cache_dir() / _cache_key(source, content_hash(source, resolved), task, image_size, channels)
+    stem = cache_dir() / _cache_key(source, content_hash(source, resolved, options=options), task, image_size,
+                                    channels, options.for_source(source))
     return all(file.exists() for file in cache_files(stem))
 
 
@@ -603,29 +678,30 @@ def is_cached(source: str = "builtin", path: str | os.PathLike | None = None, ta
 
 def load_dataset(source: str = "builtin", path: str | os.PathLike | None = None, task: str = "binary",
                  image_size: int = 128, channels: int = 1, use_cache: bool = True,
-                 progress: ProgressFn | None = None, cancel=None) -> Dataset:
+                 progress: ProgressFn | None = None, cancel=None, options: FormatOptions | None = None) -> Dataset:
     """Load a dataset; raises DataError with a clear message when it cannot be used.
 
     `progress(done, total)` is called while files are listed (total 0: not known yet) and decoded.
     `cancel` (a threading.Event or a callable returning True) stops the load between chunks: it
     raises LoadCancelled and leaves no cache file behind. With the cache, `images` is a read-only
-    memory map of it.
+    memory map of it. `options`: the settings of a format (CSV target, CIFAR-100 labels, ...).
     """
     check_setting("task", task)
     check_setting("image_size", image_size)
     if channels not in (1, 3):
         raise DataError(f"channels must be 1 (grayscale) or 3 (RGB), not {channels}")
     started = time.perf_counter()
+    options = options or FormatOptions()
     resolved = resolve_source_path(source, path)
     watch = _Watch(resolved.name, progress, cancel)
-    digest = content_hash(source, resolved, watch)
-    stem = cache_dir() / _cache_key(source, digest, task, image_size, channels)
+    digest = content_hash(source, resolved, watch, options)
+    stem = cache_dir() / _cache_key(source, digest, task, image_size, channels, options.for_source(source))
     cached = _read_cache(stem) if use_cache else None
     from_cache = cached is not None
     if cached is None:
         sink_type = _NpyWriter if use_cache else _MemoryRows
         cached = _decode(source, resolved, task, image_size, channels, sink_type(cache_files(stem)[0],
-                         (image_size, image_size, channels)), watch)
+                         (image_size, image_size, channels)), watch, options)
         cached[0]["decode_seconds"] = round(time.perf_counter() - started, 3)
         if use_cache:
             _save_meta(cache_files(stem)[1], cached[0])
@@ -637,14 +713,17 @@ def load_dataset(source: str = "builtin", path: str | os.PathLike | None = None,
     return Dataset(images=images, labels=meta["labels"], class_names=meta["class_names"],
                    patient_ids=meta["patient_ids"], files=meta["files"], own_split=meta["own_split"],
                    content_hash=digest, report=report, image_file=str(images.filename) if mapped else None,
-                   image_offset=int(images.offset) if mapped else 0)
+                   image_offset=int(images.offset) if mapped else 0,
+                   patients_per_image=bool(meta.get("patients_per_image", False)))
 
 
-def _decode(source, resolved, task, image_size, channels, sink, watch: _Watch) -> tuple[dict, np.ndarray]:
+def _decode(source, resolved, task, image_size, channels, sink, watch: _Watch,
+            options: FormatOptions) -> tuple[dict, np.ndarray]:
     """Decode the source into `sink`; (meta, images) once it is whole and usable."""
+    loaders = {"npz": _load_npz, "cifar": _load_cifar, "csv": _load_csv}
     try:
-        if source == "npz":
-            meta = _load_npz(resolved, task, sink, image_size, channels, watch)
+        if source in loaders:
+            meta = loaders[source](resolved, task, sink, image_size, channels, watch, options)
         else:
             reader = _ZipReader(resolved) if source != "folder" else None
             try:
@@ -845,9 +924,15 @@ def _own_split(ds: Dataset, val_fraction: float, test_fraction: float, seed: int
     return _finish_split(ds, parts, "own", warnings)
 
 
+PER_IMAGE_SPLIT = ("this dataset names no patients, so each image counts as its own patient: the split is "
+                   "per image, and images of one person may be in two splits (no patient grouping is possible)")
+
+
 def _finish_split(ds: Dataset, parts: dict, mode: str, warnings: list[str] | None = None) -> Split:
     report = split_report(ds, parts, mode)
-    report.warnings = list(warnings or []) + report.warnings
+    report.per_image = ds.patients_per_image
+    ordered = ([PER_IMAGE_SPLIT] if ds.patients_per_image else []) + list(warnings or []) + report.warnings
+    report.warnings = list(dict.fromkeys(ordered))  # a subsample passes its split's warnings on again
     return Split(train=parts["train"], val=parts["val"], test=parts["test"], report=report)
 
 

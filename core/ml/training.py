@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.data import datasets as data_lib
+from core.data.formats import FormatOptions
 from core.settings.architectures import resolve_params
 from core.settings.config import Augmentation, TrainConfig  # noqa: F401 - the config travels with the engine
 from core.store.files import atomic_path
@@ -112,7 +113,8 @@ def load_data(config: TrainConfig, progress: Progress | None = None, cancel=None
     memory-mapped). `cancel` (a callable) stops a load that decodes: data_lib.LoadCancelled."""
     report = (lambda done, total: progress.update(load_done=done, load_total=total)) if progress else None
     dataset = data_lib.load_dataset(config.data_source, config.data_path or None, config.task,
-                                    config.image_size, config.channels, progress=report, cancel=cancel)
+                                    config.image_size, config.channels, progress=report, cancel=cancel,
+                                    options=FormatOptions.from_settings(config))
     seed = config.effective_split_seed
     if config.cv_folds:
         split = data_lib.make_cv_split(dataset, config.cv_folds, config.cv_fold, config.test_fraction, seed)

@@ -9,15 +9,17 @@ import hashlib
 from pathlib import Path
 
 from core.data import datasets as data_lib
-from core.settings.config import TrainConfig
+from core.data.formats import OWN_CLASSES, FormatOptions
+from core.settings.config import SETTINGS, TrainConfig
 from core.store.files import atomic_path
 
 # TrainConfig fields chosen on the Dataset page and carried over to the Train page.
 DATASET_FIELDS = ("data_source", "data_path", "task", "image_size", "color_mode", "split",
-                  "val_fraction", "test_fraction", "split_seed")
+                  "val_fraction", "test_fraction", "split_seed", *FormatOptions.__dataclass_fields__)
 SOURCE_TITLES = {"builtin": "Built-in chest X-rays", "folder": "Folder on the server",
-                 "zip": "Zip file", "npz": "MedMNIST .npz"}
-UPLOAD_SUFFIXES = (".zip", ".npz")
+                 "zip": "Zip file", "npz": ".npz arrays (MedMNIST, MNIST)", "cifar": "CIFAR tarball",
+                 "csv": "CSV of labels"}
+UPLOAD_SUFFIXES = (".zip", ".npz", ".gz", ".tgz", ".tar")
 
 
 # ----------------------------------------------------------------------------- dataset settings
@@ -43,8 +45,8 @@ def complete_dataset_settings(saved: dict | None) -> dict:
 
 
 def default_task(source: str) -> str:
-    """.npz datasets carry their own classes; image folders default to the chest X-ray task."""
-    return "classes" if source == "npz" else "binary"
+    """.npz, CIFAR and CSV datasets carry their own classes; image folders default to the chest X-ray task."""
+    return "classes" if source in OWN_CLASSES else "binary"
 
 
 def dataset_label(settings: dict) -> str:
@@ -55,7 +57,9 @@ def dataset_label(settings: dict) -> str:
     split = ("the dataset's own split" if settings["split"] == "own" else
              f"val {settings['val_fraction']:.0%} / test {settings['test_fraction']:.0%}, "
              f"split seed {settings['split_seed']}")
-    return (f"{source}{where} · {task} · {settings['image_size']} px {settings['color_mode']} · {split}")
+    chosen = FormatOptions.from_settings(settings).for_source(settings["data_source"])
+    own = "".join(f" · {SETTINGS[name].title}: {value}" for name, value in chosen.items())
+    return (f"{source}{where} · {task}{own} · {settings['image_size']} px {settings['color_mode']} · {split}")
 
 
 # ----------------------------------------------------------------------------- widgets of settings
@@ -149,7 +153,8 @@ def save_upload(content: bytes, file_name: str) -> Path:
     """Save an uploaded .zip/.npz as `<uploads>/<sha>.<ext>` (same content, same path) and return it."""
     suffix = Path(file_name).suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
-        raise data_lib.DataError(f"{file_name}: upload a .zip of class folders or a MedMNIST .npz file")
+        raise data_lib.DataError(f"{file_name}: upload a .zip of class folders, an .npz (MedMNIST or Keras) or "
+                                 "a CIFAR python .tar.gz")
     if not content:
         raise data_lib.DataError(f"{file_name} is empty")
     target = data_lib.uploads_dir() / f"{hashlib.sha256(content).hexdigest()[:20]}{suffix}"

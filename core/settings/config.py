@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from core.settings import architectures
 from core.settings.declare import Setting, check_all, declared, setting
 
-SOURCES = ("builtin", "folder", "zip", "npz")
+SOURCES = ("builtin", "folder", "zip", "npz", "cifar", "csv")
 TASKS = ("binary", "subtype", "classes")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "one_cycle", "plateau")
@@ -46,9 +46,24 @@ class TrainConfig:
     name: str = setting("", "Shown in the runs table; the architecture name when left empty.", label="Run name")
     # data
     data_source: str = setting("builtin", "Where the images come from.", label="Source", choices=SOURCES)
-    data_path: str = setting("", "The folder, zip or .npz file (not for the built-in set).", label="Path")
+    data_path: str = setting("", "The folder, zip, .npz, CIFAR tarball or CSV of labels (not for the built-in "
+                                 "set).", label="Path")
     task: str = setting("binary", "What to tell apart: normal/pneumonia, normal/bacterial/viral, or the "
                                   "dataset's own classes.", choices=TASKS)
+    # options of one data format each (core/data/formats.py); the other sources ignore them
+    label_column: str = setting("", "CSV of labels: the column to train on (CheXpert style: 1 positive; 0 or "
+                                    "empty negative; -1 uncertain, skipped) or a finding of NIH's 'Finding "
+                                    "Labels' (that finding against the rest); empty: the CSV's label column, "
+                                    "or NIH's rows with a single finding.", label="Target (CSV)")
+    images_folder: str = setting("", "CSV of labels: the folder of its images (sub-folders searched too); "
+                                     "empty: the CSV's own folder.", label="Images folder (CSV)")
+    label_level: str = setting("fine", "CIFAR-100: its 100 fine classes or its 20 coarse superclasses.",
+                               label="CIFAR-100 labels", choices=("fine", "coarse"))
+    npz_classes: str = setting("auto", "Keras-layout .npz (x_train, y_train, x_test, y_test): the digits 0-9 "
+                                       "(MNIST) or Fashion-MNIST's 10 names; auto: the file's class_names "
+                                       "array, else Fashion-MNIST when its name says 'fashion' or its labels "
+                                       "begin as Fashion-MNIST's do, else the digits.",
+                               label="Class names (Keras .npz)", choices=("auto", "digits", "fashion"))
     image_size: int = setting(128, "Images are resized to this square side.", label="Image size (px)",
                               min=32, max=512, options=IMAGE_SIZES)
     color_mode: str = setting("grayscale", "Grayscale (1 channel) or RGB (3).", label="Colour",

@@ -1,0 +1,189 @@
+"""The data formats of the classic reports, told apart from the file itself, and their options.
+
+    detected = detect("~/data/mnist.npz")   # Detected(source="npz", kind="Keras .npz ...", task="classes")
+    options = FormatOptions.from_settings(config)   # the settings a format reads (label column, ...)
+
+A folder (class folders of images or DICOM files) or a .zip is read by the image-tree loader, a .npz
+(MedMNIST or Keras' mnist.npz layout) by the arrays loader, a CIFAR "python version" tarball by
+core/data/cifar.py and a CSV of labels by core/data/label_csv.py (core/data/datasets.py calls them).
+"""
+from __future__ import annotations
+
+import os
+import tarfile
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.data.dicom import is_dicom, is_dicom_name, read_dicom
+from core.data.imaging import is_image_name, resize_to_model, to_model_array
+from core.settings.config import SETTINGS
+
+# The options each source reads; a source ignores the others (and its cache entry does not depend on them).
+OPTIONS_OF = {"npz": ("npz_classes",), "cifar": ("label_level",), "csv": ("label_column", "images_folder")}
+# Sources whose classes are the file's own: their task is "classes".
+OWN_CLASSES = ("npz", "cifar", "csv")
+
+FASHION_MNIST = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+# The first ten training labels of the real Fashion-MNIST (MNIST's begin 5 0 4 1 9 2 1 3 1 4), so an
+# upload, whose file name is not kept, is still recognised.
+FASHION_MNIST_FIRST_LABELS = (9, 0, 0, 3, 0, 2, 7, 2, 5, 5)
+KERAS_SPLITS = (("train", "x_train", "y_train"), ("val", "x_val", "y_val"), ("test", "x_test", "y_test"))
+CIFAR10_MEMBERS = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+                   "test_batch", "batches.meta")
+CIFAR100_MEMBERS = ("train", "test", "meta")
+FOLDER_SCAN_LIMIT = 5000  # files looked at to tell a folder of DICOM files from one of images
+
+
+def _error(message: str):
+    from core.data.datasets import DataError  # datasets imports this module's users lazily
+    return DataError(message)
+
+
+@dataclass(frozen=True)
+class FormatOptions:
+    """The settings of TrainConfig that one data format reads, with their declared defaults."""
+    label_column: str = SETTINGS["label_column"].default
+    images_folder: str = SETTINGS["images_folder"].default
+    label_level: str = SETTINGS["label_level"].default
+    npz_classes: str = SETTINGS["npz_classes"].default
+
+    @classmethod
+    def from_settings(cls, values) -> "FormatOptions":
+        """From a TrainConfig, or a dict of settings (missing ones at their defaults)."""
+        get = values.get if isinstance(values, dict) else lambda name, default: getattr(values, name, default)
+        chosen = {name: get(name, default) for name, default in asdict(cls()).items()}
+        for name, value in chosen.items():
+            SETTINGS[name].check(value)
+        return cls(**{name: (value or "").strip() if name in ("label_column", "images_folder") else value
+                      for name, value in chosen.items()})
+
+    def for_source(self, source: str) -> dict:
+        """The options `source` reads that differ from their defaults (part of its cache key)."""
+        defaults = FormatOptions()
+        return {name: getattr(self, name) for name in OPTIONS_OF.get(source, ())
+                if getattr(self, name) != getattr(defaults, name)}
+
+
+@dataclass(frozen=True)
+class Detected:
+    source: str            # a TrainConfig data_source
+    kind: str              # what the file is, in words
+    task: str | None       # the task it needs ("classes" for a file's own classes), None: any
+
+
+# ----------------------------------------------------------------------------- detection
+
+def detect(path: str | os.PathLike) -> Detected:
+    """What the file or folder at `path` is; DataError when it is no format CXR Lab reads."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise _error(f"{path} does not exist")
+    if path.is_dir():
+        return _detect_folder(path)
+    if path.stat().st_size == 0:
+        raise _error(f"{path.name} is empty (0 bytes)")
+    if zipfile.is_zipfile(path):
+        return _detect_zip(path)
+    if path.suffix.lower() == ".csv":
+        from core.data import label_csv
+        return Detected("csv", label_csv.describe(path), "classes")
+    if tarfile.is_tarfile(path):
+        from core.data import cifar
+        return Detected("cifar", cifar.describe(path), "classes")
+    raise _error(f"{path.name} is not a dataset format CXR Lab reads: give a folder of class folders (images "
+                 "or DICOM), a .zip of one, a MedMNIST or Keras .npz, a CIFAR python .tar.gz, or a CSV of labels")
+
+
+def _detect_folder(path: Path) -> Detected:
+    images = dicoms = 0
+    for count, file in enumerate(path.rglob("*")):
+        if count >= FOLDER_SCAN_LIMIT:
+            break
+        dicoms += is_dicom_name(file.name)
+        images += is_image_name(file.name)
+    from core.data.datasets import is_chest_xray_layout
+    task = "binary" if is_chest_xray_layout(_class_folders(path)) else "classes"
+    what = "DICOM files" if dicoms and dicoms >= images else "images"
+    return Detected("folder", f"a folder of {what} in class folders", task)
+
+
+def _class_folders(root: Path) -> list[str]:
+    """The class folders' names: the sub-folders, under train/val/test and one wrapping folder."""
+    from core.data.datasets import _SPLIT_ALIASES
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if len(folders) == 1 and folders[0].name.lower() not in _SPLIT_ALIASES:
+        return _class_folders(folders[0])
+    if folders and all(p.name.lower() in _SPLIT_ALIASES for p in folders):
+        return sorted({c.name for p in folders for c in p.iterdir() if c.is_dir()})
+    return [p.name for p in folders]
+
+
+def _detect_zip(path: Path) -> Detected:
+    with zipfile.ZipFile(path) as archive:
+        names = [info.filename for info in archive.infolist() if not info.is_dir()]
+    if not names or not all(name.endswith(".npy") for name in names):
+        return Detected("zip", "a zip of class folders", None)
+    keys = {name[:-len(".npy")] for name in names}
+    if "x_train" in keys:
+        return Detected("npz", f"a Keras .npz ({', '.join(sorted(keys))}), classes: "
+                               f"{npz_class_title(path)}", "classes")
+    return Detected("npz", f"a MedMNIST-style .npz ({', '.join(sorted(keys))})", "classes")
+
+
+def npz_class_title(path: Path) -> str:
+    """How the auto choice names a Keras .npz's classes, in words."""
+    with np.load(path, allow_pickle=False) as archive:
+        if "class_names" in archive.files:
+            return "its own class_names"
+        return ("Fashion-MNIST's names" if looks_like_fashion(path.name, archive["y_train"])
+                else "the digits 0-9 (choose Fashion-MNIST below if it is)")
+
+
+# ----------------------------------------------------------------------------- Keras .npz
+
+def is_keras_layout(keys) -> bool:
+    return "x_train" in keys
+
+
+def keras_splits(keys, name: str) -> list[tuple[str, str, str]]:
+    """[(split, images key, labels key)] of a Keras .npz: x_train/y_train, x_test/y_test (x_val/y_val)."""
+    splits = []
+    for split, images, labels in KERAS_SPLITS:
+        if images in keys:
+            if labels not in keys:
+                raise _error(f"{name} has {images} but no {labels}")
+            splits.append((split, images, labels))
+    return splits
+
+
+def looks_like_fashion(file_name: str, train_labels: np.ndarray) -> bool:
+    first = tuple(int(v) for v in np.asarray(train_labels).reshape(-1)[:len(FASHION_MNIST_FIRST_LABELS)])
+    return "fashion" in file_name.lower() or first == FASHION_MNIST_FIRST_LABELS
+
+
+def keras_class_names(choice: str, file_name: str, train_labels: np.ndarray, n_classes: int) -> list[str]:
+    """Fashion-MNIST's names or the digits, as `choice` (auto | digits | fashion) says."""
+    fashion = choice == "fashion" or (choice == "auto" and looks_like_fashion(file_name, train_labels))
+    if not fashion:
+        return [str(i) for i in range(n_classes)]
+    if n_classes > len(FASHION_MNIST):
+        raise _error(f"{file_name} has {n_classes} classes; Fashion-MNIST has {len(FASHION_MNIST)}")
+    return list(FASHION_MNIST)
+
+
+# ----------------------------------------------------------------------------- decoding
+
+def decode_member(name: str, data: bytes, image_size: int, channels: int) -> tuple[np.ndarray, str]:
+    """(model pixels, the DICOM PatientID or '') of one file: DICOM by its name or marker, else Pillow."""
+    if is_dicom(data, name):
+        image, patient = read_dicom(data)
+        return resize_to_model(image, image_size, channels), patient
+    return to_model_array(data, image_size, channels), ""
+
+
+def is_decodable_name(name: str) -> bool:
+    return is_image_name(name) or is_dicom_name(name)
