@@ -103,6 +103,12 @@ STUDIES = {study.key: study for study in (
           "How do training speed and memory grow with the image size?",
           "image_size", (32, 64, 96, 128), measures_resources=True,
           quick=Variant(settings={"epochs": 2}), full=Variant(settings={"epochs": 10, "early_stopping": False})),
+    Study("devices", "Devices: training in sync",
+          "How much faster does training go on 2 devices in sync (MirroredStrategy: each takes half of every "
+          "batch) than on 1, and does the score change? (Without GPUs the 2 devices are the CPU split in two: "
+          "the same code path, no speed-up to expect.)",
+          "devices", (1, 2), labels=("1 device", "2 devices in sync"), measures_resources=True,
+          quick=Variant(settings={"epochs": 2}), full=Variant(settings={"epochs": 10, "early_stopping": False})),
     Study("test_fraction", "Train/test proportion",
           "How does the share of patients held out for the test change the score and its uncertainty? "
           "(Each share scores on test patients of its own: the other studies share theirs.)",
