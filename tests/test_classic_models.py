@@ -150,3 +150,29 @@ def test_the_perceptron_weight_images_are_each_class_logit_as_an_image():
 def test_a_model_with_hidden_layers_has_no_weight_images():
     with pytest.raises(ValueError, match="no weight per pixel"):
         models.class_weight_images(models.build_model("mlp", 32, 1, 2, {"hidden_units": [8]}))
+
+
+def test_weight_pictures_share_one_scale_red_up_blue_down():
+    from core.present import weight_images
+    weights = np.zeros((2, 4, 4, 1))
+    weights[0, 0, 0, 0], weights[1, 0, 0, 0], weights[1, 1, 1, 0] = 2.0, -2.0, 1.0
+    first, second = weight_images.class_pictures(weights)
+    assert first.shape == (4, 4, 3) and first.dtype == np.uint8
+    assert tuple(first[0, 0]) == tuple(weight_images.RED) and tuple(second[0, 0]) == tuple(weight_images.BLUE)
+    assert tuple(first[3, 3]) == (255, 255, 255)
+    assert 0 < second[1, 1, 1] < 255  # half the largest weight: half way to red on the shared scale
+
+
+def test_evaluate_shows_a_perceptron_runs_weights_per_class(app_env, make_run):
+    from tests.apptest_support import assert_clean, open_page
+    run = make_run("done", name="perceptron", arch="logistic", image_size=32)
+    run.save_model(models.build_model("logistic", 32, 1, 2))
+    at = open_page("pages/evaluate.py", {"eval_run": run.id})
+    assert_clean(at)
+    assert "What the perceptron weighs" in [h.value for h in at.subheader]
+    captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
+    assert captions[-2:] == run.summary()["class_names"]  # one picture per class, after the gallery
+    other = make_run("done", name="cnn", image_size=32)
+    other_page = open_page("pages/evaluate.py", {"eval_run": other.id})
+    assert "What the perceptron weighs" not in [h.value for h in other_page.subheader]
+    assert len(other_page.get("image")) == len(at.get("image")) - 2
