@@ -42,18 +42,20 @@ class ShortListParam(Setting):
 
 @dataclass(frozen=True)
 class NamesParam(Setting):
-    """A list of names, each one of `choices` ("relu, elu" from a text box): one per conv block."""
+    """A list of names, each one of `names` ("relu, elu" from a text box): one per conv block. Not
+    `choices`, which would make it a single choice."""
+    names: tuple = ()
 
     def __post_init__(self):
         object.__setattr__(self, "kind", str)  # drawn as a text box; the value is a list of names
 
     def expected(self) -> str:
-        return "a list of names, each one of " + ", ".join(self.choices)
+        return "a list of names, each one of " + ", ".join(self.names)
 
     def check(self, value):
         if isinstance(value, str):
             value = value.replace(",", " ").split()
-        if not isinstance(value, (list, tuple)) or any(name not in self.choices for name in value):
+        if not isinstance(value, (list, tuple)) or any(name not in self.names for name in value):
             raise ValueError(f"{self.name} must be {self.expected()}; got {value!r}")
         return list(value)
 
@@ -96,7 +98,7 @@ CNN_PARAMS = (
     Param("kernel_sizes", [], "Kernel size of each block's conv layers, one per block; empty: kernel "
           "size for every block.", min=1, max=11),
     NamesParam("activations", [], "Activation of each block's conv layers, one per block; empty: "
-               "activation for every block (the dense layers use activation).", choices=ACTIVATIONS),
+               "activation for every block (the dense layers use activation).", names=ACTIVATIONS),
     Param("pool_sizes", [], "Pooling window (and stride) after each block, one per block; 1 keeps that "
           "block's resolution; empty: 2 after every block.", min=1, max=8),
     Param("block_dropout", 0.25, "Dropout rate after each conv block listed in dropout after blocks.",
