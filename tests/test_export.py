@@ -137,8 +137,12 @@ def test_a_folder_that_is_no_run_is_refused(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- every architecture
 
+# DenseNet121 is left out: its export agreed within TOLERANCE when run by hand, but took 110 s on
+# 2 busy cores (MobileNetV2: 52 s); what it adds to the graph (a Normalization before the base) is
+# plain arithmetic for both exporters.
+HEAVY_BASES = ("densenet121",)
 CASES = [(arch, {}) for arch in ARCHITECTURES if arch != "transfer"] + \
-        [("transfer", {"base": base, "weights": "none"}) for base in TRANSFER_BASE_NAMES]
+        [("transfer", {"base": base, "weights": "none"}) for base in TRANSFER_BASE_NAMES if base not in HEAVY_BASES]
 
 
 def varied_images() -> np.ndarray:
