@@ -28,6 +28,19 @@ def test_shear_and_gaussian_noise_augment_in_training_only():
     assert np.abs(np.asarray(augmentation(images, training=True)) - images).mean() > 5
 
 
+def test_a_model_with_shear_and_noise_saves_and_loads(tmp_path):
+    augmentation = build_augmentation(Augmentation(shear=0.2, gaussian_noise=5.0), seed=0)
+    model = models.build_model("seed_cnn", 32, 1, 2, {"dense_units": 8}, augmentation=augmentation)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 1)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+    shears = [layer for layer in loaded.get_layer("augmentation").layers if type(layer).__name__ == "RandomShear"]
+    factors = np.asarray(shears[0].get_random_transformation(np.zeros((256, 32, 32, 1)))["shear_factor"])
+    # shears both ways, up to the setting, as a number (-0.2, 0.2) would draw them
+    assert factors.min() < -0.1 and factors.max() > 0.1 and np.abs(factors).max() <= 0.2
+
+
 def test_configs_saved_before_the_new_settings_load_with_them_off():
     saved = TrainConfig().to_dict()
     del saved["devices"], saved["augmentation"]["shear"], saved["augmentation"]["gaussian_noise"]

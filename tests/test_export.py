@@ -23,7 +23,7 @@ from tests.conftest import copy_run
 
 TOLERANCE = 1e-4  # float32 through three runtimes
 EVERY_AUGMENTATION = Augmentation(rotation_degrees=10, zoom=0.1, shift=0.1, horizontal_flip=True,
-                                  brightness=0.2, contrast=0.2)
+                                  brightness=0.2, contrast=0.2, shear=0.1, gaussian_noise=5.0)
 
 
 def leftovers(run: Run) -> list[str]:

@@ -244,7 +244,9 @@ def build_augmentation(aug: Augmentation, seed: int):
     if aug.contrast:
         stack.append(layers.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed + 5))
     if aug.shear:
-        stack.append(layers.RandomShear(aug.shear, aug.shear, fill_mode="constant", seed=seed + 6))
+        # (0, shear), not shear: Keras 3.15 saves a number as (-shear, shear), which it then refuses to
+        # load; the layer flips the sign at random, so (0, shear) draws the same shears in [-shear, shear]
+        stack.append(layers.RandomShear((0.0, aug.shear), (0.0, aug.shear), fill_mode="constant", seed=seed + 6))
     if aug.gaussian_noise:  # Keras' GaussianNoise takes a deviation of at most 1: noise on 0-1 pixels
         stack += [layers.Rescaling(1 / 255), layers.GaussianNoise(aug.gaussian_noise / 255, seed=seed + 7),
                   layers.Rescaling(255)]
