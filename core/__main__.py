@@ -6,11 +6,12 @@
     python -m core evaluate ...   a finished run's metrics as JSON
     python -m core predict ...    predict images with a run, one JSON line each
     python -m core export ...     a run's model card, SavedModel and TFLite exports
+    python -m core baseline ...   logistic regression on the pixels (L1/L2, C chosen on validation)
 """
 import importlib
 import sys
 
-COMMANDS = ("train", "worker", "sweep", "evaluate", "predict", "export")
+COMMANDS = ("train", "worker", "sweep", "evaluate", "predict", "export", "baseline")
 
 
 def main(argv: list[str]) -> int:

@@ -14,6 +14,7 @@ from core.ml import metrics as metrics_lib
 from core.ml.decisions import decision_sentence
 from core.present import charts, forms, review
 from core.present import evaluation as evaluation_view
+from core.present import weight_images
 from pages import common, model_card_view
 
 RUN_KEY = "eval_run"
@@ -308,6 +309,27 @@ def downloads(run) -> None:
         cols[0].caption("No saved model.")
 
 
+@st.cache_data(show_spinner="Reading the perceptron's weights…", max_entries=8)
+def perceptron_pictures(run_path: str, modified: float) -> list:
+    """One picture per class of a perceptron run's weights (`modified` refreshes the cache)."""
+    from core.ml import models
+    from core.store.runs import Run
+    return weight_images.class_pictures(models.class_weight_images(Run(run_path).load_model()))
+
+
+def perceptron_weights(run) -> None:
+    """A single-layer perceptron's weights, one image per class (other architectures have none)."""
+    if run.config().get("arch") != weight_images.PERCEPTRON_ARCH or not run.has_model():
+        return
+    st.subheader("What the perceptron weighs")
+    pictures = perceptron_pictures(str(run.path), run.model_path.stat().st_mtime)
+    names = run.summary().get("class_names") or [f"class {i}" for i in range(len(pictures))]
+    for col, name, picture in zip(st.columns(len(pictures)), names, pictures):
+        col.image(picture, caption=name, width="stretch")
+    st.caption("Each pixel's weight in the class's score: red raises it, blue lowers it, white is no "
+               "effect (one scale for every class).")
+
+
 def main() -> None:
     st.title("Evaluate")
     st.caption(evaluation_view.CLINICAL_NOTE)
@@ -333,6 +355,7 @@ def main() -> None:
     referral(predictions, threshold)
     calibration_section(run, split)
     gallery(run, predictions, threshold)
+    perceptron_weights(run)
     external_validation(run, threshold)
     st.subheader("Model card and export")
     model_card_view.model_card_and_export(run)

@@ -111,7 +111,7 @@ def launch_section(store, study) -> None:
 
 
 def weights_missing(base: str, image_size: int) -> str | None:
-    """Why the transfer study's runs would fail here (no ImageNet weights), or None."""
+    """Why the transfer study's runs would not start from ImageNet here (no weights), or None."""
     import os
 
     from core.ml import models
@@ -119,8 +119,9 @@ def weights_missing(base: str, image_size: int) -> str | None:
     if os.path.exists(path):
         return None
     return (f"The ImageNet weights of {base} are not on this machine ({path}), and Keras downloads "
-            "them from the internet: without it the study's runs end failed with that message. Copy the "
-            "file there from a machine with internet access (or run once online), then run the study.")
+            "them from the internet: without it the study's runs train the base from scratch (each run "
+            "says so), which is not the question. Copy the file there from a machine with internet access "
+            "(or run once online), then run the study.")
 
 
 # ----------------------------------------------------------------------------- results

@@ -83,6 +83,8 @@ def live_view() -> None:
     state = run.state()
     st.markdown(train_view.headline(run.display_name(), run.id, state, progress.get("phase"),
                                     run.status().get("resumed_at_epochs")))
+    for warning in run.status().get("warnings") or []:  # e.g. ImageNet weights offline: base from scratch
+        st.warning(warning, icon=":material/cloud_off:")
     if state in ("queued", "running"):
         live_progress(progress)
         stop_control(manager, run, state, progress.get("phase"))

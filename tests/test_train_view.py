@@ -15,6 +15,7 @@ def test_a_saved_config_fills_every_widget_it_sets():
         "train_arch": "mlp", "train_batch_size": 128, "train_learning_rate": 0.003, "train_name": "kept",
         "train_aug_rotation_degrees": 0.0, "train_aug_zoom": 0.1, "train_aug_shift": 0.0,
         "train_aug_horizontal_flip": False, "train_aug_brightness": 0.0, "train_aug_contrast": 0.0,
+        "train_aug_shear": 0.0, "train_aug_gaussian_noise": 0.0,
         "train_p_mlp_hidden_units": "64, 32", "train_p_mlp_activation": "relu", "train_p_mlp_dropout": 0.4}
 
 
@@ -96,7 +97,11 @@ def test_a_preset_fills_every_cnn_parameter_widget():
     assert state == {"train_p_cnn_filters": "128, 128", "train_p_cnn_kernel_size": 5,
                      "train_p_cnn_convs_per_block": 1, "train_p_cnn_batch_norm": False,
                      "train_p_cnn_pooling": "max", "train_p_cnn_activation": "relu", "train_p_cnn_dropout": 0.3,
-                     "train_p_cnn_dense_layers": "", "train_p_cnn_head": "global_average"}
+                     "train_p_cnn_dense_layers": "", "train_p_cnn_head": "global_average",
+                     # the per-block settings at their defaults: every block alike, no block dropout
+                     "train_p_cnn_kernel_sizes": "", "train_p_cnn_activations": "", "train_p_cnn_pool_sizes": "",
+                     "train_p_cnn_block_dropout": 0.25, "train_p_cnn_dropout_after_blocks": "",
+                     "train_p_cnn_head_dropout": "every_dense"}
     assert train_view.preset_state(train_view.CUSTOM_PRESET) == {}
     assert train_view.preset_options()[0] == "custom"
     assert set(train_view.preset_options()[1:]) == set(architectures.CNN_PRESETS)

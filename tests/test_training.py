@@ -152,10 +152,11 @@ def test_a_failing_job_is_marked_failed_and_the_manager_keeps_working(manager, c
     assert manager.wait(missing, 60) == "failed"
     status = manager.store.get(missing).status()
     assert "does not exist" in status["error"] and "Traceback" in status["traceback"]
-    # A failure inside Keras: ImageNet weights cannot be downloaded on this offline machine.
-    offline = manager.submit(TrainConfig(**{**TINY, "arch": "transfer", "arch_params": {"weights": "imagenet"}}))
-    assert manager.wait(offline, 120) == "failed"
-    assert "none" in manager.store.get(offline).status()["error"]
+    # A failure inside Keras: a weights file of the base that is not there.
+    no_weights = manager.submit(TrainConfig(**{**TINY, "arch": "transfer",
+                                               "arch_params": {"weights": "file", "weights_file": "/gone.h5"}}))
+    assert manager.wait(no_weights, 120) == "failed"
+    assert "'/gone.h5' could not be loaded into mobilenet_v2" in manager.store.get(no_weights).status()["error"]
     healthy = manager.submit(TrainConfig(**{**TINY, "epochs": 1}))
     assert manager.wait(healthy, 300) == "done"
 

@@ -12,7 +12,7 @@ from core.settings.declare import Setting
 
 def test_the_widget_follows_the_declaration():
     assert forms.widget_spec(SETTINGS["optimizer"]) == {"kind": "select", "options": list(SETTINGS["optimizer"].choices)}
-    assert forms.widget_spec(SETTINGS["batch_size"])["options"] == [8, 16, 32, 64, 128, 256]
+    assert forms.widget_spec(SETTINGS["batch_size"])["options"] == [4, 8, 16, 32, 64, 128, 256]
     assert forms.widget_spec(SETTINGS["task"], choices=("classes",))["options"] == ["classes"]
     assert forms.widget_spec(SETTINGS["nesterov"]) == {"kind": "checkbox"}
     assert forms.widget_spec(SETTINGS["name"]) == {"kind": "text"}
@@ -89,7 +89,7 @@ def test_every_declared_setting_is_drawn_at_its_default(drawn_app):
 def test_the_widgets_carry_the_declared_label_help_and_range(drawn_app):
     epochs = drawn_app.number_input(key="t_epochs")
     assert (epochs.label, epochs.help, epochs.min, epochs.max) == ("Epochs", SETTINGS["epochs"].help, 1, 500)
-    assert drawn_app.selectbox(key="t_batch_size").options == ["8", "16", "32", "64", "128", "256"]
+    assert drawn_app.selectbox(key="t_batch_size").options == ["4", "8", "16", "32", "64", "128", "256"]
     zoom = drawn_app.slider(key="t_aug_zoom")
     assert (zoom.label, zoom.min, zoom.max, zoom.step) == ("Zoom (fraction)", 0.0, 0.5, 0.05)
     assert drawn_app.text_input(key="t_mlp_hidden_units").value == "256, 128"

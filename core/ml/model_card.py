@@ -177,6 +177,7 @@ def model_details(run: Run, config: dict, summary: dict) -> list:
         ("Input", f"{size} x {size} px, {channels} channel(s), raw 0-255 pixels" if size and channels
          else NOT_RECORDED),
         ("Output", "softmax probabilities of " + text(summary.get("class_names"))),
+        *[("Warning", warning) for warning in summary.get("warnings") or []],  # e.g. no ImageNet weights
         ("Files", exported_files(run)),
     ])]
 

@@ -7,6 +7,7 @@ optionally augments them, rescales them itself, and ends in
 so saliency methods can read the logits as the input of the last layer.
 """
 
+import inspect
 import os
 
 import keras
@@ -21,7 +22,7 @@ from core.settings.architectures import (
 
 
 class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be downloaded or loaded."""
+    """A weights file the user gave could not be loaded."""
 
 
 # -----------------------------------------------------------------------------
@@ -58,9 +59,10 @@ BN_MOMENTUM = 0.9
 KERAS_BN_MOMENTUM = 0.99  # deep_bn_cnn keeps it: the recipe's measured accuracy was trained with it
 
 
-def conv_block(x, filters, kernel_size, convs, batch_norm, pooling, activation, bn_momentum=BN_MOMENTUM):
+def conv_block(x, filters, kernel_size, convs, batch_norm, pooling, activation, bn_momentum=BN_MOMENTUM,
+               pool_size=2):
     """`convs` conv layers ("same" padding), each with BatchNorm before its activation or not, then
-    the pooling."""
+    the pooling (none for a pool size of 1)."""
     for _ in range(convs):
         if batch_norm:
             x = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False)(x)  # BN has the bias
@@ -68,31 +70,42 @@ def conv_block(x, filters, kernel_size, convs, batch_norm, pooling, activation, 
             x = layers.Activation(activation)(x)
         else:
             x = layers.Conv2D(filters, kernel_size, padding="same", activation=activation)(x)
-    if pooling != "none":
+    if pooling != "none" and pool_size > 1:
         # "same" pooling rounds up, so even a 32 px input survives many blocks (32 -> 1 after 5)
-        x = POOLING_LAYERS[pooling](pool_size=2, padding="same")(x)
+        x = POOLING_LAYERS[pooling](pool_size=pool_size, padding="same")(x)
     return x
 
 
-def classifier_head(x, head, dense_layers, dropout, activation):
+def classifier_head(x, head, dense_layers, dropout, activation, head_dropout="every_dense"):
     """Feature maps -> a vector (flatten or global average), then dense layers, each after a dropout;
-    without dense layers the dropout comes just before the logits."""
+    without dense layers, or with head_dropout "before_logits", one dropout just before the logits."""
     x = HEAD_LAYERS[head]()(x)
     for units in dense_layers:
-        x = layers.Dropout(dropout)(x)
+        if head_dropout == "every_dense":
+            x = layers.Dropout(dropout)(x)
         x = layers.Dense(units, activation=activation)(x)
-    if not dense_layers:
+    if not dense_layers or head_dropout == "before_logits":
         x = layers.Dropout(dropout)(x)
     return x
+
+
+def per_block(values, single, blocks):
+    """A per-block list as given, or the single value for every block when it is empty."""
+    return list(values) if values else [single] * blocks
 
 
 def build_cnn(pixels, filters, kernel_size, convs_per_block, batch_norm, pooling, activation, dropout,
-              dense_layers, head, bn_momentum=BN_MOMENTUM):
+              dense_layers, head, kernel_sizes=(), activations=(), pool_sizes=(), block_dropout=0.0,
+              dropout_after_blocks=(), head_dropout="every_dense", bn_momentum=BN_MOMENTUM):
     x = rescale_to_unit(pixels)
-    for block_filters in filters:
-        x = conv_block(x, block_filters, kernel_size, convs_per_block, batch_norm, pooling, activation,
-                       bn_momentum)
-    return classifier_head(x, head, dense_layers, dropout, activation)
+    blocks = zip(filters, per_block(kernel_sizes, kernel_size, len(filters)),
+                 per_block(activations, activation, len(filters)), per_block(pool_sizes, 2, len(filters)))
+    for number, (block_filters, block_kernel, block_activation, pool_size) in enumerate(blocks, start=1):
+        x = conv_block(x, block_filters, block_kernel, convs_per_block, batch_norm, pooling, block_activation,
+                       bn_momentum, pool_size)
+        if number in dropout_after_blocks:
+            x = layers.Dropout(block_dropout)(x)
+    return classifier_head(x, head, dense_layers, dropout, activation, head_dropout)
 
 
 def build_deep_bn_cnn(pixels, width, dense_layers, dropout, activation):
@@ -159,13 +172,22 @@ def build_logistic(pixels):
     return layers.Flatten()(rescale_to_unit(pixels))
 
 
-# base name -> (keras.applications constructor, whether it takes raw 0-255 pixels rather than [-1, 1])
+# base name -> (keras.applications constructor, the pixels it expects: "raw" 0-255 (it rescales them
+# itself), "tf" [-1, 1], or "torch" 0-1 normalised by ImageNet's channel means and deviations)
 TRANSFER_BASES = {
-    "mobilenet_v2": ("MobileNetV2", False),
-    "resnet50_v2": ("ResNet50V2", False),
-    "efficientnet_b0": ("EfficientNetB0", True),  # has its own Rescaling inside
+    "mobilenet_v2": ("MobileNetV2", "tf"),
+    "resnet50_v2": ("ResNet50V2", "tf"),
+    "efficientnet_b0": ("EfficientNetB0", "raw"),
+    "densenet121": ("DenseNet121", "torch"),
 }
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
+IMAGENET_STD = np.array([0.229, 0.224, 0.225])
 MOBILENET_V2_WEIGHT_SIZES = (96, 128, 160, 192, 224)
+IMAGENET_WEIGHT_FILES = {
+    "resnet50_v2": "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "efficientnet_b0": "efficientnetb0_notop.h5",
+    "densenet121": "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+}
 
 
 def keras_models_dir():
@@ -180,9 +202,7 @@ def imagenet_weights_file(base, image_size):
     if base == "mobilenet_v2":
         rows = image_size if image_size in MOBILENET_V2_WEIGHT_SIZES else 224
         return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
-    if base == "resnet50_v2":
-        return "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    return "efficientnetb0_notop.h5"
+    return IMAGENET_WEIGHT_FILES[base]
 
 
 def imagenet_weights_path(base, image_size):
@@ -190,49 +210,74 @@ def imagenet_weights_path(base, image_size):
     return os.path.join(keras_models_dir(), imagenet_weights_file(base, image_size))
 
 
-def make_transfer_base(base, weights, image_size):
+def imagenet_unavailable_note(base, image_size, error) -> str:
+    """What a run says when it could not get the ImageNet weights and trained its base from scratch."""
+    folder = keras_models_dir()
+    return (f"ImageNet weights for {base} are not available, so its base was trained from scratch (random "
+            f"weights, every layer trainable). Keras could not download or load "
+            f"'{imagenet_weights_file(base, image_size)}' in {folder} (~/.keras/models unless KERAS_HOME is "
+            f"set): {error}. To start from ImageNet, copy that file into {folder} (download it on a machine "
+            f"with internet access), or give it as the weights file (weights \"file\").")
+
+
+def make_transfer_base(base, weights, image_size, weights_file="", notes=None):
+    """The base network and whether it holds pretrained weights. ImageNet weights that cannot be
+    had (offline) leave a random base and a note in `notes`; a weights file that cannot be loaded
+    raises WeightsUnavailableError (training from scratch is not what its user asked for)."""
     constructor = getattr(keras.applications, TRANSFER_BASES[base][0])
     input_shape = (image_size, image_size, 3)
-    if weights == "none":
-        return constructor(include_top=False, weights=None, input_shape=input_shape)
-    try:
-        # MobileNetV2 has weights for 96-224 px only; at other sizes Keras warns and
-        # loads the 224 px ones, which work because the base is fully convolutional
-        return constructor(include_top=False, weights="imagenet", input_shape=input_shape)
-    except Exception as error:  # offline download, corrupt file, ... all mean "no weights"
-        folder = keras_models_dir()
-        raise WeightsUnavailableError(
-            f"ImageNet weights for {base} are not available: Keras could not download or load "
-            f"'{imagenet_weights_file(base, image_size)}' in {folder} (~/.keras/models unless "
-            f"KERAS_HOME is set). Error: {error}. Copy that file into {folder} (download it on a "
-            f"machine with internet access), or set weights to \"none\" to train {base} from scratch."
-        ) from error
+    if weights == "file":
+        try:
+            return constructor(include_top=False, weights=weights_file, input_shape=input_shape), True
+        except Exception as error:  # missing file, another network's weights, ...
+            raise WeightsUnavailableError(
+                f"The weights file {weights_file!r} could not be loaded into {base}: {error}. It must hold "
+                f"the weights of {base} without its top, e.g. Keras' '{imagenet_weights_file(base, image_size)}'."
+            ) from error
+    if weights == "imagenet":
+        try:
+            # MobileNetV2 has weights for 96-224 px only; at other sizes Keras warns and
+            # loads the 224 px ones, which work because the base is fully convolutional
+            return constructor(include_top=False, weights="imagenet", input_shape=input_shape), True
+        except Exception as error:  # offline download, corrupt file, ... all mean "no weights"
+            if notes is not None:
+                notes.append(imagenet_unavailable_note(base, image_size, error))
+    return constructor(include_top=False, weights=None, input_shape=input_shape), False
 
 
-def build_transfer(pixels, base, weights, dropout, **_fine_tune_params):
-    base_model = make_transfer_base(base, weights, pixels.shape[1])
-    _, takes_raw_pixels = TRANSFER_BASES[base]
-    x = pixels if takes_raw_pixels else layers.Rescaling(1 / 127.5, offset=-1)(pixels)
+def base_inputs(pixels, base):
+    """Raw 0-255 pixels (1 or 3 channels) as `base` expects them, in 3 channels."""
+    expects = TRANSFER_BASES[base][1]
+    x = layers.Rescaling(1 / 127.5, offset=-1)(pixels) if expects == "tf" else pixels
     if x.shape[-1] == 1:
         x = layers.Concatenate()([x, x, x])  # grayscale -> RGB without a Lambda layer
-    # with pretrained weights freeze the base; a random base has nothing to keep
-    base_model.trainable = weights == "none"
+    if expects == "torch":
+        x = layers.Normalization(mean=255 * IMAGENET_MEAN, variance=(255 * IMAGENET_STD) ** 2)(x)
+    return x
+
+
+def build_transfer(pixels, base, weights, weights_file, dropout, dense_layers, notes=None, **_fine_tune_params):
+    base_model, pretrained = make_transfer_base(base, weights, pixels.shape[1], weights_file, notes)
+    # freeze pretrained weights; a random base (asked for, or ImageNet offline) has nothing to keep
+    base_model.trainable = not pretrained
     # training=False keeps BatchNorm in inference mode, even after unfreezing
-    x = base_model(x, training=False)
-    x = layers.GlobalAveragePooling2D()(x)
-    return layers.Dropout(dropout)(x)
+    x = base_model(base_inputs(pixels, base), training=False)
+    return classifier_head(x, "global_average", dense_layers, dropout, "relu")
 
 
 # -----------------------------------------------------------------------------
 # Building
 
 
-def build_model(arch, image_size, channels, num_classes, params=None, dropout=None, augmentation=None):
+def build_model(arch, image_size, channels, num_classes, params=None, dropout=None, augmentation=None,
+                notes=None):
     """Build `arch` for raw 0-255 images of shape (image_size, image_size, channels).
 
     `dropout`, if given, overrides the architecture's own dropout param.
     `augmentation` is a keras.Sequential of preprocessing layers, active in training only.
-    Raises WeightsUnavailableError for transfer with ImageNet weights that can't be loaded.
+    `notes`, a list, gets what the run should say about how the model was built (ImageNet weights
+    unavailable offline: the base trains from scratch). Raises WeightsUnavailableError for a
+    weights file that can't be loaded.
     """
     architecture = get_architecture(arch)
     if int(image_size) < 32:
@@ -245,7 +290,10 @@ def build_model(arch, image_size, channels, num_classes, params=None, dropout=No
 
     inputs = keras.Input(shape=(int(image_size), int(image_size), channels), name="pixels")
     x = augmentation(inputs) if augmentation is not None else inputs
-    features = globals()[architecture.builder](x, **params)
+    builder = globals()[architecture.builder]
+    if "notes" in inspect.signature(builder).parameters:
+        params["notes"] = notes
+    features = builder(x, **params)
     # Saliency (tf-keras-vis) needs logits, and its ReplaceToLinear model modifier
     # is broken on Keras 3, so the logits are the input of the separate softmax layer.
     # Both are float32 so outputs stay float32 under the mixed_float16 policy.
@@ -334,6 +382,18 @@ def layer_table(model, prefix: str = "") -> list[dict]:
                      "output_shape": output_shape_text(layer), "params": count_weights(layer.weights),
                      "macs": int(layer_macs(layer))})
     return rows
+
+
+def class_weight_images(model) -> np.ndarray:
+    """A single-layer perceptron's weights (the logistic architecture) as one image per class, shape
+    (classes, height, width, channels): [k, i, j, c] is the weight of pixel (i, j, c), rescaled to
+    0-1, in class k's logit. Raises ValueError for a model whose logits do not read the pixels."""
+    kernel = np.asarray(model.get_layer("logits").kernel)
+    image_shape = tuple(model.input.shape[1:])
+    if kernel.shape[0] != int(np.prod(image_shape)):
+        raise ValueError(f"model {model.name!r} has no weight per pixel: its logits read {kernel.shape[0]} "
+                         f"values, not the {int(np.prod(image_shape))} pixels of an image")
+    return kernel.T.reshape(-1, *image_shape)  # Flatten is row-major over (height, width, channels)
 
 
 def transfer_base(model):

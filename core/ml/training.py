@@ -245,6 +245,13 @@ def build_augmentation(aug: Augmentation, seed: int):
         stack.append(layers.RandomBrightness(aug.brightness, value_range=(0, 255), seed=seed + 4))
     if aug.contrast:
         stack.append(layers.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed + 5))
+    if aug.shear:
+        # (0, shear), not shear: Keras 3.15 saves a number as (-shear, shear), which it then refuses to
+        # load; the layer flips the sign at random, so (0, shear) draws the same shears in [-shear, shear]
+        stack.append(layers.RandomShear((0.0, aug.shear), (0.0, aug.shear), fill_mode="constant", seed=seed + 6))
+    if aug.gaussian_noise:  # Keras' GaussianNoise takes a deviation of at most 1: noise on 0-1 pixels
+        stack += [layers.Rescaling(1 / 255), layers.GaussianNoise(aug.gaussian_noise / 255, seed=seed + 7),
+                  layers.Rescaling(255)]
     return keras.Sequential(stack, name="augmentation")
 
 
@@ -288,10 +295,13 @@ def current_learning_rate(optimizer) -> float:
     return float(np.asarray(optimizer.learning_rate))
 
 
-def configure_devices():
-    """Mixed precision and MirroredStrategy when GPUs are present; the default strategy on CPU."""
+def configure_devices(devices: int = 0):
+    """Mixed precision on GPUs, op determinism on CPU, and the distribution strategy for `devices`
+    (core.ml.devices: MirroredStrategy over more than one)."""
     import keras
     import tensorflow as tf
+
+    from core.ml import devices as devices_lib
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         try:  # take GPU memory as needed: runs in other processes share the GPU, and peaks mean something
@@ -302,7 +312,7 @@ def configure_devices():
     if not gpus:
         # Reproducible on CPU: the same config and seed give the same metrics.
         tf.config.experimental.enable_op_determinism()
-    return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    return devices_lib.strategy_for(devices)
 
 
 # ----------------------------------------------------------------------------- the callback
@@ -667,10 +677,11 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
     """The training itself. Raises on error; `execute_run` turns errors into a failed status."""
     import keras
 
-    from core.ml import halving, hparams, models
+    from core.ml import devices, halving, hparams, models
     from core.ml import metrics as metrics_lib
 
     config.validate()
+    devices.prepare(config.devices)  # first: TensorFlow's runtime must not have started
     started = time.perf_counter()
     if not resume:  # a resumed run's settings are already there
         hparams.write_settings(run.tensorboard_dir, config, trial_id=run.id)
@@ -693,15 +704,18 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
     total_epochs = config.epochs + fine_tune_epochs
 
     keras.utils.set_random_seed(config.seed)
-    strategy = configure_devices()
+    strategy = configure_devices(config.devices)
     train_ds = split_batches(dataset, split.train, num_classes, config.batch_size, True, config.seed, pipeline)
+    notes = []  # what the run must say about its model (ImageNet weights offline: a base from scratch)
     with strategy.scope():
         model = models.build_model(config.arch, config.image_size, config.channels, num_classes,
                                    params=config.arch_params, dropout=config.dropout,
-                                   augmentation=build_augmentation(config.augmentation, config.seed))
+                                   augmentation=build_augmentation(config.augmentation, config.seed), notes=notes)
         learning_rate = learning_rate_schedule(config, steps_per_epoch, config.epochs)
         _compile(model, config, learning_rate)
         resumed = _resume(run, model, config) if resume else None
+    if notes:
+        run.update_status(warnings=notes)
     stats = models.model_stats(model)
     run.write_layer_table(models.layer_table(model))
     control.progress.update(phase="training", epochs=total_epochs, batches=steps_per_epoch, model=stats,
@@ -750,6 +764,7 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
                "dataset": data_lib.dataset_summary(dataset), "split": data_lib.split_report_dict(split.report)}
     summary.update(halving.summary_fields(halver))
     summary["overfitting"] = fit_at_epoch(run.history(), job_callback.best_epoch if restored else epochs_run)
+    summary["warnings"] = notes
     if config.monitor != "val_loss":
         summary["best_val_loss"] = min((r.get("val_loss") for r in run.history() if r.get("val_loss") is not None),
                                        default=None)
@@ -819,10 +834,12 @@ def _compile(model, config: TrainConfig, learning_rate) -> None:
 
 
 def _prepare_fine_tune(model, config: TrainConfig) -> None:
-    """Transfer learning, phase 2: unfreeze the top of the base and train on at a lower rate."""
+    """Transfer learning, phase 2: unfreeze the top of the base and train on at a lower rate. A base
+    trained from scratch (no pretrained weights) is trainable already and stays wholly so."""
     from core.ml import models
     params = resolve_params(config.arch, config.arch_params)
-    models.unfreeze_top_layers(model, int(params["fine_tune_layers"]))
+    if not models.transfer_base(model).trainable:
+        models.unfreeze_top_layers(model, int(params["fine_tune_layers"]))
     _compile(model, config, config.learning_rate * float(params["fine_tune_lr_factor"]))
 
 

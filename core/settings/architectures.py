@@ -3,6 +3,7 @@
 The builders live in core.ml.models; here is what forms, validation and sweeps need to know, so
 checking a config never imports Keras. A parameter is declared like any other setting.
 """
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.settings.declare import Setting
@@ -24,8 +25,45 @@ class NonEmptyListParam(Setting):
         return value
 
 
+@dataclass(frozen=True)
+class ShortListParam(Setting):
+    """A list parameter of at most `max_items` entries (a head of 0 to 5 dense layers)."""
+    max_items: int = 0
+
+    def expected(self) -> str:
+        return f"{super().expected()}, at most {self.max_items} of them"
+
+    def check(self, value):
+        value = super().check(value)
+        if len(value) > self.max_items:
+            raise ValueError(f"{self.name} must be {self.expected()}; got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
+class NamesParam(Setting):
+    """A list of names, each one of `names` ("relu, elu" from a text box): one per conv block. Not
+    `choices`, which would make it a single choice."""
+    names: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "kind", str)  # drawn as a text box; the value is a list of names
+
+    def expected(self) -> str:
+        return "a list of names, each one of " + ", ".join(self.names)
+
+    def check(self, value):
+        if isinstance(value, str):
+            value = value.replace(",", " ").split()
+        if not isinstance(value, (list, tuple)) or any(name not in self.names for name in value):
+            raise ValueError(f"{self.name} must be {self.expected()}; got {value!r}")
+        return list(value)
+
+
 ACTIVATIONS = ("relu", "elu", "leaky_relu", "tanh", "sigmoid", "softmax")
-TRANSFER_BASE_NAMES = ("mobilenet_v2", "resnet50_v2", "efficientnet_b0")
+TRANSFER_BASE_NAMES = ("mobilenet_v2", "resnet50_v2", "efficientnet_b0", "densenet121")
+TRANSFER_WEIGHTS = ("imagenet", "file", "none")
+HEAD_DROPOUTS = ("every_dense", "before_logits")
 
 
 @dataclass(frozen=True)
@@ -35,6 +73,7 @@ class Architecture:
     description: str  # one or two sentences for the UI
     params: tuple[Param, ...]
     builder: str  # the function of core.ml.models that builds it: builder(pixels_0_255, **params)
+    check: Callable[[dict], None] | None = None  # raises ValueError when resolved params disagree
 
 
 def dropout_param(default, help="Dropout rate before the classifier."):
@@ -55,7 +94,37 @@ CNN_PARAMS = (
     Param("dense_layers", [64], "Units of each hidden dense layer; empty for none.", min=1, max=4096),
     Param("head", "flatten", "How the last feature maps become a vector: flatten them, or average "
           "each map (global average pooling: far fewer dense weights).", choices=CNN_HEADS),
+    # per-block settings: empty keeps the single value above for every block (as before they existed)
+    Param("kernel_sizes", [], "Kernel size of each block's conv layers, one per block; empty: kernel "
+          "size for every block.", min=1, max=11),
+    NamesParam("activations", [], "Activation of each block's conv layers, one per block; empty: "
+               "activation for every block (the dense layers use activation).", names=ACTIVATIONS),
+    Param("pool_sizes", [], "Pooling window (and stride) after each block, one per block; 1 keeps that "
+          "block's resolution; empty: 2 after every block.", min=1, max=8),
+    Param("block_dropout", 0.25, "Dropout rate after each conv block listed in dropout after blocks.",
+          min=0.0, max=0.9),
+    Param("dropout_after_blocks", [], "The conv blocks (numbered from 1) followed by a Dropout at block "
+          "dropout; empty: none.", min=1, max=64),
+    Param("head_dropout", "every_dense", "Where the head's dropout goes: before every dense layer (before "
+          "the logits when there is none), or once, just before the logits.", choices=HEAD_DROPOUTS),
 )
+
+
+def check_cnn_blocks(params: dict) -> None:
+    """Per-block lists hold one entry per block (or none); dropout goes after blocks that exist."""
+    blocks = len(params["filters"])
+    for name in ("kernel_sizes", "activations", "pool_sizes"):
+        if params[name] and len(params[name]) != blocks:
+            raise ValueError(f"{name} must have one entry per conv block ({blocks}, as filters) or none; "
+                             f"got {params[name]!r}")
+    beyond = [block for block in params["dropout_after_blocks"] if block > blocks]
+    if beyond:
+        raise ValueError(f"dropout_after_blocks names block(s) {beyond} but there are {blocks} conv blocks")
+
+
+def check_transfer_weights(params: dict) -> None:
+    if params["weights"] == "file" and not params["weights_file"].strip():
+        raise ValueError("weights 'file' needs weights_file: the path of a .h5 or .weights.h5 file of the base")
 
 
 ARCHITECTURES = {
@@ -80,6 +149,7 @@ ARCHITECTURES = {
             "flatten or global average pooling and dense layers. Presets give classic layouts.",
             CNN_PARAMS,
             "build_cnn",
+            check_cnn_blocks,
         ),
         Architecture(
             "deep_bn_cnn",
@@ -145,31 +215,41 @@ ARCHITECTURES = {
         ),
         Architecture(
             "logistic",
-            "Logistic regression",
-            "Softmax regression on the raw pixels: the simplest possible baseline.",
+            "Single-layer perceptron (logistic regression)",
+            "One dense layer from the raw pixels to the classes (softmax regression): the simplest "
+            "baseline, whose weights can be seen as one image per class.",
             (),
             "build_logistic",
         ),
         Architecture(
             "transfer",
             "Transfer learning (Keras Applications)",
-            "A MobileNetV2, ResNet50V2 or EfficientNetB0 base, ImageNet-pretrained and "
-            "frozen (optionally fine-tuned later) or trained from scratch.",
+            "A MobileNetV2, ResNet50V2, EfficientNetB0 or DenseNet121 base, ImageNet-pretrained and "
+            "frozen (then optionally fine-tuned: its top layers unfrozen at a lower rate) or trained "
+            "from scratch, under a head of 0 to 5 dense layers.",
             (
                 Param("base", "mobilenet_v2", "Pretrained base network.", choices=TRANSFER_BASE_NAMES),
                 Param(
                     "weights",
                     "imagenet",
-                    'Initial weights of the base; "none" trains it from scratch.',
-                    choices=("imagenet", "none"),
+                    'Initial weights of the base: ImageNet (downloaded by Keras; offline, the run says so '
+                    'and trains the base from scratch), a weights file, or "none" (from scratch).',
+                    choices=TRANSFER_WEIGHTS,
                 ),
-                dropout_param(0.2),
+                Param("weights_file", "", "With weights 'file': a .h5 or .weights.h5 file of the base "
+                      "without its top (e.g. Keras' ImageNet notop file, downloaded elsewhere)."),
+                dropout_param(0.2, "Dropout rate before each dense layer of the head (before the logits "
+                                   "when there is none)."),
+                ShortListParam("dense_layers", [], "Units of each dense layer of the head, between the "
+                               "pooled features and the logits (an MLP on the base's features); empty: "
+                               "the logits read the features.", min=1, max=4096, max_items=5),
                 # the fine_tune_* params are read by the trainer, not by the builder
                 Param("fine_tune_epochs", 0, "Extra epochs with the top of the base unfrozen.", min=0, max=100),
                 Param("fine_tune_layers", 30, "Top base layers to unfreeze when fine-tuning.", min=1, max=1000),
                 Param("fine_tune_lr_factor", 0.1, "Learning rate multiplier when fine-tuning.", min=1e-4, max=1.0),
             ),
             "build_transfer",
+            check_transfer_weights,
         ),
     )
 }
@@ -201,6 +281,8 @@ def resolve_params(arch, params):
     resolved = default_params(arch)
     for name, value in params.items():
         resolved[name] = valid[name].check(value)
+    if architecture.check:
+        architecture.check(resolved)
     return resolved
 
 
@@ -215,10 +297,10 @@ def built_params(arch, params, dropout=None):
 
 
 def uses_pretrained_weights(arch, params):
-    """Whether these settings start from downloaded ImageNet weights (a transfer base)."""
+    """Whether these settings start from pretrained weights (a transfer base: ImageNet or a file)."""
     if "weights" not in default_params(arch):
         return False
-    return resolve_params(arch, params)["weights"] == "imagenet"
+    return resolve_params(arch, params)["weights"] != "none"
 
 
 # ----------------------------------------------------------------------------- presets of the configurable CNN

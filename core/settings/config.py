@@ -30,11 +30,18 @@ class Augmentation:
                           label="Zoom (fraction)", min=0.0, max=0.5, step=0.05, slider=True)
     shift: float = setting(0.0, "Shift by up to this fraction of the width and height.",
                            label="Shift (fraction)", min=0.0, max=0.5, step=0.05, slider=True)
-    horizontal_flip: bool = setting(False, "Off by default: flipping moves the heart to the other side.")
+    horizontal_flip: bool = setting(False, "Off by default for chest X-rays: a flipped film puts the heart on "
+                                           "the right (dextrocardia), which real films almost never show, and "
+                                           "the side markers read backwards.")
     brightness: float = setting(0.0, "Change brightness by up to this fraction of the 0-255 range.",
                                 label="Brightness (fraction)", min=0.0, max=0.5, step=0.05, slider=True)
     contrast: float = setting(0.0, "Change contrast by up to this factor.",
                               label="Contrast (factor)", min=0.0, max=0.9, step=0.05, slider=True)
+    shear: float = setting(0.0, "Shear by up to this factor along each axis (0.1: a corner moves by a tenth of "
+                                "the side).", label="Shear (factor)", min=0.0, max=0.5, step=0.05, slider=True)
+    gaussian_noise: float = setting(0.0, "Add Gaussian noise of this standard deviation, in 0-255 pixel "
+                                         "units (film grain, detector noise).", label="Gaussian noise (std)",
+                                    min=0.0, max=50.0, step=1.0, slider=True)
 
     def any(self) -> bool:
         return any(bool(v) for v in dataclasses.asdict(self).values())
@@ -115,7 +122,8 @@ class TrainConfig:
                                     label="Plateau patience (epochs)", min=1, max=50)
     plateau_factor: float = setting(0.5, "Plateau schedule: multiply the rate by this when it drops.",
                                     min=0.05, max=0.95, step=0.05)
-    batch_size: int = setting(32, "Images per gradient step.", min=1, max=4096, options=(8, 16, 32, 64, 128, 256))
+    batch_size: int = setting(32, "Images per gradient step (over several devices, split between them).",
+                              min=1, max=4096, options=(4, 8, 16, 32, 64, 128, 256))
     epochs: int = setting(10, "Passes over the training images.", min=1, max=500)
     early_stopping: bool = setting(True, "Stop when the monitored value stops improving.")
     patience: int = setting(5, "Early stopping: epochs without improvement before stopping.",
@@ -125,6 +133,10 @@ class TrainConfig:
     monitor: str = setting("val_loss", "What 'best' and early stopping look at.", choices=MONITORS)
     class_weights: str = setting("none", "Balanced: rare classes count more in the loss.",
                                  choices=("none", "balanced"))
+    devices: int = setting(0, "Devices training in sync (MirroredStrategy): each takes its share of every "
+                              "batch. 0: every GPU there is (one device without GPUs); more than 1 without "
+                              "GPUs splits the CPU (the same code path, no speed-up).",
+                           label="Devices (0 = all GPUs)", min=1, max=16, off=0)
     augmentation: Augmentation = field(default_factory=Augmentation)
     sweep_id: str = setting("", "Set on the runs of a sweep.")
     halving_rate: int = setting(0, "Successive halving, for the runs of a sweep: at each rung (the minimum "

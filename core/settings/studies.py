@@ -253,6 +253,15 @@ STUDIES = {study.key: study for study in (
           quick=Variant(settings={"epochs": 2}), full=Variant(settings={"epochs": 10, "early_stopping": False}),
           reference=Reference("A convolution's work grows with the number of pixels: twice the side, about four "
                               "times the MACs per image.", "the arithmetic of convolutions")),
+    Study("devices", "Devices: training in sync",
+          "How much faster does training go on 2 devices in sync (MirroredStrategy: each takes half of every "
+          "batch) than on 1, and does the score change? (Without GPUs the 2 devices are the CPU split in two: "
+          "the same code path, no speed-up to expect.)",
+          "devices", (1, 2), labels=("1 device", "2 devices in sync"), measures_resources=True,
+          quick=Variant(settings={"epochs": 2}), full=Variant(settings={"epochs": 10, "early_stopping": False}),
+          reference=Reference("Synchronous data-parallel SGD trained ResNet-50 on ImageNet across 256 GPUs in one "
+                              "hour with no loss of accuracy, scaling the learning rate with the total batch.",
+                              "Goyal et al., 'Accurate, Large Minibatch SGD', 2017")),
     Study("test_fraction", "Train/test proportion",
           "How does the share of patients held out for the test change the score and its uncertainty? "
           "(Each share scores on test patients of its own: the other studies share theirs.)",
