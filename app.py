@@ -15,19 +15,19 @@ if __name__ != "__main__":
 else:
     st.set_page_config(page_title="CXR Lab", page_icon="🫁", layout="wide")
     pages = [
-        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-        st.Page("pages/dataset.py", title="Dataset", icon=":material/folder_open:"),
-        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-        st.Page("pages/sweeps.py", title="Sweeps", icon=":material/tune:"),
-        st.Page("pages/studies.py", title="Studies", icon=":material/science:"),
-        st.Page("pages/runs.py", title="Runs & Compare", icon=":material/leaderboard:"),
-        st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
-        st.Page("pages/diagnose.py", title="Diagnose", icon=":material/stethoscope:"),
+        st.Page("ui/pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("ui/pages/dataset.py", title="Dataset", icon=":material/folder_open:"),
+        st.Page("ui/pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("ui/pages/sweeps.py", title="Sweeps", icon=":material/tune:"),
+        st.Page("ui/pages/studies.py", title="Studies", icon=":material/science:"),
+        st.Page("ui/pages/runs.py", title="Runs & Compare", icon=":material/leaderboard:"),
+        st.Page("ui/pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
+        st.Page("ui/pages/diagnose.py", title="Diagnose", icon=":material/stethoscope:"),
     ]
     # Navigation first: until it is sent, the browser would list the raw files of pages/.
     page = st.navigation(pages)
 
-    from pages import common  # noqa: E402 - after the navigation on purpose (see above)
+    from ui import common  # noqa: E402 - after the navigation on purpose (see above)
 
     common.protect_background_training()
     common.keep_settings()

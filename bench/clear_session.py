@@ -1,4 +1,4 @@
-"""Why pages/common.protect_background_training stays: Keras model builds while another thread calls
+"""Why ui/common.protect_background_training stays: Keras model builds while another thread calls
 keras.backend.clear_session(), as Streamlit does after every script run of any browser tab.
 
 Prints how many builds (and Grad-CAM maps) failed or changed while clear_session ran about twice a

@@ -12,7 +12,7 @@ TIMEOUT = 180  # the first Train page run imports TensorFlow and builds a model
 
 
 def open_page(page: str, session: dict | None = None, timeout: float = TIMEOUT) -> AppTest:
-    """`page` (e.g. "pages/diagnose.py") opened through app.py's navigation, with `session` values set
+    """`page` (e.g. "ui/pages/diagnose.py") opened through app.py's navigation, with `session` values set
     first. Streamlit 1.67's AppTest runs a switched-to page's file without running app.py again, so
     what app.py does around every page (keeping and saving settings) is tested on the Home run here
     and in the browser tests."""
@@ -21,7 +21,7 @@ def open_page(page: str, session: dict | None = None, timeout: float = TIMEOUT) 
         at.session_state[key] = value
     at.run()
     assert_no_exception(at)
-    if page != "pages/home.py":
+    if page != "ui/pages/home.py":
         at.switch_page(page).run()
         assert_no_exception(at)
     return at

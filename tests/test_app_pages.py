@@ -8,8 +8,8 @@ from core.store.runs import RunStore
 from tests.apptest_support import APP, TIMEOUT, assert_clean, open_page, texts  # noqa: F401 - shared
 from tests.conftest import wait_until
 
-PAGES = ("pages/home.py", "pages/dataset.py", "pages/train.py", "pages/sweeps.py", "pages/studies.py", "pages/runs.py",
-         "pages/evaluate.py", "pages/diagnose.py")
+PAGES = ("ui/pages/home.py", "ui/pages/dataset.py", "ui/pages/train.py", "ui/pages/sweeps.py", "ui/pages/studies.py", "ui/pages/runs.py",
+         "ui/pages/evaluate.py", "ui/pages/diagnose.py")
 
 
 def small_dataset(image_size: int = 32) -> dict:
@@ -27,12 +27,12 @@ def test_every_page_renders_with_an_empty_run_store(app_env, page):
 
 
 def test_empty_states_say_what_to_do(app_env):
-    for page in ("pages/home.py", "pages/runs.py", "pages/evaluate.py"):
+    for page in ("ui/pages/home.py", "ui/pages/runs.py", "ui/pages/evaluate.py"):
         assert "go to **Train**" in texts(open_page(page)), page
 
 
 def test_home_shows_the_dataset_and_the_clinical_use_note(app_env):
-    at = open_page("pages/home.py")
+    at = open_page("ui/pages/home.py")
     assert "not for clinical use" in texts(at)
     assert "Built-in chest X-rays" in texts(at)
 
@@ -56,7 +56,7 @@ def test_every_page_renders_with_finished_failed_and_running_runs(mixed_runs, pa
 
 
 def test_home_lists_the_queue_and_recent_runs(mixed_runs):
-    at = open_page("pages/home.py")
+    at = open_page("ui/pages/home.py")
     assert "**live** — running" in texts(at)
     recent = at.dataframe[0].value.set_index("name")
     assert set(recent.index) == {"relu", "elu", "broken", "live"}
@@ -69,7 +69,7 @@ def test_home_says_the_time_left_of_each_run_and_of_the_queue(mixed_runs, make_r
     from core.store.runs import write_json
     write_json(mixed_runs["running"].progress_path, {"phase": "training", "eta_s": 95.0})
     make_run("queued", name="next", epochs=3, image_size=32)  # as the finished runs: 3 epochs of 2 s in 30 s
-    at = open_page("pages/home.py")
+    at = open_page("ui/pages/home.py")
     assert_clean(at)
     shown = texts(at)
     assert "**live** — running, epoch 3 of 4 · about 1 min 35 s left" in shown
@@ -78,7 +78,7 @@ def test_home_says_the_time_left_of_each_run_and_of_the_queue(mixed_runs, make_r
 
 
 def test_runs_page_table_and_default_comparison(mixed_runs):
-    at = open_page("pages/runs.py")
+    at = open_page("ui/pages/runs.py")
     assert_clean(at)  # the failed run is not compared by default, so no error shows yet
     table = at.dataframe(key="runs_table").value
     assert len(table) == 4
@@ -92,7 +92,7 @@ def test_runs_page_table_and_default_comparison(mixed_runs):
 
 
 def test_runs_page_filters_and_shows_a_failed_runs_error(mixed_runs):
-    at = open_page("pages/runs.py")
+    at = open_page("ui/pages/runs.py")
     at.multiselect(key="runs_filter_states").set_value(["failed"]).run()
     assert at.dataframe(key="runs_table").value["name"].tolist() == ["broken"]
     at.multiselect(key="runs_compare_ids").set_value([mixed_runs["failed"].id, mixed_runs["done_a"].id]).run()
@@ -101,7 +101,7 @@ def test_runs_page_filters_and_shows_a_failed_runs_error(mixed_runs):
 
 
 def test_runs_page_deletes_after_confirmation(mixed_runs, app_env):
-    at = open_page("pages/runs.py")
+    at = open_page("ui/pages/runs.py")
     # AppTest cannot click table rows, so the selection is what the table would report.
     at.session_state["runs_confirm_delete"] = [mixed_runs["failed"].id]
     at.run()
@@ -112,7 +112,7 @@ def test_runs_page_deletes_after_confirmation(mixed_runs, app_env):
 
 
 def test_evaluate_page_threshold_slider_updates_the_metrics(mixed_runs):
-    at = open_page("pages/evaluate.py")
+    at = open_page("ui/pages/evaluate.py")
     assert_clean(at)
     assert at.selectbox(key="eval_run").value in {mixed_runs["done_a"].id, mixed_runs["done_b"].id}
     accuracy = next(m for m in at.metric if m.label.startswith("Accuracy @ threshold "))  # the run's own
@@ -130,14 +130,14 @@ def test_evaluate_page_opens_the_run_named_in_the_url(mixed_runs):
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.query_params["run"] = mixed_runs["done_b"].id
     at.run()
-    at.switch_page("pages/evaluate.py").run()
+    at.switch_page("ui/pages/evaluate.py").run()
     assert at.selectbox(key="eval_run").value == mixed_runs["done_b"].id
 
 
 # ----------------------------------------------------------------------------- dataset page
 
 def test_dataset_page_shows_counts_overlap_check_and_samples(app_env):
-    at = open_page("pages/dataset.py", small_dataset())
+    at = open_page("ui/pages/dataset.py", small_dataset())
     assert_clean(at)
     assert [m.label for m in at.metric][:3] == ["Images", "Patients", "Classes"]
     assert any("Overlap check passed" in s.value for s in at.success)
@@ -145,7 +145,7 @@ def test_dataset_page_shows_counts_overlap_check_and_samples(app_env):
 
 
 def test_dataset_page_reports_a_bad_folder_without_crashing(app_env, tmp_path):
-    at = open_page("pages/dataset.py")
+    at = open_page("ui/pages/dataset.py")
     at.radio(key="ds_source").set_value("folder").run()
     assert any("Enter a path" in i.value for i in at.info)
     at.text_input(key="ds_path_folder").set_value(str(tmp_path / "nowhere")).run()
@@ -154,10 +154,10 @@ def test_dataset_page_reports_a_bad_folder_without_crashing(app_env, tmp_path):
 
 
 def test_dataset_settings_carry_over_to_the_train_page(app_env):
-    at = open_page("pages/dataset.py", small_dataset())
+    at = open_page("ui/pages/dataset.py", small_dataset())
     at.selectbox(key="ds_task_builtin").set_value("subtype")
     at.button(key="ds_apply_button").click().run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page("ui/pages/train.py").run()
     assert any("normal / bacterial / viral" in m.value for m in at.markdown)
 
 
@@ -165,7 +165,7 @@ def test_dataset_settings_carry_over_to_the_train_page(app_env):
 
 @pytest.mark.slow
 def test_launching_a_tiny_training_from_the_train_page_creates_a_run(app_env):
-    at = open_page("pages/train.py", small_dataset())
+    at = open_page("ui/pages/train.py", small_dataset())
     assert_clean(at)
     assert {m.label for m in at.metric} >= {"Trainable parameters", "MACs per image", "Time per epoch"}
     at.number_input(key="train_epochs").set_value(1)
@@ -183,7 +183,7 @@ def test_launching_a_tiny_training_from_the_train_page_creates_a_run(app_env):
     assert any(m.label.startswith("Test accuracy @ threshold ") for m in at.metric)  # the run's own, named
     assert len(at.get("vega_lite_chart")) >= 2
     # The real run on the Evaluate page: its misclassified images, plain and with Grad-CAM.
-    at.switch_page("pages/evaluate.py").run()
+    at.switch_page("ui/pages/evaluate.py").run()
     assert_clean(at)
     gallery = len(at.get("image"))
     assert gallery > 0
@@ -194,7 +194,7 @@ def test_launching_a_tiny_training_from_the_train_page_creates_a_run(app_env):
 
 
 def test_train_page_rejects_a_bad_setting_with_a_message(app_env):
-    at = open_page("pages/train.py", small_dataset())
+    at = open_page("ui/pages/train.py", small_dataset())
     at.selectbox(key="train_arch").set_value("mlp").run()
     at.text_input(key="train_p_mlp_hidden_units").set_value("256, lots").run()
     assert not at.exception
@@ -204,7 +204,7 @@ def test_train_page_rejects_a_bad_setting_with_a_message(app_env):
 
 def test_train_page_loads_the_recommended_recipe_and_an_earlier_runs_settings(app_env, make_run):
     earlier = make_run("done", name="earlier", image_size=64, epochs=7, optimizer="sgd", dropout=0.5)
-    at = open_page("pages/train.py", small_dataset())
+    at = open_page("ui/pages/train.py", small_dataset())
     at.button(key="train_recipe_button").click().run()
     assert_clean(at)
     assert at.selectbox(key="train_arch").value == "deep_bn_cnn"
@@ -220,7 +220,7 @@ def test_train_page_loads_the_recommended_recipe_and_an_earlier_runs_settings(ap
 
 def test_rerun_from_the_runs_page_opens_the_train_form_with_that_runs_settings(app_env, make_run):
     earlier = make_run("done", name="to-repeat", image_size=64, epochs=9, optimizer="rmsprop", dropout=0.3)
-    at = open_page("pages/train.py", {"rerun_config": earlier.config()})
+    at = open_page("ui/pages/train.py", {"rerun_config": earlier.config()})
     assert_clean(at)
     assert (at.number_input(key="train_epochs").value, at.selectbox(key="train_optimizer").value) == (9, "rmsprop")
     assert at.session_state["dataset_settings"]["image_size"] == 64
@@ -232,16 +232,16 @@ def test_reruns_leave_keras_state_alone_for_background_training(app_env):
     """Streamlit clears the Keras session after each run unless the app stops it; a clear in
     the middle of a job's model build gives layers duplicate names and fails the run."""
     import keras
-    open_page("pages/home.py")  # app.py installs the protection
+    open_page("ui/pages/home.py")  # app.py installs the protection
     layer = keras.layers.Dense(2)
-    open_page("pages/runs.py")  # more script runs finish in between
+    open_page("ui/pages/runs.py")  # more script runs finish in between
     assert keras.layers.Dense(2).name != layer.name
 
 
 def test_dataset_page_loads_a_medmnist_npz_by_path(app_env, tmp_path):
     from tests.synthetic import make_medmnist_npz
     path = make_medmnist_npz(tmp_path / "tiny_mnist.npz")
-    at = open_page("pages/dataset.py")
+    at = open_page("ui/pages/dataset.py")
     at.radio(key="ds_source").set_value("npz").run()
     at.text_input(key="ds_path_npz").set_value(str(path)).run()
     at.radio(key="ds_split").set_value("own")
@@ -259,7 +259,7 @@ def test_dataset_page_loads_a_zip_and_reports_skipped_files(app_env, tmp_path):
     folder = make_chest_folder(tmp_path / "xrays", n_patients=6)
     (folder / "NORMAL" / "notes.txt").write_text("not an image")
     archive = shutil.make_archive(str(tmp_path / "xrays"), "zip", folder)
-    at = open_page("pages/dataset.py")
+    at = open_page("ui/pages/dataset.py")
     at.radio(key="ds_source").set_value("zip").run()
     at.text_input(key="ds_path_zip").set_value(archive).run()
     assert_clean(at)

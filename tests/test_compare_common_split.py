@@ -161,7 +161,7 @@ def trained_app(trained, monkeypatch, tmp_path_factory, tmp_path):
 def test_compare_page_warns_and_scores_on_one_common_split(trained_app):
     from tests.apptest_support import assert_clean, open_page, texts
     ids = [trained_app[label].id for label in ("small", "larger", "subtype")]
-    at = open_page("pages/runs.py", {"runs_compare_ids": ids})
+    at = open_page("ui/pages/runs.py", {"runs_compare_ids": ids})
     assert_clean(at)
     warning = "\n".join(w.value for w in at.warning)
     assert "tested on different test sets" in warning
@@ -182,12 +182,12 @@ def test_compare_page_warns_and_scores_on_one_common_split(trained_app):
 @pytest.mark.slow
 def test_evaluate_gallery_captions_say_what_decided(trained_app):
     from tests.apptest_support import assert_clean, open_page
-    at = open_page("pages/evaluate.py", {"eval_run": trained_app["small"].id})
+    at = open_page("ui/pages/evaluate.py", {"eval_run": trained_app["small"].id})
     assert_clean(at)
     captions = [img.caption for element in at.get("image") for img in element.proto.imgs]
     assert captions, "the gallery shows misclassified images"
     assert all("disease score" in c and "threshold" in c for c in captions), captions[:3]
-    at = open_page("pages/evaluate.py", {"eval_run": trained_app["subtype"].id})
+    at = open_page("ui/pages/evaluate.py", {"eval_run": trained_app["subtype"].id})
     assert_clean(at)
     labels = [m.label for m in at.metric]
     assert "Macro one-vs-rest AUC" in labels and "AUC (disease vs normal)" in labels

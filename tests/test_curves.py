@@ -282,7 +282,7 @@ def test_compare_curves_mix_an_old_run_and_a_new_one_with_every_control(app_env,
     new.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     write_json(new.batches_path, [{"batch": b, "loss": 1 / b, "running_loss": 1 / b, "accuracy": 0.5,
                                    "learning_rate": 1e-3} for b in range(1, 6)])
-    at = open_page("pages/runs.py")
+    at = open_page("ui/pages/runs.py")
     assert_clean(at)
     left, right = at.selectbox(key="runs_compare_curve_0"), at.selectbox(key="runs_compare_curve_1")
     assert left.value == "loss" and right.value == "accuracy"

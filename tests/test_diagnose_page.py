@@ -34,7 +34,7 @@ def runs_root(tmp_path_factory, tiny_run):
 @pytest.fixture
 def page(runs_root, monkeypatch):
     monkeypatch.setenv("CXR_RUNS_DIR", str(runs_root))
-    app = open_page("pages/diagnose.py", timeout=120)
+    app = open_page("ui/pages/diagnose.py", timeout=120)
     assert not app.exception, app.exception
     return app
 
@@ -215,7 +215,7 @@ def test_a_run_with_a_damaged_model_is_a_message_not_a_crash(runs_root, tmp_path
     shutil.copytree(source.path, tmp_path / source.id)
     (tmp_path / source.id / "model.keras").write_bytes(b"not a keras archive")
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path))
-    app = open_page("pages/diagnose.py", timeout=60)
+    app = open_page("ui/pages/diagnose.py", timeout=60)
     assert not app.exception and any("cannot be loaded" in e.value for e in app.error)
 
 
@@ -229,7 +229,7 @@ def app_on_diagnose(runs_root, monkeypatch, uploads=None):
     """app.py under AppTest, switched to the Diagnose page (as a click in the sidebar does)."""
     monkeypatch.setenv("CXR_RUNS_DIR", str(runs_root))
     monkeypatch.setenv("CXR_UPLOADS_DIR", str(uploads or runs_root / "uploads"))
-    return open_page("pages/diagnose.py")
+    return open_page("ui/pages/diagnose.py")
 
 
 @pytest.mark.slow  # trains an mlp (runs_root)
@@ -287,7 +287,7 @@ def test_a_cancelled_run_shows_up_in_the_page_with_its_state(runs_root, tmp_path
     copy = RunStore(tmp_path).get(source.id)
     copy.update_status(state="cancelled")
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path))
-    app = open_page("pages/diagnose.py", timeout=120)
+    app = open_page("ui/pages/diagnose.py", timeout=120)
     box = app.selectbox(key="diag_run")
     assert not app.exception and box.value == copy.id
     assert any("cancelled" in option for option in box.options), box.options

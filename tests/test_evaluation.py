@@ -180,7 +180,7 @@ def test_ordinals():
 
 def test_evaluate_page_shows_intervals_referral_and_calibration(make_run):
     run = make_run(name="fake")
-    at = open_page("pages/evaluate.py")
+    at = open_page("ui/pages/evaluate.py")
     assert_clean(at)
     page = texts(at)
     assert "Research tool, not for clinical use" in page
@@ -206,7 +206,7 @@ def test_one_run_shows_one_accuracy_under_one_label_on_runs_evaluate_and_its_car
     run, other = make_run("done", name="a", seed=1), make_run("done", name="b", seed=2)
     threshold = run.summary()["threshold"]
     label = f"Accuracy @ threshold {threshold:.2f}"  # the run's own threshold, chosen on validation
-    runs_page = open_page("pages/runs.py")
+    runs_page = open_page("ui/pages/runs.py")
     assert_clean(runs_page)
     row = runs_page.dataframe(key="runs_table").value.set_index("name").loc["a"]
     assert row["decision"] == f"threshold {threshold:.2f}"
@@ -214,7 +214,7 @@ def test_one_run_shows_one_accuracy_under_one_label_on_runs_evaluate_and_its_car
     assert compared.loc["decided at", "a"] == f"threshold {threshold:.2f}"
     assert float(compared.loc["accuracy", "a"]) == pytest.approx(row["test_accuracy"], abs=5e-5)
 
-    evaluate = open_page("pages/evaluate.py", {"eval_run": run.id})
+    evaluate = open_page("ui/pages/evaluate.py", {"eval_run": run.id})
     assert_clean(evaluate)
     shown = {m.label: m.value for m in evaluate.metric}
     assert f"Decisions at threshold {threshold:.2f} on the disease score: the run's own" in texts(evaluate)
@@ -238,7 +238,7 @@ def test_a_small_external_set_gets_honest_intervals_and_names_its_threshold(app_
         "name": "small_site", "source": "/data/small_site", "evaluated": 1.0, "n_images": 24, "n_patients": 24,
         "class_names": NAMES, "threshold": threshold, **perfect, "ood_rate": None,
         "internal_test": internal_test(run, threshold)}))
-    at = open_page("pages/evaluate.py", {"eval_run": run.id})
+    at = open_page("ui/pages/evaluate.py", {"eval_run": run.id})
     assert_clean(at)
     table = next(d.value for d in at.dataframe if "external: small_site" in d.value.columns)
     rule = f"threshold {threshold:.2f}"
@@ -255,7 +255,7 @@ def test_a_small_external_set_gets_honest_intervals_and_names_its_threshold(app_
 @pytest.mark.slow
 def test_a_cell_opens_its_images_and_external_validation_fills_the_table(tiny_run_copy, tmp_path):
     folder = make_chest_folder(tmp_path / "hospital_b", n_patients=3)
-    at = open_page("pages/evaluate.py")
+    at = open_page("ui/pages/evaluate.py")
     assert_clean(at)
     choices = at.selectbox(key="eval_cell").options
     mistake = next(c for c in choices if "NORMAL → predicted PNEUMONIA" in c or "PNEUMONIA → predicted NORMAL" in c)

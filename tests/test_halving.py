@@ -237,7 +237,7 @@ def test_the_results_say_which_points_were_stopped_and_at_which_epoch(store, mak
 
 def test_the_sweeps_page_offers_halving_and_shows_the_stopped_points(app_env, store, make_run):
     halving_sweep(store, make_run)
-    at = apptest_support.open_page("pages/sweeps.py", timeout=120)
+    at = apptest_support.open_page("ui/pages/sweeps.py", timeout=120)
     apptest_support.assert_clean(at)
     rate = at.selectbox(key="sweep_halving_rate")
     assert rate.value == 0 and list(rate.options) == [sweep_plan.halving_label(r) for r in (0, 2, 3, 4)]
@@ -279,7 +279,7 @@ def test_a_hopeless_point_is_stopped_at_its_rung_by_a_real_sweep(manager, chest_
         "1 of 2 points stopped early by successive halving (rate 2: the best half go on at epochs 1, 2), "
         "at epoch 1: 4 of 6 epochs trained.")
 
-    at = apptest_support.open_page("pages/sweeps.py", timeout=120)
+    at = apptest_support.open_page("ui/pages/sweeps.py", timeout=120)
     apptest_support.assert_clean(at)
     table = next(d.value for d in at.dataframe if "runs done" in d.value.columns)
     assert list(table[sweep_view.HALTED_COLUMN]) == ["—", "1 of 1, at epoch 1"]

@@ -211,7 +211,7 @@ def test_a_cancelled_load_is_reported_and_starts_again_only_when_asked(app_env):
     session = small_dataset()
     settings = session["dataset_settings"]
     args = (settings["data_source"], "", settings["task"], 32, settings["color_mode"])
-    at = open_page("pages/dataset.py", {**session, "dataset_load_cancelled": args})
+    at = open_page("ui/pages/dataset.py", {**session, "dataset_load_cancelled": args})
     assert_clean(at)
     assert "loading was cancelled. Nothing was lost" in texts(at) and not at.success
     at.button(key="ds_load_again_button").click().run()

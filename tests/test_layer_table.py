@@ -150,7 +150,7 @@ def test_runs_page_shows_the_selected_runs_table(app_env, make_run):
     with_layers = make_run("done", name="with-layers")
     with_layers.write_layer_table(ROWS)
     older = make_run("done", name="older")  # from before layers.json: nothing to show for it
-    at = open_page("pages/runs.py")
+    at = open_page("ui/pages/runs.py")
     assert_clean(at)
     assert not layer_expanders(at)
     at = select(at, at.dataframe(key="runs_table").value, [with_layers.id])

@@ -213,7 +213,7 @@ def component_script():
     import os
 
     from core.store.runs import Run
-    from pages.model_card_view import model_card_and_export
+    from ui.model_card_view import model_card_and_export
     model_card_and_export(Run(os.environ["CARD_RUN"]))
 
 

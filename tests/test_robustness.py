@@ -330,7 +330,7 @@ def test_class_names_are_shown_as_text_on_the_dataset_page(app_env, tmp_path):
     with np.load(path) as saved:
         arrays = dict(saved)
     np.savez(path, **arrays, class_names=np.array(["<img src=x onerror=alert(1)>", "B&B"]))
-    at = open_page("pages/dataset.py")
+    at = open_page("ui/pages/dataset.py")
     at.radio(key="ds_source").set_value("npz").run()
     at.text_input(key="ds_path_npz").set_value(str(path)).run()
     at.button(key="ds_apply_button").click().run()

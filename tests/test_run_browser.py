@@ -358,7 +358,7 @@ def select(at, run_ids):
 
 
 def test_the_page_filters_and_keeps_its_filters_for_a_new_session(app_env, store, browsed):
-    at = open_page("pages/runs.py")
+    at = open_page("ui/pages/runs.py")
     assert_clean(at)
     assert shown_names(at) == ["broken", "fast", "mlp-run", "zoomed"]
     for key, value in FILTERS.items():
@@ -369,17 +369,17 @@ def test_the_page_filters_and_keeps_its_filters_for_a_new_session(app_env, store
     assert shown_names(at) == ["fast"]
     # app.py saves them after every page run; AppTest runs a switched-to page without app.py, so let
     # a run of app.py (on Home) save this session's filters, as every run does in a browser.
-    open_page("pages/home.py", session={key: at.session_state[key] for key in FILTERS})
+    open_page("ui/pages/home.py", session={key: at.session_state[key] for key in FILTERS})
     saved = json.loads((app_env / ui_state.FILE_NAME).read_text())
     assert {key: saved[key] for key in FILTERS} == FILTERS
-    again = open_page("pages/runs.py")  # a new browser session (reload); the file outlives a server restart
+    again = open_page("ui/pages/runs.py")  # a new browser session (reload); the file outlives a server restart
     assert_clean(again)
     assert {key: again.session_state[key] for key in FILTERS} == FILTERS
     assert shown_names(again) == ["fast"]
 
 
 def test_a_bad_query_says_why_and_leaves_the_table_unfiltered(app_env, browsed):
-    at = open_page("pages/runs.py")
+    at = open_page("ui/pages/runs.py")
     at.text_input(key="runs_filter_query").set_value("test_aux >= 0.9").run()
     assert_no_exception(at)
     assert [e.value for e in at.error] == [
@@ -396,7 +396,7 @@ def selection_names(at) -> list[str]:
 
 def test_a_filter_keeps_the_selection_on_the_same_runs_and_the_compare_box_agrees(app_env, store, browsed):
     fast, mlp = browsed["fast"], browsed["mlp"]
-    at = select(open_page("pages/runs.py"), [fast.id, mlp.id])
+    at = select(open_page("ui/pages/runs.py"), [fast.id, mlp.id])
     assert selection_names(at) == ["fast", "mlp-run"]
     assert sorted(at.multiselect(key="runs_compare_ids").value) == sorted([fast.id, mlp.id])
     # Hiding the mlp run moves the other rows up: the selection must not slide onto other runs.
@@ -410,25 +410,25 @@ def test_a_filter_keeps_the_selection_on_the_same_runs_and_the_compare_box_agree
 
 
 def test_empty_cells_of_the_runs_table_read_a_dash_as_on_home(app_env, browsed):
-    at = open_page("pages/runs.py")
+    at = open_page("ui/pages/runs.py")
     table = at.dataframe(key="runs_table")
     assert table.value.set_index("name").loc["broken", ["test_auc", "duration_s"]].isna().any()
     assert table.proto.placeholder == compare.MISSING == "—"
 
 
 def test_a_remembered_tag_that_no_run_has_any_more_is_dropped(app_env, store, browsed):
-    at = open_page("pages/runs.py")
+    at = open_page("ui/pages/runs.py")
     at.multiselect(key="runs_filter_tags").set_value(["augmented"]).run()
     assert shown_names(at) == ["zoomed"]
     browsed["zoomed"].annotate(tags=[])
-    again = open_page("pages/runs.py")
+    again = open_page("ui/pages/runs.py")
     assert_clean(again)
     assert again.session_state["runs_filter_tags"] == [] and len(shown_names(again)) == 4
 
 
 def test_one_selected_run_is_renamed_and_tagged_from_its_form(app_env, store, browsed):
     run = browsed["mlp"]
-    at = select(open_page("pages/runs.py"), [run.id])
+    at = select(open_page("ui/pages/runs.py"), [run.id])
     at.text_input(key=f"annotate_name_{run.id}").set_value("final model")
     at.text_input(key=f"annotate_tags_{run.id}").set_value("Paper, best")
     at.text_area(key=f"annotate_notes_{run.id}").set_value("chosen for the paper")
@@ -442,7 +442,7 @@ def test_one_selected_run_is_renamed_and_tagged_from_its_form(app_env, store, br
 
 def test_the_star_of_the_selected_run_toggles_with_one_click(app_env, store, browsed):
     run = browsed["mlp"]
-    at = select(open_page("pages/runs.py"), [run.id])
+    at = select(open_page("ui/pages/runs.py"), [run.id])
     star = at.button(key="runs_star_button")
     assert star.label == "Star"
     star.click().run()
@@ -457,7 +457,7 @@ def test_the_star_of_the_selected_run_toggles_with_one_click(app_env, store, bro
 
 def test_a_bad_tag_in_the_form_is_refused_and_nothing_is_saved(app_env, store, browsed):
     run = browsed["mlp"]
-    at = select(open_page("pages/runs.py"), [run.id])
+    at = select(open_page("ui/pages/runs.py"), [run.id])
     at.text_input(key=f"annotate_tags_{run.id}").set_value("two words")
     next(b for b in at.button if b.label == "Save").click().run()
     assert_no_exception(at)
@@ -467,7 +467,7 @@ def test_a_bad_tag_in_the_form_is_refused_and_nothing_is_saved(app_env, store, b
 
 def test_several_selected_runs_are_tagged_and_starred_together(app_env, store, browsed):
     chosen = [browsed["mlp"].id, browsed["broken"].id]
-    at = select(open_page("pages/runs.py"), chosen)
+    at = select(open_page("ui/pages/runs.py"), chosen)
     at.text_input(key="annotate_bulk_tag").set_value("review").run()
     at.button(key="annotate_add_button").click().run()
     assert at.button(key="runs_star_button").label == "Star 2 selected"
@@ -482,20 +482,20 @@ def test_several_selected_runs_are_tagged_and_starred_together(app_env, store, b
 @pytest.mark.slow
 def test_a_selected_run_opens_in_evaluate(app_env, store, browsed):
     run = browsed["zoomed"]
-    at = select(open_page("pages/runs.py"), [run.id])
+    at = select(open_page("ui/pages/runs.py"), [run.id])
     at.button(key="runs_evaluate_button").click().run()
     assert_no_exception(at)
     assert at.selectbox(key="eval_run").value == run.id
 
 
 def test_the_tensorboard_command_is_shown(app_env, browsed):
-    at = open_page("pages/runs.py")
+    at = open_page("ui/pages/runs.py")
     assert runs_view.tensorboard_command(app_env) in [c.value for c in at.code]
 
 
 def test_a_sweep_is_chosen_and_all_its_runs_deleted(app_env, store, browsed):
     members = sweep_with_runs(store, "sweep-20260101-000000")
-    at = open_page("pages/runs.py")
+    at = open_page("ui/pages/runs.py")
     at.selectbox(key="runs_filter_sweep").set_value("sweep-20260101-000000").run()
     assert shown_names(at) == sorted(run.config()["name"] for run in members)
     at.button(key="runs_delete_sweep_button").click().run()
@@ -509,7 +509,7 @@ def test_a_sweep_is_chosen_and_all_its_runs_deleted(app_env, store, browsed):
 
 def test_a_sweep_with_a_running_run_is_kept_with_a_message(app_env, store, browsed):
     sweep_with_runs(store, "sweep-live", states=("done", "running"))
-    at = open_page("pages/runs.py")
+    at = open_page("ui/pages/runs.py")
     at.selectbox(key="runs_filter_sweep").set_value("sweep-live").run()
     at.button(key="runs_delete_sweep_button").click().run()
     at.button(key="runs_confirm_sweep_button").click().run()
@@ -531,15 +531,15 @@ def two_models(tiny_run, runs_dir):
 
 @pytest.mark.slow
 def test_a_selected_run_opens_in_diagnose_and_the_box_is_the_users_again(app_env, two_models):
-    at = open_page("pages/runs.py")
+    at = open_page("ui/pages/runs.py")
     for run in two_models:
         at = select(at, [run.id])
         at.button(key="runs_diagnose_button").click().run()
         assert_no_exception(at)
         assert at.selectbox(key="diag_run").value == run.id
         assert at.selectbox(key="diag_task").value == run.config()["task"]
-        at.switch_page("pages/runs.py").run()
-    at.switch_page("pages/diagnose.py").run()
+        at.switch_page("ui/pages/runs.py").run()
+    at.switch_page("ui/pages/diagnose.py").run()
     first, second = two_models
     at.selectbox(key="diag_run").set_value(first.id).run()  # the user's choice now wins over the link
     assert at.selectbox(key="diag_run").value == first.id and at.query_params["run"] == first.id

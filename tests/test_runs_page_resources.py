@@ -35,7 +35,7 @@ def test_the_runs_table_shows_what_each_run_used(app_env, make_run):
     small = used(make_run("done", name="batch16", batch_size=16), 812.4, 1234.0, "CPU (2 cores)")
     big = used(make_run("done", name="batch128", batch_size=128), 2048.0, 3500.5, "1 GPU: NVIDIA H100")
     make_run("done", name="before")  # a run from before resources were measured
-    at = open_page("pages/runs.py")
+    at = open_page("ui/pages/runs.py")
     assert_clean(at)
     table = at.dataframe(key="runs_table").value.set_index("name")
     columns = list(table.columns)
@@ -50,7 +50,7 @@ def test_a_selected_failed_run_shows_why_and_what_its_process_printed(app_env, m
     reason = "stopped at 1900 MB: above this run's memory cap of 1536 MB"
     failed = make_run("failed", name="capped")
     failed.update_status(error=reason, stderr_tail="Epoch 2/5\nallocating the batch")
-    at = open_page("pages/runs.py")
+    at = open_page("ui/pages/runs.py")
     at = select(at, at.dataframe(key="runs_table").value, [failed.id])
     assert_no_exception(at)
     assert f"**capped** failed: {reason}" in [e.value for e in at.error]
@@ -63,7 +63,7 @@ def test_a_selected_failed_run_shows_why_and_what_its_process_printed(app_env, m
 def test_an_interrupted_run_is_resumed_from_the_runs_page(app_env, store, make_run, tmp_path, monkeypatch):
     make_run("done", name="other")
     run = interrupted_after_one_epoch(store, tmp_path, monkeypatch)
-    at = open_page("pages/runs.py")
+    at = open_page("ui/pages/runs.py")
     at = select(at, at.dataframe(key="runs_table").value, [run.id])
     assert "**resumable** interrupted: the process training this run stopped" in at.error[0].value
     resume = at.button(key="runs_resume_button")

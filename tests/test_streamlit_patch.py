@@ -18,7 +18,7 @@ def test_streamlit_still_clears_the_keras_session_after_each_script_run():
 def test_the_patch_keeps_keras_names_across_script_runs():
     import keras
 
-    from pages import common
+    from ui import common
     common.protect_background_training()
     before = keras.layers.Dense(2).name
     script_runner._clean_problem_modules()

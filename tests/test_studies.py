@@ -212,7 +212,7 @@ def test_the_studies_page_shows_a_finished_studys_answer_chart_table_and_report(
     from tests.apptest_support import assert_clean, open_page
     constructed_study(store, "dropout", {"0.2": [0.80, 0.84], "0.4": [0.90, 0.92],
                                          "0.6": [0.89, 0.91], "0.8": [0.70, 0.71]})
-    at = open_page("pages/studies.py", {"study_key": "dropout"})
+    at = open_page("ui/pages/studies.py", {"study_key": "dropout"})
     assert_clean(at)
     assert [h.value for h in at.header] == ["Dropout"]
     assert at.info[0].value.startswith("Dropout 0.4 scores best (test accuracy 0.910 ± 0.014, 2 seeds)")
@@ -232,7 +232,7 @@ def test_a_running_study_says_the_time_left_until_its_last_run_ends(app_env, sto
     running.update_status(state="running", trainer=runs_lib.this_process(), worker=runs_lib.this_process())
     write_json(running.progress_path, {"phase": "training", "eta_s": 60.0})
     queued.update_status(state="queued")  # as its finished siblings: 3 epochs of 2 s in a 30 s run
-    at = open_page("pages/studies.py", {"study_key": "dropout"})
+    at = open_page("ui/pages/studies.py", {"study_key": "dropout"})
     assert_clean(at)
     assert "6 of 8 runs ended · about 1 min 30 s left" in texts(at)
 
@@ -249,7 +249,7 @@ def test_the_plan_names_what_every_run_shares_and_leaves_out_what_the_study_vari
 def test_the_transfer_study_warns_before_launch_when_the_imagenet_weights_are_missing(app_env, monkeypatch, tmp_path):
     from tests.apptest_support import assert_no_exception, open_page
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # no weights there
-    at = open_page("pages/studies.py", {"study_key": "transfer"})
+    at = open_page("ui/pages/studies.py", {"study_key": "transfer"})
     assert_no_exception(at)
     warning = " ".join(w.value for w in at.warning)
     assert "The ImageNet weights of mobilenet_v2 are not on this machine" in warning

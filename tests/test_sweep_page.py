@@ -16,7 +16,7 @@ TIMEOUT = 120  # launching imports Keras to validate every point
 
 
 def open_page() -> AppTest:
-    return apptest_support.open_page("pages/sweeps.py", timeout=TIMEOUT)
+    return apptest_support.open_page("ui/pages/sweeps.py", timeout=TIMEOUT)
 
 
 def errors(at: AppTest) -> list[str]:

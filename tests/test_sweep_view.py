@@ -242,7 +242,7 @@ def test_the_sweeps_page_charts_peak_memory(app_env, store, make_run, monkeypatc
     from tests.apptest_support import assert_clean, open_page
     monkeypatch.setenv("CXR_SPARE_PROCESS", "0")  # no idle training process for a page that trains nothing
     batch_size_sweep(store, make_run)
-    at = open_page("pages/sweeps.py")
+    at = open_page("ui/pages/sweeps.py")
     assert "Peak memory (MB)" in at.selectbox(key="sweep_metric").options
     at.selectbox(key="sweep_metric").set_value("peak_memory_mb").run()
     assert_clean(at)

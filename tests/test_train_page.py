@@ -23,7 +23,7 @@ def metric(at, label: str) -> str:
 
 
 def test_values_restored_into_the_session_are_kept(app_env):
-    at = open_page("pages/train.py", {**small_dataset(), "train_epochs": 3, "train_name": "kept",
+    at = open_page("ui/pages/train.py", {**small_dataset(), "train_epochs": 3, "train_name": "kept",
                                       "train_learning_rate": 0.003})
     assert_clean(at)
     assert at.number_input(key="train_epochs").value == 3
@@ -38,7 +38,7 @@ def shown_keys(at) -> set:
 
 
 def test_settings_appear_only_where_they_apply(app_env):
-    at = open_page("pages/train.py", small_dataset())
+    at = open_page("ui/pages/train.py", small_dataset())
     assert_clean(at)
     assert not shown_keys(at) & {"train_momentum", "train_nesterov", "train_min_learning_rate"}
     assert "train_patience" in shown_keys(at)
@@ -56,7 +56,7 @@ def test_settings_appear_only_where_they_apply(app_env):
 
 
 def test_without_finished_runs_the_time_is_known_after_the_first_epoch(app_env):
-    at = open_page("pages/train.py", small_dataset())
+    at = open_page("ui/pages/train.py", small_dataset())
     assert_clean(at)
     assert metric(at, "Time per epoch") == "after epoch 1"
     assert "known after the first epoch" in texts(at)
@@ -65,7 +65,7 @@ def test_without_finished_runs_the_time_is_known_after_the_first_epoch(app_env):
 
 def test_the_estimate_learns_from_a_finished_run_of_the_same_model(app_env, make_run):
     make_run("done", image_size=32, epochs=3)  # seed_cnn, 2 s per epoch, 30 s in all
-    at = open_page("pages/train.py", {**small_dataset(), "train_epochs": 4})
+    at = open_page("ui/pages/train.py", {**small_dataset(), "train_epochs": 4})
     assert_clean(at)
     assert metric(at, "Time per epoch") != "after epoch 1"
     caption = texts(at)
@@ -74,7 +74,7 @@ def test_the_estimate_learns_from_a_finished_run_of_the_same_model(app_env, make
 
 def test_another_models_run_gives_a_rough_estimate_scaled_by_cost(app_env, make_run):
     make_run("done", image_size=32, epochs=3, arch="logistic")
-    at = open_page("pages/train.py", small_dataset())
+    at = open_page("ui/pages/train.py", small_dataset())
     assert_clean(at)
     assert metric(at, "Time per epoch").startswith("≈ ")
     assert "rough guide" in texts(at) and "MACs" in texts(at)
@@ -82,7 +82,7 @@ def test_another_models_run_gives_a_rough_estimate_scaled_by_cost(app_env, make_
 
 def test_a_run_of_another_process_reads_running_not_a_phase(app_env, make_run):
     run = make_run("running", name="elsewhere", epochs=4)
-    at = open_page("pages/train.py", small_dataset())
+    at = open_page("ui/pages/train.py", small_dataset())
     assert_clean(at)
     headline = next(m.value for m in at.markdown if "state:" in m.value)
     assert headline.endswith("state: **running**"), headline
@@ -91,7 +91,7 @@ def test_a_run_of_another_process_reads_running_not_a_phase(app_env, make_run):
 
 @pytest.mark.slow
 def test_a_stopped_run_stays_in_view_while_the_next_one_trains(app_env):
-    at = open_page("pages/train.py", small_dataset())
+    at = open_page("ui/pages/train.py", small_dataset())
     at.number_input(key="train_epochs").set_value(3)
     at.text_input(key="train_name").set_value("first")
     at.button(key="launch_button").click().run()
@@ -129,7 +129,7 @@ def wait_for_an_empty_queue(store) -> None:
 
 @pytest.mark.slow
 def test_the_memory_cap_reaches_the_submitted_run(app_env):
-    at = open_page("pages/train.py", {**small_dataset(), "train_epochs": 1, "train_name": "capped"})
+    at = open_page("ui/pages/train.py", {**small_dataset(), "train_epochs": 1, "train_name": "capped"})
     at.number_input(key="train_memory_cap_mb").set_value(100).run()
     assert any("memory_cap_mb must be 0 (off) or a whole number of at least 256" in e.value for e in at.error)
     assert not [b for b in at.button if b.key == "launch_button"]  # nothing to launch until it is fixed
@@ -146,7 +146,7 @@ def test_a_failed_run_shows_its_reason_and_what_its_process_printed(app_env, mak
     run = make_run("failed", name="oom")
     run.update_status(error=reason, traceback=None, exit_code=-9,
                       stderr_tail="Epoch 1/3\nallocating 4.1 GiB for a batch of 256 images")
-    at = open_page("pages/train.py", {**small_dataset(), "watch_run_id": run.id})
+    at = open_page("ui/pages/train.py", {**small_dataset(), "watch_run_id": run.id})
     assert_no_exception(at)
     assert [e.value for e in at.error] == [f"The run failed: {reason}"]
     [printed] = [x for x in at.expander if x.label == "What the training process printed"]
@@ -157,7 +157,7 @@ def test_a_failed_run_shows_its_reason_and_what_its_process_printed(app_env, mak
 def test_a_run_queued_elsewhere_is_in_the_queue_and_can_be_stopped(app_env, make_run):
     shown = make_run("done", name="finished", image_size=32)
     other = make_run("running", name="from the CLI", epochs=4)
-    at = open_page("pages/train.py", {**small_dataset(), "watch_run_id": shown.id})
+    at = open_page("ui/pages/train.py", {**small_dataset(), "watch_run_id": shown.id})
     assert_clean(at)
     assert "from the CLI — running" in [m.value for m in at.markdown]
     stop = at.button(key=f"cancel_{other.id}")
@@ -173,7 +173,7 @@ def test_the_live_view_reads_the_progress_a_training_process_writes(app_env, mak
     run = make_run("running", name="elsewhere", epochs=4)  # 2 epochs in metrics.jsonl
     progress = Progress(epochs=4, path=run.progress_path)  # what the training process writes
     progress.update(phase="loading data", load_done=100, load_total=400)
-    at = open_page("pages/train.py", small_dataset())
+    at = open_page("ui/pages/train.py", small_dataset())
     assert_clean(at)
     assert "Loading images 100 / 400" in texts(at)
     assert "state: **running** (loading the images)" in texts(at)
@@ -207,7 +207,7 @@ def interrupted_after_one_epoch(store, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_an_interrupted_run_resumes_from_its_checkpoint(app_env, store, tmp_path, monkeypatch):
     run = interrupted_after_one_epoch(store, tmp_path, monkeypatch)
-    at = open_page("pages/train.py", {**small_dataset(), "watch_run_id": run.id})
+    at = open_page("ui/pages/train.py", {**small_dataset(), "watch_run_id": run.id})
     assert_no_exception(at)
     assert "state: **interrupted**" in texts(at)
     resume = at.button(key=f"train_resume_{run.id}_button")
@@ -240,7 +240,7 @@ def layers_frame(at):
 
 
 def test_the_layers_of_the_configured_model_are_listed_under_its_counts(app_env):
-    at = open_page("pages/train.py", small_dataset())  # seed_cnn at 32 px
+    at = open_page("ui/pages/train.py", small_dataset())  # seed_cnn at 32 px
     assert_clean(at)
     frame = layers_frame(at)
     assert frame["Type"].tolist()[:3] == ["InputLayer", "Rescaling", "Conv2D"]
@@ -252,7 +252,7 @@ def test_the_layers_of_the_configured_model_are_listed_under_its_counts(app_env)
 
 
 def test_a_cnn_preset_fills_the_parameters_and_turns_custom_when_one_changes(app_env):
-    at = open_page("pages/train.py", small_dataset())
+    at = open_page("ui/pages/train.py", small_dataset())
     at.selectbox(key="train_arch").set_value("cnn").run()
     assert_clean(at)
     preset = at.selectbox(key="train_cnn_preset")
@@ -276,7 +276,7 @@ def test_a_cnn_preset_fills_the_parameters_and_turns_custom_when_one_changes(app
 
 
 def test_a_pretrained_transfer_model_is_measured_without_its_weights(app_env):
-    at = open_page("pages/train.py", small_dataset())
+    at = open_page("ui/pages/train.py", small_dataset())
     at.selectbox(key="train_arch").set_value("transfer").run()
     assert_clean(at)
     assert not [w for w in at.warning if "could not be built" in w.value]

@@ -25,9 +25,9 @@ RESTORED_KEY = "_settings_restored"
 SAVED_SNAPSHOT_KEY = "_settings_saved"
 # A run's config handed from "Re-run" (Runs page) to the Train form.
 RERUN_CONFIG_KEY = "rerun_config"
-PAGE_PATHS = {"home": "pages/home.py", "dataset": "pages/dataset.py", "train": "pages/train.py",
-              "sweeps": "pages/sweeps.py", "runs": "pages/runs.py", "evaluate": "pages/evaluate.py",
-              "diagnose": "pages/diagnose.py"}
+PAGE_PATHS = {"home": "ui/pages/home.py", "dataset": "ui/pages/dataset.py", "train": "ui/pages/train.py",
+              "sweeps": "ui/pages/sweeps.py", "runs": "ui/pages/runs.py", "evaluate": "ui/pages/evaluate.py",
+              "diagnose": "ui/pages/diagnose.py"}
 
 
 # ----------------------------------------------------------------------------- process set-up

@@ -10,7 +10,7 @@ from core.data import datasets as data_lib
 from core.data.imaging import displayable
 from core.present import charts, forms
 from core.settings.config import SETTINGS, SOURCES, TASKS
-from pages import common, widgets
+from ui import common, widgets
 
 # The settings of the form, each drawn from its declaration under "ds_" + its name; the task's key
 # is per source, since each source offers its own tasks.

@@ -9,7 +9,7 @@ from core.present import compare
 from core.present import runs as runs_view
 from core.store import sweeps as sweeps_lib
 from core.store.runs import STATES
-from pages import common, compare_view, layer_table, model_card_view, run_annotations, tables
+from ui import common, compare_view, layer_table, model_card_view, run_annotations, tables
 
 COMPARE_KEY = "runs_compare_ids"
 TABLE_KEY = "runs_table"

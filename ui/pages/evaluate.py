@@ -14,7 +14,7 @@ from core.ml import metrics as metrics_lib
 from core.ml.decisions import decision_sentence
 from core.present import charts, forms, review
 from core.present import evaluation as evaluation_view
-from pages import common, model_card_view
+from ui import common, model_card_view
 
 RUN_KEY = "eval_run"
 LINKED_RUN_KEY = "evaluate_linked_run"  # the ?run= already followed (not a widget: no eval_ prefix)
