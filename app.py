@@ -3,7 +3,9 @@
 `streamlit run` first imports this file as the server (`__name__` is "app"): the st.App below starts
 the job manager with the server, so queued runs train before any browser tab is opened
 (core/workers/service.py). Then every page view runs this file as the page script (`__name__` is
-"__main__"), which only sets up the page and the navigation; each page lives in pages/.
+"__main__"), which only sets up the page and the navigation. The pages live in ui/pages/, not in a
+pages/ folder beside this file: Streamlit would take that for an old-style multipage app, where a
+bookmarked page runs on its own, without this file (tests/test_layout.py).
 TensorFlow is imported lazily by pages (when a model is built or a run starts), so the first paint is fast.
 """
 import streamlit as st
@@ -24,7 +26,7 @@ else:
         st.Page("ui/pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
         st.Page("ui/pages/diagnose.py", title="Diagnose", icon=":material/stethoscope:"),
     ]
-    # Navigation first: until it is sent, the browser would list the raw files of pages/.
+    # Navigation first, so the sidebar is drawn before the shared set-up below is imported.
     page = st.navigation(pages)
 
     from ui import common  # noqa: E402 - after the navigation on purpose (see above)

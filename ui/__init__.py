@@ -1,1 +1,2 @@
-"""Dashboard pages (Streamlit scripts run through st.navigation in app.py) and their shared helpers."""
+"""The dashboard, the only place Streamlit lives: ui/pages/ holds one script per page (listed by
+app.py's st.Page calls), this package the components those pages share."""

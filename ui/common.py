@@ -61,20 +61,6 @@ def protect_background_training() -> None:
     script_runner._clean_problem_modules = clean_up_without_keras
 
 
-def enter_through_app() -> None:
-    """Make a bookmarked page on a freshly started server run through app.py.
-
-    Until a script has called st.navigation, Streamlit treats a `pages/` folder beside the main
-    script as an old-style multipage app: a link such as /diagnose runs pages/diagnose.py on its own
-    and the sidebar lists the raw files of pages/. Every page imports this module, so switching that
-    mode off here and running again lets app.py draw its navigation and open the linked page.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
 def limit_server_paths_when_shared() -> None:
     """A dashboard listening beyond this machine (e.g. `make run HOST=0.0.0.0`) reads server paths
     only inside the data root: CXR_DATA_ROOT, by default data/ in the project."""
@@ -87,7 +73,6 @@ def limit_server_paths_when_shared() -> None:
 guard_ast_parsing()  # the server did it already (core/workers/service.py); not so under AppTest
 protect_background_training()
 limit_server_paths_when_shared()
-enter_through_app()
 
 
 # ----------------------------------------------------------------------------- cached resources
