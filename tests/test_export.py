@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from core.cli import export as export_cli
+from core.files import locked
 from core.ml import export
 from core.settings.architectures import ARCHITECTURES, TRANSFER_BASE_NAMES
 from core.settings.config import Augmentation, TrainConfig
 from core.store import runs
-from core.store.files import locked
 from core.store.runs import Run
 from tests.conftest import copy_run
 

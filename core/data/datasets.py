@@ -35,7 +35,7 @@ from core.data.imaging import (
 )
 from core.data.archives import DATASET_ZIP, NPZ_FILE, UnsafeArchive, check_zip
 from core.settings.config import SETTINGS
-from core.store.files import atomic_path
+from core.files import atomic_path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUILTIN_ZIP = PROJECT_ROOT / "assets" / "datasets" / "chest_xray_128.zip"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.store.files import atomic_path, locked
+from core.files import atomic_path, locked
 from core.store.runs import ACTIVE_STATES, Run
 
 SERVING_ENDPOINT = "serve"

@@ -17,10 +17,10 @@ from typing import Callable
 import numpy as np
 
 from core.data import datasets as data_lib
+from core.files import json_ready
 from core.ml import metrics as metrics_lib
 from core.ml import ood
 from core.settings.config import TrainConfig
-from core.store.files import json_ready
 from core.store.runs import Run, write_json
 
 Progress = Callable[[str, float], None]  # (message, share done 0-1)

@@ -28,7 +28,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from core.store.files import json_ready
+from core.files import json_ready
 
 NORMAL_CLASS_NAME = "normal"
 # Room for float error in saved softmax outputs (e.g. float32 rows summing to 1.0000001).

@@ -9,8 +9,8 @@ import hashlib
 from pathlib import Path
 
 from core.data import datasets as data_lib
+from core.files import atomic_path
 from core.settings.config import TrainConfig
-from core.store.files import atomic_path
 
 # TrainConfig fields chosen on the Dataset page and carried over to the Train page.
 DATASET_FIELDS = ("data_source", "data_path", "task", "image_size", "color_mode", "split",

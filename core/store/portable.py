@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from core.data.archives import RUN_EXPORT, UnsafeArchive, check_zip
-from core.store.files import atomic_path
+from core.files import atomic_path
 from core.store.runs import RUN_ID, Run, RunStore, read_json, write_json
 
 FORMAT = "cxrlab-runs"

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.datasets import PROJECT_ROOT
-from core.store.files import atomic_path, json_ready, locked
+from core.files import atomic_path, json_ready, locked
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 ACTIVE_STATES = ("queued", "running")
