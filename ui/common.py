@@ -13,10 +13,10 @@ import sys
 import streamlit as st
 
 from core.ast_guard import guard_ast_parsing
-from core.data.datasets import PROJECT_ROOT
 from core.present import forms
 from core.present import runs as runs_view
 from core.present.session_keys import DATASET_SETTINGS_KEY, is_kept, is_saved
+from core.settings.paths import PROJECT_ROOT
 from core.store import ui_state
 from core.store.runs import RunStore
 from core.workers import service

@@ -35,9 +35,9 @@ from core.data.imaging import (
 )
 from core.data.archives import DATASET_ZIP, NPZ_FILE, UnsafeArchive, check_zip
 from core.settings.config import SETTINGS
+from core.settings.paths import PROJECT_ROOT
 from core.files import atomic_path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUILTIN_ZIP = PROJECT_ROOT / "assets" / "datasets" / "chest_xray_128.zip"
 TASK_TITLES = {
     "binary": "NORMAL vs PNEUMONIA",

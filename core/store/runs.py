@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.datasets import PROJECT_ROOT
 from core.files import atomic_path, json_ready, locked
+from core.settings.paths import PROJECT_ROOT
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 ACTIVE_STATES = ("queued", "running")
