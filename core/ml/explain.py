@@ -47,6 +47,7 @@ import numpy as np
 from PIL import Image
 
 from core.data.imaging import displayable
+from core.ml import keras_graph
 
 METHODS = {
     "gradcam": "Grad-CAM",
@@ -182,7 +183,7 @@ def _head_input_layer(model) -> str | None:
             continue
         inputs = layer.input if isinstance(layer.input, list) else [layer.input]
         if len(inputs) == 1 and len(inputs[0].shape) == 4 and len(layer.output.shape) == 2:
-            return inputs[0]._keras_history.operation.name
+            return keras_graph.producer(inputs[0]).name
     return None
 
 
@@ -195,7 +196,7 @@ def _outer_output(model, layer):
     """The output tensor of `layer` in `model`'s own graph.
 
     For a nested model `layer.output` is the tensor of its inner graph, so it is taken from the
-    input of the layer that consumes it instead (Keras 3 records the producer in `_keras_history`).
+    input of the layer that consumes it instead.
     """
     import keras
     if not isinstance(layer, keras.Model):
@@ -203,7 +204,7 @@ def _outer_output(model, layer):
     for consumer in model.layers:
         inputs = consumer.input if isinstance(consumer.input, list) else [consumer.input]
         for tensor in inputs:
-            if getattr(tensor, "_keras_history", None) and tensor._keras_history.operation is layer:
+            if keras_graph.producer(tensor) is layer:
                 return tensor
     return layer.output  # the nested model is the last layer: its output is the model's output
 
@@ -371,9 +372,8 @@ def _placement(tensor):
     input of the graph that produced it, walking down through each layer's first input; None if unknown."""
     import keras
     placement = ((0.0, 1.0), (0.0, 1.0))
-    while getattr(tensor, "_keras_history", None) is not None:
-        layer, node_index, _ = tensor._keras_history
-        inputs = layer._inbound_nodes[node_index].input_tensors
+    while (layer := keras_graph.producer(tensor)) is not None:
+        inputs = keras_graph.producer_inputs(tensor)
         if not inputs:  # the Input layer: we are on the input's own pixel grid
             return placement
         below = inputs[0]

@@ -22,11 +22,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import ray
-import ray.exceptions
+from core.workers import ray_auth
 
-from core.settings.paths import PROJECT_ROOT
-from core.store.runs import Run, process_start
+ray_auth.use_token_when_available()  # before `import ray`: Ray reads RAY_AUTH_MODE once, at import
+import ray  # noqa: E402
+import ray.exceptions  # noqa: E402
+
+from core.settings.paths import PROJECT_ROOT  # noqa: E402
+from core.store.runs import Run, process_start  # noqa: E402
 
 ADDRESS_VARIABLE = "CXR_RAY_ADDRESS"
 CPUS_PER_RUN_VARIABLE = "CXR_RAY_CPUS_PER_RUN"
@@ -107,7 +110,6 @@ def connect(address: str) -> None:
     check_reachable(address)
     if ray.is_initialized():
         return
-    use_token_when_available()
     try:
         ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": str(PROJECT_ROOT)}},
                  namespace="cxr-lab", log_to_driver=False, logging_level="WARNING", configure_logging=False)
@@ -129,16 +131,6 @@ def check_reachable(address: str) -> None:
         raise ConnectionError(f"{ADDRESS_VARIABLE}={address}: no Ray cluster answers there ({exc}). Start one "
                               f"with `ray start --head`, or unset {ADDRESS_VARIABLE} to train in local processes") \
             from exc
-
-
-def use_token_when_available() -> None:
-    """Send this machine's Ray token if it has one (~/.ray/auth_token or $RAY_AUTH_TOKEN), as Ray
-    itself does for `auto` and `ray start` does when it joins: a cluster started where a token exists
-    asks for it, also from drivers given an explicit address. An explicit $RAY_AUTH_MODE wins."""
-    from ray._private.authentication.authentication_token_setup import (
-        maybe_enable_token_auth_if_token_available,
-    )
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def lost_reason(exc: Exception, node: dict | None) -> str:
