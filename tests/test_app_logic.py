@@ -260,12 +260,6 @@ def test_save_upload_is_content_addressed(tmp_path, monkeypatch):
         forms.save_upload(b"", "empty.zip")
 
 
-def test_train_image_estimate():
-    settings = {"split": "grouped", "val_fraction": 0.15, "test_fraction": 0.15}
-    assert forms.train_image_estimate(1000, settings) == 700
-    assert forms.train_image_estimate(1000, {**settings, "split": "own"}, own_train_images=800) == 800
-
-
 # ----------------------------------------------------------------------------- review
 
 def test_misclassified_lists_confident_mistakes_first():

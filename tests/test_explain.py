@@ -172,18 +172,6 @@ def test_flat_or_non_finite_maps_normalise_to_zeros():
 
 
 @pytest.mark.slow
-def test_overlay_for_image_explains_the_predicted_class_on_any_image(square_model):
-    image, (row, col) = positives()[0][0], positives()[1][0]
-    original = Image.fromarray(image[..., 0]).resize((96, 96))
-    blended = explain.overlay_for_image(square_model, image, method="gradcam", image=original, opacity=1.0)
-    assert blended.shape == (96, 96, 3)
-    red = blended[..., 0].astype(int) - blended[..., 2].astype(int)  # jet: red = hot
-    peak_row, peak_col = np.unravel_index(np.argmax(red), red.shape)
-    assert row - 4 <= peak_row / 3 < row + SQUARE + 4 and col - 4 <= peak_col / 3 < col + SQUARE + 4
-    assert explain.explainer_for(square_model) is explain.explainer_for(square_model)  # built once
-
-
-@pytest.mark.slow
 def test_the_evaluate_gallery_overlay_comes_from_a_saved_run(square_model, tmp_path):
     from core.present.review import explanation_overlay
     from core.store.runs import RunStore

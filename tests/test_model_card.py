@@ -157,7 +157,7 @@ HOSTILE_NAME = '<script>alert("x")</script> | a&b'
 
 def test_the_html_is_escaped_and_has_no_links(make_run):
     run = make_run("done", name=HOSTILE_NAME)
-    page = card.model_card_html(run)
+    page = card.model_card_both(run)[1]
     assert "<script>" not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; | a&amp;b" in page
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     for outside in ("http:", "https:", "href=", "src=", "url(", "@import"):

@@ -591,14 +591,6 @@ def _read_cache(stem: Path) -> tuple[dict, np.memmap] | None:
     return meta, images
 
 
-def is_cached(source: str = "builtin", path: str | os.PathLike | None = None, task: str = "binary",
-              image_size: int = 128, channels: int = 1) -> bool:
-    """Whether these settings' decoded images are already in the disk cache (a load would decode nothing)."""
-    resolved = resolve_source_path(source, path)
-    stem = cache_dir() / _cache_key(source, content_hash(source, resolved), task, image_size, channels)
-    return all(file.exists() for file in cache_files(stem))
-
-
 # ----------------------------------------------------------------------------- public API
 
 def load_dataset(source: str = "builtin", path: str | os.PathLike | None = None, task: str = "binary",

@@ -26,8 +26,8 @@ abdomen: maps are placed where their cells look (FeatureGrid). And Grad-CAM's ma
 correlation of 0.94 with the map of a model whose classifier head was randomised: it showed where the
 last convolution is active more than what the model learned, which is what `sanity_check` tells users.
 
-Speed and robustness: the tf-keras-vis objects are built once per model (`Explainer`, cached by
-`explainer_for` / `explainer_for_run`); the sub-models run inside tf.functions (`graph_layer`, traced
+Speed and robustness: the tf-keras-vis objects are built once per model (`Explainer`, cached per
+run by `explainer_for_run`); the sub-models run inside tf.functions (`graph_layer`, traced
 without autograph, so no Python source is parsed at run time), so each image costs one traced graph
 call instead of eager op-by-op gradients; and each image is sent as a batch of two copies, because
 TensorFlow 2.21's oneDNN kernel for the eager gradient of a strided 1x1 convolution (resnet_small's
@@ -40,7 +40,6 @@ from __future__ import annotations
 import functools
 import threading
 import warnings
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -501,40 +500,10 @@ def _as_rgb_array(image) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-# ----------------------------------------------------------------------------- one-call helper
+# ----------------------------------------------------------------------------- a run's explainer
 
-_EXPLAINERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 # Streamlit sessions (Diagnose, Evaluate) ask from their own threads: one builds an Explainer at a time.
 _EXPLAINERS_LOCK = threading.Lock()
-
-
-def explainer_for(source) -> Explainer:
-    """The cached Explainer of an Explainer, a core.ml.inference.Predictor or a Keras model."""
-    if isinstance(source, Explainer):
-        return source
-    model = getattr(source, "model", source)  # a Predictor has .model
-    with _EXPLAINERS_LOCK:
-        if model not in _EXPLAINERS:
-            _EXPLAINERS[model] = Explainer(model)
-        return _EXPLAINERS[model]
-
-
-def overlay_for_image(source, pixels: np.ndarray, method: str = "gradcam", class_index: int | None = None,
-                      opacity: float = DEFAULT_OPACITY, image=None) -> np.ndarray:
-    """The heatmap overlay for one image, for galleries: uint8 RGB (H, W, 3).
-
-    source: a core.ml.inference.Predictor, a Keras model or an Explainer (the Explainer is built once per
-    model and cached). pixels: the uint8 (S, S, C) model input. class_index: the class to explain,
-    default the predicted one. image: what to draw on (PIL or array, any size), default `pixels`.
-    Raises ExplainError with a readable message (e.g. Grad-CAM on a model without convolutions).
-    """
-    explainer = explainer_for(source)
-    if class_index is None:
-        class_index = predicted_class(explainer, pixels)
-    heatmap = explainer.heatmap(pixels, method, class_index)
-    return overlay(pixels if image is None else image, heatmap, opacity)
-
-
 _RUN_EXPLAINERS_KEPT = 4
 
 

@@ -443,11 +443,6 @@ def model_card(run: Run) -> str:
     return markdown_of(card_blocks(run))
 
 
-def model_card_html(run: Run) -> str:
-    """The card as one self-contained HTML page (inline style, no scripts, no links)."""
-    return html_of(card_blocks(run))
-
-
 def model_card_both(run: Run) -> tuple[str, str]:
     """(Markdown, HTML) of one card, its intervals bootstrapped once."""
     blocks = card_blocks(run)

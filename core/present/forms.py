@@ -136,13 +136,6 @@ def build_config(dataset_settings: dict, values: dict) -> TrainConfig:
     return TrainConfig.from_dict({**settings, **values}).validate()
 
 
-def train_image_estimate(n_images: int, settings: dict, own_train_images: int | None = None) -> int:
-    """Images in the training split: the dataset's own train part, or what the fractions leave."""
-    if settings.get("split") == "own" and own_train_images:
-        return int(own_train_images)
-    return int(round(n_images * (1 - settings["val_fraction"] - settings["test_fraction"])))
-
-
 # ----------------------------------------------------------------------------- uploads
 
 def save_upload(content: bytes, file_name: str) -> Path:

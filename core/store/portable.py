@@ -125,11 +125,6 @@ class ImportResult:
     sweep_skipped: bool = False                          # the same sweep record was already here
 
 
-def import_runs(store: RunStore, zip_path: str | Path) -> list[str]:
-    """Check, unpack and verify every run, then move them into the store; returns the new run ids."""
-    return import_archive(store, zip_path).imported
-
-
 def import_archive(store: RunStore, zip_path: str | Path) -> ImportResult:
     """Check, unpack and verify every run, then move the new ones into the store. A run already in
     the store (same original id, identical content) is skipped, so importing a zip twice adds
