@@ -6,6 +6,7 @@ from PIL import Image
 
 from core.ml import explain
 from core.ml.explain import Explainer, ExplainError
+from core.ml.inference import load_model
 
 SIZE = 32
 SQUARE = 8
@@ -233,7 +234,7 @@ def empty_gradcam_image(explainer, dataset, rows):
 def tiny_run_explained(tiny_run):
     from core.ml.training import TrainConfig, load_data
     dataset, split = load_data(TrainConfig.from_dict(tiny_run.config()))
-    return Explainer(tiny_run.load_model()), dataset, split.test[::3][:150]
+    return Explainer(load_model(tiny_run)), dataset, split.test[::3][:150]
 
 
 def test_an_empty_gradcam_of_a_trained_model_falls_back_to_hirescam(tiny_run_explained):

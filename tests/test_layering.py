@@ -92,3 +92,23 @@ def test_the_checks_see_lazy_imports_and_would_catch_an_upward_one():
     assert "core.workers.ray_backend" in GRAPH["core.workers.manager"]  # a function-level import
     assert "core.workers.manager" not in GRAPH["core.workers.ray_backend"]
     assert LAYERS.index(area("core.store.runs")) < LAYERS.index(area("core.workers.manager"))
+
+
+# TensorFlow and Keras are imported only by core/ml, and by this one module for one check: a run
+# imported from a zip must have a model.keras that loads in Keras' safe mode before the store takes it.
+DEEP_LEARNING = ("tensorflow", "keras", "tf_keras_vis")
+ALSO_IMPORTING_KERAS = {"core.store.portable"}
+
+
+def imports_deep_learning(module: str) -> bool:
+    for node in ast.walk(ast.parse(MODULES[module].read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        if any(name.split(".")[0] in DEEP_LEARNING for name in names):
+            return True
+    return False
+
+
+def test_only_core_ml_imports_tensorflow_or_keras():
+    outside = {module for module in MODULES if area(module) != "ml" and imports_deep_learning(module)}
+    assert outside == ALSO_IMPORTING_KERAS

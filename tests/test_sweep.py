@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from core.data.datasets import load_dataset, make_cv_split, make_split, subsample_train
+from core.ml.inference import load_model
 from core.ml.training import TrainConfig, load_data
 from core.store.portable import ImportRefused, export_sweep, import_archive
 from core.store.runs import RunStore
@@ -160,7 +161,7 @@ def test_export_import_round_trip(grid_sweep, tmp_path):
         assert copy.config() == original.config() and copy.history() == original.history()
         np.testing.assert_array_equal(copy.predictions("test")["probabilities"],
                                       original.predictions("test")["probabilities"])
-        assert copy.state() == "done" and copy.load_model() is not None
+        assert copy.state() == "done" and load_model(copy) is not None
     assert [r["done"] for r in sweep_results(other, sweep_id)] == [1, 1, 1, 1]
     assert import_archive(other, archive).imported == []  # importing twice adds nothing
     assert len(other.list()) == 4

@@ -516,8 +516,9 @@ def explainer_for_run(run) -> Explainer:
 
 @functools.lru_cache(maxsize=_RUN_EXPLAINERS_KEPT)
 def _explainer_for_model_file(run_folder: str, mtime: float) -> Explainer:
+    from core.ml.inference import load_model
     from core.store.runs import Run
-    return Explainer(Run(run_folder).load_model())
+    return Explainer(load_model(Run(run_folder)))
 
 
 def heatmap_with_fallback(explainer: Explainer, pixels: np.ndarray, class_index: int,

@@ -326,10 +326,6 @@ class Run:
         with atomic_path(self.model_path) as tmp:
             model.save(tmp)
 
-    def load_model(self):
-        import keras
-        return keras.models.load_model(self.model_path, safe_mode=True, compile=False)
-
     def describe(self) -> dict:
         """One flat dict for tables: name, state, settings, best metrics, duration."""
         config, status, summary = self.config(), self.status(), self.summary()
