@@ -183,8 +183,8 @@ def test_compare_history_chart_overlays_runs():
 
 def test_evaluation_charts_build_from_metrics_results():
     probabilities, labels, _, _ = fake_predictions(60, ["NORMAL", "PNEUMONIA"])
-    from core.ml import metrics as metrics_lib
-    results = metrics_lib.evaluate_predictions(probabilities, labels, ["NORMAL", "PNEUMONIA"])
+    from core.ml import curves as curves_lib
+    results = curves_lib.evaluate_predictions(probabilities, labels, ["NORMAL", "PNEUMONIA"])
     matrix = results["metrics"]["confusion_matrix"]
     built = [charts.confusion_matrix_chart(matrix, ["NORMAL", "PNEUMONIA"]),
              charts.roc_chart({"run": results["roc"]}), charts.pr_chart(results["pr"]),

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from core.data import datasets as data_lib
-from core.ml import metrics as metrics_lib
+from core.ml import intervals as intervals_lib
 from core.present import evaluation as evaluation_view
 from core.present import forms
 
@@ -63,7 +63,7 @@ def show_external(result: dict, slider: float | None) -> None:
     rows = evaluation_view.side_by_side(result)
     st.dataframe(pd.DataFrame(rows).set_index("metric"), width="stretch", height="content")  # every row in view
     st.caption(evaluation_view.external_threshold_note(result, slider))
-    small = metrics_lib.small_set_warning(result["intervals"])
+    small = intervals_lib.small_set_warning(result["intervals"])
     if small:
         st.warning(small, icon=":material/warning:")
     if result.get("ood_error"):

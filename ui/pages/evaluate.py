@@ -8,6 +8,9 @@ import pandas as pd
 import streamlit as st
 
 from core.ml import metrics as metrics_lib
+from core.ml import calibration as calibration_lib
+from core.ml import curves as curves_lib
+from core.ml import intervals as intervals_lib
 from core.ml.decisions import decision_sentence
 from core.present import charts
 from core.present import evaluation as evaluation_view
@@ -22,7 +25,7 @@ def curves(run_path: str, split: str, modified: float) -> dict:
     """Threshold-free curves of a run's saved predictions (`modified` refreshes the cache)."""
     from core.store.runs import Run
     predictions = Run(run_path).predictions(split)
-    return metrics_lib.evaluate_predictions(predictions["probabilities"], predictions["labels"],
+    return curves_lib.evaluate_predictions(predictions["probabilities"], predictions["labels"],
                                             predictions["class_names"])
 
 
@@ -31,7 +34,7 @@ def intervals(run_path: str, split: str, threshold: float | None, modified: floa
     """95% patient-bootstrap intervals of the headline numbers at `threshold`."""
     from core.store.runs import Run
     p = Run(run_path).predictions(split)
-    return metrics_lib.bootstrap_intervals(p["probabilities"], p["labels"], p["class_names"], p["patient_ids"],
+    return intervals_lib.bootstrap_intervals(p["probabilities"], p["labels"], p["class_names"], p["patient_ids"],
                                            threshold)
 
 
@@ -41,7 +44,7 @@ def calibration_report(run_path: str, split: str, modified: float) -> dict | Non
     from core.store.runs import Run
     run = Run(run_path)
     val, shown = run.predictions("val"), run.predictions(split)
-    return None if val is None else metrics_lib.temperature_report(val, shown)
+    return None if val is None else calibration_lib.temperature_report(val, shown)
 
 
 def choose_run(store):
@@ -85,7 +88,7 @@ def headline(metrics: dict, bootstrap: dict, class_names, disease_view: bool, ru
                        help=evaluation_view.interval_text(found.get(key)))
             col.caption(evaluation_view.interval_text(found.get(key)))
     st.caption(evaluation_view.intervals_caption(bootstrap))
-    small = metrics_lib.small_set_warning(bootstrap)
+    small = intervals_lib.small_set_warning(bootstrap)
     if small:
         st.warning(small, icon=":material/warning:")
     for note in metrics_lib.never_predicted_notes(metrics):
@@ -134,7 +137,7 @@ def curve_charts(results: dict, threshold: float | None) -> None:
 
 def referral(predictions: dict, threshold: float | None) -> None:
     st.subheader("Referral: accuracy vs coverage")
-    curve = metrics_lib.referral_curve(predictions["probabilities"], predictions["labels"],
+    curve = curves_lib.referral_curve(predictions["probabilities"], predictions["labels"],
                                        predictions["class_names"], threshold)
     st.markdown(evaluation_view.referral_sentence(curve))
     st.caption(f"The model decides the cases it is surest of ({curve['sureness']}) and refers the rest.")
