@@ -3,7 +3,8 @@
 `streamlit run` first imports this file as the server (`__name__` is "app"): the st.App below starts
 the job manager with the server, so queued runs train before any browser tab is opened
 (core/workers/service.py). Then every page view runs this file as the page script (`__name__` is
-"__main__"), which only sets up the page and the navigation; each page lives in pages/.
+"__main__"), which only sets up the page and the navigation. The page scripts live in pages/, their
+shared components in ui/; a bookmarked page still runs through this file (ui/streamlit_patches.py).
 TensorFlow is imported lazily by pages (when a model is built or a run starts), so the first paint is fast.
 """
 import streamlit as st
@@ -24,12 +25,12 @@ else:
         st.Page("pages/evaluate.py", title="Evaluate", icon=":material/fact_check:"),
         st.Page("pages/diagnose.py", title="Diagnose", icon=":material/stethoscope:"),
     ]
-    # Navigation first: until it is sent, the browser would list the raw files of pages/.
+    # Navigation first, so the sidebar is drawn before the shared set-up below is imported.
     page = st.navigation(pages)
 
-    from pages import common  # noqa: E402 - after the navigation on purpose (see above)
+    from ui import common, streamlit_patches  # noqa: E402 - after the navigation on purpose (see above)
 
-    common.protect_background_training()
+    streamlit_patches.protect_background_training()
     common.keep_settings()
     st.sidebar.caption("Research tool, not for clinical use.")
     try:

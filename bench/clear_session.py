@@ -1,4 +1,4 @@
-"""Why pages/common.protect_background_training stays: Keras model builds while another thread calls
+"""Why ui/streamlit_patches.protect_background_training stays: Keras model builds while another thread calls
 keras.backend.clear_session(), as Streamlit does after every script run of any browser tab.
 
 Prints how many builds (and Grad-CAM maps) failed or changed while clear_session ran about twice a
@@ -24,7 +24,7 @@ def measure(seconds: float, clearing: bool) -> dict:
 
     from core.ml import explain, models
     model = models.build_model("seed_cnn", 64, 1, 2, {"dense_units": 16})
-    explainer = explain.explainer_for(model)
+    explainer = explain.Explainer(model)
     pixels = np.random.default_rng(0).integers(0, 255, (64, 64, 1)).astype("float32")
     reference, _ = explain.heatmap_with_fallback(explainer, pixels, 1)
     stop, clears = threading.Event(), [0]

@@ -35,7 +35,9 @@ from PIL import Image, ImageEnhance, ImageFilter
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.data.datasets import BUILTIN_ZIP, load_dataset, patient_id  # noqa: E402
-from core.ml import metrics  # noqa: E402
+from core.ml import calibration as calibration_lib
+from core.ml import curves as curves_lib
+from core.ml import intervals as intervals_lib
 from core.ml.external import (  # noqa: E402
     SAME_PICTURE_DISTANCE,
     evaluate_external,
@@ -159,17 +161,17 @@ def main() -> int:
         test, val = run.predictions("test"), run.predictions("val")
 
         started = time.perf_counter()
-        boot = metrics.bootstrap_intervals(test["probabilities"], test["labels"], test["class_names"],
+        boot = intervals_lib.bootstrap_intervals(test["probabilities"], test["labels"], test["class_names"],
                                            test["patient_ids"], run.summary().get("threshold"))
         print(f"1000 patient-bootstrap resamples of {boot['n_patients']} test patients: "
               f"{time.perf_counter() - started:.2f} s")
 
-        curve = metrics.referral_curve(test["probabilities"], test["labels"], test["class_names"],
+        curve = curves_lib.referral_curve(test["probabilities"], test["labels"], test["class_names"],
                                        run.summary().get("threshold"))
         by_coverage = dict(zip(curve["coverage"], curve["accuracy"]))
         print(f"referral: accuracy {by_coverage[1.0]:.3f} on all, {by_coverage[0.9]:.3f} on the surest 90%, "
               f"{by_coverage[0.8]:.3f} on the surest 80%")
-        report = metrics.temperature_report(val, test)
+        report = calibration_lib.temperature_report(val, test)
         print(f"temperature (fitted on validation): {report['temperature']:.2f}; test ECE "
               f"{report['test']['ece']['before']:.3f} -> {report['test']['ece']['after']:.3f}, test NLL "
               f"{report['test']['nll']['before']:.3f} -> {report['test']['nll']['after']:.3f}")

@@ -80,13 +80,14 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=150)
     args = parser.parse_args(argv)
     from core.ml import explain
+    from core.ml.inference import load_model
     from core.ml.training import TrainConfig, load_data
     with tempfile.TemporaryDirectory() as scratch:
         run = find_or_train_run(args.run, Path(scratch))
         dataset, split = load_data(TrainConfig.from_dict(run.config()))
         rows = split.test[np.linspace(0, len(split.test) - 1, min(args.images, len(split.test))).astype(int)]
         images, labels = dataset.images[rows], dataset.labels[rows]
-        model = run.load_model()
+        model = load_model(run)
         predicted = np.argmax(model.predict(images.astype(np.float32), verbose=0), axis=1)
         explainer = explain.Explainer(model)
     names = list(dataset.class_names)

@@ -10,24 +10,14 @@ from core.data import datasets as data_lib
 from core.data import formats, label_csv
 from core.data.imaging import displayable
 from core.present import charts, forms
-from core.settings.config import SETTINGS, SOURCES, TASKS
-from pages import common, widgets
+from core.settings.config import SETTINGS, TASKS
+from ui import common, dataset_source, widgets
 
 # The settings of the form, each drawn from its declaration under "ds_" + its name; the task's key
 # is per source, since each source offers its own tasks.
 FORM_FIELDS = ("image_size", "color_mode", "split", "val_fraction", "test_fraction", "split_seed")
 # A data format's own settings (CSV target, CIFAR-100 labels, ...), drawn for the source that reads them.
 FORMAT_FIELDS = tuple(formats.FormatOptions.__dataclass_fields__)
-UPLOAD_TYPES = {"zip": ["zip"], "npz": ["npz"], "cifar": ["gz", "tgz", "tar"]}
-PATH_HINTS = {
-    "folder": "one sub-folder per class (images, or DICOM .dcm files), optionally inside train/ val/ test/",
-    "zip": "…or the path of a zip already on the server",
-    "npz": "…or the path of an .npz already on the server: MedMNIST (train_images, ...) or Keras' mnist.npz "
-           "layout (x_train, y_train, x_test, y_test)",
-    "cifar": "…or the path of cifar-10-python.tar.gz or cifar-100-python.tar.gz on the server",
-    "csv": "a CSV of labels: filename,label[,patient_id], NIH's Data_Entry_2017.csv or CheXpert's train.csv; "
-           "its images in its folder (or the images folder set below)",
-}
 SPLIT_TITLES = {"grouped": "Grouped by patient", "own": "Dataset's own split"}
 SAMPLES_PER_CLASS = 8
 # The datasets this session has loaded (no progress bar needed for them again), and the one whose
@@ -38,89 +28,15 @@ CANCELLED = ("loading was cancelled. Nothing was lost: the partly decoded images
              "the dataset can be loaded again at any time.")
 
 
-def source_inputs(settings: dict) -> tuple[str, str]:
-    """(source, path) from the source radio and, for non-built-in sources, a path or an upload."""
-    common.init_widget("ds_source", settings["data_source"])
-    source = st.radio("Source", SOURCES, format_func=forms.SOURCE_TITLES.get, horizontal=True,
-                      key="ds_source")
-    if source == "builtin":
-        return source, ""
-    path = settings.get("data_path", "") if settings["data_source"] == source else ""
-    if source in UPLOAD_TYPES:
-        upload = st.file_uploader(f"Upload a file ({forms.SOURCE_TITLES[source]})", type=UPLOAD_TYPES[source],
-                                  key=f"ds_upload_{source}")
-        if upload is not None:
-            saved = forms.save_upload(upload.getvalue(), upload.name)
-            st.caption(f"Saved as `{saved}`; runs refer to it by this path.")
-            show_detected(source, str(saved))
-            return source, str(saved)
-    common.init_widget(f"ds_path_{source}", path)
-    path = st.text_input("Path on the server", placeholder="/data/my_xrays", help=PATH_HINTS[source],
-                         key=f"ds_path_{source}", on_change=follow_detected, args=(source,)).strip()
-    show_detected(source, path)
-    return source, path
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def detect(path: str, stamp: tuple) -> tuple[formats.Detected | None, str | None]:
-    """(what the file at `path` is, None) or (None, why it is none of the formats); `stamp` (size and
-    time) makes a changed file be looked at again."""
-    try:
-        return formats.detect(path), None
-    except data_lib.DataError as exc:
-        return None, str(exc)
-
-
-def detected(path: str) -> tuple[formats.Detected | None, str | None]:
-    try:
-        data_lib.check_data_root(data_lib.Path(path).expanduser())
-        stat = data_lib.Path(path).expanduser().stat()
-    except (OSError, data_lib.DataError):
-        return None, None  # the loader says why
-    return detect(path, (stat.st_size, stat.st_mtime_ns))
-
-
-def follow_detected(source: str) -> None:
-    """A path typed for one source that is a file of another: switch to that source (and its task)."""
-    path = st.session_state[f"ds_path_{source}"].strip()
-    found, _ = detected(path) if path else (None, None)
-    if found is not None and found.source != source:
-        use_detected(found, path)
-
-
-def use_detected(found: formats.Detected, path: str) -> None:
-    st.session_state["ds_source"] = found.source
-    st.session_state[f"ds_path_{found.source}"] = path
-    if found.task:
-        st.session_state[task_key(found.source)] = found.task
-
-
-def show_detected(source: str, path: str) -> None:
-    """Say what the file is; when it is another source's, offer to switch."""
-    found, problem = detected(path) if path else (None, None)
-    if problem:
-        st.warning(problem)
-    elif found is not None and found.source == source:
-        st.caption(f"Detected: {found.kind}.")
-    elif found is not None:
-        st.warning(f"Detected: {found.kind}, which the source {forms.SOURCE_TITLES[found.source]!r} reads.")
-        st.button(f"Use {forms.SOURCE_TITLES[found.source]}", key="ds_use_detected_button",
-                  on_click=use_detected, args=(found, path))
-
-
 def tasks_for(source: str) -> tuple[str, ...]:
     if source in formats.OWN_CLASSES:
         return ("classes",)
     return {"builtin": ("binary", "subtype")}.get(source, TASKS)
 
 
-def task_key(source: str) -> str:
-    return f"ds_task_{source}"
-
-
 def init_settings_widgets(settings: dict, source: str) -> None:
     """Give the form's widgets their values from the applied settings (once; then they keep theirs)."""
-    widgets.start(SETTINGS["task"], task_key(source), settings["task"], tasks_for(source))
+    widgets.start(SETTINGS["task"], dataset_source.task_key(source), settings["task"], tasks_for(source))
     for name in FORM_FIELDS + FORMAT_FIELDS:
         widgets.start(SETTINGS[name], "ds_" + name, settings[name])
 
@@ -132,14 +48,14 @@ def applied_settings(source: str, path: str, settings: dict) -> dict:
     chosen = {name: forms.from_widget(SETTINGS[name], state["ds_" + name]) for name in FORM_FIELDS}
     chosen |= {name: forms.from_widget(SETTINGS[name], state.get("ds_" + name, settings[name]))
                for name in FORMAT_FIELDS}
-    return {"data_source": source, "data_path": path, "task": state[task_key(source)], **chosen}
+    return {"data_source": source, "data_path": path, "task": state[dataset_source.task_key(source)], **chosen}
 
 
 def settings_form(source: str, has_own_split: bool) -> None:
     """Task, size, colour and split in one form: nothing reloads until "Apply" is pressed."""
     with st.form("ds_settings_form", border=False):
         cols = st.columns(3)
-        widgets.setting_input(SETTINGS["task"], task_key(source), cols[0], choices=tasks_for(source),
+        widgets.setting_input(SETTINGS["task"], dataset_source.task_key(source), cols[0], choices=tasks_for(source),
                               format_func=lambda t: f"{t}: {data_lib.TASK_TITLES[t]}")
         widgets.setting_input(SETTINGS["image_size"], "ds_image_size", cols[1])
         widgets.setting_input(SETTINGS["color_mode"], "ds_color_mode", cols[2], radio=True, horizontal=True)
@@ -229,7 +145,7 @@ def main() -> None:
     st.caption("Choose the images to train on. These settings are used by the Train page.")
     settings = dict(common.dataset_settings())
     with st.container(border=True):
-        source, path = source_inputs(settings)
+        source, path = dataset_source.source_inputs(settings)
         init_settings_widgets(settings, source)
         chosen = applied_settings(source, path, settings)
         dataset, split, problem = load(chosen)

@@ -12,7 +12,7 @@ import streamlit as st
 from core.ml import diagnosis as dx
 from core.ml import explain
 from core.present import diagnose as present
-from pages import common
+from ui import common
 
 PREDICTED = "(predicted class)"
 CLINICAL_NOTE = "Research tool, not for clinical use: this is not a medical diagnosis."

@@ -3,7 +3,7 @@ import streamlit as st
 
 from core.present import estimate, forms
 from core.present import runs as runs_view
-from pages import common
+from ui import common
 
 RECENT_RUNS = 8
 
@@ -54,7 +54,7 @@ def recent_runs(store) -> None:
     from core.present import (
         compare,  # pandas: imported after the title and the queue are drawn
     )
-    from pages import tables
+    from ui import tables
     tables.recent_runs_table(compare.runs_table([compare.run_row(r.describe(), r.config()) for r in runs]))
 
 

@@ -1,15 +1,14 @@
 """Runs & Compare: every run in a sortable, filterable table (star, tags, notes, rename; filter by any
 setting or metric; group by sweep; open in Evaluate or Diagnose; delete, CSV export; the TensorBoard
 command), and 2-6 runs side by side: curves, metrics, config diff, confusion matrices, ROC and parallel
-coordinates (the comparison is pages/compare_view.py, the annotation form pages/run_annotations.py; the
-logic core.present.compare and core.present.runs)."""
+coordinates (the comparison is ui/compare_view.py, the annotation form ui/run_annotations.py, the filters
+ui/run_filters.py; the logic core.present.compare and core.present.runs)."""
 import streamlit as st
 
 from core.present import compare
 from core.present import runs as runs_view
 from core.store import sweeps as sweeps_lib
-from core.store.runs import STATES
-from pages import common, compare_view, layer_table, model_card_view, run_annotations, tables
+from ui import common, compare_view, layer_table, model_card_view, run_annotations, run_filters, tables
 
 COMPARE_KEY = "runs_compare_ids"
 TABLE_KEY = "runs_table"
@@ -20,46 +19,6 @@ CONFIRM_DELETE_KEY = "runs_confirm_delete"
 RESUME_REPORT_KEY = "resume_report"  # no form prefix: a message, not a setting to keep
 CONFIRM_SWEEP_DELETE_KEY = "confirm_sweep_delete"  # the sweep id waiting for "Yes, delete"
 SWEEP_REPORT_KEY = "sweep_delete_report"  # (ok, text) after deleting a sweep
-QUERY_HELP = (f"Conditions `column operator value` joined by `and`, e.g. `{compare.QUERY_EXAMPLE}`. Operators: "
-              f"{', '.join(compare.QUERY_OPERATORS)}. Columns: any column of the table (e.g. `test_auc`, `arch`, "
-              "`starred`, `tags`) and any setting (e.g. `optimizer`, `augmentation.zoom`, `arch_params.width`). "
-              "Quote text with spaces; empty cells never match.")
-
-
-# ----------------------------------------------------------------------------- filters (saved with the forms: session_keys.RUNS_FILTER_KEYS)
-
-def forget_stale_filters(table, sweep_ids: list[str]) -> None:
-    """Drop remembered choices the table no longer offers (e.g. after runs were deleted)."""
-    state = st.session_state
-    for key, options in (("runs_filter_archs", set(table["arch"].dropna())),
-                         ("runs_filter_tags", set(compare.all_tags(table)))):
-        if key in state:
-            state[key] = runs_view.known_choices(state[key], options)
-    if state.get("runs_filter_sweep") not in ("", None, *sweep_ids):
-        state["runs_filter_sweep"] = ""
-
-
-def filters(table, configs: dict, sweep_names: dict):
-    sweep_ids = sorted(set(table["sweep_id"].dropna()), reverse=True)
-    forget_stale_filters(table, sweep_ids)
-    cols = st.columns([2, 2, 3, 3])
-    states = cols[0].multiselect("State", STATES, key="runs_filter_states", placeholder="all states")
-    archs = cols[1].multiselect("Architecture", sorted(table["arch"].dropna().unique()),
-                                key="runs_filter_archs", placeholder="all architectures")
-    sweep = cols[2].selectbox("Sweep", ["", *sweep_ids], key="runs_filter_sweep",
-                              format_func=lambda s: sweep_names.get(s, s) if s else "all runs")
-    text = cols[3].text_input("Name contains", key="runs_filter_text")
-    cols = st.columns([3, 1.3, 6], vertical_alignment="bottom")
-    tags = cols[0].multiselect("Tags", compare.all_tags(table), key="runs_filter_tags", placeholder="any tags")
-    starred = cols[1].checkbox("Starred only", key="runs_filter_starred")
-    query = cols[2].text_input("Filter by any setting or metric", key="runs_filter_query", help=QUERY_HELP,
-                               placeholder=compare.QUERY_EXAMPLE)
-    shown = compare.filter_runs(table, states, archs, text, tags=tags, starred=starred, sweep=sweep)
-    try:
-        return compare.query_runs(shown, query, compare.query_frame(shown, configs))
-    except compare.QueryError as exc:
-        st.error(f"Filter not applied: {exc}", icon=":material/filter_alt_off:")
-        return shown
 
 
 # ----------------------------------------------------------------------------- the table
@@ -254,7 +213,7 @@ def main() -> None:
     sweep_names = runs_view.sweep_names(sweeps_lib.list_sweeps(store))
     configs = {run.id: run.config() for run in runs}
     table = compare.runs_table([compare.run_row(run.describe(), configs[run.id], sweep_names) for run in runs])
-    shown = filters(table, configs, sweep_names)
+    shown = run_filters.filters(table, configs, sweep_names)
     sweep_actions(st.session_state.get("runs_filter_sweep", ""), sweep_names)
     selected = selected_runs(shown)
     table_actions(shown, selected)

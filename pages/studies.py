@@ -14,7 +14,7 @@ from core.present import sweeps as sweep_view
 from core.present.sweeps import METRIC_TITLES
 from core.settings.studies import VARIANTS, get_study
 from core.store.sweeps import submit_sweep
-from pages import common, layer_table, sweep_form
+from ui import common, layer_table, sweep_form
 
 STUDY_KEY = "study_key"
 GALLERY_COLUMNS = 3

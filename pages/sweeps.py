@@ -8,7 +8,7 @@ core.present (sweep_plan, sweeps, estimate).
 """
 import streamlit as st
 
-from pages import common, sweep_form, sweep_results
+from ui import common, sweep_form, sweep_results
 
 
 def main() -> None:

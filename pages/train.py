@@ -14,7 +14,7 @@ from core.present import layers as layers_view
 from core.settings.architectures import ARCHITECTURES
 from core.settings.config import AUGMENTATION_SETTINGS, SETTINGS
 from core.settings.recipes import recipe
-from pages import common, layer_table, train_live, widgets
+from ui import common, layer_table, train_live, widgets
 
 OPTIMISATION = ("optimizer", "learning_rate", "schedule", "weight_decay", "clipnorm", "label_smoothing")
 OPTIMIZER_EXTRAS = {"sgd": ("momentum", "nesterov"), "rmsprop": ("momentum",)}

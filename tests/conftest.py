@@ -97,7 +97,7 @@ def job_managers_end_with_their_test():
 @pytest.fixture(autouse=True)
 def data_root_stays_per_test():
     """Under AppTest, pages see a non-local server address and set CXR_DATA_ROOT in os.environ
-    (pages/common.limit_server_paths_when_shared): do not let that reach later tests."""
+    (ui/common.limit_server_paths_when_shared): do not let that reach later tests."""
     before = os.environ.get("CXR_DATA_ROOT")
     yield
     if before is None:

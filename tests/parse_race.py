@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = sorted(str(path) for path in [ROOT / "app.py", *(ROOT / "pages").glob("*.py")])
+PAGES = sorted(str(path) for path in [ROOT / "app.py", *(ROOT / "ui").rglob("*.py")])
 PARSED_SOURCES = [path.read_text() for path in sorted((ROOT / "core" / "ml").glob("*.py"))]
 
 

@@ -183,8 +183,8 @@ def test_compare_history_chart_overlays_runs():
 
 def test_evaluation_charts_build_from_metrics_results():
     probabilities, labels, _, _ = fake_predictions(60, ["NORMAL", "PNEUMONIA"])
-    from core.ml import metrics as metrics_lib
-    results = metrics_lib.evaluate_predictions(probabilities, labels, ["NORMAL", "PNEUMONIA"])
+    from core.ml import curves as curves_lib
+    results = curves_lib.evaluate_predictions(probabilities, labels, ["NORMAL", "PNEUMONIA"])
     matrix = results["metrics"]["confusion_matrix"]
     built = [charts.confusion_matrix_chart(matrix, ["NORMAL", "PNEUMONIA"]),
              charts.roc_chart({"run": results["roc"]}), charts.pr_chart(results["pr"]),
@@ -258,12 +258,6 @@ def test_save_upload_is_content_addressed(tmp_path, monkeypatch):
         forms.save_upload(b"x", "notes.txt")
     with pytest.raises(DataError, match="empty"):
         forms.save_upload(b"", "empty.zip")
-
-
-def test_train_image_estimate():
-    settings = {"split": "grouped", "val_fraction": 0.15, "test_fraction": 0.15}
-    assert forms.train_image_estimate(1000, settings) == 700
-    assert forms.train_image_estimate(1000, {**settings, "split": "own"}, own_train_images=800) == 800
 
 
 # ----------------------------------------------------------------------------- review

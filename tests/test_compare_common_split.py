@@ -5,6 +5,7 @@ import pytest
 
 from core.ml import common_split
 from core.ml import metrics as metrics_lib
+from core.ml import intervals as intervals_lib
 from core.ml.training import TrainConfig, execute_run
 from core.store.runs import RunStore
 
@@ -136,14 +137,14 @@ def test_bootstrap_interval_over_patients_contains_the_estimate_and_narrows_with
         probs = np.clip(0.5 + (labels - 0.5) * 0.4 + rng.normal(0, 0.25, n), 0, 1)
         return np.stack([1 - probs, probs], axis=1), labels, np.array([f"p{i // 2}" for i in range(n)])
     small, large = sample(40), sample(800)
-    ci_small = metrics_lib.patient_bootstrap_ci(*small[:2], ["NORMAL", "PNEUMONIA"], small[2], n_resamples=200)
-    ci_large = metrics_lib.patient_bootstrap_ci(*large[:2], ["NORMAL", "PNEUMONIA"], large[2], n_resamples=200)
+    ci_small = intervals_lib.patient_bootstrap_ci(*small[:2], ["NORMAL", "PNEUMONIA"], small[2], n_resamples=200)
+    ci_large = intervals_lib.patient_bootstrap_ci(*large[:2], ["NORMAL", "PNEUMONIA"], large[2], n_resamples=200)
     point = metrics_lib.classification_metrics(*large[:2], ["NORMAL", "PNEUMONIA"])
     assert ci_large["auc"][0] <= point["auc"] <= ci_large["auc"][1]
     width = lambda ci: ci["accuracy"][1] - ci["accuracy"][0]  # noqa: E731
     assert width(ci_large) < width(ci_small)
     with pytest.raises(ValueError, match="patient_ids has 3 entries"):
-        metrics_lib.patient_bootstrap_ci(*small[:2], ["NORMAL", "PNEUMONIA"], ["a", "b", "c"])
+        intervals_lib.patient_bootstrap_ci(*small[:2], ["NORMAL", "PNEUMONIA"], ["a", "b", "c"])
 
 
 # ----------------------------------------------------------------------------- through app.py

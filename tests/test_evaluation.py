@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from core.ml import metrics as metrics_lib
+from core.ml import intervals as intervals_lib
 from core.present import evaluation as view
 from core.present import review
 from tests.apptest_support import assert_clean, open_page, texts
@@ -64,7 +65,7 @@ def test_headline_rows_name_the_threshold_on_every_number_that_needs_one():
 def test_side_by_side_puts_external_beside_internal_with_intervals():
     p = predictions_dict()
     scored = {"metrics": metrics_lib.classification_metrics(p["probabilities"], p["labels"], NAMES),
-              "intervals": metrics_lib.bootstrap_intervals(p["probabilities"], p["labels"], NAMES, p["patient_ids"],
+              "intervals": intervals_lib.bootstrap_intervals(p["probabilities"], p["labels"], NAMES, p["patient_ids"],
                                                            n_resamples=50)}
     result = {"name": "hospital_b", "class_names": NAMES, "n_images": 60, "n_patients": 30, "ood_rate": 0.25,
               **scored, "internal_test": scored}
@@ -166,7 +167,7 @@ def test_the_seen_sentence_warns_of_images_the_run_has_seen():
 def scored_pair() -> dict:
     p = predictions_dict()
     scored = {"metrics": metrics_lib.classification_metrics(p["probabilities"], p["labels"], NAMES),
-              "intervals": metrics_lib.bootstrap_intervals(p["probabilities"], p["labels"], NAMES, p["patient_ids"],
+              "intervals": intervals_lib.bootstrap_intervals(p["probabilities"], p["labels"], NAMES, p["patient_ids"],
                                                            n_resamples=20)}
     return {"class_names": NAMES, "n_patients": 30, "ood_rate": None, **scored, "internal_test": scored}
 
@@ -227,7 +228,7 @@ def test_one_run_shows_one_accuracy_under_one_label_on_runs_evaluate_and_its_car
 
 def test_a_small_external_set_gets_honest_intervals_and_names_its_threshold(app_env, tiny_run_copy):
     from core.ml.external import internal_test, scored
-    from core.store.files import json_ready
+    from core.files import json_ready
     from core.store.runs import write_json
     run, threshold = tiny_run_copy, tiny_run_copy.summary()["threshold"]
     # 24 images of 24 patients the model gets all right, scored at the run's threshold as evaluate_external does

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from core.cli import export as export_cli
+from core.files import locked
 from core.ml import export
+from core.ml.inference import load_model
 from core.settings.architectures import ARCHITECTURES, TRANSFER_BASE_NAMES
 from core.settings.config import Augmentation, TrainConfig
 from core.store import runs
-from core.store.files import locked
 from core.store.runs import Run
 from tests.conftest import copy_run
 
@@ -40,7 +41,7 @@ def test_the_tiny_runs_exports_give_the_keras_probabilities(tiny_run, runs_dir):
     assert files["saved_model"] == str(run.saved_model_dir) and files["tflite"] == str(run.tflite_path)
     assert files["saved_model_bytes"] > 0 and files["tflite_bytes"] == run.tflite_path.stat().st_size > 0
     images = export.sample_test_images(run, 16)
-    keras_probabilities = run.load_model().predict(images, verbose=0)
+    keras_probabilities = load_model(run).predict(images, verbose=0)
     assert np.ptp(keras_probabilities[:, 1]) > 0.1  # images the model tells apart: a real comparison
     np.testing.assert_allclose(export.saved_model_probabilities(run, images), keras_probabilities, atol=TOLERANCE)
     np.testing.assert_allclose(export.tflite_probabilities(run, images), keras_probabilities, atol=TOLERANCE)
@@ -187,7 +188,7 @@ def test_every_architecture_exports(store, arch, params):
     images = varied_images()
     run = run_with_model(store, arch, params, images)
     export.export_run(run)
-    keras_probabilities = run.load_model().predict(images, verbose=0)
+    keras_probabilities = load_model(run).predict(images, verbose=0)
     assert np.ptp(keras_probabilities[:, 1]) > 0.3, "the comparison needs outputs that differ between images"
     agreement = export.export_agreement(run, images)
     assert agreement["saved_model_max_abs_diff"] < TOLERANCE

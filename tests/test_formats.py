@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from core.cli import train as train_cli
-from core.data import archives, cifar, formats, label_csv
+from core.data import archives, cifar, detection, formats, label_csv
 from core.data.datasets import DataError, load_dataset, make_split
 from core.data.dicom import decode_upload
 from core.data.formats import FormatOptions
@@ -108,7 +108,7 @@ def png(path: Path, value: int) -> None:
 
 def test_keras_npz_is_detected_and_its_own_train_test_split_is_kept(tmp_path):
     path = keras_npz(tmp_path / "mnist.npz")
-    found = formats.detect(path)
+    found = detection.detect(path)
     assert (found.source, found.task) == ("npz", "classes") and "Keras" in found.kind and "digits" in found.kind
     ds = load_dataset("npz", path, "classes", 32, 1)
     assert ds.class_names == [str(d) for d in range(10)] and ds.images.shape == (50, 32, 32, 1)
@@ -129,7 +129,7 @@ def test_fashion_mnist_names_by_file_name_by_its_labels_or_when_chosen(tmp_path)
     plain = keras_npz(tmp_path / "mnist.npz")
     assert load_dataset("npz", by_name, "classes", 32, 1).class_names == fashion
     assert load_dataset("npz", by_labels, "classes", 32, 1).class_names == fashion
-    assert "Fashion-MNIST" in formats.detect(by_labels).kind
+    assert "Fashion-MNIST" in detection.detect(by_labels).kind
     assert load_dataset("npz", plain, "classes", 32, 1,
                         options=FormatOptions(npz_classes="fashion")).class_names == fashion
     assert load_dataset("npz", by_name, "classes", 32, 1,
@@ -152,7 +152,7 @@ def test_cifar_members_need_only_the_three_numpy_globals(tmp_path):
 
 def test_cifar10_tarball_pixels_labels_names_and_own_split(tmp_path):
     path, members = cifar10_tarball(tmp_path / "cifar-10-python.tar.gz")
-    found = formats.detect(path)
+    found = detection.detect(path)
     assert (found.source, found.task) == ("cifar", "classes") and "CIFAR-10" in found.kind
     ds = load_dataset("cifar", path, "classes", 32, 3)
     assert ds.class_names[:3] == ["airplane", "automobile", "bird"] and ds.images.shape == (24, 32, 32, 3)
@@ -167,7 +167,7 @@ def test_cifar10_tarball_pixels_labels_names_and_own_split(tmp_path):
 
 def test_cifar100_fine_labels_by_default_or_coarse_when_chosen(tmp_path):
     path = cifar100_tarball(tmp_path / "cifar-100-python.tar.gz")
-    assert "CIFAR-100" in formats.detect(path).kind
+    assert "CIFAR-100" in detection.detect(path).kind
     fine = load_dataset("cifar", path, "classes", 32, 3)
     coarse = load_dataset("cifar", path, "classes", 32, 3, options=FormatOptions(label_level="coarse"))
     assert len(fine.class_names) == 100 and len(coarse.class_names) == 20
@@ -209,7 +209,7 @@ def test_cifar_tarballs_go_through_the_archive_guard(tmp_path, monkeypatch):
         load_dataset("cifar", path, "classes", 32, 3)
     not_cifar = write_tar(tmp_path / "other.tar.gz", {"notes.txt": b"hello"})
     with pytest.raises(DataError, match="not a CIFAR python tarball: expected data_batch_1"):
-        formats.detect(not_cifar)
+        detection.detect(not_cifar)
 
 
 # ----------------------------------------------------------------------------- CSV of labels
@@ -220,7 +220,7 @@ def test_a_plain_csv_of_labels_with_patient_ids_splits_by_patient(tmp_path):
         png(tmp_path / "images" / f"{i}.png", 40 * (i % 3))
         rows.append(f"images/{i}.png,{['cat', 'dog', 'owl'][i % 3]},p{i // 2}")
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
-    assert formats.detect(tmp_path / "labels.csv").source == "csv"
+    assert detection.detect(tmp_path / "labels.csv").source == "csv"
     ds = load_dataset("csv", tmp_path / "labels.csv", "classes", 32, 1)
     assert ds.class_names == ["cat", "dog", "owl"] and len(ds) == 30 and ds.patient_ids[3] == "p1"
     split = make_split(ds, 0.2, 0.2, seed=1)
@@ -241,7 +241,7 @@ def nih_csv(tmp_path: Path) -> Path:
 
 def test_nih_findings_single_finding_rows_or_one_finding_against_the_rest(tmp_path):
     path = nih_csv(tmp_path)
-    assert "NIH ChestX-ray14" in formats.detect(path).kind
+    assert "NIH ChestX-ray14" in detection.detect(path).kind
     single = load_dataset("csv", path, "classes", 32, 1)
     assert single.class_names == ["Effusion", "No Finding", "Pneumonia"] and len(single) == 18
     assert sum("several findings (Pneumonia|Effusion)" in s["reason"] for s in single.report.skipped) == 6
@@ -306,7 +306,7 @@ def test_dicom_class_folders_decode_as_the_diagnose_page_does_with_patient_ids(t
             (tmp_path / cls).mkdir(exist_ok=True)
             (tmp_path / cls / f"{i}.dcm").write_bytes(data)
             files[f"{cls}/{i}.dcm"] = data
-    found = formats.detect(tmp_path)
+    found = detection.detect(tmp_path)
     assert (found.source, found.task) == ("folder", "classes") and "DICOM" in found.kind
     ds = load_dataset("folder", tmp_path, "classes", 32, 1)
     assert ds.class_names == ["effusion", "normal"] and len(ds) == 8 and not ds.report.skipped

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from core.settings.config import TrainConfig
-from core.store.runs import PROJECT_ROOT
+from core.settings.paths import PROJECT_ROOT
 
 
 def visible_gpus() -> int:

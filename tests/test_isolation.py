@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from core.data.datasets import PROJECT_ROOT, cache_dir, uploads_dir
+from core.data.datasets import cache_dir, uploads_dir
+from core.settings.paths import PROJECT_ROOT
 from core.store.runs import default_runs_dir
 from tests.conftest import TINY_RUN
 

@@ -128,7 +128,7 @@ def test_exports_carry_the_table(store, tmp_path):
     archive = portable.export_runs(store, [run.id], tmp_path / "export.zip")
     assert any(name.endswith(f"{run.id}/layers.json") for name in zipfile.ZipFile(archive).namelist())
     other = RunStore(tmp_path / "other")
-    [imported] = portable.import_runs(other, archive)
+    [imported] = portable.import_archive(other, archive).imported
     assert other.get(imported).layer_table() == ROWS
 
 

@@ -24,6 +24,9 @@ from sklearn.metrics import (
 )
 
 from core.ml import metrics
+from core.ml import calibration as calibration_lib
+from core.ml import curves as curves_lib
+from core.ml import intervals as intervals_lib
 
 BINARY_NAMES = ["NORMAL", "PNEUMONIA"]
 THREE_CLASS_NAMES = ["normal", "bacterial", "viral"]
@@ -69,7 +72,7 @@ def pneumonia_view(probabilities, labels):
 
 def test_module_does_not_import_tensorflow_or_streamlit():
     code = (
-        "import sys, core.ml.metrics; "
+        "import sys, core.ml.metrics, core.ml.intervals, core.ml.calibration, core.ml.curves; "
         "print(any(m.split('.')[0] in ('tensorflow', 'streamlit', 'keras') for m in sys.modules))"
     )
     result = subprocess.run(
@@ -162,7 +165,7 @@ def test_three_class_auc_is_pneumonia_vs_normal(three_class_run):
 
 def test_folder_dataset_gets_macro_ovr_auc_and_no_binary_views(folder_run):
     probabilities, labels, names = folder_run
-    result = metrics.evaluate_predictions(probabilities, labels, names)
+    result = curves_lib.evaluate_predictions(probabilities, labels, names)
     assert result["metrics"]["auc"] == pytest.approx(
         roc_auc_score(labels, probabilities, multi_class="ovr", average="macro")
     )
@@ -234,7 +237,7 @@ def test_threshold_above_one_predicts_everything_normal(run, request):
 
 def test_threshold_one_still_works(three_class_run):
     probabilities, labels, names = three_class_run
-    result = metrics.evaluate_predictions(probabilities, labels, names, threshold=1.0)
+    result = curves_lib.evaluate_predictions(probabilities, labels, names, threshold=1.0)
     json.dumps(result, allow_nan=False)
 
 
@@ -253,7 +256,7 @@ def test_roc_matches_sklearn(three_class_run):
     probabilities, labels, names = three_class_run
     scores, truth = pneumonia_view(probabilities, labels)
     fpr, tpr, thresholds = roc_curve(truth, scores)
-    result = metrics.roc(probabilities, labels, names)
+    result = curves_lib.roc(probabilities, labels, names)
     np.testing.assert_allclose(result["fpr"], fpr)
     np.testing.assert_allclose(result["tpr"], tpr)
     assert result["thresholds"][0] is None  # sklearn's +inf starting point
@@ -263,7 +266,7 @@ def test_roc_matches_sklearn(three_class_run):
 
 def test_roc_per_class_is_one_vs_rest(three_class_run):
     probabilities, labels, names = three_class_run
-    result = metrics.roc_per_class(probabilities, labels, names)
+    result = curves_lib.roc_per_class(probabilities, labels, names)
     for index, name in enumerate(names):
         truth = (labels == index).astype(int)
         fpr, tpr, _ = roc_curve(truth, probabilities[:, index])
@@ -274,14 +277,14 @@ def test_roc_per_class_is_one_vs_rest(three_class_run):
 
 def test_roc_per_class_skips_absent_classes():
     probabilities = np.array([[0.7, 0.2, 0.1], [0.3, 0.6, 0.1], [0.4, 0.4, 0.2]])
-    result = metrics.roc_per_class(probabilities, [0, 1, 1], THREE_CLASS_NAMES)
+    result = curves_lib.roc_per_class(probabilities, [0, 1, 1], THREE_CLASS_NAMES)
     assert set(result) == {"normal", "bacterial"}
 
 
 def test_precision_recall_matches_sklearn(binary_run):
     probabilities, labels, names = binary_run
     precision, recall, thresholds = precision_recall_curve(labels, probabilities[:, 1])
-    result = metrics.precision_recall(probabilities, labels, names)
+    result = curves_lib.precision_recall(probabilities, labels, names)
     np.testing.assert_allclose(result["precision"], precision)
     np.testing.assert_allclose(result["recall"], recall)
     np.testing.assert_allclose(result["thresholds"], thresholds)
@@ -318,7 +321,7 @@ def test_calibration_matches_sklearn(three_class_run):
     probabilities, labels, names = three_class_run
     scores, truth = pneumonia_view(probabilities, labels)
     prob_true, prob_pred = calibration_curve(truth, scores, n_bins=10, strategy="uniform")
-    result = metrics.calibration(probabilities, labels, names, n_bins=10)
+    result = calibration_lib.calibration(probabilities, labels, names, n_bins=10)
     np.testing.assert_allclose(result["prob_true"], prob_true)
     np.testing.assert_allclose(result["prob_pred"], prob_pred)
     assert len(result["counts"]) == len(prob_true)
@@ -332,7 +335,7 @@ def test_calibration_counts_use_sklearn_bin_edges():
     # Scores sitting exactly on bin edges must land in the same bins as sklearn puts them.
     probabilities = np.array([[0.5, 0.5], [0.8, 0.2], [0.2, 0.8], [0.0, 1.0], [1.0, 0.0]])
     labels = [1, 0, 1, 1, 0]
-    result = metrics.calibration(probabilities, labels, BINARY_NAMES, n_bins=5)
+    result = calibration_lib.calibration(probabilities, labels, BINARY_NAMES, n_bins=5)
     prob_true, prob_pred = calibration_curve(labels, probabilities[:, 1], n_bins=5)
     assert len(result["counts"]) == len(prob_pred)
     assert sum(result["counts"]) == 5
@@ -357,7 +360,7 @@ def assert_plain_json_types(value):
 @pytest.mark.parametrize("run", ["binary_run", "three_class_run", "folder_run"])
 def test_evaluate_predictions_is_json_serialisable(run, request):
     probabilities, labels, names = request.getfixturevalue(run)
-    result = metrics.evaluate_predictions(probabilities, labels, names, threshold=0.5)
+    result = curves_lib.evaluate_predictions(probabilities, labels, names, threshold=0.5)
     json.dumps(result, allow_nan=False)
     assert_plain_json_types(result)
     assert set(result) == {"metrics", "roc", "roc_per_class", "pr", "f1_threshold", "calibration"}
@@ -367,7 +370,7 @@ def test_accepts_plain_lists_and_float32_without_warnings():
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], dtype=np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # float32 rounding must not trip "do not sum to one"
-        result = metrics.evaluate_predictions(probabilities.tolist(), [0, 1, 1], ("a", "b"))
+        result = curves_lib.evaluate_predictions(probabilities.tolist(), [0, 1, 1], ("a", "b"))
     assert result["metrics"]["accuracy"] == pytest.approx(2 / 3)
     json.dumps(result, allow_nan=False)
 
@@ -379,7 +382,7 @@ def test_accepts_plain_lists_and_float32_without_warnings():
 def test_single_class_in_binary_labels_does_not_crash(only_class):
     probabilities, _ = decent_predictions(50, 2, seed=3)
     labels = np.full(50, only_class)
-    result = metrics.evaluate_predictions(probabilities, labels, BINARY_NAMES, threshold=0.5)
+    result = curves_lib.evaluate_predictions(probabilities, labels, BINARY_NAMES, threshold=0.5)
     json.dumps(result, allow_nan=False)
     assert result["metrics"]["auc"] is None
     assert result["metrics"]["average_precision"] is None
@@ -395,7 +398,7 @@ def test_single_class_in_binary_labels_does_not_crash(only_class):
 def test_three_class_without_normal_samples_has_no_binary_auc_but_ovr_auc():
     probabilities, labels = decent_predictions(60, 3, seed=4)
     labels = np.where(labels == 0, 1, labels)  # only bacterial and viral remain
-    result = metrics.evaluate_predictions(probabilities, labels, THREE_CLASS_NAMES)
+    result = curves_lib.evaluate_predictions(probabilities, labels, THREE_CLASS_NAMES)
     json.dumps(result, allow_nan=False)
     assert result["metrics"]["auc"] is None
     present = [1, 2]
@@ -408,7 +411,7 @@ def test_three_class_without_normal_samples_has_no_binary_auc_but_ovr_auc():
 
 def test_folder_dataset_with_one_class_has_no_auc():
     probabilities, _ = decent_predictions(20, 3, seed=5)
-    result = metrics.evaluate_predictions(probabilities, np.full(20, 2), FOLDER_NAMES)
+    result = curves_lib.evaluate_predictions(probabilities, np.full(20, 2), FOLDER_NAMES)
     json.dumps(result, allow_nan=False)
     assert result["metrics"]["auc"] is None
     assert result["roc_per_class"] == {}
@@ -417,7 +420,7 @@ def test_folder_dataset_with_one_class_has_no_auc():
 def test_all_predictions_one_class():
     probabilities = np.tile([0.1, 0.8, 0.1], (30, 1))
     labels = np.arange(30) % 3
-    result = metrics.evaluate_predictions(probabilities, labels, THREE_CLASS_NAMES)
+    result = curves_lib.evaluate_predictions(probabilities, labels, THREE_CLASS_NAMES)
     json.dumps(result, allow_nan=False)
     assert result["metrics"]["accuracy"] == pytest.approx(1 / 3)
     assert result["metrics"]["per_class"]["normal"]["precision"] == 0
@@ -427,7 +430,7 @@ def test_all_predictions_one_class():
 def test_single_sample():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = metrics.evaluate_predictions([[0.3, 0.7]], [1], BINARY_NAMES)
+        result = curves_lib.evaluate_predictions([[0.3, 0.7]], [1], BINARY_NAMES)
     json.dumps(result, allow_nan=False)
     assert result["metrics"]["n"] == 1
     assert result["metrics"]["accuracy"] == 1
@@ -451,7 +454,7 @@ def test_single_sample():
 )
 def test_invalid_inputs_raise_value_error(probabilities, labels, names, message):
     with pytest.raises(ValueError, match=message):
-        metrics.evaluate_predictions(probabilities, labels, names)
+        curves_lib.evaluate_predictions(probabilities, labels, names)
 
 
 def test_invalid_grid_sizes_raise(binary_run):
@@ -459,7 +462,7 @@ def test_invalid_grid_sizes_raise(binary_run):
     with pytest.raises(ValueError):
         metrics.f1_vs_threshold(probabilities, labels, names, n=1)
     with pytest.raises(ValueError):
-        metrics.calibration(probabilities, labels, names, n_bins=0)
+        calibration_lib.calibration(probabilities, labels, names, n_bins=0)
 
 
 # ---------------------------------------------------------------- hidden classes and decisions
@@ -503,7 +506,7 @@ def test_decision_notes_name_the_threshold_when_it_decides():
 def test_bootstrap_resamples_patients_and_rejects_bad_settings(binary_run):
     probabilities, labels, names = binary_run
     one_patient = np.array(["p"] * len(labels))
-    result = metrics.patient_bootstrap_ci(probabilities, labels, names, one_patient, n_resamples=20)
+    result = intervals_lib.patient_bootstrap_ci(probabilities, labels, names, one_patient, n_resamples=20)
     # one patient: every resample is the whole set, so the bootstrap says nothing, and one patient is
     # little evidence: accuracy keeps the exact interval of one case, the AUC gets none (never a
     # collapsed interval that reads as certain)
@@ -512,9 +515,9 @@ def test_bootstrap_resamples_patients_and_rejects_bad_settings(binary_run):
     assert low < point["accuracy"] < high and high - low > 0.9
     assert result["auc"] is None
     with pytest.raises(ValueError, match="n_resamples"):
-        metrics.patient_bootstrap_ci(probabilities, labels, names, one_patient, n_resamples=1)
+        intervals_lib.patient_bootstrap_ci(probabilities, labels, names, one_patient, n_resamples=1)
     with pytest.raises(ValueError, match="confidence"):
-        metrics.patient_bootstrap_ci(probabilities, labels, names, one_patient, confidence=1.5)
+        intervals_lib.patient_bootstrap_ci(probabilities, labels, names, one_patient, confidence=1.5)
 
 
 # ----------------------------------------------------------------------------- bootstrap intervals
@@ -533,9 +536,9 @@ def patient_predictions(n_patients, images_per_patient=3, seed=0):
 def test_bootstrap_intervals_contain_the_estimate_and_narrow_with_more_patients():
     names = ["NORMAL", "PNEUMONIA"]
     probabilities, labels, patients = patient_predictions(30)
-    small = metrics.bootstrap_intervals(probabilities, labels, names, patients)
+    small = intervals_lib.bootstrap_intervals(probabilities, labels, names, patients)
     # the same 30 patients' results seen 20 times over (600 patients): same estimates, ~sqrt(20)x narrower
-    large = metrics.bootstrap_intervals(np.tile(probabilities, (20, 1)), np.tile(labels, 20), names,
+    large = intervals_lib.bootstrap_intervals(np.tile(probabilities, (20, 1)), np.tile(labels, 20), names,
                                         [f"{p}-{k}" for k in range(20) for p in patients])
     point = metrics.classification_metrics(probabilities, labels, names)
     assert set(small["intervals"]) == {"accuracy", "balanced_accuracy", "macro_f1", "auc", "average_precision",
@@ -557,9 +560,9 @@ def test_bootstrap_draws_patients_not_images():
     names = ["NORMAL", "PNEUMONIA"]
     grouped = patient_predictions(40, images_per_patient=5)
     one_each = patient_predictions(40, images_per_patient=1)
-    by_patient = metrics.bootstrap_intervals(*grouped[:2], names, grouped[2], seed=3)["intervals"]
-    single = metrics.bootstrap_intervals(*one_each[:2], names, one_each[2], seed=3)["intervals"]
-    by_image = metrics.bootstrap_intervals(*grouped[:2], names, np.arange(200), seed=3)["intervals"]
+    by_patient = intervals_lib.bootstrap_intervals(*grouped[:2], names, grouped[2], seed=3)["intervals"]
+    single = intervals_lib.bootstrap_intervals(*one_each[:2], names, one_each[2], seed=3)["intervals"]
+    by_image = intervals_lib.bootstrap_intervals(*grouped[:2], names, np.arange(200), seed=3)["intervals"]
     for key in ("accuracy", "auc"):
         assert by_patient[key]["low"] == pytest.approx(single[key]["low"])
         assert by_patient[key]["high"] == pytest.approx(single[key]["high"])
@@ -569,30 +572,30 @@ def test_bootstrap_draws_patients_not_images():
 def test_bootstrap_intervals_of_three_classes_and_undefined_resamples(three_class_run):
     probabilities, labels, names = three_class_run
     patients = np.arange(len(labels)) // 2
-    result = metrics.bootstrap_intervals(probabilities, labels, names, patients, n_resamples=200)
+    result = intervals_lib.bootstrap_intervals(probabilities, labels, names, patients, n_resamples=200)
     point = metrics.classification_metrics(probabilities, labels, names)
     assert result["intervals"]["macro_ovr_auc"]["value"] == pytest.approx(point["macro_ovr_auc"])
     # two patients of one class each: resamples with a single class have no AUC and are skipped; the
     # rest all give 1.0, which is no interval (1.000-1.000 would read as certainty)
-    tiny = metrics.bootstrap_intervals([[0.8, 0.2], [0.3, 0.7]], [0, 1], ["NORMAL", "PNEUMONIA"], ["a", "b"])
+    tiny = intervals_lib.bootstrap_intervals([[0.8, 0.2], [0.3, 0.7]], [0, 1], ["NORMAL", "PNEUMONIA"], ["a", "b"])
     assert tiny["intervals"]["auc"] == {"value": 1.0, "low": None, "high": None, "same_on_every_resample": True}
     with pytest.raises(ValueError, match="patient_ids has 1 entries"):
-        metrics.bootstrap_intervals(probabilities, labels, names, ["x"])
+        intervals_lib.bootstrap_intervals(probabilities, labels, names, ["x"])
 
 
 def test_a_small_perfect_set_gets_an_honest_interval_not_certainty():
     # 24 images of 24 patients, every one right: the percentile bootstrap alone gave 1.000 (1.000-1.000)
     scores = np.r_[np.full(12, 0.1), np.full(12, 0.9)]
     labels, patients = np.r_[np.zeros(12, int), np.ones(12, int)], [f"p{i}" for i in range(24)]
-    result = metrics.bootstrap_intervals(np.c_[1 - scores, scores], labels, BINARY_NAMES, patients, threshold=0.5)
+    result = intervals_lib.bootstrap_intervals(np.c_[1 - scores, scores], labels, BINARY_NAMES, patients, threshold=0.5)
     found = result["intervals"]
     exact_24, exact_12 = (binomtest(n, n).proportion_ci(0.95, "exact") for n in (24, 12))
     assert (found["accuracy"]["low"], found["accuracy"]["high"]) == pytest.approx((exact_24.low, 1.0))  # 0.858
     assert found["sensitivity"]["low"] == pytest.approx(exact_12.low) and found["sensitivity"]["high"] == 1.0
     assert found["auc"]["low"] is None and found["auc"]["same_on_every_resample"]
-    assert "too few patients" in metrics.no_interval_reason(found["auc"])
-    assert "Only 24 images of 24 patients" in metrics.small_set_warning(result)
-    assert metrics.interval_bounds({"value": 1.0, "low": 1.0, "high": 1.0}) is None  # as older results saved it
+    assert "too few patients" in intervals_lib.no_interval_reason(found["auc"])
+    assert "Only 24 images of 24 patients" in intervals_lib.small_set_warning(result)
+    assert intervals_lib.interval_bounds({"value": 1.0, "low": 1.0, "high": 1.0}) is None  # as older results saved it
     assert all(entry["low"] is None or entry["low"] < entry["high"] for entry in found.values())
 
 
@@ -600,14 +603,14 @@ def test_exact_bounds_count_patients_not_their_images():
     scores = np.r_[np.full(12, 0.1), np.full(12, 0.9)]
     labels = np.r_[np.zeros(12, int), np.ones(12, int)]
     three_images_each = [f"p{i // 3}" for i in range(24)]  # 8 patients
-    found = metrics.bootstrap_intervals(np.c_[1 - scores, scores], labels, BINARY_NAMES, three_images_each,
+    found = intervals_lib.bootstrap_intervals(np.c_[1 - scores, scores], labels, BINARY_NAMES, three_images_each,
                                         threshold=0.5)["intervals"]
     assert found["accuracy"]["low"] == pytest.approx(binomtest(8, 8).proportion_ci(0.95, "exact").low)
 
 
 def test_bootstrap_values_are_the_summarys_own_numbers(binary_run):
     probabilities, labels, names = binary_run
-    result = metrics.bootstrap_intervals(probabilities, labels, names, np.arange(len(labels)), threshold=0.3,
+    result = intervals_lib.bootstrap_intervals(probabilities, labels, names, np.arange(len(labels)), threshold=0.3,
                                          n_resamples=50)
     point = metrics.classification_metrics(probabilities, labels, names, threshold=0.3)
     assert result["threshold"] == point["threshold"] == 0.3
@@ -645,30 +648,30 @@ def overconfident(n=400, seed=0):
 def test_temperature_scaling_lowers_validation_nll_and_keeps_accuracy():
     probabilities, labels = overconfident()
     names = ["a", "b", "c"]
-    temperature = metrics.fit_temperature(probabilities, labels)
+    temperature = calibration_lib.fit_temperature(probabilities, labels)
     assert 2.0 < temperature < 8.0  # the logits were sharpened by 4
-    scaled = metrics.apply_temperature(probabilities, temperature)
+    scaled = calibration_lib.apply_temperature(probabilities, temperature)
     assert np.allclose(scaled.sum(axis=1), 1.0)
     before = metrics.classification_metrics(probabilities, labels, names)
     after = metrics.classification_metrics(scaled, labels, names)
     assert after["log_loss"] < before["log_loss"]
     assert after["accuracy"] == before["accuracy"]
     test = overconfident(seed=1)
-    report = metrics.temperature_report({"probabilities": probabilities, "labels": labels, "class_names": names},
+    report = calibration_lib.temperature_report({"probabilities": probabilities, "labels": labels, "class_names": names},
                                         {"probabilities": test[0], "labels": test[1], "class_names": names})
     assert report["temperature"] == pytest.approx(temperature)
     assert report["val"]["nll"]["after"] < report["val"]["nll"]["before"]
     assert report["test"]["ece"]["after"] < report["test"]["ece"]["before"]
     assert report["reliability"]["before"]["ece"] == report["test"]["ece"]["before"]
     with pytest.raises(ValueError, match="temperature must be positive"):
-        metrics.apply_temperature(probabilities, 0)
+        calibration_lib.apply_temperature(probabilities, 0)
 
 
 # ----------------------------------------------------------------------------- referral
 
 def test_referral_curve_at_full_coverage_is_the_accuracy_and_keeps_the_surest(binary_run):
     probabilities, labels, names = binary_run
-    curve = metrics.referral_curve(probabilities, labels, names)
+    curve = curves_lib.referral_curve(probabilities, labels, names)
     assert curve["coverage"][-1] == 1.0
     assert curve["accuracy"][-1] == pytest.approx(metrics.classification_metrics(probabilities, labels, names)["accuracy"])
     # at 50% coverage: accuracy of exactly the half with the highest winning probability
@@ -676,8 +679,8 @@ def test_referral_curve_at_full_coverage_is_the_accuracy_and_keeps_the_surest(bi
     kept = np.argsort(-np.asarray(probabilities).max(axis=1), kind="stable")[:curve["kept"][half]]
     correct = np.asarray(probabilities).argmax(axis=1) == np.asarray(labels)
     assert curve["accuracy"][half] == pytest.approx(correct[kept].mean())
-    with_threshold = metrics.referral_curve(probabilities, labels, names, threshold=0.3)
+    with_threshold = curves_lib.referral_curve(probabilities, labels, names, threshold=0.3)
     assert with_threshold["sureness"] == "distance of the disease score from the threshold"
     assert with_threshold["sensitivity"][-1] == pytest.approx(
-        metrics.bootstrap_intervals(probabilities, labels, names, np.arange(len(labels)), threshold=0.3,
+        intervals_lib.bootstrap_intervals(probabilities, labels, names, np.arange(len(labels)), threshold=0.3,
                                     n_resamples=10)["intervals"]["sensitivity"]["value"])

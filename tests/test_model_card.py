@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from core.cli import export as export_cli
-from core.ml import metrics
+from core.ml import calibration as calibration_lib
+from core.ml import intervals as intervals_lib
 from core.ml import model_card as card
 from core.store import runs
 from tests.conftest import copy_run
@@ -28,7 +29,7 @@ def table_row(markdown: str, first_cell: str) -> list[str]:
 
 def bootstrapped(run, split):
     saved = run.predictions(split)
-    return metrics.bootstrap_intervals(saved["probabilities"], saved["labels"], saved["class_names"],
+    return intervals_lib.bootstrap_intervals(saved["probabilities"], saved["labels"], saved["class_names"],
                                        saved["patient_ids"], threshold=run.summary()["threshold"],
                                        n_resamples=1000, confidence=0.95, seed=0)["intervals"]
 
@@ -83,7 +84,7 @@ def test_metrics_carry_the_patient_bootstrap_intervals(tiny_run, tiny_card):
 
 
 def test_calibration_shows_the_temperature_fitted_on_validation(tiny_run, tiny_card):
-    report = metrics.temperature_report(tiny_run.predictions("val"), tiny_run.predictions("test"))
+    report = calibration_lib.temperature_report(tiny_run.predictions("val"), tiny_run.predictions("test"))
     assert f"T = {report['temperature']:.3f}" in tiny_card
     rows = [line for line in tiny_card.split("## Calibration")[1].splitlines() if line.startswith("| Validation")]
     assert rows == [f"| Validation | {report['val']['ece']['before']:.3f} | {report['val']['ece']['after']:.3f} | "
@@ -157,7 +158,7 @@ HOSTILE_NAME = '<script>alert("x")</script> | a&b'
 
 def test_the_html_is_escaped_and_has_no_links(make_run):
     run = make_run("done", name=HOSTILE_NAME)
-    page = card.model_card_html(run)
+    page = card.model_card_both(run)[1]
     assert "<script>" not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; | a&amp;b" in page
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     for outside in ("http:", "https:", "href=", "src=", "url(", "@import"):
@@ -213,7 +214,7 @@ def component_script():
     import os
 
     from core.store.runs import Run
-    from pages.model_card_view import model_card_and_export
+    from ui.model_card_view import model_card_and_export
     model_card_and_export(Run(os.environ["CARD_RUN"]))
 
 

@@ -148,9 +148,10 @@ def test_stop_a_killed_ray_worker_and_resume_on_ray(on_ray, store, chest_folder)
 
 @pytest.mark.slow
 def test_a_node_that_cannot_see_the_runs_folder_fails_the_run_saying_so(on_ray, tmp_path):
+    from core.workers.manager import train_in_new_process
     from core.workers.ray_backend import RayCluster
     unseen = Run(tmp_path / "not-shared" / "20260101-000000-run")
-    outcome = RayCluster(on_ray).submit(unseen, 0).outcome()  # a real task on the cluster's node
+    outcome = RayCluster(on_ray, train_in_new_process).submit(unseen, 0).outcome()  # a real task on the cluster's node
     assert outcome["error"] == (f"node {socket.gethostname()} ({outcome['node']['ip']}) cannot see the runs folder "
                                 f"{unseen.path.parent}: every node must reach it at the same path "
                                 "(a shared file system mounted alike on every node)")

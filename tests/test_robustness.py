@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core import files
 from core.data import datasets
 from core.data.archives import DATASET_ZIP, ZipLimits
-from core.store import files, portable
+from core.store import portable
 from core.store.portable import ImportRefused, export_runs, import_archive
 from core.store.runs import Run, RunStore, segment_time, write_json
 from core.workers import oom

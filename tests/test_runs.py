@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
+from core.files import atomic_path
 from core.store import runs
-from core.store.files import atomic_path
 from core.store.runs import RunStore, write_json
 
 

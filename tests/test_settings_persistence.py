@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.present import session_keys
 from core.store import ui_state
-from pages import common
+from ui import common
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -91,11 +91,11 @@ def widget_keys(source: str):
                     yield node.func.attr, text
 
 
-@pytest.mark.parametrize("page", sorted(p.name for p in (ROOT / "pages").glob("*.py")))
+@pytest.mark.parametrize("page", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "ui").rglob("*.py")))
 def test_unsettable_widgets_are_never_re_assigned(page):
     """A button, download button or uploader whose key were kept would crash its page (the Diagnose
     upload did: "st.session_state['diag_upload'] is read-only")."""
-    for widget, key in widget_keys((ROOT / "pages" / page).read_text()):
+    for widget, key in widget_keys((ROOT / page).read_text()):
         if widget in UNSETTABLE_WIDGETS:
             assert not session_keys.is_kept(key.replace("{}", "x")), f"{page}: {widget} key {key!r} would be re-assigned"
         if widget == "dataframe" and key.startswith(session_keys.WIDGET_PREFIXES):

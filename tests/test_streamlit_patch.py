@@ -1,5 +1,5 @@
-"""The one private-Streamlit patch (pages/common.protect_background_training): fails the day
-Streamlit renames or stops calling the function it replaces, so the patch is revisited then."""
+"""The private-Streamlit patches (ui/streamlit_patches.py): fail the day Streamlit renames or stops using
+what they replace, so the patches are revisited then."""
 import inspect
 
 from streamlit.runtime.scriptrunner import script_runner
@@ -18,11 +18,22 @@ def test_streamlit_still_clears_the_keras_session_after_each_script_run():
 def test_the_patch_keeps_keras_names_across_script_runs():
     import keras
 
-    from pages import common
-    common.protect_background_training()
+    from ui import streamlit_patches
+    streamlit_patches.protect_background_training()
     before = keras.layers.Dense(2).name
     script_runner._clean_problem_modules()
     after = keras.layers.Dense(2).name
     assert after != before  # clear_session would have restarted the names ("dense" again)
     original_clean_up()()
     assert keras.layers.Dense(2).name == "dense"  # what the patch prevents
+
+
+def test_streamlit_still_runs_a_pages_folder_alone_until_navigation_switches_that_off():
+    """What enter_through_app switches off: the old multipage mode, decided by a pages/ folder beside
+    the main script, which st.navigation turns off (after the first script run only)."""
+    from streamlit.commands import navigation
+    from streamlit.runtime.pages_manager import PagesManager
+
+    assert "uses_pages_directory" in vars(PagesManager)
+    assert "if PagesManager.uses_pages_directory:" in inspect.getsource(script_runner.ScriptRunner)
+    assert "PagesManager.uses_pages_directory = False" in inspect.getsource(navigation)

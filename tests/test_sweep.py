@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from core.data.datasets import load_dataset, make_cv_split, make_split, subsample_train
+from core.ml.inference import load_model
 from core.ml.training import TrainConfig, load_data
-from core.store.portable import ImportRefused, export_sweep, import_runs
+from core.store.portable import ImportRefused, export_sweep, import_archive
 from core.store.runs import RunStore
 from core.store.sweeps import Sweep, load_sweep, submit_sweep, sweep_results
 from core.workers.manager import JobManager
@@ -173,16 +174,16 @@ def test_export_import_round_trip(grid_sweep, tmp_path):
     assert "manifest.json" in names and any("tensorboard/train/events" in n for n in names)
     assert all(f"{r}/model.keras" in names for r in run_ids)
     other = RunStore(tmp_path / "elsewhere")
-    imported = import_runs(other, archive)
+    imported = import_archive(other, archive).imported
     assert imported == run_ids
     for run_id in run_ids:
         original, copy = store.get(run_id), other.get(run_id)
         assert copy.config() == original.config() and copy.history() == original.history()
         np.testing.assert_array_equal(copy.predictions("test")["probabilities"],
                                       original.predictions("test")["probabilities"])
-        assert copy.state() == "done" and copy.load_model() is not None
+        assert copy.state() == "done" and load_model(copy) is not None
     assert [r["done"] for r in sweep_results(other, sweep_id)] == [1, 1, 1, 1]
-    assert import_runs(other, archive) == []  # importing twice adds nothing
+    assert import_archive(other, archive).imported == []  # importing twice adds nothing
     assert len(other.list()) == 4
 
 
@@ -207,7 +208,7 @@ def write_zip(path, members: dict, manifest_runs=("r1",)):
 def test_malicious_or_broken_zips_are_refused(tmp_path, members, message):
     store = RunStore(tmp_path / "runs")
     with pytest.raises(ImportRefused, match=message):
-        import_runs(store, write_zip(tmp_path / "bad.zip", members))
+        import_archive(store, write_zip(tmp_path / "bad.zip", members))
     assert store.list() == [] and list(store.root.iterdir()) == []
 
 
@@ -218,7 +219,7 @@ def test_pickled_arrays_are_refused(tmp_path):
     with zipfile.ZipFile(npz, "w") as inner:
         inner.writestr("probabilities.npy", buffer.getvalue())
     with pytest.raises(ImportRefused, match="plain array"):
-        import_runs(RunStore(tmp_path / "runs"), write_zip(tmp_path / "p.zip", {
+        import_archive(RunStore(tmp_path / "runs"), write_zip(tmp_path / "p.zip", {
             "r1/config.json": "{}", "r1/predictions_val.npz": npz.getvalue()}))
 
 
@@ -230,11 +231,11 @@ def test_huge_member_and_zip_bomb_are_refused_without_unpacking(tmp_path, monkey
         zf.writestr("r1/config.json", "{}")
         zf.writestr("r1/metrics.jsonl", b"\0" * (50 * 2**20))  # 50 MiB of zeros compress ~1000:1
     with pytest.raises(ImportRefused, match="zip bomb"):
-        import_runs(RunStore(tmp_path / "runs"), bomb)
+        import_archive(RunStore(tmp_path / "runs"), bomb)
     monkeypatch.setattr(portable, "LIMITS", dataclasses.replace(portable.LIMITS, member_bytes=1024))
     big = write_zip(tmp_path / "big.zip", {"r1/config.json": "{}", "r1/metrics.jsonl": "x" * 5000})
     with pytest.raises(ImportRefused, match="larger than the limit"):
-        import_runs(RunStore(tmp_path / "runs2"), big)
+        import_archive(RunStore(tmp_path / "runs2"), big)
 
 
 def test_not_an_export_is_refused(tmp_path):
@@ -242,7 +243,7 @@ def test_not_an_export_is_refused(tmp_path):
     with zipfile.ZipFile(plain, "w") as zf:
         zf.writestr("r1/config.json", "{}")
     with pytest.raises(ImportRefused, match="manifest.json is missing"):
-        import_runs(RunStore(tmp_path / "runs"), plain)
+        import_archive(RunStore(tmp_path / "runs"), plain)
     (tmp_path / "text.zip").write_text("hello")
     with pytest.raises(ImportRefused, match="not a zip"):
-        import_runs(RunStore(tmp_path / "runs"), tmp_path / "text.zip")
+        import_archive(RunStore(tmp_path / "runs"), tmp_path / "text.zip")

@@ -5,6 +5,7 @@ import time
 import numpy as np
 import pytest
 
+from core.ml.inference import load_model
 from core.ml.training import (
     Augmentation,
     TrainConfig,
@@ -90,7 +91,7 @@ def test_short_job_on_the_builtin_set_reaches_done_and_writes_every_artifact(man
     progress = manager.progress(run_id)
     assert progress["phase"] == "done" and len(progress["history"]) == 2 and progress["images_per_sec"] > 0
     # The saved model reloads safely and reproduces the saved test predictions.
-    model = run.load_model()
+    model = load_model(run)
     assert model.layers[-1].name == "probabilities" and model.get_layer("logits") is not None
 
 

@@ -56,7 +56,7 @@ def test_values_come_out_of_the_widget_as_the_settings_type():
 def every_declared_setting():
     from core.settings.architectures import ARCHITECTURES
     from core.settings.config import AUGMENTATION_SETTINGS, SETTINGS
-    from pages import widgets
+    from ui import widgets
     drawn = {}
     for name, setting in SETTINGS.items():
         drawn[name] = widgets.setting_input(setting, "t_" + name)

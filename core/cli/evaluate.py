@@ -22,6 +22,7 @@ from pathlib import Path
 
 from core.cli import print_json
 from core.ml import metrics
+from core.ml import curves as curves_lib
 from core.ml.decisions import decision_rule
 from core.store.runs import Run
 
@@ -40,7 +41,7 @@ def evaluate_run(run_dir, split: str = "test", threshold: float | None | str = R
     threshold = run.summary().get("threshold") if threshold == RUN_THRESHOLD else threshold
     args = (saved["probabilities"], saved["labels"], saved["class_names"])
     if curves:
-        found = metrics.evaluate_predictions(*args, threshold=threshold)
+        found = curves_lib.evaluate_predictions(*args, threshold=threshold)
         return {"run_id": run.id, "split": split, "decided_at": decision_rule(found["metrics"]["threshold"]), **found}
     best = metrics.f1_vs_threshold(*args)
     found = metrics.classification_metrics(*args, threshold=threshold)

@@ -90,7 +90,7 @@ def detected_source(values: dict) -> dict:
     if not values.get("data_path") or values.get("data_source"):
         return {}
     from core.data.datasets import DataError
-    from core.data.formats import detect
+    from core.data.detection import detect
     try:
         found = detect(values["data_path"])
     except DataError as exc:

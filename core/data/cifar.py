@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.archives import CIFAR_TAR, UnsafeArchive, check_tar
-from core.data.datasets import DataError
+from core.data.layout import DataError
 from core.data.formats import CIFAR10_MEMBERS, CIFAR100_MEMBERS
 
 

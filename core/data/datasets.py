@@ -27,13 +27,17 @@ from typing import Callable
 import numpy as np
 
 from core.data import formats
+# The shared names, also reached as datasets.<name> by the dashboard, the CLI and the tests.
+from core.data.layout import (LEGACY_UPLOADS_DIR, LIST_REPORT_EVERY, _SPLIT_ALIASES, DataError,  # noqa: F401
+                              LoadCancelled, cache_dir, check_data_root, data_root, find_upload,
+                              is_chest_xray_layout, uploads_dir)
 from core.data.formats import FormatOptions
 from core.data.imaging import ImageError, displayable, resize_to_model, stretch_to_uint8
 from core.data.archives import DATASET_ZIP, NPZ_FILE, UnsafeArchive, check_zip
 from core.settings.config import SETTINGS
-from core.store.files import atomic_path
+from core.settings.paths import PROJECT_ROOT
+from core.files import atomic_path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BUILTIN_ZIP = PROJECT_ROOT / "assets" / "datasets" / "chest_xray_128.zip"
 TASK_TITLES = {
     "binary": "NORMAL vs PNEUMONIA",
@@ -42,22 +46,11 @@ TASK_TITLES = {
 }
 SPLIT_NAMES = ("train", "val", "test")
 CACHE_VERSION = 2  # bump when decoding changes, so old caches are not reused
-_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                  "validation": "val", "test": "test", "testing": "test"}
 _PATIENT_RE = re.compile(r"^(person\d+|(?:NORMAL\d*-)?IM-\d+)", re.IGNORECASE)
 
 DECODE_CHUNK = 256  # images decoded between two progress reports and cancellation checks
-LIST_REPORT_EVERY = 2000  # files listed between two progress reports (total 0: still counting)
 
 ProgressFn = Callable[[int, int], None]
-
-
-class DataError(ValueError):
-    """A dataset that cannot be used; the message names the problem and what to do."""
-
-
-class LoadCancelled(DataError):
-    """Loading was cancelled; the partly decoded cache was removed, nothing else changed."""
 
 
 @dataclass
@@ -152,57 +145,7 @@ def pneumonia_subtype(file_name: str) -> str | None:
     return None
 
 
-def is_chest_xray_layout(class_folders) -> bool:
-    return {c.upper() for c in class_folders} == {"NORMAL", "PNEUMONIA"}
-
-
 # ----------------------------------------------------------------------------- sources
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("CXR_CACHE_DIR", PROJECT_ROOT / ".cache" / "datasets"))
-
-
-def uploads_dir() -> Path:
-    """Where uploaded datasets are kept: `CXR_UPLOADS_DIR`, else `data/uploads/` in the project. Not
-    under .cache (which `make clean` removes): runs were trained on them."""
-    return Path(os.environ.get("CXR_UPLOADS_DIR", PROJECT_ROOT / "data" / "uploads"))
-
-
-# Where uploads were kept before: runs trained then name files there (see find_upload).
-LEGACY_UPLOADS_DIR = PROJECT_ROOT / ".cache" / "uploads"
-
-
-def find_upload(path: Path) -> Path:
-    """`path` itself, or, for an upload of the old folder (.cache/uploads) that is gone from there,
-    the same file in the uploads folder (an upload's name is its content's hash, so the same name
-    is the same file; `make clean` moves old uploads over)."""
-    if path.exists() or path.parent.resolve() != LEGACY_UPLOADS_DIR.resolve():
-        return path
-    moved = uploads_dir() / path.name
-    if moved.exists():
-        return moved
-    raise DataError(f"{path} was an upload kept in the old uploads folder (.cache/uploads), which is gone "
-                    f"(`make clean` removes .cache). Upload the same file again: it is kept in {uploads_dir()} "
-                    "under the same name, and this run's settings find it there")
-
-
-def data_root() -> Path | None:
-    """`CXR_DATA_ROOT`: when set (a dashboard shared on a network), server paths must lie inside it."""
-    root = os.environ.get("CXR_DATA_ROOT")
-    return Path(root).expanduser().resolve() if root else None
-
-
-def check_data_root(path: Path) -> None:
-    """Refuse a server path outside the data root (uploads are always allowed)."""
-    root = data_root()
-    if root is None:
-        return
-    resolved = path.resolve()
-    uploads = (uploads_dir().resolve(), LEGACY_UPLOADS_DIR.resolve())
-    if not any(resolved.is_relative_to(allowed) for allowed in (root, *uploads)):
-        raise DataError(f"{path} is outside the data folder {root}: this dashboard is shared on a network, "
-                        f"so it reads server paths only inside that folder (CXR_DATA_ROOT)")
-
 
 def resolve_source_path(source: str, path: str | os.PathLike | None) -> Path:
     check_setting("data_source", source)
@@ -662,16 +605,6 @@ def _read_cache(stem: Path) -> tuple[dict, np.memmap] | None:
     if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(meta["labels"]):
         return None
     return meta, images
-
-
-def is_cached(source: str = "builtin", path: str | os.PathLike | None = None, task: str = "binary",
-              image_size: int = 128, channels: int = 1, options: FormatOptions | None = None) -> bool:
-    """Whether these settings' decoded images are already in the disk cache (a load would decode nothing)."""
-    options = options or FormatOptions()
-    resolved = resolve_source_path(source, path)
-    stem = cache_dir() / _cache_key(source, content_hash(source, resolved, options=options), task, image_size,
-                                    channels, options.for_source(source))
-    return all(file.exists() for file in cache_files(stem))
 
 
 # ----------------------------------------------------------------------------- public API

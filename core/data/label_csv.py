@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from core.data.datasets import LIST_REPORT_EVERY, DataError, check_data_root
+from core.data.layout import LIST_REPORT_EVERY, DataError, check_data_root
 from core.data.formats import FormatOptions, is_decodable_name
 
 FILE_COLUMNS = ("filename", "file", "file_name", "image", "image index", "image_index", "path", "image_path")

@@ -15,6 +15,8 @@ from typing import Callable
 import numpy as np
 
 from core.ml import metrics as metrics_lib
+from core.ml import intervals as intervals_lib
+from core.ml.inference import load_model
 from core.ml.training import TrainConfig, load_data
 from core.store.runs import Run
 
@@ -160,11 +162,11 @@ def score_run(run: Run, files: list[str], n_resamples: int = 500) -> dict:
     dataset, _ = load_data(config)
     index = {str(f): i for i, f in enumerate(dataset.files)}
     rows = np.array([index[f] for f in files])
-    probabilities = predict_rows(run.load_model(), dataset, rows, config.batch_size,
+    probabilities = predict_rows(load_model(run), dataset, rows, config.batch_size,
                                  choose_data_pipeline(config, dataset))
     labels, patients = dataset.labels[rows], dataset.patient_ids[rows]
     metrics = metrics_lib.classification_metrics(probabilities, labels, dataset.class_names)
-    interval = metrics_lib.patient_bootstrap_ci(probabilities, labels, dataset.class_names, patients,
+    interval = intervals_lib.patient_bootstrap_ci(probabilities, labels, dataset.class_names, patients,
                                                 n_resamples=n_resamples)
     return {"class_names": list(dataset.class_names), "metrics": metrics, "ci": interval,
             "images": len(rows), "patients": int(len(np.unique(patients)))}

@@ -26,8 +26,8 @@ abdomen: maps are placed where their cells look (FeatureGrid). And Grad-CAM's ma
 correlation of 0.94 with the map of a model whose classifier head was randomised: it showed where the
 last convolution is active more than what the model learned, which is what `sanity_check` tells users.
 
-Speed and robustness: the tf-keras-vis objects are built once per model (`Explainer`, cached by
-`explainer_for` / `explainer_for_run`); the sub-models run inside tf.functions (`graph_layer`, traced
+Speed and robustness: the tf-keras-vis objects are built once per model (`Explainer`, cached per
+run by `explainer_for_run`); the sub-models run inside tf.functions (`graph_layer`, traced
 without autograph, so no Python source is parsed at run time), so each image costs one traced graph
 call instead of eager op-by-op gradients; and each image is sent as a batch of two copies, because
 TensorFlow 2.21's oneDNN kernel for the eager gradient of a strided 1x1 convolution (resnet_small's
@@ -40,13 +40,13 @@ from __future__ import annotations
 import functools
 import threading
 import warnings
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from core.data.imaging import displayable
+from core.ml import keras_graph
 
 METHODS = {
     "gradcam": "Grad-CAM",
@@ -182,7 +182,7 @@ def _head_input_layer(model) -> str | None:
             continue
         inputs = layer.input if isinstance(layer.input, list) else [layer.input]
         if len(inputs) == 1 and len(inputs[0].shape) == 4 and len(layer.output.shape) == 2:
-            return inputs[0]._keras_history.operation.name
+            return keras_graph.producer(inputs[0]).name
     return None
 
 
@@ -195,7 +195,7 @@ def _outer_output(model, layer):
     """The output tensor of `layer` in `model`'s own graph.
 
     For a nested model `layer.output` is the tensor of its inner graph, so it is taken from the
-    input of the layer that consumes it instead (Keras 3 records the producer in `_keras_history`).
+    input of the layer that consumes it instead.
     """
     import keras
     if not isinstance(layer, keras.Model):
@@ -203,7 +203,7 @@ def _outer_output(model, layer):
     for consumer in model.layers:
         inputs = consumer.input if isinstance(consumer.input, list) else [consumer.input]
         for tensor in inputs:
-            if getattr(tensor, "_keras_history", None) and tensor._keras_history.operation is layer:
+            if keras_graph.producer(tensor) is layer:
                 return tensor
     return layer.output  # the nested model is the last layer: its output is the model's output
 
@@ -371,9 +371,8 @@ def _placement(tensor):
     input of the graph that produced it, walking down through each layer's first input; None if unknown."""
     import keras
     placement = ((0.0, 1.0), (0.0, 1.0))
-    while getattr(tensor, "_keras_history", None) is not None:
-        layer, node_index, _ = tensor._keras_history
-        inputs = layer._inbound_nodes[node_index].input_tensors
+    while (layer := keras_graph.producer(tensor)) is not None:
+        inputs = keras_graph.producer_inputs(tensor)
         if not inputs:  # the Input layer: we are on the input's own pixel grid
             return placement
         below = inputs[0]
@@ -501,40 +500,10 @@ def _as_rgb_array(image) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-# ----------------------------------------------------------------------------- one-call helper
+# ----------------------------------------------------------------------------- a run's explainer
 
-_EXPLAINERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 # Streamlit sessions (Diagnose, Evaluate) ask from their own threads: one builds an Explainer at a time.
 _EXPLAINERS_LOCK = threading.Lock()
-
-
-def explainer_for(source) -> Explainer:
-    """The cached Explainer of an Explainer, a core.ml.inference.Predictor or a Keras model."""
-    if isinstance(source, Explainer):
-        return source
-    model = getattr(source, "model", source)  # a Predictor has .model
-    with _EXPLAINERS_LOCK:
-        if model not in _EXPLAINERS:
-            _EXPLAINERS[model] = Explainer(model)
-        return _EXPLAINERS[model]
-
-
-def overlay_for_image(source, pixels: np.ndarray, method: str = "gradcam", class_index: int | None = None,
-                      opacity: float = DEFAULT_OPACITY, image=None) -> np.ndarray:
-    """The heatmap overlay for one image, for galleries: uint8 RGB (H, W, 3).
-
-    source: a core.ml.inference.Predictor, a Keras model or an Explainer (the Explainer is built once per
-    model and cached). pixels: the uint8 (S, S, C) model input. class_index: the class to explain,
-    default the predicted one. image: what to draw on (PIL or array, any size), default `pixels`.
-    Raises ExplainError with a readable message (e.g. Grad-CAM on a model without convolutions).
-    """
-    explainer = explainer_for(source)
-    if class_index is None:
-        class_index = predicted_class(explainer, pixels)
-    heatmap = explainer.heatmap(pixels, method, class_index)
-    return overlay(pixels if image is None else image, heatmap, opacity)
-
-
 _RUN_EXPLAINERS_KEPT = 4
 
 
@@ -547,8 +516,9 @@ def explainer_for_run(run) -> Explainer:
 
 @functools.lru_cache(maxsize=_RUN_EXPLAINERS_KEPT)
 def _explainer_for_model_file(run_folder: str, mtime: float) -> Explainer:
+    from core.ml.inference import load_model
     from core.store.runs import Run
-    return Explainer(Run(run_folder).load_model())
+    return Explainer(load_model(Run(run_folder)))
 
 
 def heatmap_with_fallback(explainer: Explainer, pixels: np.ndarray, class_index: int,

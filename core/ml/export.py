@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.store.files import atomic_path, locked
+from core.files import atomic_path, locked
+from core.ml.inference import load_model
 from core.store.runs import ACTIVE_STATES, Run
 
 SERVING_ENDPOINT = "serve"
@@ -47,7 +48,7 @@ def export_saved_model(run: Run, model=None) -> Path:
     """model.keras as a SavedModel in run.saved_model_dir (signature "serve"), built in a temp
     folder beside it and renamed into place, so a reader never sees half an export."""
     check_exportable(run)
-    model = model if model is not None else run.load_model()
+    model = model if model is not None else load_model(run)
     building = Path(tempfile.mkdtemp(prefix=".saved_model.", suffix=".tmp", dir=run.path))
     try:
         inference_archive(model).write_out(str(building), verbose=False)
@@ -105,7 +106,7 @@ def export_run(run: Run, progress=None) -> dict:
     report = progress or (lambda fraction, text: None)
     check_exportable(run)
     report(0.0, "Loading model.keras")
-    model = run.load_model()
+    model = load_model(run)
     # Two exports of one run (two tabs, the CLI beside the page) would swap folders under each other.
     with locked(run.path / EXPORT_LOCK):
         report(0.2, "Exporting the SavedModel")
@@ -164,7 +165,7 @@ def tflite_probabilities(run: Run, images: np.ndarray) -> np.ndarray:
 def export_agreement(run: Run, images: np.ndarray, model=None) -> dict:
     """Largest absolute difference of the SavedModel's and the TFLite model's probabilities from
     model.keras's on `images` (raw 0-255 pixels)."""
-    model = model if model is not None else run.load_model()
+    model = model if model is not None else load_model(run)
     images = np.asarray(images, dtype=np.float32)
     reference = np.asarray(model.predict(images, verbose=0), dtype=np.float32)
     return {"images": len(images),

@@ -17,10 +17,11 @@ from typing import Callable
 import numpy as np
 
 from core.data import datasets as data_lib
+from core.files import json_ready
 from core.ml import metrics as metrics_lib
+from core.ml import intervals as intervals_lib
 from core.ml import ood
 from core.settings.config import TrainConfig
-from core.store.files import json_ready
 from core.store.runs import Run, write_json
 
 Progress = Callable[[str, float], None]  # (message, share done 0-1)
@@ -194,7 +195,7 @@ def checks_against_training(run: Run, dataset) -> tuple[dict | None, dict | None
 def scored(probabilities, labels, class_names, patients, threshold) -> dict:
     """{"metrics", "intervals"} of one set of predictions at the run's threshold."""
     return {"metrics": metrics_lib.classification_metrics(probabilities, labels, class_names, threshold),
-            "intervals": metrics_lib.bootstrap_intervals(probabilities, labels, class_names, patients, threshold,
+            "intervals": intervals_lib.bootstrap_intervals(probabilities, labels, class_names, patients, threshold,
                                                          n_resamples=N_RESAMPLES)}
 
 

@@ -1,5 +1,6 @@
-"""A trained run loaded for prediction (`Predictor`: its model, settings, classes and threshold), and
-the image files a prediction command was given (`expand_inputs`)."""
+"""A run's saved model loaded (`load_model`), a trained run loaded for prediction (`Predictor`: its
+model, settings, classes and threshold), and the image files a prediction command was given
+(`expand_inputs`)."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,12 @@ from pathlib import Path
 from core.data.imaging import is_image_name
 from core.settings.config import TrainConfig
 from core.store.runs import Run
+
+
+def load_model(run: Run):
+    """The run's model.keras, in Keras' safe mode (no code from the file runs), uncompiled."""
+    import keras
+    return keras.models.load_model(run.model_path, safe_mode=True, compile=False)
 
 
 class Predictor:
@@ -23,7 +30,7 @@ class Predictor:
         summary = self.run.summary()
         self.class_names = summary.get("class_names") or self._class_names_from_predictions()
         self.threshold = summary.get("threshold")
-        self.model = self.run.load_model()
+        self.model = load_model(self.run)
 
     def _class_names_from_predictions(self) -> list[str]:
         saved = self.run.predictions("val") or self.run.predictions("test")

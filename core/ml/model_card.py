@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.ml import metrics as metrics_lib
+from core.ml import calibration as calibration_lib
+from core.ml import intervals as intervals_lib
 from core.ml.decisions import VALIDATION_CHOSEN, metric_label
 from core.settings import architectures
 from core.settings.config import with_used_dropout
@@ -88,9 +89,9 @@ def with_interval(entry: dict | None) -> str:
     """'0.845 (0.814-0.871)' from a bootstrap_intervals entry."""
     if not entry or entry.get("value") is None:
         return NOT_RECORDED
-    bounds = metrics_lib.interval_bounds(entry)
+    bounds = intervals_lib.interval_bounds(entry)
     if bounds is None:
-        return f"{number(entry['value'])} ({metrics_lib.no_interval_reason(entry)})"
+        return f"{number(entry['value'])} ({intervals_lib.no_interval_reason(entry)})"
     return f"{number(entry['value'])} ({number(bounds[0])}-{number(bounds[1])})"
 
 
@@ -105,7 +106,7 @@ def intervals(run: Run, split: str, threshold) -> dict | None:
     saved = run.predictions(split)
     if saved is None:
         return None
-    return metrics_lib.bootstrap_intervals(saved["probabilities"], saved["labels"], saved["class_names"],
+    return intervals_lib.bootstrap_intervals(saved["probabilities"], saved["labels"], saved["class_names"],
                                            saved["patient_ids"], threshold=threshold,
                                            n_resamples=N_RESAMPLES, confidence=CONFIDENCE, seed=0)
 
@@ -114,7 +115,7 @@ def temperature(run: Run) -> dict | None:
     val, test = run.predictions("val"), run.predictions("test")
     if val is None or test is None:
         return None
-    return metrics_lib.temperature_report(val, test)
+    return calibration_lib.temperature_report(val, test)
 
 
 def resolved_params(config: dict) -> dict:
@@ -442,11 +443,6 @@ def html_of(blocks: list) -> str:
 def model_card(run: Run) -> str:
     """The card as Markdown."""
     return markdown_of(card_blocks(run))
-
-
-def model_card_html(run: Run) -> str:
-    """The card as one self-contained HTML page (inline style, no scripts, no links)."""
-    return html_of(card_blocks(run))
 
 
 def model_card_both(run: Run) -> tuple[str, str]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from core.store.files import atomic_path
+from core.files import atomic_path
 from core.store.runs import Run
 
 OOD_FILE = "ood.npz"

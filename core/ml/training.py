@@ -21,7 +21,7 @@ from core.data import datasets as data_lib
 from core.data.formats import FormatOptions
 from core.settings.architectures import resolve_params
 from core.settings.config import Augmentation, TrainConfig  # noqa: F401 - the config travels with the engine
-from core.store.files import atomic_path
+from core.files import atomic_path
 from core.store.runs import Run, read_json, write_json
 
 # ----------------------------------------------------------------------------- live progress

@@ -399,7 +399,7 @@ def never_predicted_warnings(summaries: dict[str, dict], split: str = "test") ->
 def roc_curves(predictions: dict[str, dict | None]) -> dict[str, dict]:
     """Label -> test ROC curve (disease vs normal) of the runs with test predictions whose classes have
     that view."""
-    from core.ml.metrics import roc  # scikit-learn: not on Home's first paint
+    from core.ml.curves import roc  # scikit-learn: not on Home's first paint
     curves = {}
     for label, found in predictions.items():
         curve = roc(found["probabilities"], found["labels"], found["class_names"]) if found is not None else None

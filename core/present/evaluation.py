@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from core.ml.decisions import THRESHOLD_FREE, decision_rule, metric_label
-from core.ml.metrics import interval_bounds, no_interval_reason
+from core.ml.intervals import interval_bounds, no_interval_reason
 from core.present.charts import confusion_matrix_chart
 
 CLINICAL_NOTE = "Research tool, not for clinical use: these numbers describe a model, not a diagnosis."

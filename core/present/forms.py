@@ -10,8 +10,8 @@ from pathlib import Path
 
 from core.data import datasets as data_lib
 from core.data.formats import OWN_CLASSES, FormatOptions
+from core.files import atomic_path
 from core.settings.config import SETTINGS, TrainConfig
-from core.store.files import atomic_path
 
 # TrainConfig fields chosen on the Dataset page and carried over to the Train page.
 DATASET_FIELDS = ("data_source", "data_path", "task", "image_size", "color_mode", "split",
@@ -138,13 +138,6 @@ def build_config(dataset_settings: dict, values: dict) -> TrainConfig:
     """
     settings = {k: v for k, v in dataset_settings.items() if k in DATASET_FIELDS}
     return TrainConfig.from_dict({**settings, **values}).validate()
-
-
-def train_image_estimate(n_images: int, settings: dict, own_train_images: int | None = None) -> int:
-    """Images in the training split: the dataset's own train part, or what the fractions leave."""
-    if settings.get("split") == "own" and own_train_images:
-        return int(own_train_images)
-    return int(round(n_images * (1 - settings["val_fraction"] - settings["test_fraction"])))
 
 
 # ----------------------------------------------------------------------------- uploads

@@ -98,16 +98,6 @@ def parse_values(text: str) -> list:
     return values
 
 
-def setting_value(config: dict, setting: str):
-    """The value of a (dotted) setting in a config dict, None when it is not there."""
-    value = config
-    for part in setting.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
-
-
 def coerce_values(base: dict, setting: str, values: list) -> list:
     """Each value as its setting declares it (32.0 -> 32 for a whole number, 1 -> 1.0 for a fraction);
     ValueError, with the setting's own message, for a wrong type or a value out of range."""

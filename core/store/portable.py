@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from core.data.archives import RUN_EXPORT, UnsafeArchive, check_zip
-from core.store.files import atomic_path
+from core.files import atomic_path
 from core.store.runs import RUN_ID, Run, RunStore, read_json, write_json
 
 FORMAT = "cxrlab-runs"
@@ -123,11 +123,6 @@ class ImportResult:
     skipped: list[str] = field(default_factory=list)     # ids of identical runs already in the store
     sweep_id: str | None = None                          # the sweep record added, if any
     sweep_skipped: bool = False                          # the same sweep record was already here
-
-
-def import_runs(store: RunStore, zip_path: str | Path) -> list[str]:
-    """Check, unpack and verify every run, then move them into the store; returns the new run ids."""
-    return import_archive(store, zip_path).imported
 
 
 def import_archive(store: RunStore, zip_path: str | Path) -> ImportResult:

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.data.datasets import PROJECT_ROOT
+from core.files import atomic_path, json_ready, locked
 from core.settings.config import as_trained
-from core.store.files import atomic_path, json_ready, locked
+from core.settings.paths import PROJECT_ROOT
 
 STATES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
 ACTIVE_STATES = ("queued", "running")
@@ -327,10 +327,6 @@ class Run:
     def save_model(self, model) -> None:
         with atomic_path(self.model_path) as tmp:
             model.save(tmp)
-
-    def load_model(self):
-        import keras
-        return keras.models.load_model(self.model_path, safe_mode=True, compile=False)
 
     def describe(self) -> dict:
         """One flat dict for tables: name, state, settings, best metrics, duration."""

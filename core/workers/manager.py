@@ -27,13 +27,13 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from core.settings.config import TrainConfig
+from core.settings.paths import PROJECT_ROOT
 from core.store.runs import (
     ACTIVE_STATES,
     HOST,
-    PROJECT_ROOT,
     Run,
     RunStore,
     process_start,
@@ -173,13 +173,24 @@ def watch_memory(process: TrainingProcess, cap_mb: int) -> ProcessEnd:
     return ProcessEnd(returncode, peak_mb, capped_at, oom_watch.verdict(peak_mb), memory_facts(peak_mb))
 
 
+def train_in_new_process(run: Run, cap_mb: int, orphan_error: str, started: Callable[[int], None]) -> dict:
+    """Train `run` in a fresh training process on this machine; how it ended (ProcessEnd's fields).
+    `started(pid)` runs once the process exists, before it has its run. The Ray backend's task calls
+    this on its node: it is handed in (RayCluster), so the backend never imports this module."""
+    process = TrainingProcess(orphan_error=orphan_error)
+    started(process.pid)
+    if not process.give(run):
+        process.kill()
+    return watch_memory(process, cap_mb)._asdict()
+
+
 def connect_cluster():
     """The Ray cluster named by $CXR_RAY_ADDRESS (Ray is imported only then), or None: train here."""
     address = os.environ.get("CXR_RAY_ADDRESS", "").strip()
     if not address:
         return None
     from core.workers.ray_backend import RayCluster
-    return RayCluster(address)
+    return RayCluster(address, train_in_new_process)
 
 
 class JobManager:

@@ -41,10 +41,8 @@ def train_process(run_path: str) -> int:
 
 
 def warm_up() -> None:
-    """Everything a run imports, loaded before the run arrives."""
-    import keras  # noqa: F401
-    import tensorflow  # noqa: F401
-
+    """Everything a run imports, loaded before the run arrives (core.ml.models brings Keras and
+    TensorFlow)."""
     from core.ml import (
         hparams,  # noqa: F401
         metrics,  # noqa: F401

@@ -20,11 +20,16 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Callable
 
-import ray
-import ray.exceptions
+from core.workers import ray_auth
 
-from core.store.runs import PROJECT_ROOT, Run, process_start
+ray_auth.use_token_when_available()  # before `import ray`: Ray reads RAY_AUTH_MODE once, at import
+import ray  # noqa: E402
+import ray.exceptions  # noqa: E402
+
+from core.settings.paths import PROJECT_ROOT  # noqa: E402
+from core.store.runs import Run, process_start  # noqa: E402
 
 ADDRESS_VARIABLE = "CXR_RAY_ADDRESS"
 CPUS_PER_RUN_VARIABLE = "CXR_RAY_CPUS_PER_RUN"
@@ -47,10 +52,12 @@ def cpus_per_run() -> float:
 # ----------------------------------------------------------------------------- on the submitting machine
 
 class RayCluster:
-    """A connection to the cluster at `address`, and the runs' resource requests on it."""
+    """A connection to the cluster at `address`, and the runs' resource requests on it. Each task
+    trains its run with `train_in_new_process` (core.workers.manager's, passed by the manager)."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, train_in_new_process: Callable[..., dict]):
         self.address = address
+        self.train_in_new_process = train_in_new_process
         self.cpus_per_run = cpus_per_run()
         connect(address)
         self.resources = ray.cluster_resources()
@@ -72,7 +79,7 @@ class RayCluster:
                 f"{per_run} per run")
 
     def submit(self, run: Run, cap_mb: int) -> "RayTraining":
-        return RayTraining(self._task.remote(str(run.path), cap_mb), run)
+        return RayTraining(self._task.remote(str(run.path), cap_mb, self.train_in_new_process), run)
 
 
 class RayTraining:
@@ -103,7 +110,6 @@ def connect(address: str) -> None:
     check_reachable(address)
     if ray.is_initialized():
         return
-    use_token_when_available()
     try:
         ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": str(PROJECT_ROOT)}},
                  namespace="cxr-lab", log_to_driver=False, logging_level="WARNING", configure_logging=False)
@@ -125,16 +131,6 @@ def check_reachable(address: str) -> None:
         raise ConnectionError(f"{ADDRESS_VARIABLE}={address}: no Ray cluster answers there ({exc}). Start one "
                               f"with `ray start --head`, or unset {ADDRESS_VARIABLE} to train in local processes") \
             from exc
-
-
-def use_token_when_available() -> None:
-    """Send this machine's Ray token if it has one (~/.ray/auth_token or $RAY_AUTH_TOKEN), as Ray
-    itself does for `auto` and `ray start` does when it joins: a cluster started where a token exists
-    asks for it, also from drivers given an explicit address. An explicit $RAY_AUTH_MODE wins."""
-    from ray._private.authentication.authentication_token_setup import (
-        maybe_enable_token_auth_if_token_available,
-    )
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def lost_reason(exc: Exception, node: dict | None) -> str:
@@ -160,23 +156,21 @@ def describe_node(node: dict) -> str:
 
 # ----------------------------------------------------------------------------- on the node
 
-def train_on_node(run_path: str, cap_mb: int) -> dict:
+def train_on_node(run_path: str, cap_mb: int, train_in_new_process: Callable[..., dict]) -> dict:
     """The Ray task: train one run of the shared store in a training process on this node, exactly
-    as a local worker does, and return how that process ended."""
-    from core.workers.manager import TrainingProcess, watch_memory
+    as a local worker does (`train_in_new_process`, pickled by reference), and return how it ended."""
     node = this_node()
     problem = runs_folder_problem(Path(run_path), node)
     if problem:
         return {"error": problem, "node": node}
     run = Run(Path(run_path))
-    process = TrainingProcess(orphan_error=f"its Ray worker on node {describe_node(node)} died "
-                                           "(killed, or out of memory) while it trained this run")
-    # Written before the process has its run: from then on only the process writes the status.
-    run.update_status(node=node, trainer={"host": node["host"], "pid": process.pid,
-                                          "pid_start": process_start(process.pid)})
-    if not process.give(run):
-        process.kill()
-    return {**watch_memory(process, cap_mb)._asdict(), "node": node}
+
+    def record_trainer(pid: int) -> None:  # before the process has its run: then only it writes the status
+        run.update_status(node=node, trainer={"host": node["host"], "pid": pid, "pid_start": process_start(pid)})
+
+    orphan_error = (f"its Ray worker on node {describe_node(node)} died (killed, or out of memory) "
+                    "while it trained this run")
+    return {**train_in_new_process(run, cap_mb, orphan_error, record_trainer), "node": node}
 
 
 def this_node() -> dict:

@@ -8,7 +8,7 @@ from core.ml import metrics as metrics_lib
 from core.present import charts, compare
 from core.present import runs as runs_view
 from core.store.runs import ACTIVE_STATES
-from pages import common, train_live
+from ui import common, train_live
 
 COMMON_RESULTS_KEY = "compare_common_test_results"  # {selection key: result}, kept for the session
 COMPARE_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", "best_val_loss",

@@ -5,7 +5,7 @@ import streamlit as st
 from core.present import charts, train_view
 from core.present import runs as runs_view
 from core.workers.manager import stop_option
-from pages import common
+from ui import common
 
 WATCH_KEY = "watch_run_id"
 RESUME_ERROR_KEY = "resume_error"  # no form prefix: a message, never kept or saved with the settings

@@ -6,7 +6,7 @@ import streamlit as st
 from core.present import sweeps as sweep_view
 from core.store.portable import ImportRefused
 from core.store.sweeps import list_sweeps, sweep_results
-from pages import common
+from ui import common
 
 VIEW_KEY = "sweep_view_id"
 COMPARE_KEY = "runs_compare_ids"  # what pages/runs.py reads as the runs to compare

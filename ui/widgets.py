@@ -4,7 +4,7 @@ Not a page: app.py's navigation lists only the explicit pages."""
 import streamlit as st
 
 from core.present import forms
-from pages import common
+from ui import common
 
 
 def start(setting, key: str, value, choices=None) -> None:

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import astuple
 
 import streamlit as st
 
 from core.ast_guard import guard_ast_parsing
-from core.data.datasets import PROJECT_ROOT
 from core.data.formats import FormatOptions
 from core.present import forms
 from core.present import runs as runs_view
 from core.present.session_keys import DATASET_SETTINGS_KEY, is_kept, is_saved
+from core.settings.paths import PROJECT_ROOT
 from core.store import ui_state
 from core.store.runs import RunStore
 from core.workers import service
+from ui import streamlit_patches
 
 RESTORED_KEY = "_settings_restored"
 SAVED_SNAPSHOT_KEY = "_settings_saved"
@@ -34,49 +34,6 @@ PAGE_PATHS = {"home": "pages/home.py", "dataset": "pages/dataset.py", "train": "
 
 # ----------------------------------------------------------------------------- process set-up
 
-def protect_background_training() -> None:
-    """Stop Streamlit from calling keras.backend.clear_session() after every script run.
-
-    Streamlit does that after each run, fragment reruns included (a live training view reruns every
-    second). Training now runs in worker processes, but the dashboard still builds models (the Train
-    page's size estimate) while another tab's reruns end, and clear_session resets Keras' global
-    names under it. Measured on the 2-core VM: with clear_session called in another thread for 40 s
-    (83 calls), both model builds of that time failed ("The name 'conv2d' is used 6 times in the
-    model"); Grad-CAM on a built model was unaffected. bench/clear_session.py repeats it. tests/test_streamlit_patch.py fails the day
-    Streamlit renames or stops calling the function replaced here. Streamlit's other clean-up
-    (closing matplotlib figures) is kept.
-    """
-    from streamlit.runtime.scriptrunner import script_runner
-    if getattr(script_runner._clean_problem_modules, "keeps_keras_state", False):
-        return
-
-    def clean_up_without_keras() -> None:
-        pyplot = sys.modules.get("matplotlib.pyplot")
-        if pyplot is not None:
-            try:
-                pyplot.close("all")
-            except Exception:  # noqa: BLE001 - as Streamlit does: a clean-up must never fail a run
-                pass
-
-    clean_up_without_keras.keeps_keras_state = True
-    clean_up_without_keras.replaces = script_runner._clean_problem_modules
-    script_runner._clean_problem_modules = clean_up_without_keras
-
-
-def enter_through_app() -> None:
-    """Make a bookmarked page on a freshly started server run through app.py.
-
-    Until a script has called st.navigation, Streamlit treats a `pages/` folder beside the main
-    script as an old-style multipage app: a link such as /diagnose runs pages/diagnose.py on its own
-    and the sidebar lists the raw files of pages/. Every page imports this module, so switching that
-    mode off here and running again lets app.py draw its navigation and open the linked page.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
-
-
 def limit_server_paths_when_shared() -> None:
     """A dashboard listening beyond this machine (e.g. `make run HOST=0.0.0.0`) reads server paths
     only inside the data root: CXR_DATA_ROOT, by default data/ in the project."""
@@ -87,9 +44,9 @@ def limit_server_paths_when_shared() -> None:
 
 
 guard_ast_parsing()  # the server did it already (core/workers/service.py); not so under AppTest
-protect_background_training()
+streamlit_patches.protect_background_training()
 limit_server_paths_when_shared()
-enter_through_app()
+streamlit_patches.enter_through_app()
 
 
 # ----------------------------------------------------------------------------- cached resources

@@ -9,7 +9,7 @@ from core.present import runs as runs_view
 from core.present import sweeps as sweep_view
 from core.settings.config import SETTINGS
 from core.store.sweeps import Sweep, load_sweep, submit_sweep
-from pages import common, widgets
+from ui import common, widgets
 
 VIEW_KEY = "sweep_view_id"
 LAUNCHED_KEY = "sweep_launched_id"  # the sweep launched here: its progress shows under the button

@@ -1,1 +1,0 @@
-"""Dashboard pages (Streamlit scripts run through st.navigation in app.py) and their shared helpers."""
