@@ -11,7 +11,9 @@ import streamlit as st
 
 if __name__ != "__main__":
     from core.workers.service import dashboard_lifespan
+    from ui import streamlit_patches
 
+    streamlit_patches.install()  # before any page view (ui/streamlit_patches.py)
     app = st.App("app.py", lifespan=dashboard_lifespan)
 else:
     st.set_page_config(page_title="CXR Lab", page_icon="🫁", layout="wide")
@@ -30,7 +32,7 @@ else:
 
     from ui import common, streamlit_patches  # noqa: E402 - after the navigation on purpose (see above)
 
-    streamlit_patches.protect_background_training()
+    streamlit_patches.install()
     common.keep_settings()
     st.sidebar.caption("Research tool, not for clinical use.")
     try:

@@ -7,15 +7,19 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from ui import streamlit_patches
+
+# As app.py's server does before any page view: every run, a switched-to page's too, runs app.py
+# (AppTest would otherwise run a page of the pages/ folder on its own: ui/streamlit_patches.py).
+streamlit_patches.install()
+
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TIMEOUT = 180  # the first Train page run imports TensorFlow and builds a model
 
 
 def open_page(page: str, session: dict | None = None, timeout: float = TIMEOUT) -> AppTest:
     """`page` (e.g. "pages/diagnose.py") opened through app.py's navigation, with `session` values set
-    first. Streamlit 1.67's AppTest runs a switched-to page's file without running app.py again, so
-    what app.py does around every page (keeping and saving settings) is tested on the Home run here
-    and in the browser tests."""
+    first; app.py runs around the page, as in the browser."""
     at = AppTest.from_file(APP, default_timeout=timeout)
     for key, value in (session or {}).items():
         at.session_state[key] = value

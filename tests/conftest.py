@@ -120,6 +120,25 @@ def pytest_sessionstart(session):
     session.config.stash[OUTPUTS_BEFORE] = project_outputs()
 
 
+# ----------------------------------------------------------------------------- parallel runs
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs the suite on pytest-xdist workers with `--dist loadgroup`: a file's tests stay
+    together on one worker, in order, sharing its module fixtures (a file may also name a group of
+    files with @pytest.mark.xdist_group, e.g. those that start a Ray cluster). Files with slow tests
+    are collected first, so that the last work handed out is short and no worker idles at the end."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
+
+    def group_of(item) -> str:
+        return item.get_closest_marker("xdist_group").args[0]
+
+    slow_groups = {group_of(item) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: group_of(item) not in slow_groups)  # stable: each file keeps its order
+
+
 # ----------------------------------------------------------------------------- run stores
 
 @pytest.fixture

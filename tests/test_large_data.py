@@ -208,9 +208,10 @@ def test_a_streamed_training_process_does_not_grow_with_the_dataset(tmp_path, pr
 def test_a_cancelled_load_is_reported_and_starts_again_only_when_asked(app_env):
     from tests.apptest_support import assert_clean, open_page, texts
     from tests.test_app_pages import small_dataset
+    from ui import common
     session = small_dataset()
     settings = session["dataset_settings"]
-    args = (settings["data_source"], "", settings["task"], 32, settings["color_mode"])
+    args = common.dataset_args({**settings, "image_size": 32})  # as the page names the load
     at = open_page("pages/dataset.py", {**session, "dataset_load_cancelled": args})
     assert_clean(at)
     assert "loading was cancelled. Nothing was lost" in texts(at) and not at.success

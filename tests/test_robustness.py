@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from core import files
-from core.data import datasets
+from core.data import datasets, layout
 from core.data.archives import DATASET_ZIP, ZipLimits
 from core.store import portable
 from core.store.portable import ImportRefused, export_runs, import_archive
@@ -355,7 +355,7 @@ def test_uploads_are_kept_outside_the_folder_make_clean_removes(monkeypatch):
 
 def test_a_run_naming_an_old_upload_path_finds_it_in_the_uploads_folder(tmp_path, monkeypatch):
     legacy, uploads = tmp_path / "project" / ".cache" / "uploads", tmp_path / "uploads"
-    monkeypatch.setattr(datasets, "LEGACY_UPLOADS_DIR", legacy)
+    monkeypatch.setattr(layout, "LEGACY_UPLOADS_DIR", legacy)
     old_path = legacy / "0123456789abcdef0123.npz"  # what a run's config says
     with pytest.raises(datasets.DataError, match="Upload the same file again"):
         datasets.resolve_source_path("npz", old_path)

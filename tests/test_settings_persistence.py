@@ -2,11 +2,13 @@
 app.py; widgets that cannot be set through session state are never re-assigned."""
 import ast
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.data.formats import FormatOptions
 from core.present import session_keys
 from core.store import ui_state
 from ui import common
@@ -35,6 +37,7 @@ def test_form_settings_survive_a_reload(app_env):
                 "split_seed": 7}
     new_session(train_epochs=12, train_name="my run", dataset_settings=settings)
     saved = json.loads((app_env / ui_state.FILE_NAME).read_text())
+    settings = {**settings, **asdict(FormatOptions())}  # a data format's options, at their defaults
     assert saved["train_epochs"] == 12 and saved["dataset_settings"] == settings
 
     reloaded = new_session()

@@ -29,11 +29,14 @@ def test_the_patch_keeps_keras_names_across_script_runs():
 
 
 def test_streamlit_still_runs_a_pages_folder_alone_until_navigation_switches_that_off():
-    """What enter_through_app switches off: the old multipage mode, decided by a pages/ folder beside
-    the main script, which st.navigation turns off (after the first script run only)."""
+    """What enter_through_app replaces: the old multipage mode, decided by a pages/ folder beside the
+    main script, in which the script runner calls _mpa_v1 instead of running the main script."""
     from streamlit.commands import navigation
     from streamlit.runtime.pages_manager import PagesManager
 
+    from ui import streamlit_patches
+    streamlit_patches.install()
     assert "uses_pages_directory" in vars(PagesManager)
-    assert "if PagesManager.uses_pages_directory:" in inspect.getsource(script_runner.ScriptRunner)
+    assert "_mpa_v1(self._main_script_path)" in inspect.getsource(script_runner.ScriptRunner)
+    assert "def _mpa_v1(main_script_path" in inspect.getsource(script_runner._mpa_v1.replaces)
     assert "PagesManager.uses_pages_directory = False" in inspect.getsource(navigation)

@@ -44,9 +44,8 @@ def limit_server_paths_when_shared() -> None:
 
 
 guard_ast_parsing()  # the server did it already (core/workers/service.py); not so under AppTest
-streamlit_patches.protect_background_training()
+streamlit_patches.install()  # so did app.py's server
 limit_server_paths_when_shared()
-streamlit_patches.enter_through_app()
 
 
 # ----------------------------------------------------------------------------- cached resources
