@@ -21,11 +21,15 @@ venv: $(VENV)/.installed
 run: venv
 	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
 
+# The suite on TEST_WORKERS processes (pytest-xdist); each file's tests stay on one worker, in order.
+TEST_WORKERS ?= 2
+PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
+
 test: venv
-	$(PY) -m pytest
+	$(PY) -m pytest $(PARALLEL)
 
 test-fast: venv
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(PARALLEL) -m "not slow"
 
 # Workers without the dashboard: train the queued runs of runs/ (or $CXR_RUNS_DIR) as they come.
 worker: venv
