@@ -46,7 +46,7 @@ def find_or_train_run(run_dir: str | None, scratch: Path):
 
 def test_jpeg(size: int = 1024) -> bytes:
     """A real built-in X-ray, upscaled to size x size, as a JPEG."""
-    from core.data.datasets import BUILTIN_ZIP
+    from core.data.sources import BUILTIN_ZIP
     with zipfile.ZipFile(BUILTIN_ZIP) as archive:
         name = next(n for n in sorted(archive.namelist()) if n.lower().endswith(".jpeg"))
         image = Image.open(io.BytesIO(archive.read(name))).convert("L").resize((size, size), Image.Resampling.BICUBIC)

@@ -53,7 +53,7 @@ def dashboard(trained_runs, tmp_path):
 
 def xray_file(folder: Path, runs_dir: Path) -> Path:
     """A real pneumonia X-ray from the built-in set whose Grad-CAM (with the CNN run) is not empty."""
-    from core.data.datasets import BUILTIN_ZIP
+    from core.data.sources import BUILTIN_ZIP
     from core.ml.diagnosis import Diagnoser
     from core.ml.explain import is_empty_map
     from core.store.runs import RunStore

@@ -4,8 +4,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from core.data import datasets as data
-from core.data.datasets import DataError, load_dataset, load_summary, make_split
+from core.data import sources as data
+from core.data.datasets import DataError, load_dataset, load_summary
+from core.data.splits import make_split
 from tests.synthetic import jpeg_bytes, make_chest_folder
 
 # ----------------------------------------------------------------------------- file names

@@ -48,7 +48,7 @@ def select_run(app, arch: str):
 
 
 def xray_upload(index: int = 0):
-    from core.data.datasets import BUILTIN_ZIP
+    from core.data.sources import BUILTIN_ZIP
     with zipfile.ZipFile(BUILTIN_ZIP) as archive:
         name = sorted(n for n in archive.namelist() if n.lower().endswith(".jpeg"))[index]
         return name.rsplit("/", 1)[-1], archive.read(name), "image/jpeg"
@@ -150,7 +150,7 @@ def test_changing_the_run_after_an_upload_keeps_the_files_and_diagnoses_them_aga
 
 def xray_with_empty_gradcam(runs_root) -> tuple:
     """A built-in X-ray whose Grad-CAM for the predicted class is empty with the seed_cnn run."""
-    from core.data.datasets import BUILTIN_ZIP
+    from core.data.sources import BUILTIN_ZIP
     from core.ml.explain import is_empty_map
     from core.store.runs import RunStore
     run = next(r for r in RunStore(runs_root).list() if r.config()["arch"] == "seed_cnn")

@@ -91,7 +91,8 @@ def scanner_shifted(images: np.ndarray) -> np.ndarray:
 
 
 def test_a_scanner_shift_moves_brightness_and_contrast_and_the_same_source_does_not():
-    from core.data.datasets import load_dataset, make_split
+    from core.data.datasets import load_dataset
+    from core.data.splits import make_split
     from core.ml.external import acquisition_shift
     dataset = load_dataset("builtin", image_size=32)
     split = make_split(dataset, 0.15, 0.15, seed=42)
@@ -115,7 +116,7 @@ def real_xrays(count: int, size: int = 64) -> tuple[list, np.ndarray]:
 
     from PIL import Image
 
-    from core.data.datasets import BUILTIN_ZIP, patient_id
+    from core.data.sources import BUILTIN_ZIP, patient_id
     pictures, patients = [], set()
     with zipfile.ZipFile(BUILTIN_ZIP) as archive:
         for name in sorted(archive.namelist())[::7]:

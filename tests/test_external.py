@@ -72,7 +72,7 @@ def test_images_the_run_trained_on_are_found_in_an_external_set(run, tmp_path):
 
     from PIL import Image
 
-    from core.data.datasets import BUILTIN_ZIP, patient_id
+    from core.data.sources import BUILTIN_ZIP, patient_id
     from core.ml.external import run_data
     from core.present.evaluation import seen_sentence
     folder = make_chest_folder(tmp_path / "mixed", n_patients=2)

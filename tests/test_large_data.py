@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data.datasets import DECODE_CHUNK, LoadCancelled, load_dataset
+from core.data.datasets import LoadCancelled, load_dataset
+from core.data.sources import DECODE_CHUNK
 from core.settings.config import TrainConfig
 from core.store.runs import RunStore
 from tests.conftest import PROJECT

@@ -105,7 +105,7 @@ def builtin_xray_files(n: int) -> list[tuple[str, bytes]]:
     """n original 128 px JPEGs from the built-in dataset, spread over both classes."""
     import zipfile
 
-    from core.data.datasets import BUILTIN_ZIP
+    from core.data.sources import BUILTIN_ZIP
     with zipfile.ZipFile(BUILTIN_ZIP) as archive:
         names = sorted(name for name in archive.namelist() if name.lower().endswith(".jpeg"))
         picked = names[:: len(names) // n][:n]

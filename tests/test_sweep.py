@@ -7,7 +7,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from core.data.datasets import load_dataset, make_cv_split, make_split, subsample_train
+from core.data.datasets import load_dataset
+from core.data.splits import make_cv_split, make_split, subsample_train
 from core.ml.inference import load_model
 from core.ml.training import TrainConfig, load_data
 from core.store.portable import ImportRefused, export_sweep, import_archive

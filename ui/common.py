@@ -111,9 +111,9 @@ def load_dataset(source: str, path: str, task: str, image_size: int, color_mode:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def load_split(source: str, path: str, task: str, image_size: int, color_mode: str, options: tuple,
                val_fraction: float, test_fraction: float, seed: int, own: bool):
-    from core.data import datasets as data_lib
+    from core.data.splits import make_split
     dataset = load_dataset(source, path, task, image_size, color_mode, options)
-    return data_lib.make_split(dataset, val_fraction, test_fraction, int(seed), use_own_split=own)
+    return make_split(dataset, val_fraction, test_fraction, int(seed), use_own_split=own)
 
 
 def dataset_args(settings: dict) -> tuple:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.data import datasets as data_lib
+from core.data import splits
 from core.data.formats import FormatOptions
 from core.settings.architectures import resolve_params
 from core.settings.config import Augmentation, TrainConfig  # noqa: F401 - the config travels with the engine
@@ -117,11 +118,11 @@ def load_data(config: TrainConfig, progress: Progress | None = None, cancel=None
                                     options=FormatOptions.from_settings(config))
     seed = config.effective_split_seed
     if config.cv_folds:
-        split = data_lib.make_cv_split(dataset, config.cv_folds, config.cv_fold, config.test_fraction, seed)
+        split = splits.make_cv_split(dataset, config.cv_folds, config.cv_fold, config.test_fraction, seed)
     else:
-        split = data_lib.make_split(dataset, config.val_fraction, config.test_fraction, seed,
+        split = splits.make_split(dataset, config.val_fraction, config.test_fraction, seed,
                                     use_own_split=config.split == "own")
-    return dataset, data_lib.subsample_train(dataset, split, config.train_fraction, seed)
+    return dataset, splits.subsample_train(dataset, split, config.train_fraction, seed)
 
 
 def make_tf_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,
@@ -761,7 +762,7 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
                f"best_{config.monitor}": job_callback.best_value, "epochs_run": epochs_run,
                "cancelled": job_callback.cancelled, "stopped_early": epochs_run < total_epochs
                and not job_callback.cancelled, "model": stats, "class_names": dataset.class_names,
-               "dataset": data_lib.dataset_summary(dataset), "split": data_lib.split_report_dict(split.report)}
+               "dataset": data_lib.dataset_summary(dataset), "split": splits.split_report_dict(split.report)}
     summary.update(halving.summary_fields(halver))
     summary["overfitting"] = fit_at_epoch(run.history(), job_callback.best_epoch if restored else epochs_run)
     summary["warnings"] = notes
