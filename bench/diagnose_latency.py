@@ -34,7 +34,8 @@ def find_or_train_run(run_dir: str | None, scratch: Path):
     runs = [r for r in diagnosable_runs(RunStore()) if r.config().get("image_size") == 128]
     if runs:
         return runs[0]
-    from core.ml.training import TrainConfig, execute_run
+    from core.ml.training import execute_run
+    from core.settings.config import TrainConfig
     print("no finished 128 px run: training a 1-epoch seed_cnn on the built-in set ...", flush=True)
     config = TrainConfig(arch="seed_cnn", image_size=128, epochs=1, batch_size=64, name="latency-bench")
     run = RunStore(scratch).create(config.to_dict(), name="latency-bench")

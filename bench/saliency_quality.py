@@ -30,7 +30,8 @@ def find_or_train_run(run_dir: str | None, scratch: Path):
     from core.store.runs import Run, RunStore
     if run_dir:
         return Run(Path(run_dir))
-    from core.ml.training import TrainConfig, execute_run
+    from core.ml.training import execute_run
+    from core.settings.config import TrainConfig
     print("training a 3-epoch 64 px seed_cnn on the built-in set ...", flush=True)
     config = TrainConfig(arch="seed_cnn", image_size=64, epochs=3, name="saliency-bench")
     run = RunStore(scratch).create(config.to_dict(), name="saliency-bench")
@@ -81,7 +82,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from core.ml import explain
     from core.ml.inference import load_model
-    from core.ml.training import TrainConfig, load_data
+    from core.ml.data_pipeline import load_data
+    from core.settings.config import TrainConfig
     with tempfile.TemporaryDirectory() as scratch:
         run = find_or_train_run(args.run, Path(scratch))
         dataset, split = load_data(TrainConfig.from_dict(run.config()))

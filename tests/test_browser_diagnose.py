@@ -31,7 +31,8 @@ RUN_BOX = "Run (default: best test AUC)"
 @pytest.fixture
 def trained_runs(tmp_path, monkeypatch):
     """A runs folder with a seed_cnn (32 px, 2 epochs) and an mlp (32 px, 1 epoch), trained for real."""
-    from core.ml.training import TrainConfig, execute_run
+    from core.ml.training import execute_run
+    from core.settings.config import TrainConfig
     from core.store.runs import RunStore
     monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
     runs_dir = tmp_path / "runs"

@@ -6,7 +6,8 @@ import pytest
 from core.ml import common_split
 from core.ml import metrics as metrics_lib
 from core.ml import intervals as intervals_lib
-from core.ml.training import TrainConfig, execute_run
+from core.ml.training import execute_run
+from core.settings.config import TrainConfig
 from core.store.runs import RunStore
 
 TINY = dict(arch="seed_cnn", batch_size=128, epochs=1, arch_params={"dense_units": 8}, early_stopping=False)

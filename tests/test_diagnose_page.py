@@ -20,7 +20,8 @@ from tests.conftest import copy_run
 def runs_root(tmp_path_factory, tiny_run):
     """A run store with finished 32 px runs trained for real, one epoch each: a copy of the session's
     seed_cnn (tiny_run) and an mlp."""
-    from core.ml.training import TrainConfig, execute_run
+    from core.ml.training import execute_run
+    from core.settings.config import TrainConfig
     from core.store.runs import RunStore
     root = tmp_path_factory.mktemp("runs")
     copy_run(tiny_run, root)
@@ -316,7 +317,8 @@ def test_best_run_prefers_test_auc_then_macro_f1(tmp_path):
 def test_the_evaluate_gallery_falls_back_to_hirescam_and_says_so(runs_root):
     from core.data.imaging import displayable
     from core.ml.explain import explainer_for_run, is_empty_map, predicted_class
-    from core.ml.training import TrainConfig, load_data
+    from core.ml.data_pipeline import load_data
+    from core.settings.config import TrainConfig
     from core.present import review
     from core.store.runs import RunStore
     runs = {run.config()["arch"]: run for run in RunStore(runs_root).list()}

@@ -232,7 +232,8 @@ def empty_gradcam_image(explainer, dataset, rows):
 
 @pytest.fixture(scope="module")
 def tiny_run_explained(tiny_run):
-    from core.ml.training import TrainConfig, load_data
+    from core.ml.data_pipeline import load_data
+    from core.settings.config import TrainConfig
     dataset, split = load_data(TrainConfig.from_dict(tiny_run.config()))
     return Explainer(load_model(tiny_run)), dataset, split.test[::3][:150]
 

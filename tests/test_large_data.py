@@ -112,7 +112,7 @@ def test_a_zip_is_decoded_member_by_member_and_cached(tmp_path, private_cache):
 def test_streamed_batches_are_the_in_memory_batches(chest_folder):
     import keras
 
-    from core.ml.training import make_streamed_dataset, make_tf_dataset
+    from core.ml.data_pipeline import make_streamed_dataset, make_tf_dataset
     ds = load_dataset("folder", chest_folder, image_size=32)
     rows = np.arange(len(ds))[::-1][:27]  # not in file order, and a last batch that is not full
 
@@ -132,12 +132,12 @@ def test_streamed_batches_are_the_in_memory_batches(chest_folder):
 
 
 def test_auto_streams_from_disk_only_when_the_images_would_fill_a_quarter_of_memory(chest_folder, monkeypatch):
-    from core.ml import training
+    from core.ml import data_pipeline
     ds = load_dataset("folder", chest_folder, image_size=32)
-    assert training.choose_data_pipeline(TrainConfig(data_pipeline="auto"), ds) == "memory"
-    monkeypatch.setattr(training, "machine_memory_bytes", lambda: ds.images.nbytes * 4 - 1)
-    assert training.choose_data_pipeline(TrainConfig(data_pipeline="auto"), ds) == "disk"
-    assert training.choose_data_pipeline(TrainConfig(data_pipeline="memory"), ds) == "memory"
+    assert data_pipeline.choose_data_pipeline(TrainConfig(data_pipeline="auto"), ds) == "memory"
+    monkeypatch.setattr(data_pipeline, "machine_memory_bytes", lambda: ds.images.nbytes * 4 - 1)
+    assert data_pipeline.choose_data_pipeline(TrainConfig(data_pipeline="auto"), ds) == "disk"
+    assert data_pipeline.choose_data_pipeline(TrainConfig(data_pipeline="memory"), ds) == "memory"
 
 
 def without_timings(history: list[dict]) -> list[dict]:

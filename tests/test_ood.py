@@ -22,7 +22,8 @@ def diagnoser(trained_run):
 
 @pytest.fixture(scope="module")
 def test_xrays(trained_run):
-    from core.ml.training import TrainConfig, load_data
+    from core.ml.data_pipeline import load_data
+    from core.settings.config import TrainConfig
     dataset, split = load_data(TrainConfig.from_dict(trained_run.config()))
     return dataset.images[split.test]
 

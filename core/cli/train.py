@@ -163,7 +163,8 @@ def follow(run, quiet: bool) -> str:
 
 def train_here(run, config: TrainConfig, resume: bool, quiet: bool) -> str:
     """Train in this process (in a thread, so that this one can draw progress and catch Ctrl-C)."""
-    from core.ml.training import RunControl, execute_run
+    from core.ml.run_control import RunControl
+    from core.ml.training import execute_run
     run.update_status(state="running", trainer=this_process(), worker=None,
                       **({} if resume else {"started": time.time()}))
     thread = threading.Thread(target=execute_run, name="cxr-train",

@@ -5,7 +5,7 @@ were each scored on their own test patients, so their saved metrics are not comp
 test patients of a reference run, minus every patient that ANY of the runs trained or validated
 on, become one common test set; each run's model is scored on those images at its own image
 size and colour mode. Splits are rebuilt from each run's config exactly as training built them
-(`core.ml.training.load_data`). TensorFlow is imported only inside `score_runs`.
+(`core.ml.data_pipeline.load_data`). TensorFlow is imported only inside `score_runs`.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import numpy as np
 from core.ml import metrics as metrics_lib
 from core.ml import intervals as intervals_lib
 from core.ml.inference import load_model
-from core.ml.training import TrainConfig, load_data
+from core.ml.data_pipeline import load_data
+from core.settings.config import TrainConfig
 from core.store.runs import Run
 
 # Settings that change which images a run was tested on, or how it sees them: (config key, words).
@@ -152,10 +153,7 @@ def common_test_set(configs: dict[str, dict], reference: str, progress: Progress
 
 def score_run(run: Run, files: list[str], n_resamples: int = 500) -> dict:
     """One run's model on `files`, at the run's own image size and colour mode (argmax decisions)."""
-    from core.ml.training import (  # TensorFlow runs inside
-        choose_data_pipeline,
-        predict_rows,
-    )
+    from core.ml.data_pipeline import choose_data_pipeline, predict_rows  # TensorFlow runs inside
     config = TrainConfig.from_dict(run.config())
     if not run.has_model():
         raise CommonSplitError(f"run {run.id} has no saved model to score")

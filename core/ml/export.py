@@ -175,7 +175,7 @@ def export_agreement(run: Run, images: np.ndarray, model=None) -> dict:
 
 def sample_test_images(run: Run, count: int = 8) -> np.ndarray:
     """The first `count` images of the run's test split, decoded as the run saw them."""
-    from core.ml.training import load_data
+    from core.ml.data_pipeline import load_data
     from core.settings.config import TrainConfig
 
     dataset, split = load_data(TrainConfig.from_dict(run.config()))

@@ -124,7 +124,7 @@ def acquisition_shift(external_images: np.ndarray, training_images: np.ndarray) 
 
 def run_data(run: Run):
     """The run's own dataset and split, as it trained on them."""
-    from core.ml.training import load_data
+    from core.ml.data_pipeline import load_data
     return load_data(TrainConfig.from_dict(run.config()))
 
 

@@ -30,7 +30,9 @@ def train_process(run_path: str) -> int:
         run_path = sys.stdin.readline().strip()
         if not run_path:
             return 0  # the worker stopped before it had a run for us
-    from core.ml.training import RunControl, TrainConfig, execute_run
+    from core.ml.run_control import RunControl
+    from core.ml.training import execute_run
+    from core.settings.config import TrainConfig
     from core.store.runs import Run
     run = Run(Path(run_path))
     send_output_to(run.stderr_path)
