@@ -28,7 +28,8 @@ TARGET_S = 0.5
 
 def find_or_train_run(run_dir: str | None, scratch: Path):
     from core.ml.diagnosis import diagnosable_runs
-    from core.store.runs import Run, RunStore
+    from core.store.run_folder import Run
+    from core.store.runs import RunStore
     if run_dir:
         return Run(Path(run_dir))
     runs = [r for r in diagnosable_runs(RunStore()) if r.config().get("image_size") == 128]

@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def find_or_train_run(run_dir: str | None, scratch: Path):
-    from core.store.runs import Run, RunStore
+    from core.store.run_folder import Run
+    from core.store.runs import RunStore
     if run_dir:
         return Run(Path(run_dir))
     from core.ml.training import execute_run

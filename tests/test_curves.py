@@ -274,7 +274,7 @@ def test_the_train_pages_live_curves_offer_any_curve_smoothed_and_on_a_log_scale
 
 
 def test_compare_curves_mix_an_old_run_and_a_new_one_with_every_control(app_env, make_run):
-    from core.store.runs import write_json
+    from core.files import write_json
     from tests.apptest_support import assert_clean, open_page, texts
     make_run("done", name="old", seed=1, image_size=32)
     new = make_run("done", name="new", seed=2, image_size=32)

@@ -230,7 +230,7 @@ def test_one_run_shows_one_accuracy_under_one_label_on_runs_evaluate_and_its_car
 def test_a_small_external_set_gets_honest_intervals_and_names_its_threshold(app_env, tiny_run_copy):
     from core.ml.external import internal_test, scored
     from core.files import json_ready
-    from core.store.runs import write_json
+    from core.files import write_json
     run, threshold = tiny_run_copy, tiny_run_copy.summary()["threshold"]
     # 24 images of 24 patients the model gets all right, scored at the run's threshold as evaluate_external does
     scores = np.r_[np.full(12, 0.02), np.full(12, 0.98)]

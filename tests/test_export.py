@@ -18,8 +18,8 @@ from core.ml import export
 from core.ml.inference import load_model
 from core.settings.architectures import ARCHITECTURES, TRANSFER_BASE_NAMES
 from core.settings.config import Augmentation, TrainConfig
-from core.store import runs
-from core.store.runs import Run
+from core.store import run_folder
+from core.store.run_folder import Run
 from tests.conftest import copy_run
 
 TOLERANCE = 1e-4  # float32 through three runtimes
@@ -30,7 +30,7 @@ EVERY_AUGMENTATION = Augmentation(rotation_degrees=10, zoom=0.1, shift=0.1, hori
 def leftovers(run: Run) -> list[str]:
     """Temp files or folders an export left in the run folder (the lock files stay, empty)."""
     return sorted(path.name for path in run.path.iterdir()
-                  if path.name.startswith(".") and path.name not in (export.EXPORT_LOCK, runs.STATUS_FILE_LOCK))
+                  if path.name.startswith(".") and path.name not in (export.EXPORT_LOCK, run_folder.STATUS_FILE_LOCK))
 
 
 def test_the_tiny_runs_exports_give_the_keras_probabilities(tiny_run, runs_dir):

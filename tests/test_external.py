@@ -10,7 +10,7 @@ from core.__main__ import main as core_main
 from core.ml import metrics as metrics_lib
 from core.ml.diagnosis import Diagnoser
 from core.ml.external import ExternalDataError, evaluate_external
-from core.store.runs import write_json
+from core.files import write_json
 from tests.conftest import PROJECT, copy_run
 from tests.synthetic import make_chest_folder
 

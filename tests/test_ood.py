@@ -141,7 +141,7 @@ def test_without_training_data_the_check_degrades_to_pixel_statistics(trained_ru
     import shutil
 
     from core.ml.diagnosis import Diagnoser
-    from core.store.runs import Run
+    from core.store.run_folder import Run
     copy = Run(tmp_path / trained_run.id)
     shutil.copytree(trained_run.path, copy.path)
     (copy.path / ood.OOD_FILE).unlink()

@@ -7,7 +7,7 @@ from core.ml.training import fit_at_epoch
 from core.present import compare
 from core.present import studies as studies_view
 from core.present import sweeps as sweep_view
-from core.store.runs import write_json
+from core.files import write_json
 from core.store.sweeps import RESULT_METRICS, Sweep, sweep_results, sweeps_dir
 from tests.conftest import write_run
 

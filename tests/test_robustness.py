@@ -21,7 +21,9 @@ from core.data import datasets, layout, sources
 from core.data.archives import DATASET_ZIP, ZipLimits
 from core.store import portable
 from core.store.portable import ImportRefused, export_runs, import_archive
-from core.store.runs import Run, RunStore, segment_time, write_json
+from core.files import write_json
+from core.store.run_folder import Run, segment_time
+from core.store.runs import RunStore
 from core.workers import oom
 from core.workers.manager import JobManager, exit_reason
 from tests.conftest import tiny_folder_config, wait_until

@@ -17,7 +17,10 @@ from core.present import compare
 from core.present import runs as runs_view
 from core.store import sweeps, ui_state
 from core.store.portable import ImportRefused, export_runs, import_archive
-from core.store.runs import MAX_NOTES_CHARS, MAX_TAGS, Run, RunStore, write_json
+from core.files import write_json
+from core.store.annotations import MAX_NOTES_CHARS, MAX_TAGS
+from core.store.run_folder import Run
+from core.store.runs import RunStore
 from tests.apptest_support import assert_clean, assert_no_exception, open_page
 from tests.conftest import copy_run, write_run
 

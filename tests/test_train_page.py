@@ -5,7 +5,8 @@ cap, why a run failed, and resuming an interrupted run from its checkpoint."""
 import pytest
 
 from core.present.compare import format_count
-from core.store.runs import ACTIVE_STATES, RunStore
+from core.store.run_folder import ACTIVE_STATES
+from core.store.runs import RunStore
 from tests.apptest_support import assert_clean, assert_no_exception, open_page, texts
 from tests.conftest import wait_until
 from tests.synthetic import make_chest_folder

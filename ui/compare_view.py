@@ -7,7 +7,7 @@ from core.ml import common_split
 from core.ml import metrics as metrics_lib
 from core.present import charts, compare
 from core.present import runs as runs_view
-from core.store.runs import ACTIVE_STATES
+from core.store.run_folder import ACTIVE_STATES
 from ui import common, train_live
 
 COMMON_RESULTS_KEY = "compare_common_test_results"  # {selection key: result}, kept for the session

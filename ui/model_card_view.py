@@ -5,7 +5,7 @@ import streamlit as st
 
 from core.ml import export
 from core.ml import model_card as card_view
-from core.store.runs import Run
+from core.store.run_folder import Run
 
 
 @st.cache_data(max_entries=16, show_spinner="Bootstrapping patients for the model card...")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from core.present import compare
 from core.present import runs as runs_view
-from core.store.runs import STATES
+from core.store.run_folder import STATES
 
 QUERY_HELP = (f"Conditions `column operator value` joined by `and`, e.g. `{compare.QUERY_EXAMPLE}`. Operators: "
               f"{', '.join(compare.QUERY_OPERATORS)}. Columns: any column of the table (e.g. `test_auc`, `arch`, "

@@ -21,7 +21,9 @@ from pathlib import Path
 from core.ml.decisions import decision_rule
 from core.present import runs as runs_view
 from core.settings.config import SETTINGS, TrainConfig
-from core.store.runs import Run, RunStore, this_process, write_text
+from core.files import write_text
+from core.store.run_folder import Run
+from core.store.runs import RunStore, this_process
 
 # Settings the sweep machinery sets; a run from the terminal leaves them alone.
 NOT_FLAGS = ("sweep_id",)

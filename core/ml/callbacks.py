@@ -15,7 +15,8 @@ from core.ml.checkpoints import save_checkpoint
 from core.ml.data_pipeline import predict_rows
 from core.ml.run_control import RunControl
 from core.settings.config import TrainConfig
-from core.store.runs import Run, write_json
+from core.files import write_json
+from core.store.run_folder import Run
 
 
 @dataclass

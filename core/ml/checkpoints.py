@@ -8,7 +8,8 @@ import warnings
 import numpy as np
 
 from core.files import atomic_path
-from core.store.runs import Run, read_json, write_json
+from core.files import read_json, write_json
+from core.store.run_folder import Run
 
 
 def save_checkpoint(run: Run, model, epoch: int, state: dict) -> None:

@@ -19,7 +19,7 @@ from core.ml import intervals as intervals_lib
 from core.ml.inference import load_model
 from core.ml.data_pipeline import load_data
 from core.settings.config import TrainConfig
-from core.store.runs import Run
+from core.store.run_folder import Run
 
 # Settings that change which images a run was tested on, or how it sees them: (config key, words).
 TEST_SET_SETTINGS = (

@@ -169,7 +169,7 @@ ARCHS_WITHOUT_GRADCAM = ("mlp", "logistic")  # no convolution, so no feature map
 def diagnosable_runs(store) -> list:
     """Runs with a saved model that are not queued or running (done, cancelled, interrupted, even
     failed after a best epoch was saved), newest first."""
-    from core.store.runs import ACTIVE_STATES
+    from core.store.run_folder import ACTIVE_STATES
     return [run for run in store.list() if run.state() not in ACTIVE_STATES and run.has_model()]
 
 

@@ -517,7 +517,7 @@ def explainer_for_run(run) -> Explainer:
 @functools.lru_cache(maxsize=_RUN_EXPLAINERS_KEPT)
 def _explainer_for_model_file(run_folder: str, mtime: float) -> Explainer:
     from core.ml.inference import load_model
-    from core.store.runs import Run
+    from core.store.run_folder import Run
     return Explainer(load_model(Run(run_folder)))
 
 

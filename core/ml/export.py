@@ -20,7 +20,7 @@ import numpy as np
 
 from core.files import atomic_path, locked
 from core.ml.inference import load_model
-from core.store.runs import ACTIVE_STATES, Run
+from core.store.run_folder import ACTIVE_STATES, Run
 
 SERVING_ENDPOINT = "serve"
 EXPORT_LOCK = ".export.lock"

@@ -22,7 +22,8 @@ from core.ml import metrics as metrics_lib
 from core.ml import intervals as intervals_lib
 from core.ml import ood
 from core.settings.config import TrainConfig
-from core.store.runs import Run, write_json
+from core.files import write_json
+from core.store.run_folder import Run
 
 Progress = Callable[[str, float], None]  # (message, share done 0-1)
 PREDICT_CHUNK = 256  # images predicted between two progress reports / cancel checks

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from core.data.imaging import is_image_name
 from core.settings.config import TrainConfig
-from core.store.runs import Run
+from core.store.run_folder import Run
 
 
 def load_model(run: Run):

@@ -18,7 +18,8 @@ from core.ml import intervals as intervals_lib
 from core.ml.decisions import VALIDATION_CHOSEN, metric_label
 from core.settings import architectures
 from core.settings.config import with_used_dropout
-from core.store.runs import Run, write_text
+from core.files import write_text
+from core.store.run_folder import Run
 
 NOT_RECORDED = "not recorded"
 N_RESAMPLES = 1000

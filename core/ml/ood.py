@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from core.files import atomic_path
-from core.store.runs import Run
+from core.store.run_folder import Run
 
 OOD_FILE = "ood.npz"
 PERCENTILE = 99.0

@@ -7,7 +7,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from core.store.runs import Run, write_json
+from core.files import write_json
+from core.store.run_folder import Run
 
 
 class Progress:

@@ -23,7 +23,8 @@ from core.ml.data_pipeline import choose_data_pipeline, load_data, predict_rows,
 from core.ml.run_control import Cancelled, RunControl
 from core.settings.architectures import resolve_params
 from core.settings.config import Augmentation, TrainConfig
-from core.store.runs import Run, read_json
+from core.files import read_json
+from core.store.run_folder import Run
 
 
 def class_weight_map(labels: np.ndarray, num_classes: int, mode: str) -> dict | None:
