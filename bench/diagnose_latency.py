@@ -63,7 +63,7 @@ def time_once(diagnoser, data: bytes) -> dict:
 
     from core.data.imaging import resize_to_model
     from core.ml.diagnosis import decode_upload
-    from core.ml.explain import overlay
+    from core.ml.maps import overlay
     from core.ml.ood import assess
     stages, started = {}, time.perf_counter()
     image = decode_upload(data, "bench.jpg")

@@ -56,7 +56,7 @@ def xray_file(folder: Path, runs_dir: Path) -> Path:
     """A real pneumonia X-ray from the built-in set whose Grad-CAM (with the CNN run) is not empty."""
     from core.data.sources import BUILTIN_ZIP
     from core.ml.diagnosis import Diagnoser
-    from core.ml.explain import is_empty_map
+    from core.ml.maps import is_empty_map
     from core.store.runs import RunStore
     cnn = next(run for run in RunStore(runs_dir).list() if run.config()["arch"] == "seed_cnn")
     diagnoser = Diagnoser(cnn.path)

@@ -152,7 +152,7 @@ def test_changing_the_run_after_an_upload_keeps_the_files_and_diagnoses_them_aga
 def xray_with_empty_gradcam(runs_root) -> tuple:
     """A built-in X-ray whose Grad-CAM for the predicted class is empty with the seed_cnn run."""
     from core.data.sources import BUILTIN_ZIP
-    from core.ml.explain import is_empty_map
+    from core.ml.maps import is_empty_map
     from core.store.runs import RunStore
     run = next(r for r in RunStore(runs_root).list() if r.config()["arch"] == "seed_cnn")
     diagnoser = dx.Diagnoser(run.path)
@@ -316,7 +316,8 @@ def test_best_run_prefers_test_auc_then_macro_f1(tmp_path):
 @pytest.mark.slow  # trains an mlp (runs_root)
 def test_the_evaluate_gallery_falls_back_to_hirescam_and_says_so(runs_root):
     from core.data.imaging import displayable
-    from core.ml.explain import explainer_for_run, is_empty_map, predicted_class
+    from core.ml.explain import explainer_for_run, predicted_class
+    from core.ml.maps import is_empty_map
     from core.ml.data_pipeline import load_data
     from core.settings.config import TrainConfig
     from core.present import review
