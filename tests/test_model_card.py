@@ -163,8 +163,9 @@ def test_the_html_is_escaped_and_has_no_links(make_run):
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     for outside in ("http:", "https:", "href=", "src=", "url(", "@import"):
         assert outside not in page.lower()
-    # Markdown: the pipe in the name does not split its table cell
-    assert table_row(card.model_card(run), "Name") == ["Name", HOSTILE_NAME.replace("|", "\\|")]
+    # Markdown: the pipe in the name does not split its table cell, and no raw HTML is left (core/document.py)
+    escaped = '&lt;script&gt;alert("x")&lt;/script&gt; \\| a&b'
+    assert table_row(card.model_card(run), "Name") == ["Name", escaped]
 
 
 def test_write_model_card_writes_the_card_into_the_run(tiny_run, runs_dir):

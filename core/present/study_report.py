@@ -8,7 +8,6 @@ Charts are rendered offline by vl_convert. No Streamlit, no TensorFlow.
 """
 from __future__ import annotations
 
-import html
 import io
 import json
 import re
@@ -20,6 +19,8 @@ from datetime import datetime
 import pandas as pd
 import vl_convert
 
+from core import document
+from core.document import Codes, Document, Figure, Footer, Heading, Lead, Paragraph, Table
 from core.present.study_answer import MISSING, Point, parse_points, plural
 
 
@@ -200,32 +201,9 @@ def chart_svg(chart) -> str:
 
 def report_markdown(report: StudyReport) -> tuple[str, dict[str, bytes]]:
     """report.md's text and its charts as PNG files ({relative path: bytes}), which it references."""
-    images = {chart_file(i): chart_png(chart)
-              for i, (_, chart) in enumerate(report.charts)}
-    lines = [f"# {_md_text(report.title)}", "", f"*{_md_text(_meta_line(report))}*", "",
-             f"**Question.** {_md_text(report.question)}", "",
-             f"**Conclusion.** {_md_text(report.conclusion)}", "", *_md_reference(report),
-             "## Results", "", *_md_table(list(report.table.columns), report.table.itertuples(index=False)), ""]
-    if report.charts:
-        lines += ["## Charts", ""]
-        for i, (caption, _) in enumerate(report.charts):
-            lines += [f"![{_md_alt(caption)}]({chart_file(i)})", "", f"*{_md_text(caption)}*", ""]
-    lines += [f"## Settings of the base run ({_md_text(report.setting)} is swept)", "",
-              *_md_table(["setting", "value"], settings_rows(report.base_settings)), ""]
-    if report.run_ids:
-        lines += ["## Runs", "", ", ".join(f"`{_md_code(run_id)}`" for run_id in report.run_ids), ""]
-    lines += ["---", "", _md_text(_footer(report)), ""]
-    return "\n".join(lines), images
-
-
-def _md_reference(report: StudyReport) -> list[str]:
-    """'What such reports found', and their figures beside this run's, when the study names them."""
-    if not report.reference:
-        return []
-    lines = [f"**What such reports found.** {_md_text(report.reference)}", ""]
-    if report.beside is not None:
-        lines += [*_md_table(list(report.beside.columns), report.beside.itertuples(index=False)), ""]
-    return lines
+    images = {chart_file(i): chart_png(chart) for i, (_, chart) in enumerate(report.charts)}
+    figures = [Figure(caption, image=chart_file(i)) for i, (caption, _) in enumerate(report.charts)]
+    return document.markdown(report_document(report, figures)), images
 
 
 def report_zip(report: StudyReport) -> bytes:
@@ -238,28 +216,6 @@ def report_zip(report: StudyReport) -> bytes:
             archive.writestr(path, png)
         archive.writestr("results.csv", _csv(report))
     return buffer.getvalue()
-
-
-def _md_text(text) -> str:
-    """Text as Markdown shows it literally: no raw HTML, one line."""
-    return " ".join(str(text).split()).replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _md_cell(value) -> str:
-    return _md_text(value).replace("|", "\\|") or " "
-
-
-def _md_alt(caption) -> str:
-    return _md_text(caption).replace("[", "\\[").replace("]", "\\]")
-
-
-def _md_code(text) -> str:
-    return str(text).replace("`", "'")
-
-
-def _md_table(header: list, rows) -> list[str]:
-    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in rows]
 
 
 STYLE = """
@@ -283,43 +239,37 @@ footer { margin-top: 2.5rem; padding-top: .8rem; border-top: 1px solid #d9dee3; 
 
 def report_html(report: StudyReport) -> str:
     """The report as ONE self-contained HTML file: inline CSS, the charts as inline SVG, and no
-    external URL, so it opens offline. Every text from the study is escaped."""
-    e = html.escape
-    parts = ['<!DOCTYPE html>', '<html lang="en">', '<head>', '<meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f"<title>{e(report.title)}</title>", f"<style>{STYLE}</style>", "</head>", "<body>", "<main>",
-             f"<h1>{e(report.title)}</h1>", f'<p class="meta">{e(_meta_line(report))}</p>',
-             "<h2>Question</h2>", f"<p>{e(report.question)}</p>",
-             "<h2>Conclusion</h2>", f'<p class="conclusion">{e(report.conclusion)}</p>', *_html_reference(report),
-             "<h2>Results</h2>", _html_table(list(report.table.columns), report.table.itertuples(index=False))]
-    if report.charts:
-        parts.append("<h2>Charts</h2>")
-        parts += [f"<figure>{inline_svg(chart)}<figcaption>{e(caption)}</figcaption></figure>"
-                  for caption, chart in report.charts]
-    parts += [f"<h2>Settings of the base run ({e(report.setting)} is swept)</h2>",
-              _html_table(["setting", "value"], settings_rows(report.base_settings))]
+    external URL, so it opens offline. Every text from the study is escaped (core/document.py)."""
+    figures = [Figure(caption, svg=inline_svg(chart)) for caption, chart in report.charts]
+    return document.html_page(report_document(report, figures))
+
+
+def report_document(report: StudyReport, figures: list[Figure]) -> Document:
+    """The report's blocks, its charts drawn as `figures` (PNG files for Markdown, SVG for HTML)."""
+    blocks = [Heading(report.title, 1), Paragraph(_meta_line(report), "meta"),
+              Lead("Question", report.question), Lead("Conclusion", report.conclusion, "conclusion"),
+              *_reference(report), Heading("Results"), frame_table(report.table)]
+    if figures:
+        blocks += [Heading("Charts"), *figures]
+    blocks += [Heading(f"Settings of the base run ({report.setting} is swept)"),
+               Table(("setting", "value"), tuple(settings_rows(report.base_settings)))]
     if report.run_ids:
-        parts += ["<h2>Runs</h2>", "<p>" + " ".join(f"<code>{e(str(i))}</code>" for i in report.run_ids) + "</p>"]
-    parts += [f"<footer>{e(_footer(report))}</footer>", "</main>", "</body>", "</html>", ""]
-    return "\n".join(parts)
+        blocks += [Heading("Runs"), Codes(tuple(str(run_id) for run_id in report.run_ids))]
+    return Document(report.title, [*blocks, Footer(_footer(report))], STYLE)
 
 
-def _html_reference(report: StudyReport) -> list[str]:
+def _reference(report: StudyReport) -> list:
+    """'What such reports found', and their figures beside this run's, when the study names them."""
     if not report.reference:
         return []
-    parts = ["<h2>What such reports found</h2>", f"<p>{html.escape(report.reference)}</p>"]
-    if report.beside is not None:
-        parts.append(_html_table(list(report.beside.columns), report.beside.itertuples(index=False)))
-    return parts
+    beside = [frame_table(report.beside)] if report.beside is not None else []
+    return [Lead("What such reports found", report.reference), *beside]
+
+
+def frame_table(frame: pd.DataFrame) -> Table:
+    return Table(tuple(frame.columns), tuple(frame.itertuples(index=False)))
 
 
 def inline_svg(chart) -> str:
     """The chart as SVG markup to put inside HTML, without the namespace URLs HTML does not need."""
     return re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", chart_svg(chart))
-
-
-def _html_table(header: list, rows) -> str:
-    e = html.escape
-    head = "".join(f"<th>{e(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{e(str(cell))}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
