@@ -79,7 +79,7 @@ def test_runs_sharing_a_split_keep_the_whole_reference_test_set(trained):
 @pytest.mark.slow
 def test_scores_every_run_on_the_same_images_at_its_own_size(trained):
     messages = []
-    result = common_split.score_runs(trained, "small", lambda text, share: messages.append((text, share)),
+    result = common_split.score_runs(trained, "small", lambda done, total, text: messages.append((text, done / total)),
                                      n_resamples=50)
     files = result["test_set"].files
     scores = result["scores"]

@@ -36,7 +36,7 @@ def leftovers(run: Run) -> list[str]:
 def test_the_tiny_runs_exports_give_the_keras_probabilities(tiny_run, runs_dir):
     run = copy_run(tiny_run, runs_dir)
     steps = []
-    files = export.export_run(run, progress=lambda fraction, text: steps.append(fraction))
+    files = export.export_run(run, progress=lambda done, total, text: steps.append(done / total))
     assert steps[0] == 0.0 and steps[-1] == 1.0 and steps == sorted(steps)
     assert files["saved_model"] == str(run.saved_model_dir) and files["tflite"] == str(run.tflite_path)
     assert files["saved_model_bytes"] > 0 and files["tflite_bytes"] == run.tflite_path.stat().st_size > 0
@@ -65,7 +65,7 @@ def test_an_export_waits_for_one_of_the_same_run_under_way(tiny_run, runs_dir):
     steps = []
     with locked(run.path / export.EXPORT_LOCK):  # as another export of this run holds it
         worker = threading.Thread(target=export.export_run,
-                                  kwargs={"run": run, "progress": lambda fraction, text: steps.append(text)})
+                                  kwargs={"run": run, "progress": lambda done, total, text: steps.append(text)})
         worker.start()
         deadline = time.monotonic() + 120
         while steps != ["Loading model.keras"] and time.monotonic() < deadline:

@@ -42,7 +42,7 @@ def predictor_metrics(run, folder) -> dict:
 
 def test_external_evaluation_agrees_with_the_predictor_and_is_saved(run, external_folder):
     steps = []
-    result = evaluate_external(run, external_folder, progress=lambda message, share: steps.append(share))
+    result = evaluate_external(run, external_folder, progress=lambda done, total, message: steps.append(done / total))
     assert KEYS <= set(result)
     assert result["n_images"] == 20 and result["n_patients"] == 10
     expected = predictor_metrics(run, external_folder)

@@ -42,9 +42,9 @@ def files_in(folder) -> list[str]:
 def test_the_cache_is_a_read_only_memory_map_that_a_second_load_maps_again(tmp_path, private_cache):
     write_patient_folder(tmp_path / "xrays", 40)
     decoded = []
-    first = load_dataset("folder", tmp_path / "xrays", image_size=32, progress=lambda d, t: decoded.append(d))
+    first = load_dataset("folder", tmp_path / "xrays", image_size=32, progress=lambda d, t, m: decoded.append(d))
     again = load_dataset("folder", tmp_path / "xrays", image_size=32,
-                         progress=lambda d, t: pytest.fail("a cached load decodes nothing"))
+                         progress=lambda d, t, m: pytest.fail("a cached load decodes nothing"))
     assert decoded[-1] == 40 and again.report.from_cache and not first.report.from_cache
     for ds in (first, again):
         assert isinstance(ds.images, np.memmap) and not ds.images.flags.writeable
@@ -63,7 +63,7 @@ def test_cancelling_a_load_leaves_no_cache_file_and_says_so(tmp_path, private_ca
     cancel = threading.Event()
     seen = []
 
-    def progress(done, total):
+    def progress(done, total, message):
         seen.append((done, total))
         if total and done >= DECODE_CHUNK:
             cancel.set()  # as a Cancel button would, while decoding goes on
@@ -83,7 +83,7 @@ class ScriptStopped(BaseException):
 def test_a_load_interrupted_from_its_progress_callback_leaves_no_temp_file(tmp_path, private_cache):
     write_patient_folder(tmp_path / "xrays", DECODE_CHUNK + 10)
 
-    def progress(done, total):
+    def progress(done, total, message):
         if total:
             raise ScriptStopped()
 

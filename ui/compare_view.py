@@ -115,7 +115,7 @@ def score_common(by_label: dict, reference: str):
     """The scores, or a message saying why the runs cannot be scored together."""
     bar = st.progress(0.0, text="Rebuilding the runs' splits…")
     try:
-        return common_split.score_runs(by_label, reference, lambda text, share: bar.progress(share, text=text))
+        return common_split.score_runs(by_label, reference, common.progress_bar(bar))
     except (ValueError, OSError) as exc:  # CommonSplitError, DataError, a missing dataset or model
         return f"Cannot score these runs on one common test split: {exc}"
     finally:

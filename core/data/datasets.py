@@ -20,8 +20,9 @@ from core.data.layout import (DataError, LoadCancelled, cache_dir, check_data_ro
 from core.data.cache import (_MemoryRows, _NpyWriter, _cache_key, _read_cache, _save_meta, cache_files,
                              read_npy_rows)
 from core.data.formats import FormatOptions
-from core.data.sources import (ProgressFn, _folder_entries, _load_cifar, _load_csv, _load_image_tree, _load_npz,
+from core.data.sources import (_folder_entries, _load_cifar, _load_csv, _load_image_tree, _load_npz,
                                _Watch, _ZipReader, content_hash, resolve_source_path)
+from core.progress import ProgressFn
 
 TASK_TITLES = {
     "binary": "NORMAL vs PNEUMONIA",
@@ -84,7 +85,8 @@ def load_dataset(source: str = "builtin", path: str | os.PathLike | None = None,
                  progress: ProgressFn | None = None, cancel=None, options: FormatOptions | None = None) -> Dataset:
     """Load a dataset; raises DataError with a clear message when it cannot be used.
 
-    `progress(done, total)` is called while files are listed (total 0: not known yet) and decoded.
+    `progress(done, total, message)` (core/progress.py) hears of the files listed (total 0: not known
+    yet) and of the images decoded.
     `cancel` (a threading.Event or a callable returning True) stops the load between chunks: it
     raises LoadCancelled and leaves no cache file behind. With the cache, `images` is a read-only
     memory map of it. `options`: the settings of a format (CSV target, CIFAR-100 labels, ...).

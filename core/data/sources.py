@@ -21,6 +21,7 @@ from core.data.formats import FormatOptions
 from core.data.imaging import ImageError, displayable, resize_to_model, stretch_to_uint8
 from core.data.layout import (LIST_REPORT_EVERY, _SPLIT_ALIASES, SPLIT_NAMES, DataError, LoadCancelled,
                               check_data_root, check_setting, find_upload, is_chest_xray_layout)
+from core.progress import ProgressFn
 from core.settings.paths import PROJECT_ROOT
 
 BUILTIN_ZIP = PROJECT_ROOT / "assets" / "datasets" / "chest_xray_128.zip"
@@ -28,7 +29,6 @@ _PATIENT_RE = re.compile(r"^(person\d+|(?:NORMAL\d*-)?IM-\d+)", re.IGNORECASE)
 
 DECODE_CHUNK = 256  # images decoded between two progress reports and cancellation checks
 
-ProgressFn = Callable[[int, int], None]
 
 
 # ----------------------------------------------------------------------------- file names
@@ -100,11 +100,11 @@ class _Watch:
         """`count` files listed so far (a total of 0 says the total is not known yet)."""
         self.check()
         if self.progress:
-            self.progress(count, 0)
+            self.progress(count, 0, f"Listing files: {count:,} found")
 
     def decoded(self, done: int, total: int) -> None:
         if self.progress:
-            self.progress(done, total)
+            self.progress(done, total, f"Decoding images: {done:,} of {total:,}")
 
     def check(self) -> None:
         if self.cancelled():

@@ -10,7 +10,6 @@ size and colour mode. Splits are rebuilt from each run's config exactly as train
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -18,6 +17,7 @@ from core.ml import metrics as metrics_lib
 from core.ml import intervals as intervals_lib
 from core.ml.inference import load_model
 from core.ml.data_pipeline import load_data
+from core.progress import ProgressFn, within
 from core.settings.config import TrainConfig
 from core.store.run_folder import Run
 
@@ -28,7 +28,6 @@ TEST_SET_SETTINGS = (
     ("val_fraction", "validation fraction"), ("test_fraction", "test fraction"),
     ("split_seed", "split seed"), ("cv_folds", "cross-validation folds"),
 )
-Progress = Callable[[str, float], None]  # (message, share done 0-1)
 
 
 class CommonSplitError(ValueError):
@@ -112,7 +111,7 @@ def _split_key(config: dict) -> tuple:
     return tuple(repr(test_setting(config, key)) for key in keys)
 
 
-def common_test_set(configs: dict[str, dict], reference: str, progress: Progress | None = None) -> CommonTestSet:
+def common_test_set(configs: dict[str, dict], reference: str, progress: ProgressFn | None = None) -> CommonTestSet:
     """The reference run's test images whose patients no run trained or validated on, and
     which every run's dataset holds. Raises CommonSplitError when nothing is left."""
     if reference not in configs:
@@ -120,7 +119,7 @@ def common_test_set(configs: dict[str, dict], reference: str, progress: Progress
     splits, built = {}, {}
     for i, (label, config) in enumerate(configs.items()):
         if progress:
-            progress(f"Rebuilding the split of {label}", i / max(1, len(configs)))
+            progress(i, len(configs), f"Rebuilding the split of {label}")
         key = _split_key(config)  # runs differing only in image size or model share one split
         if key not in built:
             built[key] = run_split(config)
@@ -170,7 +169,7 @@ def score_run(run: Run, files: list[str], n_resamples: int = 500) -> dict:
             "images": len(rows), "patients": int(len(np.unique(patients)))}
 
 
-def score_runs(runs: dict[str, Run], reference: str, progress: Progress | None = None,
+def score_runs(runs: dict[str, Run], reference: str, progress: ProgressFn | None = None,
                n_resamples: int = 500) -> dict:
     """Score every run on the common test set built from `reference`'s test patients.
 
@@ -180,15 +179,14 @@ def score_runs(runs: dict[str, Run], reference: str, progress: Progress | None =
     for label, run in runs.items():
         if not run.has_model():
             raise CommonSplitError(f"{label} has no saved model, so it cannot be scored")
-    test_set = common_test_set(configs, reference,
-                               (lambda m, f: progress(m, 0.3 * f)) if progress else None)
+    test_set = common_test_set(configs, reference, within(progress, 0.0, 0.3))
     scores = {}
     for i, (label, run) in enumerate(runs.items()):
         if progress:
-            progress(f"Scoring {label} on {len(test_set.files)} images", 0.3 + 0.7 * i / len(runs))
+            progress(0.3 + 0.7 * i / len(runs), 1.0, f"Scoring {label} on {len(test_set.files)} images")
         scores[label] = score_run(run, test_set.files, n_resamples)
     if progress:
-        progress("Done", 1.0)
+        progress(1.0, 1.0, "Done")
     return {"test_set": test_set, "scores": scores}
 
 

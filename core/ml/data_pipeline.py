@@ -17,7 +17,7 @@ from core.settings.config import TrainConfig
 def load_data(config: TrainConfig, progress: Progress | None = None, cancel=None):
     """The dataset and its split for `config` (decoded images come from the disk cache when present,
     memory-mapped). `cancel` (a callable) stops a load that decodes: data_lib.LoadCancelled."""
-    report = (lambda done, total: progress.update(load_done=done, load_total=total)) if progress else None
+    report = (lambda done, total, message: progress.update(load_done=done, load_total=total)) if progress else None
     dataset = data_lib.load_dataset(config.data_source, config.data_path or None, config.task,
                                     config.image_size, config.channels, progress=report, cancel=cancel,
                                     options=FormatOptions.from_settings(config))
