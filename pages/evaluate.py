@@ -175,8 +175,9 @@ def downloads(run) -> None:
 def perceptron_pictures(run_path: str, modified: float) -> list:
     """One picture per class of a perceptron run's weights (`modified` refreshes the cache)."""
     from core.ml import models
+    from core.ml.inference import load_model
     from core.store.run_folder import Run
-    return weight_images.class_pictures(models.class_weight_images(Run(run_path).load_model()))
+    return weight_images.class_pictures(models.class_weight_images(load_model(Run(run_path))))
 
 
 def perceptron_weights(run) -> None:
