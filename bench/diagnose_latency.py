@@ -28,13 +28,15 @@ TARGET_S = 0.5
 
 def find_or_train_run(run_dir: str | None, scratch: Path):
     from core.ml.diagnosis import diagnosable_runs
-    from core.store.runs import Run, RunStore
+    from core.store.run_folder import Run
+    from core.store.runs import RunStore
     if run_dir:
         return Run(Path(run_dir))
     runs = [r for r in diagnosable_runs(RunStore()) if r.config().get("image_size") == 128]
     if runs:
         return runs[0]
-    from core.ml.training import TrainConfig, execute_run
+    from core.ml.training import execute_run
+    from core.settings.config import TrainConfig
     print("no finished 128 px run: training a 1-epoch seed_cnn on the built-in set ...", flush=True)
     config = TrainConfig(arch="seed_cnn", image_size=128, epochs=1, batch_size=64, name="latency-bench")
     run = RunStore(scratch).create(config.to_dict(), name="latency-bench")
@@ -46,7 +48,7 @@ def find_or_train_run(run_dir: str | None, scratch: Path):
 
 def test_jpeg(size: int = 1024) -> bytes:
     """A real built-in X-ray, upscaled to size x size, as a JPEG."""
-    from core.data.datasets import BUILTIN_ZIP
+    from core.data.sources import BUILTIN_ZIP
     with zipfile.ZipFile(BUILTIN_ZIP) as archive:
         name = next(n for n in sorted(archive.namelist()) if n.lower().endswith(".jpeg"))
         image = Image.open(io.BytesIO(archive.read(name))).convert("L").resize((size, size), Image.Resampling.BICUBIC)
@@ -61,7 +63,7 @@ def time_once(diagnoser, data: bytes) -> dict:
 
     from core.data.imaging import resize_to_model
     from core.ml.diagnosis import decode_upload
-    from core.ml.explain import overlay
+    from core.ml.maps import overlay
     from core.ml.ood import assess
     stages, started = {}, time.perf_counter()
     image = decode_upload(data, "bench.jpg")

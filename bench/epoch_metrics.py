@@ -1,6 +1,6 @@
 """Cost of the per-epoch validation AUC and macro-F1 against plain training.
 
-Training validates once per epoch with `core.ml.training.ValidationScorer`: one prediction of the
+Training validates once per epoch with `core.ml.callbacks.ValidationScorer`: one prediction of the
 validation rows gives Keras' val_loss and val_accuracy and the AUC and macro-F1, in place of Keras'
 own validation pass. This measures, on one model and the same data, interleaved round by round so
 a drift of the machine hits all of them:
@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.ml import training  # noqa: E402
+from core.ml import callbacks, data_pipeline, training  # noqa: E402
 from core.settings.config import TrainConfig  # noqa: E402
 
 
@@ -44,17 +44,17 @@ def main(argv=None) -> None:
 
     from core.ml import models
     config = TrainConfig(arch=args.arch, image_size=args.image_size).validate()
-    dataset, split = training.load_data(config)
+    dataset, split = data_pipeline.load_data(config)
     keras.utils.set_random_seed(config.seed)
     training.configure_devices()
-    pipeline = training.choose_data_pipeline(config, dataset)
+    pipeline = data_pipeline.choose_data_pipeline(config, dataset)
     classes = len(dataset.class_names)
-    train_ds = training.split_batches(dataset, split.train, classes, config.batch_size, True, config.seed, pipeline)
-    val_ds = training.split_batches(dataset, split.val, classes, config.batch_size, False, config.seed, pipeline)
+    train_ds = data_pipeline.split_batches(dataset, split.train, classes, config.batch_size, True, config.seed, pipeline)
+    val_ds = data_pipeline.split_batches(dataset, split.val, classes, config.batch_size, False, config.seed, pipeline)
     model = models.build_model(config.arch, config.image_size, config.channels, classes, params=config.arch_params,
                                dropout=config.dropout)
     training._compile(model, config, config.learning_rate)
-    scorer = training.ValidationScorer(dataset, split.val, config.batch_size, pipeline)
+    scorer = callbacks.ValidationScorer(dataset, split.val, config.batch_size, pipeline)
     print(f"{config.arch} at {config.image_size} px, {pipeline} pipeline: {len(split.train)} training and "
           f"{len(split.val)} validation images", flush=True)
     model.fit(train_ds, epochs=1, verbose=0)  # warm-up: tracing of every function timed below

@@ -34,7 +34,8 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.data.datasets import BUILTIN_ZIP, load_dataset, patient_id  # noqa: E402
+from core.data.datasets import load_dataset  # noqa: E402
+from core.data.sources import BUILTIN_ZIP, patient_id  # noqa: E402
 from core.ml import calibration as calibration_lib
 from core.ml import curves as curves_lib
 from core.ml import intervals as intervals_lib

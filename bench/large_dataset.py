@@ -88,9 +88,8 @@ def synthetic_folder(root: Path, n_images: int, size: int, fmt: str) -> Path:
 def load_with_progress(root: Path, size: int):
     from core.data.datasets import load_dataset
 
-    def progress(done, total):
-        text = f"decoding {done:,} / {total:,}" if total else f"listing {done:,} files"
-        print(f"\r{text}        ", end="", flush=True)
+    def progress(done, total, message):
+        print(f"\r{message}        ", end="", flush=True)
 
     started = time.perf_counter()
     dataset = load_dataset("folder", root, image_size=size, channels=1, progress=progress)

@@ -27,10 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def find_or_train_run(run_dir: str | None, scratch: Path):
-    from core.store.runs import Run, RunStore
+    from core.store.run_folder import Run
+    from core.store.runs import RunStore
     if run_dir:
         return Run(Path(run_dir))
-    from core.ml.training import TrainConfig, execute_run
+    from core.ml.training import execute_run
+    from core.settings.config import TrainConfig
     print("training a 3-epoch 64 px seed_cnn on the built-in set ...", flush=True)
     config = TrainConfig(arch="seed_cnn", image_size=64, epochs=3, name="saliency-bench")
     run = RunStore(scratch).create(config.to_dict(), name="saliency-bench")
@@ -52,13 +54,13 @@ def lung_share(heatmap: np.ndarray, mask: np.ndarray) -> float:
 
 
 def measure(explainer, images: np.ndarray, predicted: np.ndarray, method: str, sanity: bool) -> dict:
-    from core.ml import explain
+    from core.ml import explain, maps, saliency_graph
     mask = lung_fields(images.shape[1])
-    registered, stretched = explainer.grid, explain.stretched_grid(explainer.grid.cells, explainer.grid.size)
+    registered, stretched = explainer.grid, saliency_graph.stretched_grid(explainer.grid.cells, explainer.grid.size)
     empty, shares, old_shares, rhos = [], [], [], []
     for pixels, target in zip(images, predicted):
         heatmap = explainer.heatmap(pixels, method, int(target))
-        empty.append(explain.is_empty_map(heatmap))
+        empty.append(maps.is_empty_map(heatmap))
         if empty[-1]:
             continue
         shares.append(lung_share(heatmap, mask))
@@ -79,9 +81,10 @@ def main(argv=None) -> int:
     parser.add_argument("--run", help="a run folder (default: train a 3-epoch 64 px seed_cnn)")
     parser.add_argument("--images", type=int, default=150)
     args = parser.parse_args(argv)
-    from core.ml import explain
+    from core.ml import explain, maps
     from core.ml.inference import load_model
-    from core.ml.training import TrainConfig, load_data
+    from core.ml.data_pipeline import load_data
+    from core.settings.config import TrainConfig
     with tempfile.TemporaryDirectory() as scratch:
         run = find_or_train_run(args.run, Path(scratch))
         dataset, split = load_data(TrainConfig.from_dict(run.config()))
@@ -108,12 +111,12 @@ def main(argv=None) -> int:
         placement = ("" if result["lungs_stretched"] is None else f"{result['lungs_stretched']:.2f} stretched -> ")
         print(f"{explain.METHODS[method]:16s} empty {result['empty'].mean():.2f} ({per_class}); lung share "
               f"{placement}{result['lungs']:.2f}; randomisation: "
-              f"median rho {np.median(rhos):.2f}, changed {np.mean(rhos < explain.SANITY_RHO_LIMIT):.2f}")
+              f"median rho {np.median(rhos):.2f}, changed {np.mean(rhos < maps.SANITY_RHO_LIMIT):.2f}")
     shown = [explain.heatmap_with_fallback(explainer, pixels, int(t))[1] for pixels, t in zip(images, predicted)]
     print("with the automatic fallback: " + ", ".join(f"{explain.METHODS[m]} {shown.count(m)}"
                                                        for m in explain.CAM_METHODS))
     if len(names) == 2:
-        empty = np.array([[explain.is_empty_map(explainer.heatmap(p, "gradcam", c)) for c in (0, 1)] for p in images])
+        empty = np.array([[maps.is_empty_map(explainer.heatmap(p, "gradcam", c)) for c in (0, 1)] for p in images])
         print(f"Grad-CAM empty for {names[0]} {empty[:, 0].mean():.2f}, for {names[1]} {empty[:, 1].mean():.2f}, "
               f"for exactly one of the two {np.mean(empty[:, 0] != empty[:, 1]):.2f}")
     return 0

@@ -23,15 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.ml.training import (
-    TrainConfig,
-    _compile,
-    configure_devices,
-    learning_rate_schedule,  # noqa: E402
-    load_data,
-    make_tf_dataset,
-)
-from core.store.runs import ACTIVE_STATES, RunStore  # noqa: E402
+from core.ml.data_pipeline import load_data, make_tf_dataset  # noqa: E402
+from core.ml.training import _compile, configure_devices, learning_rate_schedule  # noqa: E402
+from core.settings.config import TrainConfig  # noqa: E402
+from core.store.run_folder import ACTIVE_STATES  # noqa: E402
+from core.store.runs import RunStore
 from core.workers.manager import JobManager  # noqa: E402
 
 PROGRESS_POLL_S = 0.02

@@ -1,11 +1,12 @@
 """The one way files are written: to a unique temp file beside the target, flushed to disk, then
 renamed over it, so a reader never sees half a file (nor, after a crash, an empty one) and two
-writers never share a temp file. And the one way results
-become JSON: `json_ready`. `locked` keeps readers of several files (a SavedModel folder) apart from
+writers never share a temp file (`write_json`, `write_text`; `read_json` reads one back). And the
+one way results become JSON: `json_ready`. `locked` keeps readers of several files (a SavedModel folder) apart from
 the work that replaces them."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -74,3 +75,21 @@ def json_ready(value):
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def write_json(path: Path, data) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(json_ready(data), indent=2))
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def read_json(path: Path, default=None):
+    """The file's JSON, or `default` when it is missing or not JSON (bad bytes included)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return default

@@ -175,10 +175,6 @@ def main() -> None:
     load_report(dataset)
 
 
-def load_progress_text(done: int, total: int) -> str:
-    return f"Decoding images: {done:,} of {total:,}" if total else f"Listing files: {done:,} found"
-
-
 def cancel_loading(args: tuple) -> None:
     st.session_state[CANCELLED_KEY] = args
 
@@ -192,8 +188,7 @@ def decode_with_progress(settings: dict, args: tuple) -> None:
     ends this script run inside the progress callback; the decoding cleans up after itself."""
     bar = st.progress(0.0, text="Looking for the dataset's decoded images…")
     st.button("Cancel loading", key="ds_cancel_load_button", on_click=cancel_loading, args=(args,))
-    common.decode_into_cache(settings, lambda done, total: bar.progress(
-        done / total if total else 0.0, text=load_progress_text(done, total)))
+    common.decode_into_cache(settings, common.progress_bar(bar))
     bar.empty()
 
 

@@ -10,7 +10,7 @@ import threading
 import streamlit as st
 
 from core.ml import diagnosis as dx
-from core.ml import explain
+from core.ml import explain, maps, saliency_graph
 from core.present import diagnose as present
 from ui import common
 
@@ -19,7 +19,7 @@ CLINICAL_NOTE = "Research tool, not for clinical use: this is not a medical diag
 LINKED_RUN_KEY = "diagnose_linked_run"  # the ?run= already followed (not a widget: no diag_ prefix)
 SANITY_HELP = ("Adebayo et al. (2018), \"Sanity checks for saliency maps\": the same map is computed for a copy "
                "of the model whose classifier head has random weights, and the two maps are compared by their "
-               f"Spearman rank correlation ρ. A map that stays alike (ρ ≥ {explain.SANITY_RHO_LIMIT}) does not "
+               f"Spearman rank correlation ρ. A map that stays alike (ρ ≥ {maps.SANITY_RHO_LIMIT}) does not "
                "depend on what the model learned: it shows the image's structure, not evidence.")
 
 
@@ -103,7 +103,7 @@ def choose_explanation(diagnoser: dx.Diagnoser):
     reset_stale_choice("diag_method", methods, methods[0])
     reset_stale_choice("diag_class", [PREDICTED, *diagnoser.class_names], PREDICTED)
     method = columns[0].selectbox("Heatmap method", methods, format_func=explain.METHODS.get, key="diag_method")
-    common.init_widget("diag_opacity", explain.DEFAULT_OPACITY)
+    common.init_widget("diag_opacity", maps.DEFAULT_OPACITY)
     opacity = columns[1].slider("Heatmap opacity", 0.0, 1.0, step=0.05, key="diag_opacity")
     target = columns[2].selectbox("Explain class", [PREDICTED, *diagnoser.class_names], key="diag_class")
     if diagnoser.explainer.cam_unavailable:
@@ -135,14 +135,14 @@ def show_heatmap(run_key: tuple, result: dx.Diagnosis, digest: str, controls: pr
     target = controls.class_name or result.predicted
     try:
         explanation = cached_explanation(*run_key, digest, controls.method, target, controls.feature_layer, result)
-    except explain.ExplainError as exc:
+    except saliency_graph.ExplainError as exc:
         st.info(str(exc), icon=":material/info:")
         return
     if explanation.empty:
         st.info(explain.empty_map_message(explanation.requested, target, list(result.probabilities)),
                 icon=":material/info:")
         return
-    st.image(explain.overlay(shown, explanation.heatmap, controls.opacity), width="stretch",
+    st.image(maps.overlay(shown, explanation.heatmap, controls.opacity), width="stretch",
              caption=explanation.caption(result.predicted))
     if explanation.method != explanation.requested:
         st.caption(explain.empty_map_message(explanation.requested, target, list(result.probabilities)))

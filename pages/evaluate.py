@@ -24,7 +24,7 @@ LINKED_RUN_KEY = "evaluate_linked_run"  # the ?run= already followed (not a widg
 @st.cache_data(show_spinner=False, max_entries=32)
 def curves(run_path: str, split: str, modified: float) -> dict:
     """Threshold-free curves of a run's saved predictions (`modified` refreshes the cache)."""
-    from core.store.runs import Run
+    from core.store.run_folder import Run
     predictions = Run(run_path).predictions(split)
     return curves_lib.evaluate_predictions(predictions["probabilities"], predictions["labels"],
                                             predictions["class_names"])
@@ -33,7 +33,7 @@ def curves(run_path: str, split: str, modified: float) -> dict:
 @st.cache_data(show_spinner="Bootstrapping patients…", max_entries=32)
 def intervals(run_path: str, split: str, threshold: float | None, modified: float) -> dict:
     """95% patient-bootstrap intervals of the headline numbers at `threshold`."""
-    from core.store.runs import Run
+    from core.store.run_folder import Run
     p = Run(run_path).predictions(split)
     return intervals_lib.bootstrap_intervals(p["probabilities"], p["labels"], p["class_names"], p["patient_ids"],
                                            threshold)
@@ -42,7 +42,7 @@ def intervals(run_path: str, split: str, threshold: float | None, modified: floa
 @st.cache_data(show_spinner=False, max_entries=32)
 def calibration_report(run_path: str, split: str, modified: float) -> dict | None:
     """Temperature scaling fitted on validation, applied to `split`; None without validation predictions."""
-    from core.store.runs import Run
+    from core.store.run_folder import Run
     run = Run(run_path)
     val, shown = run.predictions("val"), run.predictions(split)
     return None if val is None else calibration_lib.temperature_report(val, shown)
@@ -176,7 +176,7 @@ def perceptron_pictures(run_path: str, modified: float) -> list:
     """One picture per class of a perceptron run's weights (`modified` refreshes the cache)."""
     from core.ml import models
     from core.ml.inference import load_model
-    from core.store.runs import Run
+    from core.store.run_folder import Run
     return weight_images.class_pictures(models.class_weight_images(load_model(Run(run_path))))
 
 

@@ -28,7 +28,8 @@ import pytest
 from core.ml import metrics as metrics_lib
 from core.settings.config import TrainConfig
 from core.store import runs
-from core.store.runs import Run, RunStore
+from core.store.run_folder import Run
+from core.store.runs import RunStore
 from core.workers import service
 from core.workers.manager import JobManager
 from tests.synthetic import make_chest_folder

@@ -17,7 +17,7 @@ BOMB_SIDE = 20_000  # 400 megapixels of one colour: a few tens of KB as a 1-bit 
 
 def real_xray(folder: Path) -> Path:
     """The first PNEUMONIA JPEG of the built-in set, as its own file."""
-    from core.data.datasets import BUILTIN_ZIP
+    from core.data.sources import BUILTIN_ZIP
     with zipfile.ZipFile(BUILTIN_ZIP) as archive:
         name = next(n for n in sorted(archive.namelist()) if "/PNEUMONIA/" in n and n.endswith(".jpeg"))
         path = folder / Path(name).name

@@ -66,7 +66,7 @@ def test_home_lists_the_queue_and_recent_runs(mixed_runs):
 
 
 def test_home_says_the_time_left_of_each_run_and_of_the_queue(mixed_runs, make_run):
-    from core.store.runs import write_json
+    from core.files import write_json
     write_json(mixed_runs["running"].progress_path, {"phase": "training", "eta_s": 95.0})
     make_run("queued", name="next", epochs=3, image_size=32)  # as the finished runs: 3 epochs of 2 s in 30 s
     at = open_page("pages/home.py")

@@ -170,7 +170,7 @@ def test_every_bad_file_becomes_an_error_result_and_the_diagnoser_keeps_working(
 
 @pytest.mark.parametrize("case", list(ACCEPTED))
 def test_odd_images_are_diagnosed_and_explained_at_their_own_size(diagnoser, case):
-    from core.ml.explain import overlay
+    from core.ml.maps import overlay
     name, make, _ = ACCEPTED[case]
     result = diagnoser.diagnose(make(), name)
     assert result.ok, result.error

@@ -31,7 +31,8 @@ RUN_BOX = "Run (default: best test AUC)"
 @pytest.fixture
 def trained_runs(tmp_path, monkeypatch):
     """A runs folder with a seed_cnn (32 px, 2 epochs) and an mlp (32 px, 1 epoch), trained for real."""
-    from core.ml.training import TrainConfig, execute_run
+    from core.ml.training import execute_run
+    from core.settings.config import TrainConfig
     from core.store.runs import RunStore
     monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
     runs_dir = tmp_path / "runs"
@@ -53,9 +54,9 @@ def dashboard(trained_runs, tmp_path):
 
 def xray_file(folder: Path, runs_dir: Path) -> Path:
     """A real pneumonia X-ray from the built-in set whose Grad-CAM (with the CNN run) is not empty."""
-    from core.data.datasets import BUILTIN_ZIP
+    from core.data.sources import BUILTIN_ZIP
     from core.ml.diagnosis import Diagnoser
-    from core.ml.explain import is_empty_map
+    from core.ml.maps import is_empty_map
     from core.store.runs import RunStore
     cnn = next(run for run in RunStore(runs_dir).list() if run.config()["arch"] == "seed_cnn")
     diagnoser = Diagnoser(cnn.path)

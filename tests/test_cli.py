@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data.datasets import BUILTIN_ZIP
+from core.data.sources import BUILTIN_ZIP
 from core.ml.metrics import predict_with_threshold
 
 ROOT = Path(__file__).resolve().parents[1]

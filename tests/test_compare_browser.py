@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from core.ml.training import TrainConfig, execute_run
+from core.ml.training import execute_run
+from core.settings.config import TrainConfig
 from core.store.runs import RunStore
 from tests.browser_support import (
     STEP_TIMEOUT_MS,

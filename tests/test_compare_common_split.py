@@ -6,7 +6,8 @@ import pytest
 from core.ml import common_split
 from core.ml import metrics as metrics_lib
 from core.ml import intervals as intervals_lib
-from core.ml.training import TrainConfig, execute_run
+from core.ml.training import execute_run
+from core.settings.config import TrainConfig
 from core.store.runs import RunStore
 
 TINY = dict(arch="seed_cnn", batch_size=128, epochs=1, arch_params={"dense_units": 8}, early_stopping=False)
@@ -78,7 +79,7 @@ def test_runs_sharing_a_split_keep_the_whole_reference_test_set(trained):
 @pytest.mark.slow
 def test_scores_every_run_on_the_same_images_at_its_own_size(trained):
     messages = []
-    result = common_split.score_runs(trained, "small", lambda text, share: messages.append((text, share)),
+    result = common_split.score_runs(trained, "small", lambda done, total, text: messages.append((text, done / total)),
                                      n_resamples=50)
     files = result["test_set"].files
     scores = result["scores"]

@@ -123,12 +123,12 @@ def test_each_batchs_value_is_recovered_from_running_means_weighted_by_batch_siz
 
 
 def charts_free_recovery(running, sizes):
-    from core.ml.training import own_batch_values
+    from core.ml.callbacks import own_batch_values
     return own_batch_values(running, sizes)
 
 
 def test_batch_sizes_end_with_the_short_batch():
-    from core.ml.training import batch_sizes
+    from core.ml.callbacks import batch_sizes
     assert batch_sizes(10, 4) == [4, 4, 2] and batch_sizes(8, 4) == [4, 4]
 
 
@@ -138,7 +138,7 @@ def test_batches_json_holds_each_batchs_own_loss_and_accuracy_as_computed_direct
     with the model; the JobCallback must recover exactly these from Keras' running means."""
     import keras
 
-    from core.ml import training
+    from core.ml import callbacks, run_control, training
     rng = np.random.default_rng(0)
     x = rng.normal(size=(10, 6)).astype(np.float32)
     labels = rng.integers(0, 3, size=10)
@@ -148,9 +148,9 @@ def test_batches_json_holds_each_batchs_own_loss_and_accuracy_as_computed_direct
     config = TrainConfig(learning_rate=0.0)
     training._compile(model, config, 0.0)
     run = RunStore(tmp_path).create(config.to_dict(), queued=False)
-    scoring = training.EpochScoring(train_examples=10, learning_rate=0.0)
-    callback = training._make_job_callback(run, training.RunControl(), steps_per_epoch=3, batch_size=4,
-                                           total_epochs=1, monitor="loss", scoring=scoring)
+    scoring = callbacks.EpochScoring(train_examples=10, learning_rate=0.0)
+    callback = callbacks._make_job_callback(run, run_control.RunControl(), steps_per_epoch=3, batch_size=4,
+                                            total_epochs=1, monitor="loss", scoring=scoring)
     model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
     rows = run.first_epoch_batches()
     assert [r["batch"] for r in rows] == [1, 2, 3]
@@ -166,7 +166,7 @@ def test_batches_json_holds_each_batchs_own_loss_and_accuracy_as_computed_direct
 def test_first_epoch_rows_leave_accuracy_out_under_class_weights_and_follow_the_schedule():
     from keras.optimizers import schedules
 
-    from core.ml.training import first_epoch_rows
+    from core.ml.callbacks import first_epoch_rows
     logged = {0: {"loss": 1.0, "accuracy": 0.5}, 1: {"loss": 0.8, "accuracy": 0.5}}
     schedule = schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)
     rows = first_epoch_rows(logged, examples=6, batch_size=4, learning_rate=schedule, class_weighted=True)
@@ -274,7 +274,7 @@ def test_the_train_pages_live_curves_offer_any_curve_smoothed_and_on_a_log_scale
 
 
 def test_compare_curves_mix_an_old_run_and_a_new_one_with_every_control(app_env, make_run):
-    from core.store.runs import write_json
+    from core.files import write_json
     from tests.apptest_support import assert_clean, open_page, texts
     make_run("done", name="old", seed=1, image_size=32)
     new = make_run("done", name="new", seed=2, image_size=32)

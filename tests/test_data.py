@@ -4,8 +4,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from core.data import datasets as data
-from core.data.datasets import DataError, load_dataset, load_summary, make_split
+from core.data import sources as data
+from core.data.datasets import DataError, load_dataset, load_summary
+from core.data.splits import make_split
 from tests.synthetic import jpeg_bytes, make_chest_folder
 
 # ----------------------------------------------------------------------------- file names
@@ -42,8 +43,8 @@ def test_builtin_binary_matches_the_data_readme():
 def test_a_second_load_reads_the_cache_and_decodes_nothing(tmp_path, private_cache):
     root = make_chest_folder(tmp_path / "xrays")
     decoded, decoded_again = [], []
-    first = load_dataset("folder", root, image_size=32, progress=lambda done, total: decoded.append(done))
-    again = load_dataset("folder", root, image_size=32, progress=lambda done, total: decoded_again.append(done))
+    first = load_dataset("folder", root, image_size=32, progress=lambda done, total, message: decoded.append(done))
+    again = load_dataset("folder", root, image_size=32, progress=lambda done, total, message: decoded_again.append(done))
     assert decoded[-1] == len(first) == 24 and decoded_again == []
     assert again.report.from_cache and not first.report.from_cache and list(private_cache.glob("*.npy"))
     np.testing.assert_array_equal(again.images, first.images)
@@ -72,12 +73,12 @@ def test_a_cache_written_before_decode_times_were_kept_still_loads(tmp_path, pri
 def test_builtin_subtype_counts_and_second_load_decodes_nothing(private_cache):
     decoded, decoded_again = [], []
     ds = load_dataset("builtin", task="subtype", image_size=64, channels=3,
-                      progress=lambda done, total: decoded.append(done))
+                      progress=lambda done, total, message: decoded.append(done))
     assert ds.class_names == ["normal", "bacterial", "viral"]
     assert ds.class_counts() == {"normal": 1215, "bacterial": 2151, "viral": 1122}
     assert ds.images.shape == (4488, 64, 64, 3)
     again = load_dataset("builtin", task="subtype", image_size=64, channels=3,
-                         progress=lambda done, total: decoded_again.append(done))
+                         progress=lambda done, total, message: decoded_again.append(done))
     assert decoded and max(decoded) == 4488 and decoded_again == []  # read from the cache, not decoded
     assert again.report.from_cache and not ds.report.from_cache
     np.testing.assert_array_equal(again.images, ds.images)

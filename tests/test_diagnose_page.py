@@ -20,7 +20,8 @@ from tests.conftest import copy_run
 def runs_root(tmp_path_factory, tiny_run):
     """A run store with finished 32 px runs trained for real, one epoch each: a copy of the session's
     seed_cnn (tiny_run) and an mlp."""
-    from core.ml.training import TrainConfig, execute_run
+    from core.ml.training import execute_run
+    from core.settings.config import TrainConfig
     from core.store.runs import RunStore
     root = tmp_path_factory.mktemp("runs")
     copy_run(tiny_run, root)
@@ -48,7 +49,7 @@ def select_run(app, arch: str):
 
 
 def xray_upload(index: int = 0):
-    from core.data.datasets import BUILTIN_ZIP
+    from core.data.sources import BUILTIN_ZIP
     with zipfile.ZipFile(BUILTIN_ZIP) as archive:
         name = sorted(n for n in archive.namelist() if n.lower().endswith(".jpeg"))[index]
         return name.rsplit("/", 1)[-1], archive.read(name), "image/jpeg"
@@ -150,8 +151,8 @@ def test_changing_the_run_after_an_upload_keeps_the_files_and_diagnoses_them_aga
 
 def xray_with_empty_gradcam(runs_root) -> tuple:
     """A built-in X-ray whose Grad-CAM for the predicted class is empty with the seed_cnn run."""
-    from core.data.datasets import BUILTIN_ZIP
-    from core.ml.explain import is_empty_map
+    from core.data.sources import BUILTIN_ZIP
+    from core.ml.maps import is_empty_map
     from core.store.runs import RunStore
     run = next(r for r in RunStore(runs_root).list() if r.config()["arch"] == "seed_cnn")
     diagnoser = dx.Diagnoser(run.path)
@@ -315,8 +316,10 @@ def test_best_run_prefers_test_auc_then_macro_f1(tmp_path):
 @pytest.mark.slow  # trains an mlp (runs_root)
 def test_the_evaluate_gallery_falls_back_to_hirescam_and_says_so(runs_root):
     from core.data.imaging import displayable
-    from core.ml.explain import explainer_for_run, is_empty_map, predicted_class
-    from core.ml.training import TrainConfig, load_data
+    from core.ml.explain import explainer_for_run, predicted_class
+    from core.ml.maps import is_empty_map
+    from core.ml.data_pipeline import load_data
+    from core.settings.config import TrainConfig
     from core.present import review
     from core.store.runs import RunStore
     runs = {run.config()["arch"]: run for run in RunStore(runs_root).list()}

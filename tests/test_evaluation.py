@@ -91,7 +91,8 @@ def scanner_shifted(images: np.ndarray) -> np.ndarray:
 
 
 def test_a_scanner_shift_moves_brightness_and_contrast_and_the_same_source_does_not():
-    from core.data.datasets import load_dataset, make_split
+    from core.data.datasets import load_dataset
+    from core.data.splits import make_split
     from core.ml.external import acquisition_shift
     dataset = load_dataset("builtin", image_size=32)
     split = make_split(dataset, 0.15, 0.15, seed=42)
@@ -115,7 +116,7 @@ def real_xrays(count: int, size: int = 64) -> tuple[list, np.ndarray]:
 
     from PIL import Image
 
-    from core.data.datasets import BUILTIN_ZIP, patient_id
+    from core.data.sources import BUILTIN_ZIP, patient_id
     pictures, patients = [], set()
     with zipfile.ZipFile(BUILTIN_ZIP) as archive:
         for name in sorted(archive.namelist())[::7]:
@@ -229,7 +230,7 @@ def test_one_run_shows_one_accuracy_under_one_label_on_runs_evaluate_and_its_car
 def test_a_small_external_set_gets_honest_intervals_and_names_its_threshold(app_env, tiny_run_copy):
     from core.ml.external import internal_test, scored
     from core.files import json_ready
-    from core.store.runs import write_json
+    from core.files import write_json
     run, threshold = tiny_run_copy, tiny_run_copy.summary()["threshold"]
     # 24 images of 24 patients the model gets all right, scored at the run's threshold as evaluate_external does
     scores = np.r_[np.full(12, 0.02), np.full(12, 0.98)]

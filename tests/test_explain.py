@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.ml import explain
-from core.ml.explain import Explainer, ExplainError
+from core.ml import explain, maps, saliency_graph
+from core.ml.explain import Explainer
+from core.ml.saliency_graph import ExplainError
 from core.ml.inference import load_model
 
 SIZE = 32
@@ -60,7 +61,7 @@ def test_maps_peak_on_the_bright_square(square_explainer, method):
     hits = 0
     for image, (row, col) in zip(images, corners):
         # rendered at twice the model size, as for an original image larger than the model input
-        heat = explain.resize_map(square_explainer.heatmap(image, method, class_index=1), (2 * SIZE, 2 * SIZE))
+        heat = maps.resize_map(square_explainer.heatmap(image, method, class_index=1), (2 * SIZE, 2 * SIZE))
         assert heat.shape == (2 * SIZE, 2 * SIZE) and np.isfinite(heat).all()
         peak_row, peak_col = np.unravel_index(np.argmax(heat), heat.shape)
         # within the square, allowing half a feature-map cell (4 px at model size) of blur
@@ -74,7 +75,7 @@ def test_heat_is_concentrated_on_the_square(square_explainer):
     images, corners = positives()
     for image, (row, col) in zip(images, corners):
         heat = square_explainer.heatmap(image, "gradcam", class_index=1)
-        heat = explain.resize_map(heat, (SIZE, SIZE))
+        heat = maps.resize_map(heat, (SIZE, SIZE))
         mask = np.zeros(heat.shape, dtype=bool)
         mask[row:row + SQUARE, col:col + SQUARE] = True
         assert heat[mask].mean() > 2 * heat[~mask].mean()
@@ -82,8 +83,8 @@ def test_heat_is_concentrated_on_the_square(square_explainer):
 
 @pytest.mark.slow
 def test_the_feature_map_is_found_automatically_and_can_be_overridden(square_model):
-    assert explain.default_feature_layer(square_model) in explain.feature_map_candidates(square_model)
-    first_conv = next(layer.name for layer in square_model.layers if explain.has_conv_layer_type(layer))
+    assert saliency_graph.default_feature_layer(square_model) in saliency_graph.feature_map_candidates(square_model)
+    first_conv = next(layer.name for layer in square_model.layers if saliency_graph.has_conv_layer_type(layer))
     explainer = Explainer(square_model, feature_layer=first_conv)
     heat = explainer.heatmap(positives()[0][0], "gradcam", 1)
     assert heat.shape == (SIZE, SIZE)  # the first conv keeps the full resolution ("same" padding)
@@ -152,23 +153,23 @@ def test_overlay_keeps_the_original_resolution_and_blends_by_opacity():
     original = Image.fromarray(np.full((50, 70), 100, np.uint8))  # 70 wide, 50 high
     heat = np.zeros((4, 4), np.float32)
     heat[0, 0] = 1.0
-    blended = explain.overlay(original, heat, opacity=0.5)
+    blended = maps.overlay(original, heat, opacity=0.5)
     assert blended.shape == (50, 70, 3) and blended.dtype == np.uint8
-    assert np.array_equal(explain.overlay(original, heat, opacity=0.0), np.full((50, 70, 3), 100, np.uint8))
-    assert np.array_equal(explain.overlay(original, heat, opacity=1.0),
-                          explain.colorize(explain.resize_map(heat, (70, 50))))
+    assert np.array_equal(maps.overlay(original, heat, opacity=0.0), np.full((50, 70, 3), 100, np.uint8))
+    assert np.array_equal(maps.overlay(original, heat, opacity=1.0),
+                          maps.colorize(maps.resize_map(heat, (70, 50))))
     with pytest.raises(ValueError, match="opacity"):
-        explain.overlay(original, heat, opacity=1.5)
+        maps.overlay(original, heat, opacity=1.5)
 
 
 def test_jet_colormap_runs_from_blue_to_red():
-    low, high = explain.colorize(np.array([[0.0, 1.0]]))[0]
+    low, high = maps.colorize(np.array([[0.0, 1.0]]))[0]
     assert low[2] > 100 and low[0] == 0 and high[0] > 100 and high[2] == 0
 
 
 def test_flat_or_non_finite_maps_normalise_to_zeros():
-    assert not explain.normalise_map(np.full((3, 3), 7.0)).any()
-    values = explain.normalise_map(np.array([[np.nan, 1.0], [np.inf, 3.0]]))
+    assert not maps.normalise_map(np.full((3, 3), 7.0)).any()
+    values = maps.normalise_map(np.array([[np.nan, 1.0], [np.inf, 3.0]]))
     assert np.isfinite(values).all() and values.max() == 1.0
 
 
@@ -192,8 +193,8 @@ def test_the_evaluate_gallery_overlay_comes_from_a_saved_run(square_model, tmp_p
 # ----------------------------------------------------------------------------- empty maps
 
 def test_empty_maps_are_recognised_and_explained():
-    assert explain.is_empty_map(np.zeros((4, 4))) and explain.is_empty_map(np.full((4, 4), 0.3))
-    assert not explain.is_empty_map(explain.normalise_map(np.arange(16.0).reshape(4, 4)))
+    assert maps.is_empty_map(np.zeros((4, 4))) and maps.is_empty_map(np.full((4, 4), 0.3))
+    assert not maps.is_empty_map(maps.normalise_map(np.arange(16.0).reshape(4, 4)))
     message = explain.empty_map_message("gradcam", "NORMAL", ["NORMAL", "PNEUMONIA"])
     assert message.startswith("The Grad-CAM map of NORMAL is empty for this image")
     assert "ReLU" in message and "mirror images" in message and "absence of what it calls PNEUMONIA" in message
@@ -204,7 +205,7 @@ def test_empty_maps_are_recognised_and_explained():
 
 
 def test_captions_name_the_method_the_class_and_the_fallback():
-    shown = explain.Explanation(np.ones((2, 2)), "hirescam", "gradcam", "NORMAL", explain.SanityCheck(0.9))
+    shown = explain.Explanation(np.ones((2, 2)), "hirescam", "gradcam", "NORMAL", maps.SanityCheck(0.9))
     assert shown.caption("NORMAL") == ("HiResCAM of NORMAL (the predicted class); Grad-CAM of NORMAL was empty "
                                        "for this image, so HiResCAM is shown")
     same = explain.Explanation(np.ones((2, 2)), "gradcam", "gradcam", "PNEUMONIA", None)
@@ -212,10 +213,10 @@ def test_captions_name_the_method_the_class_and_the_fallback():
 
 
 def test_the_sanity_verdict_says_yes_below_the_limit_and_no_above():
-    assert explain.SanityCheck(0.12).verdict() == "map changes when the model is randomised: yes (ρ = 0.12)"
-    assert explain.SanityCheck(0.94).verdict() == "map changes when the model is randomised: no (ρ = 0.94)"
-    assert explain.SanityCheck(None).changed and "map is empty" in explain.SanityCheck(None).verdict()
-    assert "**no**" in explain.SanityCheck(0.94).sentence() and "not read it as evidence" in explain.SanityCheck(0.94).sentence()
+    assert maps.SanityCheck(0.12).verdict() == "map changes when the model is randomised: yes (ρ = 0.12)"
+    assert maps.SanityCheck(0.94).verdict() == "map changes when the model is randomised: no (ρ = 0.94)"
+    assert maps.SanityCheck(None).changed and "map is empty" in maps.SanityCheck(None).verdict()
+    assert "**no**" in maps.SanityCheck(0.94).sentence() and "not read it as evidence" in maps.SanityCheck(0.94).sentence()
 
 
 # ----------------------------------------------------------------------------- a real model
@@ -225,14 +226,15 @@ def empty_gradcam_image(explainer, dataset, rows):
     for row in rows:
         pixels = dataset.images[row]
         predicted = explain.predicted_class(explainer, pixels)
-        if explain.is_empty_map(explainer.heatmap(pixels, "gradcam", predicted)):
+        if maps.is_empty_map(explainer.heatmap(pixels, "gradcam", predicted)):
             return pixels, predicted
     pytest.fail("no test image with an empty Grad-CAM for this run")
 
 
 @pytest.fixture(scope="module")
 def tiny_run_explained(tiny_run):
-    from core.ml.training import TrainConfig, load_data
+    from core.ml.data_pipeline import load_data
+    from core.settings.config import TrainConfig
     dataset, split = load_data(TrainConfig.from_dict(tiny_run.config()))
     return Explainer(load_model(tiny_run)), dataset, split.test[::3][:150]
 
@@ -253,7 +255,7 @@ def test_the_sanity_check_randomises_only_the_head_and_measures_the_rank_correla
     from scipy.stats import spearmanr
     explainer, dataset, rows = tiny_run_explained
     model, randomised = explainer.model, explainer.randomised().model
-    head = {layer.name for layer in explain.head_layers(model)}
+    head = {layer.name for layer in saliency_graph.head_layers(model)}
     assert len(head) == 2 and "logits" in head  # seed_cnn: flatten -> dense -> logits
     for trained, copy in zip(model.layers, randomised.layers):
         same = all(np.array_equal(a, b) for a, b in zip(trained.get_weights(), copy.get_weights()))
@@ -280,7 +282,7 @@ def test_feature_maps_are_placed_where_their_cells_look():
     assert hottest == {(8, 8), (8, 9), (9, 8), (9, 9)}  # around pixel 8.5, not (2, 2) where stretching put it
     assert not placed[:5].any() and not placed[:, 57:].any()  # one cell beyond the outer centres: zero
     same = Explainer(build_model("wide_cnn", SIZE, 1, 2, params={"filters": 4, "kernel_size": 3, "dropout": 0.0}))
-    stretched = explain.stretched_grid(same.grid.cells, SIZE)  # "same" padding: the cells tile the image
+    stretched = saliency_graph.stretched_grid(same.grid.cells, SIZE)  # "same" padding: the cells tile the image
     assert same.grid.first == pytest.approx(stretched.first, abs=0.6) and same.grid.step == pytest.approx(stretched.step, abs=0.1)
 
 

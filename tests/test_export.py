@@ -18,8 +18,8 @@ from core.ml import export
 from core.ml.inference import load_model
 from core.settings.architectures import ARCHITECTURES, TRANSFER_BASE_NAMES
 from core.settings.config import Augmentation, TrainConfig
-from core.store import runs
-from core.store.runs import Run
+from core.store import run_folder
+from core.store.run_folder import Run
 from tests.conftest import copy_run
 
 TOLERANCE = 1e-4  # float32 through three runtimes
@@ -30,13 +30,13 @@ EVERY_AUGMENTATION = Augmentation(rotation_degrees=10, zoom=0.1, shift=0.1, hori
 def leftovers(run: Run) -> list[str]:
     """Temp files or folders an export left in the run folder (the lock files stay, empty)."""
     return sorted(path.name for path in run.path.iterdir()
-                  if path.name.startswith(".") and path.name not in (export.EXPORT_LOCK, runs.STATUS_FILE_LOCK))
+                  if path.name.startswith(".") and path.name not in (export.EXPORT_LOCK, run_folder.STATUS_FILE_LOCK))
 
 
 def test_the_tiny_runs_exports_give_the_keras_probabilities(tiny_run, runs_dir):
     run = copy_run(tiny_run, runs_dir)
     steps = []
-    files = export.export_run(run, progress=lambda fraction, text: steps.append(fraction))
+    files = export.export_run(run, progress=lambda done, total, text: steps.append(done / total))
     assert steps[0] == 0.0 and steps[-1] == 1.0 and steps == sorted(steps)
     assert files["saved_model"] == str(run.saved_model_dir) and files["tflite"] == str(run.tflite_path)
     assert files["saved_model_bytes"] > 0 and files["tflite_bytes"] == run.tflite_path.stat().st_size > 0
@@ -65,7 +65,7 @@ def test_an_export_waits_for_one_of_the_same_run_under_way(tiny_run, runs_dir):
     steps = []
     with locked(run.path / export.EXPORT_LOCK):  # as another export of this run holds it
         worker = threading.Thread(target=export.export_run,
-                                  kwargs={"run": run, "progress": lambda fraction, text: steps.append(text)})
+                                  kwargs={"run": run, "progress": lambda done, total, text: steps.append(text)})
         worker.start()
         deadline = time.monotonic() + 120
         while steps != ["Loading model.keras"] and time.monotonic() < deadline:

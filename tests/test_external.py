@@ -10,7 +10,7 @@ from core.__main__ import main as core_main
 from core.ml import metrics as metrics_lib
 from core.ml.diagnosis import Diagnoser
 from core.ml.external import ExternalDataError, evaluate_external
-from core.store.runs import write_json
+from core.files import write_json
 from tests.conftest import PROJECT, copy_run
 from tests.synthetic import make_chest_folder
 
@@ -42,7 +42,7 @@ def predictor_metrics(run, folder) -> dict:
 
 def test_external_evaluation_agrees_with_the_predictor_and_is_saved(run, external_folder):
     steps = []
-    result = evaluate_external(run, external_folder, progress=lambda message, share: steps.append(share))
+    result = evaluate_external(run, external_folder, progress=lambda done, total, message: steps.append(done / total))
     assert KEYS <= set(result)
     assert result["n_images"] == 20 and result["n_patients"] == 10
     expected = predictor_metrics(run, external_folder)
@@ -72,7 +72,7 @@ def test_images_the_run_trained_on_are_found_in_an_external_set(run, tmp_path):
 
     from PIL import Image
 
-    from core.data.datasets import BUILTIN_ZIP, patient_id
+    from core.data.sources import BUILTIN_ZIP, patient_id
     from core.ml.external import run_data
     from core.present.evaluation import seen_sentence
     folder = make_chest_folder(tmp_path / "mixed", n_patients=2)

@@ -18,7 +18,8 @@ from PIL import Image
 
 from core.cli import train as train_cli
 from core.data import archives, cifar, detection, formats, label_csv
-from core.data.datasets import DataError, load_dataset, make_split
+from core.data.datasets import DataError, load_dataset
+from core.data.splits import make_split
 from core.data.dicom import decode_upload
 from core.data.formats import FormatOptions
 from core.data.imaging import resize_to_model

@@ -53,20 +53,20 @@ import numpy as np
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from core.ml import models, training
+from core.ml import data_pipeline, models, training
 from core.settings.config import TrainConfig
 config = TrainConfig.from_dict(json.loads(sys.argv[1]))
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 rng = np.random.default_rng(0)
 images = rng.integers(0, 255, (48, 32, 32, 1), dtype=np.uint8)
 labels = (images.mean(axis=(1, 2, 3)) > 127).astype(np.int64)
-data = training.make_tf_dataset(images, labels, 2, config.batch_size, True, config.seed)
+data = data_pipeline.make_tf_dataset(images, labels, 2, config.batch_size, True, config.seed)
 with strategy.scope():
     model = models.build_model(config.arch, 32, 1, 2, params=config.arch_params, dropout=config.dropout)
     training._compile(model, config, training.learning_rate_schedule(config, 6, config.epochs))
 history = model.fit(data, epochs=config.epochs, verbose=0)
 print(json.dumps({"replicas": strategy.num_replicas_in_sync, "loss": history.history["loss"],
-                  "predictions": training.predict_probabilities(model, images[:4], 4).tolist()}))
+                  "predictions": data_pipeline.predict_probabilities(model, images[:4], 4).tolist()}))
 """
 
 

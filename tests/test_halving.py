@@ -13,7 +13,8 @@ from core.ml import halving
 from core.present import estimate, sweep_plan
 from core.present import sweeps as sweep_view
 from core.settings.config import TrainConfig
-from core.store.runs import RunStore, write_json
+from core.files import write_json
+from core.store.runs import RunStore
 from core.store.sweeps import Sweep, load_sweep, submit_sweep, sweep_results, sweeps_dir
 from tests import apptest_support
 

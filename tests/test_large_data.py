@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data.datasets import DECODE_CHUNK, LoadCancelled, load_dataset
+from core.data.datasets import LoadCancelled, load_dataset
+from core.data.sources import DECODE_CHUNK
 from core.settings.config import TrainConfig
 from core.store.runs import RunStore
 from tests.conftest import PROJECT
@@ -41,9 +42,9 @@ def files_in(folder) -> list[str]:
 def test_the_cache_is_a_read_only_memory_map_that_a_second_load_maps_again(tmp_path, private_cache):
     write_patient_folder(tmp_path / "xrays", 40)
     decoded = []
-    first = load_dataset("folder", tmp_path / "xrays", image_size=32, progress=lambda d, t: decoded.append(d))
+    first = load_dataset("folder", tmp_path / "xrays", image_size=32, progress=lambda d, t, m: decoded.append(d))
     again = load_dataset("folder", tmp_path / "xrays", image_size=32,
-                         progress=lambda d, t: pytest.fail("a cached load decodes nothing"))
+                         progress=lambda d, t, m: pytest.fail("a cached load decodes nothing"))
     assert decoded[-1] == 40 and again.report.from_cache and not first.report.from_cache
     for ds in (first, again):
         assert isinstance(ds.images, np.memmap) and not ds.images.flags.writeable
@@ -62,7 +63,7 @@ def test_cancelling_a_load_leaves_no_cache_file_and_says_so(tmp_path, private_ca
     cancel = threading.Event()
     seen = []
 
-    def progress(done, total):
+    def progress(done, total, message):
         seen.append((done, total))
         if total and done >= DECODE_CHUNK:
             cancel.set()  # as a Cancel button would, while decoding goes on
@@ -82,7 +83,7 @@ class ScriptStopped(BaseException):
 def test_a_load_interrupted_from_its_progress_callback_leaves_no_temp_file(tmp_path, private_cache):
     write_patient_folder(tmp_path / "xrays", DECODE_CHUNK + 10)
 
-    def progress(done, total):
+    def progress(done, total, message):
         if total:
             raise ScriptStopped()
 
@@ -111,7 +112,7 @@ def test_a_zip_is_decoded_member_by_member_and_cached(tmp_path, private_cache):
 def test_streamed_batches_are_the_in_memory_batches(chest_folder):
     import keras
 
-    from core.ml.training import make_streamed_dataset, make_tf_dataset
+    from core.ml.data_pipeline import make_streamed_dataset, make_tf_dataset
     ds = load_dataset("folder", chest_folder, image_size=32)
     rows = np.arange(len(ds))[::-1][:27]  # not in file order, and a last batch that is not full
 
@@ -131,12 +132,12 @@ def test_streamed_batches_are_the_in_memory_batches(chest_folder):
 
 
 def test_auto_streams_from_disk_only_when_the_images_would_fill_a_quarter_of_memory(chest_folder, monkeypatch):
-    from core.ml import training
+    from core.ml import data_pipeline
     ds = load_dataset("folder", chest_folder, image_size=32)
-    assert training.choose_data_pipeline(TrainConfig(data_pipeline="auto"), ds) == "memory"
-    monkeypatch.setattr(training, "machine_memory_bytes", lambda: ds.images.nbytes * 4 - 1)
-    assert training.choose_data_pipeline(TrainConfig(data_pipeline="auto"), ds) == "disk"
-    assert training.choose_data_pipeline(TrainConfig(data_pipeline="memory"), ds) == "memory"
+    assert data_pipeline.choose_data_pipeline(TrainConfig(data_pipeline="auto"), ds) == "memory"
+    monkeypatch.setattr(data_pipeline, "machine_memory_bytes", lambda: ds.images.nbytes * 4 - 1)
+    assert data_pipeline.choose_data_pipeline(TrainConfig(data_pipeline="auto"), ds) == "disk"
+    assert data_pipeline.choose_data_pipeline(TrainConfig(data_pipeline="memory"), ds) == "memory"
 
 
 def without_timings(history: list[dict]) -> list[dict]:

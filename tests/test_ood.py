@@ -22,7 +22,8 @@ def diagnoser(trained_run):
 
 @pytest.fixture(scope="module")
 def test_xrays(trained_run):
-    from core.ml.training import TrainConfig, load_data
+    from core.ml.data_pipeline import load_data
+    from core.settings.config import TrainConfig
     dataset, split = load_data(TrainConfig.from_dict(trained_run.config()))
     return dataset.images[split.test]
 
@@ -105,7 +106,7 @@ def builtin_xray_files(n: int) -> list[tuple[str, bytes]]:
     """n original 128 px JPEGs from the built-in dataset, spread over both classes."""
     import zipfile
 
-    from core.data.datasets import BUILTIN_ZIP
+    from core.data.sources import BUILTIN_ZIP
     with zipfile.ZipFile(BUILTIN_ZIP) as archive:
         names = sorted(name for name in archive.namelist() if name.lower().endswith(".jpeg"))
         picked = names[:: len(names) // n][:n]
@@ -140,7 +141,7 @@ def test_without_training_data_the_check_degrades_to_pixel_statistics(trained_ru
     import shutil
 
     from core.ml.diagnosis import Diagnoser
-    from core.store.runs import Run
+    from core.store.run_folder import Run
     copy = Run(tmp_path / trained_run.id)
     shutil.copytree(trained_run.path, copy.path)
     (copy.path / ood.OOD_FILE).unlink()

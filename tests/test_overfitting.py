@@ -4,10 +4,10 @@ and studies as metrics."""
 import pytest
 
 from core.ml.training import fit_at_epoch
-from core.present import compare
+from core.present import compare, run_query
 from core.present import studies as studies_view
 from core.present import sweeps as sweep_view
-from core.store.runs import write_json
+from core.files import write_json
 from core.store.sweeps import RESULT_METRICS, Sweep, sweep_results, sweeps_dir
 from tests.conftest import write_run
 
@@ -51,7 +51,7 @@ def test_the_runs_table_has_the_fit_as_optional_columns(store):
     assert set(compare.OPTIONAL_COLUMNS) <= set(compare.TABLE_COLUMNS)
     assert not set(compare.OPTIONAL_COLUMNS) & set(compare.SHOWN_COLUMNS)  # offered by the column menu
     assert compare.RUN_COLUMNS["accuracy_gap"][0] == "train − val acc"
-    assert compare.query_runs(table, "accuracy_gap > 0.1")["run_id"].tolist() == [run.id]
+    assert run_query.query_runs(table, "accuracy_gap > 0.1")["run_id"].tolist() == [run.id]
 
 
 def test_sweeps_and_studies_chart_the_gap(store):

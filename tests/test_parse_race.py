@@ -54,7 +54,7 @@ def test_training_and_prediction_parse_no_python_source(monkeypatch):
     import tensorflow as tf  # noqa: F401 - imported (which parses) before the watch starts
 
     from core.data.datasets import Dataset
-    from core.ml import models, training
+    from core.ml import data_pipeline, models
 
     parsed: list[str] = []
     real_parse = ast.parse
@@ -73,9 +73,9 @@ def test_training_and_prediction_parse_no_python_source(monkeypatch):
     def work():
         model = models.build_model("seed_cnn", 32, 1, 2, {}, 0.5)
         model.compile(optimizer="adam", loss="categorical_crossentropy")
-        model.fit(training.make_tf_dataset(images, labels, 2, 8, True, 0), epochs=1, verbose=0)
-        training.predict_rows(model, dataset, np.arange(16), pipeline="disk")
-        training.predict_rows(model, dataset, np.arange(16), pipeline="memory")
+        model.fit(data_pipeline.make_tf_dataset(images, labels, 2, 8, True, 0), epochs=1, verbose=0)
+        data_pipeline.predict_rows(model, dataset, np.arange(16), pipeline="disk")
+        data_pipeline.predict_rows(model, dataset, np.arange(16), pipeline="memory")
 
     thread = threading.Thread(target=work, name="a page's script thread")
     thread.start()

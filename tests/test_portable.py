@@ -11,7 +11,8 @@ from core.store.portable import (
     import_archive,
     run_content_hash,
 )
-from core.store.runs import RunStore, write_json
+from core.files import write_json
+from core.store.runs import RunStore
 from core.store.sweeps import list_sweeps, sweeps_dir
 from tests.conftest import write_run
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from core.settings.config import TrainConfig
-from core.store.runs import Run, RunStore, process_alive
+from core.store.run_folder import Run
+from core.store.runs import process_alive, RunStore
 from core.workers.manager import JobManager
 from tests.conftest import tiny_folder_config, trained_a_batch, wait_until
 

@@ -17,11 +17,13 @@ import numpy as np
 import pytest
 
 from core import files
-from core.data import datasets, layout
+from core.data import datasets, layout, sources
 from core.data.archives import DATASET_ZIP, ZipLimits
 from core.store import portable
 from core.store.portable import ImportRefused, export_runs, import_archive
-from core.store.runs import Run, RunStore, segment_time, write_json
+from core.files import write_json
+from core.store.run_folder import Run, segment_time
+from core.store.runs import RunStore
 from core.workers import oom
 from core.workers.manager import JobManager, exit_reason
 from tests.conftest import tiny_folder_config, wait_until
@@ -300,11 +302,11 @@ def test_a_dataset_zip_over_the_member_count_or_size_is_refused(tmp_path, chest_
     images = {p.relative_to(chest_folder).as_posix(): p.read_bytes() for p in chest_folder.rglob("*.jpeg")}
     fine = zip_of(tmp_path / "fine.zip", images)
     assert len(datasets.load_dataset("zip", fine, "binary", 32, use_cache=False)) == len(images)
-    monkeypatch.setattr(datasets, "DATASET_ZIP", ZipLimits(member_bytes=DATASET_ZIP.member_bytes,
+    monkeypatch.setattr(sources, "DATASET_ZIP", ZipLimits(member_bytes=DATASET_ZIP.member_bytes,
                                                            total_bytes=DATASET_ZIP.total_bytes, members=10))
     with pytest.raises(datasets.DataError, match=f"holds {len(images)} files, more than the limit of 10"):
         datasets.load_dataset("zip", fine, "binary", 32, use_cache=False)
-    monkeypatch.setattr(datasets, "DATASET_ZIP", ZipLimits(member_bytes=100, total_bytes=2**30, members=10**6))
+    monkeypatch.setattr(sources, "DATASET_ZIP", ZipLimits(member_bytes=100, total_bytes=2**30, members=10**6))
     with pytest.raises(datasets.DataError, match="is larger than the limit"):
         datasets.load_dataset("zip", fine, "binary", 32, use_cache=False)
 
@@ -320,7 +322,7 @@ def test_run_imports_and_datasets_share_one_guard(tmp_path):
                                           "r1/config.json": b"{}", "r1/metrics.jsonl": b"\0" * (50 * 2**20)})
     with pytest.raises(ImportRefused, match="r1/metrics.jsonl: compressed .*zip bomb"):
         import_archive(RunStore(tmp_path / "runs"), bomb)
-    assert portable.check_zip is datasets.check_zip
+    assert portable.check_zip is sources.check_zip
 
 
 @pytest.mark.slow
@@ -358,11 +360,11 @@ def test_a_run_naming_an_old_upload_path_finds_it_in_the_uploads_folder(tmp_path
     monkeypatch.setattr(layout, "LEGACY_UPLOADS_DIR", legacy)
     old_path = legacy / "0123456789abcdef0123.npz"  # what a run's config says
     with pytest.raises(datasets.DataError, match="Upload the same file again"):
-        datasets.resolve_source_path("npz", old_path)
+        sources.resolve_source_path("npz", old_path)
     from tests.synthetic import make_medmnist_npz
     uploads.mkdir()
     make_medmnist_npz(uploads / old_path.name)  # uploaded again (or moved over by `make clean`)
-    assert datasets.resolve_source_path("npz", old_path) == uploads / old_path.name
+    assert sources.resolve_source_path("npz", old_path) == uploads / old_path.name
     legacy.mkdir(parents=True)
     make_medmnist_npz(old_path)  # still in the old place: read from there
-    assert datasets.resolve_source_path("npz", old_path) == old_path
+    assert sources.resolve_source_path("npz", old_path) == old_path

@@ -13,11 +13,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core.present import compare
+from core.present import compare, run_query
 from core.present import runs as runs_view
 from core.store import sweeps, ui_state
 from core.store.portable import ImportRefused, export_runs, import_archive
-from core.store.runs import MAX_NOTES_CHARS, MAX_TAGS, Run, RunStore, write_json
+from core.files import write_json
+from core.store.annotations import MAX_NOTES_CHARS, MAX_TAGS
+from core.store.run_folder import Run
+from core.store.runs import RunStore
 from tests.apptest_support import assert_clean, assert_no_exception, open_page
 from tests.conftest import copy_run, write_run
 
@@ -115,7 +118,7 @@ def table_of(store):
     runs = store.list()
     configs = {run.id: run.config() for run in runs}
     table = compare.runs_table([compare.run_row(run.describe(), configs[run.id]) for run in runs])
-    return table, compare.query_frame(table, configs)
+    return table, run_query.query_frame(table, configs)
 
 
 def names(frame) -> list[str]:
@@ -165,17 +168,17 @@ def test_filters_by_tags_star_and_sweep(store, browsed):
 def test_the_query_line_filters_by_any_setting_or_metric(store, browsed, query, expected):
     table, columns = table_of(store)
     if expected is None:
-        with pytest.raises(compare.QueryError, match="unknown column 'ARCH' \\(did you mean arch"):
-            compare.query_runs(table, query, columns)
+        with pytest.raises(run_query.QueryError, match="unknown column 'ARCH' \\(did you mean arch"):
+            run_query.query_runs(table, query, columns)
         return
-    assert names(compare.query_runs(table, query, columns)) == expected
+    assert names(run_query.query_runs(table, query, columns)) == expected
 
 
 def test_the_query_compares_numbers_as_numbers(store, browsed):
     table, columns = table_of(store)
     aucs = table.set_index("name")["test_auc"]
     threshold = float(aucs[["fast", "zoomed", "mlp-run"]].median())
-    chosen = compare.query_runs(table, f"test_auc >= {threshold}", columns)
+    chosen = run_query.query_runs(table, f"test_auc >= {threshold}", columns)
     assert names(chosen) == sorted(aucs[aucs >= threshold].index)
     assert 0 < len(chosen) < 3
 
@@ -206,23 +209,23 @@ def test_the_query_compares_numbers_as_numbers(store, browsed):
 ])
 def test_every_bad_query_gets_a_message_naming_what_is_wrong(store, browsed, query, message):
     table, columns = table_of(store)
-    with pytest.raises(compare.QueryError) as raised:
-        compare.query_runs(table, query, columns)
+    with pytest.raises(run_query.QueryError) as raised:
+        run_query.query_runs(table, query, columns)
     assert message in str(raised.value)
 
 
 def test_a_column_of_empty_cells_matches_nothing(store, browsed):
     table, columns = table_of(store)
     assert table["node"].isna().all()
-    assert compare.query_runs(table, "node == anything", columns).empty
-    assert compare.query_runs(table, "node != anything", columns).empty
+    assert run_query.query_runs(table, "node == anything", columns).empty
+    assert run_query.query_runs(table, "node != anything", columns).empty
 
 
 def test_the_query_reads_a_table_without_settings_columns_too():
     table = pd.DataFrame({"name": ["a", "b"], "test_auc": [0.99, None]})
-    assert compare.query_runs(table, "test_auc < 1")["name"].tolist() == ["a"]
-    with pytest.raises(compare.QueryError, match="unknown column 'optimizer'"):
-        compare.query_runs(table, "optimizer == adam")
+    assert run_query.query_runs(table, "test_auc < 1")["name"].tolist() == ["a"]
+    with pytest.raises(run_query.QueryError, match="unknown column 'optimizer'"):
+        run_query.query_runs(table, "optimizer == adam")
 
 
 # ----------------------------------------------------------------------------- deleting a sweep

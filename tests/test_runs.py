@@ -9,7 +9,8 @@ import pytest
 
 from core.files import atomic_path
 from core.store import runs
-from core.store.runs import RunStore, write_json
+from core.files import write_json
+from core.store.runs import RunStore
 
 
 def test_default_runs_dir_follows_the_environment(tmp_path, monkeypatch):

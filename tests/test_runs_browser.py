@@ -10,7 +10,8 @@ import pytest
 from playwright.sync_api import expect
 
 from core.store import sweeps
-from core.store.runs import RunStore, write_json
+from core.files import write_json
+from core.store.runs import RunStore
 from tests.browser_support import (
     app_tab,
     choose,

@@ -3,7 +3,7 @@ images/s, device) in the table, why a selected run failed and what its training 
 and resuming an interrupted run from its checkpoint."""
 import pytest
 
-from core.store.runs import ACTIVE_STATES
+from core.store.run_folder import ACTIVE_STATES
 from tests.apptest_support import assert_clean, assert_no_exception, open_page, texts
 from tests.test_train_page import interrupted_after_one_epoch, wait_for_an_empty_queue
 

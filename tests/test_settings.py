@@ -146,7 +146,7 @@ def test_sgd_and_rmsprop_have_no_momentum_unless_it_is_set_as_in_keras():
 
 def test_a_config_saved_without_momentum_reads_as_the_0_9_it_trained_with(store):
     from core.settings.config import as_trained
-    from core.store.runs import write_json
+    from core.files import write_json
     old = {key: value for key, value in TrainConfig(optimizer="sgd").to_dict().items() if key != "momentum"}
     run = store.create(TrainConfig().to_dict(), queued=False)
     write_json(run.config_path, old)

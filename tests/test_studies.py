@@ -10,7 +10,7 @@ from core.present import studies as studies_view
 from core.present import study_report
 from core.settings.config import TrainConfig
 from core.settings.studies import STUDIES, VARIANTS, get_study, study_spec
-from core.store.runs import write_json
+from core.files import write_json
 from core.store.sweeps import Sweep, load_sweep, submit_sweep, sweeps_dir
 from tests.conftest import tiny_folder_config, wait_until, write_run
 

@@ -17,7 +17,9 @@ import pytest
 
 from core.present.studies import variant_sweep
 from core.settings.studies import STUDIES
-from core.store.runs import ACTIVE_STATES, RunStore, write_json
+from core.files import write_json
+from core.store.run_folder import ACTIVE_STATES
+from core.store.runs import RunStore
 from core.store.sweeps import _points_per_run, list_sweeps, sweeps_dir
 from tests.browser_support import (
     app_tab,

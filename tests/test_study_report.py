@@ -11,16 +11,8 @@ import altair as alt
 import pandas as pd
 import pytest
 
-from core.present.study_report import (
-    StudyReport,
-    conclusion,
-    report_html,
-    report_markdown,
-    report_zip,
-    results_numbers,
-    results_table,
-    trend_conclusion,
-)
+from core.present.study_answer import conclusion, trend_conclusion
+from core.present.study_report import StudyReport, report_html, report_markdown, report_zip, results_numbers, results_table
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DROPOUT = {"setting_label": "dropout", "metric_title": "Test accuracy"}

@@ -7,9 +7,11 @@ import zipfile
 import numpy as np
 import pytest
 
-from core.data.datasets import load_dataset, make_cv_split, make_split, subsample_train
+from core.data.datasets import load_dataset
+from core.data.splits import make_cv_split, make_split, subsample_train
 from core.ml.inference import load_model
-from core.ml.training import TrainConfig, load_data
+from core.ml.data_pipeline import load_data
+from core.settings.config import TrainConfig
 from core.store.portable import ImportRefused, export_sweep, import_archive
 from core.store.runs import RunStore
 from core.store.sweeps import Sweep, load_sweep, submit_sweep, sweep_results

@@ -6,7 +6,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.present.sweeps import sweep_zip_bytes
-from core.store.runs import ACTIVE_STATES, RunStore
+from core.store.run_folder import ACTIVE_STATES
+from core.store.runs import RunStore
 from core.store.sweeps import list_sweeps
 from tests import apptest_support
 from tests.synthetic import make_chest_folder
@@ -168,7 +169,7 @@ def finished_grid(store) -> dict:
     """A finished 2 x 2 x 2 sweep (optimizer x learning rate x epochs), its runs as the trainer leaves them."""
     import time
 
-    from core.store.runs import write_json
+    from core.files import write_json
     from core.store.sweeps import Sweep, sweeps_dir
     from tests.conftest import write_run
     sweep = Sweep.from_dict({"name": "grid", "base": {"arch": "seed_cnn"}, "axes": [

@@ -7,7 +7,8 @@ import pytest
 from core.present import sweeps as sweep_view
 from core.settings.config import TrainConfig
 from core.settings.recipes import recipe
-from core.store.runs import RunStore, write_json
+from core.files import write_json
+from core.store.runs import RunStore
 from core.store.sweeps import (
     RESULT_METRICS,
     Sweep,

@@ -5,7 +5,8 @@ cap, why a run failed, and resuming an interrupted run from its checkpoint."""
 import pytest
 
 from core.present.compare import format_count
-from core.store.runs import ACTIVE_STATES, RunStore
+from core.store.run_folder import ACTIVE_STATES
+from core.store.runs import RunStore
 from tests.apptest_support import assert_clean, assert_no_exception, open_page, texts
 from tests.conftest import wait_until
 from tests.synthetic import make_chest_folder
@@ -169,7 +170,7 @@ def test_a_run_queued_elsewhere_is_in_the_queue_and_can_be_stopped(app_env, make
 
 
 def test_the_live_view_reads_the_progress_a_training_process_writes(app_env, make_run):
-    from core.ml.training import Progress
+    from core.ml.run_control import Progress
     run = make_run("running", name="elsewhere", epochs=4)  # 2 epochs in metrics.jsonl
     progress = Progress(epochs=4, path=run.progress_path)  # what the training process writes
     progress.update(phase="loading data", load_done=100, load_total=400)
@@ -191,7 +192,8 @@ def test_the_live_view_reads_the_progress_a_training_process_writes(app_env, mak
 def interrupted_after_one_epoch(store, tmp_path, monkeypatch):
     """A real run of 2 epochs whose training stopped after the first: trained here for one epoch
     (so it has a real checkpoint), then marked the way recovery marks a run whose process died."""
-    from core.ml.training import TrainConfig, execute_run
+    from core.ml.training import execute_run
+    from core.settings.config import TrainConfig
     folder = make_chest_folder(tmp_path / "xrays", n_patients=6)
     monkeypatch.setenv("CXR_DATA_ROOT", str(tmp_path))  # the folder is inside the data root
     config = TrainConfig(name="resumable", arch="seed_cnn", image_size=32, epochs=2, batch_size=8,

@@ -6,12 +6,8 @@ import numpy as np
 import pytest
 
 from core.ml.inference import load_model
-from core.ml.training import (
-    Augmentation,
-    TrainConfig,
-    class_weight_map,
-    learning_rate_schedule,
-)
+from core.ml.training import class_weight_map, learning_rate_schedule
+from core.settings.config import Augmentation, TrainConfig
 from core.store.runs import RunStore
 from core.workers.manager import JobManager
 
@@ -199,8 +195,8 @@ def test_stop_is_offered_only_while_stopping_still_helps():
 def test_the_progress_file_catches_up_with_a_change_that_came_too_soon(tmp_path):
     """Short epochs: the batches after an epoch's start come within the write interval. The file
     must still show them once the interval is up, not the epoch's batch 0 until the next epoch."""
-    from core.ml.training import Progress
-    from core.store.runs import read_json
+    from core.ml.run_control import Progress
+    from core.files import read_json
     path = tmp_path / "progress.json"
     progress = Progress(epochs=300, path=path)
     progress.update(phase="training", epoch=4, batch=0, batches=3)  # a new phase: written at once

@@ -16,6 +16,7 @@ from core.ast_guard import guard_ast_parsing
 from core.data.formats import FormatOptions
 from core.present import forms
 from core.present import runs as runs_view
+from core.progress import ProgressFn, fraction
 from core.present.session_keys import DATASET_SETTINGS_KEY, is_kept, is_saved
 from core.settings.paths import PROJECT_ROOT
 from core.store import ui_state
@@ -86,8 +87,14 @@ def model_stats(arch: str, image_size: int, channels: int, num_classes: int, par
     return model_measures(arch, image_size, channels, num_classes, params_json, dropout)["stats"]
 
 
-def decode_into_cache(settings: dict, progress) -> None:
-    """Decode the dataset of `settings` into the disk cache, reporting `progress(done, total)`; quick
+def progress_bar(bar) -> ProgressFn:
+    """The one adapter of core's progress callback (core/progress.py) to a Streamlit progress bar:
+    its message as the bar's text, its share done as the bar's length."""
+    return lambda done, total, message: bar.progress(fraction(done, total), text=message)
+
+
+def decode_into_cache(settings: dict, progress: ProgressFn) -> None:
+    """Decode the dataset of `settings` into the disk cache, reporting to `progress`; quick
     when it is there already. A Streamlit rerun or Stop raised from `progress` ends the decoding and
     leaves no partial cache file (core.data.datasets cleans up on any exit)."""
     from core.data import datasets as data_lib
@@ -110,9 +117,9 @@ def load_dataset(source: str, path: str, task: str, image_size: int, color_mode:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def load_split(source: str, path: str, task: str, image_size: int, color_mode: str, options: tuple,
                val_fraction: float, test_fraction: float, seed: int, own: bool):
-    from core.data import datasets as data_lib
+    from core.data.splits import make_split
     dataset = load_dataset(source, path, task, image_size, color_mode, options)
-    return data_lib.make_split(dataset, val_fraction, test_fraction, int(seed), use_own_split=own)
+    return make_split(dataset, val_fraction, test_fraction, int(seed), use_own_split=own)
 
 
 def dataset_args(settings: dict) -> tuple:

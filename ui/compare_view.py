@@ -7,7 +7,7 @@ from core.ml import common_split
 from core.ml import metrics as metrics_lib
 from core.present import charts, compare
 from core.present import runs as runs_view
-from core.store.runs import ACTIVE_STATES
+from core.store.run_folder import ACTIVE_STATES
 from ui import common, train_live
 
 COMMON_RESULTS_KEY = "compare_common_test_results"  # {selection key: result}, kept for the session
@@ -115,7 +115,7 @@ def score_common(by_label: dict, reference: str):
     """The scores, or a message saying why the runs cannot be scored together."""
     bar = st.progress(0.0, text="Rebuilding the runs' splits…")
     try:
-        return common_split.score_runs(by_label, reference, lambda text, share: bar.progress(share, text=text))
+        return common_split.score_runs(by_label, reference, common.progress_bar(bar))
     except (ValueError, OSError) as exc:  # CommonSplitError, DataError, a missing dataset or model
         return f"Cannot score these runs on one common test split: {exc}"
     finally:

@@ -1,5 +1,7 @@
 """The Dataset page's source section: the source radio, a server path or an upload, and what the
 file at that path was detected to be (with an offer to switch to the source that reads it)."""
+from pathlib import Path
+
 import streamlit as st
 
 from core.data import datasets as data_lib
@@ -58,8 +60,8 @@ def detect(path: str, stamp: tuple) -> tuple[detection.Detected | None, str | No
 
 def detected(path: str) -> tuple[detection.Detected | None, str | None]:
     try:
-        data_lib.check_data_root(data_lib.Path(path).expanduser())
-        stat = data_lib.Path(path).expanduser().stat()
+        data_lib.check_data_root(Path(path).expanduser())
+        stat = Path(path).expanduser().stat()
     except (OSError, data_lib.DataError):
         return None, None  # the loader says why
     return detect(path, (stat.st_size, stat.st_mtime_ns))

@@ -8,6 +8,7 @@ from core.data import datasets as data_lib
 from core.ml import intervals as intervals_lib
 from core.present import evaluation as evaluation_view
 from core.present import forms
+from ui import common
 
 
 def external_source() -> str | None:
@@ -47,7 +48,7 @@ def run_external(run, source: str) -> None:
     from core.ml.external import evaluate_external
     bar = st.progress(0.0, text="Starting…")
     try:
-        evaluate_external(run, source, progress=lambda message, share: bar.progress(min(share, 1.0), text=message))
+        evaluate_external(run, source, progress=common.progress_bar(bar))
     except (data_lib.DataError, FileNotFoundError, ValueError) as exc:
         bar.empty()
         st.error(str(exc))

@@ -5,7 +5,8 @@ import streamlit as st
 
 from core.ml import export
 from core.ml import model_card as card_view
-from core.store.runs import Run
+from core.store.run_folder import Run
+from ui import common
 
 
 @st.cache_data(max_entries=16, show_spinner="Bootstrapping patients for the model card...")
@@ -49,7 +50,7 @@ def export_blocker(run: Run) -> str | None:
 def run_export(run: Run) -> bool:
     bar = st.progress(0.0, text="Exporting")
     try:
-        export.export_run(run, progress=lambda fraction, text: bar.progress(fraction, text=text))
+        export.export_run(run, progress=common.progress_bar(bar))
         card_view.write_model_card(run)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:
         bar.empty()

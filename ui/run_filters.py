@@ -3,12 +3,12 @@ setting or metric (kept with the forms: session_keys.RUNS_FILTER_KEYS). A compon
 pages/runs.py, not a page."""
 import streamlit as st
 
-from core.present import compare
+from core.present import compare, run_query
 from core.present import runs as runs_view
-from core.store.runs import STATES
+from core.store.run_folder import STATES
 
-QUERY_HELP = (f"Conditions `column operator value` joined by `and`, e.g. `{compare.QUERY_EXAMPLE}`. Operators: "
-              f"{', '.join(compare.QUERY_OPERATORS)}. Columns: any column of the table (e.g. `test_auc`, `arch`, "
+QUERY_HELP = (f"Conditions `column operator value` joined by `and`, e.g. `{run_query.QUERY_EXAMPLE}`. Operators: "
+              f"{', '.join(run_query.QUERY_OPERATORS)}. Columns: any column of the table (e.g. `test_auc`, `arch`, "
               "`starred`, `tags`) and any setting (e.g. `optimizer`, `augmentation.zoom`, `arch_params.width`). "
               "Quote text with spaces; empty cells never match.")
 
@@ -38,10 +38,10 @@ def filters(table, configs: dict, sweep_names: dict):
     tags = cols[0].multiselect("Tags", compare.all_tags(table), key="runs_filter_tags", placeholder="any tags")
     starred = cols[1].checkbox("Starred only", key="runs_filter_starred")
     query = cols[2].text_input("Filter by any setting or metric", key="runs_filter_query", help=QUERY_HELP,
-                               placeholder=compare.QUERY_EXAMPLE)
+                               placeholder=run_query.QUERY_EXAMPLE)
     shown = compare.filter_runs(table, states, archs, text, tags=tags, starred=starred, sweep=sweep)
     try:
-        return compare.query_runs(shown, query, compare.query_frame(shown, configs))
-    except compare.QueryError as exc:
+        return run_query.query_runs(shown, query, run_query.query_frame(shown, configs))
+    except run_query.QueryError as exc:
         st.error(f"Filter not applied: {exc}", icon=":material/filter_alt_off:")
         return shown

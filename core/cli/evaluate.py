@@ -24,7 +24,7 @@ from core.cli import print_json
 from core.ml import metrics
 from core.ml import curves as curves_lib
 from core.ml.decisions import decision_rule
-from core.store.runs import Run
+from core.store.run_folder import Run
 
 
 RUN_THRESHOLD = "run"  # evaluate_run's default: the run's own threshold, chosen on validation

@@ -15,7 +15,7 @@ from pathlib import Path
 from core.cli import print_json
 from core.data.datasets import DataError
 from core.ml.model_card import write_model_card
-from core.store.runs import Run
+from core.store.run_folder import Run
 
 AGREEMENT_IMAGES = 8
 

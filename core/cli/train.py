@@ -21,7 +21,9 @@ from pathlib import Path
 from core.ml.decisions import decision_rule
 from core.present import runs as runs_view
 from core.settings.config import SETTINGS, TrainConfig
-from core.store.runs import Run, RunStore, this_process, write_text
+from core.files import write_text
+from core.store.run_folder import Run
+from core.store.runs import RunStore, this_process
 
 # Settings the sweep machinery sets; a run from the terminal leaves them alone.
 NOT_FLAGS = ("sweep_id",)
@@ -163,7 +165,8 @@ def follow(run, quiet: bool) -> str:
 
 def train_here(run, config: TrainConfig, resume: bool, quiet: bool) -> str:
     """Train in this process (in a thread, so that this one can draw progress and catch Ctrl-C)."""
-    from core.ml.training import RunControl, execute_run
+    from core.ml.run_control import RunControl
+    from core.ml.training import execute_run
     run.update_status(state="running", trainer=this_process(), worker=None,
                       **({} if resume else {"started": time.time()}))
     thread = threading.Thread(target=execute_run, name="cxr-train",

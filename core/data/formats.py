@@ -6,7 +6,7 @@ Which format a file is: core/data/detection.py.
 
 A folder (class folders of images or DICOM files) or a .zip is read by the image-tree loader, a .npz
 (MedMNIST or Keras' mnist.npz layout) by the arrays loader, a CIFAR "python version" tarball by
-core/data/cifar.py and a CSV of labels by core/data/label_csv.py (core/data/datasets.py calls them).
+core/data/cifar.py and a CSV of labels by core/data/label_csv.py (core/data/sources.py calls them).
 """
 from __future__ import annotations
 

@@ -1,15 +1,18 @@
 """What every data module shares: the error types, where data lives (the decoded-image cache, uploads,
-and the data root of a shared dashboard) and how an image tree is laid out (class and split folders).
+and the data root of a shared dashboard), how an image tree is laid out (class and split folders) and
+how a dataset setting is checked.
 Imports nothing of core/data, so the format readers and the loader can all import it."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from core.settings.config import SETTINGS
 from core.settings.paths import PROJECT_ROOT
 
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                   "validation": "val", "test": "test", "testing": "test"}
+SPLIT_NAMES = ("train", "val", "test")
 LIST_REPORT_EVERY = 2000  # files listed between two progress reports (total 0: still counting)
 
 
@@ -19,6 +22,14 @@ class DataError(ValueError):
 
 class LoadCancelled(DataError):
     """Loading was cancelled; the partly decoded cache was removed, nothing else changed."""
+
+
+def check_setting(name: str, value) -> None:
+    """A dataset setting checked against its declaration (core.settings.config), as a DataError."""
+    try:
+        SETTINGS[name].check(value)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
 
 
 def is_chest_xray_layout(class_folders) -> bool:

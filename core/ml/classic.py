@@ -2,7 +2,7 @@
 L1 or L2 penalty and its strength C chosen on the validation patients (no TensorFlow).
 
 It reads the same data and patient-grouped split as a Keras run of the same settings
-(core.ml.training.load_data) and scores with the same metrics (core.ml.metrics), so its figures
+(core.ml.data_pipeline.load_data) and scores with the same metrics (core.ml.metrics), so its figures
 stand beside a run's; it is a command (`python -m core baseline`), not a run folder.
 """
 from __future__ import annotations
@@ -73,7 +73,7 @@ def logistic_baseline(config, penalty: str = "l2", c_grid=DEFAULT_C_GRID) -> dic
     image size, colour, split and seed): C chosen on validation, figures on validation and test at
     the threshold chosen on validation, as a Keras run's summary has them."""
     from core.ml import metrics
-    from core.ml.training import load_data
+    from core.ml.data_pipeline import load_data
     dataset, split = load_data(config.validate())
     rows = {name: split.indices(name) for name in ("train", "val", "test")}
     x = {name: pixel_features(dataset.images[idx]) for name, idx in rows.items()}

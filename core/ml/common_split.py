@@ -5,20 +5,21 @@ were each scored on their own test patients, so their saved metrics are not comp
 test patients of a reference run, minus every patient that ANY of the runs trained or validated
 on, become one common test set; each run's model is scored on those images at its own image
 size and colour mode. Splits are rebuilt from each run's config exactly as training built them
-(`core.ml.training.load_data`). TensorFlow is imported only inside `score_runs`.
+(`core.ml.data_pipeline.load_data`). TensorFlow is imported only inside `score_runs`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from core.ml import metrics as metrics_lib
 from core.ml import intervals as intervals_lib
 from core.ml.inference import load_model
-from core.ml.training import TrainConfig, load_data
-from core.store.runs import Run
+from core.ml.data_pipeline import load_data
+from core.progress import ProgressFn, within
+from core.settings.config import TrainConfig
+from core.store.run_folder import Run
 
 # Settings that change which images a run was tested on, or how it sees them: (config key, words).
 TEST_SET_SETTINGS = (
@@ -27,7 +28,6 @@ TEST_SET_SETTINGS = (
     ("val_fraction", "validation fraction"), ("test_fraction", "test fraction"),
     ("split_seed", "split seed"), ("cv_folds", "cross-validation folds"),
 )
-Progress = Callable[[str, float], None]  # (message, share done 0-1)
 
 
 class CommonSplitError(ValueError):
@@ -111,7 +111,7 @@ def _split_key(config: dict) -> tuple:
     return tuple(repr(test_setting(config, key)) for key in keys)
 
 
-def common_test_set(configs: dict[str, dict], reference: str, progress: Progress | None = None) -> CommonTestSet:
+def common_test_set(configs: dict[str, dict], reference: str, progress: ProgressFn | None = None) -> CommonTestSet:
     """The reference run's test images whose patients no run trained or validated on, and
     which every run's dataset holds. Raises CommonSplitError when nothing is left."""
     if reference not in configs:
@@ -119,7 +119,7 @@ def common_test_set(configs: dict[str, dict], reference: str, progress: Progress
     splits, built = {}, {}
     for i, (label, config) in enumerate(configs.items()):
         if progress:
-            progress(f"Rebuilding the split of {label}", i / max(1, len(configs)))
+            progress(i, len(configs), f"Rebuilding the split of {label}")
         key = _split_key(config)  # runs differing only in image size or model share one split
         if key not in built:
             built[key] = run_split(config)
@@ -152,10 +152,7 @@ def common_test_set(configs: dict[str, dict], reference: str, progress: Progress
 
 def score_run(run: Run, files: list[str], n_resamples: int = 500) -> dict:
     """One run's model on `files`, at the run's own image size and colour mode (argmax decisions)."""
-    from core.ml.training import (  # TensorFlow runs inside
-        choose_data_pipeline,
-        predict_rows,
-    )
+    from core.ml.data_pipeline import choose_data_pipeline, predict_rows  # TensorFlow runs inside
     config = TrainConfig.from_dict(run.config())
     if not run.has_model():
         raise CommonSplitError(f"run {run.id} has no saved model to score")
@@ -172,7 +169,7 @@ def score_run(run: Run, files: list[str], n_resamples: int = 500) -> dict:
             "images": len(rows), "patients": int(len(np.unique(patients)))}
 
 
-def score_runs(runs: dict[str, Run], reference: str, progress: Progress | None = None,
+def score_runs(runs: dict[str, Run], reference: str, progress: ProgressFn | None = None,
                n_resamples: int = 500) -> dict:
     """Score every run on the common test set built from `reference`'s test patients.
 
@@ -182,15 +179,14 @@ def score_runs(runs: dict[str, Run], reference: str, progress: Progress | None =
     for label, run in runs.items():
         if not run.has_model():
             raise CommonSplitError(f"{label} has no saved model, so it cannot be scored")
-    test_set = common_test_set(configs, reference,
-                               (lambda m, f: progress(m, 0.3 * f)) if progress else None)
+    test_set = common_test_set(configs, reference, within(progress, 0.0, 0.3))
     scores = {}
     for i, (label, run) in enumerate(runs.items()):
         if progress:
-            progress(f"Scoring {label} on {len(test_set.files)} images", 0.3 + 0.7 * i / len(runs))
+            progress(0.3 + 0.7 * i / len(runs), 1.0, f"Scoring {label} on {len(test_set.files)} images")
         scores[label] = score_run(run, test_set.files, n_resamples)
     if progress:
-        progress("Done", 1.0)
+        progress(1.0, 1.0, "Done")
     return {"test_set": test_set, "scores": scores}
 
 

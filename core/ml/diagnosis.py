@@ -98,7 +98,7 @@ class Diagnoser:
         """Build the OOD reference and trace the prediction and first heatmap graphs once, for the
         model and its randomised copy (the sanity check), so that the first real upload does not pay
         for them (run it in a background thread: every graph is traced without autograph, so this
-        parses no Python source; see core.ml.explain.graph_layer)."""
+        parses no Python source; see core.ml.saliency_graph.graph_layer)."""
         self.reference()
         blank = np.zeros((self.config.image_size, self.config.image_size, self.config.channels), np.uint8)
         try:
@@ -157,7 +157,7 @@ class Diagnoser:
 
     def feature_layers(self) -> list[str]:
         """Layers Grad-CAM can be pointed at instead of the automatic choice (none without convolutions)."""
-        from core.ml.explain import feature_map_candidates
+        from core.ml.saliency_graph import feature_map_candidates
         return [] if self.explainer.cam_unavailable else feature_map_candidates(self.predictor.model)
 
 
@@ -169,7 +169,7 @@ ARCHS_WITHOUT_GRADCAM = ("mlp", "logistic")  # no convolution, so no feature map
 def diagnosable_runs(store) -> list:
     """Runs with a saved model that are not queued or running (done, cancelled, interrupted, even
     failed after a best epoch was saved), newest first."""
-    from core.store.runs import ACTIVE_STATES
+    from core.store.run_folder import ACTIVE_STATES
     return [run for run in store.list() if run.state() not in ACTIVE_STATES and run.has_model()]
 
 

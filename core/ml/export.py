@@ -20,7 +20,8 @@ import numpy as np
 
 from core.files import atomic_path, locked
 from core.ml.inference import load_model
-from core.store.runs import ACTIVE_STATES, Run
+from core.progress import ProgressFn
+from core.store.run_folder import ACTIVE_STATES, Run
 
 SERVING_ENDPOINT = "serve"
 EXPORT_LOCK = ".export.lock"
@@ -101,19 +102,20 @@ def export_tflite(run: Run) -> Path:
     return run.tflite_path
 
 
-def export_run(run: Run, progress=None) -> dict:
-    """Both exports; `progress(fraction, text)` hears of each step. Returns paths and sizes."""
-    report = progress or (lambda fraction, text: None)
+def export_run(run: Run, progress: ProgressFn | None = None) -> dict:
+    """Both exports; `progress(done, total, message)` (core/progress.py) hears of each step. Returns
+    paths and sizes."""
+    report = progress or (lambda done, total, message: None)
     check_exportable(run)
-    report(0.0, "Loading model.keras")
+    report(0.0, 1.0, "Loading model.keras")
     model = load_model(run)
     # Two exports of one run (two tabs, the CLI beside the page) would swap folders under each other.
     with locked(run.path / EXPORT_LOCK):
-        report(0.2, "Exporting the SavedModel")
+        report(0.2, 1.0, "Exporting the SavedModel")
         export_saved_model(run, model)
-        report(0.6, "Converting to TFLite")
+        report(0.6, 1.0, "Converting to TFLite")
         export_tflite(run)
-    report(1.0, "Exported")
+    report(1.0, 1.0, "Exported")
     return exported_files(run)
 
 
@@ -175,7 +177,7 @@ def export_agreement(run: Run, images: np.ndarray, model=None) -> dict:
 
 def sample_test_images(run: Run, count: int = 8) -> np.ndarray:
     """The first `count` images of the run's test split, decoded as the run saw them."""
-    from core.ml.training import load_data
+    from core.ml.data_pipeline import load_data
     from core.settings.config import TrainConfig
 
     dataset, split = load_data(TrainConfig.from_dict(run.config()))

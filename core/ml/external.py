@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -21,10 +20,11 @@ from core.files import json_ready
 from core.ml import metrics as metrics_lib
 from core.ml import intervals as intervals_lib
 from core.ml import ood
+from core.progress import ProgressFn, within
 from core.settings.config import TrainConfig
-from core.store.runs import Run, write_json
+from core.files import write_json
+from core.store.run_folder import Run
 
-Progress = Callable[[str, float], None]  # (message, share done 0-1)
 PREDICT_CHUNK = 256  # images predicted between two progress reports / cancel checks
 N_RESAMPLES = 1000
 SHIFT_RANGE = (1.0, 99.0)  # percentiles of the training images' brightness and contrast
@@ -64,7 +64,7 @@ def check_classes(run_classes, data_classes, path) -> None:
             f"{', '.join(run_classes)}: an external set needs the same class folders")
 
 
-def predict_with_features(model, images: np.ndarray, batch_size: int, progress: Progress | None = None,
+def predict_with_features(model, images: np.ndarray, batch_size: int, progress: ProgressFn | None = None,
                           cancel=None) -> tuple[np.ndarray, np.ndarray]:
     """(penultimate features (N, D), probabilities (N, C)) of uint8 images, a chunk at a time."""
     features_model = ood.features_model(model)
@@ -78,7 +78,7 @@ def predict_with_features(model, images: np.ndarray, batch_size: int, progress: 
         probabilities.append(np.asarray(probs, dtype=np.float64))
         if progress:
             done = min(start + PREDICT_CHUNK, len(images))
-            progress(f"Predicting {done} of {len(images)} images", 0.5 + 0.35 * done / len(images))
+            progress(0.5 + 0.35 * done / len(images), 1.0, f"Predicting {done} of {len(images)} images")
     return np.concatenate(features), np.concatenate(probabilities)
 
 
@@ -124,7 +124,7 @@ def acquisition_shift(external_images: np.ndarray, training_images: np.ndarray) 
 
 def run_data(run: Run):
     """The run's own dataset and split, as it trained on them."""
-    from core.ml.training import load_data
+    from core.ml.data_pipeline import load_data
     return load_data(TrainConfig.from_dict(run.config()))
 
 
@@ -206,7 +206,7 @@ def internal_test(run: Run, threshold) -> dict | None:
     return scored(saved["probabilities"], saved["labels"], saved["class_names"], saved["patient_ids"], threshold)
 
 
-def evaluate_external(run, data_path, progress: Progress | None = None, cancel=None) -> dict:
+def evaluate_external(run, data_path, progress: ProgressFn | None = None, cancel=None) -> dict:
     """Evaluate `run` (a Run or its folder) on the labelled dataset at `data_path`; save and return
     the result (see the module doc). Raises ExternalDataError / DataError with a clear message."""
     from core.ml.inference import Predictor
@@ -214,21 +214,19 @@ def evaluate_external(run, data_path, progress: Progress | None = None, cancel=N
     source, path = source_of(data_path)
     predictor = Predictor(run.path)
     config = TrainConfig.from_dict(run.config())
-    report = (lambda done, total: progress(f"Reading images ({done} of {total or '?'})",
-                                           0.5 * done / total if total else 0.0)) if progress else None
     dataset = data_lib.load_dataset(source, path, config.task, config.image_size, config.channels,
-                                    progress=report, cancel=cancel)
+                                    progress=within(progress, 0.0, 0.5), cancel=cancel)
     check_classes(predictor.class_names, dataset.class_names, path)
     features, probabilities = predict_with_features(predictor.model, dataset.images, config.batch_size,
                                                     progress, cancel)
     if progress:
-        progress("Checking for out-of-distribution images", 0.85)
+        progress(0.85, 1.0, "Checking for out-of-distribution images")
     rate, ood_error = ood_rate(run, predictor.model, features)
     if progress:
-        progress("Comparing with the run's own images (brightness, contrast, pictures it has seen)", 0.88)
+        progress(0.88, 1.0, "Comparing with the run's own images (brightness, contrast, pictures it has seen)")
     shift, seen, shift_error = checks_against_training(run, dataset)
     if progress:
-        progress("Bootstrapping patients for the intervals", 0.9)
+        progress(0.9, 1.0, "Bootstrapping patients for the intervals")
     external = scored(probabilities, dataset.labels, predictor.class_names, dataset.patient_ids, predictor.threshold)
     name = path.stem if path.is_file() else path.name
     result = json_ready({
@@ -246,5 +244,5 @@ def evaluate_external(run, data_path, progress: Progress | None = None, cancel=N
         from core.ml import model_card
         model_card.write_model_card(run)
     if progress:
-        progress("Done", 1.0)
+        progress(1.0, 1.0, "Done")
     return result

@@ -19,7 +19,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.store.runs import Run, read_json, write_json
+from core.files import read_json, write_json
+from core.store.run_folder import Run
 
 HALVING_FILE = "halving.json"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from core.data.imaging import is_image_name
 from core.settings.config import TrainConfig
-from core.store.runs import Run
+from core.store.run_folder import Run
 
 
 def load_model(run: Run):
@@ -38,7 +38,7 @@ class Predictor:
             return saved["class_names"]
         # A run stopped before its evaluation (interrupted, failed) still saved its best epoch:
         # its classes are those of the dataset it was trained on.
-        from core.ml.training import load_data
+        from core.ml.data_pipeline import load_data
         try:
             return list(load_data(self.config)[0].class_names)
         except Exception as exc:  # noqa: BLE001 - DataError, a moved folder ...: say which run and why

@@ -3,22 +3,24 @@ was trained and tested on, how well it does with 95% patient-bootstrap intervals
 it is, where else it was tested, and what it is not for.
 
 Only facts from the run folder go in; what an older run did not save reads "not recorded". The
-card is built as a list of blocks (`Heading`, `Paragraph`, `Bullets`, `Table`) rendered to Markdown
-or to HTML, so both say the same and the HTML is escaped once, in one place.
+card is built as a list of blocks (`Heading`, `Paragraph`, `Bullets`, `Table`) that core/document.py
+renders to Markdown or to HTML, as it renders a study's report: both say the same, and every text is
+escaped once, there.
 """
 from __future__ import annotations
 
-import html
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from core import document
+from core.document import Bullets, Document, Heading, Paragraph, Table
+from core.files import write_text
 from core.ml import calibration as calibration_lib
 from core.ml import intervals as intervals_lib
 from core.ml.decisions import VALIDATION_CHOSEN, metric_label
 from core.settings import architectures
 from core.settings.config import with_used_dropout
-from core.store.runs import Run, write_text
+from core.store.run_folder import Run
 
 NOT_RECORDED = "not recorded"
 N_RESAMPLES = 1000
@@ -32,28 +34,6 @@ SPLIT_TITLES = {"train": "Training", "val": "Validation", "test": "Test"}
 
 
 # ----------------------------------------------------------------------------- the blocks
-
-@dataclass(frozen=True)
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass(frozen=True)
-class Paragraph:
-    text: str
-
-
-@dataclass(frozen=True)
-class Bullets:
-    items: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Table:
-    header: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-
 
 def facts(pairs) -> Table:
     """A two-column table of (what, value) pairs."""
@@ -394,61 +374,24 @@ def card_blocks(run: Run) -> list:
 
 # ----------------------------------------------------------------------------- rendering
 
-def markdown_cell(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def to_markdown(block) -> str:
-    if isinstance(block, Heading):
-        return "#" * block.level + " " + block.text.replace("\n", " ")
-    if isinstance(block, Paragraph):
-        return block.text
-    if isinstance(block, Bullets):
-        return "\n".join(f"- {item}" for item in block.items)
-    header = [markdown_cell(h) for h in block.header]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in block.rows])
-
-
-def to_html(block) -> str:
-    escape = html.escape
-    if isinstance(block, Heading):
-        return f"<h{block.level}>{escape(block.text)}</h{block.level}>"
-    if isinstance(block, Paragraph):
-        return f"<p>{escape(block.text)}</p>"
-    if isinstance(block, Bullets):
-        return "<ul>" + "".join(f"<li>{escape(item)}</li>" for item in block.items) + "</ul>"
-    head = "" if not any(block.header) else \
-        "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in block.header) + "</tr></thead>"
-    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in block.rows)
-    return f"<table>{head}<tbody>{body}</tbody></table>"
-
-
 STYLE = ("body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;color:#222}"
          "table{border-collapse:collapse;margin:0.5rem 0}td,th{border:1px solid #ccc;padding:0.2rem 0.6rem;"
          "text-align:left}th{background:#f2f2f2}h1{font-size:1.6rem}h2{margin-top:1.6rem}")
 
 
-def markdown_of(blocks: list) -> str:
-    return "\n\n".join(to_markdown(block) for block in blocks) + "\n"
-
-
-def html_of(blocks: list) -> str:
-    title = html.escape(blocks[0].text)
-    body = "\n".join(to_html(block) for block in blocks)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
+def card_document(blocks: list) -> Document:
+    return Document(title=blocks[0].text, blocks=blocks, style=STYLE)
 
 
 def model_card(run: Run) -> str:
     """The card as Markdown."""
-    return markdown_of(card_blocks(run))
+    return document.markdown(card_document(card_blocks(run)))
 
 
 def model_card_both(run: Run) -> tuple[str, str]:
     """(Markdown, HTML) of one card, its intervals bootstrapped once."""
-    blocks = card_blocks(run)
-    return markdown_of(blocks), html_of(blocks)
+    card = card_document(card_blocks(run))
+    return document.markdown(card), document.html_page(card)
 
 
 def card_sources(run: Run) -> tuple:

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from core.files import atomic_path
-from core.store.runs import Run
+from core.store.run_folder import Run
 
 OOD_FILE = "ood.npz"
 PERCENTILE = 99.0
@@ -131,7 +131,8 @@ def reference_for_run(run: Run, model_with_features) -> Reference:
 
 
 def build_reference(run: Run, model_with_features, model_mtime: float = 0.0) -> Reference:
-    from core.ml.training import TrainConfig, load_data
+    from core.ml.data_pipeline import load_data
+    from core.settings.config import TrainConfig
     dataset, split = load_data(TrainConfig.from_dict(run.config()))
     train = compute_features(model_with_features, dataset.images[subsample(split.train, MAX_TRAIN_IMAGES)])
     val = compute_features(model_with_features, dataset.images[subsample(split.val, MAX_VAL_IMAGES)])

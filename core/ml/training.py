@@ -1,216 +1,30 @@
 """One run, end to end: TrainConfig -> data -> model -> fit -> predictions, metrics and artifacts.
 
 `execute_run` is what a training process (core.workers.process) and the CLI's foreground run call.
-TensorFlow is imported inside functions so that importing this module (for TrainConfig) stays fast.
+The pieces it puts together: run_control.py (progress and Stop), data_pipeline.py (data and batches),
+callbacks.py (what runs inside fit), checkpoints.py (resuming). TensorFlow is imported inside
+functions so that importing this module stays fast.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
-import threading
 import time
 import traceback
-import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from core.data import datasets as data_lib
-from core.data.formats import FormatOptions
+from core.data import splits
+from core.ml.callbacks import EpochScoring, ValidationScorer, _make_job_callback, early_stopping, epoch_tensorboard
+from core.ml.checkpoints import restore_best_model, restore_checkpoint, truncate_history
+from core.ml.data_pipeline import choose_data_pipeline, load_data, predict_rows, split_batches
+from core.ml.run_control import Cancelled, RunControl
 from core.settings.architectures import resolve_params
-from core.settings.config import Augmentation, TrainConfig  # noqa: F401 - the config travels with the engine
-from core.files import atomic_path
-from core.store.runs import Run, read_json, write_json
-
-# ----------------------------------------------------------------------------- live progress
-
-class Progress:
-    """Live state of one run, written by the training and read by the UI (thread-safe).
-
-    With `path`, every change is also written there for other processes to read: atomically, at
-    once when the phase changes, otherwise at most twice a second, and never left behind: a change
-    that came too soon is written when the interval is up (else a reader polling short epochs sees
-    mostly the state of an epoch's start: batch 0).
-    """
-
-    WRITE_INTERVAL_S = 0.5
-
-    def __init__(self, epochs: int = 0, path=None):
-        self._lock, self._write_lock = threading.Lock(), threading.Lock()
-        self._state = {"phase": "queued", "epoch": 0, "epochs": epochs, "batch": 0, "batches": 0,
-                       "images_per_sec": None, "eta_s": None, "learning_rate": None,
-                       "batch_loss": None, "load_done": 0, "load_total": 0, "elapsed_s": 0.0}
-        self._history: list[dict] = []
-        self._path, self._written_at = path, 0.0
-        self._version, self._written_version, self._pending = 0, 0, None
-
-    def update(self, **fields) -> None:
-        with self._lock:
-            phase_changed = "phase" in fields and fields["phase"] != self._state["phase"]
-            self._state.update(fields)
-            self._version += 1
-            if self._path is None:
-                return
-            wait = self.WRITE_INTERVAL_S - (time.monotonic() - self._written_at)
-            if wait > 0 and not phase_changed:
-                if self._pending is None:
-                    self._pending = threading.Timer(wait, self._write_pending)
-                    self._pending.daemon = True
-                    self._pending.start()
-                return
-        self._write()
-
-    def _write_pending(self) -> None:
-        with self._lock:
-            self._pending = None
-        self._write()
-
-    def _write(self) -> None:
-        """Write the latest state, unless it is written already (one writer at a time, newest last)."""
-        with self._write_lock:
-            with self._lock:
-                if self._written_version == self._version:
-                    return
-                state, self._written_version = dict(self._state), self._version
-                self._written_at = time.monotonic()
-            write_json(self._path, state)
-
-    def add_epoch(self, row: dict) -> None:
-        with self._lock:
-            self._history.append(row)
-
-    def snapshot(self) -> dict:
-        with self._lock:
-            return {**self._state, "history": list(self._history)}
-
-
-@dataclass
-class RunControl:
-    """Progress and the Stop request of a run; `stop_file`, when given, is a Stop from any process."""
-    progress: Progress = field(default_factory=Progress)
-    stop_event: threading.Event = field(default_factory=threading.Event)
-    stop_file: object = None
-
-    def should_stop(self) -> bool:
-        return self.stop_event.is_set() or (self.stop_file is not None and os.path.exists(self.stop_file))
-
-    @classmethod
-    def for_run(cls, run: Run, epochs: int = 0) -> "RunControl":
-        """Progress written to the run folder, Stop read from it: what a training process uses."""
-        return cls(progress=Progress(epochs, path=run.progress_path), stop_file=run.stop_path)
-
-
-class Cancelled(Exception):
-    pass
-
-
-# ----------------------------------------------------------------------------- data
-
-def load_data(config: TrainConfig, progress: Progress | None = None, cancel=None):
-    """The dataset and its split for `config` (decoded images come from the disk cache when present,
-    memory-mapped). `cancel` (a callable) stops a load that decodes: data_lib.LoadCancelled."""
-    report = (lambda done, total: progress.update(load_done=done, load_total=total)) if progress else None
-    dataset = data_lib.load_dataset(config.data_source, config.data_path or None, config.task,
-                                    config.image_size, config.channels, progress=report, cancel=cancel,
-                                    options=FormatOptions.from_settings(config))
-    seed = config.effective_split_seed
-    if config.cv_folds:
-        split = data_lib.make_cv_split(dataset, config.cv_folds, config.cv_fold, config.test_fraction, seed)
-    else:
-        split = data_lib.make_split(dataset, config.val_fraction, config.test_fraction, seed,
-                                    use_own_split=config.split == "own")
-    return dataset, data_lib.subsample_train(dataset, split, config.train_fraction, seed)
-
-
-def make_tf_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,
-                    shuffle: bool, seed: int):
-    """uint8 images + int labels -> batches of (float32 pixels 0-255, one-hot labels), prefetched."""
-    import tensorflow as tf
-    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
-    return shuffled_batches(ds, len(labels), batch_size, shuffle, seed,
-                            lambda x, y: to_model_inputs(x, y, num_classes))
-
-
-# Batches the disk pipeline reads ahead. A fixed number, not tf.data's autotuner: the streamed
-# pipeline is there to bound memory, and the autotuner sizes its buffers by timings (more under load).
-STREAMED_BATCHES_IN_FLIGHT = 2
-
-
-def shuffled_batches(ds, count: int, batch_size: int, shuffle: bool, seed: int, to_model,
-                     in_flight: int | None = None):
-    """`count` elements -> batches (shuffled anew every epoch if `shuffle`) mapped by `to_model`
-    in order, prefetched (`in_flight` batches ahead, or as many as tf.data's autotuner chooses).
-    The pipeline both the in-memory and the streamed data go through."""
-    import tensorflow as tf
-    ahead = in_flight or tf.data.AUTOTUNE
-    if shuffle:
-        ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    # Mapping after batching keeps float32 pixels out of the shuffle buffer (uint8 images or row positions).
-    ds = ds.batch(batch_size).map(without_autograph(to_model), num_parallel_calls=ahead, deterministic=True)
-    return ds.prefetch(ahead)
-
-
-def without_autograph(function):
-    """`function` as tf.data and tf.function trace it, but not rewritten by AutoGraph, which parses its
-    Python source: in a dashboard thread that can break a page compiled at the same moment on CPython
-    3.11 before 3.11.8 (gh-106905). Our mapped functions are plain TensorFlow ops: nothing to rewrite."""
-    import tensorflow as tf
-    return tf.autograph.experimental.do_not_convert(function)
-
-
-def to_model_inputs(images, labels, num_classes: int):
-    """A batch of uint8 images and int labels as the model takes them: float32 pixels 0-255, one-hot."""
-    import tensorflow as tf
-    return tf.cast(images, tf.float32), tf.one_hot(labels, num_classes)
-
-
-def machine_memory_bytes() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def choose_data_pipeline(config: TrainConfig, dataset: data_lib.Dataset) -> str:
-    """'memory' or 'disk': `config.data_pipeline`, where 'auto' streams from the disk cache when the
-    decoded images would fill more than a quarter of this machine's memory."""
-    if config.data_pipeline != "auto":
-        return config.data_pipeline
-    return "disk" if dataset.images.nbytes > machine_memory_bytes() / 4 else "memory"
-
-
-def make_streamed_dataset(dataset: data_lib.Dataset, rows: np.ndarray, num_classes: int, batch_size: int,
-                          shuffle: bool, seed: int):
-    """The batches make_tf_dataset gives for these rows, read batch by batch from the disk cache.
-
-    Positions are shuffled instead of images, so memory does not grow with the dataset; shuffling
-    range(n) with the same seed and buffer size gives the same order as shuffling the images
-    themselves, hence the very same batches (and metrics) as the in-memory pipeline.
-    """
-    import tensorflow as tf
-    rows = np.asarray(rows, dtype=np.int64)
-    labels = dataset.labels[rows].astype(np.int32)
-    image_shape = (None, *dataset.images.shape[1:])
-
-    def read(positions):
-        return dataset.read_images(rows[positions]), labels[positions]
-
-    def to_model(positions):
-        # stateful=False: the same rows read the same pixels, so tf.data may read batches in parallel.
-        x, y = tf.numpy_function(read, [positions], (tf.uint8, tf.int32), stateful=False)
-        x.set_shape(image_shape)
-        y.set_shape((None,))
-        return to_model_inputs(x, y, num_classes)
-
-    return shuffled_batches(tf.data.Dataset.range(len(rows)), len(rows), batch_size, shuffle, seed, to_model,
-                            in_flight=STREAMED_BATCHES_IN_FLIGHT)
-
-
-def split_batches(dataset: data_lib.Dataset, rows: np.ndarray, num_classes: int, batch_size: int,
-                  shuffle: bool, seed: int, pipeline: str):
-    """Batches of the dataset's `rows`: copied into memory, or streamed from the disk cache."""
-    if pipeline == "disk":
-        return make_streamed_dataset(dataset, rows, num_classes, batch_size, shuffle, seed)
-    return make_tf_dataset(dataset.images[rows], dataset.labels[rows], num_classes, batch_size, shuffle, seed)
+from core.settings.config import Augmentation, TrainConfig
+from core.files import read_json
+from core.store.run_folder import Run
 
 
 def class_weight_map(labels: np.ndarray, num_classes: int, mode: str) -> dict | None:
@@ -223,8 +37,6 @@ def class_weight_map(labels: np.ndarray, num_classes: int, mode: str) -> dict | 
     mapping.update({int(c): float(w) for c, w in zip(present, weights)})
     return mapping
 
-
-# ----------------------------------------------------------------------------- model pieces
 
 def build_augmentation(aug: Augmentation, seed: int):
     """A keras.Sequential of preprocessing layers (active in training only), or None."""
@@ -291,10 +103,6 @@ def make_optimizer(config: TrainConfig, learning_rate):
     return keras.optimizers.Adagrad(**common)
 
 
-def current_learning_rate(optimizer) -> float:
-    return float(np.asarray(optimizer.learning_rate))
-
-
 def configure_devices(devices: int = 0):
     """Mixed precision on GPUs, op determinism on CPU, and the distribution strategy for `devices`
     (core.ml.devices: MirroredStrategy over more than one)."""
@@ -313,264 +121,6 @@ def configure_devices(devices: int = 0):
         # Reproducible on CPU: the same config and seed give the same metrics.
         tf.config.experimental.enable_op_determinism()
     return devices_lib.strategy_for(devices)
-
-
-# ----------------------------------------------------------------------------- the callback
-
-@dataclass
-class ValidationScorer:
-    """The validation pass of each epoch: one prediction of the validation rows, with the final
-    predictions' pipeline (predict_rows), gives Keras' val_loss and val_accuracy and the val_auc and
-    val_macro_f1 of classification_metrics. It replaces Keras' own validation pass (fit gets no
-    validation_data), so the two extra metrics cost no second pass over the validation images."""
-    dataset: data_lib.Dataset
-    rows: np.ndarray
-    batch_size: int
-    pipeline: str
-
-    def __call__(self, model) -> dict:
-        if len(self.rows) == 0:
-            return {}
-        probabilities = predict_rows(model, self.dataset, self.rows, self.batch_size, self.pipeline)
-        labels = self.dataset.labels[self.rows]
-        return {**keras_validation_logs(model, probabilities, labels),
-                **epoch_validation_metrics(probabilities, labels, self.dataset.class_names)}
-
-
-def keras_validation_logs(model, probabilities: np.ndarray, labels: np.ndarray) -> dict:
-    """{"val_loss", "val_accuracy"} as Keras' validation pass logs them: the compiled loss (label
-    smoothing included; the models add no regularisation losses) and the categorical accuracy,
-    both means over the images."""
-    one_hot = np.eye(probabilities.shape[1], dtype=np.float32)[labels]
-    loss = model.loss(one_hot, probabilities.astype(np.float32))
-    accuracy = np.mean(np.argmax(probabilities, axis=1) == np.asarray(labels))
-    return {"val_loss": float(np.asarray(loss)), "val_accuracy": float(accuracy)}  # NaN stays NaN, as in Keras
-
-
-def epoch_validation_metrics(probabilities, labels, class_names) -> dict:
-    """{"val_auc", "val_macro_f1"}: classification_metrics' "auc" and "macro_f1" of these predictions."""
-    from core.ml import metrics as metrics_lib
-    scores = metrics_lib.classification_metrics(probabilities, labels, class_names)
-    return {"val_auc": scores["auc"], "val_macro_f1": scores["macro_f1"]}
-
-
-def batch_sizes(examples: int, batch_size: int) -> list[int]:
-    """The size of each batch of an epoch over `examples` (the last one may be short)."""
-    return [min(batch_size, examples - start) for start in range(0, examples, batch_size)]
-
-
-def own_batch_values(running_means, sizes) -> list[float]:
-    """Each batch's own value from Keras' running means of the epoch (weighted by batch size).
-
-    Keras logs mean_k = sum(n_i * v_i, i <= k) / sum(n_i, i <= k); so
-    v_k = (mean_k * N_k - mean_(k-1) * N_(k-1)) / n_k, with N_k the examples seen up to batch k.
-    """
-    means, sizes = np.asarray(running_means, dtype=np.float64), np.asarray(sizes, dtype=np.float64)
-    totals = means * np.cumsum(sizes)
-    return list(np.diff(totals, prepend=0.0) / sizes)
-
-
-def learning_rate_at(learning_rate, step: int) -> float | None:
-    """The rate the optimizer applies at `step` (a float, or a schedule evaluated at that step)."""
-    if learning_rate is None:
-        return None
-    return float(np.asarray(learning_rate(step))) if callable(learning_rate) else float(learning_rate)
-
-
-def first_epoch_rows(logged: dict[int, dict], examples: int, batch_size: int, learning_rate,
-                     class_weighted: bool) -> list[dict]:
-    """batches.json's rows from the first epoch's batch logs {batch: {loss, accuracy}} (running means).
-
-    Accuracy is recovered only without class weights: Keras then weights the accuracy by the class
-    weights of the batch's images, which the logs do not tell, while the loss stays weighted by size.
-    """
-    done = sorted(logged)
-    sizes = batch_sizes(examples, batch_size)[:len(done)]
-    running_loss = [logged[b]["loss"] for b in done]
-    loss = own_batch_values(running_loss, sizes)
-    accuracy = None if class_weighted or any(logged[b]["accuracy"] is None for b in done) else \
-        own_batch_values([logged[b]["accuracy"] for b in done], sizes)
-    return [{"batch": b + 1, "loss": _as_float(loss[i]), "running_loss": running_loss[i],
-             "accuracy": _as_float(accuracy[i]) if accuracy is not None else None,
-             "learning_rate": learning_rate_at(learning_rate, b)}
-            for i, b in enumerate(done)]
-
-
-@dataclass
-class EpochScoring:
-    """What the job callback needs beyond progress: the validation scorer and the first epoch's batches."""
-    validation: ValidationScorer | None = None
-    train_examples: int = 0
-    learning_rate: object = None  # a float or a keras LearningRateSchedule
-    class_weighted: bool = False
-
-
-def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batch_size: int,
-                       total_epochs: int, monitor: str, resumed: dict | None = None,
-                       scoring: EpochScoring | None = None):
-    import keras
-    scoring = scoring or EpochScoring()
-
-    class JobCallback(keras.callbacks.Callback):
-        """Per-batch progress and stop checks; per-epoch metrics file and best model (model.keras);
-        the first epoch batch by batch (batches.json)."""
-
-        # Batch hooks only record numbers under a lock, so Keras may call them from its thread
-        # pool: a synchronous batch hook would make every training step wait for the logs.
-        async_safe = True
-
-        def __init__(self):
-            super().__init__()
-            self.best_value, self.best_epoch = None, None
-            if resumed:  # the best so far is in model.keras
-                self.best_value, self.best_epoch = resumed.get("best_value"), resumed.get("best_epoch")
-            self.phase, self.fine_tune_start = "train", None
-            self.cancelled = False
-            self.train_started = time.perf_counter()
-            self._lock = threading.Lock()
-            self.first_epoch_logs: dict[int, dict] = {}
-
-        def on_epoch_begin(self, epoch, logs=None):
-            with self._lock:
-                self.epoch, self.epoch_started = epoch, time.perf_counter()
-                self.first_batch_done, self.batches_done = None, 0
-            control.progress.update(phase="training", epoch=epoch, batch=0, batches=steps_per_epoch,
-                                    learning_rate=current_learning_rate(self.model.optimizer))
-
-        def on_train_batch_end(self, batch, logs=None):
-            now = time.perf_counter()
-            with self._lock:
-                self.batches_done = max(self.batches_done, batch + 1)
-                done = self.batches_done
-                # The first batch of an epoch includes start-up (and tracing): time the batches after it.
-                if self.first_batch_done is None:
-                    self.first_batch_done, self.first_batch_index = now, done
-                steady = done - self.first_batch_index
-                elapsed = now - self.first_batch_done
-                epochs_left = total_epochs - self.epoch - 1
-                if self.epoch == 0:
-                    self.first_epoch_logs[batch] = {"loss": _as_float((logs or {}).get("loss")),
-                                                    "accuracy": _as_float((logs or {}).get("accuracy"))}
-            per_batch = elapsed / steady if steady > 0 and elapsed > 0 else None
-            control.progress.update(
-                batch=done, images_per_sec=batch_size / per_batch if per_batch else None,
-                eta_s=per_batch * (steps_per_epoch - done + epochs_left * steps_per_epoch) if per_batch else None,
-                batch_loss=_as_float((logs or {}).get("loss")), elapsed_s=now - self.train_started)
-            if control.should_stop():
-                self.cancelled = True
-                self.model.stop_training = True
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = {} if logs is None else logs
-            if scoring.validation is not None:
-                # Into Keras' own logs, as its validation pass would: the TensorBoard, halving, early
-                # stopping and plateau callbacks after this one read them there. An AUC that does not
-                # exist (one class in the validation split) is left out: TensorBoard cannot log None.
-                logs.update({k: v for k, v in scoring.validation(self.model).items() if v is not None})
-            seconds = time.perf_counter() - self.epoch_started
-            if epoch == 0 and self.first_epoch_logs:
-                write_json(run.batches_path, first_epoch_rows(self.first_epoch_logs, scoring.train_examples or
-                                                              steps_per_epoch * batch_size, batch_size,
-                                                              scoring.learning_rate, scoring.class_weighted))
-            row = {"epoch": epoch + 1, **{k: _as_float(v) for k, v in logs.items()},
-                   "learning_rate": current_learning_rate(self.model.optimizer),
-                   "seconds": round(seconds, 3),
-                   "images_per_sec": control.progress.snapshot()["images_per_sec"]}
-            row.pop("lr", None)
-            if self.cancelled:
-                row["partial"] = True  # stopped mid-epoch; what was learned is still validated
-                row["batches_done"] = self.batches_done
-            run.append_metrics(row)
-            control.progress.add_epoch(row)
-            run.update_status(epoch=epoch + 1)
-            value = logs.get(monitor)
-            if value is not None and self._improved(float(value)):
-                self.best_value, self.best_epoch = float(value), epoch + 1
-                run.save_model(self.model)
-            if not self.cancelled:
-                save_checkpoint(run, self.model, epoch + 1, {"best_value": self.best_value,
-                                                             "best_epoch": self.best_epoch, "phase": self.phase,
-                                                             "fine_tune_start": self.fine_tune_start})
-
-        def _improved(self, value: float) -> bool:
-            if self.best_value is None or math.isnan(self.best_value):
-                return not math.isnan(value)
-            return value < self.best_value if monitor.endswith("loss") else value > self.best_value
-
-    return JobCallback()
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-def save_checkpoint(run: Run, model, epoch: int, state: dict) -> None:
-    """Weights and optimizer state after `epoch` completed epochs, to resume from.
-
-    Files carry the epoch in their names and state.json is written last, so a crash at any moment
-    leaves the previous checkpoint whole.
-    """
-    folder = run.checkpoint_dir
-    with atomic_path(folder / f"epoch-{epoch}.weights.h5") as tmp:
-        model.save_weights(tmp)
-    with atomic_path(folder / f"epoch-{epoch}.optimizer.npz") as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, *[np.asarray(v) for v in model.optimizer.variables])
-    write_json(folder / "state.json", {**state, "epoch": epoch})
-    for old in folder.glob("epoch-*"):
-        if not old.name.startswith(f"epoch-{epoch}."):
-            old.unlink(missing_ok=True)
-
-
-def restore_checkpoint(run: Run, model) -> dict:
-    """Load the last checkpoint into a compiled `model` (weights and optimizer state); its state."""
-    state = read_json(run.checkpoint_dir / "state.json", {})
-    epoch = state["epoch"]
-    model.load_weights(run.checkpoint_dir / f"epoch-{epoch}.weights.h5")
-    optimizer = model.optimizer
-    optimizer.build(model.trainable_variables)
-    with np.load(run.checkpoint_dir / f"epoch-{epoch}.optimizer.npz", allow_pickle=False) as saved:
-        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-    if len(values) != len(optimizer.variables):
-        raise ValueError(f"the checkpoint's optimizer state ({len(values)} variables) does not fit this "
-                         f"model's optimizer ({len(optimizer.variables)})")
-    for variable, value in zip(optimizer.variables, values):
-        variable.assign(value)
-    return state
-
-
-def restore_best_model(run: Run, model) -> None:
-    """Load the best epoch's weights from model.keras, which the callback writes at each improvement.
-
-    The file, not a copy in memory, is the one record of the best epoch: it outlives a crash, a Stop
-    and a resume in another process. Its optimizer state may not fit a model recompiled for
-    fine-tuning; only the weights matter here, so Keras' warning that it skips them is muted.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model.load_weights(run.model_path)
-
-
-def truncate_history(run: Run, epochs: int) -> None:
-    """Keep the metrics of the first `epochs` epochs: a resumed run goes on from there."""
-    rows = [row for row in run.history() if row.get("epoch", 0) <= epochs]
-    with atomic_path(run.metrics_path) as tmp:
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-
-
-def early_stopping(config: TrainConfig, resumed: dict | None):
-    """Keras' EarlyStopping; a resumed run keeps its best value and its count of epochs without one."""
-    import keras
-
-    class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)
-            carried, self.carried = getattr(self, "carried", None), None
-            if carried and carried.get("best_value") is not None:
-                self.best = carried["best_value"]
-                self.wait = carried["epoch"] - (carried.get("best_epoch") or carried["epoch"])
-
-    callback = ResumableEarlyStopping(monitor=config.monitor, patience=config.patience, restore_best_weights=False)
-    callback.carried = resumed
-    return callback
 
 
 def resources_used(wall_s: float, images_per_sec: list[float], strategy=None) -> dict:
@@ -599,35 +149,6 @@ def resources_used(wall_s: float, images_per_sec: list[float], strategy=None) ->
             "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
             "precision": keras.mixed_precision.global_policy().name}
 
-
-def epoch_tensorboard(log_dir):
-    """Keras' TensorBoard callback writing epoch summaries only.
-
-    Its batch hooks would do nothing with update_freq="epoch", but merely having them makes Keras
-    wait for every batch's logs; without them the training loop runs at bare model.fit speed.
-    """
-    import keras
-
-    class EpochTensorBoard(keras.callbacks.TensorBoard):
-        async_safe = True
-
-        def on_train_batch_begin(self, batch, logs=None):
-            pass
-
-        def on_train_batch_end(self, batch, logs=None):
-            pass
-
-    return EpochTensorBoard(str(log_dir), update_freq="epoch", write_graph=False, profile_batch=0)
-
-
-def _as_float(value):
-    if value is None:
-        return None
-    value = float(np.asarray(value))
-    return value if math.isfinite(value) else None
-
-
-# ----------------------------------------------------------------------------- a whole run
 
 def execute_run(run: Run, config: TrainConfig, control: RunControl | None = None, resume: bool = False) -> dict:
     """Train `config` into `run`, keeping status.json honest; returns the summary. With `resume`,
@@ -761,7 +282,7 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
                f"best_{config.monitor}": job_callback.best_value, "epochs_run": epochs_run,
                "cancelled": job_callback.cancelled, "stopped_early": epochs_run < total_epochs
                and not job_callback.cancelled, "model": stats, "class_names": dataset.class_names,
-               "dataset": data_lib.dataset_summary(dataset), "split": data_lib.split_report_dict(split.report)}
+               "dataset": data_lib.dataset_summary(dataset), "split": splits.split_report_dict(split.report)}
     summary.update(halving.summary_fields(halver))
     summary["overfitting"] = fit_at_epoch(run.history(), job_callback.best_epoch if restored else epochs_run)
     summary["warnings"] = notes
@@ -841,23 +362,6 @@ def _prepare_fine_tune(model, config: TrainConfig) -> None:
     if not models.transfer_base(model).trainable:
         models.unfreeze_top_layers(model, int(params["fine_tune_layers"]))
     _compile(model, config, config.learning_rate * float(params["fine_tune_lr_factor"]))
-
-
-def predict_probabilities(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    if len(images) == 0:
-        return np.zeros((0, model.output_shape[-1]), dtype=np.float32)
-    return np.asarray(model.predict(images.astype(np.float32), batch_size=batch_size, verbose=0),
-                      dtype=np.float32)
-
-
-def predict_rows(model, dataset: data_lib.Dataset, rows: np.ndarray, batch_size: int = 64,
-                 pipeline: str = "disk") -> np.ndarray:
-    """Probabilities for the dataset's `rows`; with the disk pipeline, read batch by batch from the cache."""
-    if pipeline == "memory" or len(rows) == 0:
-        return predict_probabilities(model, dataset.images[rows], batch_size)
-    batches = make_streamed_dataset(dataset, rows, model.output_shape[-1], batch_size, False, 0)
-    images_only = batches.map(without_autograph(lambda x, y: x))
-    return np.asarray(model.predict(images_only, verbose=0), dtype=np.float32)
 
 
 def environment_versions() -> dict:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.ml import explain
+from core.ml import explain, maps, saliency_graph
 from core.ml import metrics as metrics_lib
 
 
@@ -76,12 +76,12 @@ def explanation_overlay(run, file: str, image: np.ndarray) -> ExplainedImage:
     predicted = explain.predicted_class(explainer, pixels)
     try:
         shown = explain.explain_image(explainer, pixels, "gradcam", predicted, class_names)
-    except explain.ExplainError as exc:
+    except saliency_graph.ExplainError as exc:
         return ExplainedImage(None, str(exc))
     if shown.empty:
         return ExplainedImage(None, "every class-activation map of this image is empty: "
                                     + explain.empty_map_message("gradcam", shown.target, class_names))
-    return ExplainedImage(explain.overlay(pixels, shown.heatmap),
+    return ExplainedImage(maps.overlay(pixels, shown.heatmap),
                           f"{shown.caption(shown.target)} · {shown.sanity.verdict()}")
 
 

@@ -15,7 +15,8 @@ import pandas as pd
 
 from core.present import estimate
 from core.present.compare import format_seconds
-from core.store.runs import ACTIVE_STATES, Run, RunStore
+from core.store.run_folder import ACTIVE_STATES, Run
+from core.store.runs import RunStore
 
 MAX_COMPARE = 6
 STOPPED_STATES = ("failed", "interrupted")
@@ -34,7 +35,7 @@ def sweep_names(records: list[dict]) -> dict[str, str]:
 def retag(runs: list[Run], add=(), remove=(), starred: bool | None = None) -> None:
     """Add and remove tags (and star or unstar, when `starred` is given) on every run; each run's
     other annotations stay. ValueError (e.g. a bad tag) before any run is changed."""
-    from core.store.runs import check_tags
+    from core.store.annotations import check_tags
     add, remove = check_tags(list(add)), set(check_tags(list(remove)))
     for run in runs:
         changes = {} if starred is None else {"starred": starred}

@@ -15,7 +15,7 @@ from datetime import datetime
 import altair as alt
 import pandas as pd
 
-from core.present import study_report
+from core.present import study_answer, study_report
 from core.present.compare import format_count
 from core.present.sweeps import (
     METRIC_TITLES,
@@ -167,7 +167,7 @@ def answer(record: dict, frame: pd.DataFrame, metric: str) -> str:
     settings = swept(record)
     # labels that say what they are ("3 conv layers", a grid's "optimizer sgd, ...") need no setting before them
     label = "" if study.labels or len(settings) > 1 else setting_label(study)
-    sentence = study_report.conclusion(points(frame, settings, metric), setting_label=label,
+    sentence = study_answer.conclusion(points(frame, settings, metric), setting_label=label,
                                        metric_title=METRIC_TITLES.get(metric, metric),
                                        higher_is_better=metric not in LOWER_IS_BETTER,
                                        repeat_unit="fold" if record.get("cv_folds") else "seed")
@@ -175,7 +175,7 @@ def answer(record: dict, frame: pd.DataFrame, metric: str) -> str:
         return sentence
     measured = {METRIC_TITLES[m]: points(frame, settings, m) for m in RESOURCE_CHARTS
                 if frame[f"{m}_mean"].notna().any()}
-    trend = study_report.trend_conclusion(measured, setting_label=label) if measured else ""
+    trend = study_answer.trend_conclusion(measured, setting_label=label) if measured else ""
     return f"{trend} {sentence}".strip()
 
 

@@ -21,7 +21,8 @@ import pandas as pd
 from core.ml.halving import rungs
 from core.settings.config import TrainConfig, setting_for
 from core.store.portable import export_sweep, import_archive
-from core.store.runs import ACTIVE_STATES, RunStore
+from core.store.run_folder import ACTIVE_STATES
+from core.store.runs import RunStore
 from core.store.sweeps import RESULT_METRICS
 
 # Common ablations and the values people try first (the text stays editable on the page).

@@ -21,7 +21,9 @@ import numpy as np
 
 from core.data.archives import RUN_EXPORT, UnsafeArchive, check_zip
 from core.files import atomic_path
-from core.store.runs import RUN_ID, Run, RunStore, read_json, write_json
+from core.files import read_json, write_json
+from core.store.run_folder import Run
+from core.store.runs import RUN_ID, RunStore
 
 FORMAT = "cxrlab-runs"
 RUN_FILES = ("config.json", "status.json", "metrics.jsonl", "summary.json", "environment.json", "model.keras",
@@ -219,7 +221,7 @@ def _verify_run(folder: Path) -> None:
 
 def _verify_user_and_result_files(folder: Path) -> None:
     """What the user said of the run, the first epoch's batches, external results and the model card."""
-    from core.store.runs import check_annotations
+    from core.store.annotations import check_annotations
     if (folder / "annotations.json").exists():
         annotations = read_json(folder / "annotations.json")
         if not isinstance(annotations, dict):

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.settings.config import SETTINGS, TrainConfig, setting_for
-from core.store.runs import ACTIVE_STATES, RUN_ID, RunStore, read_json, write_json
+from core.files import read_json, write_json
+from core.store.run_folder import ACTIVE_STATES
+from core.store.runs import RUN_ID, RunStore
 
 RESULT_METRICS = ("test_accuracy", "test_macro_f1", "test_auc", "val_accuracy", "best_val_loss",
                   "train_accuracy", "accuracy_gap",

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from core.store.runs import default_runs_dir, read_json, write_json
+from core.files import read_json, write_json
+from core.store.runs import default_runs_dir
 
 FILE_NAME = ".dashboard_settings.json"
 

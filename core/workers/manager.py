@@ -31,15 +31,8 @@ from typing import Callable, NamedTuple
 
 from core.settings.config import TrainConfig
 from core.settings.paths import PROJECT_ROOT
-from core.store.runs import (
-    ACTIVE_STATES,
-    HOST,
-    Run,
-    RunStore,
-    process_start,
-    this_process,
-    worker_id,
-)
+from core.store.run_folder import ACTIVE_STATES, Run
+from core.store.runs import HOST, process_start, RunStore, this_process, worker_id
 from core.workers.oom import OomWatch, memory_facts
 
 log = logging.getLogger(__name__)

@@ -30,8 +30,10 @@ def train_process(run_path: str) -> int:
         run_path = sys.stdin.readline().strip()
         if not run_path:
             return 0  # the worker stopped before it had a run for us
-    from core.ml.training import RunControl, TrainConfig, execute_run
-    from core.store.runs import Run
+    from core.ml.run_control import RunControl
+    from core.ml.training import execute_run
+    from core.settings.config import TrainConfig
+    from core.store.run_folder import Run
     run = Run(Path(run_path))
     send_output_to(run.stderr_path)
     current["run"] = run
@@ -69,7 +71,7 @@ def watch_parent(current: dict) -> None:
     orphan_error = os.environ.get("CXR_ORPHAN_ERROR")
 
     def watch() -> None:
-        from core.store.runs import STATUS_LOCK
+        from core.store.run_folder import STATUS_LOCK
         while os.getppid() == parent:
             time.sleep(PARENT_POLL_S)
         run = current["run"]

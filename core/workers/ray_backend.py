@@ -29,7 +29,8 @@ import ray  # noqa: E402
 import ray.exceptions  # noqa: E402
 
 from core.settings.paths import PROJECT_ROOT  # noqa: E402
-from core.store.runs import Run, process_start  # noqa: E402
+from core.store.run_folder import Run  # noqa: E402
+from core.store.runs import process_start
 
 ADDRESS_VARIABLE = "CXR_RAY_ADDRESS"
 CPUS_PER_RUN_VARIABLE = "CXR_RAY_CPUS_PER_RUN"
