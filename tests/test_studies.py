@@ -397,3 +397,10 @@ def test_the_readme_lists_every_study_with_the_datasets_it_fits_and_its_question
         row = next((line for line in readme.splitlines() if line.startswith(f"| {study.title} (`{key}`) |")), None)
         assert row is not None, f"README's Studies table has no row for {key}"
         assert f"| {FITS[study.fits]} |" in row and study.question in row, key
+
+
+def test_a_study_of_whole_numbers_reads_its_labels_from_the_results_frame(store):
+    record = constructed_study(store, "patience", {"1": [0.80, 0.82], "3": [0.85, 0.86]})
+    frame = studies_view.results_for(store, record)
+    assert str(frame["patience"].dtype) == "int64"  # NumPy scalars, not the record's ints
+    assert studies_view.table(record, frame, ["test_accuracy"])["patience"].tolist() == ["1", "3"]
