@@ -21,9 +21,9 @@ venv: $(VENV)/.installed
 run: venv
 	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
 
-# The suite on TEST_WORKERS processes (pytest-xdist); each file's tests stay on one worker, in order.
-TEST_WORKERS ?= 2
-PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
+# Serial by default: on two pytest-xdist workers (PARALLEL="-n 2 --dist loadgroup") the browser journey
+# lost the Dataset page's settings on the Train page in two fresh-clone runs (not yet understood).
+PARALLEL ?=
 
 test: venv
 	$(PY) -m pytest $(PARALLEL)
