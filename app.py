@@ -30,9 +30,9 @@ else:
     # Navigation first, so the sidebar is drawn before the shared set-up below is imported.
     page = st.navigation(pages)
 
-    from ui import common, streamlit_patches  # noqa: E402 - after the navigation on purpose (see above)
+    # After the navigation on purpose (see above); importing it installs ui/streamlit_patches.
+    from ui import common  # noqa: E402
 
-    streamlit_patches.install()
     common.keep_settings()
     st.sidebar.caption("Research tool, not for clinical use.")
     try:

@@ -125,8 +125,8 @@ def pytest_sessionstart(session):
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """`make test` runs the suite on pytest-xdist workers with `--dist loadgroup`: a file's tests stay
-    together on one worker, in order, sharing its module fixtures (a file may also name a group of
+    """With PARALLEL="-n 2 --dist loadgroup" (Makefile), pytest-xdist workers run the suite: a file's
+    tests stay together on one worker, in order, sharing its module fixtures (a file may also name a group of
     files with @pytest.mark.xdist_group, e.g. those that start a Ray cluster). Files with slow tests
     are collected first, so that the last work handed out is short and no worker idles at the end."""
     for item in items:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-CHECKED_AGAINST = "1.67.0"
-
 
 def protect_background_training() -> None:
     """Stop Streamlit from calling keras.backend.clear_session() after every script run.
@@ -16,8 +14,9 @@ def protect_background_training() -> None:
     page's size estimate) while another tab's reruns end, and clear_session resets Keras' global
     names under it. Measured on the 2-core VM: with clear_session called in another thread for 40 s
     (83 calls), both model builds of that time failed ("The name 'conv2d' is used 6 times in the
-    model"); Grad-CAM on a built model was unaffected. bench/clear_session.py repeats it. tests/test_streamlit_patch.py fails the day
-    Streamlit renames or stops calling the function replaced here. Streamlit's other clean-up
+    model"); Grad-CAM on a built model was unaffected. bench/clear_session.py repeats it.
+    tests/test_streamlit_patch.py fails the day Streamlit renames or stops calling the function
+    replaced here. Streamlit's other clean-up
     (closing matplotlib figures) is kept.
     """
     from streamlit.runtime.scriptrunner import script_runner
