@@ -21,8 +21,8 @@ venv: $(VENV)/.installed
 run: venv
 	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
 
-# Serial by default: on two pytest-xdist workers (PARALLEL="-n 2 --dist loadgroup") the browser journey
-# lost the Dataset page's settings on the Train page in two fresh-clone runs (not yet understood).
+# Serial by default; PARALLEL="-n 2 --dist loadfile" runs it on two pytest-xdist workers, a file's tests
+# together on one worker (tests/conftest.py).
 PARALLEL ?=
 
 test: venv

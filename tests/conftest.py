@@ -123,21 +123,39 @@ def pytest_sessionstart(session):
 
 # ----------------------------------------------------------------------------- parallel runs
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+# With PARALLEL="-n 2 --dist loadfile" (Makefile) pytest-xdist workers run the suite, a file's tests
+# together on one worker, in order, sharing its module fixtures. These files also share one worker
+# with each other: each starts a Ray head, and two heads would compete for Ray's fixed ports (such as
+# its client server's 10001).
+SAME_WORKER = {"test_ray.py": "ray", "test_scale_browser.py": "ray"}
+
+
+def worker_scope(nodeid: str) -> str:
+    """What one xdist worker runs as a whole: the test's file, or the group of files it shares a worker with."""
+    path = nodeid.split("::", 1)[0]
+    return SAME_WORKER.get(Path(path).name, path)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown (and unused) without xdist
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's own `loadgroup` does not group on pytest 9.2 (it renames items through `_nodeid`, which
+    pytest 9.2 no longer reads: pytest-dev/pytest-xdist#1386), so files are scheduled here, by worker_scope."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_scope(nodeid)
+
+    return FileScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """With PARALLEL="-n 2 --dist loadgroup" (Makefile), pytest-xdist workers run the suite: a file's
-    tests stay together on one worker, in order, sharing its module fixtures (a file may also name a group of
-    files with @pytest.mark.xdist_group, e.g. those that start a Ray cluster). Files with slow tests
-    are collected first, so that the last work handed out is short and no worker idles at the end."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
-
-    def group_of(item) -> str:
-        return item.get_closest_marker("xdist_group").args[0]
-
-    slow_groups = {group_of(item) for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: group_of(item) not in slow_groups)  # stable: each file keeps its order
+    """Files with slow tests first, so that the last work handed to a worker is short and no worker
+    idles at the end (xdist hands out files in collection order)."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file keeps its order
 
 
 # ----------------------------------------------------------------------------- run stores
