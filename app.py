@@ -4,7 +4,7 @@
 the job manager with the server, so queued runs train before any browser tab is opened
 (core/workers/service.py). Then every page view runs this file as the page script (`__name__` is
 "__main__"), which only sets up the page and the navigation. The page scripts live in pages/, their
-shared components in ui/; a bookmarked page still runs through this file (ui/streamlit_patches.py).
+shared components in ui/; a bookmarked page still runs through this file (ui.common.enter_through_app).
 TensorFlow is imported lazily by pages (when a model is built or a run starts), so the first paint is fast.
 """
 import streamlit as st
@@ -36,6 +36,7 @@ else:
     common.keep_settings()
     st.sidebar.caption("Research tool, not for clinical use.")
     try:
-        page.run()
+        with common.running_through_app():
+            page.run()
     finally:  # also when the page reruns, stops or switches pages
         common.save_settings()

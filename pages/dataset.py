@@ -13,6 +13,8 @@ from core.present import charts, forms
 from core.settings.config import SETTINGS, TASKS
 from ui import common, dataset_source, widgets
 
+common.enter_through_app()  # a page Streamlit ran on its own runs again through app.py
+
 # The settings of the form, each drawn from its declaration under "ds_" + its name; the task's key
 # is per source, since each source offers its own tasks.
 FORM_FIELDS = ("image_size", "color_mode", "split", "val_fraction", "test_fraction", "split_seed")

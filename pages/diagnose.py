@@ -14,6 +14,8 @@ from core.ml import explain, maps, saliency_graph
 from core.present import diagnose as present
 from ui import common
 
+common.enter_through_app()  # a page Streamlit ran on its own runs again through app.py
+
 PREDICTED = "(predicted class)"
 CLINICAL_NOTE = "Research tool, not for clinical use: this is not a medical diagnosis."
 LINKED_RUN_KEY = "diagnose_linked_run"  # the ?run= already followed (not a widget: no diag_ prefix)

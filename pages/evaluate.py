@@ -17,6 +17,8 @@ from core.present import evaluation as evaluation_view
 from core.present import weight_images
 from ui import common, external_validation, image_review, model_card_view
 
+common.enter_through_app()  # a page Streamlit ran on its own runs again through app.py
+
 RUN_KEY = "eval_run"
 LINKED_RUN_KEY = "evaluate_linked_run"  # the ?run= already followed (not a widget: no eval_ prefix)
 

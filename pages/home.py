@@ -5,6 +5,8 @@ from core.present import estimate, forms
 from core.present import runs as runs_view
 from ui import common
 
+common.enter_through_app()  # a page Streamlit ran on its own runs again through app.py
+
 RECENT_RUNS = 8
 
 

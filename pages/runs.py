@@ -10,6 +10,8 @@ from core.present import runs as runs_view
 from core.store import sweeps as sweeps_lib
 from ui import common, compare_view, layer_table, model_card_view, run_annotations, run_filters, tables
 
+common.enter_through_app()  # a page Streamlit ran on its own runs again through app.py
+
 COMPARE_KEY = "runs_compare_ids"
 TABLE_KEY = "runs_table"
 TABLE_ROWS_KEY = "runs_table_run_ids"  # the run ids of the table's rows, in order, when last drawn

@@ -16,6 +16,8 @@ from core.settings.studies import VARIANTS, get_study
 from core.store.sweeps import submit_sweep
 from ui import common, layer_table, sweep_form
 
+common.enter_through_app()  # a page Streamlit ran on its own runs again through app.py
+
 STUDY_KEY = "study_key"
 GALLERY_COLUMNS = 3
 

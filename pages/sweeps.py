@@ -10,6 +10,8 @@ import streamlit as st
 
 from ui import common, sweep_form, sweep_results
 
+common.enter_through_app()  # a page Streamlit ran on its own runs again through app.py
+
 
 def main() -> None:
     st.title("Sweeps")

@@ -16,6 +16,8 @@ from core.settings.config import AUGMENTATION_SETTINGS, SETTINGS
 from core.settings.recipes import recipe
 from ui import common, layer_table, train_live, widgets
 
+common.enter_through_app()  # a page Streamlit ran on its own runs again through app.py
+
 OPTIMISATION = ("optimizer", "learning_rate", "schedule", "weight_decay", "clipnorm", "label_smoothing")
 OPTIMIZER_EXTRAS = {"sgd": ("momentum", "nesterov"), "rmsprop": ("momentum",)}
 SCHEDULE_EXTRAS = {"step": ("decay_rate", "step_epochs"), "exponential": ("decay_rate", "step_epochs"),

@@ -9,9 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from ui import streamlit_patches
 
-# As app.py's server does before any page view: every run, a switched-to page's too, runs app.py
-# (AppTest would otherwise run a page of the pages/ folder on its own: ui/streamlit_patches.py).
-streamlit_patches.install()
+streamlit_patches.install()  # as app.py's server does before any page view
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TIMEOUT = 180  # the first Train page run imports TensorFlow and builds a model

@@ -1,5 +1,5 @@
 """The private-Streamlit patches (ui/streamlit_patches.py): fail the day Streamlit renames or stops using
-what they replace, so the patches are revisited then."""
+what they replace, so the patches are revisited then; and that pages run through app.py without one."""
 import inspect
 
 from streamlit.runtime.scriptrunner import script_runner
@@ -28,15 +28,19 @@ def test_the_patch_keeps_keras_names_across_script_runs():
     assert keras.layers.Dense(2).name == "dense"  # what the patch prevents
 
 
-def test_streamlit_still_runs_a_pages_folder_alone_until_navigation_switches_that_off():
-    """What enter_through_app replaces: the old multipage mode, decided by a pages/ folder beside the
-    main script, in which the script runner calls _mpa_v1 instead of running the main script."""
-    from streamlit.commands import navigation
+def test_a_page_streamlit_runs_on_its_own_runs_again_through_app_py():
+    """AppTest starts every run in Streamlit's old multipage mode (a pages/ folder beside app.py), in
+    which the linked page's file runs alone, as on a fresh server's first view of a bookmarked page.
+    ui.common.enter_through_app sends it through app.py: its sidebar and the kept settings come too."""
     from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import AppTest
 
-    from ui import streamlit_patches
-    streamlit_patches.install()
-    assert "uses_pages_directory" in vars(PagesManager)
-    assert "_mpa_v1(self._main_script_path)" in inspect.getsource(script_runner.ScriptRunner)
-    assert "def _mpa_v1(main_script_path" in inspect.getsource(script_runner._mpa_v1.replaces)
-    assert "PagesManager.uses_pages_directory = False" in inspect.getsource(navigation)
+    from tests.apptest_support import APP, assert_clean
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("pages/sweeps.py")
+    at.run()  # AppTest: PagesManager.uses_pages_directory = None again, so the old mode first
+    assert_clean(at)
+    assert PagesManager.uses_pages_directory is False  # what st.navigation sets: app.py ran
+    assert any("not for clinical use" in caption.value for caption in at.sidebar.caption)
+    assert at.title[0].value == "Sweeps" or any("Sweep" in h.value for h in at.header)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from contextlib import contextmanager
 from dataclasses import astuple
 
 import streamlit as st
@@ -47,6 +49,38 @@ def limit_server_paths_when_shared() -> None:
 guard_ast_parsing()  # the server did it already (core/workers/service.py); not so under AppTest
 streamlit_patches.install()  # so did app.py's server
 limit_server_paths_when_shared()
+
+
+# ----------------------------------------------------------------------------- entering through app.py
+
+_app_run = threading.local()  # one script thread per browser session
+
+
+@contextmanager
+def running_through_app():
+    """app.py runs the chosen page inside this."""
+    _app_run.active = True
+    try:
+        yield
+    finally:
+        _app_run.active = False
+
+
+def enter_through_app() -> None:
+    """The first line of every page script: a page that Streamlit ran on its own runs through app.py.
+
+    Until a script has called st.navigation, Streamlit takes the pages/ folder beside app.py for an
+    old-style multipage app and runs a linked page's file alone: the first view of a freshly started
+    server opened on a page's link, and every AppTest run. app.py then runs in its place, in this same
+    script run (so a click that started it is not lost): its st.navigation switches that mode off for
+    the process, draws the sidebar, puts back the user's settings and runs this page inside it.
+    """
+    if getattr(_app_run, "active", False):
+        return
+    app_py = PROJECT_ROOT / "app.py"
+    code = compile(app_py.read_text(encoding="utf-8"), str(app_py), "exec")
+    exec(code, {"__name__": "__main__", "__file__": str(app_py)})  # noqa: S102 - the app's own main script
+    st.stop()  # the page ran inside app.py
 
 
 # ----------------------------------------------------------------------------- cached resources

@@ -1,9 +1,8 @@
-"""The dashboard's two patches of private Streamlit APIs, in one place. Checked against streamlit 1.67.0;
-tests/test_streamlit_patch.py fails the day Streamlit renames or stops using what they replace."""
+"""The dashboard's one patch of a private Streamlit API. Checked against streamlit 1.67.0;
+tests/test_streamlit_patch.py fails the day Streamlit renames or stops using what it replaces."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 
 def protect_background_training() -> None:
@@ -36,34 +35,6 @@ def protect_background_training() -> None:
     script_runner._clean_problem_modules = clean_up_without_keras
 
 
-def enter_through_app() -> None:
-    """Every page view runs app.py, also a bookmarked link to a page of a freshly started server.
-
-    Until a script has called st.navigation, Streamlit takes a `pages/` folder beside the main script
-    for an old-style multipage app (PagesManager.uses_pages_directory) and runs the linked page's file
-    on its own (script_runner._mpa_v1) instead of app.py; AppTest starts every run in that mode. The
-    page scripts live in pages/ (the layout the project promises), so that function is replaced by
-    one that runs app.py, as Streamlit does once st.navigation has been called. Streamlit has no
-    public switch for it.
-    """
-    from streamlit.runtime.pages_manager import PagesManager
-    from streamlit.runtime.scriptrunner import script_runner
-    if getattr(script_runner._mpa_v1, "runs_the_main_script", False):
-        return
-
-    def run_main_script(main_script_path: str) -> None:
-        PagesManager.uses_pages_directory = False
-        module = sys.modules["__main__"]  # the module Streamlit made for this script run
-        module.__file__ = main_script_path
-        code = compile(Path(main_script_path).read_text(encoding="utf-8"), main_script_path, "exec")
-        exec(code, module.__dict__)  # noqa: S102 - the app's own main script, as Streamlit runs it
-
-    run_main_script.runs_the_main_script = True
-    run_main_script.replaces = script_runner._mpa_v1
-    script_runner._mpa_v1 = run_main_script
-
-
 def install() -> None:
-    """Both patches; called by app.py's server before any page view, and by ui.common."""
+    """Called by app.py's server before any page view, and by ui.common."""
     protect_background_training()
-    enter_through_app()
