@@ -527,7 +527,8 @@ def restore_checkpoint(run: Run, model) -> dict:
     epoch = state["epoch"]
     model.load_weights(run.checkpoint_dir / f"epoch-{epoch}.weights.h5")
     optimizer = model.optimizer
-    optimizer.build(model.trainable_variables)
+    if not optimizer.built:  # _compile built it; building loss scaling again would add its variables twice
+        optimizer.build(model.trainable_variables)
     with np.load(run.checkpoint_dir / f"epoch-{epoch}.optimizer.npz", allow_pickle=False) as saved:
         values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
     if len(values) != len(optimizer.variables):
@@ -832,6 +833,9 @@ def _compile(model, config: TrainConfig, learning_rate) -> None:
     model.compile(optimizer=make_optimizer(config, learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    # Its variables now, not inside the first traced step: variables created there make TensorFlow
+    # trace the step twice (bench/startup.py: 2 s of a run's start-up); the same zeros either way.
+    model.optimizer.build(model.trainable_variables)
 
 
 def _prepare_fine_tune(model, config: TrainConfig) -> None:
