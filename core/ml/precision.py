@@ -4,10 +4,10 @@ machine. Weights stay float32 under every policy, and the logits and softmax lay
 
 auto means mixed_float16 on a GPU (tensor cores; Keras adds loss scaling) and float32 on a CPU.
 bench/precision.py measured the recipe model on this project's CPU (AVX-512 BF16, no AMX; README,
-Benchmarks: Precision): under mixed_bfloat16 it trained about 5% faster (per-round ratios 0.90 to
-1.37 on shared cores), predicted about 1.24x faster, and scored slightly lower on validation after
-5 epochs (AUC 0.9948 against 0.9962). Not a clear gain for training, so a CPU computes in bfloat16
-only when the user chooses it.
+Benchmarks: Precision): under mixed_bfloat16 its training steps ran x1.01-1.09 as fast in turns with
+float32's, a 5-epoch recipe run trained x0.89 as fast, inference ran about x1.2 as fast, and the
+validation numbers were a little lower (AUC 0.9948 against 0.9962). No gain for training, so a CPU
+computes in bfloat16 only when the user chooses it.
 """
 from __future__ import annotations
 

@@ -140,7 +140,7 @@ class TrainConfig:
                            label="Devices (0 = all GPUs)", min=1, max=16, off=0)
     precision: str = setting("auto", "The numbers the network computes in (weights stay float32, probabilities "
                                      "come out float32). auto: mixed_float16 on a GPU, float32 on a CPU "
-                                     "(measured: bfloat16 trained no clearly faster there; core/ml/precision.py). "
+                                     "(measured: bfloat16 trained no faster there; core/ml/precision.py). "
                                      "mixed_bfloat16 uses the CPU's bfloat16 instructions where it has them "
                                      "(avx512_bf16, AMX). mixed_float16 on a CPU is slow.",
                              label="Precision", choices=PRECISIONS)
