@@ -35,7 +35,7 @@ def test_the_average_over_the_views_is_a_probability_distribution_and_counts_its
     images = xrays(9)
     seen = []
     result = predict_views(tta.keras_predict(small_model, 4), images, tta.VIEWS,
-                           progress=lambda done, total: seen.append((done, total)))
+                           progress=lambda done, total, message: seen.append((done, total, message)))
     probabilities = result.probabilities
     assert probabilities.shape == (9, 3) and probabilities.dtype == np.float32
     assert np.all(probabilities >= 0) and np.all(probabilities <= 1)
@@ -44,7 +44,7 @@ def test_the_average_over_the_views_is_a_probability_distribution_and_counts_its
     assert not np.allclose(probabilities, plain, atol=1e-6)  # the other views do change it
     assert result.passes == len(tta.VIEWS) == 7 and len(result.view_seconds) == 7
     assert result.seconds > result.plain_seconds > 0
-    assert seen[-1] == (9 * 7, 9 * 7)
+    assert seen[-1] == (9 * 7, 9 * 7, "Forward passes: 63 of 63")
 
 
 def test_each_view_moves_the_image_as_its_name_says_and_none_flips_it():

@@ -8,6 +8,7 @@ from core.data import datasets as data_lib
 from core.ml import intervals as intervals_lib
 from core.ml import tta
 from core.present import tta as tta_view
+from ui import common
 
 SPLIT_LABELS = {"test": "test", "val": "validation"}
 
@@ -48,8 +49,7 @@ def score(run, split: str) -> dict | None:
     """Predict the split through the views with a progress bar; None (and the reason shown) on failure."""
     bar = st.progress(0.0, text="Loading the model and the images…")
     try:
-        saved = tta.score_split(run, split, progress=lambda done, total: bar.progress(
-            done / total, text=f"Forward passes: {done:,} of {total:,}"))
+        saved = tta.score_split(run, split, progress=common.progress_bar(bar))
     except (data_lib.DataError, FileNotFoundError, ValueError) as exc:
         bar.empty()
         st.error(f"Test-time augmentation could not run: {exc}")

@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from core.files import atomic_path
+from core.progress import ProgressFn
 
 NOT_A_VIEW = ("No horizontal flip: a chest X-ray is not left-right symmetric (the heart sits on the left), "
               "so a flipped film is a different picture, not another view of the same chest.")
@@ -91,13 +92,13 @@ class TTAResult:
 
 
 def predict_views(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, views=VIEWS,
-                  progress: Callable[[int, int], None] | None = None) -> TTAResult:
+                  progress: ProgressFn | None = None) -> TTAResult:
     """The mean of `predict` (float32 pixels -> probabilities) over `views` of `images`, chunk by chunk;
-    `progress(passes done, passes in all)` after each view of each chunk. The mean is taken in float64,
-    so with the identity view alone it is exactly `predict(images)`."""
+    `progress` (core/progress.py) counts forward passes, after each view of each chunk. The mean is
+    taken in float64, so with the identity view alone it is exactly `predict(images)`."""
     if not len(images) or not views:
         raise ValueError("test-time augmentation needs at least one image and one view")
-    seconds, parts, done = np.zeros(len(views)), [], 0
+    seconds, parts, done, passes = np.zeros(len(views)), [], 0, len(images) * len(views)
     for start in range(0, len(images), CHUNK):
         chunk, total = images[start:start + CHUNK], 0.0
         for index, view in enumerate(views):
@@ -106,7 +107,7 @@ def predict_views(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarra
             seconds[index] += time.perf_counter() - began
             done += len(chunk)
             if progress:
-                progress(done, len(images) * len(views))
+                progress(done, passes, f"Forward passes: {done:,} of {passes:,}")
         parts.append(total / len(views))
     return TTAResult(np.concatenate(parts).astype(np.float32), tuple(view.name for view in views),
                      tuple(float(s) for s in seconds))
@@ -149,7 +150,7 @@ def load_saved(run, split: str, views=VIEWS) -> dict | None:
             "passes": int(result["passes"])} if fresh else None
 
 
-def score_split(run, split: str = "test", views=VIEWS, progress: Callable[[int, int], None] | None = None) -> dict:
+def score_split(run, split: str = "test", views=VIEWS, progress: ProgressFn | None = None) -> dict:
     """Predict the run's `split` (the rows and order of its saved predictions) through `views`, save
     it in the run folder (tta_<split>.npz, atomically) and return it. Raises ValueError when the run's
     data no longer give the images its saved predictions were made on."""
