@@ -39,6 +39,8 @@ bench: venv
 	$(PY) bench/first_paint.py
 	$(PY) bench/estimate_accuracy.py
 	$(PY) bench/throughput.py
+	$(PY) bench/startup.py
+	$(PY) bench/precision.py
 	$(PY) bench/accuracy.py
 	$(PY) bench/diagnose_latency.py
 	$(PY) bench/clear_session.py

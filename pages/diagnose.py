@@ -10,7 +10,7 @@ import threading
 import streamlit as st
 
 from core.ml import diagnosis as dx
-from core.ml import explain, maps, saliency_graph
+from core.ml import explain, maps, saliency_graph, tta
 from core.present import diagnose as present
 from ui import common
 
@@ -84,7 +84,11 @@ def reset_stale_choice(key: str, options: list, default) -> None:
 def choose_controls(diagnoser: dx.Diagnoser) -> present.Controls:
     threshold = choose_threshold(diagnoser)
     method, opacity, class_name = choose_explanation(diagnoser)
-    return present.Controls(threshold, method, opacity, class_name, choose_feature_layer(diagnoser, method))
+    with_tta = st.checkbox(f"Also average over {len(tta.VIEWS)} views (test-time augmentation)", key="diag_tta",
+                           help=f"The probabilities averaged over {tta.views_sentence()}: "
+                                f"one forward pass each. {tta.NOT_A_VIEW}")
+    return present.Controls(threshold, method, opacity, class_name, choose_feature_layer(diagnoser, method),
+                            with_tta)
 
 
 def choose_feature_layer(diagnoser: dx.Diagnoser, method: str) -> str | None:
@@ -122,6 +126,8 @@ def show_result(run_key: tuple, result: dx.Diagnosis, digest: str, controls: pre
     if result.ood and result.ood.unusual:
         st.warning(result.ood.message(), icon=":material/warning:")
     st.markdown(present.headline(result, controls.threshold))
+    if result.tta:
+        st.markdown(present.tta_sentence(result, controls.threshold))
     st.caption(CLINICAL_NOTE)
     left, right = st.columns(2)
     shown = present.display_copy(result.image)
@@ -168,7 +174,8 @@ def diagnose_uploads(diagnoser: dx.Diagnoser, uploads, controls: present.Control
     diagnosed = []
     for upload in uploads:
         data = upload.getvalue()
-        diagnosed.append((diagnoser.diagnose(data, upload.name, controls.threshold), hashlib.sha1(data).hexdigest()))
+        result = diagnoser.diagnose(data, upload.name, controls.threshold, controls.tta)
+        diagnosed.append((result, hashlib.sha1(data).hexdigest()))
     return diagnosed
 
 

@@ -1,9 +1,10 @@
 """Evaluate: one run on its validation or test split: headline numbers with 95% patient-bootstrap
-intervals, confusion matrices whose cells open their images, per-class scores, ROC, precision-recall,
-F1 against threshold (with a live threshold slider), the referral curve, calibration before and after
-temperature scaling, the misclassified images, external validation on another labelled dataset, and
-downloads of the model and its config (the images are ui/image_review.py, external validation
-ui/external_validation.py). Research tool, not for clinical use."""
+intervals (and beside them with test-time augmentation: ui/tta_view.py), confusion matrices whose cells
+open their images, per-class scores, ROC, precision-recall, F1 against threshold (with a live threshold
+slider), the referral curve, calibration before and after temperature scaling, the misclassified images,
+external validation on another labelled dataset, and downloads of the model and its config (the images
+are ui/image_review.py, external validation ui/external_validation.py). Research tool, not for clinical
+use."""
 import pandas as pd
 import streamlit as st
 
@@ -15,7 +16,7 @@ from core.ml.decisions import decision_sentence
 from core.present import charts
 from core.present import evaluation as evaluation_view
 from core.present import weight_images
-from ui import common, external_validation, image_review, model_card_view
+from ui import common, external_validation, image_review, model_card_view, tta_view
 
 common.enter_through_app()  # a page Streamlit ran on its own runs again through app.py
 
@@ -215,6 +216,7 @@ def main() -> None:
     bootstrap = intervals(str(run.path), split, threshold, run.predictions_path(split).stat().st_mtime)
     headline(metrics, bootstrap, predictions["class_names"], results["f1_threshold"] is not None,
              run.summary().get("threshold"))
+    tta_view.section(run, split, threshold, bootstrap)
     confusion_and_classes(run, predictions, metrics, threshold)
     curve_charts(results, threshold)
     referral(predictions, threshold)

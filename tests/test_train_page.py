@@ -54,6 +54,8 @@ def test_settings_appear_only_where_they_apply(app_env):
     assert_clean(at)
     assert "train_patience" not in shown_keys(at)
     assert at.number_input(key="train_momentum").label == "Momentum"
+    precision = at.selectbox(key="train_precision")
+    assert precision.value == "auto" and "mixed_bfloat16" in precision.options
 
 
 def test_without_finished_runs_the_time_is_known_after_the_first_epoch(app_env):

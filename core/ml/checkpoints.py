@@ -36,7 +36,8 @@ def restore_checkpoint(run: Run, model) -> dict:
     epoch = state["epoch"]
     model.load_weights(run.checkpoint_dir / f"epoch-{epoch}.weights.h5")
     optimizer = model.optimizer
-    optimizer.build(model.trainable_variables)
+    if not optimizer.built:  # _compile built it; building loss scaling again would add its variables twice
+        optimizer.build(model.trainable_variables)
     with np.load(run.checkpoint_dir / f"epoch-{epoch}.optimizer.npz", allow_pickle=False) as saved:
         values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
     if len(values) != len(optimizer.variables):

@@ -18,9 +18,31 @@ from PIL import Image
 from core.data.dicom import decode_upload
 from core.data.imaging import ImageError, resize_to_model
 from core.ml import ood
+from core.ml import tta as tta_lib
 
 
 # ----------------------------------------------------------------------------- one result
+
+@dataclass
+class WithTTA:
+    """A diagnosis's probabilities averaged over test-time augmentation views, what they decide, and
+    their cost: forward passes and seconds, all views and the plain prediction's (the identity view)."""
+    probabilities: dict
+    predicted: str
+    score: float | None
+    passes: int
+    seconds: float
+    plain_seconds: float
+
+    @property
+    def extra_seconds(self) -> float:
+        return max(self.seconds - self.plain_seconds, 0.0)
+
+    def row(self) -> dict:
+        return {"tta_predicted": self.predicted,
+                **{f"tta_p_{name}": round(p, 4) for name, p in self.probabilities.items()},
+                "tta_score": None if self.score is None else round(self.score, 4)}
+
 
 @dataclass
 class Diagnosis:
@@ -32,6 +54,7 @@ class Diagnosis:
     predicted: str | None = None            # with the threshold applied
     score: float | None = None              # the disease score the threshold is compared with
     ood: ood.OODResult | None = None
+    tta: WithTTA | None = None              # asked for: the same image through core.ml.tta's views
 
     @property
     def ok(self) -> bool:
@@ -44,6 +67,7 @@ class Diagnosis:
         return {"file": self.file, "predicted": self.predicted,
                 **{f"p_{name}": round(p, 4) for name, p in self.probabilities.items()},
                 "score": None if self.score is None else round(self.score, 4),
+                **(self.tta.row() if self.tta else {}),
                 "unusual_input": self.ood.unusual if self.ood else None,
                 "warning": "; ".join(self.ood.reasons) if self.ood and self.ood.reasons else "",
                 "error": ""}
@@ -108,8 +132,10 @@ class Diagnoser:
         except Exception:  # noqa: BLE001 - only an optimisation: a real upload reports any real error
             pass
 
-    def diagnose(self, data: bytes, name: str, threshold: float | None = None) -> Diagnosis:
-        """Decode, preprocess, predict and check one uploaded file; errors become Diagnosis.error."""
+    def diagnose(self, data: bytes, name: str, threshold: float | None = None, with_tta: bool = False,
+                 views=tta_lib.VIEWS) -> Diagnosis:
+        """Decode, preprocess, predict and check one uploaded file; errors become Diagnosis.error.
+        `with_tta` adds the probabilities averaged over `views` (Diagnosis.tta)."""
         try:
             image = decode_upload(data, name)
             pixels = resize_to_model(image, self.config.image_size, self.config.channels)
@@ -117,11 +143,23 @@ class Diagnoser:
             return Diagnosis(file=name, error=str(exc))
         features, probabilities = self.features_model.predict_on_batch(pixels[None].astype(np.float32))
         probabilities = np.asarray(probabilities, dtype=np.float64)[0]
-        predicted, score = self.decide(probabilities, self.threshold if threshold is None else threshold)
+        threshold = self.threshold if threshold is None else threshold
+        predicted, score = self.decide(probabilities, threshold)
         return Diagnosis(file=name, image=image, pixels=pixels,
                          probabilities={c: float(p) for c, p in zip(self.class_names, probabilities)},
                          predicted=predicted, score=score,
-                         ood=ood.assess(image, np.asarray(features), self.reference()))
+                         ood=ood.assess(image, np.asarray(features), self.reference()),
+                         tta=self.with_tta(pixels, threshold, views) if with_tta else None)
+
+    def with_tta(self, pixels: np.ndarray, threshold: float | None, views=tta_lib.VIEWS) -> WithTTA:
+        """The model input's probabilities averaged over `views`, through the same prediction as
+        `diagnose` (so the identity view alone gives its probabilities exactly)."""
+        result = tta_lib.predict_views(lambda images: self.features_model.predict_on_batch(images)[1], pixels[None],
+                                   views)
+        probabilities = result.probabilities[0].astype(np.float64)
+        predicted, score = self.decide(probabilities, threshold)
+        return WithTTA({c: float(p) for c, p in zip(self.class_names, probabilities)}, predicted, score,
+                       result.passes, result.seconds, result.plain_seconds or 0.0)
 
     def decide(self, probabilities: np.ndarray, threshold: float | None) -> tuple[str, float | None]:
         """(predicted class, disease score): the score against the threshold, or argmax without one."""

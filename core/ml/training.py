@@ -103,20 +103,21 @@ def make_optimizer(config: TrainConfig, learning_rate):
     return keras.optimizers.Adagrad(**common)
 
 
-def configure_devices(devices: int = 0):
-    """Mixed precision on GPUs, op determinism on CPU, and the distribution strategy for `devices`
-    (core.ml.devices: MirroredStrategy over more than one)."""
+def configure_devices(devices: int = 0, precision: str = "auto"):
+    """The `precision` policy (core.ml.precision: auto is mixed precision on GPUs), op determinism on
+    CPU, and the distribution strategy for `devices` (core.ml.devices: MirroredStrategy over more than one)."""
     import keras
     import tensorflow as tf
 
     from core.ml import devices as devices_lib
+    from core.ml import precision as precision_lib
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         try:  # take GPU memory as needed: runs in other processes share the GPU, and peaks mean something
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:
             pass  # already initialised (a second run in this process)
-    keras.mixed_precision.set_global_policy("mixed_float16" if gpus else "float32")
+    keras.mixed_precision.set_global_policy(precision_lib.policy_name(precision, bool(gpus)))
     if not gpus:
         # Reproducible on CPU: the same config and seed give the same metrics.
         tf.config.experimental.enable_op_determinism()
@@ -225,7 +226,7 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
     total_epochs = config.epochs + fine_tune_epochs
 
     keras.utils.set_random_seed(config.seed)
-    strategy = configure_devices(config.devices)
+    strategy = configure_devices(config.devices, config.precision)
     train_ds = split_batches(dataset, split.train, num_classes, config.batch_size, True, config.seed, pipeline)
     notes = []  # what the run must say about its model (ImageNet weights offline: a base from scratch)
     with strategy.scope():
@@ -352,6 +353,9 @@ def _compile(model, config: TrainConfig, learning_rate) -> None:
     model.compile(optimizer=make_optimizer(config, learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    # Its variables now, not inside the first traced step: variables created there make TensorFlow
+    # trace the step twice (bench/startup.py: 2 s of a run's start-up); the same zeros either way.
+    model.optimizer.build(model.trainable_variables)
 
 
 def _prepare_fine_tune(model, config: TrainConfig) -> None:

@@ -24,6 +24,7 @@ class Controls:
     opacity: float
     class_name: str | None  # None: explain the predicted class
     feature_layer: str | None = None  # None: Grad-CAM's automatic choice
+    tta: bool = False  # also average the probabilities over core.ml.tta's views
 
 
 def tasks_of(runs) -> list[str]:
@@ -64,6 +65,18 @@ def headline(result, threshold: float | None) -> str:
         versus = "" if threshold is None else f" vs threshold {threshold:.2f}"
         detail = f" (disease score {result.score:.3f}{versus})"
     return f"**{result.file}**: predicted **{result.predicted}**{detail}"
+
+
+def tta_sentence(result, threshold: float | None) -> str:
+    """What test-time augmentation says of a diagnosis, beside the plain prediction, and its cost."""
+    with_tta = result.tta
+    score = "" if with_tta.score is None else (f", disease score {with_tta.score:.3f}"
+                                                + ("" if threshold is None else f" vs threshold {threshold:.2f}"))
+    same = "the same class" if with_tta.predicted == result.predicted else "**another class** than without it"
+    chances = ", ".join(f"P({name}) {p:.3f}" for name, p in with_tta.probabilities.items())
+    return (f"With test-time augmentation: predicted **{with_tta.predicted}**{score} ({same}); {chances}. "
+            f"Cost: {with_tta.passes} forward passes instead of 1, +{with_tta.extra_seconds * 1000:.0f} ms "
+            f"(the plain prediction took {with_tta.plain_seconds * 1000:.0f} ms).")
 
 
 def probability_chart(result) -> alt.Chart:

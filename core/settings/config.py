@@ -19,6 +19,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "one_cycle", "plateau")
 MONITORS = ("val_loss", "val_accuracy")
 IMAGE_SIZES = (32, 48, 64, 96, 128, 160, 192, 224, 256)
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # Keras' dtype policies, and auto
 
 
 @dataclass
@@ -137,6 +138,12 @@ class TrainConfig:
                               "batch. 0: every GPU there is (one device without GPUs); more than 1 without "
                               "GPUs splits the CPU (the same code path, no speed-up).",
                            label="Devices (0 = all GPUs)", min=1, max=16, off=0)
+    precision: str = setting("auto", "The numbers the network computes in (weights stay float32, probabilities "
+                                     "come out float32). auto: mixed_float16 on a GPU, float32 on a CPU "
+                                     "(measured: bfloat16 trained no faster there; core/ml/precision.py). "
+                                     "mixed_bfloat16 uses the CPU's bfloat16 instructions where it has them "
+                                     "(avx512_bf16, AMX). mixed_float16 on a CPU is slow.",
+                             label="Precision", choices=PRECISIONS)
     augmentation: Augmentation = field(default_factory=Augmentation)
     sweep_id: str = setting("", "Set on the runs of a sweep.")
     halving_rate: int = setting(0, "Successive halving, for the runs of a sweep: at each rung (the minimum "
