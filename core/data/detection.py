@@ -14,9 +14,9 @@ import numpy as np
 
 from core.data import cifar, label_csv
 from core.data.dicom import is_dicom_name
-from core.data.formats import _error, looks_like_fashion
+from core.data.formats import looks_like_fashion
 from core.data.imaging import is_image_name
-from core.data.layout import _SPLIT_ALIASES, is_chest_xray_layout
+from core.data.layout import SPLIT_ALIASES, DataError, is_chest_xray_layout
 
 FOLDER_SCAN_LIMIT = 5000  # files looked at to tell a folder of DICOM files from one of images
 
@@ -32,18 +32,18 @@ def detect(path: str | os.PathLike) -> Detected:
     """What the file or folder at `path` is; DataError when it is no format CXR Lab reads."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise _error(f"{path} does not exist")
+        raise DataError(f"{path} does not exist")
     if path.is_dir():
         return _detect_folder(path)
     if path.stat().st_size == 0:
-        raise _error(f"{path.name} is empty (0 bytes)")
+        raise DataError(f"{path.name} is empty (0 bytes)")
     if zipfile.is_zipfile(path):
         return _detect_zip(path)
     if path.suffix.lower() == ".csv":
         return Detected("csv", label_csv.describe(path), "classes")
     if tarfile.is_tarfile(path):
         return Detected("cifar", cifar.describe(path), "classes")
-    raise _error(f"{path.name} is not a dataset format CXR Lab reads: give a folder of class folders (images "
+    raise DataError(f"{path.name} is not a dataset format CXR Lab reads: give a folder of class folders (images "
                  "or DICOM), a .zip of one, a MedMNIST or Keras .npz, a CIFAR python .tar.gz, or a CSV of labels")
 
 
@@ -62,9 +62,9 @@ def _detect_folder(path: Path) -> Detected:
 def _class_folders(root: Path) -> list[str]:
     """The class folders' names: the sub-folders, under train/val/test and one wrapping folder."""
     folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    if len(folders) == 1 and folders[0].name.lower() not in _SPLIT_ALIASES:
+    if len(folders) == 1 and folders[0].name.lower() not in SPLIT_ALIASES:
         return _class_folders(folders[0])
-    if folders and all(p.name.lower() in _SPLIT_ALIASES for p in folders):
+    if folders and all(p.name.lower() in SPLIT_ALIASES for p in folders):
         return sorted({c.name for p in folders for c in p.iterdir() if c.is_dir()})
     return [p.name for p in folders]
 

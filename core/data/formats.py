@@ -35,10 +35,6 @@ CIFAR10_MEMBERS = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4
 CIFAR100_MEMBERS = ("train", "test", "meta")
 
 
-def _error(message: str) -> DataError:
-    return DataError(message)
-
-
 @dataclass(frozen=True)
 class FormatOptions:
     """The settings of TrainConfig that one data format reads, with their declared defaults."""
@@ -76,7 +72,7 @@ def keras_splits(keys, name: str) -> list[tuple[str, str, str]]:
     for split, images, labels in KERAS_SPLITS:
         if images in keys:
             if labels not in keys:
-                raise _error(f"{name} has {images} but no {labels}")
+                raise DataError(f"{name} has {images} but no {labels}")
             splits.append((split, images, labels))
     return splits
 
@@ -92,7 +88,7 @@ def keras_class_names(choice: str, file_name: str, train_labels: np.ndarray, n_c
     if not fashion:
         return [str(i) for i in range(n_classes)]
     if n_classes > len(FASHION_MNIST):
-        raise _error(f"{file_name} has {n_classes} classes; Fashion-MNIST has {len(FASHION_MNIST)}")
+        raise DataError(f"{file_name} has {n_classes} classes; Fashion-MNIST has {len(FASHION_MNIST)}")
     return list(FASHION_MNIST)
 
 

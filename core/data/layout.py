@@ -10,7 +10,7 @@ from pathlib import Path
 from core.settings.config import SETTINGS
 from core.settings.paths import PROJECT_ROOT
 
-_SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                   "validation": "val", "test": "test", "testing": "test"}
 SPLIT_NAMES = ("train", "val", "test")
 LIST_REPORT_EVERY = 2000  # files listed between two progress reports (total 0: still counting)

@@ -19,7 +19,7 @@ from core.data import formats
 from core.data.archives import DATASET_ZIP, NPZ_FILE, UnsafeArchive, check_zip
 from core.data.formats import FormatOptions
 from core.data.imaging import ImageError, displayable, resize_to_model, stretch_to_uint8
-from core.data.layout import (LIST_REPORT_EVERY, _SPLIT_ALIASES, SPLIT_NAMES, DataError, LoadCancelled,
+from core.data.layout import (LIST_REPORT_EVERY, SPLIT_ALIASES, SPLIT_NAMES, DataError, LoadCancelled,
                               check_data_root, check_setting, find_upload, is_chest_xray_layout)
 from core.progress import ProgressFn
 from core.settings.paths import PROJECT_ROOT
@@ -167,7 +167,7 @@ def _strip_common_folders(paths: list[str]) -> dict[str, str]:
         # Strip a folder every path is inside, as long as something below it still has class folders.
         heads = {parts[depth] if len(parts) > depth + 1 else None for parts in split_paths.values()}
         deeper = any(len(parts) > depth + 2 for parts in split_paths.values())
-        if len(heads) != 1 or None in heads or not deeper or next(iter(heads)).lower() in _SPLIT_ALIASES:
+        if len(heads) != 1 or None in heads or not deeper or next(iter(heads)).lower() in SPLIT_ALIASES:
             break
         depth += 1
     return {p: "/".join(parts[depth:]) for p, parts in split_paths.items()}
@@ -177,7 +177,7 @@ def _parse_layout(rel_paths: list[str]) -> tuple[list[tuple[str, str, str]], lis
     """[(path, split, class_folder)] from 'class/file' or 'split/class/file' paths, plus skipped."""
     stripped = _strip_common_folders(rel_paths)
     heads = {s.split("/")[0].lower() for s in stripped.values() if "/" in s}
-    has_split = bool(heads) and heads <= set(_SPLIT_ALIASES)
+    has_split = bool(heads) and heads <= set(SPLIT_ALIASES)
     parsed, skipped = [], []
     for original, rel in stripped.items():
         parts = rel.split("/")
@@ -185,7 +185,7 @@ def _parse_layout(rel_paths: list[str]) -> tuple[list[tuple[str, str, str]], lis
         if len(parts) < need:
             skipped.append({"file": original, "reason": "not inside a class folder"})
             continue
-        split = _SPLIT_ALIASES[parts[0].lower()] if has_split else ""
+        split = SPLIT_ALIASES[parts[0].lower()] if has_split else ""
         parsed.append((original, split, parts[1] if has_split else parts[0]))
     return parsed, skipped
 
