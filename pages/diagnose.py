@@ -6,13 +6,16 @@ Runs as a st.Page script (no set_page_config here); TensorFlow is imported insid
 """
 import hashlib
 import threading
+from pathlib import Path
 
 import streamlit as st
 
 from core.ml import diagnosis as dx
 from core.ml import explain, maps, saliency_graph, tta
 from core.present import diagnose as present
-from ui import common
+from core.present import weight_images
+from core.store.run_folder import Run
+from ui import common, weight_view
 
 common.enter_through_app()  # a page Streamlit ran on its own runs again through app.py
 
@@ -83,6 +86,9 @@ def reset_stale_choice(key: str, options: list, default) -> None:
 
 def choose_controls(diagnoser: dx.Diagnoser) -> present.Controls:
     threshold = choose_threshold(diagnoser)
+    if weight_images.is_linear(diagnoser.config.arch):  # no maps: its weights stand in for them
+        st.info(weight_images.saliency_note(diagnoser.config.arch), icon=":material/info:")
+        return present.Controls(threshold, None, 0.0, None)
     method, opacity, class_name = choose_explanation(diagnoser)
     with_tta = st.checkbox(f"Also average over {len(tta.VIEWS)} views (test-time augmentation)", key="diag_tta",
                            help=f"The probabilities averaged over {tta.views_sentence()}: "
@@ -120,6 +126,7 @@ def choose_explanation(diagnoser: dx.Diagnoser):
 # ----------------------------------------------------------------------------- results
 
 def show_result(run_key: tuple, result: dx.Diagnosis, digest: str, controls: present.Controls) -> None:
+    """The prediction, the image beside its map (a linear model: its weights), the probabilities."""
     if not result.ok:
         st.error(f"**{result.file}**: cannot be diagnosed: {result.error}", icon=":material/block:")
         return
@@ -133,7 +140,10 @@ def show_result(run_key: tuple, result: dx.Diagnosis, digest: str, controls: pre
     shown = present.display_copy(result.image)
     left.image(shown, caption=f"Original ({result.image.width}x{result.image.height})", width="stretch")
     with right:
-        show_heatmap(run_key, result, digest, controls, shown)
+        if controls.method is None:
+            weight_view.predicted_class_picture(Run(Path(run_key[0])), result.predicted)
+        else:
+            show_heatmap(run_key, result, digest, controls, shown)
     st.altair_chart(present.probability_chart(result), width="stretch")
 
 

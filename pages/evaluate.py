@@ -15,8 +15,7 @@ from core.ml import intervals as intervals_lib
 from core.ml.decisions import decision_sentence
 from core.present import charts
 from core.present import evaluation as evaluation_view
-from core.present import weight_images
-from ui import common, external_validation, image_review, model_card_view, tta_view
+from ui import common, external_validation, image_review, model_card_view, tta_view, weight_view
 
 common.enter_through_app()  # a page Streamlit ran on its own runs again through app.py
 
@@ -174,28 +173,6 @@ def downloads(run) -> None:
         cols[0].caption("No saved model.")
 
 
-@st.cache_data(show_spinner="Reading the perceptron's weights…", max_entries=8)
-def perceptron_pictures(run_path: str, modified: float) -> list:
-    """One picture per class of a perceptron run's weights (`modified` refreshes the cache)."""
-    from core.ml import models
-    from core.ml.inference import load_model
-    from core.store.run_folder import Run
-    return weight_images.class_pictures(models.class_weight_images(load_model(Run(run_path))))
-
-
-def perceptron_weights(run) -> None:
-    """A single-layer perceptron's weights, one image per class (other architectures have none)."""
-    if run.config().get("arch") != weight_images.PERCEPTRON_ARCH or not run.has_model():
-        return
-    st.subheader("What the perceptron weighs")
-    pictures = perceptron_pictures(str(run.path), run.model_path.stat().st_mtime)
-    names = run.summary().get("class_names") or [f"class {i}" for i in range(len(pictures))]
-    for col, name, picture in zip(st.columns(len(pictures)), names, pictures):
-        col.image(picture, caption=name, width="stretch")
-    st.caption("Each pixel's weight in the class's score: red raises it, blue lowers it, white is no "
-               "effect (one scale for every class).")
-
-
 def main() -> None:
     st.title("Evaluate")
     st.caption(evaluation_view.CLINICAL_NOTE)
@@ -222,7 +199,7 @@ def main() -> None:
     referral(predictions, threshold)
     calibration_section(run, split)
     image_review.gallery(run, predictions, threshold)
-    perceptron_weights(run)
+    weight_view.weights_section(run)
     external_validation.external_validation(run, threshold)
     st.subheader("Model card and export")
     model_card_view.model_card_and_export(run)

@@ -1,5 +1,6 @@
 """Logistic regression on the pixels (core.ml.classic, `python -m core baseline`): real scikit-learn
-fits on tiny synthetic data, and the command on a synthetic chest X-ray folder."""
+fits on tiny synthetic data, and the command, which trains a logistic_regression run, on a synthetic
+chest X-ray folder."""
 import json
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 
 from core.cli import baseline as baseline_cli
 from core.ml import classic
+from core.store.runs import RunStore
 
 
 def separable(n: int, seed: int, features: int = 20):
@@ -51,18 +53,26 @@ def test_bad_penalties_and_grids_are_refused(penalty, c_grid, match):
         classic.fit_logistic_regression(x, y, x, y, 2, penalty, c_grid)
 
 
-def test_the_baseline_command_scores_the_runs_split_as_json(chest_folder, capsys):
+@pytest.mark.slow  # trains (scikit-learn, then the Keras graph's predictions) in this process
+def test_the_baseline_command_trains_a_logistic_regression_run(chest_folder, tmp_path, capsys):
     code = baseline_cli.main(["--data-source", "folder", "--data-path", str(chest_folder), "--image-size", "32",
-                              "--penalty", "l1", "--c", "0.1", "10"])
+                              "--penalty", "l1", "--c", "0.1", "10", "--runs-dir", str(tmp_path), "--quiet"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["penalty"] == "l1" and result["C"] in (0.1, 10.0) and result["c_grid"] == [0.1, 10.0]
-    assert result["model"] == "logistic regression on 1024 pixels (L1 penalty)"
-    assert result["images"]["test"] == result["test"]["n"] > 0
-    assert result["test"]["threshold"] == result["threshold"]  # decided as a run decides
-    assert 0 <= result["test"]["accuracy"] <= 1
+    assert result["state"] == "done" and result["logistic_regression"]["penalty"] == "l1"
+    [run] = RunStore(tmp_path).list()  # a run like any other: Runs, Compare, Evaluate list it
+    assert run.id == result["run_id"] and run.config()["arch"] == "logistic_regression"
+    assert run.config()["arch_params"] == {"penalty": "l1", "c_grid": [0.1, 10.0]}
+    summary = run.summary()
+    assert result["logistic_regression"]["C"] == summary["logistic_regression"]["C"] in (0.1, 10.0)
+    assert result["test"]["n"] == summary["test"]["n"] > 0
+    assert summary["test"]["threshold"] == summary["threshold"]  # decided as a run decides
+    assert result["test"]["accuracy"] == summary["test"]["accuracy"]
 
 
-def test_the_baseline_command_refuses_a_missing_folder(tmp_path, capsys):
-    assert baseline_cli.main(["--data-source", "folder", "--data-path", str(tmp_path / "gone")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+def test_the_baseline_command_on_a_missing_folder_fails_saying_why(tmp_path, capsys):
+    """As `python -m core train` does: the run is recorded as failed, with the reason."""
+    assert baseline_cli.main(["--data-source", "folder", "--data-path", str(tmp_path / "gone"),
+                              "--runs-dir", str(tmp_path / "runs"), "--quiet"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["state"] == "failed" and result["error"].endswith("gone does not exist")

@@ -24,6 +24,7 @@ SMALL_PARAMS = {
     "deep_cnn": {"depth": 6, "filters": 8},
     "mlp": {"hidden_units": [32, 16]},
     "logistic": {},
+    "logistic_regression": {"penalty": "l1", "c_grid": [0.1]},  # the perceptron's graph; the C grid is scikit-learn's
     "transfer": {"weights": "none", "base": "mobilenet_v2"},
 }
 
@@ -54,13 +55,14 @@ def assert_logits_then_softmax(model):
 
 
 def test_registry_is_complete_and_defaults_resolve():
-    expected = {"seed_cnn", "cnn", "deep_bn_cnn", "resnet_small", "wide_cnn", "deep_cnn", "mlp", "logistic", "transfer"}
+    expected = {"seed_cnn", "cnn", "deep_bn_cnn", "resnet_small", "wide_cnn", "deep_cnn", "mlp", "logistic",
+                "logistic_regression", "transfer"}
     assert set(architectures.ARCHITECTURES) == expected
     for name, arch in architectures.ARCHITECTURES.items():
         assert arch.name == name and arch.title and arch.description
         assert architectures.resolve_params(name, None) == architectures.default_params(name)
         has_dropout = "dropout" in architectures.default_params(name)
-        assert has_dropout == (name != "logistic")
+        assert has_dropout == (name not in ("logistic", "logistic_regression"))
     assert architectures.ARCHITECTURES["logistic"].params == ()
     assert architectures.default_params("transfer") == {
         "base": "mobilenet_v2",

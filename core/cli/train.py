@@ -185,6 +185,8 @@ def report(run, state: str) -> int:
               "resources": summary.get("resources")}
     if status.get("resumed_at_epochs"):
         result["resumed_at_epochs"] = status["resumed_at_epochs"]
+    if summary.get("logistic_regression"):  # the C chosen on validation, and its penalty
+        result["logistic_regression"] = {key: summary["logistic_regression"][key] for key in ("penalty", "C")}
     if state == "failed":
         result["error"] = status.get("error")
         print(status.get("traceback", ""), file=sys.stderr)

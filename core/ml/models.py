@@ -168,7 +168,9 @@ def build_mlp(pixels, hidden_units, activation, dropout):
     return x
 
 
-def build_logistic(pixels):
+def build_logistic(pixels, **_solver_params):
+    """Pixels (rescaled to 0-1) straight to the logits: the perceptron, and the graph a scikit-learn
+    logistic regression's weights fill (its penalty and C grid are read by core.ml.classic)."""
     return layers.Flatten()(rescale_to_unit(pixels))
 
 
@@ -385,7 +387,7 @@ def layer_table(model, prefix: str = "") -> list[dict]:
 
 
 def class_weight_images(model) -> np.ndarray:
-    """A single-layer perceptron's weights (the logistic architecture) as one image per class, shape
+    """A linear model's weights (the perceptron, a logistic regression) as one image per class, shape
     (classes, height, width, channels): [k, i, j, c] is the weight of pixel (i, j, c), rescaled to
     0-1, in class k's logit. Raises ValueError for a model whose logits do not read the pixels."""
     kernel = np.asarray(model.get_layer("logits").kernel)

@@ -21,7 +21,7 @@ from core.ml.callbacks import EpochScoring, ValidationScorer, _make_job_callback
 from core.ml.checkpoints import restore_best_model, restore_checkpoint, truncate_history
 from core.ml.data_pipeline import choose_data_pipeline, load_data, predict_rows, split_batches
 from core.ml.run_control import Cancelled, RunControl
-from core.settings.architectures import resolve_params
+from core.settings.architectures import fitted_by_scikit_learn, resolve_params
 from core.settings.config import Augmentation, TrainConfig
 from core.files import read_json
 from core.store.run_folder import Run
@@ -163,13 +163,14 @@ def execute_run(run: Run, config: TrainConfig, control: RunControl | None = None
         control.progress.update(phase="cancelled")
         return {}
     # This segment of the run's wall time starts here (the worker's hand-over came a moment before).
-    fields = {"state": "running", "epochs": config.epochs, "finished": None, "error": None,
+    linear = fitted_by_scikit_learn(config.arch)  # no epochs: a solver run to convergence per C
+    fields = {"state": "running", "epochs": 0 if linear else config.epochs, "finished": None, "error": None,
               "segment_started": time.time()}
     if not resume:
         fields.update(started=time.time(), epoch=0, trained_s=0.0)
     run.update_status(**fields)
     try:
-        summary = train(run, config, control, resume=resume)
+        summary = train_linear(run, config, control) if linear else train(run, config, control, resume=resume)
     except Cancelled:
         run.update_status(state="cancelled", finished=time.time(), error=None)
         control.progress.update(phase="cancelled")
@@ -200,24 +201,13 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
     import keras
 
     from core.ml import devices, halving, hparams, models
-    from core.ml import metrics as metrics_lib
 
     config.validate()
     devices.prepare(config.devices)  # first: TensorFlow's runtime must not have started
     started = time.perf_counter()
     if not resume:  # a resumed run's settings are already there
         hparams.write_settings(run.tensorboard_dir, config, trial_id=run.id)
-    control.progress.update(phase="loading data")
-    try:
-        dataset, split = load_data(config, control.progress, cancel=control.should_stop)
-    except data_lib.LoadCancelled:
-        raise Cancelled() from None
-    pipeline = choose_data_pipeline(config, dataset)
-    run.write_environment({**environment_versions(), "dataset_hash": dataset.content_hash,
-                           "dataset_source": dataset.report.source, "dataset_images": len(dataset),
-                           "data_pipeline": pipeline})
-    if control.should_stop():
-        raise Cancelled()
+    dataset, split, pipeline = load_run_data(run, config, control)
     num_classes = len(dataset.class_names)
     y_train = dataset.labels[split.train]
     steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
@@ -291,19 +281,7 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
         summary["best_val_loss"] = min((r.get("val_loss") for r in run.history() if r.get("val_loss") is not None),
                                        default=None)
     summary["data_pipeline"] = pipeline
-    predicted = {}
-    for split_name in ("val", "test"):
-        idx = split.indices(split_name)
-        probabilities = predict_rows(model, dataset, idx, config.batch_size, pipeline)
-        run.save_predictions(split_name, probabilities, dataset.labels[idx], dataset.patient_ids[idx],
-                             dataset.files[idx], dataset.class_names)
-        predicted[split_name] = (probabilities, dataset.labels[idx])
-    # The run decides at the threshold chosen on validation: its figures are at that threshold, as
-    # Evaluate, the model card and the CLI show them by default.
-    summary["threshold"] = metrics_lib.decision_threshold(*predicted["val"], dataset.class_names)
-    for split_name, (probabilities, labels) in predicted.items():
-        summary[split_name] = metrics_lib.classification_metrics(probabilities, labels, dataset.class_names,
-                                                                 summary["threshold"])
+    summary.update(evaluate_splits(run, model, dataset, split, config.batch_size, pipeline)[0])
     summary["seconds"] = round(time.perf_counter() - started, 2)
     wall_s = run.wall_seconds() or summary["seconds"]  # None when train() runs outside execute_run
     summary["resources"] = resources_used(wall_s, [r["images_per_sec"] for r in run.history()
@@ -312,6 +290,99 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
     run.write_summary(summary)
     hparams.write_final_metrics(run.tensorboard_dir, summary, step=epochs_run)
     return summary
+
+
+def train_linear(run: Run, config: TrainConfig, control: RunControl) -> dict:
+    """A logistic regression run (core.ml.classic): scikit-learn fits each C of the grid on the training
+    rows' pixels and keeps the one of the lowest validation log-loss; its weights fill the perceptron's
+    Keras graph, which is saved, predicts and is scored as every run's model. Raises on error."""
+    import keras
+    import sklearn
+
+    from core.ml import classic, hparams, models
+    config.validate()
+    started = time.perf_counter()
+    hparams.write_settings(run.tensorboard_dir, config, trial_id=run.id)
+    dataset, split, pipeline = load_run_data(run, config, control, scikit_learn=sklearn.__version__)
+    num_classes, params = len(dataset.class_names), resolve_params(config.arch, config.arch_params)
+    rows = {name: split.indices(name) for name in ("train", "val")}
+    pixels = {name: classic.pixel_features(dataset.images[idx]) for name, idx in rows.items()}
+    labels = {name: dataset.labels[idx] for name, idx in rows.items()}
+    control.progress.update(phase="fitting", epochs=0, batches=0)
+    try:
+        fitted = classic.fit_logistic_regression(
+            pixels["train"], labels["train"], pixels["val"], labels["val"], num_classes, params["penalty"],
+            params["c_grid"], config.seed, class_weight_map(labels["train"], num_classes, config.class_weights),
+            progress=lambda done, total, text: control.progress.update(fit=done, fits=total, fit_label=text),
+            cancel=control.should_stop)
+    except classic.FitCancelled:
+        raise Cancelled() from None
+    keras.mixed_precision.set_global_policy("float32")  # the weights as fitted, not rounded to float16
+    model = models.build_model(config.arch, config.image_size, config.channels, num_classes, config.arch_params)
+    model.get_layer("logits").set_weights(list(classic.logit_weights(fitted.model, num_classes)))
+    run.write_layer_table(models.layer_table(model))
+    run.save_model(model)
+    control.progress.update(phase="evaluating")
+    train_probabilities = predict_rows(model, dataset, rows["train"], config.batch_size, pipeline)
+    summary = {"best_epoch": None, "epochs_run": 0, "cancelled": False, "stopped_early": False,
+               "model": models.model_stats(model), "class_names": dataset.class_names,
+               "dataset": data_lib.dataset_summary(dataset), "split": splits.split_report_dict(split.report),
+               "warnings": [] if fitted.converged else [
+                   f"The solver did not converge for C = {fitted.c:g} within its iterations: the weights are "
+                   f"close to, not at, the optimum."],
+               "data_pipeline": pipeline,
+               "logistic_regression": {"penalty": params["penalty"], "C": fitted.c, "grid": fitted.grid}}
+    scores, predicted = evaluate_splits(run, model, dataset, split, config.batch_size, pipeline)
+    summary.update(scores)
+    summary["overfitting"] = fit_gaps(None, *argmax_fit(train_probabilities, labels["train"]),
+                                      *argmax_fit(*predicted["val"]))
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    summary["resources"] = resources_used(run.wall_seconds() or summary["seconds"], [])
+    run.write_summary(summary)
+    hparams.write_final_metrics(run.tensorboard_dir, summary, step=0)
+    return summary
+
+
+def load_run_data(run: Run, config: TrainConfig, control: RunControl, **versions) -> tuple:
+    """The run's dataset, split and data pipeline, with the environment it was trained in (the
+    libraries' `versions` added) written to the run."""
+    control.progress.update(phase="loading data")
+    try:
+        dataset, split = load_data(config, control.progress, cancel=control.should_stop)
+    except data_lib.LoadCancelled:
+        raise Cancelled() from None
+    pipeline = choose_data_pipeline(config, dataset)
+    run.write_environment({**environment_versions(), **versions, "dataset_hash": dataset.content_hash,
+                           "dataset_source": dataset.report.source, "dataset_images": len(dataset),
+                           "data_pipeline": pipeline})
+    if control.should_stop():
+        raise Cancelled()
+    return dataset, split, pipeline
+
+
+def evaluate_splits(run: Run, model, dataset, split, batch_size: int, pipeline: str) -> tuple[dict, dict]:
+    """Predict the validation and test rows, save the predictions, and score them at the threshold
+    chosen on validation (as Evaluate, the model card and the CLI show them by default):
+    ({threshold, val, test}, {split: (probabilities, labels)})."""
+    from core.ml import metrics as metrics_lib
+    predicted = {}
+    for split_name in ("val", "test"):
+        idx = split.indices(split_name)
+        probabilities = predict_rows(model, dataset, idx, batch_size, pipeline)
+        run.save_predictions(split_name, probabilities, dataset.labels[idx], dataset.patient_ids[idx],
+                             dataset.files[idx], dataset.class_names)
+        predicted[split_name] = (probabilities, dataset.labels[idx])
+    threshold = metrics_lib.decision_threshold(*predicted["val"], dataset.class_names)
+    return {"threshold": threshold, **{
+        split_name: metrics_lib.classification_metrics(probabilities, labels, dataset.class_names, threshold)
+        for split_name, (probabilities, labels) in predicted.items()}}, predicted
+
+
+def argmax_fit(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Accuracy @ argmax and cross-entropy (mean log-loss) of predictions: how well they fit."""
+    from sklearn.metrics import log_loss
+    accuracy = float((probabilities.argmax(1) == labels).mean())
+    return accuracy, float(log_loss(labels, probabilities, labels=np.arange(probabilities.shape[1])))
 
 
 def fit_at_epoch(history: list[dict], epoch: int | None) -> dict:
@@ -323,8 +394,11 @@ def fit_at_epoch(history: list[dict], epoch: int | None) -> dict:
     row = next((r for r in history if r.get("epoch") == epoch), None)
     if row is None:
         return {}
-    train_accuracy, val_accuracy = row.get("accuracy"), row.get("val_accuracy")
-    train_loss, val_loss = row.get("loss"), row.get("val_loss")
+    return fit_gaps(epoch, row.get("accuracy"), row.get("loss"), row.get("val_accuracy"), row.get("val_loss"))
+
+
+def fit_gaps(epoch: int | None, train_accuracy, train_loss, val_accuracy, val_loss) -> dict:
+    """A run's `overfitting` record: the fit on training and validation images, and the gaps."""
     return {"epoch": epoch, "train_accuracy": train_accuracy, "train_loss": train_loss,
             "val_accuracy": val_accuracy, "val_loss": val_loss,
             "accuracy_gap": _difference(train_accuracy, val_accuracy), "loss_gap": _difference(val_loss, train_loss)}

@@ -20,7 +20,7 @@ DISPLAY_MAX_SIDE = 1600  # overlays of huge uploads are drawn on a copy this lar
 class Controls:
     """What the user chose above the uploads."""
     threshold: float | None
-    method: str
+    method: str | None  # None: no maps (a linear model)
     opacity: float
     class_name: str | None  # None: explain the predicted class
     feature_layer: str | None = None  # None: Grad-CAM's automatic choice

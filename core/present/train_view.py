@@ -22,6 +22,7 @@ PRESET_KEY = "train_cnn_preset"  # the Configurable CNN's preset selectbox
 CUSTOM_PRESET = "custom"  # keep the parameters as typed
 # Progress phases of a running run, as the headline says them.
 PHASE_TEXT = {"loading data": "loading the images", "training": "training",
+             "fitting": "fitting the logistic regression",
               "evaluating": "evaluating on the test split"}
 
 
@@ -141,6 +142,9 @@ def progress_bars(progress: dict) -> list[tuple[float, str]]:
     if epochs:
         done = len(progress.get("history") or [])
         bars.append((min(1.0, done / epochs), f"Epoch {min(epoch + 1, epochs)} of {epochs}"))
+    if progress.get("phase") == "fitting" and progress.get("fits"):  # a logistic regression: one fit per C
+        fit, fits = progress.get("fit") or 0, progress["fits"]
+        bars.append((fit / fits, f"Fit {min(fit + 1, fits)} of {fits}: {progress.get('fit_label', '')}"))
     batches, batch = progress.get("batches") or 0, progress.get("batch") or 0
     if batches:
         bars.append((min(1.0, batch / batches), f"Batch {batch} of {batches}"))

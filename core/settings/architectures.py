@@ -60,10 +60,39 @@ class NamesParam(Setting):
         return list(value)
 
 
+@dataclass(frozen=True)
+class NumbersParam(Setting):
+    """A non-empty list of numbers in [min, max] ("0.01, 1, 100" from a text box), kept sorted without
+    repeats: the grid of a setting chosen on validation (a logistic regression's C)."""
+
+    def __post_init__(self):
+        object.__setattr__(self, "kind", str)  # drawn as a text box; the value is a list of numbers
+
+    def expected(self) -> str:
+        return f"a non-empty list of numbers between {self.min:g} and {self.max:g}"
+
+    def check(self, value):
+        items = value.replace(",", " ").split() if isinstance(value, str) else value
+        try:
+            if not isinstance(items, (list, tuple)) or any(isinstance(item, bool) for item in items):
+                raise TypeError
+            numbers = sorted({float(item) for item in items})
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.name} must be {self.expected()}; got {value!r}") from None
+        if not numbers or any(not self.min <= number <= self.max for number in numbers):
+            raise ValueError(f"{self.name} must be {self.expected()}; got {value!r}")
+        return numbers
+
+
 ACTIVATIONS = ("relu", "elu", "leaky_relu", "tanh", "sigmoid", "softmax")
 TRANSFER_BASE_NAMES = ("mobilenet_v2", "resnet50_v2", "efficientnet_b0", "densenet121")
 TRANSFER_WEIGHTS = ("imagenet", "file", "none")
 HEAD_DROPOUTS = ("every_dense", "before_logits")
+LOGISTIC_PENALTIES = ("l1", "l2")
+C_GRID = [0.001, 0.01, 0.1, 1.0, 10.0]
+# How an architecture's weights are found: gradient descent in Keras (core.ml.training), or a
+# scikit-learn solver run to convergence (core.ml.classic), whose weights then fill the same Keras graph.
+FITS = ("keras", "scikit-learn")
 
 
 @dataclass(frozen=True)
@@ -74,6 +103,7 @@ class Architecture:
     params: tuple[Param, ...]
     builder: str  # the function of core.ml.models that builds it: builder(pixels_0_255, **params)
     check: Callable[[dict], None] | None = None  # raises ValueError when resolved params disagree
+    fit: str = "keras"  # one of FITS
 
 
 def dropout_param(default, help="Dropout rate before the classifier."):
@@ -222,6 +252,22 @@ ARCHITECTURES = {
             "build_logistic",
         ),
         Architecture(
+            "logistic_regression",
+            "Logistic regression (scikit-learn, L1/L2)",
+            "The perceptron's model (pixels to class scores) fitted by scikit-learn to convergence, with an "
+            "L1 or L2 penalty whose strength C is chosen on the validation patients from a grid: the "
+            "classic linear baseline. Epochs, optimizer, batch size and augmentation do not apply.",
+            (
+                Param("penalty", "l2", "L2 shrinks every weight; L1 sets most of them to zero (a sparse "
+                      "weight image).", choices=LOGISTIC_PENALTIES),
+                NumbersParam("c_grid", C_GRID, "The inverse penalty strengths C to try: one fit each, the "
+                             "one with the lowest validation log-loss is kept.", label="C grid", min=1e-6,
+                             max=1e6),
+            ),
+            "build_logistic",
+            fit="scikit-learn",
+        ),
+        Architecture(
             "transfer",
             "Transfer learning (Keras Applications)",
             "A MobileNetV2, ResNet50V2, EfficientNetB0 or DenseNet121 base, ImageNet-pretrained and "
@@ -294,6 +340,10 @@ def built_params(arch, params, dropout=None):
     if dropout is not None and "dropout" in default_params(arch):
         params["dropout"] = dropout
     return resolve_params(arch, params)
+
+
+def fitted_by_scikit_learn(arch) -> bool:
+    return get_architecture(arch).fit == "scikit-learn"
 
 
 def uses_pretrained_weights(arch, params):
