@@ -23,8 +23,7 @@ from tests.conftest import tiny_folder_config, trained_a_batch, wait_until
 PROJECT = Path(__file__).resolve().parents[1]
 CLUSTER_CPUS = 2
 # One local Ray cluster at a time on this machine (two heads would compete for Ray's fixed ports, such as
-# its client server's 10001): under pytest-xdist, the files that start one run on the same worker.
-pytestmark = pytest.mark.xdist_group("ray")
+# its client server's 10001): under pytest-xdist, the files that start one share a worker (conftest.SAME_WORKER).
 
 
 

@@ -44,7 +44,7 @@ from tests.browser_support import (
 from tests.conftest import wait_until
 from tests.synthetic import make_chest_folder
 
-pytestmark = [requires_chromium, pytest.mark.slow, pytest.mark.xdist_group("ray")]  # see test_ray.pytestmark
+pytestmark = [requires_chromium, pytest.mark.slow]  # shares a worker with test_ray.py: conftest.SAME_WORKER
 
 KEY_SHOTS = Path("/tmp/scale_shots")  # the key screenshots, for a person to look at
 SWEEP_TIMEOUT_MS = 480_000  # three tiny runs on a busy 2-core machine
