@@ -164,10 +164,11 @@ def execute_run(run: Run, config: TrainConfig, control: RunControl | None = None
         return {}
     # This segment of the run's wall time starts here (the worker's hand-over came a moment before).
     linear = fitted_by_scikit_learn(config.arch)  # no epochs: a solver run to convergence per C
+    now = time.time()
     fields = {"state": "running", "epochs": 0 if linear else config.epochs, "finished": None, "error": None,
-              "segment_started": time.time()}
+              "segment_started": now}
     if not resume:
-        fields.update(started=time.time(), epoch=0, trained_s=0.0)
+        fields.update(started=now, epoch=0, trained_s=0.0)
     run.update_status(**fields)
     try:
         summary = train_linear(run, config, control) if linear else train(run, config, control, resume=resume)

@@ -293,7 +293,7 @@ STUDIES = {study.key: study for study in (
                               figures=WIDE_DEEP_CIFAR10, measured_on="CIFAR-10 (test accuracy)")),
     Study("model_family", "Logistic regression vs MLP vs CNN vs ResNet",
           "How much do convolutions (and residual connections) add over a linear model and an MLP?",
-          "arch", ("logistic", "mlp", "cnn", "resnet_small"),
+          "arch", ("logistic_regression", "mlp", "cnn", "resnet_small"),
           labels=("logistic regression", "MLP", "CNN", "ResNet (small)"),
           reference=Reference("An ImageNet-pretrained CNN (Inception V3) told pneumonia from normal chest X-rays "
                               "with 92.8% accuracy.", "Kermany et al., Cell 2018",

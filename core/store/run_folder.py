@@ -313,7 +313,8 @@ def segment_time(old: dict, fields: dict, now: float) -> dict:
     if was == "running" and becomes != "running" and old.get("segment_started"):
         base = fields.get("trained_s", old.get("trained_s")) or 0.0
         ended = fields.get("finished") or now
-        return {"trained_s": round(base + max(0.0, ended - old["segment_started"]), 2), "segment_started": None}
+        # Not rounded: rounding each segment would add up (two segments could read 0.01 s longer than they were).
+        return {"trained_s": base + max(0.0, ended - old["segment_started"]), "segment_started": None}
     return {}
 
 

@@ -1,0 +1,197 @@
+"""Achieved FLOP/s of the recipe model against this CPU's peak, and the input pipeline alone against training.
+
+Peak, two ways, both printed:
+- measured: float32 matrix products (2048 x 2048) by TensorFlow on every core, timed in the same
+  rounds as the model: the most this software stack gets out of these cores;
+- nominal: cores x clock (/proc/cpuinfo) x FP32 FLOP per cycle per core, from the CPU's vector units
+  (AMD Zen 4: two 256-bit FMA pipes, 32; Intel with two AVX-512 FMA units, 64; AVX2 only, 32).
+
+Model FLOPs: 2 x the multiply-accumulates of one image's forward pass (core.ml.models.model_stats:
+convolutions and dense layers; BatchNorm, activations, pooling and augmentation are left out, so
+the achieved figure is a slight underestimate), training 3 x the forward pass (forward, gradients of
+the activations, gradients of the weights).
+
+Timings are interleaved: each round times the matmul peak, a training epoch of `--steps` batches
+through the run's own tf.data pipeline and model.fit, the same without augmentation, inference, and
+the input pipeline alone (and with the augmentation layers), so load from other work falls on all
+alike. Medians of the rounds after a first, untimed one (tracing).
+
+    .venv/bin/python bench/flops.py [--rounds 5] [--steps 40] [--task binary] [--arch ...] [--image-size ...]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+MATMUL_SIZE = 2048
+MATMUL_REPEATS = 8
+INFERENCE_BATCH = 64
+GOAL_SHARE_OF_PEAK = 0.60  # issue 24: training at >= 60% of the FP32 peak
+
+
+def nominal_peak() -> tuple[float, str]:
+    """(FLOP/s, how it was reckoned) from the cores, their clock and their vector units."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    vendor = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("vendor_id")), "")
+    mhz = [float(line.split(":", 1)[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
+    clock = (statistics.median(mhz) if mhz else 0.0) * 1e6
+    if "avx512f" in flags and vendor != "AuthenticAMD":
+        per_cycle, units = 64, "two AVX-512 FMA units (16 floats x 2 FLOP x 2)"
+    elif "avx512f" in flags or "avx2" in flags:
+        per_cycle, units = 32, ("AVX-512 on two 256-bit FMA pipes, Zen 4 (8 floats x 2 FLOP x 2)"
+                                if "avx512f" in flags else "two AVX2 FMA units (8 floats x 2 FLOP x 2)")
+    else:
+        per_cycle, units = 8, "SSE (an assumption)"
+    cores = os.cpu_count() or 1
+    return cores * clock * per_cycle, f"{cores} cores x {clock / 1e9:.2f} GHz x {per_cycle} FP32 FLOP/cycle ({units})"
+
+
+def matmul_timer():
+    """A function timing MATMUL_REPEATS float32 products of two 2048 x 2048 matrices: FLOP/s."""
+    import tensorflow as tf
+    a = tf.random.stateless_normal((MATMUL_SIZE, MATMUL_SIZE), seed=(1, 2))
+    b = tf.random.stateless_normal((MATMUL_SIZE, MATMUL_SIZE), seed=(3, 4))
+
+    @tf.function(autograph=False)
+    def products(a, b):
+        total = tf.zeros(())
+        for _ in range(MATMUL_REPEATS):  # unrolled: one graph, the products one after another
+            a = tf.linalg.matmul(a, b) * MATMUL_SIZE ** -0.5  # scaled: the values stay near 1 (no denormals)
+            total += a[0, 0]
+        return total
+
+    products(a, b).numpy()  # traced, untimed
+
+    def timed() -> float:
+        began = time.perf_counter()
+        products(a, b).numpy()
+        return MATMUL_REPEATS * 2 * MATMUL_SIZE ** 3 / (time.perf_counter() - began)
+    return timed
+
+
+def recipe_parts(args):
+    """The recipe's config, its training rows, a model with and one without augmentation, its data."""
+    import keras
+
+    from core.ml import models
+    from core.ml.data_pipeline import load_data
+    from core.ml.training import _compile, build_augmentation, configure_devices
+    from core.settings.recipes import recipe
+    config = recipe(args.task).with_overrides({k: v for k, v in (("arch", args.arch), ("image_size", args.image_size))
+                                               if v is not None})
+    dataset, split = load_data(config)
+    configure_devices(0, "float32")
+    n_classes = len(dataset.class_names)
+    built = {}
+    for name, augmentation in (("with augmentation", build_augmentation(config.augmentation, config.seed)),
+                               ("without augmentation", None)):
+        keras.utils.set_random_seed(config.seed)
+        model = models.build_model(config.arch, config.image_size, config.channels, n_classes, config.arch_params,
+                                   augmentation=augmentation)
+        _compile(model, config, config.learning_rate)
+        built[name] = model
+    return config, dataset, split, built
+
+
+def pipeline(config, dataset, rows, n_classes):
+    from core.ml.data_pipeline import make_tf_dataset
+    return make_tf_dataset(dataset.images[rows], dataset.labels[rows], n_classes, config.batch_size, True, config.seed)
+
+
+def measure(args) -> None:
+    import numpy as np
+    import tensorflow as tf
+
+    from core.ml import models
+    from core.ml.training import build_augmentation
+    peak_nominal, reckoning = nominal_peak()
+    config, dataset, split, built = recipe_parts(args)
+    n_classes = len(dataset.class_names)
+    rows = split.train[:config.batch_size * args.steps]
+    train_ds = pipeline(config, dataset, rows, n_classes)
+    every_row = pipeline(config, dataset, split.train, n_classes)
+    probe = np.asarray(dataset.images[split.val[:INFERENCE_BATCH]], dtype=np.float32)
+    augment = build_augmentation(config.augmentation, config.seed)
+    augment_step = tf.function(lambda x: augment(x, training=True), autograph=False)
+    macs = models.model_stats(built["without augmentation"])["macs"]
+    peak = matmul_timer()
+
+    def fit_rate(model) -> float:
+        began = time.perf_counter()
+        model.fit(train_ds, epochs=1, verbose=0, shuffle=False)
+        return len(rows) / (time.perf_counter() - began)
+
+    def inference_rate(model) -> float:
+        began = time.perf_counter()
+        for _ in range(args.steps):
+            model.predict_on_batch(probe)
+        return args.steps * len(probe) / (time.perf_counter() - began)
+
+    def pipeline_rate(step=None) -> float:
+        began, count = time.perf_counter(), 0
+        for images, _ in every_row:
+            if step is not None:
+                images = step(images)
+            count += int(images.shape[0])
+            images.numpy()  # the batch is really made
+        return count / (time.perf_counter() - began)
+
+    timers = {"matmul peak": peak,
+              "training": lambda: fit_rate(built["with augmentation"]),
+              "training without augmentation": lambda: fit_rate(built["without augmentation"]),
+              "inference": lambda: inference_rate(built["without augmentation"]),
+              "input pipeline alone": pipeline_rate,
+              "input pipeline + augmentation layers": lambda: pipeline_rate(augment_step)}
+    rates = {name: [] for name in timers}
+    print(f"{os.cpu_count()} CPUs; load average at start {os.getloadavg()[0]:.2f} (above 0.5: the cores are shared)")
+    print(f"{config.arch} {config.arch_params} at {config.image_size} px, batch {config.batch_size}: "
+          f"{macs / 1e6:.1f} M multiply-accumulates per image forward; {len(rows)} training images per timed epoch, "
+          f"{len(split.train)} in the pipeline-alone pass", flush=True)
+    for round_ in range(args.rounds + 1):
+        names = list(timers) if round_ % 2 == 0 else list(reversed(timers))
+        for name in names:
+            value = timers[name]()
+            if round_:  # round 0 traces every graph and warms oneDNN: untimed
+                rates[name].append(value)
+        if round_:
+            print(f"round {round_}: " + ", ".join(f"{name} {rates[name][-1] / (1e9 if name == 'matmul peak' else 1):.1f}"
+                                                   for name in timers), flush=True)
+    report({name: statistics.median(values) for name, values in rates.items()}, rates, macs, peak_nominal, reckoning)
+
+
+def report(median: dict, rates: dict, macs: int, peak_nominal: float, reckoning: str) -> None:
+    peak = median["matmul peak"]
+    print(f"\npeak FP32: measured {peak / 1e9:.1f} GFLOP/s (TensorFlow matmul {MATMUL_SIZE}^2, median; range "
+          f"{min(rates['matmul peak']) / 1e9:.1f}-{max(rates['matmul peak']) / 1e9:.1f}); nominal "
+          f"{peak_nominal / 1e9:.1f} GFLOP/s = {reckoning}")
+    for name, flop_per_image in (("training", 6 * macs), ("training without augmentation", 6 * macs),
+                                 ("inference", 2 * macs)):
+        achieved = median[name] * flop_per_image
+        print(f"{name:31} {median[name]:8.1f} img/s = {achieved / 1e9:6.1f} GFLOP/s: {achieved / peak:5.1%} of the "
+              f"measured peak, {achieved / peak_nominal:5.1%} of nominal"
+              + (f" (goal >= {GOAL_SHARE_OF_PEAK:.0%})" if name == "training" else ""))
+    for name in ("input pipeline alone", "input pipeline + augmentation layers"):
+        print(f"{name:31} {median[name]:8.1f} img/s = x{median[name] / median['training']:.1f} the training's "
+              f"images/s")
+    print(f"augmentation's share of a training step: {1 - median['training'] / median['training without augmentation']:.0%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=40, help="training batches per timed epoch")
+    parser.add_argument("--task", default="binary")
+    parser.add_argument("--arch")
+    parser.add_argument("--image-size", type=int)
+    measure(parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
