@@ -188,18 +188,20 @@ def peak_rss_of_training(config: TrainConfig, runs_dir) -> int:
 
 @pytest.mark.slow  # decodes 2,000 images at 224 px and trains twice in processes of their own
 def test_a_streamed_training_process_does_not_grow_with_the_dataset(tmp_path, private_cache):
-    # The same work on both (about 90 training and 40 validation and test images): only the size of
-    # the dataset behind it differs, 4x.
+    # The same work on both (about 90 training and 40 validation and test images, batches of 2 so that
+    # the model's own tensors vary little): only the size of the dataset behind it differs, 4x.
     sizes = {"small": (500, 0.2, 0.08), "large": (2000, 0.05, 0.02)}
     peaks, decoded = {}, {}
     for name, (n_images, train_fraction, held_out) in sizes.items():
         write_patient_folder(tmp_path / name, n_images, size=224)
         config = TrainConfig(name=name, arch="seed_cnn", data_source="folder", data_path=str(tmp_path / name),
-                             image_size=224, color_mode="rgb", epochs=1, batch_size=16,
+                             image_size=224, color_mode="rgb", epochs=1, batch_size=2,
                              train_fraction=train_fraction, val_fraction=held_out, test_fraction=held_out,
                              data_pipeline="disk")
         decoded[name] = load_dataset("folder", tmp_path / name, image_size=224, channels=3).images.nbytes
-        peaks[name] = peak_rss_of_training(config, tmp_path / "runs")
+        # The least of two: a process's peak varies upward by tens of MB from run to run (seen 1.32 to
+        # 1.35 GB for one config at batch 2, 1.66 to 1.77 GB at batch 16), with the cores shared more.
+        peaks[name] = min(peak_rss_of_training(config, tmp_path / "runs") for _ in range(2))
     growth = decoded["large"] - decoded["small"]  # 1,500 images of 224x224x3: 226 MB
     assert peaks["large"] - peaks["small"] < 0.1 * growth, (peaks, growth)
 

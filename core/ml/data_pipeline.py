@@ -39,23 +39,28 @@ def make_tf_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, ba
                             lambda x, y: to_model_inputs(x, y, num_classes))
 
 
-# Batches the disk pipeline reads ahead. A fixed number, not tf.data's autotuner: the streamed
-# pipeline is there to bound memory, and the autotuner sizes its buffers by timings (more under load).
+# Batches mapped and prefetched ahead, fixed numbers with tf.data's autotuner off. With the autotuner
+# on, the first batch of an epoch waited about 2.5 s in one epoch of two or three (TensorFlow 2.21 on
+# 2 cores: its thread is wound down with the last epoch's iterator), 30% of a recipe epoch's time
+# (bench/flops.py). The maps are a cast and a one-hot, or reading rows from the disk cache; the
+# streamed pipeline keeps fewer batches in flight to bound its memory.
+BATCHES_IN_FLIGHT = 4
 STREAMED_BATCHES_IN_FLIGHT = 2
 
 
 def shuffled_batches(ds, count: int, batch_size: int, shuffle: bool, seed: int, to_model,
-                     in_flight: int | None = None):
+                     in_flight: int = BATCHES_IN_FLIGHT):
     """`count` elements -> batches (shuffled anew every epoch if `shuffle`) mapped by `to_model`
-    in order, prefetched (`in_flight` batches ahead, or as many as tf.data's autotuner chooses).
-    The pipeline both the in-memory and the streamed data go through."""
+    in order, `in_flight` batches prefetched. The pipeline both the in-memory and the streamed
+    data go through."""
     import tensorflow as tf
-    ahead = in_flight or tf.data.AUTOTUNE
     if shuffle:
         ds = ds.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     # Mapping after batching keeps float32 pixels out of the shuffle buffer (uint8 images or row positions).
-    ds = ds.batch(batch_size).map(without_autograph(to_model), num_parallel_calls=ahead, deterministic=True)
-    return ds.prefetch(ahead)
+    ds = ds.batch(batch_size).map(without_autograph(to_model), num_parallel_calls=in_flight, deterministic=True)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(in_flight).with_options(options)
 
 
 def without_autograph(function):
