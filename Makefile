@@ -21,9 +21,9 @@ venv: $(VENV)/.installed
 run: venv
 	$(PY) -m streamlit run app.py --server.address $(HOST) --server.port $(PORT)
 
-# Serial by default; PARALLEL="-n 2 --dist loadfile" runs it on two pytest-xdist workers, a file's tests
-# together on one worker (tests/conftest.py).
-PARALLEL ?=
+# Two pytest-xdist workers, a file's tests together on one (tests/conftest.py schedules by file);
+# PARALLEL= runs the suite serially.
+PARALLEL ?= -n 2 --dist loadfile
 
 test: venv
 	$(PY) -m pytest $(PARALLEL)

@@ -12,11 +12,13 @@ Goals (issue 24; 2-core CPU, within 5 minutes each): binary accuracy >= 0.975 an
 3-class macro-F1 >= 0.83. Thresholded metrics are at the run's own threshold, chosen on validation.
 
     .venv/bin/python bench/accuracy.py [--task binary|subtype|both] [--seed 42] [--holdout-share 0.12]
+                                       [--set image_size=128 ...]
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 import tempfile
 import time
@@ -52,8 +54,8 @@ def part_by_patient(folder: Path, share: float) -> tuple[Path, Path]:
     return pool, holdout
 
 
-def run_recipe(manager: JobManager, task: str, seed: int, data: Path | None) -> dict:
-    config = recipe(task)
+def run_recipe(manager: JobManager, task: str, seed: int, data: Path | None, overrides: dict | None = None) -> dict:
+    config = recipe(task).with_overrides(overrides or {})
     config.seed = seed
     if data is not None:
         config = config.with_overrides({"data_source": "zip", "data_path": str(data)})
@@ -116,13 +118,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--holdout-share", type=float, default=0.12,
                         help="share of patients kept out of everything (0: train on the whole built-in set)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON",
+                        help="try a variant of the recipe, e.g. --set image_size=128 epochs=25")
     args = parser.parse_args()
+    overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     folder = Path(tempfile.mkdtemp(prefix="cxr-accuracy-"))
     pool, holdout = part_by_patient(folder, args.holdout_share) if args.holdout_share > 0 else (None, None)
     manager = JobManager(RunStore(folder / "runs"))
     try:
         for task in (("binary", "subtype") if args.task == "both" else (args.task,)):
-            result = run_recipe(manager, task, args.seed, pool)
+            result = run_recipe(manager, task, args.seed, pool, overrides)
             if holdout is not None:
                 result["holdout"] = score_holdout(result, holdout)
             report(result)

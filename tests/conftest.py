@@ -123,7 +123,7 @@ def pytest_sessionstart(session):
 
 # ----------------------------------------------------------------------------- parallel runs
 
-# With PARALLEL="-n 2 --dist loadfile" (Makefile) pytest-xdist workers run the suite, a file's tests
+# `make test` (PARALLEL="-n 2 --dist loadfile") runs the suite on pytest-xdist workers, a file's tests
 # together on one worker, in order, sharing its module fixtures. These files also share one worker
 # with each other: each starts a Ray head, and two heads would compete for Ray's fixed ports (such as
 # its client server's 10001).
