@@ -41,6 +41,7 @@ bench: venv
 	$(PY) bench/throughput.py
 	$(PY) bench/startup.py
 	$(PY) bench/precision.py
+	$(PY) bench/flops.py
 	$(PY) bench/accuracy.py
 	$(PY) bench/diagnose_latency.py
 	$(PY) bench/clear_session.py
@@ -49,6 +50,8 @@ bench: venv
 	$(PY) bench/studies.py
 	$(PY) bench/epoch_metrics.py
 	$(PY) bench/external_validation.py
+	$(PY) bench/tta.py
+	$(PY) bench/saliency_quality.py
 
 # Uploads live in data/uploads (runs were trained on them); older versions kept them in .cache/uploads:
 # those move over first, under the same names, where runs that name the old place find them.
