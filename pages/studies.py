@@ -91,7 +91,7 @@ def launch_section(store, study) -> None:
         return
     st.caption(studies_view.plan_text(sweep))
     if study.needs_imagenet_weights:
-        missing = weights_missing(sweep.base.arch_params["base"], sweep.base.image_size)
+        missing = weights_missing(sweep.configs())
         if missing:
             st.warning(missing, icon=":material/cloud_off:")
     configs = [config.to_dict() for config in sweep.configs()]
@@ -112,18 +112,22 @@ def launch_section(store, study) -> None:
         st.toast(f"{len(configs)} runs queued: the results fill in below.")
 
 
-def weights_missing(base: str, image_size: int) -> str | None:
-    """Why the transfer study's runs would not start from ImageNet here (no weights), or None."""
+def weights_missing(configs) -> str | None:
+    """Why some of the transfer study's runs would not start from ImageNet here (no weights), or None."""
     import os
 
     from core.ml import models
-    path = models.imagenet_weights_path(base, image_size)
-    if os.path.exists(path):
+    wanted = {(c.arch_params["base"], models.imagenet_weights_path(c.arch_params["base"], c.image_size,
+                                                                   c.arch_params.get("alpha", 1.0)))
+              for c in configs}
+    missing = sorted((base, path) for base, path in wanted if not os.path.exists(path))
+    if not missing:
         return None
-    return (f"The ImageNet weights of {base} are not on this machine ({path}), and Keras downloads "
-            "them from the internet: without it the study's runs train the base from scratch (each run "
-            "says so), which is not the question. Copy the file there from a machine with internet access "
-            "(or run once online), then run the study.")
+    bases = ", ".join(dict.fromkeys(base for base, _ in missing))
+    return (f"The ImageNet weights of {bases} are not on this machine ({', '.join(p for _, p in missing)}), and "
+            "Keras downloads them from the internet: without them the study's runs train the base from scratch "
+            "(each run says so), which is not the question. Copy the files there from a machine with internet "
+            "access (or run once online), then run the study.")
 
 
 # ----------------------------------------------------------------------------- results

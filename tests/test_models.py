@@ -68,12 +68,26 @@ def test_registry_is_complete_and_defaults_resolve():
         "base": "mobilenet_v2",
         "weights": "imagenet",
         "weights_file": "",
+        "alpha": 1.0,
         "dropout": 0.2,
         "dense_layers": [],
         "fine_tune_epochs": 0,
         "fine_tune_layers": 30,
         "fine_tune_lr_factor": 0.1,
     }
+
+
+def test_mobilenet_v2s_width_multiplier_thins_every_layer_and_names_its_own_weights_file():
+    thin = models.build_model("transfer", 32, 1, 2, {"weights": "none", "alpha": 0.35})
+    full = models.build_model("transfer", 32, 1, 2, {"weights": "none"})
+    assert models.transfer_base(thin).count_params() < models.transfer_base(full).count_params() / 3
+    assert architectures.resolve_params("transfer", {"alpha": 0.5})["alpha"] == 0.5
+    assert models.imagenet_weights_file("mobilenet_v2", 96, 0.35) == (
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5")
+    with pytest.raises(ValueError, match=r"alpha must be one of 0.35, 0.5"):
+        architectures.resolve_params("transfer", {"alpha": 0.6})
+    with pytest.raises(ValueError, match="alpha .*MobileNetV2's; resnet50_v2 has none"):
+        architectures.resolve_params("transfer", {"base": "resnet50_v2", "alpha": 0.5})
 
 
 def test_resolve_params_overlays_and_coerces():

@@ -264,6 +264,18 @@ def test_the_transfer_study_warns_before_launch_when_the_imagenet_weights_are_mi
         in warning
 
 
+def test_the_base_study_warns_for_every_base_whose_weights_are_missing(app_env, monkeypatch, tmp_path):
+    from tests.apptest_support import assert_no_exception, open_page
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    (tmp_path / "keras" / "models").mkdir(parents=True)
+    (tmp_path / "keras" / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_96_no_top.h5").touch()
+    at = open_page("pages/studies.py", {"study_key": "transfer_base"})
+    assert_no_exception(at)
+    warning = " ".join(w.value for w in at.warning)
+    assert "The ImageNet weights of densenet121, efficientnet_b0, resnet50_v2 are not on this machine" in warning
+    assert "mobilenet_v2" not in warning  # its file is there
+
+
 # ----------------------------------------------------------------------------- the classic reports' studies
 
 def test_the_gallery_has_the_classic_studies_of_the_reports():
@@ -277,6 +289,11 @@ def test_the_gallery_has_the_classic_studies_of_the_reports():
     assert patience.early_stopping and patience.epochs > max(get_study("patience").quick.values)
     assert Sweep.from_dict(study_spec("class_weights", "quick")).axes[0].values == ["none", "balanced"]
     assert get_study("class_weights").metric == "test_macro_f1"
+    bases = Sweep.from_dict(study_spec("transfer_base", "full"))
+    assert bases.axes[0].values == ["mobilenet_v2", "efficientnet_b0", "resnet50_v2", "densenet121"]
+    assert {c.arch_params["weights"] for c in bases.configs()} == {"imagenet"} and bases.base.arch == "transfer"
+    heads = Sweep.from_dict(study_spec("transfer_head", "full")).axes[0].values
+    assert [len(layers) for layers in heads] == [0, 1, 2, 5]  # a head of 0 to 5 dense layers
     widths = [config.arch_params["filters"] for config in Sweep.from_dict(study_spec("width", "full")).configs()]
     assert sorted({tuple(f) for f in widths}) == [(8, 16, 16), (16, 32, 32), (32, 64, 64), (64, 128, 128)]
 

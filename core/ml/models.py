@@ -7,6 +7,7 @@ optionally augments them, rescales them itself, and ends in
 so saliency methods can read the logits as the input of the last layer.
 """
 
+import functools
 import inspect
 import os
 
@@ -199,34 +200,37 @@ def keras_models_dir():
     return os.path.join(os.path.expanduser(home), "models")
 
 
-def imagenet_weights_file(base, image_size):
+def imagenet_weights_file(base, image_size, alpha=1.0):
     """The file name Keras caches the notop ImageNet weights of `base` under."""
     if base == "mobilenet_v2":
         rows = image_size if image_size in MOBILENET_V2_WEIGHT_SIZES else 224
-        return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
+        return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
     return IMAGENET_WEIGHT_FILES[base]
 
 
-def imagenet_weights_path(base, image_size):
+def imagenet_weights_path(base, image_size, alpha=1.0):
     """Where Keras keeps (or would download) the notop ImageNet weights of `base`."""
-    return os.path.join(keras_models_dir(), imagenet_weights_file(base, image_size))
+    return os.path.join(keras_models_dir(), imagenet_weights_file(base, image_size, alpha))
 
 
-def imagenet_unavailable_note(base, image_size, error) -> str:
+def imagenet_unavailable_note(base, image_size, error, alpha=1.0) -> str:
     """What a run says when it could not get the ImageNet weights and trained its base from scratch."""
     folder = keras_models_dir()
     return (f"ImageNet weights for {base} are not available, so its base was trained from scratch (random "
             f"weights, every layer trainable). Keras could not download or load "
-            f"'{imagenet_weights_file(base, image_size)}' in {folder} (~/.keras/models unless KERAS_HOME is "
+            f"'{imagenet_weights_file(base, image_size, alpha)}' in {folder} (~/.keras/models unless KERAS_HOME is "
             f"set): {error}. To start from ImageNet, copy that file into {folder} (download it on a machine "
             f"with internet access), or give it as the weights file (weights \"file\").")
 
 
-def make_transfer_base(base, weights, image_size, weights_file="", notes=None):
+def make_transfer_base(base, weights, image_size, weights_file="", notes=None, alpha=1.0):
     """The base network and whether it holds pretrained weights. ImageNet weights that cannot be
     had (offline) leave a random base and a note in `notes`; a weights file that cannot be loaded
-    raises WeightsUnavailableError (training from scratch is not what its user asked for)."""
-    constructor = getattr(keras.applications, TRANSFER_BASES[base][0])
+    raises WeightsUnavailableError (training from scratch is not what its user asked for).
+    `alpha`: MobileNetV2's width multiplier (the other bases have none)."""
+    application = getattr(keras.applications, TRANSFER_BASES[base][0])
+    width = {"alpha": alpha} if base == "mobilenet_v2" else {}
+    constructor = functools.partial(application, **width)
     input_shape = (image_size, image_size, 3)
     if weights == "file":
         try:
@@ -234,7 +238,7 @@ def make_transfer_base(base, weights, image_size, weights_file="", notes=None):
         except Exception as error:  # missing file, another network's weights, ...
             raise WeightsUnavailableError(
                 f"The weights file {weights_file!r} could not be loaded into {base}: {error}. It must hold "
-                f"the weights of {base} without its top, e.g. Keras' '{imagenet_weights_file(base, image_size)}'."
+                f"the weights of {base} without its top, e.g. Keras' '{imagenet_weights_file(base, image_size, alpha)}'."
             ) from error
     if weights == "imagenet":
         try:
@@ -243,7 +247,7 @@ def make_transfer_base(base, weights, image_size, weights_file="", notes=None):
             return constructor(include_top=False, weights="imagenet", input_shape=input_shape), True
         except Exception as error:  # offline download, corrupt file, ... all mean "no weights"
             if notes is not None:
-                notes.append(imagenet_unavailable_note(base, image_size, error))
+                notes.append(imagenet_unavailable_note(base, image_size, error, alpha))
     return constructor(include_top=False, weights=None, input_shape=input_shape), False
 
 
@@ -258,8 +262,9 @@ def base_inputs(pixels, base):
     return x
 
 
-def build_transfer(pixels, base, weights, weights_file, dropout, dense_layers, notes=None, **_fine_tune_params):
-    base_model, pretrained = make_transfer_base(base, weights, pixels.shape[1], weights_file, notes)
+def build_transfer(pixels, base, weights, weights_file, alpha, dropout, dense_layers, notes=None,
+                   **_fine_tune_params):
+    base_model, pretrained = make_transfer_base(base, weights, pixels.shape[1], weights_file, notes, alpha)
     # freeze pretrained weights; a random base (asked for, or ImageNet offline) has nothing to keep
     base_model.trainable = not pretrained
     # training=False keeps BatchNorm in inference mode, even after unfreezing

@@ -87,6 +87,8 @@ class NumbersParam(Setting):
 ACTIVATIONS = ("relu", "elu", "leaky_relu", "tanh", "sigmoid", "softmax")
 TRANSFER_BASE_NAMES = ("mobilenet_v2", "resnet50_v2", "efficientnet_b0", "densenet121")
 TRANSFER_WEIGHTS = ("imagenet", "file", "none")
+# MobileNetV2's width multipliers with ImageNet weights (Sandler et al. 2018, Table 6 and Keras)
+MOBILENET_V2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 HEAD_DROPOUTS = ("every_dense", "before_logits")
 LOGISTIC_PENALTIES = ("l1", "l2")
 C_GRID = [0.001, 0.01, 0.1, 1.0, 10.0]
@@ -152,9 +154,11 @@ def check_cnn_blocks(params: dict) -> None:
         raise ValueError(f"dropout_after_blocks names block(s) {beyond} but there are {blocks} conv blocks")
 
 
-def check_transfer_weights(params: dict) -> None:
+def check_transfer(params: dict) -> None:
     if params["weights"] == "file" and not params["weights_file"].strip():
         raise ValueError("weights 'file' needs weights_file: the path of a .h5 or .weights.h5 file of the base")
+    if params["alpha"] != 1.0 and params["base"] != "mobilenet_v2":
+        raise ValueError(f"alpha (the width multiplier) is MobileNetV2's; {params['base']} has none: leave it at 1.0")
 
 
 ARCHITECTURES = {
@@ -284,6 +288,9 @@ ARCHITECTURES = {
                 ),
                 Param("weights_file", "", "With weights 'file': a .h5 or .weights.h5 file of the base "
                       "without its top (e.g. Keras' ImageNet notop file, downloaded elsewhere)."),
+                Param("alpha", 1.0, "MobileNetV2's width multiplier: the filters of every layer times alpha "
+                      "(ImageNet weights exist for each choice). Other bases have none: 1.0.",
+                      choices=MOBILENET_V2_ALPHAS),
                 dropout_param(0.2, "Dropout rate before each dense layer of the head (before the logits "
                                    "when there is none)."),
                 ShortListParam("dense_layers", [], "Units of each dense layer of the head, between the "
@@ -295,7 +302,7 @@ ARCHITECTURES = {
                 Param("fine_tune_lr_factor", 0.1, "Learning rate multiplier when fine-tuning.", min=1e-4, max=1.0),
             ),
             "build_transfer",
-            check_transfer_weights,
+            check_transfer,
         ),
     )
 }

@@ -130,6 +130,9 @@ def _width_label(width: float) -> str:
     return f"×{width:g} ({', '.join(map(str, _widened(width)))})"
 
 
+TRANSFER_BASES = ("mobilenet_v2", "efficientnet_b0", "resnet50_v2", "densenet121")
+TRANSFER_BASE_LABELS = ("MobileNetV2", "EfficientNetB0", "ResNet50V2", "DenseNet121")
+
 # Howard et al. 2017 (MobileNets), Table 6: ImageNet top-1 of MobileNet-224 at width 1, 0.75, 0.5, 0.25.
 MOBILENET_WIDTHS = (Figure("MobileNet width 1", 0.706, (_width_label(1.0),)), Figure("MobileNet width 0.75", 0.684),
                     Figure("MobileNet width 0.5", 0.637, (_width_label(0.5),)),
@@ -311,6 +314,31 @@ STUDIES = {study.key: study for study in (
                               "and fine-tuning its top raised it to 93.1%.",
                               "classic transfer-learning reports on the Kermany chest X-rays",
                               figures=RESNET50V2_KERMANY, measured_on="the Kermany chest X-rays (test accuracy)")),
+    Study("transfer_base", "Transfer learning: which base",
+          "Which ImageNet-pretrained base, kept frozen under the same head, transfers best to the X-rays: "
+          "MobileNetV2, EfficientNetB0, ResNet50V2 or DenseNet121?",
+          "arch_params.base", TRANSFER_BASES, labels=TRANSFER_BASE_LABELS,
+          settings={"arch": "transfer", "arch_params": {"weights": "imagenet"}},
+          needs_imagenet_weights=True,
+          quick=Variant(settings={"image_size": 96, "train_fraction": 0.25}),
+          reference=Reference("CheXNet, an ImageNet-pretrained DenseNet121 fine-tuned on ChestX-ray14, detected "
+                              "pneumonia with an F1 of 0.435, above the 0.387 of four radiologists on the same test "
+                              "images: F1 of the pneumonia class, not this study's accuracy.",
+                              "Rajpurkar et al., CheXNet, 2017",
+                              figures=(Figure("DenseNet121 (CheXNet), F1 of pneumonia", 0.435),),
+                              measured_on="ChestX-ray14 (F1 of pneumonia)")),
+    Study("transfer_head", "MLP on a frozen base's features",
+          "How many dense layers does a classifier on a frozen ImageNet base's features need: none (a logistic "
+          "regression on the features), one, two or five?",
+          "arch_params.dense_layers", ([], [128], [128, 128], [128] * 5),
+          labels=("no dense layer", "1 dense layer (128)", "2 dense layers (128, 128)", "5 dense layers of 128"),
+          settings={"arch": "transfer", "arch_params": {"base": "mobilenet_v2", "weights": "imagenet"}},
+          needs_imagenet_weights=True,
+          quick=Variant(settings={"image_size": 96, "epochs": 2}, values=([], [128], [128, 128])),
+          reference=Reference("Features of an ImageNet-trained network, read by a simple classifier, beat "
+                              "hand-engineered features on other image tasks: the pretrained layers carry over and "
+                              "the head can stay small.", "Razavian et al., 'CNN Features off-the-shelf', CVPR "
+                              "Workshops 2014; Yosinski et al., NeurIPS 2014")),
     Study("kfold", "k-fold cross-validation",
           "Is the CNN better than the MLP when every patient is tested once (k-fold grouped by patient)?",
           "arch", ("mlp", "cnn"), labels=("MLP", "CNN"), fits="grouped",
