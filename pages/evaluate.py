@@ -1,5 +1,6 @@
 """Evaluate: one run on its validation or test split: headline numbers with 95% patient-bootstrap
-intervals (and beside them with test-time augmentation: ui/tta_view.py), confusion matrices whose cells
+intervals (and beside them with test-time augmentation, ui/tta_view.py, or as an ensemble with runs that
+scored the same images, ui/ensemble_view.py), confusion matrices whose cells
 open their images, per-class scores, ROC, precision-recall, F1 against threshold (with a live threshold
 slider), the referral curve, calibration before and after temperature scaling, the misclassified images,
 external validation on another labelled dataset, and downloads of the model and its config (the images
@@ -15,7 +16,7 @@ from core.ml import intervals as intervals_lib
 from core.ml.decisions import decision_sentence
 from core.present import charts
 from core.present import evaluation as evaluation_view
-from ui import common, external_validation, image_review, model_card_view, tta_view, weight_view
+from ui import common, ensemble_view, external_validation, image_review, model_card_view, tta_view, weight_view
 
 common.enter_through_app()  # a page Streamlit ran on its own runs again through app.py
 
@@ -194,6 +195,7 @@ def main() -> None:
     headline(metrics, bootstrap, predictions["class_names"], results["f1_threshold"] is not None,
              run.summary().get("threshold"))
     tta_view.section(run, split, threshold, bootstrap)
+    ensemble_view.section(store, run, split, threshold, bootstrap)
     confusion_and_classes(run, predictions, metrics, threshold)
     curve_charts(results, threshold)
     referral(predictions, threshold)

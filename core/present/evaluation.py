@@ -73,6 +73,15 @@ def value_with_interval(entry: dict | None) -> str:
     return f"{entry['value']:.3f} ({bounds[0]:.3f}–{bounds[1]:.3f})"
 
 
+def headline_columns(columns: dict, class_names, threshold) -> list[dict]:
+    """Rows metric | one column per name in `columns` (name -> the "intervals" of a bootstrap_intervals
+    result, all at `threshold`, which the labels name; the first decides which numbers there are):
+    every headline number, '0.912 (0.887–0.934)' in each."""
+    disease_view = "sensitivity" in next(iter(columns.values()))
+    return [{"metric": label, **{name: value_with_interval(found.get(key)) for name, found in columns.items()}}
+            for label, key in labelled_headline(class_names, disease_view, threshold)]
+
+
 def intervals_caption(result: dict) -> str:
     share = round(result["confidence"] * 100)
     return (f"{share}% confidence intervals from {result['n_resamples']} bootstrap resamples of the "
@@ -193,10 +202,8 @@ def side_by_side(result: dict) -> list[dict]:
     columns at the run's own threshold when the result was saved, which the labels name."""
     external = result["intervals"]["intervals"]
     internal = ((result.get("internal_test") or {}).get("intervals") or {}).get("intervals") or {}
-    disease_view = "sensitivity" in external
-    shown = labelled_headline(result["class_names"], disease_view, external_threshold(result))
-    rows = [{"metric": label, f"external: {result['name']}": value_with_interval(external.get(key)),
-             "internal test": value_with_interval(internal.get(key))} for label, key in shown]
+    rows = headline_columns({f"external: {result['name']}": external, "internal test": internal},
+                            result["class_names"], external_threshold(result))
     rows.append({"metric": "Images (patients)",
                  f"external: {result['name']}": f"{result['n_images']} ({result['n_patients']})",
                  "internal test": _size(result.get("internal_test"))})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.ml.decisions import decision_rule
 from core.ml.tta import NOT_A_VIEW, views_sentence
-from core.present.evaluation import labelled_headline, value_with_interval
+from core.present.evaluation import headline_columns
 
 PLAIN, WITH_TTA = "plain", "with TTA"
 
@@ -13,10 +13,8 @@ def comparison_rows(plain: dict, with_tta: dict, saved: dict, class_names) -> li
     """Rows metric | plain (95% CI) | with TTA (95% CI) for every headline number, both columns from
     bootstrap_intervals at the same threshold (which the labels name), then the cost: forward passes
     per image and the measured seconds."""
-    plain_found, tta_found = plain["intervals"], with_tta["intervals"]
-    shown = labelled_headline(class_names, "sensitivity" in tta_found, with_tta["threshold"])
-    rows = [{"metric": label, PLAIN: value_with_interval(plain_found.get(key)),
-             WITH_TTA: value_with_interval(tta_found.get(key))} for label, key in shown]
+    rows = headline_columns({PLAIN: plain["intervals"], WITH_TTA: with_tta["intervals"]}, class_names,
+                            with_tta["threshold"])
     rows.append({"metric": "Cost: forward passes per image", PLAIN: "1", WITH_TTA: str(saved["passes"])})
     rows.append({"metric": f"Cost: seconds for {int(saved['images'])} images", PLAIN: seconds(saved["plain_seconds"]),
                  WITH_TTA: seconds(saved["seconds"])})
