@@ -135,6 +135,8 @@ def show_result(run_key: tuple, result: dx.Diagnosis, digest: str, controls: pre
     st.markdown(present.headline(result, controls.threshold))
     if result.tta:
         st.markdown(present.tta_sentence(result, controls.threshold))
+    if result.ensemble:
+        st.markdown(present.ensemble_sentence(result, controls.threshold))
     st.caption(CLINICAL_NOTE)
     left, right = st.columns(2)
     shown = present.display_copy(result.image)
@@ -175,7 +177,20 @@ def results_table(results: list[dx.Diagnosis]) -> None:
                        file_name="diagnoses.csv", mime="text/csv", icon=":material/download:", key="diag_csv_button")
 
 
-def diagnose_uploads(diagnoser: dx.Diagnoser, uploads, controls: present.Controls) -> list[tuple]:
+def choose_ensemble(run, runs) -> list[dx.Diagnoser]:
+    """Other runs of the same classes to average with this one: their (cached) Diagnosers."""
+    classes = run.summary().get("class_names")
+    names = {other.id: f"{other.display_name()} ({other.id})" for other in runs
+             if other.id != run.id and other.summary().get("class_names") == classes}
+    chosen = st.multiselect("Average with other runs (an ensemble)", list(names), format_func=names.get,
+                            key=f"diag_ensemble_{run.id}", placeholder="none: this run alone",
+                            help="Each image through every chosen run's model too (each preprocessed as its own "
+                                 "training was), the probabilities averaged: a forward pass per run.")
+    return [load_diagnoser(str(other.path), other.model_path.stat().st_mtime)
+            for other in runs if other.id in chosen]
+
+
+def diagnose_uploads(diagnoser: dx.Diagnoser, uploads, controls: present.Controls, others=()) -> list[tuple]:
     """[(Diagnosis, content digest)] for the uploaded files, in upload order."""
     with st.spinner("Preparing the unusual-input check (once per run)…"):
         diagnoser.reference()
@@ -185,6 +200,8 @@ def diagnose_uploads(diagnoser: dx.Diagnoser, uploads, controls: present.Control
     for upload in uploads:
         data = upload.getvalue()
         result = diagnoser.diagnose(data, upload.name, controls.threshold, controls.tta)
+        if others and result.ok:
+            result.ensemble = diagnoser.with_ensemble(result, others, controls.threshold)
         diagnosed.append((result, hashlib.sha1(data).hexdigest()))
     return diagnosed
 
@@ -219,12 +236,13 @@ def main() -> None:
     st.caption(f"Preprocessing as in training: {config.image_size}x{config.image_size} px, "
                f"{config.color_mode}, pixels 0-255 (the model rescales them itself).")
     controls = choose_controls(diagnoser)
+    others = choose_ensemble(run, runs)
     uploads = st.file_uploader("Chest X-ray images (JPEG, PNG, DICOM, ...)", accept_multiple_files=True,
                                key="diag_upload")
     if not uploads:
         st.info("Drop one or more images above.", icon=":material/info:")
         return
-    show_results(run_key, diagnose_uploads(diagnoser, uploads, controls), controls)
+    show_results(run_key, diagnose_uploads(diagnoser, uploads, controls, others), controls)
 
 
 main()

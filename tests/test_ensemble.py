@@ -70,3 +70,53 @@ def test_evaluate_puts_the_ensemble_beside_the_run_at_the_pages_threshold_with_i
     lonely = open_page("pages/evaluate.py", {"eval_run": alone.id})
     assert_clean(lonely)
     assert "No other finished run scored these test images" in texts(lonely)
+
+
+# ----------------------------------------------------------------------------- Diagnose
+
+def second_model(run, runs_dir):
+    """Another run of the same classes with a different real model: `run` copied, its logits shifted."""
+    import shutil
+
+    import keras
+
+    from core.store.runs import RunStore
+    shutil.copytree(run.path, runs_dir / f"{run.id}-shifted")
+    other = RunStore(runs_dir).get(f"{run.id}-shifted")
+    model = keras.models.load_model(other.model_path)
+    kernel, bias = model.get_layer("logits").get_weights()
+    model.get_layer("logits").set_weights([kernel, bias + np.array([1.5, -1.5], np.float32)])
+    model.save(other.model_path)
+    return other
+
+
+def test_diagnose_averages_the_image_over_the_chosen_runs_models(tiny_run_copy, runs_dir):
+    from core.ml.diagnosis import Diagnoser
+    from tests.test_diagnose_page import xray_upload
+    name, data, _ = xray_upload()
+    first, second = Diagnoser(tiny_run_copy.path), Diagnoser(second_model(tiny_run_copy, runs_dir).path)
+    result = first.diagnose(data, name)
+    averaged = first.with_ensemble(result, [second], None)
+    alone = [np.array(list(d.diagnose(data, name).probabilities.values())) for d in (first, second)]
+    assert not np.allclose(*alone, atol=1e-3)  # two models that disagree
+    np.testing.assert_allclose(list(averaged.probabilities.values()), np.mean(alone, axis=0), atol=1e-6)
+    assert averaged.passes == 2 and averaged.run_ids == (first.run.id, second.run.id)
+    result.ensemble = averaged
+    assert {"ensemble_predicted", "ensemble_p_NORMAL", "ensemble_score"} <= set(result.row())
+
+
+def test_the_diagnose_page_offers_the_other_run_and_shows_the_ensembles_prediction(tiny_run_copy, runs_dir):
+    from tests.test_diagnose_page import xray_upload
+    other = second_model(tiny_run_copy, runs_dir)
+    at = open_page("pages/diagnose.py")
+    assert_clean(at)
+    [chooser] = [m for m in at.multiselect if m.key.startswith("diag_ensemble_")]
+    shown = chooser.key.removeprefix("diag_ensemble_")
+    partner = other.id if shown == tiny_run_copy.id else tiny_run_copy.id
+    assert len(chooser.options) == 1 and partner in chooser.options[0]
+    chooser.set_value([partner]).run()
+    at.file_uploader(key="diag_upload").set_value([xray_upload()]).run()
+    assert_clean(at)
+    page = texts(at)
+    assert "Ensemble of 2 runs" in page and "2 forward passes instead of 1" in page
+    assert "Research tool, not for clinical use" in page

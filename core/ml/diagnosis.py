@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +46,26 @@ class WithTTA:
 
 
 @dataclass
+class WithEnsemble:
+    """A diagnosis's probabilities averaged with other runs' models (an ensemble), what they decide at
+    the first run's threshold, and their cost: one forward pass per member, and the seconds they took."""
+    probabilities: dict
+    predicted: str
+    score: float | None
+    run_ids: tuple
+    seconds: float  # what the other members' forward passes added
+
+    @property
+    def passes(self) -> int:
+        return len(self.run_ids)
+
+    def row(self) -> dict:
+        return {"ensemble_predicted": self.predicted,
+                **{f"ensemble_p_{name}": round(p, 4) for name, p in self.probabilities.items()},
+                "ensemble_score": None if self.score is None else round(self.score, 4)}
+
+
+@dataclass
 class Diagnosis:
     file: str
     error: str | None = None
@@ -55,6 +76,7 @@ class Diagnosis:
     score: float | None = None              # the disease score the threshold is compared with
     ood: ood.OODResult | None = None
     tta: WithTTA | None = None              # asked for: the same image through core.ml.tta's views
+    ensemble: WithEnsemble | None = None    # asked for: averaged with other runs' models
 
     @property
     def ok(self) -> bool:
@@ -68,6 +90,7 @@ class Diagnosis:
                 **{f"p_{name}": round(p, 4) for name, p in self.probabilities.items()},
                 "score": None if self.score is None else round(self.score, 4),
                 **(self.tta.row() if self.tta else {}),
+                **(self.ensemble.row() if self.ensemble else {}),
                 "unusual_input": self.ood.unusual if self.ood else None,
                 "warning": "; ".join(self.ood.reasons) if self.ood and self.ood.reasons else "",
                 "error": ""}
@@ -160,6 +183,26 @@ class Diagnoser:
         predicted, score = self.decide(probabilities, threshold)
         return WithTTA({c: float(p) for c, p in zip(self.class_names, probabilities)}, predicted, score,
                        result.passes, result.seconds, result.plain_seconds or 0.0)
+
+    def probabilities_of(self, image: Image.Image) -> np.ndarray:
+        """The model's class probabilities of a decoded image, preprocessed as in its training."""
+        pixels = resize_to_model(image, self.config.image_size, self.config.channels)
+        return np.asarray(self.features_model.predict_on_batch(pixels[None].astype(np.float32))[1], np.float64)[0]
+
+    def with_ensemble(self, diagnosis: Diagnosis, others: list, threshold: float | None) -> WithEnsemble:
+        """`diagnosis` (of this model) averaged with the models of `others` (Diagnosers of runs with the
+        same classes; each preprocesses the image as its own training did), decided at `threshold`."""
+        for other in others:
+            if other.class_names != self.class_names:
+                raise ValueError(f"run {other.run.id} tells apart {', '.join(other.class_names)}, not "
+                                 f"{', '.join(self.class_names)}: an ensemble averages the same classes")
+        began = time.perf_counter()
+        own = np.array([diagnosis.probabilities[name] for name in self.class_names])
+        probabilities = np.mean([own, *(other.probabilities_of(diagnosis.image) for other in others)], axis=0)
+        seconds = time.perf_counter() - began
+        predicted, score = self.decide(probabilities, self.threshold if threshold is None else threshold)
+        return WithEnsemble({c: float(p) for c, p in zip(self.class_names, probabilities)}, predicted, score,
+                            (self.run.id, *(other.run.id for other in others)), seconds)
 
     def decide(self, probabilities: np.ndarray, threshold: float | None) -> tuple[str, float | None]:
         """(predicted class, disease score): the score against the threshold, or argmax without one."""

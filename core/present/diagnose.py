@@ -79,6 +79,18 @@ def tta_sentence(result, threshold: float | None) -> str:
             f"(the plain prediction took {with_tta.plain_seconds * 1000:.0f} ms).")
 
 
+def ensemble_sentence(result, threshold: float | None) -> str:
+    """What the ensemble says of a diagnosis, beside this run's prediction, and its cost."""
+    averaged = result.ensemble
+    score = "" if averaged.score is None else (f", disease score {averaged.score:.3f}"
+                                               + ("" if threshold is None else f" vs threshold {threshold:.2f}"))
+    same = "the same class" if averaged.predicted == result.predicted else "**another class** than this run alone"
+    chances = ", ".join(f"P({name}) {p:.3f}" for name, p in averaged.probabilities.items())
+    return (f"Ensemble of {averaged.passes} runs ({', '.join(averaged.run_ids)}), their probabilities averaged: "
+            f"predicted **{averaged.predicted}**{score} ({same}); {chances}. Cost: {averaged.passes} forward passes "
+            f"instead of 1, +{averaged.seconds * 1000:.0f} ms.")
+
+
 def probability_chart(result) -> alt.Chart:
     """Bars of every class's probability, the predicted class in red."""
     frame = pd.DataFrame({"label": list(result.probabilities), "probability": list(result.probabilities.values())})
