@@ -98,7 +98,7 @@ def report_ensemble(task: str, members: list[dict], holdout: Path | None) -> Non
     ensemble = ensemble_lib.average([member["run"] for member in members], "test")
     test, seconds = ensemble.metrics(), sum(member["seconds"] for member in members)
     print(f"\n== {task}: ensemble of {len(members)} (seeds {', '.join(str(m['config'].seed) for m in members)}, "
-          f"one split), threshold {ensemble.threshold if ensemble.threshold is not None else 'argmax'} "
+          f"one split), threshold {f'{ensemble.threshold:.2f}' if ensemble.threshold is not None else 'argmax'} "
           "(chosen on the averaged validation probabilities)")
     print(f"wall time       : {seconds:.0f} s, the members' together (budget {BUDGET_S} s: "
           f"{'ok' if seconds <= BUDGET_S else 'OVER'})")
@@ -139,7 +139,7 @@ def report(result: dict) -> None:
     for name, values in test["per_class"].items():
         print(f"  recall {name:<10}: {values['recall']:.4f}   precision {values['precision']:.4f}")
     threshold = result.get("threshold")
-    print(f"threshold       : {threshold if threshold is not None else 'argmax'} (chosen on validation)")
+    print(f"threshold       : {f'{threshold:.2f}' if threshold is not None else 'argmax'} (chosen on validation)")
     holdout = result.get("holdout")
     if holdout:
         print(f"bench holdout   : {holdout['n_patients']} patients, {holdout['n_images']} images, never tuned on "
