@@ -70,11 +70,7 @@ def headline(result, threshold: float | None) -> str:
 def tta_sentence(result, threshold: float | None) -> str:
     """What test-time augmentation says of a diagnosis, beside the plain prediction, and its cost."""
     with_tta = result.tta
-    score = "" if with_tta.score is None else (f", disease score {with_tta.score:.3f}"
-                                                + ("" if threshold is None else f" vs threshold {threshold:.2f}"))
-    same = "the same class" if with_tta.predicted == result.predicted else "**another class** than without it"
-    chances = ", ".join(f"P({name}) {p:.3f}" for name, p in with_tta.probabilities.items())
-    return (f"With test-time augmentation: predicted **{with_tta.predicted}**{score} ({same}); {chances}. "
+    return (f"With test-time augmentation: {averaged_says(with_tta, result, threshold, 'without it')}. "
             f"Cost: {with_tta.passes} forward passes instead of 1, +{with_tta.extra_seconds * 1000:.0f} ms "
             f"(the plain prediction took {with_tta.plain_seconds * 1000:.0f} ms).")
 
@@ -82,13 +78,19 @@ def tta_sentence(result, threshold: float | None) -> str:
 def ensemble_sentence(result, threshold: float | None) -> str:
     """What the ensemble says of a diagnosis, beside this run's prediction, and its cost."""
     averaged = result.ensemble
+    return (f"Ensemble of {averaged.passes} runs ({', '.join(averaged.run_ids)}), their probabilities averaged: "
+            f"{averaged_says(averaged, result, threshold, 'this run alone')}. Cost: {averaged.passes} forward "
+            f"passes instead of 1, +{averaged.seconds * 1000:.0f} ms.")
+
+
+def averaged_says(averaged, result, threshold: float | None, than: str) -> str:
+    """'predicted **X**, disease score 0.7 vs threshold 0.5 (the same class); P(A) 0.3, P(B) 0.7' of averaged
+    probabilities (TTA's or an ensemble's), compared with the diagnosis `result` ('another class than ...')."""
     score = "" if averaged.score is None else (f", disease score {averaged.score:.3f}"
                                                + ("" if threshold is None else f" vs threshold {threshold:.2f}"))
-    same = "the same class" if averaged.predicted == result.predicted else "**another class** than this run alone"
+    same = "the same class" if averaged.predicted == result.predicted else f"**another class** than {than}"
     chances = ", ".join(f"P({name}) {p:.3f}" for name, p in averaged.probabilities.items())
-    return (f"Ensemble of {averaged.passes} runs ({', '.join(averaged.run_ids)}), their probabilities averaged: "
-            f"predicted **{averaged.predicted}**{score} ({same}); {chances}. Cost: {averaged.passes} forward passes "
-            f"instead of 1, +{averaged.seconds * 1000:.0f} ms.")
+    return f"predicted **{averaged.predicted}**{score} ({same}); {chances}"
 
 
 def probability_chart(result) -> alt.Chart:
