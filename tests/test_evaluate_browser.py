@@ -96,7 +96,7 @@ def test_intervals_a_clicked_cell_and_external_validation(app, browser):
         assert_no_error(page)
         snap(page, "evaluate_2_cell_images")
 
-        field = page.get_by_label("Folder or .zip of labelled X-rays on the server", exact=True)
+        field = page.get_by_label("Labelled dataset on the server", exact=True)
         field.fill(str(app["external"]))
         field.press("Enter")
         settle(page)

@@ -97,6 +97,44 @@ def test_images_the_run_trained_on_are_found_in_an_external_set(run, tmp_path):
                                         "6 are the same picture as a training or validation image")
 
 
+def test_a_csv_of_labels_and_an_npz_of_the_same_images_score_as_their_class_folders(run, external_folder, tmp_path):
+    """The same 20 X-rays as class folders, as a CSV of lower-case labels listed pneumonia first, and as a
+    Keras-layout .npz with its class names: each format told from the file, labels matched to the run's
+    classes by name, the same metrics."""
+    from core.data.datasets import load_dataset
+    from core.settings.config import TrainConfig
+    folder_result = evaluate_external(run, external_folder)
+    files = sorted(external_folder.rglob("*.jpeg"), key=lambda f: f.parent.name, reverse=True)
+    rows = ["filename,label,patient_id"] + [
+        f"{f.relative_to(external_folder).as_posix()},{f.parent.name.lower()},{f.stem.split('-')[1] if f.stem.startswith('IM') else f.stem.split('_')[0]}"
+        for f in files]
+    (external_folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    csv_result = evaluate_external(run, external_folder / "labels.csv")
+    assert csv_result["n_images"] == 20 and csv_result["metrics"] == folder_result["metrics"]
+    (external_folder / "labels.csv").unlink()
+
+    config = TrainConfig.from_dict(run.config())
+    images = load_dataset("folder", external_folder, "binary", config.image_size, config.channels)
+    np.savez(tmp_path / "hospital_c.npz", x_train=images.images[:0, ..., 0], y_train=images.labels[:0],
+             x_test=np.asarray(images.images)[..., 0], y_test=images.labels.astype(np.uint8),
+             class_names=np.array(["NORMAL", "PNEUMONIA"]))
+    npz_result = evaluate_external(run, tmp_path / "hospital_c.npz")
+    assert npz_result["n_images"] == 20 and npz_result["metrics"]["accuracy"] == folder_result["metrics"]["accuracy"]
+    assert npz_result["metrics"]["confusion_matrix"] == folder_result["metrics"]["confusion_matrix"]
+    assert {r["name"] for r in run.external_results()} == {"hospital_b", "labels", "hospital_c"}
+
+
+def test_an_external_set_of_other_classes_in_another_format_is_refused_clearly(run, tmp_path):
+    np.savez(tmp_path / "digits.npz", x_train=np.zeros((4, 28, 28), np.uint8), y_train=np.arange(4, dtype=np.uint8),
+             x_test=np.zeros((2, 28, 28), np.uint8), y_test=np.arange(2, dtype=np.uint8))
+    with pytest.raises(ExternalDataError, match="has the classes 0, 1, 2, 3 but run tells apart NORMAL, PNEUMONIA"):
+        evaluate_external(run, tmp_path / "digits.npz")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ExternalDataError, match="notes.txt is not a dataset format CXR Lab reads"):
+        evaluate_external(run, tmp_path / "notes.txt")
+    assert not run.external_dir.exists()
+
+
 def test_a_dataset_with_other_classes_is_refused_with_a_clear_message(run, tmp_path):
     # The same model, recorded as trained with task "classes" on NORMAL/PNEUMONIA folders.
     write_json(run.config_path, {**run.config(), "task": "classes"})
@@ -132,4 +170,4 @@ def test_the_cli_exits_2_with_the_message_on_a_bad_path(run, tmp_path, capsys):
     not_a_dataset = tmp_path / "notes.txt"
     not_a_dataset.write_text("hello")
     assert core_main(["evaluate", str(run.path), "--data", str(not_a_dataset)]) == 2
-    assert "neither a folder nor a .zip" in capsys.readouterr().err
+    assert "notes.txt is not a dataset format CXR Lab reads" in capsys.readouterr().err

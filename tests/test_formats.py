@@ -143,6 +143,22 @@ def test_a_keras_npz_without_labels_is_refused_clearly(tmp_path):
         load_dataset("npz", tmp_path / "half.npz", "classes", 32, 1)
 
 
+def test_an_npz_with_an_empty_part_loads_and_one_with_miscounted_labels_is_refused_clearly(tmp_path):
+    images = np.arange(6 * 28 * 28, dtype=np.uint8).reshape(6, 28, 28)
+    np.savez(tmp_path / "test_only.npz", x_train=images[:0], y_train=np.zeros((0, 1), np.uint8),
+             x_test=images, y_test=np.array([[0], [1], [0], [1], [0], [1]], np.uint8))
+    ds = load_dataset("npz", tmp_path / "test_only.npz", "classes", 32, 1)
+    assert len(ds) == 6 and list(ds.labels) == [0, 1, 0, 1, 0, 1] and set(ds.own_split) == {"test"}
+    np.savez(tmp_path / "miscounted.npz", x_train=images, y_train=np.zeros(5, np.uint8),
+             x_test=images, y_test=np.zeros(6, np.uint8))
+    with pytest.raises(DataError, match="miscounted.npz: y_train holds 5 labels for the 6 images of x_train"):
+        load_dataset("npz", tmp_path / "miscounted.npz", "classes", 32, 1)
+    np.savez(tmp_path / "nothing.npz", x_train=images[:0], y_train=np.zeros(0, np.uint8),
+             x_test=images[:0], y_test=np.zeros(0, np.uint8))
+    with pytest.raises(DataError, match="nothing.npz holds no images"):
+        load_dataset("npz", tmp_path / "nothing.npz", "classes", 32, 1)
+
+
 # ----------------------------------------------------------------------------- CIFAR
 
 def test_cifar_members_need_only_the_three_numpy_globals(tmp_path):

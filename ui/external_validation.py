@@ -12,13 +12,18 @@ from ui import common
 
 
 def external_source() -> str | None:
-    """A labelled folder or zip: a server path, or an uploaded zip saved like the Dataset page's."""
-    how = st.radio("External dataset", ("Path on the server", "Upload a zip"), horizontal=True, key="eval_ext_how")
-    if how == "Upload a zip":
-        upload = st.file_uploader("A .zip of class folders (the run's classes)", type=["zip"], key="eval_ext_upload")
+    """A labelled dataset in any format the Dataset page reads: a server path, or an uploaded file saved
+    like the Dataset page's."""
+    how = st.radio("External dataset", ("Path on the server", "Upload a file"), horizontal=True, key="eval_ext_how")
+    if how == "Upload a file":
+        upload = st.file_uploader("A .zip of class folders, an .npz or a CIFAR tarball (the run's classes)",
+                                  type=["zip", "npz", "gz", "tar"], key="eval_ext_upload")
         return None if upload is None else str(forms.save_upload(upload.getvalue(), upload.name))
-    path = st.text_input("Folder or .zip of labelled X-rays on the server", key="eval_ext_path",
-                         placeholder="/data/hospital_b", help="one sub-folder per class, the run's class names")
+    path = st.text_input("Labelled dataset on the server", key="eval_ext_path", placeholder="/data/hospital_b",
+                         help="A folder of class folders, a .zip of one, a MedMNIST or Keras .npz, a CSV of "
+                              "labels with its images, or a CIFAR tarball: the format is told from the file, "
+                              "read with this run's format settings (e.g. the CSV's label column). Its classes "
+                              "must be the run's.")
     return path.strip() or None
 
 

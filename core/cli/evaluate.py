@@ -7,7 +7,7 @@
 Thresholded numbers (accuracy, balanced accuracy, macro-F1, recalls) are decided as the run decides:
 at the disease-score threshold chosen on its validation split, the same numbers as its summary, the
 runs tables, Evaluate and its model card; "decided_at" in the JSON names the rule.
-    python -m core evaluate runs/<run_id> --data other_xrays/   # external validation (folder or .zip)
+    python -m core evaluate runs/<run_id> --data other_xrays/   # external validation (any dataset format)
 
 With --data the run's model predicts every image of another labelled dataset (same class folders),
 and the JSON holds its metrics with 95% patient-bootstrap intervals, the share of images the
@@ -69,7 +69,8 @@ def main(argv=None) -> int:
     decision.add_argument("--argmax", action="store_true", help="the most likely class decides, no threshold")
     parser.add_argument("--curves", action="store_true", help="include ROC, PR, F1-threshold, calibration")
     parser.add_argument("--data", metavar="FOLDER_OR_ZIP",
-                        help="external validation on this labelled folder or .zip (the run's class folders)")
+                        help="external validation on this labelled dataset: a folder of class folders, a .zip, an "
+                             ".npz, a CSV of labels or a CIFAR tarball, with the run's classes")
     args = parser.parse_args(argv)
     if args.data:
         return print_json(lambda: evaluate_external_data(args.run_dir, args.data), (FileNotFoundError, ValueError))

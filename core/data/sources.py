@@ -323,6 +323,15 @@ def _need_own_classes(task: str, what: str) -> None:
         raise DataError(f"{what} has its own classes: use task 'classes', not {task!r}")
 
 
+def _npz_labels(labels: np.ndarray) -> np.ndarray:
+    """One integer label per image: MedMNIST stores them as (n, 1), its multi-label sets as (n, k) (the
+    first column is taken), Keras as (n,)."""
+    labels = np.asarray(labels)
+    if labels.ndim > 1:
+        labels = labels.reshape(labels.shape[0], -1)[:, 0] if labels.size else labels.reshape(0)
+    return labels.astype(np.int32)
+
+
 def _load_npz(path: Path, task: str, sink, image_size: int, channels: int, watch: _Watch,
               options: FormatOptions) -> dict:
     """The arrays of a MedMNIST or Keras .npz (`_npz_layout`); its own split is kept as `own_split`."""
@@ -342,7 +351,10 @@ def _load_npz(path: Path, task: str, sink, image_size: int, channels: int, watch
         for (split, images_key, labels_key), ids_key in zip(layout, ids_keys):
             watch.check()
             images = _npz_to_uint8(archive[images_key])
-            labels = archive[labels_key].reshape(len(images), -1)[:, 0].astype(np.int32)
+            labels = _npz_labels(archive[labels_key])
+            if len(labels) != len(images):
+                raise DataError(f"{path.name}: {labels_key} holds {len(labels)} labels for the {len(images)} "
+                                f"images of {images_key}")
             ids = archive[ids_key].astype(str) if ids_key in keys else \
                 np.array([f"{split or 'image'}-{i}" for i in range(len(images))])
             for image in images:
@@ -353,6 +365,8 @@ def _load_npz(path: Path, task: str, sink, image_size: int, channels: int, watch
             parts["own_split"].append(np.full(len(images), split, dtype=object).astype(str))
             done = sum(len(p) for p in parts["labels"])
             watch.decoded(done, done)
+        if not any(len(p) for p in parts["labels"]):
+            raise DataError(f"{path.name} holds no images")
         n_classes = int(max(int(p.max()) for p in parts["labels"] if len(p)) + 1)
         if "class_names" in keys:
             names = [str(n) for n in archive["class_names"]]

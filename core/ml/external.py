@@ -1,5 +1,6 @@
-"""External validation: a trained run evaluated on another labelled dataset (a folder of class
-folders, a zip of one, or a MedMNIST .npz), with the same metrics, patient-bootstrap intervals and
+"""External validation: a trained run evaluated on another labelled dataset (any format the Dataset
+page reads: a folder of class folders, a zip of one, a MedMNIST or Keras .npz, a CSV of labels, a
+CIFAR tarball; told from the file itself, read with the run's own format settings), with the same metrics, patient-bootstrap intervals and
 the share of images the out-of-distribution check flags, side by side with the run's own test split,
 how the images' brightness and contrast compare with the training images' (a whole-set shift,
 such as another scanner's, that the per-image check can miss), and which of its images the run has
@@ -11,11 +12,14 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from core.data import datasets as data_lib
+from core.data import detection
+from core.data.formats import FormatOptions
 from core.files import json_ready
 from core.ml import metrics as metrics_lib
 from core.ml import intervals as intervals_lib
@@ -41,15 +45,27 @@ class ExternalDataError(data_lib.DataError):
 
 
 def source_of(data_path) -> tuple[str, Path]:
-    """("folder" | "zip" | "npz", path) for a labelled dataset path; a clear error otherwise."""
+    """(a TrainConfig data_source, path) for a labelled dataset, told from the file; a clear error otherwise."""
     path = Path(data_path).expanduser()
     if not path.exists():
-        raise ExternalDataError(f"{path} does not exist: give a folder of class folders or a .zip of one")
-    if path.is_dir():
-        return "folder", path
-    if path.suffix.lower() in (".zip", ".npz"):
-        return path.suffix.lower()[1:], path
-    raise ExternalDataError(f"{path} is neither a folder nor a .zip/.npz file of labelled X-rays")
+        raise ExternalDataError(f"{path} does not exist: give a folder of class folders, a .zip of one, an "
+                                ".npz, a CSV of labels or a CIFAR tarball")
+    try:
+        return detection.detect(path).source, path
+    except data_lib.DataError as exc:
+        raise ExternalDataError(str(exc)) from exc
+
+
+def external_options(config: TrainConfig) -> FormatOptions:
+    """The run's format settings (CSV label column, CIFAR-100 level, .npz class names) for the external
+    set, whose images sit beside its own CSV rather than in the run's images folder."""
+    return replace(FormatOptions.from_settings(config), images_folder="")
+
+
+def task_for(source: str, config: TrainConfig) -> str:
+    """Class folders are read with the run's task (NORMAL/PNEUMONIA folders give subtypes too); the other
+    formats carry their own classes, matched to the run's by name."""
+    return config.task if source in ("folder", "zip") else "classes"
 
 
 def slug(name: str) -> str:
@@ -57,11 +73,15 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "external"
 
 
-def check_classes(run_classes, data_classes, path) -> None:
-    if list(run_classes) != list(data_classes):
+def run_labels(run_classes, data_classes, labels, path) -> np.ndarray:
+    """The dataset's labels as indices of the run's classes, matched by name (case aside, in any order);
+    a clear error when the two sets of classes differ."""
+    index = {name.lower(): i for i, name in enumerate(run_classes)}
+    if sorted(index) != sorted(name.lower() for name in data_classes):
         raise ExternalDataError(
             f"{path} has the classes {', '.join(data_classes)} but run tells apart "
-            f"{', '.join(run_classes)}: an external set needs the same class folders")
+            f"{', '.join(run_classes)}: an external set needs the same classes")
+    return np.array([index[name.lower()] for name in data_classes])[np.asarray(labels, dtype=int)]
 
 
 def predict_with_features(model, images: np.ndarray, batch_size: int, progress: ProgressFn | None = None,
@@ -214,9 +234,10 @@ def evaluate_external(run, data_path, progress: ProgressFn | None = None, cancel
     source, path = source_of(data_path)
     predictor = Predictor(run.path)
     config = TrainConfig.from_dict(run.config())
-    dataset = data_lib.load_dataset(source, path, config.task, config.image_size, config.channels,
-                                    progress=within(progress, 0.0, 0.5), cancel=cancel)
-    check_classes(predictor.class_names, dataset.class_names, path)
+    dataset = data_lib.load_dataset(source, path, task_for(source, config), config.image_size, config.channels,
+                                    progress=within(progress, 0.0, 0.5), cancel=cancel,
+                                    options=external_options(config))
+    labels = run_labels(predictor.class_names, dataset.class_names, dataset.labels, path)
     features, probabilities = predict_with_features(predictor.model, dataset.images, config.batch_size,
                                                     progress, cancel)
     if progress:
@@ -227,11 +248,11 @@ def evaluate_external(run, data_path, progress: ProgressFn | None = None, cancel
     shift, seen, shift_error = checks_against_training(run, dataset)
     if progress:
         progress(0.9, 1.0, "Bootstrapping patients for the intervals")
-    external = scored(probabilities, dataset.labels, predictor.class_names, dataset.patient_ids, predictor.threshold)
+    external = scored(probabilities, labels, predictor.class_names, dataset.patient_ids, predictor.threshold)
     name = path.stem if path.is_file() else path.name
     result = json_ready({
         "name": name, "source": str(path.resolve()), "evaluated": time.time(),
-        "n_images": len(dataset.labels), "n_patients": external["intervals"]["n_patients"],
+        "n_images": len(labels), "n_patients": external["intervals"]["n_patients"],
         "class_names": list(predictor.class_names), "threshold": predictor.threshold,
         "metrics": external["metrics"], "intervals": external["intervals"],
         "ood_rate": rate, "ood_error": ood_error, "shift": shift, "shift_error": shift_error,
