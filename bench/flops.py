@@ -1,10 +1,14 @@
-"""Achieved FLOP/s of the recipe model against this CPU's peak, and the input pipeline alone against training.
+"""Achieved FLOP/s of the recipe model against the device's peak, and the input pipeline alone against training.
 
-Peak, two ways, both printed:
-- measured: float32 matrix products (2048 x 2048) by TensorFlow on every core, timed in the same
-  rounds as the model: the most this software stack gets out of these cores;
-- nominal: cores x clock (/proc/cpuinfo) x FP32 FLOP per cycle per core, from the CPU's vector units
-  (AMD Zen 4: two 256-bit FMA pipes, 32; Intel with two AVX-512 FMA units, 64; AVX2 only, 32).
+On the CPU, or on the GPU where TensorFlow sees one (then the run's GPU settings apply: `--precision
+auto` is mixed_float16 and `--xla auto` Keras' XLA choice, as a run there trains). Peak, two ways:
+- measured: matrix products (2048 x 2048; on a GPU 8192 x 8192) by TensorFlow in the compute dtype of
+  the precision policy (float32; float16 or bfloat16 under mixed precision), timed in the same rounds
+  as the model: the most this software stack gets out of the device;
+- nominal: on a CPU, cores x clock (/proc/cpuinfo) x FP32 FLOP per cycle per core, from its vector
+  units (AMD Zen 4: two 256-bit FMA pipes, 32; Intel with two AVX-512 FMA units, 64; AVX2 only, 32);
+  on a GPU, the maker's dense figure for the compute dtype (tensor cores; TF32 for float32, which
+  TensorFlow uses for float32 products on such GPUs), for the GPUs in NOMINAL_GPU_TFLOPS.
 
 Model FLOPs: 2 x the multiply-accumulates of one image's forward pass (core.ml.models.model_stats:
 convolutions and dense layers; BatchNorm, activations, pooling and augmentation are left out, so
@@ -18,6 +22,7 @@ the input pipeline alone (and with the augmentation layers), so load from other 
 alike. Medians of the rounds after a first, untimed one (tracing).
 
     .venv/bin/python bench/flops.py [--rounds 5] [--steps 40] [--task binary] [--arch ...] [--image-size ...]
+        [--batch-size ...] [--precision auto|float32|mixed_float16|mixed_bfloat16] [--xla auto|on|off]
 """
 from __future__ import annotations
 
@@ -30,8 +35,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.settings.config import PRECISIONS, XLA_MODES  # noqa: E402
+
 MATMUL_SIZE = 2048
+GPU_MATMUL_SIZE = 8192  # big enough to keep a data-centre GPU's tensor cores busy
 MATMUL_REPEATS = 8
+# Dense (no sparsity) peak TFLOP/s by compute dtype, from NVIDIA's data sheets (SXM parts unless named).
+NOMINAL_GPU_TFLOPS = {
+    "H200": {"float32": 494.7, "float16": 989.4, "bfloat16": 989.4},
+    "H100 PCIe": {"float32": 378.0, "float16": 756.0, "bfloat16": 756.0},
+    "H100": {"float32": 494.7, "float16": 989.4, "bfloat16": 989.4},
+    "A100": {"float32": 156.0, "float16": 312.0, "bfloat16": 312.0},
+    "L4": {"float32": 60.0, "float16": 121.0, "bfloat16": 121.0},
+    "T4": {"float32": 8.1, "float16": 65.0},
+}
 INFERENCE_BATCH = 64
 GOAL_SHARE_OF_PEAK = 0.60  # issue 24: training at >= 60% of the FP32 peak
 
@@ -54,26 +71,42 @@ def nominal_peak() -> tuple[float, str]:
     return cores * clock * per_cycle, f"{cores} cores x {clock / 1e9:.2f} GHz x {per_cycle} FP32 FLOP/cycle ({units})"
 
 
-def matmul_timer():
-    """A function timing MATMUL_REPEATS float32 products of two 2048 x 2048 matrices: FLOP/s."""
+def gpu_name() -> str | None:
+    """The first GPU's name as TensorFlow reports it, or None without one."""
     import tensorflow as tf
-    a = tf.random.stateless_normal((MATMUL_SIZE, MATMUL_SIZE), seed=(1, 2))
-    b = tf.random.stateless_normal((MATMUL_SIZE, MATMUL_SIZE), seed=(3, 4))
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else None
+
+
+def nominal_gpu_peak(name: str, dtype: str) -> tuple[float | None, str]:
+    """(FLOP/s, how it was reckoned) for a GPU named `name` computing in `dtype`; None when unknown."""
+    for model, figures in NOMINAL_GPU_TFLOPS.items():  # "H100 PCIe" before "H100"
+        if model in name and dtype in figures:
+            kind = "TF32 tensor cores" if dtype == "float32" else f"{dtype} tensor cores"
+            return figures[dtype] * 1e12, f"{model}: {figures[dtype]:g} TFLOP/s dense, {kind} (data sheet)"
+    return None, f"no data-sheet figure for {name} in {dtype}"
+
+
+def matmul_timer(dtype: str = "float32", size: int = MATMUL_SIZE):
+    """A function timing MATMUL_REPEATS products of two size x size matrices in `dtype`: FLOP/s."""
+    import tensorflow as tf
+    a = tf.cast(tf.random.stateless_normal((size, size), seed=(1, 2)), dtype)
+    b = tf.cast(tf.random.stateless_normal((size, size), seed=(3, 4)), dtype)
 
     @tf.function(autograph=False)
     def products(a, b):
         total = tf.zeros(())
         for _ in range(MATMUL_REPEATS):  # unrolled: one graph, the products one after another
-            a = tf.linalg.matmul(a, b) * MATMUL_SIZE ** -0.5  # scaled: the values stay near 1 (no denormals)
-            total += a[0, 0]
+            a = tf.linalg.matmul(a, b) * tf.cast(size ** -0.5, dtype)  # scaled: the values stay near 1
+            total += tf.cast(a[0, 0], tf.float32)
         return total
 
     products(a, b).numpy()  # traced, untimed
 
     def timed() -> float:
         began = time.perf_counter()
-        products(a, b).numpy()
-        return MATMUL_REPEATS * 2 * MATMUL_SIZE ** 3 / (time.perf_counter() - began)
+        products(a, b).numpy()  # .numpy() waits for the device
+        return MATMUL_REPEATS * 2 * size ** 3 / (time.perf_counter() - began)
     return timed
 
 
@@ -85,10 +118,12 @@ def recipe_parts(args):
     from core.ml.data_pipeline import load_data
     from core.ml.training import _compile, build_augmentation, configure_devices
     from core.settings.recipes import recipe
-    config = recipe(args.task).with_overrides({k: v for k, v in (("arch", args.arch), ("image_size", args.image_size))
+    config = recipe(args.task).with_overrides({k: v for k, v in (("arch", args.arch), ("image_size", args.image_size),
+                                                                 ("batch_size", args.batch_size),
+                                                                 ("precision", args.precision), ("xla", args.xla))
                                                if v is not None})
     dataset, split = load_data(config)
-    configure_devices(0, "float32")
+    configure_devices(0, config.precision, config.xla)
     n_classes = len(dataset.class_names)
     built = {}
     for name, augmentation in (("with augmentation", build_augmentation(config.augmentation, config.seed)),
@@ -125,8 +160,11 @@ def measure(args) -> None:
 
     from core.ml import models
     from core.ml.training import build_augmentation
-    peak_nominal, reckoning = nominal_peak()
+    import keras
     config, dataset, split, built = recipe_parts(args)
+    gpu = gpu_name()
+    compute_dtype = keras.mixed_precision.global_policy().compute_dtype
+    peak_nominal, reckoning = nominal_gpu_peak(gpu, compute_dtype) if gpu else nominal_peak()
     n_classes = len(dataset.class_names)
     rows = split.train[:config.batch_size * args.steps]
     train_ds = pipeline(config, dataset, rows, n_classes)
@@ -136,7 +174,7 @@ def measure(args) -> None:
     augment = build_augmentation(config.augmentation, config.seed)
     augment_step = tf.function(lambda x: augment(x, training=True), autograph=False)
     macs = models.model_stats(built["without augmentation"])["macs"]
-    peak = matmul_timer()
+    peak = matmul_timer(compute_dtype, GPU_MATMUL_SIZE if gpu else MATMUL_SIZE)
 
     def fit_rate(model, data=train_ds) -> float:
         # Two epochs in one fit, as a run trains: the second starts a new iterator of the pipeline.
@@ -168,6 +206,8 @@ def measure(args) -> None:
               "input pipeline + augmentation layers": lambda: pipeline_rate(augment_step)}
     rates = {name: [] for name in timers}
     print(f"{os.cpu_count()} CPUs; load average at start {os.getloadavg()[0]:.2f} (above 0.5: the cores are shared)")
+    print(f"device: {gpu or 'CPU'}; policy {keras.mixed_precision.global_policy().name}; XLA "
+          + ", ".join(f"{name} {'on' if model.jit_compile else 'off'}" for name, model in built.items()))
     print(f"{config.arch} {config.arch_params} at {config.image_size} px, batch {config.batch_size}: "
           f"{macs / 1e6:.1f} M multiply-accumulates per image forward; {len(rows)} training images per timed epoch, "
           f"{len(split.train)} in the pipeline-alone pass", flush=True)
@@ -180,19 +220,22 @@ def measure(args) -> None:
         if round_:
             print(f"round {round_}: " + ", ".join(f"{name} {rates[name][-1] / (1e9 if name == 'matmul peak' else 1):.1f}"
                                                    for name in timers), flush=True)
-    report({name: statistics.median(values) for name, values in rates.items()}, rates, macs, peak_nominal, reckoning)
+    report({name: statistics.median(values) for name, values in rates.items()}, rates, macs, peak_nominal, reckoning,
+           compute_dtype)
 
 
-def report(median: dict, rates: dict, macs: int, peak_nominal: float, reckoning: str) -> None:
+def report(median: dict, rates: dict, macs: int, peak_nominal: float | None, reckoning: str,
+           dtype: str = "float32") -> None:
     peak = median["matmul peak"]
-    print(f"\npeak FP32: measured {peak / 1e9:.1f} GFLOP/s (TensorFlow matmul {MATMUL_SIZE}^2, median; range "
-          f"{min(rates['matmul peak']) / 1e9:.1f}-{max(rates['matmul peak']) / 1e9:.1f}); nominal "
-          f"{peak_nominal / 1e9:.1f} GFLOP/s = {reckoning}")
+    nominal = f"{peak_nominal / 1e9:.1f} GFLOP/s = {reckoning}" if peak_nominal else f"unknown ({reckoning})"
+    print(f"\npeak {dtype}: measured {peak / 1e9:.1f} GFLOP/s (TensorFlow matmul, median; range "
+          f"{min(rates['matmul peak']) / 1e9:.1f}-{max(rates['matmul peak']) / 1e9:.1f}); nominal {nominal}")
     for name, flop_per_image in (("training", 6 * macs), ("training without augmentation", 6 * macs),
                                  ("training, tf.data autotuner on", 6 * macs), ("inference", 2 * macs)):
         achieved = median[name] * flop_per_image
+        of_nominal = f"{achieved / peak_nominal:5.1%} of nominal" if peak_nominal else "nominal unknown"
         print(f"{name:31} {median[name]:8.1f} img/s = {achieved / 1e9:6.1f} GFLOP/s: {achieved / peak:5.1%} of the "
-              f"measured peak, {achieved / peak_nominal:5.1%} of nominal"
+              f"measured peak, {of_nominal}"
               + (f" (goal >= {GOAL_SHARE_OF_PEAK:.0%})" if name == "training" else ""))
     for name in ("input pipeline alone", "input pipeline + augmentation layers"):
         print(f"{name:31} {median[name]:8.1f} img/s = x{median[name] / median['training']:.1f} the training's "
@@ -210,6 +253,9 @@ def main() -> None:
     parser.add_argument("--task", default="binary")
     parser.add_argument("--arch")
     parser.add_argument("--image-size", type=int)
+    parser.add_argument("--batch-size", type=int, help="the recipe's by default (on a GPU, try 128 or 256)")
+    parser.add_argument("--precision", choices=PRECISIONS, help="the recipe's (auto) by default")
+    parser.add_argument("--xla", choices=XLA_MODES, help="the recipe's (auto) by default")
     measure(parser.parse_args())
 
 

@@ -23,7 +23,7 @@ OPTIMIZER_EXTRAS = {"sgd": ("momentum", "nesterov"), "rmsprop": ("momentum",)}
 SCHEDULE_EXTRAS = {"step": ("decay_rate", "step_epochs"), "exponential": ("decay_rate", "step_epochs"),
                    "cosine": ("min_learning_rate",), "one_cycle": ("min_learning_rate",),
                    "plateau": ("min_learning_rate", "plateau_patience", "plateau_factor")}
-TRAINING = ("epochs", "batch_size", "class_weights", "seed", "devices", "precision", "early_stopping",
+TRAINING = ("epochs", "batch_size", "class_weights", "seed", "devices", "precision", "xla", "early_stopping",
             "restore_best", "monitor")
 EARLY_STOPPING_EXTRAS = ("patience",)
 EXTRAS = (*OPTIMIZER_EXTRAS.values(), *SCHEDULE_EXTRAS.values(), EARLY_STOPPING_EXTRAS)

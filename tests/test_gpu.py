@@ -30,6 +30,7 @@ def test_a_run_records_its_device_replicas_and_precision(tiny_run):
     assert resources["replicas"] == (gpus if gpus > 1 else 1)
     assert resources["device"].startswith(f"{gpus} GPU" if gpus else "CPU")
     assert (resources["peak_gpu_memory_mb"] is not None) == bool(gpus)
+    assert resources["xla"] is (gpus == 1)  # xla auto: Keras compiles with XLA on one GPU, not on a CPU
 
 
 def test_under_mixed_precision_the_logits_and_probabilities_stay_float32():
@@ -81,3 +82,28 @@ def test_a_model_trains_under_mirrored_strategy_across_two_devices():
     assert result["replicas"] == 2
     assert len(result["loss"]) == 2 and all(np.isfinite(result["loss"]))
     np.testing.assert_allclose(np.sum(result["predictions"], axis=1), 1.0, rtol=1e-5)
+
+
+def test_xla_on_compiles_the_training_step_and_refuses_layers_it_cannot_compile(store, chest_folder):
+    """xla "on" trains through XLA on the CPU too (giving up op determinism for that run), records
+    it, and a run after it in the same process is deterministic again; zoom and shift augmentation,
+    which Keras cannot compile, are refused with the reason rather than silently run without XLA."""
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
+    from core.ml.training import execute_run
+    base = dict(arch="seed_cnn", image_size=32, epochs=1, batch_size=16, data_source="folder",
+                data_path=str(chest_folder), arch_params={"dense_units": 8})
+    compiled = {}
+    for xla in ("on", "auto"):
+        config = TrainConfig(**base, xla=xla).validate()
+        run = store.create(config.to_dict(), name=xla)
+        summary = execute_run(run, config)
+        assert run.state() == "done", run.status().get("error")
+        compiled[xla] = summary["resources"]["xla"]
+        assert np.isfinite(run.history()[-1]["loss"])
+    assert compiled == {"on": True, "auto": visible_gpus() == 1}
+    assert is_op_determinism_enabled() == (visible_gpus() == 0)
+    for augmentation in ({"zoom": 0.1}, {"shift": 0.1}):
+        with pytest.raises(ValueError, match="XLA cannot compile the zoom and shift augmentation layers"):
+            TrainConfig.from_dict({**base, "xla": "on", "augmentation": augmentation}).validate()
+    TrainConfig.from_dict({**base, "xla": "on", "augmentation": {"rotation_degrees": 10}}).validate()

@@ -49,3 +49,15 @@ def split_cpu(count: int) -> None:
         raise RuntimeError(f"cannot split the CPU into {count} devices in this process: TensorFlow's runtime "
                            f"has started already ({error}); train in a fresh process (the job manager's "
                            "training process or `python -m core train`)") from None
+
+
+def set_op_determinism(enabled: bool) -> None:
+    """TensorFlow's op determinism on or off for this process. Public TensorFlow only turns it on;
+    the off switch (for an XLA run after a deterministic one in the same process, as in tests) lives
+    in tensorflow.python.framework.config, kept behind this one function."""
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+    if enabled:
+        tf.config.experimental.enable_op_determinism()
+    elif tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()

@@ -103,9 +103,10 @@ def make_optimizer(config: TrainConfig, learning_rate):
     return keras.optimizers.Adagrad(**common)
 
 
-def configure_devices(devices: int = 0, precision: str = "auto"):
+def configure_devices(devices: int = 0, precision: str = "auto", xla: str = "auto"):
     """The `precision` policy (core.ml.precision: auto is mixed precision on GPUs), op determinism on
-    CPU, and the distribution strategy for `devices` (core.ml.devices: MirroredStrategy over more than one)."""
+    CPU (unless XLA is asked for: Keras compiles nothing with XLA while determinism is on), and the
+    distribution strategy for `devices` (core.ml.devices: MirroredStrategy over more than one)."""
     import keras
     import tensorflow as tf
 
@@ -118,16 +119,15 @@ def configure_devices(devices: int = 0, precision: str = "auto"):
         except RuntimeError:
             pass  # already initialised (a second run in this process)
     keras.mixed_precision.set_global_policy(precision_lib.policy_name(precision, bool(gpus)))
-    if not gpus:
-        # Reproducible on CPU: the same config and seed give the same metrics.
-        tf.config.experimental.enable_op_determinism()
+    # Reproducible on CPU: the same config and seed give the same metrics.
+    devices_lib.set_op_determinism(not gpus and xla != "on")
     return devices_lib.strategy_for(devices)
 
 
-def resources_used(wall_s: float, images_per_sec: list[float], strategy=None) -> dict:
+def resources_used(wall_s: float, images_per_sec: list[float], strategy=None, model=None) -> dict:
     """Peak memory of this process (and of its GPUs, summed), steady images/s, wall time (all the
-    run's segments: Run.wall_seconds), device,
-    the replicas training in sync (MirroredStrategy: one per GPU) and the precision policy."""
+    run's segments: Run.wall_seconds), device, the replicas training in sync (MirroredStrategy: one
+    per GPU), the precision policy and whether the model's steps were XLA-compiled."""
     import resource
 
     import keras
@@ -148,7 +148,8 @@ def resources_used(wall_s: float, images_per_sec: list[float], strategy=None) ->
             "images_per_sec": round(float(np.median(steady)), 1) if steady else None,
             "wall_s": wall_s, "device": device,
             "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
-            "precision": keras.mixed_precision.global_policy().name}
+            "precision": keras.mixed_precision.global_policy().name,
+            "xla": bool(model.jit_compile) if model is not None else None}
 
 
 def execute_run(run: Run, config: TrainConfig, control: RunControl | None = None, resume: bool = False) -> dict:
@@ -217,7 +218,7 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
     total_epochs = config.epochs + fine_tune_epochs
 
     keras.utils.set_random_seed(config.seed)
-    strategy = configure_devices(config.devices, config.precision)
+    strategy = configure_devices(config.devices, config.precision, config.xla)
     train_ds = split_batches(dataset, split.train, num_classes, config.batch_size, True, config.seed, pipeline)
     notes = []  # what the run must say about its model (ImageNet weights offline: a base from scratch)
     with strategy.scope():
@@ -287,7 +288,7 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
     wall_s = run.wall_seconds() or summary["seconds"]  # None when train() runs outside execute_run
     summary["resources"] = resources_used(wall_s, [r["images_per_sec"] for r in run.history()
                                                     if r.get("images_per_sec") and not r.get("partial")],
-                                          strategy)
+                                          strategy, model)
     run.write_summary(summary)
     hparams.write_final_metrics(run.tensorboard_dir, summary, step=epochs_run)
     return summary
@@ -427,7 +428,8 @@ def _compile(model, config: TrainConfig, learning_rate) -> None:
     import keras
     model.compile(optimizer=make_optimizer(config, learning_rate),
                   loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+                  jit_compile={"auto": "auto", "on": True, "off": False}[config.xla])
     # Its variables now, not inside the first traced step: variables created there make TensorFlow
     # trace the step twice (bench/startup.py: 2 s of a run's start-up); the same zeros either way.
     model.optimizer.build(model.trainable_variables)

@@ -20,6 +20,8 @@ SCHEDULES = ("constant", "step", "exponential", "cosine", "one_cycle", "plateau"
 MONITORS = ("val_loss", "val_accuracy")
 IMAGE_SIZES = (32, 48, 64, 96, 128, 160, 192, 224, 256)
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # Keras' dtype policies, and auto
+XLA_MODES = ("auto", "on", "off")
+XLA_UNSUPPORTED_AUGMENTATION = ("zoom", "shift")  # Keras' RandomZoom and RandomTranslation: supports_jit False
 
 
 @dataclass
@@ -144,6 +146,12 @@ class TrainConfig:
                                      "mixed_bfloat16 uses the CPU's bfloat16 instructions where it has them "
                                      "(avx512_bf16, AMX). mixed_float16 on a CPU is slow.",
                              label="Precision", choices=PRECISIONS)
+    xla: str = setting("auto", "Compile the training step with XLA (Keras' jit_compile), which fuses operations "
+                               "into fewer, faster kernels on GPUs. auto: Keras' choice: on a single GPU when "
+                               "every layer supports it (zoom and shift augmentation do not), off on a CPU; "
+                               "on: always (refused with zoom or shift augmentation; on a CPU it gives up "
+                               "TensorFlow's op determinism); off: never.",
+                       label="XLA compilation", choices=XLA_MODES)
     augmentation: Augmentation = field(default_factory=Augmentation)
     sweep_id: str = setting("", "Set on the runs of a sweep.")
     halving_rate: int = setting(0, "Successive halving, for the runs of a sweep: at each rung (the minimum "
@@ -223,6 +231,8 @@ class TrainConfig:
              "validation + test fractions leave less than 20% of the patients for training"),
             (self.cv_fold < max(1, self.cv_folds), "cv_fold must be between 0 and cv_folds - 1"),
             (not (self.cv_folds and self.split == "own"), "cross-validation needs a grouped split, not 'own'"),
+            (not (self.xla == "on" and any(getattr(self.augmentation, name) for name in XLA_UNSUPPORTED_AUGMENTATION)),
+             "XLA cannot compile the zoom and shift augmentation layers: turn those off, or set xla to auto or off"),
         ]
         for ok, message in rules:
             if not ok:
