@@ -18,15 +18,16 @@ from ui import common, layer_table, train_live, widgets
 
 common.enter_through_app()  # a page Streamlit ran on its own runs again through app.py
 
-OPTIMISATION = ("optimizer", "learning_rate", "schedule", "weight_decay", "clipnorm", "label_smoothing")
+OPTIMISATION = ("optimizer", "learning_rate", "schedule", "weight_decay", "clipnorm", "label_smoothing", "loss")
 OPTIMIZER_EXTRAS = {"sgd": ("momentum", "nesterov"), "rmsprop": ("momentum",)}
 SCHEDULE_EXTRAS = {"step": ("decay_rate", "step_epochs"), "exponential": ("decay_rate", "step_epochs"),
                    "cosine": ("min_learning_rate",), "one_cycle": ("min_learning_rate",),
                    "plateau": ("min_learning_rate", "plateau_patience", "plateau_factor")}
 TRAINING = ("epochs", "batch_size", "class_weights", "seed", "devices", "precision", "xla", "early_stopping",
             "restore_best", "monitor")
+LOSS_EXTRAS = {"focal": ("focal_gamma",)}
 EARLY_STOPPING_EXTRAS = ("patience",)
-EXTRAS = (*OPTIMIZER_EXTRAS.values(), *SCHEDULE_EXTRAS.values(), EARLY_STOPPING_EXTRAS)
+EXTRAS = (*OPTIMIZER_EXTRAS.values(), *SCHEDULE_EXTRAS.values(), *LOSS_EXTRAS.values(), EARLY_STOPPING_EXTRAS)
 # Every TrainConfig setting this form shows (some only at times): what loading a saved config fills.
 FORM_FIELDS = ("arch", "name", *OPTIMISATION, *TRAINING, "memory_cap_mb", "data_pipeline",
                *dict.fromkeys(name for names in EXTRAS for name in names))
@@ -96,7 +97,8 @@ def apply_cnn_preset() -> None:
 
 def optimisation_inputs() -> dict:
     values = widgets.inputs(SETTINGS, OPTIMISATION, PREFIX, st.columns(3))
-    extras = OPTIMIZER_EXTRAS.get(values["optimizer"], ()) + SCHEDULE_EXTRAS.get(values["schedule"], ())
+    extras = (OPTIMIZER_EXTRAS.get(values["optimizer"], ()) + SCHEDULE_EXTRAS.get(values["schedule"], ())
+              + LOSS_EXTRAS.get(values["loss"], ()))
     if extras:
         values.update(widgets.inputs(SETTINGS, extras, PREFIX, st.columns(3)))
     return values

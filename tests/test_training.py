@@ -224,3 +224,28 @@ def test_restore_best_evaluates_and_saves_the_best_epoch_not_the_last(manager, c
     assert losses[-1] > min(losses) * 1.1
     # The evaluated (and saved) model is the best epoch's: its validation loss is the best one.
     assert summary["val"]["log_loss"] == pytest.approx(min(losses), rel=1e-4)
+
+
+def test_focal_loss_down_weights_confident_right_images_and_trains_a_run(manager, chest_folder):
+    """The focal loss is Keras' CategoricalFocalCrossentropy at alpha 1: gamma 0 is cross-entropy,
+    gamma 2 shrinks a confident right image's loss far more than a wrong one's; a run trained with it
+    is done and its model card names the loss it minimised."""
+    from core.ml.model_card import loss_text
+    from core.ml.training import make_loss
+    targets = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype="float32")
+    probabilities = np.array([[0.95, 0.03, 0.02], [0.6, 0.3, 0.1]], dtype="float32")
+
+    def per_image(config):
+        loss = make_loss(config)
+        return np.array([float(loss(targets[i:i + 1], probabilities[i:i + 1])) for i in range(2)])
+    crossentropy = per_image(TrainConfig(**TINY))
+    np.testing.assert_allclose(per_image(TrainConfig(**TINY, loss="focal", focal_gamma=0.0)), crossentropy, rtol=1e-5)
+    focal = per_image(TrainConfig(**TINY, loss="focal", focal_gamma=2.0))
+    kept = focal / crossentropy  # (1 - p)^2: 0.0025 for the right image at 0.95, 0.49 for the wrong one
+    np.testing.assert_allclose(kept, [0.05 ** 2, 0.7 ** 2], rtol=1e-4)
+
+    config = TrainConfig(**TINY, data_source="folder", data_path=str(chest_folder), loss="focal", focal_gamma=1.5)
+    run_id = manager.submit(config)
+    assert manager.wait(run_id, 120) == "done", manager.store.get(run_id).status().get("error")
+    assert loss_text(manager.store.get(run_id).config()) == "focal (gamma 1.5)"
+    assert loss_text({}) == "cross-entropy"  # a run saved before the setting existed

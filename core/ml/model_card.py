@@ -110,6 +110,13 @@ def resolved_params(config: dict) -> dict:
     return params
 
 
+def loss_text(config: dict) -> str:
+    """The training loss: cross-entropy (runs saved before the setting existed), or focal with its gamma."""
+    if config.get("loss") == "focal":
+        return f"focal (gamma {text(float(config.get('focal_gamma', 2.0)))})"
+    return "cross-entropy"
+
+
 def dropout_text(config: dict) -> str:
     """The dropout rate the model was built with, and where it came from."""
     used = with_used_dropout(config)["dropout"]
@@ -220,7 +227,7 @@ def training_procedure(config: dict, summary: dict) -> list:
         ("Optimizer", config.get("optimizer")), ("Learning rate", config.get("learning_rate")),
         ("Schedule", config.get("schedule")), ("Weight decay", config.get("weight_decay")),
         ("Batch size", config.get("batch_size")), ("Dropout", dropout_text(config)),
-        ("Label smoothing", config.get("label_smoothing")),
+        ("Label smoothing", config.get("label_smoothing")), ("Loss", loss_text(config)),
         ("Epochs", f"{text(summary.get('epochs_run'))} run of {text(config.get('epochs'))}"),
         ("Best epoch (kept)", summary.get("best_epoch")), ("Early stopping", stopping),
         ("Augmentation (training only)", augmentation_text(config.get("augmentation"))),

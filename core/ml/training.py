@@ -103,6 +103,16 @@ def make_optimizer(config: TrainConfig, learning_rate):
     return keras.optimizers.Adagrad(**common)
 
 
+def make_loss(config: TrainConfig):
+    """The training loss of the `loss` setting, with the run's label smoothing."""
+    import keras
+    if config.loss == "focal":
+        # alpha 1: Keras' 0.25 only scales every term, which would shrink the loss curve, not reweight it.
+        return keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=config.focal_gamma,
+                                                         label_smoothing=config.label_smoothing)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing)
+
+
 def configure_devices(devices: int = 0, precision: str = "auto", xla: str = "auto"):
     """The `precision` policy (core.ml.precision: auto is mixed precision on GPUs), op determinism on
     CPU (unless XLA is asked for: Keras compiles nothing with XLA while determinism is on), and the
@@ -427,7 +437,7 @@ def _resume(run: Run, model, config: TrainConfig) -> dict:
 def _compile(model, config: TrainConfig, learning_rate) -> None:
     import keras
     model.compile(optimizer=make_optimizer(config, learning_rate),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+                  loss=make_loss(config),
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                   jit_compile={"auto": "auto", "on": True, "off": False}[config.xla])
     # Its variables now, not inside the first traced step: variables created there make TensorFlow

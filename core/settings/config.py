@@ -19,6 +19,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "one_cycle", "plateau")
 MONITORS = ("val_loss", "val_accuracy")
 IMAGE_SIZES = (32, 48, 64, 96, 128, 160, 192, 224, 256)
+LOSSES = ("crossentropy", "focal")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")  # Keras' dtype policies, and auto
 XLA_MODES = ("auto", "on", "off")
 XLA_UNSUPPORTED_AUGMENTATION = ("zoom", "shift")  # Keras' RandomZoom and RandomTranslation: supports_jit False
@@ -112,6 +113,13 @@ class TrainConfig:
                               label="Gradient clipping (norm, 0 = off)", min=0.0, max=100.0, step=0.5)
     label_smoothing: float = setting(0.0, "Soften the one-hot targets by this much.", min=0.0, max=0.5,
                                      step=0.05)
+    loss: str = setting("crossentropy", "What training minimises. crossentropy: categorical cross-entropy; "
+                                        "focal: Lin et al.'s focal loss (Keras' CategoricalFocalCrossentropy), "
+                                        "which down-weights images the model already gets right, so hard "
+                                        "ones (e.g. viral pneumonia) count more. Validation loss is "
+                                        "cross-entropy either way.", label="Loss", choices=LOSSES)
+    focal_gamma: float = setting(2.0, "Focal loss: how strongly confident, correct images are down-weighted "
+                                      "(0 is cross-entropy).", label="Focal gamma", min=0.0, max=5.0, step=0.5)
     schedule: str = setting("constant", "How the learning rate changes over training.",
                             label="Learning-rate schedule", choices=SCHEDULES)
     decay_rate: float = setting(0.5, "Step and exponential schedules: multiply the rate by this every "
