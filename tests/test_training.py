@@ -249,3 +249,36 @@ def test_focal_loss_down_weights_confident_right_images_and_trains_a_run(manager
     assert manager.wait(run_id, 120) == "done", manager.store.get(run_id).status().get("error")
     assert loss_text(manager.store.get(run_id).config()) == "focal (gamma 1.5)"
     assert loss_text({}) == "cross-entropy"  # a run saved before the setting existed
+
+
+def test_mixup_blends_images_and_labels_alike_anew_each_epoch_and_the_same_for_one_seed(manager, chest_folder):
+    """Each mixed image is w * image + (1 - w) * a batch partner's, and its label the same blend of the
+    two one-hot labels (so it sums to 1); another epoch draws anew, the same seed draws the same; a
+    run with mixup (and no augmentation layer) trains to done."""
+    from core.ml.data_pipeline import make_tf_dataset, with_mixup
+    from core.ml.training import build_augmentation
+    count = 16
+    images = np.arange(count, dtype=np.uint8).reshape(count, 1, 1, 1) * np.ones((1, 4, 4, 1), np.uint8)
+    labels = np.arange(count) % 3
+
+    def epochs(seed):
+        batches = with_mixup(make_tf_dataset(images, labels, 3, 8, False, 0), 0.4, seed)
+        return [[(x.numpy(), y.numpy()) for x, y in batches] for _ in range(2)]
+
+    first, again = epochs(1), epochs(1)
+    for (x, y), (x0, y0) in zip(first[0], again[0]):
+        np.testing.assert_array_equal(x, x0)
+        np.testing.assert_array_equal(y, y0)
+    for x, y in first[0] + first[1]:
+        np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-6)
+        pixel = x[:, 0, 0, 0]  # each image is one grey value: its own index blended with a partner's
+        assert np.all((pixel >= 0) & (pixel <= count - 1)) and np.allclose(x, pixel[:, None, None, None])
+    assert not np.array_equal(first[0][0][0], first[1][0][0])  # a new draw each epoch
+    assert any(not np.allclose(y.max(axis=1), 1.0) for _, y in first[0])  # labels really are blended
+    assert build_augmentation(Augmentation(mixup=0.2), 0) is None  # not a layer of the model
+
+    config = TrainConfig(**TINY, data_source="folder", data_path=str(chest_folder),
+                         augmentation=Augmentation(mixup=0.2))
+    run_id = manager.submit(config)
+    assert manager.wait(run_id, 120) == "done", manager.store.get(run_id).status().get("error")
+    assert np.isfinite(manager.store.get(run_id).history()[-1]["loss"])

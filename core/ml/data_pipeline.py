@@ -63,6 +63,32 @@ def shuffled_batches(ds, count: int, batch_size: int, shuffle: bool, seed: int, 
     return ds.prefetch(in_flight).with_options(options)
 
 
+def with_mixup(batches, alpha: float, seed: int):
+    """Mixup (Zhang et al., ICLR 2018) on training batches: each image blended with a partner from its
+    batch, and its one-hot label in the same proportion, by a weight drawn from Beta(alpha, alpha).
+    Stateless draws from a seeded stream that is redrawn every epoch: one seed, the same run."""
+    import tensorflow as tf
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+    def mix(batch, pair):
+        images, labels = batch
+        weight_seed, other_seed, partner_seed = tf.unstack(tf.random.experimental.stateless_split(pair, 3))
+        count = tf.shape(images)[:1]
+        first = tf.random.stateless_gamma(count, weight_seed, alpha=alpha)
+        second = tf.random.stateless_gamma(count, other_seed, alpha=alpha)
+        # Beta(alpha, alpha) from two gamma draws; both can underflow to 0 at a small alpha
+        weight = tf.math.divide_no_nan(first, first + second)
+        partner = tf.random.experimental.stateless_shuffle(tf.range(count[0]), partner_seed)
+        blend = lambda x, w: w * x + (1.0 - w) * tf.gather(x, partner)  # noqa: E731
+        return (blend(images, tf.reshape(weight, (-1, 1, 1, 1))),
+                blend(labels, tf.reshape(weight, (-1, 1))))
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return (tf.data.Dataset.zip(batches, draws).map(without_autograph(mix))
+            .prefetch(BATCHES_IN_FLIGHT).with_options(options))
+
+
 def without_autograph(function):
     """`function` as tf.data and tf.function trace it, but not rewritten by AutoGraph, which parses its
     Python source: in a dashboard thread that can break a page compiled at the same moment on CPython

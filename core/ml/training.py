@@ -19,7 +19,7 @@ from core.data import datasets as data_lib
 from core.data import splits
 from core.ml.callbacks import EpochScoring, ValidationScorer, _make_job_callback, early_stopping, epoch_tensorboard
 from core.ml.checkpoints import restore_best_model, restore_checkpoint, truncate_history
-from core.ml.data_pipeline import choose_data_pipeline, load_data, predict_rows, split_batches
+from core.ml.data_pipeline import choose_data_pipeline, load_data, predict_rows, split_batches, with_mixup
 from core.ml.run_control import Cancelled, RunControl
 from core.settings.architectures import fitted_by_scikit_learn, resolve_params
 from core.settings.config import Augmentation, TrainConfig
@@ -40,7 +40,7 @@ def class_weight_map(labels: np.ndarray, num_classes: int, mode: str) -> dict | 
 
 def build_augmentation(aug: Augmentation, seed: int):
     """A keras.Sequential of preprocessing layers (active in training only), or None."""
-    if not aug.any():
+    if not aug.layers():
         return None
     import keras
     from keras import layers
@@ -230,6 +230,8 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
     keras.utils.set_random_seed(config.seed)
     strategy = configure_devices(config.devices, config.precision, config.xla)
     train_ds = split_batches(dataset, split.train, num_classes, config.batch_size, True, config.seed, pipeline)
+    if config.augmentation.mixup:
+        train_ds = with_mixup(train_ds, config.augmentation.mixup, config.seed)
     notes = []  # what the run must say about its model (ImageNet weights offline: a base from scratch)
     with strategy.scope():
         model = models.build_model(config.arch, config.image_size, config.channels, num_classes,

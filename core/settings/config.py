@@ -46,9 +46,18 @@ class Augmentation:
     gaussian_noise: float = setting(0.0, "Add Gaussian noise of this standard deviation, in 0-255 pixel "
                                          "units (film grain, detector noise).", label="Gaussian noise (std)",
                                     min=0.0, max=50.0, step=1.0, slider=True)
+    mixup: float = setting(0.0, "Mixup (Zhang et al., ICLR 2018): each training image is blended with another "
+                                "of its batch, and its label in the same proportion, by a weight drawn from "
+                                "Beta(alpha, alpha); this is alpha, 0 is off (0.1-0.4 is usual). Applied to the "
+                                "batches, not a layer of the model.", label="Mixup (alpha)",
+                           min=0.0, max=1.0, step=0.05, slider=True)
 
     def any(self) -> bool:
         return any(bool(v) for v in dataclasses.asdict(self).values())
+
+    def layers(self) -> bool:
+        """Whether any of the model's augmentation layers is on (mixup is not a layer)."""
+        return any(bool(v) for name, v in dataclasses.asdict(self).items() if name != "mixup")
 
 
 @dataclass
