@@ -15,7 +15,7 @@ def test_a_saved_config_fills_every_widget_it_sets():
         "train_arch": "mlp", "train_batch_size": 128, "train_learning_rate": 0.003, "train_name": "kept",
         "train_aug_rotation_degrees": 0.0, "train_aug_zoom": 0.1, "train_aug_shift": 0.0,
         "train_aug_horizontal_flip": False, "train_aug_brightness": 0.0, "train_aug_contrast": 0.0,
-        "train_aug_shear": 0.0, "train_aug_gaussian_noise": 0.0,
+        "train_aug_shear": 0.0, "train_aug_gaussian_noise": 0.0, "train_aug_mixup": 0.0,
         "train_p_mlp_hidden_units": "64, 32", "train_p_mlp_activation": "relu", "train_p_mlp_dropout": 0.4}
 
 
