@@ -46,11 +46,14 @@ def keep_parsing(done: threading.Event, failures: list) -> None:
 
 
 def keep_making_garbage(done: threading.Event) -> None:
+    """Cycles with finalizers at a bounded rate (about 50,000 a second). Unbounded, this thread made them
+    faster than the collector, run by whichever thread allocates next (here the one building an AST),
+    could finalize them: that thread then did nothing but collect, and the run never ended."""
     while not done.is_set():
-        for _ in range(200):
+        for _ in range(50):
             cycle = Finalized()
             cycle.me = cycle
-        time.sleep(0)
+        time.sleep(0.001)
 
 
 def compile_pages(seconds: float, main_parses: bool = False) -> dict:
