@@ -187,6 +187,7 @@ def main() -> None:
                 report_ensemble(task, members, holdout)
     finally:
         manager.shutdown()
+    print(f"\nruns (with their predictions) and the parted zips are kept in {folder}: delete it when done")
 
 
 if __name__ == "__main__":
