@@ -18,7 +18,8 @@ from ui import common, layer_table, train_live, widgets
 
 common.enter_through_app()  # a page Streamlit ran on its own runs again through app.py
 
-OPTIMISATION = ("optimizer", "learning_rate", "schedule", "weight_decay", "clipnorm", "label_smoothing", "loss")
+OPTIMISATION = ("optimizer", "learning_rate", "schedule", "weight_decay", "clipnorm", "label_smoothing", "loss",
+                "ema_momentum")
 OPTIMIZER_EXTRAS = {"sgd": ("momentum", "nesterov"), "rmsprop": ("momentum",)}
 SCHEDULE_EXTRAS = {"step": ("decay_rate", "step_epochs"), "exponential": ("decay_rate", "step_epochs"),
                    "cosine": ("min_learning_rate",), "one_cycle": ("min_learning_rate",),

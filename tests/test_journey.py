@@ -263,8 +263,10 @@ def test_03_train_a_variant_and_stop_a_run(page, app):
     with step(page, app, "train_variant"):
         go_to(page, "Train", "Train")
         choose(page, "Activation", "elu")
+        type_into(page, "Weight averaging (EMA momentum, 0 = off)", "0.9")
         launch(page, VARIANT, 1)
         assert wait_until_ended(runs_dir, VARIANT).state() == "done"
+        assert run_named(runs_dir, VARIANT).config()["ema_momentum"] == 0.9
         live_line(page, VARIANT, "done").wait_for()
         assert_no_error(page)
 

@@ -282,3 +282,122 @@ def test_mixup_blends_images_and_labels_alike_anew_each_epoch_and_the_same_for_o
     run_id = manager.submit(config)
     assert manager.wait(run_id, 120) == "done", manager.store.get(run_id).status().get("error")
     assert np.isfinite(manager.store.get(run_id).history()[-1]["loss"])
+
+
+def _trained_with_averaging(config: TrainConfig, stop_after_epoch: int | None):
+    """A tiny dense model fitted 3 epochs with the run's averaging callbacks; the model's final weights,
+    the weights the model held at each epoch's end, and the raw weights after every step."""
+    import keras
+
+    from core.ml.callbacks import weight_averaging
+    from core.ml.training import make_optimizer
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(40, 4)).astype("float32")
+    y = keras.utils.to_categorical((x[:, 0] > 0).astype(int), 2)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=make_optimizer(config, 0.1), loss="categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    steps, at_epoch_end = [], []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append(self.model.get_weights())
+
+        def on_epoch_end(self, epoch, logs=None):
+            at_epoch_end.append(self.model.get_weights())
+            if epoch == stop_after_epoch:
+                self.model.stop_training = True
+    model.fit(x, y, batch_size=10, epochs=3, shuffle=False, verbose=0,
+              callbacks=weight_averaging(config, [Record()], None))
+    return model.get_weights(), at_epoch_end, steps
+
+
+def _moving_average(steps: list, momentum: float) -> list:
+    average = steps[0]  # Keras' first step takes the weights as they are
+    for weights in steps[1:]:
+        average = [momentum * a + (1 - momentum) * w for a, w in zip(average, weights)]
+    return average
+
+
+@pytest.mark.parametrize("stop_after_epoch", [None, 1])
+def test_weight_averaging_validates_and_keeps_the_moving_average(stop_after_epoch):
+    """ema_momentum: every epoch's end (what is validated and saved) and the end of training hold the
+    exponential moving average of the step weights, also when a callback stops training early."""
+    config = TrainConfig(**TINY, ema_momentum=0.8)
+    final, at_epoch_end, steps = _trained_with_averaging(config, stop_after_epoch)
+    per_epoch = len(steps) // len(at_epoch_end)
+    for epoch, held in enumerate(at_epoch_end):
+        expected = _moving_average(steps[:(epoch + 1) * per_epoch], 0.8)
+        for got, want in zip(held, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    for got, want in zip(final, _moving_average(steps, 0.8)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(final[0], steps[-1][0])  # the average, not the last step's weights
+    plain_final, _, plain_steps = _trained_with_averaging(TrainConfig(**TINY), stop_after_epoch)
+    np.testing.assert_allclose(plain_final[0], plain_steps[-1][0])  # off: the last step's weights
+
+
+
+def test_a_fit_resumed_from_an_averaged_checkpoint_trains_on_the_step_weights():
+    """An epoch's checkpoint holds the average in the model and the step weights in the optimizer: a
+    resumed fit swaps them back first, so it takes the very steps of a fit that never stopped."""
+    import keras
+
+    from core.ml.callbacks import weight_averaging
+    from core.ml.training import make_optimizer
+    config = TrainConfig(**TINY, ema_momentum=0.8)
+    x = np.random.default_rng(0).normal(size=(40, 4)).astype("float32")
+    y = keras.utils.to_categorical((x[:, 0] > 0).astype(int), 2)
+
+    def compiled():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+        model.compile(optimizer=make_optimizer(config, 0.1), loss="categorical_crossentropy")
+        model.optimizer.build(model.trainable_variables)
+        return model
+    checkpoint, steps = {}, {"whole": [], "resumed": []}
+
+    class Record(keras.callbacks.Callback):  # after the swap, as the run's checkpointing callback is
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def on_train_batch_end(self, batch, logs=None):
+            steps[self.name].append(self.model.get_weights())
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0 and self.name == "whole":
+                checkpoint.update(weights=self.model.get_weights(),
+                                  optimizer=[np.array(v) for v in self.model.optimizer.variables])
+
+    def fit(model, name, resumed, initial_epoch):
+        model.fit(x, y, batch_size=10, epochs=2, initial_epoch=initial_epoch, shuffle=False, verbose=0,
+                  callbacks=weight_averaging(config, [Record(name)], resumed))
+        return model.get_weights()
+    whole = fit(compiled(), "whole", None, 0)
+    model = compiled()
+    model.set_weights(checkpoint["weights"])
+    for variable, value in zip(model.optimizer.variables, checkpoint["optimizer"]):
+        variable.assign(value)
+    resumed = fit(model, "resumed", {"epoch": 1}, 1)
+    assert len(steps["resumed"]) == 4
+    for taken, expected in zip(steps["resumed"], steps["whole"][4:]):
+        for got, want in zip(taken, expected):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    for got, want in zip(resumed, whole):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_a_run_with_weight_averaging_tests_the_average_it_validated(manager, chest_folder):
+    """Through the job manager: the kept (best) epoch's validation loss is what the saved model scores,
+    so what was validated, saved and tested is one set of weights; the model card names the averaging."""
+    from core.ml.model_card import averaging_text
+    config = TrainConfig(**{**TINY, "epochs": 3}, data_source="folder", data_path=str(chest_folder),
+                         ema_momentum=0.9, restore_best=True)
+    run_id = manager.submit(config)
+    assert manager.wait(run_id, 120) == "done", manager.store.get(run_id).status().get("error")
+    run = manager.store.get(run_id)
+    losses, summary = [row["val_loss"] for row in run.history()], run.summary()
+    assert summary["val"]["log_loss"] == pytest.approx(min(losses), rel=1e-4)
+    assert averaging_text(run.config()) == "exponential moving average, momentum 0.9"
+    assert averaging_text({}) == "off"  # a run saved before the setting existed

@@ -1,6 +1,6 @@
 """What runs inside Keras' fit for a run: the job callback (progress and Stop per batch; per epoch the
 validation scores, metrics.jsonl, the best model and a checkpoint; the first epoch batch by batch),
-the validation scorer it calls, resumable early stopping and an epoch-only TensorBoard."""
+the validation scorer it calls, resumable early stopping, an epoch-only TensorBoard and weight averaging."""
 from __future__ import annotations
 
 import math
@@ -200,6 +200,30 @@ def _make_job_callback(run: Run, control: RunControl, steps_per_epoch: int, batc
             return value < self.best_value if monitor.endswith("loss") else value > self.best_value
 
     return JobCallback()
+
+
+def weight_averaging(config: TrainConfig, callbacks: list, resumed: dict | None) -> list:
+    """A fit's callbacks, with `ema_momentum` between two for the weight average. Keras' SwapEMAWeights
+    goes first, so that from each epoch's end to the next one's start the model holds the averaged
+    weights: what is validated, kept as the best model and checkpointed."""
+    if not config.ema_momentum:
+        return list(callbacks)
+    import keras
+    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+    # A checkpoint holds the average in the model and the last step's weights in the optimizer:
+    # the first epoch of a resumed run swaps them back before it trains.
+    swap._ema_weights_in_model = bool(resumed)
+
+    class KeepAverageWhenStopped(keras.callbacks.Callback):
+        """SwapEMAWeights keeps the average at the end of fit only after the last planned epoch
+        (checked against Keras 3.15); a run stopped earlier (early stopping, halving, Stop) would end
+        with the last step's weights. Last in the list, this sees every callback's decision to stop."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.model.stop_training and epoch != self.params["epochs"] - 1:
+                swap._finalize_ema_values()
+
+    return [swap, *callbacks, KeepAverageWhenStopped()]
 
 
 def current_learning_rate(optimizer) -> float:

@@ -117,6 +117,12 @@ def loss_text(config: dict) -> str:
     return "cross-entropy"
 
 
+def averaging_text(config: dict) -> str:
+    """Weight averaging: off (also for runs saved before the setting existed), or its EMA momentum."""
+    momentum = config.get("ema_momentum") or 0
+    return f"exponential moving average, momentum {text(float(momentum))}" if momentum else "off"
+
+
 def dropout_text(config: dict) -> str:
     """The dropout rate the model was built with, and where it came from."""
     used = with_used_dropout(config)["dropout"]
@@ -228,6 +234,7 @@ def training_procedure(config: dict, summary: dict) -> list:
         ("Schedule", config.get("schedule")), ("Weight decay", config.get("weight_decay")),
         ("Batch size", config.get("batch_size")), ("Dropout", dropout_text(config)),
         ("Label smoothing", config.get("label_smoothing")), ("Loss", loss_text(config)),
+        ("Weight averaging", averaging_text(config)),
         ("Epochs", f"{text(summary.get('epochs_run'))} run of {text(config.get('epochs'))}"),
         ("Best epoch (kept)", summary.get("best_epoch")), ("Early stopping", stopping),
         ("Augmentation (training only)", augmentation_text(config.get("augmentation"))),

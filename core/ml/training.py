@@ -17,7 +17,8 @@ import numpy as np
 
 from core.data import datasets as data_lib
 from core.data import splits
-from core.ml.callbacks import EpochScoring, ValidationScorer, _make_job_callback, early_stopping, epoch_tensorboard
+from core.ml.callbacks import (EpochScoring, ValidationScorer, _make_job_callback, early_stopping, epoch_tensorboard,
+                               weight_averaging)
 from core.ml.checkpoints import restore_best_model, restore_checkpoint, truncate_history
 from core.ml.data_pipeline import choose_data_pipeline, load_data, predict_rows, split_batches, with_mixup
 from core.ml.run_control import Cancelled, RunControl
@@ -92,6 +93,8 @@ def make_optimizer(config: TrainConfig, learning_rate):
         common["weight_decay"] = config.weight_decay
     if config.clipnorm:
         common["clipnorm"] = config.clipnorm
+    if config.ema_momentum:
+        common.update(use_ema=True, ema_momentum=config.ema_momentum)
     if config.optimizer == "adam":
         return keras.optimizers.Adam(**common)
     if config.optimizer == "adamw":
@@ -265,7 +268,8 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
     epochs_done = resumed["epoch"] if resumed else 0
     if not resumed or resumed.get("phase") == "train":
         model.fit(train_ds, initial_epoch=epochs_done, epochs=config.epochs,
-                  callbacks=callbacks, class_weight=class_weight, shuffle=False, verbose=0)  # tf.data shuffles
+                  callbacks=weight_averaging(config, callbacks, resumed), class_weight=class_weight,
+                  shuffle=False, verbose=0)  # tf.data shuffles
         epochs_done = len(run.history())
         if fine_tune_epochs and not job_callback.cancelled and not model.stop_training:
             job_callback.phase, job_callback.fine_tune_start = "fine_tune", epochs_done
@@ -273,9 +277,11 @@ def train(run: Run, config: TrainConfig, control: RunControl, resume: bool = Fal
     else:  # resumed during fine-tuning
         job_callback.phase, job_callback.fine_tune_start = "fine_tune", resumed["fine_tune_start"]
     if job_callback.phase == "fine_tune":
-        model.fit(train_ds, initial_epoch=epochs_done,
-                  epochs=job_callback.fine_tune_start + fine_tune_epochs, callbacks=callbacks,
-                  class_weight=class_weight, shuffle=False, verbose=0)
+        # A new optimizer, so new averaging callbacks; resumed only when the checkpoint is of this phase.
+        averaged = weight_averaging(config, callbacks, resumed if resumed and resumed.get("phase") == "fine_tune"
+                                    else None)
+        model.fit(train_ds, initial_epoch=epochs_done, epochs=job_callback.fine_tune_start + fine_tune_epochs,
+                  callbacks=averaged, class_weight=class_weight, shuffle=False, verbose=0)
     epochs_run = len(run.history())
 
     restored = bool(config.restore_best and job_callback.best_epoch and run.has_model())

@@ -120,6 +120,12 @@ class TrainConfig:
                                   format="%.5f")
     clipnorm: float = setting(0.0, "Clip each gradient to this norm; 0 = no clipping.",
                               label="Gradient clipping (norm, 0 = off)", min=0.0, max=100.0, step=0.5)
+    ema_momentum: float = setting(0.0, "Weight averaging: keep an exponential moving average of the weights "
+                                       "(Polyak averaging; Keras' use_ema) and validate, save and test it "
+                                       "instead of the last step's weights; each step the average moves "
+                                       "1 - this toward the weights. 0 = off; 0.99 averages about the last "
+                                       "100 steps.", label="Weight averaging (EMA momentum, 0 = off)",
+                                  min=0.5, max=0.9999, step=0.001, format="%.4f", off=0.0)
     label_smoothing: float = setting(0.0, "Soften the one-hot targets by this much.", min=0.0, max=0.5,
                                      step=0.05)
     loss: str = setting("crossentropy", "What training minimises. crossentropy: categorical cross-entropy; "
