@@ -11,12 +11,14 @@ job manager (the dashboard's path), and is scored on
 Goals (issue 24; 2-core CPU, within 5 minutes each): binary accuracy >= 0.975 and AUC >= 0.993;
 3-class macro-F1 >= 0.83. Thresholded metrics are at the run's own threshold, chosen on validation.
 
+`--tta` scores each run again over the views of Evaluate's test-time augmentation (core.ml.tta), at
+the run's threshold, on both sets, with its cost.
 `--ensemble N` trains N members (seeds seed, seed+1, ...; one split) and scores their average
 (core.ml.ensemble: the Evaluate page's ensemble) on both sets, at the threshold chosen on the
 members' averaged validation probabilities; its wall time is the members' together.
 
     .venv/bin/python bench/accuracy.py [--task binary|subtype|both] [--seed 42] [--holdout-share 0.12]
-                                       [--set image_size=128 ...] [--ensemble 2]
+                                       [--set image_size=128 ...] [--ensemble 2] [--tta]
 """
 from __future__ import annotations
 
@@ -83,15 +85,20 @@ def score_holdout(result: dict, holdout: Path) -> dict:
             "n_images": external["n_images"], "n_patients": external["n_patients"], "seen": external["seen"]}
 
 
-def holdout_probabilities(run, holdout: Path):
-    """The run's model on the holdout images: (probabilities, the holdout dataset)."""
+def holdout_dataset(run, holdout: Path):
+    """The holdout images as the run's model reads them (its task, size and channels)."""
     from core.data import datasets as data_lib
-    from core.ml.inference import Predictor
     from core.settings.config import TrainConfig
     config = TrainConfig.from_dict(run.config())
-    dataset = data_lib.load_dataset(*source_of(holdout), config.task, config.image_size, config.channels)
+    return data_lib.load_dataset(*source_of(holdout), config.task, config.image_size, config.channels)
+
+
+def holdout_probabilities(run, holdout: Path):
+    """The run's model on the holdout images: (probabilities, the holdout dataset)."""
+    from core.ml.inference import Predictor
+    dataset = holdout_dataset(run, holdout)
     model = Predictor(run.path).model
-    return model.predict(dataset.images, batch_size=config.batch_size, verbose=0), dataset
+    return model.predict(dataset.images, batch_size=int(run.config()["batch_size"]), verbose=0), dataset
 
 
 def report_ensemble(task: str, members: list[dict], holdout: Path | None) -> None:
@@ -113,6 +120,35 @@ def report_ensemble(task: str, members: list[dict], holdout: Path | None) -> Non
         found = {"metrics": found["metrics"], "intervals": found["intervals"]["intervals"]}
         print_holdout(found)
     print_goals(task, test, found)
+
+
+def report_tta(result: dict, holdout: Path | None) -> None:
+    """The run scored again over core.ml.tta's views (Evaluate's test-time augmentation), at the run's own
+    threshold as Evaluate applies it: the test split, the holdout, and what it cost."""
+    from core.ml import tta
+    from core.ml.inference import Predictor
+    run, task, threshold = result["run"], result["task"], result["threshold"]
+    began = time.perf_counter()
+    on_test = tta.score_split(run, "test")
+    saved = run.predictions("test")
+    test = scored(on_test["probabilities"], saved["labels"], saved["class_names"], saved["patient_ids"], threshold)
+    print(f"\n== {task}: test-time augmentation over {tta.views_sentence(on_test['views'])}, at the run's "
+          "threshold")
+    print(f"test split      : {on_test['passes']} forward passes per image, {on_test['seconds']:.1f} s for "
+          f"{saved['labels'].shape[0]} images (plain {on_test['plain_seconds']:.1f} s)")
+    for key in ("accuracy", "auc", "macro_f1"):
+        print(f"test {key:<11}: {test['metrics'][key]:.4f} (plain {result['test'][key]:.4f})")
+    found = None
+    if holdout is not None:
+        dataset = holdout_dataset(run, holdout)
+        predict = tta.keras_predict(Predictor(run.path).model, int(result["config"].batch_size))
+        averaged = tta.predict_views(predict, dataset.images).probabilities
+        found = scored(averaged, dataset.labels, saved["class_names"], dataset.patient_ids, threshold)
+        found = {"metrics": found["metrics"], "intervals": found["intervals"]["intervals"]}
+        print_holdout(found)
+    print(f"wall time       : {result['seconds']:.0f} s training + {time.perf_counter() - began:.0f} s of TTA "
+          "scoring (both sets)")
+    print_goals(task, test["metrics"], found)
 
 
 def print_holdout(holdout: dict) -> None:
@@ -168,6 +204,8 @@ def main() -> None:
                         help="try a variant of the recipe, e.g. --set image_size=128 epochs=25")
     parser.add_argument("--ensemble", type=int, default=1, metavar="N",
                         help="train N members on one split and score their average too")
+    parser.add_argument("--tta", action="store_true",
+                        help="score each run with test-time augmentation too (Evaluate's views)")
     args = parser.parse_args()
     overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
     folder = Path(tempfile.mkdtemp(prefix="cxr-accuracy-"))
@@ -182,6 +220,8 @@ def main() -> None:
                 if holdout is not None:
                     result["holdout"] = score_holdout(result, holdout)
                 report(result)
+                if args.tta:
+                    report_tta(result, holdout)
                 members.append(result)
             if args.ensemble > 1:
                 report_ensemble(task, members, holdout)
