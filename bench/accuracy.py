@@ -109,16 +109,13 @@ def report_ensemble(task: str, members: list[dict], holdout: Path | None) -> Non
           "(chosen on the averaged validation probabilities)")
     print(f"wall time       : {seconds:.0f} s, the members' together (budget {BUDGET_S} s: "
           f"{'ok' if seconds <= BUDGET_S else 'OVER'})")
-    for key in ("accuracy", "auc", "macro_f1"):
-        print(f"test {key:<11}: {test[key]:.4f}")
+    print_test(test)
     found = None
     if holdout is not None:
         predicted = [holdout_probabilities(member["run"], holdout) for member in members]
         dataset = predicted[0][1]
         averaged = sum(p for p, _ in predicted) / len(predicted)
-        found = scored(averaged, dataset.labels, ensemble.class_names, dataset.patient_ids, ensemble.threshold)
-        found = {"metrics": found["metrics"], "intervals": found["intervals"]["intervals"]}
-        print_holdout(found)
+        found = score_and_print_holdout(averaged, dataset, ensemble.class_names, ensemble.threshold)
     print_goals(task, test, found)
 
 
@@ -136,19 +133,30 @@ def report_tta(result: dict, holdout: Path | None) -> None:
           "threshold")
     print(f"test split      : {on_test['passes']} forward passes per image, {on_test['seconds']:.1f} s for "
           f"{saved['labels'].shape[0]} images (plain {on_test['plain_seconds']:.1f} s)")
-    for key in ("accuracy", "auc", "macro_f1"):
-        print(f"test {key:<11}: {test['metrics'][key]:.4f} (plain {result['test'][key]:.4f})")
+    print_test(test["metrics"], plain=result["test"])
     found = None
     if holdout is not None:
         dataset = holdout_dataset(run, holdout)
         predict = tta.keras_predict(Predictor(run.path).model, int(result["config"].batch_size))
         averaged = tta.predict_views(predict, dataset.images).probabilities
-        found = scored(averaged, dataset.labels, saved["class_names"], dataset.patient_ids, threshold)
-        found = {"metrics": found["metrics"], "intervals": found["intervals"]["intervals"]}
-        print_holdout(found)
+        found = score_and_print_holdout(averaged, dataset, saved["class_names"], threshold)
     print(f"wall time       : {result['seconds']:.0f} s training + {time.perf_counter() - began:.0f} s of TTA "
           "scoring (both sets)")
     print_goals(task, test["metrics"], found)
+
+
+def print_test(test: dict, plain: dict | None = None) -> None:
+    """The test split's headline numbers, beside the plain run's when these are averaged predictions."""
+    for key in ("accuracy", "auc", "macro_f1"):
+        print(f"test {key:<11}: {test[key]:.4f}" + (f" (plain {plain[key]:.4f})" if plain else ""))
+
+
+def score_and_print_holdout(probabilities, dataset, class_names, threshold) -> dict:
+    """Averaged holdout probabilities (an ensemble's, TTA's) scored as external validation scores them."""
+    found = scored(probabilities, dataset.labels, class_names, dataset.patient_ids, threshold)
+    found = {"metrics": found["metrics"], "intervals": found["intervals"]["intervals"]}
+    print_holdout(found)
+    return found
 
 
 def print_holdout(holdout: dict) -> None:
