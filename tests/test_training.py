@@ -284,12 +284,11 @@ def test_mixup_blends_images_and_labels_alike_anew_each_epoch_and_the_same_for_o
     assert np.isfinite(manager.store.get(run_id).history()[-1]["loss"])
 
 
-def _trained_with_averaging(config: TrainConfig, stop_after_epoch: int | None):
-    """A tiny dense model fitted 3 epochs with the run's averaging callbacks; the model's final weights,
-    the weights the model held at each epoch's end, and the raw weights after every step."""
+def _dense_problem(config: TrainConfig):
+    """A tiny dense model compiled with the run's optimizer (its variables built, as training builds
+    them), and 40 points to fit: (model, x, y), the same every call."""
     import keras
 
-    from core.ml.callbacks import weight_averaging
     from core.ml.training import make_optimizer
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).normal(size=(40, 4)).astype("float32")
@@ -297,6 +296,16 @@ def _trained_with_averaging(config: TrainConfig, stop_after_epoch: int | None):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     model.compile(optimizer=make_optimizer(config, 0.1), loss="categorical_crossentropy")
     model.optimizer.build(model.trainable_variables)
+    return model, x, y
+
+
+def _trained_with_averaging(config: TrainConfig, stop_after_epoch: int | None):
+    """The tiny dense model fitted 3 epochs with the run's averaging callbacks; the model's final weights,
+    the weights the model held at each epoch's end, and the raw weights after every step."""
+    import keras
+
+    from core.ml.callbacks import weight_averaging
+    model, x, y = _dense_problem(config)
     steps, at_epoch_end = [], []
 
     class Record(keras.callbacks.Callback):
@@ -337,24 +346,13 @@ def test_weight_averaging_validates_and_keeps_the_moving_average(stop_after_epoc
     np.testing.assert_allclose(plain_final[0], plain_steps[-1][0])  # off: the last step's weights
 
 
-
 def test_a_fit_resumed_from_an_averaged_checkpoint_trains_on_the_step_weights():
     """An epoch's checkpoint holds the average in the model and the step weights in the optimizer: a
     resumed fit swaps them back first, so it takes the very steps of a fit that never stopped."""
     import keras
 
     from core.ml.callbacks import weight_averaging
-    from core.ml.training import make_optimizer
     config = TrainConfig(**TINY, ema_momentum=0.8)
-    x = np.random.default_rng(0).normal(size=(40, 4)).astype("float32")
-    y = keras.utils.to_categorical((x[:, 0] > 0).astype(int), 2)
-
-    def compiled():
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
-        model.compile(optimizer=make_optimizer(config, 0.1), loss="categorical_crossentropy")
-        model.optimizer.build(model.trainable_variables)
-        return model
     checkpoint, steps = {}, {"whole": [], "resumed": []}
 
     class Record(keras.callbacks.Callback):  # after the swap, as the run's checkpointing callback is
@@ -374,8 +372,9 @@ def test_a_fit_resumed_from_an_averaged_checkpoint_trains_on_the_step_weights():
         model.fit(x, y, batch_size=10, epochs=2, initial_epoch=initial_epoch, shuffle=False, verbose=0,
                   callbacks=weight_averaging(config, [Record(name)], resumed))
         return model.get_weights()
-    whole = fit(compiled(), "whole", None, 0)
-    model = compiled()
+    model, x, y = _dense_problem(config)
+    whole = fit(model, "whole", None, 0)
+    model, _, _ = _dense_problem(config)
     model.set_weights(checkpoint["weights"])
     for variable, value in zip(model.optimizer.variables, checkpoint["optimizer"]):
         variable.assign(value)
